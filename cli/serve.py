@@ -1,0 +1,141 @@
+"""`voicestack serve`: run the server on a SQLite file until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+
+from voicestack.config import LogLevel, Settings, load_settings
+from voicestack.http import create_app
+from voicestack.runtime import Runtime
+
+err = Console(stderr=True)
+
+# How long in-flight HTTP requests may take to finish after a shutdown signal.
+GRACEFUL_SHUTDOWN_S = 10
+
+
+class VoicestackServer(uvicorn.Server):
+    """uvicorn's server, closing SSE streams as soon as a shutdown signal arrives.
+
+    Without this, uvicorn would wait for the endless event streams to end before it ran the
+    application's shutdown, so every SIGTERM would last the whole graceful timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list | None = None) -> None:
+        """Start serving, then print where."""
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+            err.print(
+                f"voicestack serving [bold]http://{shown}:{port}[/] (database {self.settings.db})"
+            )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal capture, without re-raising the signal after a clean shutdown."""
+        with super().capture_signals():
+            yield
+            # A shutdown that completed is a success: exit 0 rather than die of the signal.
+            self._captured_signals.clear()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Signal handler: begin uvicorn's shutdown and end every SSE stream."""
+        super().handle_exit(sig, frame)
+        app = self.config.loaded_app if self.config.loaded else None
+        runtime = getattr(getattr(_inner_app(app), "state", None), "runtime", None)
+        if runtime is not None and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(runtime.hub.close_streams)
+
+
+def _inner_app(app: object) -> object:
+    # uvicorn wraps the app in its proxy-headers and message-logger middlewares.
+    while hasattr(app, "app"):
+        app = app.app
+    return app
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port [default: 8000]; 0 picks a free one.")
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="SQLite database file [default: ./voicestack.db].")
+    ] = None,
+    app: Annotated[
+        list[str] | None,
+        typer.Option("--app", help="Python module with server functions (repeatable)."),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None, typer.Option(help="Log verbosity [default: info].")
+    ] = None,
+    no_autocheckpoint: Annotated[
+        bool | None,
+        typer.Option("--no-autocheckpoint", help="Leave WAL checkpoints to Litestream."),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = True,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file [default: ./voicestack.toml if present].")
+    ] = None,
+) -> None:
+    """Run the voicestack server.
+
+    Example: voicestack serve --port 8000 --db ./voicestack.db --app voicestack.examples.todos
+    """
+    try:
+        settings = load_settings(
+            config,
+            host=host,
+            port=port,
+            db=db,
+            apps=app or None,
+            log_level=log_level,
+            no_autocheckpoint=no_autocheckpoint,
+        )
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        runtime = Runtime(settings)
+    except Exception as exc:  # a bad --app, an unreadable database: one line, not a traceback
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    asgi_app = create_app(settings, runtime)
+    uv_config = uvicorn.Config(
+        asgi_app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
+    server = VoicestackServer(uv_config, settings)
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)

@@ -1,0 +1,5 @@
+"""`python -m voicestack` is the `voicestack` command."""
+
+from cli.main import run
+
+run()

@@ -1,0 +1,76 @@
+"""Settings: defaults < config file (TOML) < VOICESTACK_* environment < CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+DEFAULT_CONFIG_FILE = Path("voicestack.toml")
+
+
+class Settings(BaseSettings):
+    """Everything a voicestack server can be told; every field is also `VOICESTACK_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICESTACK_", extra="forbid")
+    config_file: ClassVar[Path | None] = None
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on (0 picks one).")
+    db: Path = Field(Path("voicestack.db"), description="The SQLite database file.")
+    apps: list[str] = Field(
+        default_factory=list, description="Python modules to load server functions from."
+    )
+    log_level: LogLevel = Field("info", description="Server log verbosity.")
+    no_autocheckpoint: bool = Field(
+        False, description="Leave WAL checkpoints to Litestream (wal_autocheckpoint=0)."
+    )
+    readers: int = Field(4, ge=1, le=64, description="Reader connections for queries.")
+    ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a stalled SSE client may block a write before it is cut."
+    )
+    change_log_keep: int = Field(
+        10_000, ge=100, description="Commits kept in the change log for reconnecting clients."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest JSON request body accepted, in bytes."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """CLI flags (init) win over the environment, which wins over the config file."""
+        config_file = cls.config_file or DEFAULT_CONFIG_FILE
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file),
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `config_file` (default ./voicestack.toml if present), env, then `overrides`.
+
+    Overrides that are None are ignored, so unset CLI flags fall through to the other sources.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"Config file {config_file} does not exist.")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    bound = type("BoundSettings", (Settings,), {"config_file": config_file})
+    return Settings.model_validate(bound(**given).model_dump())

@@ -1,0 +1,1 @@
+"""Small example apps, loadable with `voicestack serve --app voicestack.examples.NAME`."""

@@ -1,0 +1,18 @@
+"""The server-function model: named queries, mutations and actions with validated arguments."""
+
+from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
+from voicestack.functions.errors import FunctionError
+from voicestack.functions.registry import Registry, ServerFunction, action, mutation, query
+
+__all__ = [
+    "ActionCtx",
+    "Caller",
+    "FunctionError",
+    "MutationCtx",
+    "QueryCtx",
+    "Registry",
+    "ServerFunction",
+    "action",
+    "mutation",
+    "query",
+]

@@ -1,0 +1,13 @@
+"""The error a server function raises to refuse a call with a code the client can act on."""
+
+from __future__ import annotations
+
+
+class FunctionError(Exception):
+    """A refusal with a snake_case `code` and a human `message`; HTTP answers it with `status`."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status

@@ -1,0 +1,44 @@
+"""create_app(settings): the Starlette application serving the whole public HTTP contract."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import voicestack
+from voicestack.config import Settings
+from voicestack.http import functions, watch
+from voicestack.http.errors import EXCEPTION_HANDLERS
+from voicestack.http.functions import json_response
+from voicestack.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(_request: Request) -> Response:
+    """GET /healthz: liveness, with the server's version; no authentication."""
+    return json_response({"ok": True, "version": voicestack.__version__})
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
+    """The ASGI app for `settings`; the Runtime opens on startup and closes on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = runtime or Runtime(settings)
+        app.state.runtime = rt
+        await rt.start()
+        log.info("serving %s (%d functions)", settings.db, len(rt.registry.functions))
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), *functions.routes, *watch.routes]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

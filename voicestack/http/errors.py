@@ -1,0 +1,94 @@
+"""One error shape for every route: `{"error": {"code", "message"}}` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from voicestack import jsoncodec
+from voicestack.functions.errors import FunctionError
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """An HTTP refusal with a status, a snake_case code and a sentence saying what to do."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+    """The JSON error body every route uses."""
+    body = {"error": {"code": code, "message": message, **extra}}
+    return Response(jsoncodec.dumps(body), status, media_type="application/json")
+
+
+def validation_fields(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic's errors as `[{"field", "message"}]`, the field path dotted."""
+    return [
+        {"field": ".".join(str(part) for part in err["loc"]) or "(args)", "message": err["msg"]}
+        for err in exc.errors(include_url=False)
+    ]
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+
+async def _function_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FunctionError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    fields = validation_fields(exc)
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return error_response(422, "invalid_args", f"Invalid arguments: {summary}.", fields=fields)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"No route matches {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, code, message)
+
+
+async def _internal_error(_request: Request, _exc: Exception) -> Response:
+    # Starlette re-raises after this response is sent, so the server logs the traceback.
+    return error_response(
+        500, "internal_error", "The server failed to handle this request; its log has the details."
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    FunctionError: _function_error,
+    ValidationError: _validation_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}

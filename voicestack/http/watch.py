@@ -1,0 +1,136 @@
+"""Watching queries over Server-Sent Events: one query per stream, or several on one stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.routing import Route
+
+from voicestack.functions.context import Caller
+from voicestack.http.body import parse_json
+from voicestack.http.errors import ApiError, validation_fields
+from voicestack.http.sse import ChannelResponse
+from voicestack.http.state import caller, runtime
+from voicestack.reactive.hub import Hub, Subscription
+from voicestack.runtime import Runtime
+
+MAX_WATCHES_PER_STREAM = 100
+
+
+class WatchItem(BaseModel):
+    """One subscription of a multi-watch stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=200)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+def last_event_id(request: Request) -> int | None:
+    """The version a reconnecting EventSource last received, if it sent a usable one."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return int(raw.strip())
+
+
+def _parse_args(rt: Runtime, name: str, raw: Any) -> tuple[Any, Any]:
+    function = rt.function(name, "query")
+    return function, function.parse_args(raw)
+
+
+async def watch_one(request: Request) -> ChannelResponse:
+    """GET /api/watch/{name}?args=JSON: the query's value now and after every change."""
+    rt = runtime(request)
+    name = request.path_params["name"]
+    raw_args = request.query_params.get("args")
+    rt.function(name, "query")
+    args = parse_json(raw_args, "The args parameter") if raw_args else {}
+    if not isinstance(args, dict):
+        raise ApiError(422, "invalid_args", "The args parameter must be a JSON object.")
+    function, parsed = _parse_args(rt, name, args)
+    channel = rt.hub.open_channel(multi=False)
+    subscription = Subscription(channel, None)
+    try:
+        await rt.hub.subscribe(
+            subscription, function, parsed, caller(request), last_event_id(request)
+        )
+    except BaseException:
+        rt.hub.close_channel(channel)
+        raise
+    return ChannelResponse(channel, lambda: _release(rt.hub, [subscription]))
+
+
+def _parse_items(raw: str | None) -> list[WatchItem]:
+    if raw is None:
+        raise ApiError(400, "missing_parameter", 'Pass q=[{"id", "name", "args"}, ...] as JSON.')
+    data = parse_json(raw, "The q parameter")
+    if not isinstance(data, list) or not data:
+        raise ApiError(422, "invalid_args", "q must be a non-empty JSON array of subscriptions.")
+    if len(data) > MAX_WATCHES_PER_STREAM:
+        raise ApiError(
+            422, "invalid_args", f"At most {MAX_WATCHES_PER_STREAM} subscriptions per stream."
+        )
+    try:
+        items = [WatchItem.model_validate(entry) for entry in data]
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "invalid_args",
+            "Each q entry needs an id, a name and args.",
+            fields=validation_fields(exc),
+        ) from None
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ApiError(422, "invalid_args", "Subscription ids in q must be unique.")
+    return items
+
+
+async def watch_many(request: Request) -> ChannelResponse:
+    """GET /api/watch?q=JSON: several queries on one stream, each commit's changes together."""
+    rt = runtime(request)
+    items = _parse_items(request.query_params.get("q"))
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(_parse_args(rt, item.name, item.args))
+        except ValidationError as exc:
+            raise ApiError(
+                422,
+                "invalid_args",
+                f"Invalid arguments for subscription {item.id!r}.",
+                fields=validation_fields(exc),
+            ) from None
+    channel = rt.hub.open_channel(multi=True)
+    user: Caller | None = caller(request)
+    last = last_event_id(request)
+    subscriptions = [Subscription(channel, item.id) for item in items]
+    joins = [
+        rt.hub.join(sub, function, args, user, last)
+        for sub, (function, args) in zip(subscriptions, parsed, strict=True)
+    ]
+    results = await asyncio.gather(*joins, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        _release(rt.hub, subscriptions)
+        rt.hub.close_channel(channel)
+        raise failures[0]
+    return ChannelResponse(channel, lambda: _release(rt.hub, subscriptions))
+
+
+def _release(hub: Hub, subscriptions: list[Subscription]) -> None:
+    for subscription in subscriptions:
+        channel = subscription.channel
+        hub.unsubscribe(subscription)
+    if subscriptions:
+        hub.close_channel(channel)
+
+
+routes = [
+    Route("/api/watch", watch_many, methods=["GET"]),
+    Route("/api/watch/{name}", watch_one, methods=["GET"]),
+]

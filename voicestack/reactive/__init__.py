@@ -1,0 +1,1 @@
+"""Subscriptions: read sets, invalidation, re-runs and fan-out to SSE clients."""

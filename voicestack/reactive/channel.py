@@ -1,0 +1,133 @@
+"""A Channel is one SSE connection's outbox, filled by the hub and drained by the connection.
+
+It buffers only the newest value per subscription, so a slow client skips straight to the latest
+state instead of queueing history, and the hub never waits on a client: pushing is a dict store
+and, at most, waking the connection's one writer coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from voicestack import jsoncodec
+
+PING = b": ping\n\n"
+
+
+@dataclass(eq=False, slots=True)
+class Payload:
+    """A query value serialized once, at a version, shared by every subscriber it goes to."""
+
+    value_json: bytes
+    version: int
+    _single: bytes | None = field(default=None, repr=False)
+
+    def single_event(self) -> bytes:
+        """The SSE `value` event of a one-subscription stream (built once, then shared)."""
+        if self._single is None:
+            self._single = encode_event(
+                b"value",
+                self.version,
+                b'{"value":%s,"version":%d}' % (self.value_json, self.version),
+            )
+        return self._single
+
+
+@dataclass(eq=False, slots=True)
+class ErrorPayload:
+    """A query that failed on re-run: its error, at a version."""
+
+    code: str
+    message: str
+    version: int
+
+    def data(self, sub_id: str | None) -> bytes:
+        """The `error` event's JSON data, naming the subscription on a multi stream."""
+        body: dict[str, object] = {
+            "error": {"code": self.code, "message": self.message},
+            "version": self.version,
+        }
+        if sub_id is not None:
+            body = {"id": sub_id, **body}
+        return jsoncodec.dumps(body)
+
+
+def encode_event(event: bytes, event_id: int, data: bytes) -> bytes:
+    """One SSE event; `data` is JSON, which never contains a newline."""
+    return b"event: %s\nid: %d\ndata: %s\n\n" % (event, event_id, data)
+
+
+class Channel:
+    """The outbox of one SSE stream: one subscription (`multi=False`) or several by id."""
+
+    def __init__(self, multi: bool) -> None:
+        self.multi = multi
+        self.closed = False
+        self.last_write = 0.0
+        self.sending_since: float | None = None
+        self.task: asyncio.Task[object] | None = None
+        self._pending: dict[str | None, Payload | ErrorPayload] = {}
+        self._ping = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, sub_id: str | None, payload: Payload | ErrorPayload) -> None:
+        """Make `payload` the next thing sent for `sub_id`, replacing an unsent older one."""
+        if self.closed:
+            return
+        self._pending[sub_id] = payload
+        self._wake()
+
+    def ping(self) -> None:
+        """Send a keep-alive comment unless something else is about to be sent anyway."""
+        if not self.closed:
+            self._ping = True
+            self._wake()
+
+    def close(self) -> None:
+        """End the stream after what is pending has been sent."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_chunk(self) -> bytes | None:
+        """Wait for something to send and return it as bytes; None once closed and drained."""
+        while not self._pending and not self._ping:
+            if self.closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._render()
+
+    def _render(self) -> bytes:
+        pending, self._pending = self._pending, {}
+        self._ping = False
+        if not pending:
+            return PING
+        if not self.multi:
+            (payload,) = pending.values()
+            if isinstance(payload, Payload):
+                return payload.single_event()
+            return encode_event(b"error", payload.version, payload.data(None))
+        # Values skipped by a slow client were superseded, and the ones still pending are all
+        # valid at the newest version among them, so they go out as one snapshot at that version.
+        version = max(p.version for p in pending.values())
+        parts = []
+        for sub_id, payload in pending.items():
+            if isinstance(payload, Payload):
+                data = b'{"id":%s,"value":%s,"version":%d}' % (
+                    jsoncodec.dumps(sub_id),
+                    payload.value_json,
+                    version,
+                )
+                parts.append(encode_event(b"value", version, data))
+            else:
+                parts.append(encode_event(b"error", version, payload.data(sub_id)))
+        return b"".join(parts)

@@ -1,0 +1,415 @@
+"""The subscription hub: which queries depend on what, re-running them per commit batch, fan-out.
+
+Identical subscriptions (same function, arguments and user) share one SharedQuery: one run and one
+serialized payload however many clients watch it. Commits arrive as ChangeSets from the writer
+thread. The hub's loop pins one read snapshot at version V, waits until it holds every ChangeSet up
+to V, re-runs exactly the shared queries whose read set those commits touched (plus queries that
+new subscribers are waiting for), all in that snapshot, and pushes only values that changed. Every
+value a client receives in one batch is therefore consistent at version V.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from voicestack import jsoncodec
+from voicestack.functions.context import Caller, QueryCtx
+from voicestack.functions.errors import FunctionError
+from voicestack.functions.registry import ServerFunction
+from voicestack.reactive.channel import Channel, ErrorPayload, Payload
+from voicestack.store.changes import ChangeSet, changed_since
+from voicestack.store.readers import ReaderConnection, Snapshot
+from voicestack.store.store import Store
+
+log = logging.getLogger(__name__)
+
+# How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
+# trusting its view and re-runs every subscription.
+CHANGESET_WAIT_S = 2.0
+
+
+@dataclass(eq=False)
+class SharedQuery:
+    """One query with one set of arguments for one user, shared by all its subscriptions."""
+
+    function: ServerFunction
+    args: BaseModel
+    user: Caller | None
+    key: tuple[str, bytes, str | None]
+    tables: frozenset[str] = frozenset()
+    payload: Payload | ErrorPayload | None = None
+    # The version at which the value last changed: a client that has seen it is up to date.
+    changed_version: int = 0
+    subscriptions: set[Subscription] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One client's interest in a SharedQuery, delivered to its Channel under `sub_id`."""
+
+    channel: Channel
+    sub_id: str | None
+    shared: SharedQuery | None = None
+
+
+@dataclass(eq=False)
+class _Join:
+    subscription: Subscription
+    shared: SharedQuery
+    last_version: int | None
+    ready: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    tables: frozenset[str]
+    value_json: bytes | None
+    error: FunctionError | None
+
+
+def shared_key(function: ServerFunction, args: BaseModel, user: Caller | None) -> tuple:
+    """The identity of a shared query: function name, canonical arguments, user."""
+    return (function.name, jsoncodec.dumps(args.model_dump(mode="json")), user.id if user else None)
+
+
+class Hub:
+    """Holds every live subscription and keeps each one's client up to date."""
+
+    def __init__(self, store: Store, ping_s: float = 15.0, send_timeout_s: float = 30.0) -> None:
+        self._store = store
+        self._ping_s = ping_s
+        self._send_timeout_s = send_timeout_s
+        self._shared: dict[tuple, SharedQuery] = {}
+        self._by_table: dict[str, set[SharedQuery]] = defaultdict(set)
+        self._channels: set[Channel] = set()
+        self._pending: list[ChangeSet] = []
+        self._joins: list[_Join] = []
+        self._in_flight: set[SharedQuery] = set()
+        self._received = 0
+        self._received_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reader: ReaderConnection | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
+        self.version = 0
+        self.batches = 0
+        self.reruns = 0
+
+    async def start(self) -> None:
+        """Start listening to commits and running batches on the current event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._reader = await self._loop.run_in_executor(self._executor, self._store.reader)
+        self.version = await self._loop.run_in_executor(
+            self._executor, lambda: self._reader.read(lambda s: s.version)
+        )
+        self._received = self.version
+        self._store.add_commit_listener(self._on_commit_threadsafe)
+        self._tasks = [
+            asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
+            asyncio.create_task(self._keepalive_loop(), name="voicestack-keepalive"),
+        ]
+
+    def _on_commit_threadsafe(self, changeset: ChangeSet) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.receive, changeset)
+
+    def receive(self, changeset: ChangeSet) -> None:
+        """Take a committed ChangeSet (on the event loop); the batch loop handles it."""
+        self._pending.append(changeset)
+        self._received = max(self._received, changeset.version)
+        self._received_event.set()
+        self._wake.set()
+
+    # -- subscribing ---------------------------------------------------------------------------
+
+    def open_channel(self, multi: bool) -> Channel:
+        """A new Channel the hub keeps alive with pings and closes on shutdown."""
+        channel = Channel(multi)
+        self._channels.add(channel)
+        return channel
+
+    def close_channel(self, channel: Channel) -> None:
+        """Forget a channel whose connection ended, with all its subscriptions."""
+        channel.close()
+        self._channels.discard(channel)
+
+    def join(
+        self,
+        subscription: Subscription,
+        function: ServerFunction,
+        args: BaseModel,
+        user: Caller | None,
+        last_version: int | None = None,
+    ) -> asyncio.Future[None]:
+        """Ask for `subscription` to be attached in the next batch; the future says when it is.
+
+        The current value is pushed to the subscription's channel then, unless `last_version`
+        shows the client already has it. The future fails with FunctionError when the query
+        refuses on its first run. Joins requested together land in the same batch, so their first
+        values are one consistent snapshot.
+        """
+        key = shared_key(function, args, user)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = SharedQuery(function, args, user, key)
+            self._shared[key] = shared
+        subscription.shared = shared
+        assert self._loop is not None, "the hub is not started"
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._joins.append(_Join(subscription, shared, last_version, ready))
+        self._wake.set()
+        return ready
+
+    async def subscribe(
+        self,
+        subscription: Subscription,
+        function: ServerFunction,
+        args: BaseModel,
+        user: Caller | None,
+        last_version: int | None = None,
+    ) -> None:
+        """Join and wait until attached; on failure the subscription is detached again."""
+        try:
+            await self.join(subscription, function, args, user, last_version)
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Detach `subscription`; a shared query nobody watches is dropped."""
+        shared = subscription.shared
+        if shared is None:
+            return
+        shared.subscriptions.discard(subscription)
+        subscription.shared = None
+        if not shared.subscriptions and not self._awaited(shared):
+            self._drop(shared)
+
+    def _awaited(self, shared: SharedQuery) -> bool:
+        return shared in self._in_flight or any(j.shared is shared for j in self._joins)
+
+    def _drop(self, shared: SharedQuery) -> None:
+        if self._shared.get(shared.key) is shared:
+            del self._shared[shared.key]
+        for table in shared.tables:
+            watchers = self._by_table.get(table)
+            if watchers is not None:
+                watchers.discard(shared)
+                if not watchers:
+                    del self._by_table[table]
+
+    @property
+    def subscription_count(self) -> int:
+        """How many subscriptions are attached in all."""
+        return sum(len(s.subscriptions) for s in self._shared.values())
+
+    @property
+    def shared_count(self) -> int:
+        """How many distinct shared queries are live."""
+        return len(self._shared)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending and not self._joins:
+                continue
+            try:
+                await self._run_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("subscription batch failed")
+                self._in_flight = set()
+                for join in self._joins:
+                    if not join.ready.done():
+                        join.ready.set_exception(RuntimeError("subscription batch failed"))
+                self._joins.clear()
+
+    async def _run_batch(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = self._reader
+        assert reader is not None
+        snapshot = await loop.run_in_executor(self._executor, reader.begin)
+        try:
+            version = snapshot.version
+            trusted = await self._wait_for_changesets(version)
+            changes = [cs for cs in self._pending if cs.version <= version]
+            self._pending = [cs for cs in self._pending if cs.version > version]
+            if self._pending:
+                self._wake.set()
+            stale = self._invalidated(changes) if trusted else set(self._shared.values())
+            joins, self._joins = self._joins, []
+            self._in_flight = {j.shared for j in joins}
+            to_run = stale | {j.shared for j in joins if j.shared.payload is None}
+            outcomes, current = await loop.run_in_executor(
+                self._executor, lambda: self._execute(snapshot, to_run, joins)
+            )
+        finally:
+            await loop.run_in_executor(self._executor, reader.end)
+        self.version = max(self.version, version)
+        self.batches += 1
+        self.reruns += len(outcomes)
+        self._apply(outcomes, version)
+        self._admit(joins, current, version)
+        in_flight, self._in_flight = self._in_flight, set()
+        for shared in in_flight:
+            if not shared.subscriptions and not self._awaited(shared):
+                self._drop(shared)
+
+    async def _wait_for_changesets(self, version: int) -> bool:
+        if self._received >= version:
+            return True
+        deadline = asyncio.get_running_loop().time() + CHANGESET_WAIT_S
+        while self._received < version:
+            self._received_event.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.warning("commit %d not announced in time; re-running every query", version)
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._received_event.wait(), remaining)
+        return True
+
+    def _invalidated(self, changes: Iterable[ChangeSet]) -> set[SharedQuery]:
+        stale: set[SharedQuery] = set()
+        for changeset in changes:
+            for table in changeset.tables:
+                watchers = self._by_table.get(table)
+                if watchers:
+                    stale |= watchers
+        return stale
+
+    def _execute(
+        self, snapshot: Snapshot, to_run: set[SharedQuery], joins: list[_Join]
+    ) -> tuple[dict[SharedQuery, _Outcome], set[int]]:
+        """Runs on the hub's reader thread, inside the pinned snapshot."""
+        outcomes = {shared: run_query(snapshot, shared) for shared in to_run}
+        current: set[int] = set()
+        for index, join in enumerate(joins):
+            outcome = outcomes.get(join.shared)
+            tables = outcome.tables if outcome else join.shared.tables
+            if join.last_version is not None and not changed_since(
+                snapshot.conn, join.last_version, snapshot.version, tables
+            ):
+                current.add(index)
+        return outcomes, current
+
+    def _apply(self, outcomes: dict[SharedQuery, _Outcome], version: int) -> None:
+        for shared, outcome in outcomes.items():
+            if self._shared.get(shared.key) is not shared:
+                continue  # dropped while it ran
+            self._index(shared, outcome.tables)
+            if outcome.error is not None:
+                payload: Payload | ErrorPayload = ErrorPayload(
+                    outcome.error.code, outcome.error.message, version
+                )
+            elif isinstance(shared.payload, Payload) and (
+                shared.payload.value_json == outcome.value_json
+            ):
+                continue
+            else:
+                assert outcome.value_json is not None
+                payload = Payload(outcome.value_json, version)
+            shared.payload = payload
+            shared.changed_version = version
+            for subscription in shared.subscriptions:
+                subscription.channel.push(subscription.sub_id, payload)
+
+    def _admit(self, joins: list[_Join], current: set[int], version: int) -> None:
+        for index, join in enumerate(joins):
+            shared, subscription = join.shared, join.subscription
+            if join.ready.done():  # the subscriber went away while it waited
+                continue
+            payload = shared.payload
+            if isinstance(payload, ErrorPayload) and not shared.subscriptions:
+                self._drop(shared)
+                join.ready.set_exception(FunctionError(payload.code, payload.message))
+                continue
+            shared.subscriptions.add(subscription)
+            if index not in current and payload is not None:
+                if isinstance(payload, Payload) and payload.version != version:
+                    payload = Payload(payload.value_json, version)
+                subscription.channel.push(subscription.sub_id, payload)
+            join.ready.set_result(None)
+
+    def _index(self, shared: SharedQuery, tables: frozenset[str]) -> None:
+        if tables == shared.tables:
+            return
+        for table in shared.tables - tables:
+            watchers = self._by_table.get(table)
+            if watchers is not None:
+                watchers.discard(shared)
+        for table in tables - shared.tables:
+            self._by_table[table].add(shared)
+        shared.tables = tables
+
+    # -- keep-alive and shutdown ---------------------------------------------------------------
+
+    async def _keepalive_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, min(self._ping_s, self._send_timeout_s) / 2)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for channel in list(self._channels):
+                since = channel.sending_since
+                if since is not None and now - since > self._send_timeout_s:
+                    # A client that stopped reading must not hold the connection forever.
+                    log.info("closing an SSE stream stalled for %.0f s", now - since)
+                    self.close_channel(channel)
+                    if channel.task is not None:
+                        channel.task.cancel()
+                elif since is None and now - channel.last_write >= self._ping_s:
+                    channel.ping()
+
+    def close_streams(self) -> None:
+        """End every open stream once its pending values are sent (shutdown has begun)."""
+        for channel in list(self._channels):
+            channel.close()
+
+    async def close(self) -> None:
+        """End every stream (pending values are still sent) and stop the hub's tasks."""
+        self.close_streams()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for join in self._joins:
+            if not join.ready.done():
+                join.ready.set_exception(RuntimeError("the server is shutting down"))
+        if self._reader is not None:
+            reader = self._reader
+            self._reader = None
+            await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
+        self._executor.shutdown(wait=True)
+
+
+def run_query(snapshot: Snapshot, shared: SharedQuery) -> _Outcome:
+    """Run a shared query in `snapshot`, returning its read set and JSON value or its refusal."""
+    db = snapshot.db()
+    try:
+        value = shared.function.invoke(QueryCtx(db, shared.user, snapshot.version), shared.args)
+        return _Outcome(frozenset(db.tables_read), jsoncodec.dumps(value), None)
+    except FunctionError as exc:
+        return _Outcome(frozenset(db.tables_read), None, exc)
+    except Exception as exc:
+        log.exception("query %s failed", shared.function.name)
+        error = FunctionError(
+            "internal_error", f"The query failed ({type(exc).__name__}); see the server log."
+        )
+        return _Outcome(frozenset(db.tables_read), None, error)

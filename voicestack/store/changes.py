@@ -1,0 +1,159 @@
+"""What a commit changed: the ChangeSet, the recorder fed by apsw hooks, and the `_changes` log."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import apsw
+
+# Tables whose changes are bookkeeping, never data a query should react to: our own change log
+# and migration records, Litestream's tables, SQLite's internals.
+IGNORED_PREFIXES = ("_", "sqlite_")
+
+# Past this many rows in one table, a commit records the table alone: readers treat it as
+# "anything in the table may have changed", and the log row stays small.
+MAX_ROWS_PER_TABLE = 1000
+
+
+def is_tracked_table(table: str) -> bool:
+    """True when changes to `table` must reach subscriptions."""
+    return not table.startswith(IGNORED_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """The tables and rows one commit changed, with the commit's version."""
+
+    version: int
+    tables: frozenset[str]
+    # table -> rowids changed; a table missing here (but in `tables`) changed in unknown rows.
+    rows: dict[str, frozenset[int]] = field(default_factory=dict)
+    committed_at: float = 0.0
+
+    def touches(self, tables: frozenset[str] | set[str]) -> bool:
+        """True when this commit changed any of `tables`."""
+        return not self.tables.isdisjoint(tables)
+
+
+class ChangeRecorder:
+    """Collects (table, rowid) from the writer's update hook, one mutation at a time.
+
+    A mutation's changes are kept only when its savepoint is released; a rolled-back mutation's
+    changes are discarded, because the update hook also fires for rows that are later rolled back.
+    """
+
+    def __init__(self) -> None:
+        self._committed: dict[str, set[int] | None] = {}
+        self._current: dict[str, set[int] | None] = {}
+
+    def on_update(self, _op: int, _db: str, table: str, rowid: int) -> None:
+        """apsw update hook: remember one changed row of the running mutation."""
+        if not is_tracked_table(table):
+            return
+        rows = self._current.get(table, set())
+        if rows is None:
+            return
+        rows.add(rowid)
+        if len(rows) > MAX_ROWS_PER_TABLE:
+            self._current[table] = None
+        else:
+            self._current[table] = rows
+
+    def keep_current(self) -> None:
+        """The running mutation succeeded: fold its changes into the transaction's."""
+        for table, rows in self._current.items():
+            if table in self._committed:
+                known = self._committed[table]
+                if known is None or rows is None:
+                    self._committed[table] = None
+                else:
+                    known |= rows
+                    if len(known) > MAX_ROWS_PER_TABLE:
+                        self._committed[table] = None
+            else:
+                self._committed[table] = rows
+        self._current = {}
+
+    def discard_current(self) -> None:
+        """The running mutation rolled back: forget what it changed."""
+        self._current = {}
+
+    def reset(self) -> None:
+        """Forget everything: the whole transaction rolled back."""
+        self._committed = {}
+        self._current = {}
+
+    @property
+    def has_changes(self) -> bool:
+        """True when the kept mutations changed at least one tracked row."""
+        return bool(self._committed)
+
+    def to_changeset(self, version: int) -> ChangeSet:
+        """The kept changes as a ChangeSet for `version`; the recorder is left empty."""
+        rows = {t: frozenset(r) for t, r in self._committed.items() if r is not None}
+        changeset = ChangeSet(version, frozenset(self._committed), rows, time.time())
+        self.reset()
+        return changeset
+
+
+def append_to_log(conn: apsw.Connection, changeset: ChangeSet) -> None:
+    """Write `changeset` to the `_changes` log inside the current write transaction."""
+    rows = {t: sorted(r) for t, r in changeset.rows.items()}
+    conn.execute(
+        "INSERT INTO _changes(version, tables, rows, committed_at) VALUES (?, ?, ?, ?)",
+        (
+            changeset.version,
+            json.dumps(sorted(changeset.tables)),
+            json.dumps(rows, separators=(",", ":")),
+            changeset.committed_at,
+        ),
+    )
+
+
+def latest_version(conn: apsw.Connection) -> int:
+    """The newest committed version as seen by `conn`'s current snapshot (0 for a new database)."""
+    for (version,) in conn.execute("SELECT coalesce(max(version), 0) FROM _changes"):
+        return int(version)
+    return 0
+
+
+def read_log(conn: apsw.Connection, after: int, upto: int | None = None) -> list[ChangeSet]:
+    """ChangeSets from the log with `after < version <= upto`, oldest first."""
+    sql = "SELECT version, tables, rows, committed_at FROM _changes WHERE version > ?"
+    params: tuple[int, ...] = (after,)
+    if upto is not None:
+        sql += " AND version <= ?"
+        params = (after, upto)
+    out = []
+    for version, tables, rows, committed_at in conn.execute(sql + " ORDER BY version", params):
+        row_map = {t: frozenset(r) for t, r in json.loads(rows).items()}
+        out.append(ChangeSet(int(version), frozenset(json.loads(tables)), row_map, committed_at))
+    return out
+
+
+def oldest_logged_version(conn: apsw.Connection) -> int:
+    """The oldest version still in the log (0 when the log is empty)."""
+    for (version,) in conn.execute("SELECT coalesce(min(version), 0) FROM _changes"):
+        return int(version)
+    return 0
+
+
+def changed_since(conn: apsw.Connection, after: int, upto: int, tables: frozenset[str]) -> bool:
+    """True when a commit in (after, upto] touched `tables`, or when the log no longer tells.
+
+    Used to decide whether a reconnecting client that last saw version `after` already has the
+    current value of a query that reads `tables`.
+    """
+    if after >= upto:
+        return False
+    oldest = oldest_logged_version(conn)
+    if oldest == 0 or oldest > after + 1:
+        return True
+    return any(cs.touches(tables) for cs in read_log(conn, after, upto))
+
+
+def prune_log(conn: apsw.Connection, newest: int, keep: int) -> None:
+    """Drop log rows older than the newest `keep` versions (the newest row always stays)."""
+    conn.execute("DELETE FROM _changes WHERE version <= ?", (newest - max(keep, 1),))

@@ -1,0 +1,92 @@
+"""The database handles server functions receive: ReadDB for queries, WriteDB for mutations.
+
+Rows come back as dicts keyed by column name. A ReadDB records every table its statements read,
+which is how a subscription learns what it depends on without declaring it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from voicestack.reactive.readset import StatementTables
+
+Params = Sequence[Any] | dict[str, Any]
+Row = dict[str, Any]
+
+
+def fetch_rows(cursor: apsw.Cursor) -> list[dict[str, Any]]:
+    """The cursor's remaining rows as dicts keyed by column name."""
+    try:
+        names = [d[0] for d in cursor.get_description()]
+    except apsw.ExecutionCompleteError:
+        return []
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+class ReadDB:
+    """Read-only access for a query, recording the tables it reads."""
+
+    def __init__(self, conn: apsw.Connection, statements: StatementTables) -> None:
+        self._conn = conn
+        self._statements = statements
+        self.tables_read: set[str] = set()
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row `sql` returns, as dicts."""
+        rows, tables = self._statements.execute(self._conn, sql, params, fetch_rows)
+        self.tables_read |= tables
+        return rows
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row `sql` returns, or None."""
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What a write statement did: rows changed and the last inserted rowid."""
+
+    changes: int
+    last_rowid: int
+
+
+class WriteDB:
+    """Read-write access for a mutation, inside its own savepoint of the group commit."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self._conn = conn
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row `sql` returns, as dicts (reads see this transaction's own writes)."""
+        return fetch_rows(self._conn.execute(sql, params))
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row `sql` returns, or None."""
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
+    def execute(self, sql: str, params: Params = ()) -> ExecResult:
+        """Run one write statement; returns rows changed and the last inserted rowid."""
+        self._conn.execute(sql, params)
+        return ExecResult(self._conn.changes(), self._conn.last_insert_rowid())
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        """Run `sql` once per parameter set; returns the total rows changed."""
+        before = self._conn.total_changes()
+        self._conn.executemany(sql, rows)
+        return self._conn.total_changes() - before

@@ -1,0 +1,118 @@
+"""The Store: one SQLite file, one writer thread with group commit, a pool of readers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+
+from voicestack.store.changes import ChangeSet, latest_version
+from voicestack.store.connection import open_connection
+from voicestack.store.migrations import Migration, migrate_app, migrate_core
+from voicestack.store.readers import ReaderConnection, ReaderPool, Snapshot
+from voicestack.store.writer import CommitListener, WriteFn, Writer, WriteResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Store:
+    """A voicestack database: migrations on open, serialized writes, pooled snapshot reads.
+
+    Litestream-compatible by construction: WAL mode is never left, checkpoints are SQLite's own
+    PASSIVE autocheckpoints (or none with `autocheckpoint=False`), and nothing runs VACUUM.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        readers: int = 4,
+        autocheckpoint: bool = True,
+        log_keep: int = 10_000,
+        max_batch: int = 256,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_conn = open_connection(self.path)
+        if not autocheckpoint:
+            # Litestream then owns checkpoints; SQLite must not run its own.
+            self._write_conn.execute("PRAGMA wal_autocheckpoint=0")
+        migrate_core(self._write_conn)
+        self._writer: Writer | None = None
+        self._readers = ReaderPool(self.path, readers)
+        self._log_keep = log_keep
+        self._max_batch = max_batch
+        self._closed = False
+
+    def migrate_app(self, app: str, migrations: Sequence[Migration]) -> int:
+        """Apply an app's migrations (before `start`); returns how many ran."""
+        if self._writer is not None:
+            raise RuntimeError("App migrations run before the store starts serving writes.")
+        return migrate_app(self._write_conn, app, migrations)
+
+    def start(self) -> None:
+        """Start the writer thread; from now on every write goes through `write`."""
+        if self._writer is None:
+            self._writer = Writer(self._write_conn, self._max_batch, self._log_keep)
+            self._writer.start()
+
+    @property
+    def writer(self) -> Writer:
+        """The running writer (raises when the store is not started)."""
+        if self._writer is None:
+            raise RuntimeError("The store is not started.")
+        return self._writer
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call `listener(changeset)` on the writer thread after every commit that changed rows."""
+        self.writer.add_listener(listener)
+
+    async def write(self, fn: WriteFn) -> WriteResult:
+        """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT."""
+        return await asyncio.wrap_future(self.writer.submit(fn))
+
+    def write_sync(self, fn: WriteFn) -> WriteResult:
+        """Like `write`, for callers on other threads; blocks until COMMIT."""
+        return self.writer.submit(fn).result()
+
+    async def read(self, fn: Callable[[Snapshot], T]) -> T:
+        """Run `fn(snapshot)` on a pooled reader inside one read transaction."""
+        return await self._readers.read(fn)
+
+    def read_sync(self, fn: Callable[[Snapshot], T]) -> T:
+        """Like `read`, blocking the calling thread."""
+        return self._readers.read_sync(fn)
+
+    def reader(self) -> ReaderConnection:
+        """A dedicated reader connection the caller owns and must close."""
+        return ReaderConnection(self.path)
+
+    def version(self) -> int:
+        """The newest committed version."""
+        return self.read_sync(lambda snapshot: snapshot.version)
+
+    def close(self) -> None:
+        """Drain the writer (every queued mutation commits), close readers, then the file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        self._readers.close()
+        self._write_conn.close()
+        log.info("closed %s", self.path)
+
+
+def integrity_check(conn: apsw.Connection) -> list[str]:
+    """SQLite's integrity check: ["ok"] for a healthy database."""
+    return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+
+
+__all__ = ["ChangeSet", "Snapshot", "Store", "WriteResult", "integrity_check", "latest_version"]

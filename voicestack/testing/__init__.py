@@ -1,0 +1,1 @@
+"""Test and benchmark helpers, including a real OpenAI-compatible fake HTTP server."""
