@@ -1,4 +1,4 @@
-"""An ASGI text/event-stream response that drains one hub Channel.
+"""An ASGI text/event-stream response that drains one hub outbox.
 
 Each connection costs one coroutine (this response) plus one idle task waiting for the client to
 disconnect; the hub serializes each value once and this loop only writes the shared bytes. A
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from starlette.types import Receive, Scope, Send
 
-from voicestack.reactive.channel import Channel
+from voicestack.reactive.channel import Outbox
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -25,9 +25,9 @@ HEADERS = [
 
 
 class ChannelResponse:
-    """Streams `channel` until it closes or the client goes away, then calls `on_close`."""
+    """Streams an outbox until it closes or the client goes away, then calls `on_close`."""
 
-    def __init__(self, channel: Channel, on_close: Callable[[], None]) -> None:
+    def __init__(self, channel: Outbox, on_close: Callable[[], None]) -> None:
         self.channel = channel
         self.on_close = on_close
 
@@ -54,7 +54,7 @@ class ChannelResponse:
             self.on_close()
 
 
-async def _close_on_disconnect(receive: Receive, channel: Channel) -> None:
+async def _close_on_disconnect(receive: Receive, channel: Outbox) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

@@ -58,25 +58,16 @@ def encode_event(event: bytes, event_id: int, data: bytes) -> bytes:
     return b"event: %s\nid: %d\ndata: %s\n\n" % (event, event_id, data)
 
 
-class Channel:
-    """The outbox of one SSE stream: one subscription (`multi=False`) or several by id."""
+class Outbox:
+    """What an SSE connection drains: the hub fills it, the connection's writer empties it."""
 
-    def __init__(self, multi: bool) -> None:
-        self.multi = multi
+    def __init__(self) -> None:
         self.closed = False
         self.last_write = 0.0
         self.sending_since: float | None = None
         self.task: asyncio.Task[object] | None = None
-        self._pending: dict[str | None, Payload | ErrorPayload] = {}
         self._ping = False
         self._waiter: asyncio.Future[None] | None = None
-
-    def push(self, sub_id: str | None, payload: Payload | ErrorPayload) -> None:
-        """Make `payload` the next thing sent for `sub_id`, replacing an unsent older one."""
-        if self.closed:
-            return
-        self._pending[sub_id] = payload
-        self._wake()
 
     def ping(self) -> None:
         """Send a keep-alive comment unless something else is about to be sent anyway."""
@@ -94,9 +85,15 @@ class Channel:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _has_pending(self) -> bool:
+        raise NotImplementedError
+
+    def _take(self) -> bytes:
+        raise NotImplementedError
+
     async def next_chunk(self) -> bytes | None:
         """Wait for something to send and return it as bytes; None once closed and drained."""
-        while not self._pending and not self._ping:
+        while not self._has_pending() and not self._ping:
             if self.closed:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
@@ -104,13 +101,33 @@ class Channel:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._render()
-
-    def _render(self) -> bytes:
-        pending, self._pending = self._pending, {}
         self._ping = False
-        if not pending:
-            return PING
+        return self._take() if self._has_pending() else PING
+
+
+class Channel(Outbox):
+    """The outbox of a watch stream: one subscription (`multi=False`) or several by id.
+
+    Only the newest value per subscription is kept: a slow client skips to the latest state.
+    """
+
+    def __init__(self, multi: bool) -> None:
+        super().__init__()
+        self.multi = multi
+        self._pending: dict[str | None, Payload | ErrorPayload] = {}
+
+    def push(self, sub_id: str | None, payload: Payload | ErrorPayload) -> None:
+        """Make `payload` the next thing sent for `sub_id`, replacing an unsent older one."""
+        if self.closed:
+            return
+        self._pending[sub_id] = payload
+        self._wake()
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def _take(self) -> bytes:
+        pending, self._pending = self._pending, {}
         if not self.multi:
             (payload,) = pending.values()
             if isinstance(payload, Payload):
@@ -131,3 +148,40 @@ class Channel:
             else:
                 parts.append(encode_event(b"error", version, payload.data(sub_id)))
         return b"".join(parts)
+
+
+class FeedChannel(Outbox):
+    """The outbox of an append-only feed: every event is sent, in order, none skipped.
+
+    The buffer is bounded: a client that falls `max_buffer_bytes` behind is disconnected, and
+    its EventSource reconnects with Last-Event-ID and catches up from the database instead.
+    """
+
+    def __init__(self, max_buffer_bytes: int = 4 * 1024 * 1024) -> None:
+        super().__init__()
+        self.cursor = 0
+        self._events: list[bytes] = []
+        self._size = 0
+        self._max = max_buffer_bytes
+
+    def append(self, event_id: int, event: bytes) -> None:
+        """Queue one encoded event; events at or before the cursor were already sent."""
+        if self.closed or event_id <= self.cursor:
+            return
+        self.cursor = event_id
+        self._events.append(event)
+        self._size += len(event)
+        if self._size > self._max:
+            self._events.clear()
+            self._size = 0
+            self.close()
+            return
+        self._wake()
+
+    def _has_pending(self) -> bool:
+        return bool(self._events)
+
+    def _take(self) -> bytes:
+        events, self._events = self._events, []
+        self._size = 0
+        return b"".join(events)

@@ -16,15 +16,24 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
 
-from voicestack import jsoncodec
-from voicestack.functions.context import Caller, QueryCtx
+from voicestack.functions.context import Caller
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
-from voicestack.reactive.channel import Channel, ErrorPayload, Payload
+from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
+from voicestack.reactive.subscription import (
+    FeedJoin,
+    FeedSource,
+    Outcome,
+    QueryJoin,
+    SharedQuery,
+    Subscription,
+    run_query,
+    shared_key,
+)
 from voicestack.store.changes import ChangeSet, changed_since
 from voicestack.store.readers import ReaderConnection, Snapshot
 from voicestack.store.store import Store
@@ -36,50 +45,6 @@ log = logging.getLogger(__name__)
 CHANGESET_WAIT_S = 2.0
 
 
-@dataclass(eq=False)
-class SharedQuery:
-    """One query with one set of arguments for one user, shared by all its subscriptions."""
-
-    function: ServerFunction
-    args: BaseModel
-    user: Caller | None
-    key: tuple[str, bytes, str | None]
-    tables: frozenset[str] = frozenset()
-    payload: Payload | ErrorPayload | None = None
-    # The version at which the value last changed: a client that has seen it is up to date.
-    changed_version: int = 0
-    subscriptions: set[Subscription] = field(default_factory=set)
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One client's interest in a SharedQuery, delivered to its Channel under `sub_id`."""
-
-    channel: Channel
-    sub_id: str | None
-    shared: SharedQuery | None = None
-
-
-@dataclass(eq=False)
-class _Join:
-    subscription: Subscription
-    shared: SharedQuery
-    last_version: int | None
-    ready: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Outcome:
-    tables: frozenset[str]
-    value_json: bytes | None
-    error: FunctionError | None
-
-
-def shared_key(function: ServerFunction, args: BaseModel, user: Caller | None) -> tuple:
-    """The identity of a shared query: function name, canonical arguments, user."""
-    return (function.name, jsoncodec.dumps(args.model_dump(mode="json")), user.id if user else None)
-
-
 class Hub:
     """Holds every live subscription and keeps each one's client up to date."""
 
@@ -89,9 +54,12 @@ class Hub:
         self._send_timeout_s = send_timeout_s
         self._shared: dict[tuple, SharedQuery] = {}
         self._by_table: dict[str, set[SharedQuery]] = defaultdict(set)
-        self._channels: set[Channel] = set()
+        self._channels: set[Outbox] = set()
+        self._sources: list[FeedSource] = []
+        self._feed_joins: list[FeedJoin] = []
+        self._batch_feed_joins: list[FeedJoin] = []
         self._pending: list[ChangeSet] = []
-        self._joins: list[_Join] = []
+        self._joins: list[QueryJoin] = []
         self._in_flight: set[SharedQuery] = set()
         self._received = 0
         self._received_event = asyncio.Event()
@@ -138,7 +106,26 @@ class Hub:
         self._channels.add(channel)
         return channel
 
-    def close_channel(self, channel: Channel) -> None:
+    def track(self, outbox: Outbox) -> Outbox:
+        """Keep `outbox` alive with pings and close it on shutdown, like the hub's own channels."""
+        self._channels.add(outbox)
+        return outbox
+
+    def add_source(self, source: FeedSource) -> None:
+        """Give `source` every batch of commits that touch its tables."""
+        self._sources.append(source)
+
+    def join_feed(
+        self, source: FeedSource, key: str, outbox: Outbox, cursor: int
+    ) -> asyncio.Future[None]:
+        """Attach `outbox` to `source`'s feed `key` in the next batch, caught up from `cursor`."""
+        assert self._loop is not None, "the hub is not started"
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._feed_joins.append(FeedJoin(source, key, outbox, cursor, ready))
+        self._wake.set()
+        return ready
+
+    def close_channel(self, channel: Outbox) -> None:
         """Forget a channel whose connection ended, with all its subscriptions."""
         channel.close()
         self._channels.discard(channel)
@@ -166,7 +153,7 @@ class Hub:
         subscription.shared = shared
         assert self._loop is not None, "the hub is not started"
         ready: asyncio.Future[None] = self._loop.create_future()
-        self._joins.append(_Join(subscription, shared, last_version, ready))
+        self._joins.append(QueryJoin(subscription, shared, last_version, ready))
         self._wake.set()
         return ready
 
@@ -224,7 +211,7 @@ class Hub:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._pending and not self._joins:
+            if not self._pending and not self._joins and not self._feed_joins:
                 continue
             try:
                 await self._run_batch()
@@ -233,10 +220,13 @@ class Hub:
             except Exception:
                 log.exception("subscription batch failed")
                 self._in_flight = set()
-                for join in self._joins:
+                failed = [*self._joins, *self._feed_joins, *self._batch_feed_joins]
+                for join in failed:
                     if not join.ready.done():
                         join.ready.set_exception(RuntimeError("subscription batch failed"))
                 self._joins.clear()
+                self._feed_joins.clear()
+                self._batch_feed_joins = []
 
     async def _run_batch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -254,8 +244,11 @@ class Hub:
             joins, self._joins = self._joins, []
             self._in_flight = {j.shared for j in joins}
             to_run = stale | {j.shared for j in joins if j.shared.payload is None}
-            outcomes, current = await loop.run_in_executor(
-                self._executor, lambda: self._execute(snapshot, to_run, joins)
+            feed_joins, self._feed_joins = self._feed_joins, []
+            self._batch_feed_joins = feed_joins
+            feeds = self._feed_work(changes, feed_joins)
+            outcomes, current, collected = await loop.run_in_executor(
+                self._executor, lambda: self._execute(snapshot, to_run, joins, feeds)
             )
         finally:
             await loop.run_in_executor(self._executor, reader.end)
@@ -264,6 +257,9 @@ class Hub:
         self.reruns += len(outcomes)
         self._apply(outcomes, version)
         self._admit(joins, current, version)
+        for (source, _changes, source_joins), result in zip(feeds, collected, strict=True):
+            source.deliver(result, source_joins)
+        self._batch_feed_joins = []
         in_flight, self._in_flight = self._in_flight, set()
         for shared in in_flight:
             if not shared.subscriptions and not self._awaited(shared):
@@ -292,11 +288,27 @@ class Hub:
                     stale |= watchers
         return stale
 
+    def _feed_work(
+        self, changes: list[ChangeSet], joins: list[FeedJoin]
+    ) -> list[tuple[FeedSource, list[ChangeSet], list[FeedJoin]]]:
+        work = []
+        for source in self._sources:
+            relevant = [cs for cs in changes if cs.touches(source.tables)]
+            source_joins = [j for j in joins if j.source is source]
+            if relevant or source_joins:
+                work.append((source, relevant, source_joins))
+        return work
+
     def _execute(
-        self, snapshot: Snapshot, to_run: set[SharedQuery], joins: list[_Join]
-    ) -> tuple[dict[SharedQuery, _Outcome], set[int]]:
+        self,
+        snapshot: Snapshot,
+        to_run: set[SharedQuery],
+        joins: list[QueryJoin],
+        feeds: list[tuple[FeedSource, list[ChangeSet], list[FeedJoin]]],
+    ) -> tuple[dict[SharedQuery, Outcome], set[int], list[Any]]:
         """Runs on the hub's reader thread, inside the pinned snapshot."""
         outcomes = {shared: run_query(snapshot, shared) for shared in to_run}
+        collected = [source.collect(snapshot, changes, fj) for source, changes, fj in feeds]
         current: set[int] = set()
         for index, join in enumerate(joins):
             outcome = outcomes.get(join.shared)
@@ -305,9 +317,9 @@ class Hub:
                 snapshot.conn, join.last_version, snapshot.version, tables
             ):
                 current.add(index)
-        return outcomes, current
+        return outcomes, current, collected
 
-    def _apply(self, outcomes: dict[SharedQuery, _Outcome], version: int) -> None:
+    def _apply(self, outcomes: dict[SharedQuery, Outcome], version: int) -> None:
         for shared, outcome in outcomes.items():
             if self._shared.get(shared.key) is not shared:
                 continue  # dropped while it ran
@@ -328,7 +340,7 @@ class Hub:
             for subscription in shared.subscriptions:
                 subscription.channel.push(subscription.sub_id, payload)
 
-    def _admit(self, joins: list[_Join], current: set[int], version: int) -> None:
+    def _admit(self, joins: list[QueryJoin], current: set[int], version: int) -> None:
         for index, join in enumerate(joins):
             shared, subscription = join.shared, join.subscription
             if join.ready.done():  # the subscriber went away while it waited
@@ -389,7 +401,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for join in self._joins:
+        for join in [*self._joins, *self._feed_joins]:
             if not join.ready.done():
                 join.ready.set_exception(RuntimeError("the server is shutting down"))
         if self._reader is not None:
@@ -397,19 +409,3 @@ class Hub:
             self._reader = None
             await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
         self._executor.shutdown(wait=True)
-
-
-def run_query(snapshot: Snapshot, shared: SharedQuery) -> _Outcome:
-    """Run a shared query in `snapshot`, returning its read set and JSON value or its refusal."""
-    db = snapshot.db()
-    try:
-        value = shared.function.invoke(QueryCtx(db, shared.user, snapshot.version), shared.args)
-        return _Outcome(frozenset(db.tables_read), jsoncodec.dumps(value), None)
-    except FunctionError as exc:
-        return _Outcome(frozenset(db.tables_read), None, exc)
-    except Exception as exc:
-        log.exception("query %s failed", shared.function.name)
-        error = FunctionError(
-            "internal_error", f"The query failed ({type(exc).__name__}); see the server log."
-        )
-        return _Outcome(frozenset(db.tables_read), None, error)

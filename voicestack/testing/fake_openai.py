@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from voicestack.testing.fake_openai_app import DEFAULT_MODEL, build_app
 from voicestack.testing.fake_openai_plan import Kind, Plan, PlanInput, parse_plans
@@ -75,7 +76,7 @@ def _server(state: FakeState, *, log_level: str, in_process: bool) -> uvicorn.Se
     config = uvicorn.Config(
         build_app(state),
         # In-process, leave the host application's logging configuration alone.
-        log_config=None if in_process else uvicorn.config.LOGGING_CONFIG,
+        log_config=None if in_process else LOGGING_CONFIG,
         log_level=log_level,
         access_log=False,
         lifespan="off",
@@ -167,7 +168,7 @@ class FakeOpenAI:
         """Forget queued plans and logged requests."""
         self.state.reset()
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Self:
         """Start the server (if it is not running yet) and return self."""
         if self._server is None:
             self.start()

@@ -87,11 +87,11 @@ def split_arguments(arguments: str, chunk_chars: int | None = None) -> list[str]
     return [arguments[i : i + size] for i in range(0, len(arguments), size)]
 
 
-def build_reply(plan: Plan | None, body: dict[str, Any]) -> ChatReply:
+def build_reply(plan: Plan, body: dict[str, Any]) -> ChatReply:
     """Decide the reply for a chat request: the plan's, or an echo of the last user message."""
     messages = body.get("messages") or []
-    chunk_chars = plan.chunk_chars if plan else None
-    if plan is not None and (plan.text is not None or plan.tool_calls):
+    chunk_chars = plan.chunk_chars
+    if plan.text is not None or plan.tool_calls:
         text = plan.text or ""
     else:
         said = last_user_text(messages).strip()
@@ -103,7 +103,7 @@ def build_reply(plan: Plan | None, body: dict[str, Any]) -> ChatReply:
             name=call.name,
             fragments=split_arguments(call.arguments_json(), chunk_chars),
         )
-        for call in (plan.tool_calls if plan else [])
+        for call in plan.tool_calls
     ]
     finish = "tool_calls" if calls else "stop"
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -112,14 +112,12 @@ def build_reply(plan: Plan | None, body: dict[str, Any]) -> ChatReply:
     reply = ChatReply(pieces=pieces, tool_calls=calls, finish_reason=finish)
     reply.prompt_tokens = sum(len(message_text(m).split()) for m in messages)
     reply.completion_tokens = len(pieces) + sum(len(c.fragments) for c in calls)
-    if plan is not None:
-        if plan.finish_reason is not None:
-            reply.finish_reason = plan.finish_reason
-        if plan.usage is not None:
-            if plan.usage.prompt_tokens is not None:
-                reply.prompt_tokens = plan.usage.prompt_tokens
-            if plan.usage.completion_tokens is not None:
-                reply.completion_tokens = plan.usage.completion_tokens
+    if plan.finish_reason is not None:
+        reply.finish_reason = plan.finish_reason
+    if plan.usage is not None and plan.usage.prompt_tokens is not None:
+        reply.prompt_tokens = plan.usage.prompt_tokens
+    if plan.usage is not None and plan.usage.completion_tokens is not None:
+        reply.completion_tokens = plan.usage.completion_tokens
     return reply
 
 

@@ -1,4 +1,14 @@
-"""Scripted-answer plans for the fake OpenAI server, validated with pydantic."""
+"""Scripted-answer plans for the fake OpenAI server, validated with pydantic.
+
+Every field is optional. Common to all kinds ("chat", "transcription", "speech"):
+  kind, match (substring of the request's match text: the last user message, the uploaded
+  file name or transcription prompt, or the speech input), times (uses before the plan is
+  spent; null = never spent), hang_s, error {status, message, type, code, param, retry_after}.
+Chat: text, chunk_chars, tool_calls [{name, arguments, id}], tokens_per_second,
+  first_token_delay_s, cut_after_chunks, malformed_after_chunks, usage, finish_reason.
+  Without text and tool_calls the reply is the default echo of the last user message.
+Transcription: transcript, expect_sha256.
+"""
 
 from __future__ import annotations
 

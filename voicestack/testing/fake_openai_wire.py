@@ -19,8 +19,7 @@ _ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
     401: (
         "invalid_request_error",
         "invalid_api_key",
-        "Incorrect API key provided. You can find your API key at "
-        "https://platform.openai.com/account/api-keys.",
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com.",
     ),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
     404: ("invalid_request_error", "model_not_found", "The model does not exist."),

@@ -1,0 +1,110 @@
+"""The objects the hub keeps: shared queries, subscriptions, joins, and the FeedSource protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from voicestack import jsoncodec
+from voicestack.functions.context import Caller, QueryCtx
+from voicestack.functions.errors import FunctionError
+from voicestack.functions.registry import ServerFunction
+from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
+from voicestack.store.changes import ChangeSet
+from voicestack.store.readers import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class SharedQuery:
+    """One query with one set of arguments for one user, shared by all its subscriptions."""
+
+    function: ServerFunction
+    args: BaseModel
+    user: Caller | None
+    key: tuple[str, bytes, str | None]
+    tables: frozenset[str] = frozenset()
+    payload: Payload | ErrorPayload | None = None
+    # The version at which the value last changed: a client that has seen it is up to date.
+    changed_version: int = 0
+    subscriptions: set[Subscription] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One client's interest in a SharedQuery, delivered to its Channel under `sub_id`."""
+
+    channel: Channel
+    sub_id: str | None
+    shared: SharedQuery | None = None
+
+
+@dataclass(eq=False)
+class QueryJoin:
+    subscription: Subscription
+    shared: SharedQuery
+    last_version: int | None
+    ready: asyncio.Future[None]
+
+
+@dataclass(eq=False)
+class FeedJoin:
+    """A client joining a feed at `cursor` (0 = from the start): its catch-up comes in a batch."""
+
+    source: FeedSource
+    key: str
+    outbox: Outbox
+    cursor: int
+    ready: asyncio.Future[None]
+
+
+class FeedSource(Protocol):
+    """Something that turns commits into appended events (a thread feed), or just observes them.
+
+    `collect` runs on the hub's reader thread inside the batch's snapshot with the commits of the
+    batch that touched `tables` and the feed joins of the batch; `deliver` runs on the event loop
+    with what `collect` returned, after query values were pushed, and resolves the joins' futures.
+    """
+
+    tables: frozenset[str]
+
+    def collect(self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]) -> Any:
+        """Read what the batch's commits appended (and the joins' catch-up)."""
+        ...
+
+    def deliver(self, collected: Any, joins: list[FeedJoin]) -> None:
+        """Push what was collected to outboxes and admit the joins."""
+        ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    tables: frozenset[str]
+    value_json: bytes | None
+    error: FunctionError | None
+
+
+def shared_key(function: ServerFunction, args: BaseModel, user: Caller | None) -> tuple:
+    """The identity of a shared query: function name, canonical arguments, user."""
+    return (function.name, jsoncodec.dumps(args.model_dump(mode="json")), user.id if user else None)
+
+
+def run_query(snapshot: Snapshot, shared: SharedQuery) -> Outcome:
+    """Run a shared query in `snapshot`, returning its read set and JSON value or its refusal."""
+    db = snapshot.db()
+    try:
+        value = shared.function.invoke(QueryCtx(db, shared.user, snapshot.version), shared.args)
+        return Outcome(frozenset(db.tables_read), jsoncodec.dumps(value), None)
+    except FunctionError as exc:
+        return Outcome(frozenset(db.tables_read), None, exc)
+    except Exception as exc:
+        log.exception("query %s failed", shared.function.name)
+        error = FunctionError(
+            "internal_error", f"The query failed ({type(exc).__name__}); see the server log."
+        )
+        return Outcome(frozenset(db.tables_read), None, error)
