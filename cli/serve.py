@@ -8,14 +8,15 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 
-from voicestack.config import LogLevel, Settings, load_settings
+from cli.settings_options import with_settings_options
+from voicestack.config import Settings, load_settings
 from voicestack.http import create_app
 from voicestack.runtime import Runtime
 
@@ -72,46 +73,20 @@ def _inner_app(app: object) -> object:
     return app
 
 
+@with_settings_options
 def serve(
-    host: Annotated[
-        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="TCP port [default: 8000]; 0 picks a free one.")
-    ] = None,
-    db: Annotated[
-        Path | None, typer.Option(help="SQLite database file [default: ./voicestack.db].")
-    ] = None,
-    app: Annotated[
-        list[str] | None,
-        typer.Option("--app", help="Python module with server functions (repeatable)."),
-    ] = None,
-    log_level: Annotated[
-        LogLevel | None, typer.Option(help="Log verbosity [default: info].")
-    ] = None,
-    no_autocheckpoint: Annotated[
-        bool | None,
-        typer.Option("--no-autocheckpoint", help="Leave WAL checkpoints to Litestream."),
-    ] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = True,
     config: Annotated[
         Path | None, typer.Option(help="TOML config file [default: ./voicestack.toml if present].")
     ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = True,
+    **flags: Any,
 ) -> None:
     """Run the voicestack server.
 
     Example: voicestack serve --port 8000 --db ./voicestack.db --app voicestack.examples.todos
     """
     try:
-        settings = load_settings(
-            config,
-            host=host,
-            port=port,
-            db=db,
-            apps=app or None,
-            log_level=log_level,
-            no_autocheckpoint=no_autocheckpoint,
-        )
+        settings = load_settings(config, **flags)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,6 +46,31 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest JSON request body accepted, in bytes."
     )
+    openai_base_url: str | None = Field(
+        None, description="OpenAI-compatible API base URL (also OPENAI_BASE_URL)."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key for the model provider (also OPENAI_API_KEY)."
+    )
+    model: str = Field("gpt-4o-mini", description="Chat model that writes replies.")
+    instructions: str = Field(
+        "You are a helpful assistant.", description="System prompt sent before every thread."
+    )
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    context_messages: int = Field(
+        50, ge=1, le=1000, description="How many earlier messages a reply sees."
+    )
+    flush_ms: float = Field(
+        50.0, gt=0, le=5000, description="Longest wait before streamed words are saved."
+    )
+    max_steps: int = Field(8, ge=1, le=50, description="Most model calls (tool rounds) per reply.")
+    tool_timeout_s: float = Field(60.0, gt=0, description="Default time limit of one tool call.")
+    provider_timeout_s: float = Field(
+        60.0, gt=0, description="Time limit of one model request (between chunks)."
+    )
+    provider_retries: int = Field(
+        3, ge=0, le=10, description="Retries of a model request refused with 429 or 5xx."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -72,5 +98,13 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None and not config_file.is_file():
         raise FileNotFoundError(f"Config file {config_file} does not exist.")
     given = {k: v for k, v in overrides.items() if v is not None}
+    # The provider's own variable names work too, as every OpenAI client reads them.
+    for field_name, variable in (
+        ("openai_api_key", "OPENAI_API_KEY"),
+        ("openai_base_url", "OPENAI_BASE_URL"),
+    ):
+        env_name = f"VOICESTACK_{field_name.upper()}"
+        if field_name not in given and env_name not in os.environ and os.environ.get(variable):
+            given[field_name] = os.environ[variable]
     bound = type("BoundSettings", (Settings,), {"config_file": config_file})
     return Settings.model_validate(bound(**given).model_dump())

@@ -6,12 +6,20 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from voicestack.agent.feed import ThreadFeed
+from voicestack.agent.llm import ChatProvider, ProviderSettings
+from voicestack.agent.reply import AgentSettings
+from voicestack.agent.runner import ReplyRunner
+from voicestack.agent.schema import AGENT_MIGRATIONS
+from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
+from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
 from voicestack.functions.apps import App, load_entry_point_apps, load_module_app
 from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
 from voicestack.reactive.hub import Hub
+from voicestack.store.migrations import CORE_MIGRATIONS
 from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,21 +54,61 @@ class UnknownFunction(FunctionError):
 class Runtime:
     """A running voicestack: call functions by name, subscribe to queries, close cleanly."""
 
-    def __init__(self, settings: Settings, apps: list[App] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, apps: list[App] | None = None, tools: ToolSet | None = None
+    ) -> None:
         self.settings = settings
         self.registry = Registry()
-        self.apps = apps if apps is not None else self._load_apps(settings)
+        self.registry.add_all(AGENT_FUNCTIONS, "voicestack")
+        self.tools = tools if tools is not None else load_tools()
+        self.apps = [
+            *self.tools.apps(),
+            *(apps if apps is not None else self._load_apps(settings)),
+        ]
         self.store = Store(
             settings.db,
             readers=settings.readers,
             autocheckpoint=not settings.no_autocheckpoint,
             log_keep=settings.change_log_keep,
+            migrations=(*CORE_MIGRATIONS, *AGENT_MIGRATIONS),
         )
-        for app in self.apps:
-            self.registry.add_all(app.functions, app.name)
-            self.store.migrate_app(app.name, app.migrations)
+        try:
+            for app in self.apps:
+                self.registry.add_all(app.functions, app.name)
+                self.store.migrate_app(app.name, app.migrations)
+        except BaseException:
+            self.store.close()
+            raise
         self.store.start()
         self.hub = Hub(self.store, settings.ping_s, settings.send_timeout_s)
+        self.feed = ThreadFeed()
+        self.hub.add_source(self.feed)
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        self.provider = ChatProvider(
+            ProviderSettings(
+                base_url=settings.openai_base_url,
+                api_key=api_key,
+                model=settings.model,
+                temperature=settings.temperature,
+                timeout_s=settings.provider_timeout_s,
+                max_retries=settings.provider_retries,
+            )
+        )
+        self.runner = ReplyRunner(
+            self.store,
+            self.provider,
+            self.tools,
+            AgentSettings(
+                instructions=settings.instructions,
+                context_messages=settings.context_messages,
+                flush_ms=settings.flush_ms,
+                max_steps=settings.max_steps,
+                tool_timeout_s=settings.tool_timeout_s,
+            ),
+            self.query_value,
+            self.mutation_value,
+        )
+        self.hub.add_source(self.runner)
 
     @staticmethod
     def _load_apps(settings: Settings) -> list[App]:
@@ -69,8 +117,9 @@ class Runtime:
         return apps
 
     async def start(self) -> None:
-        """Start the hub on the running event loop."""
+        """Start the hub and the reply runner on the running event loop."""
         await self.hub.start()
+        await self.runner.start()
 
     def function(self, name: str, kind: Kind) -> ServerFunction:
         """The registered function `name` of `kind`; raises UnknownFunction otherwise."""
@@ -103,17 +152,21 @@ class Runtime:
         """Run action `name` on the event loop; its version is the newest after it returns."""
         function = self.function(name, "action")
         parsed = function.parse_args(args)
-        ctx = ActionCtx(user, self._query_value, self._mutation_value)
+        ctx = ActionCtx(user, self.query_value, self.mutation_value)
         value = await function.invoke(ctx, parsed)
         return CallResult(value, await self.store.read(lambda s: s.version))
 
-    async def _query_value(self, name: str, args: Any, user: Caller | None) -> Any:
+    async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:
+        """The value of query `name` (for actions and tools)."""
         return (await self.query(name, args, user)).value
 
-    async def _mutation_value(self, name: str, args: Any, user: Caller | None) -> Any:
+    async def mutation_value(self, name: str, args: Any, user: Caller | None) -> Any:
+        """The value of mutation `name` after its commit (for actions and tools)."""
         return (await self.mutation(name, args, user)).value
 
     async def close(self) -> None:
-        """Close every stream, commit every queued mutation, and close the database."""
+        """Stop replies (saved as interrupted), close streams, drain writes, close the file."""
+        await self.runner.close()
         await self.hub.close()
+        await self.provider.aclose()
         self.store.close()

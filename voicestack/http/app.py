@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 import voicestack
 from voicestack.config import Settings
-from voicestack.http import functions, watch
+from voicestack.http import functions, threads, watch
 from voicestack.http.errors import EXCEPTION_HANDLERS
 from voicestack.http.functions import json_response
 from voicestack.runtime import Runtime
@@ -40,5 +40,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         finally:
             await rt.close()
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *functions.routes, *watch.routes]
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *functions.routes,
+        *watch.routes,
+        *threads.routes,
+    ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

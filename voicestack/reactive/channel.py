@@ -164,6 +164,13 @@ class FeedChannel(Outbox):
         self._size = 0
         self._max = max_buffer_bytes
 
+    def preload(self, events: bytes, cursor: int) -> None:
+        """Queue a catch-up (any size) and move the cursor to where live events continue."""
+        if events:
+            self._events.append(events)
+        self.cursor = max(self.cursor, cursor)
+        self._wake()
+
     def append(self, event_id: int, event: bytes) -> None:
         """Queue one encoded event; events at or before the cursor were already sent."""
         if self.closed or event_id <= self.cursor:

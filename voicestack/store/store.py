@@ -12,7 +12,7 @@ import apsw
 
 from voicestack.store.changes import ChangeSet, latest_version
 from voicestack.store.connection import open_connection
-from voicestack.store.migrations import Migration, migrate_app, migrate_core
+from voicestack.store.migrations import CORE_MIGRATIONS, Migration, migrate_app, migrate_core
 from voicestack.store.readers import ReaderConnection, ReaderPool, Snapshot
 from voicestack.store.writer import CommitListener, WriteFn, Writer, WriteResult
 
@@ -36,6 +36,7 @@ class Store:
         autocheckpoint: bool = True,
         log_keep: int = 10_000,
         max_batch: int = 256,
+        migrations: Sequence[Migration] = CORE_MIGRATIONS,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ class Store:
         if not autocheckpoint:
             # Litestream then owns checkpoints; SQLite must not run its own.
             self._write_conn.execute("PRAGMA wal_autocheckpoint=0")
-        migrate_core(self._write_conn)
+        migrate_core(self._write_conn, migrations)
         self._writer: Writer | None = None
         self._readers = ReaderPool(self.path, readers)
         self._log_keep = log_keep

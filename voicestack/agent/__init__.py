@@ -1,0 +1,1 @@
+"""Agent threads: the model provider, the tool loop and streamed replies."""

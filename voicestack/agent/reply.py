@@ -1,0 +1,263 @@
+"""One assistant reply: stream the model's answer into the thread, run its tool calls, finish.
+
+The text is committed in coalesced deltas as it streams; tool calls become rows that move
+pending → (awaiting_approval →) running → done | failed, and their results go back to the model
+for the next step, up to `max_steps`. Whatever happens, the reply ends with a final status and
+keeps every bit of text it streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from voicestack import jsoncodec
+from voicestack.agent.context import build_context
+from voicestack.agent.llm import ChatProvider, ProviderError, TextDelta, ToolCallRequest, Usage
+from voicestack.agent.reply_state import (
+    Claim,
+    NewToolCall,
+    ReplyUsage,
+    append_delta,
+    finish_reply,
+    insert_tool_calls,
+    update_tool_call,
+)
+from voicestack.agent.stream import DeltaCoalescer
+from voicestack.agent.tool_loading import ToolSet
+from voicestack.agent.tools import ToolArgsError, ToolCtx, parse_tool_args, run_tool
+from voicestack.functions.context import Caller
+from voicestack.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How replies are made."""
+
+    instructions: str = "You are a helpful assistant."
+    context_messages: int = 50
+    flush_ms: float = 50.0
+    max_steps: int = 8
+    tool_timeout_s: float = 60.0
+
+
+class ReplyStopped(Exception):
+    """Someone stopped the reply (cancel, hand-off) while it streamed."""
+
+
+Approval = Callable[[str], Awaitable[bool]]
+CallFunction = Callable[[str, Any, Caller | None], Awaitable[Any]]
+
+
+class Reply:
+    """Runs one claimed reply to its end."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        *,
+        store: Store,
+        provider: ChatProvider,
+        tools: ToolSet,
+        settings: AgentSettings,
+        wait_for_approval: Approval,
+        run_query: CallFunction,
+        run_mutation: CallFunction,
+    ) -> None:
+        self.claim = claim
+        self._store = store
+        self._provider = provider
+        self._tools = tools
+        self._settings = settings
+        self._wait_for_approval = wait_for_approval
+        self._run_query = run_query
+        self._run_mutation = run_mutation
+        self._user = Caller(claim.author, claim.author) if claim.author else None
+        self._seq = 0
+        self._text: list[str] = []
+        self._usage = ReplyUsage()
+        self._started = time.monotonic()
+        self._corrections: Counter[str] = Counter()
+        self._coalescer = DeltaCoalescer(self._save_delta, settings.flush_ms)
+        self.finishing = False
+
+    async def _save_delta(self, text: str) -> None:
+        self._seq += 1
+        saved = await self._store.write(lambda db: append_delta(db, self.claim, text, self._seq))
+        if not saved.value:
+            raise ReplyStopped
+        self._text.append(text)
+
+    async def run(self) -> None:
+        """Stream, call tools, and finish with complete, failed or interrupted."""
+        try:
+            await self._steps()
+            await self._coalescer.close()
+            await self._finish("complete")
+        except ReplyStopped:
+            self._coalescer.discard_timer()
+            await self._finish("interrupted")
+        except ProviderError as exc:
+            await self._keep_partial_text()
+            await self._finish("failed", (exc.code, exc.message))
+        except asyncio.CancelledError:
+            # Shutdown or a cancel: save what streamed, then let the cancellation through.
+            await asyncio.shield(self._stop_after_cancel())
+            raise
+        except Exception as exc:
+            log.exception("reply %s failed", self.claim.message_id)
+            await self._keep_partial_text()
+            reason = f"The reply failed ({type(exc).__name__}); the server log has details."
+            await self._finish("failed", ("internal_error", reason))
+
+    async def _stop_after_cancel(self) -> None:
+        await self._keep_partial_text()
+        await self._finish(
+            "interrupted", ("server_stopped", "The server stopped during the reply.")
+        )
+
+    async def _keep_partial_text(self) -> None:
+        self._coalescer.discard_timer()
+        with contextlib.suppress(ReplyStopped, Exception):
+            await self._coalescer.close()
+
+    async def _finish(self, status: str, error: tuple[str, str] | None = None) -> None:
+        self.finishing = True
+        self._usage.wall_ms = int((time.monotonic() - self._started) * 1000)
+        text = "".join(self._text)
+        await self._store.write(
+            lambda db: finish_reply(db, self.claim, status, text, self._usage, error)
+        )
+
+    async def _steps(self) -> None:
+        if not self._provider.configured:
+            raise ProviderError(
+                "provider_not_configured",
+                "No model provider is configured: set OPENAI_API_KEY, or --openai-base-url for"
+                " an OpenAI-compatible server.",
+            )
+        settings = self._settings
+        messages = await self._store.read(
+            lambda snap: build_context(
+                snap.db(),
+                self.claim.thread_id,
+                self.claim.position,
+                settings.instructions,
+                settings.context_messages,
+            )
+        )
+        for step in range(1, settings.max_steps + 1):
+            # The last step offers no tools, so the model has to answer in words.
+            specs = self._tools.openai_specs() if step < settings.max_steps else []
+            calls = await self._stream_step(messages, specs or None)
+            await self._coalescer.close()
+            if not calls:
+                return
+            messages += await self._run_calls(step, calls)
+
+    async def _stream_step(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> list[ToolCallRequest]:
+        calls: list[ToolCallRequest] = []
+        async for event in self._provider.stream(messages, tools):
+            if isinstance(event, TextDelta):
+                await self._coalescer.add(event.text)
+            elif isinstance(event, ToolCallRequest):
+                calls.append(event)
+            elif isinstance(event, Usage):
+                self._usage.prompt_tokens += event.prompt_tokens
+                self._usage.completion_tokens += event.completion_tokens
+        return calls
+
+    @staticmethod
+    def _refused(request: ToolCallRequest, error: str) -> NewToolCall:
+        return NewToolCall(request.call_id, request.name, request.arguments, "failed", error)
+
+    def _prepare(self, request: ToolCallRequest) -> tuple[NewToolCall, Any]:
+        tool = self._tools.get(request.name)
+        if tool is None:
+            known = ", ".join(t.name for t in self._tools.tools) or "none"
+            error = f"There is no tool named {request.name!r}. Available tools: {known}."
+            return self._refused(request, error), None
+        try:
+            args = parse_tool_args(tool, request.arguments)
+        except ToolArgsError as exc:
+            self._corrections[tool.name] += 1
+            if self._corrections[tool.name] > 1:
+                error = f"{exc} The arguments were invalid again; do not call {tool.name} again."
+            else:
+                error = f"{exc} Call {tool.name} again with corrected arguments."
+            return self._refused(request, error), None
+        status = "awaiting_approval" if tool.needs_approval else "pending"
+        return NewToolCall(request.call_id, request.name, request.arguments, status), args
+
+    async def _run_calls(self, step: int, requests: list[ToolCallRequest]) -> list[dict[str, Any]]:
+        prepared = [self._prepare(request) for request in requests]
+        new_calls = [call for call, _ in prepared]
+        row_ids = (
+            await self._store.write(lambda db: insert_tool_calls(db, self.claim, step, new_calls))
+        ).value
+        self._usage.tool_calls += len(requests)
+        entries: list[dict[str, Any]] = [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": r.call_id,
+                        "type": "function",
+                        "function": {"name": r.name, "arguments": r.arguments},
+                    }
+                    for r in requests
+                ],
+            }
+        ]
+        for row_id, (call, args) in zip(row_ids, prepared, strict=True):
+            content = await self._run_call(row_id, call, args)
+            entries.append({"role": "tool", "tool_call_id": call.call_id, "content": content})
+        return entries
+
+    async def _run_call(self, row_id: str, call: NewToolCall, args: Any) -> str:
+        if call.status == "failed":
+            return f"Error: {call.error}"
+        tool = self._tools.get(call.name)
+        assert tool is not None
+        if call.status == "awaiting_approval" and not await self._wait_for_approval(row_id):
+            return "Error: the user denied this tool call."
+        await self._store.write(lambda db: update_tool_call(db, row_id, status="running"))
+
+        async def report(progress: Any) -> None:
+            await self._store.write(lambda db: update_tool_call(db, row_id, progress=progress))
+
+        ctx = ToolCtx(
+            user=self._user,
+            thread_id=self.claim.thread_id,
+            call_id=row_id,
+            store=self._store,
+            run_query=lambda name, a: self._run_query(name, a, self._user),
+            run_mutation=lambda name, a: self._run_mutation(name, a, self._user),
+            report_progress=report,
+        )
+        timeout = tool.timeout_s if tool.timeout_s is not None else self._settings.tool_timeout_s
+        outcome = await run_tool(tool, ctx, args, timeout)
+        if outcome.ok:
+            await self._store.write(
+                lambda db: update_tool_call(db, row_id, status="done", result=outcome.result)
+            )
+            return _result_text(outcome.result)
+        await self._store.write(
+            lambda db: update_tool_call(db, row_id, status="failed", error=outcome.error)
+        )
+        return f"Error: {outcome.error}"
+
+
+def _result_text(result: Any) -> str:
+    return result if isinstance(result, str) else jsoncodec.dumps(result).decode()

@@ -1,0 +1,173 @@
+"""The writes a reply makes as it runs: claim, text deltas, tool-call rows, the final status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from voicestack import jsoncodec
+from voicestack.agent.records import emit_delta, emit_message, emit_tool_call, new_id, now
+from voicestack.store.db import WriteDB
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A reply this process now streams, with what it needs to answer."""
+
+    message_id: str
+    thread_id: str
+    position: int
+    author: str | None
+
+
+@dataclass(slots=True)
+class ReplyUsage:
+    """What one reply cost."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tool_calls: int = 0
+    wall_ms: int = 0
+
+
+def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
+    """Mark the thread's oldest pending reply `streaming` and return it.
+
+    None when nothing is pending, or when a reply of the thread is already streaming: replies of
+    one thread run one at a time, in order.
+    """
+    rows = db.all(
+        "SELECT m.id, m.status, m.position, u.author FROM messages m"
+        " LEFT JOIN messages u ON u.id = m.reply_to"
+        " WHERE m.thread_id = ? AND m.role = 'assistant' AND m.status IN ('pending', 'streaming')"
+        " ORDER BY m.position LIMIT 1",
+        (thread_id,),
+    )
+    if not rows or rows[0]["status"] != "pending":
+        return None
+    row = rows[0]
+    db.execute(
+        "UPDATE messages SET status = 'streaming', updated_at = ? WHERE id = ?", (now(), row["id"])
+    )
+    emit_message(db, row["id"])
+    return Claim(row["id"], thread_id, row["position"], row["author"])
+
+
+def still_streaming(db: WriteDB, message_id: str) -> bool:
+    """True while nobody has cancelled or handed off the reply."""
+    return db.scalar("SELECT status FROM messages WHERE id = ?", (message_id,)) == "streaming"
+
+
+def append_delta(db: WriteDB, claim: Claim, text: str, seq: int) -> bool:
+    """Save streamed text, unless the reply was stopped meanwhile (then False: stop streaming)."""
+    if not still_streaming(db, claim.message_id):
+        return False
+    emit_delta(db, claim.thread_id, claim.message_id, text, seq)
+    return True
+
+
+def finish_reply(
+    db: WriteDB,
+    claim: Claim,
+    status: str,
+    text: str,
+    usage: ReplyUsage,
+    error: tuple[str, str] | None = None,
+) -> None:
+    """Consolidate the reply's text and usage and set its final status, once.
+
+    A reply someone already stopped keeps that status; its text and usage are still completed,
+    since the runner knows text the stopping mutation could not see.
+    """
+    current = db.scalar("SELECT status FROM messages WHERE id = ?", (claim.message_id,))
+    if current is None:
+        return
+    final = status if current == "streaming" else current
+    code, message = error if error and current == "streaming" else (None, None)
+    db.execute(
+        "UPDATE messages SET status = ?, text = ?, prompt_tokens = ?, completion_tokens = ?,"
+        " tool_call_count = ?, wall_ms = ?, updated_at = ?,"
+        " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message)"
+        " WHERE id = ?",
+        (
+            final,
+            text,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.tool_calls,
+            usage.wall_ms,
+            now(),
+            code,
+            message,
+            claim.message_id,
+        ),
+    )
+    db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (now(), claim.thread_id))
+    emit_message(db, claim.message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class NewToolCall:
+    """A tool call the model asked for, about to become a row."""
+
+    call_id: str
+    name: str
+    arguments: str
+    status: str
+    error: str | None = None
+
+
+def insert_tool_calls(db: WriteDB, claim: Claim, step: int, calls: list[NewToolCall]) -> list[str]:
+    """Create the rows of one step's tool calls, announce them, and return their ids."""
+    ids = []
+    for call in calls:
+        row_id = new_id("call")
+        stamp = now()
+        db.execute(
+            "INSERT INTO tool_calls(id, thread_id, message_id, call_id, step, name, args, status,"
+            " error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row_id,
+                claim.thread_id,
+                claim.message_id,
+                call.call_id,
+                step,
+                call.name,
+                call.arguments,
+                call.status,
+                call.error,
+                stamp,
+                stamp,
+            ),
+        )
+        emit_tool_call(db, row_id)
+        ids.append(row_id)
+    return ids
+
+
+def update_tool_call(db: WriteDB, row_id: str, **fields: Any) -> str | None:
+    """Change a tool call's status, progress, result or error; returns its status before."""
+    before = db.scalar("SELECT status FROM tool_calls WHERE id = ?", (row_id,))
+    if before is None:
+        return None
+    columns = {"status", "progress", "result", "error"}
+    assignments = []
+    values: list[Any] = []
+    for name, value in fields.items():
+        if name not in columns:
+            raise ValueError(f"tool_calls has no settable column {name!r}")
+        if name in ("progress", "result") and value is not None:
+            value = jsoncodec.dumps(value).decode()
+        assignments.append(f"{name} = ?")
+        values.append(value)
+    db.execute(
+        f"UPDATE tool_calls SET {', '.join(assignments)}, updated_at = ? WHERE id = ?",
+        (*values, now(), row_id),
+    )
+    emit_tool_call(db, row_id)
+    return before
+
+
+def tool_call_status(db: WriteDB, row_id: str) -> str | None:
+    """A tool call's current status."""
+    return db.scalar("SELECT status FROM tool_calls WHERE id = ?", (row_id,))

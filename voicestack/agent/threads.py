@@ -1,0 +1,337 @@
+"""Built-in server functions for threads, messages and tool calls (DESIGN §4).
+
+Mutations here only change rows and announce them on the thread feed; the reply runner notices a
+pending reply (or a cancelled one) from the commit itself, so these functions stay plain
+transactions that work the same from HTTP, an action or another process on the same file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicestack.agent.records import (
+    MESSAGE_COLUMNS,
+    TOOL_CALL_COLUMNS,
+    emit_message,
+    emit_tool_call,
+    message_from_row,
+    new_id,
+    now,
+    streamed_text,
+    thread_from_row,
+    tool_call_from_row,
+)
+from voicestack.functions.context import Caller, MutationCtx, QueryCtx
+from voicestack.functions.errors import FunctionError
+from voicestack.functions.registry import mutation, query
+from voicestack.store.db import ReadDB, WriteDB
+
+MAX_TEXT = 32_000
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CreateThreadArgs(_Args):
+    """A new thread."""
+
+    title: str | None = Field(None, max_length=200)
+
+
+class ListThreadsArgs(_Args):
+    """A page of threads, newest first."""
+
+    limit: int = Field(50, ge=1, le=200)
+    before: str | None = Field(None, description="A thread id: list the threads older than it.")
+
+
+class ThreadIdArgs(_Args):
+    """One thread."""
+
+    id: str = Field(min_length=1, max_length=100)
+
+
+class ListMessagesArgs(_Args):
+    """A page of a thread's messages: the newest `limit` before `before`, in order."""
+
+    thread_id: str = Field(alias="threadId", min_length=1, max_length=100)
+    limit: int = Field(50, ge=1, le=500)
+    before: int | None = Field(None, description="An `order`: list the messages before it.")
+
+
+class SendArgs(_Args):
+    """A user message that starts a reply."""
+
+    thread_id: str = Field(alias="threadId", min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class InThreadArgs(_Args):
+    """A thread, named by its id."""
+
+    thread_id: str = Field(alias="threadId", min_length=1, max_length=100)
+
+
+class ToolCallIdArgs(_Args):
+    """One tool call."""
+
+    id: str = Field(min_length=1, max_length=100)
+
+
+def require_thread(db: ReadDB | WriteDB, thread_id: str, _user: Caller | None) -> dict[str, Any]:
+    """The thread row, or `thread_not_found` (404) when it does not exist for this caller."""
+    row = db.one(
+        "SELECT id, title, owner, created_at, updated_at FROM threads WHERE id = ?", (thread_id,)
+    )
+    if row is None:
+        raise FunctionError("thread_not_found", f"No thread has id {thread_id!r}.", 404)
+    return row
+
+
+def _next_position(db: WriteDB, thread_id: str) -> int:
+    return db.scalar(
+        "SELECT coalesce(max(position), 0) + 1 FROM messages WHERE thread_id = ?", (thread_id,)
+    )
+
+
+def insert_message(
+    db: WriteDB,
+    thread_id: str,
+    role: str,
+    status: str,
+    *,
+    text: str = "",
+    author: str | None = None,
+    reply_to: str | None = None,
+) -> str:
+    """Append a message to a thread, announce it on the feed, and return its id."""
+    message_id = new_id("msg")
+    stamp = now()
+    db.execute(
+        "INSERT INTO messages(id, thread_id, position, role, text, status, author, reply_to,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message_id,
+            thread_id,
+            _next_position(db, thread_id),
+            role,
+            text,
+            status,
+            author,
+            reply_to,
+            stamp,
+            stamp,
+        ),
+    )
+    db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
+    emit_message(db, message_id)
+    return message_id
+
+
+def finish_message(
+    db: WriteDB, message_id: str, status: str, *, error: tuple[str, str] | None = None
+) -> None:
+    """Close an unfinished reply with `status`, keeping the text it streamed; announce it."""
+    text = streamed_text(db, message_id)
+    code, message = error if error else (None, None)
+    db.execute(
+        "UPDATE messages SET status = ?, text = CASE WHEN text = '' THEN ? ELSE text END,"
+        " error_code = ?, error_message = ?, updated_at = ? WHERE id = ?",
+        (status, text, code, message, now(), message_id),
+    )
+    emit_message(db, message_id)
+
+
+@mutation("threads.create")
+def create_thread(ctx: MutationCtx, args: CreateThreadArgs) -> dict[str, str]:
+    """Create a thread owned by the caller; returns its id."""
+    thread_id = new_id("thr")
+    stamp = now()
+    owner = ctx.user.id if ctx.user else None
+    ctx.db.execute(
+        "INSERT INTO threads(id, title, owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        (thread_id, args.title, owner, stamp, stamp),
+    )
+    return {"id": thread_id}
+
+
+@query("threads.list")
+def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
+    """The caller's threads, most recently active first."""
+    params: list[Any] = []
+    where = ""
+    if args.before:
+        cursor = require_thread(ctx.db, args.before, ctx.user)
+        where = "WHERE (updated_at, id) < (?, ?)"
+        params += [cursor["updated_at"], cursor["id"]]
+    rows = ctx.db.all(
+        f"SELECT id, title, owner, created_at, updated_at FROM threads {where}"
+        " ORDER BY updated_at DESC, id DESC LIMIT ?",
+        [*params, args.limit],
+    )
+    return [thread_from_row(row) for row in rows]
+
+
+def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int]:
+    """Usage summed over a thread's messages."""
+    row = db.one(
+        "SELECT coalesce(sum(prompt_tokens), 0) AS p, coalesce(sum(completion_tokens), 0) AS c,"
+        " coalesce(sum(tool_call_count), 0) AS t, coalesce(sum(wall_ms), 0) AS w"
+        " FROM messages WHERE thread_id = ?",
+        (thread_id,),
+    )
+    assert row is not None
+    return {
+        "promptTokens": row["p"],
+        "completionTokens": row["c"],
+        "toolCalls": row["t"],
+        "wallMs": row["w"],
+    }
+
+
+def _tool_calls(db: ReadDB, thread_id: str) -> list[dict[str, Any]]:
+    rows = db.all(
+        f"SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE thread_id = ? ORDER BY created_at, id",
+        (thread_id,),
+    )
+    return [tool_call_from_row(row) for row in rows]
+
+
+@query("threads.get")
+def get_thread(ctx: QueryCtx, args: ThreadIdArgs) -> dict[str, Any]:
+    """The thread with its usage, all its messages in order, and its tool calls."""
+    thread = thread_from_row(require_thread(ctx.db, args.id, ctx.user))
+    rows = ctx.db.all(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY position", (args.id,)
+    )
+    thread["usage"] = thread_usage(ctx.db, args.id)
+    thread["messages"] = [message_from_row(ctx.db, row) for row in rows]
+    thread["toolCalls"] = _tool_calls(ctx.db, args.id)
+    return thread
+
+
+@query("messages.list")
+def list_messages(ctx: QueryCtx, args: ListMessagesArgs) -> list[dict[str, Any]]:
+    """The newest `limit` messages before `before` (all when absent), in order."""
+    require_thread(ctx.db, args.thread_id, ctx.user)
+    before = args.before if args.before is not None else 2**62
+    rows = ctx.db.all(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND position < ?"
+        " ORDER BY position DESC LIMIT ?",
+        (args.thread_id, before, args.limit),
+    )
+    return [message_from_row(ctx.db, row) for row in reversed(rows)]
+
+
+@mutation("messages.send")
+def send_message(ctx: MutationCtx, args: SendArgs) -> dict[str, str]:
+    """Save the caller's message and queue the assistant's reply to it."""
+    require_thread(ctx.db, args.thread_id, ctx.user)
+    author = ctx.user.id if ctx.user else None
+    message_id = insert_message(
+        ctx.db, args.thread_id, "user", "complete", text=args.text, author=author
+    )
+    reply_id = insert_message(ctx.db, args.thread_id, "assistant", "pending", reply_to=message_id)
+    return {"messageId": message_id, "replyId": reply_id}
+
+
+def _unfinished_replies(db: WriteDB, thread_id: str) -> list[dict[str, Any]]:
+    return db.all(
+        "SELECT id, status FROM messages WHERE thread_id = ? AND role = 'assistant'"
+        " AND status IN ('pending', 'streaming') ORDER BY position",
+        (thread_id,),
+    )
+
+
+@mutation("messages.cancel")
+def cancel_reply(ctx: MutationCtx, args: InThreadArgs) -> dict[str, str | None]:
+    """Stop the thread's current reply at once, keeping its text; status `interrupted`."""
+    require_thread(ctx.db, args.thread_id, ctx.user)
+    replies = _unfinished_replies(ctx.db, args.thread_id)
+    streaming = [r for r in replies if r["status"] == "streaming"]
+    target = (streaming or replies or [None])[0]
+    if target is None:
+        return {"messageId": None}
+    finish_message(
+        ctx.db, target["id"], "interrupted", error=("cancelled", "The reply was stopped.")
+    )
+    return {"messageId": target["id"]}
+
+
+@mutation("messages.post")
+def post_as_assistant(ctx: MutationCtx, args: SendArgs) -> dict[str, str]:
+    """Hand-off: a person answers as the assistant; the model's unfinished replies are stopped."""
+    require_thread(ctx.db, args.thread_id, ctx.user)
+    if ctx.user is not None and not ctx.user.is_admin:
+        raise FunctionError("forbidden", "Only an admin can answer as the assistant.", 403)
+    for reply in _unfinished_replies(ctx.db, args.thread_id):
+        finish_message(
+            ctx.db, reply["id"], "interrupted", error=("handed_off", "A person answered instead.")
+        )
+    author = ctx.user.id if ctx.user else None
+    message_id = insert_message(
+        ctx.db, args.thread_id, "assistant", "complete", text=args.text, author=author
+    )
+    return {"messageId": message_id}
+
+
+@query("tool_calls.list")
+def list_tool_calls(ctx: QueryCtx, args: InThreadArgs) -> list[dict[str, Any]]:
+    """Every tool call of the thread, oldest first."""
+    require_thread(ctx.db, args.thread_id, ctx.user)
+    return _tool_calls(ctx.db, args.thread_id)
+
+
+def _awaiting_call(db: WriteDB, call_id: str, user: Caller | None) -> dict[str, Any]:
+    row = db.one("SELECT id, thread_id, status FROM tool_calls WHERE id = ?", (call_id,))
+    if row is None:
+        raise FunctionError("tool_call_not_found", f"No tool call has id {call_id!r}.", 404)
+    require_thread(db, row["thread_id"], user)
+    if row["status"] != "awaiting_approval":
+        raise FunctionError(
+            "not_awaiting_approval",
+            f"Tool call {call_id!r} is {row['status']}, not awaiting approval.",
+            409,
+        )
+    return row
+
+
+@mutation("tool_calls.approve")
+def approve_tool_call(ctx: MutationCtx, args: ToolCallIdArgs) -> dict[str, str]:
+    """Let a tool call that waits for approval run."""
+    _awaiting_call(ctx.db, args.id, ctx.user)
+    ctx.db.execute(
+        "UPDATE tool_calls SET status = 'pending', updated_at = ? WHERE id = ?", (now(), args.id)
+    )
+    emit_tool_call(ctx.db, args.id)
+    return {"id": args.id, "status": "pending"}
+
+
+@mutation("tool_calls.deny")
+def deny_tool_call(ctx: MutationCtx, args: ToolCallIdArgs) -> dict[str, str]:
+    """Refuse a tool call that waits for approval; the model is told it was denied."""
+    _awaiting_call(ctx.db, args.id, ctx.user)
+    ctx.db.execute(
+        "UPDATE tool_calls SET status = 'failed', error = 'denied by the user', updated_at = ?"
+        " WHERE id = ?",
+        (now(), args.id),
+    )
+    emit_tool_call(ctx.db, args.id)
+    return {"id": args.id, "status": "failed"}
+
+
+FUNCTIONS = (
+    create_thread,
+    list_threads,
+    get_thread,
+    list_messages,
+    send_message,
+    cancel_reply,
+    post_as_assistant,
+    list_tool_calls,
+    approve_tool_call,
+    deny_tool_call,
+)

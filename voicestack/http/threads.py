@@ -1,0 +1,118 @@
+"""REST routes for agent threads (DESIGN §4); each calls the built-in function of the same job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from voicestack.agent.threads import require_thread
+from voicestack.http.body import parse_json, read_limited
+from voicestack.http.errors import ApiError
+from voicestack.http.functions import json_response
+from voicestack.http.sse import ChannelResponse
+from voicestack.http.state import caller, runtime
+from voicestack.http.watch import last_event_id
+from voicestack.reactive.channel import FeedChannel
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await read_limited(request, runtime(request).settings.max_body_bytes)
+    if not raw.strip():
+        return {}
+    body = parse_json(raw, "The request body")
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_args", "The body must be a JSON object.")
+    return body
+
+
+def _query_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_args", f"{name} must be a whole number.") from None
+
+
+async def list_threads(request: Request) -> Response:
+    """GET /api/threads: the caller's threads, newest first (`?limit=&before=`)."""
+    args: dict[str, Any] = {}
+    limit = _query_int(request, "limit")
+    if limit is not None:
+        args["limit"] = limit
+    if request.query_params.get("before"):
+        args["before"] = request.query_params["before"]
+    result = await runtime(request).query("threads.list", args, caller(request))
+    return json_response(result.value)
+
+
+async def create_thread(request: Request) -> Response:
+    """POST /api/threads `{"title"?}`: a new thread → `{"id"}`."""
+    body = await _json_object(request)
+    result = await runtime(request).mutation("threads.create", body, caller(request))
+    return json_response(result.value, 201)
+
+
+async def get_thread(request: Request) -> Response:
+    """GET /api/threads/{id}: the thread with usage, messages and tool calls."""
+    args = {"id": request.path_params["thread_id"]}
+    result = await runtime(request).query("threads.get", args, caller(request))
+    return json_response(result.value)
+
+
+async def send_message(request: Request) -> Response:
+    """POST /api/threads/{id}/messages `{"text"}`: save it, start the reply."""
+    body = await _json_object(request)
+    args = {**body, "threadId": request.path_params["thread_id"]}
+    result = await runtime(request).mutation("messages.send", args, caller(request))
+    return json_response(result.value, 201)
+
+
+async def cancel_reply(request: Request) -> Response:
+    """POST /api/threads/{id}/cancel: stop the streaming reply, keeping its text."""
+    args = {"threadId": request.path_params["thread_id"]}
+    result = await runtime(request).mutation("messages.cancel", args, caller(request))
+    return json_response(result.value)
+
+
+async def thread_events(request: Request) -> ChannelResponse:
+    """GET /api/threads/{id}/events: the thread feed, resumable with Last-Event-ID or `?since=`."""
+    rt = runtime(request)
+    thread_id = request.path_params["thread_id"]
+    user = caller(request)
+    await rt.store.read(lambda snap: require_thread(snap.db(), thread_id, user))
+    since = _query_int(request, "since")
+    cursor = last_event_id(request) or since or 0
+    outbox = FeedChannel()
+    rt.hub.track(outbox)
+
+    def release() -> None:
+        rt.feed.leave(thread_id, outbox)
+        rt.hub.close_channel(outbox)
+
+    try:
+        await rt.hub.join_feed(rt.feed, thread_id, outbox, cursor)
+    except BaseException:
+        release()
+        raise
+    return ChannelResponse(outbox, release)
+
+
+async def list_tools(request: Request) -> Response:
+    """GET /api/tools: loaded tools and plugins that failed to load."""
+    return json_response(runtime(request).tools.describe())
+
+
+routes = [
+    Route("/api/threads", list_threads, methods=["GET"]),
+    Route("/api/threads", create_thread, methods=["POST"]),
+    Route("/api/threads/{thread_id}", get_thread, methods=["GET"]),
+    Route("/api/threads/{thread_id}/messages", send_message, methods=["POST"]),
+    Route("/api/threads/{thread_id}/cancel", cancel_reply, methods=["POST"]),
+    Route("/api/threads/{thread_id}/events", thread_events, methods=["GET"]),
+    Route("/api/tools", list_tools, methods=["GET"]),
+]
