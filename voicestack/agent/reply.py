@@ -19,7 +19,14 @@ from typing import Any
 
 from voicestack import jsoncodec
 from voicestack.agent.context import build_context
-from voicestack.agent.llm import ChatProvider, ProviderError, TextDelta, ToolCallRequest, Usage
+from voicestack.agent.llm import (
+    NOT_CONFIGURED_MESSAGE,
+    ChatProvider,
+    ProviderError,
+    TextDelta,
+    ToolCallRequest,
+    Usage,
+)
 from voicestack.agent.reply_state import (
     Claim,
     NewToolCall,
@@ -139,11 +146,7 @@ class Reply:
 
     async def _steps(self) -> None:
         if not self._provider.configured:
-            raise ProviderError(
-                "provider_not_configured",
-                "No model provider is configured: set OPENAI_API_KEY, or --openai-base-url for"
-                " an OpenAI-compatible server.",
-            )
+            raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
         settings = self._settings
         messages = await self._store.read(
             lambda snap: build_context(

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import json
+import logging
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ from voicestack import jsoncodec
 from voicestack.functions.context import Caller
 from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.store import Store
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -354,7 +357,7 @@ class ToolOutcome:
 
 
 def exception_text(exc: BaseException) -> str:
-    """An exception as one line for a model or a user to read: `Type: message`."""
+    """An exception as a model or a user reads it: `Type: message`, or `Type` alone."""
     message = str(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
@@ -370,9 +373,13 @@ async def run_tool(
     except TimeoutError as exc:
         # Only our own deadline is a timeout; a TimeoutError the tool raised is its error.
         if deadline.expired():
+            log.warning("tool %s timed out after %g s", tool.name, timeout_s)
             return ToolOutcome(False, None, f"timed out after {timeout_s:g} s")
+        log.warning("tool %s failed", tool.name, exc_info=True)
         return ToolOutcome(False, None, exception_text(exc))
     except Exception as exc:
+        # The model gets one line; the operator gets the traceback.
+        log.warning("tool %s failed", tool.name, exc_info=True)
         return ToolOutcome(False, None, exception_text(exc))
     try:
         # Round-trip through the codec that stores it, so the result is plain JSON values.

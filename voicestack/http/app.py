@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,7 +15,7 @@ from starlette.routing import Route
 import voicestack
 from voicestack.config import Settings
 from voicestack.http import functions, threads, watch
-from voicestack.http.errors import EXCEPTION_HANDLERS
+from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
 from voicestack.http.functions import json_response
 from voicestack.runtime import Runtime
 
@@ -46,4 +47,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *watch.routes,
         *threads.routes,
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(CatchAll)],
+        lifespan=lifespan,
+    )

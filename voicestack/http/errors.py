@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicestack import jsoncodec
 from voicestack.functions.errors import FunctionError
+
+log = logging.getLogger(__name__)
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -78,11 +82,44 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message)
 
 
+INTERNAL_MESSAGE = "The server failed to handle this request; its log has the details."
+
+
 async def _internal_error(_request: Request, _exc: Exception) -> Response:
-    # Starlette re-raises after this response is sent, so the server logs the traceback.
-    return error_response(
-        500, "internal_error", "The server failed to handle this request; its log has the details."
-    )
+    # Reached only for errors outside CatchAll (in middleware); Starlette then logs and closes.
+    return error_response(500, "internal_error", INTERNAL_MESSAGE)
+
+
+class CatchAll:
+    """ASGI middleware answering any unhandled exception with the JSON 500, logged once.
+
+    Unlike Starlette's outermost error middleware it does not re-raise, so the server keeps the
+    connection open as the response promised, instead of closing it under the client.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # half a response is out: only closing the connection can say so
+            response = error_response(500, "internal_error", INTERNAL_MESSAGE)
+            await response(scope, receive, send)
 
 
 EXCEPTION_HANDLERS = {

@@ -41,6 +41,7 @@ class ErrorPayload:
     code: str
     message: str
     version: int
+    status: int = 400
 
     def data(self, sub_id: str | None) -> bytes:
         """The `error` event's JSON data, naming the subscription on a multi stream."""

@@ -326,7 +326,7 @@ class Hub:
             self._index(shared, outcome.tables)
             if outcome.error is not None:
                 payload: Payload | ErrorPayload = ErrorPayload(
-                    outcome.error.code, outcome.error.message, version
+                    outcome.error.code, outcome.error.message, version, outcome.error.status
                 )
             elif isinstance(shared.payload, Payload) and (
                 shared.payload.value_json == outcome.value_json
@@ -348,7 +348,9 @@ class Hub:
             payload = shared.payload
             if isinstance(payload, ErrorPayload) and not shared.subscriptions:
                 self._drop(shared)
-                join.ready.set_exception(FunctionError(payload.code, payload.message))
+                join.ready.set_exception(
+                    FunctionError(payload.code, payload.message, payload.status)
+                )
                 continue
             shared.subscriptions.add(subscription)
             if index not in current and payload is not None:

@@ -104,7 +104,6 @@ def run_query(snapshot: Snapshot, shared: SharedQuery) -> Outcome:
         return Outcome(frozenset(db.tables_read), None, exc)
     except Exception as exc:
         log.exception("query %s failed", shared.function.name)
-        error = FunctionError(
-            "internal_error", f"The query failed ({type(exc).__name__}); see the server log."
-        )
+        reason = f"The query failed ({type(exc).__name__}); see the server log."
+        error = FunctionError("internal_error", reason, 500)
         return Outcome(frozenset(db.tables_read), None, error)
