@@ -57,6 +57,11 @@ class ThreadFeed:
         self._last_id: int | None = None
 
     @property
+    def active(self) -> bool:
+        """True while some client watches a thread."""
+        return bool(self._outboxes)
+
+    @property
     def watched_threads(self) -> int:
         """How many threads have at least one live feed."""
         return len(self._outboxes)
@@ -68,6 +73,10 @@ class ThreadFeed:
             outboxes.discard(outbox)
             if not outboxes:
                 del self._outboxes[thread_id]
+        if not self._outboxes:
+            # Batches are skipped while nobody watches: forget the position, so the next batch
+            # starts from its own snapshot instead of replaying what nobody asked for.
+            self._last_id = None
 
     def collect(
         self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]

@@ -74,6 +74,7 @@ class ReplyRunner:
     """Runs every pending reply, one at a time per thread, in order."""
 
     tables = frozenset({"messages", "tool_calls"})
+    active = True
 
     def __init__(
         self,

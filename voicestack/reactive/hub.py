@@ -213,6 +213,11 @@ class Hub:
             self._wake.clear()
             if not self._pending and not self._joins and not self._feed_joins:
                 continue
+            if not self._joins and not self._feed_joins and not self._relevant(self._pending):
+                # Nobody watches what these commits changed: no snapshot, no re-run.
+                self.version = max(self.version, *(cs.version for cs in self._pending))
+                self._pending = []
+                continue
             try:
                 await self._run_batch()
             except asyncio.CancelledError:
@@ -264,6 +269,14 @@ class Hub:
         for shared in in_flight:
             if not shared.subscriptions and not self._awaited(shared):
                 self._drop(shared)
+
+    def _relevant(self, changes: list[ChangeSet]) -> bool:
+        watched = [s.tables for s in self._sources if getattr(s, "active", True)]
+        for changeset in changes:
+            for table in changeset.tables:
+                if table in self._by_table or any(table in tables for tables in watched):
+                    return True
+        return False
 
     async def _wait_for_changesets(self, version: int) -> bool:
         if self._received >= version:

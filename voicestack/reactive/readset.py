@@ -57,16 +57,23 @@ class StatementTables:
         sql: str,
         params: Params,
         fetch: Callable[[apsw.Cursor], list[dict[str, Any]]],
-    ) -> tuple[list[dict[str, Any]], frozenset[str]]:
-        """Run `sql` and return its rows with the tables it read."""
+        read: set[str],
+    ) -> list[dict[str, Any]]:
+        """Run `sql` and return its rows, adding the tables it reads to `read`.
+
+        The tables are added even when the statement fails while running (a malformed JSON
+        value, say): the query depends on them, and a later change may make it succeed.
+        """
         known = self._by_sql.get(sql)
         if known is not None:
-            return fetch(conn.execute(sql, params)), known
+            read |= known
+            return fetch(conn.execute(sql, params))
         self._preparing = set()
         try:
-            rows = fetch(conn.execute(sql, params))
-            tables = frozenset(self._preparing)
+            return fetch(conn.execute(sql, params))
         finally:
+            tables = frozenset(self._preparing)
             self._preparing = None
-        self._by_sql[sql] = tables
-        return rows, tables
+            read |= tables
+            if tables:
+                self._by_sql[sql] = tables

@@ -72,6 +72,8 @@ class FeedSource(Protocol):
     """
 
     tables: frozenset[str]
+    # False while nothing listens: the hub then skips batches that only touch `tables`.
+    active: bool
 
     def collect(self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]) -> Any:
         """Read what the batch's commits appended (and the joins' catch-up)."""

@@ -37,9 +37,7 @@ class ReadDB:
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row `sql` returns, as dicts."""
-        rows, tables = self._statements.execute(self._conn, sql, params, fetch_rows)
-        self.tables_read |= tables
-        return rows
+        return self._statements.execute(self._conn, sql, params, fetch_rows, self.tables_read)
 
     def one(self, sql: str, params: Params = ()) -> Row | None:
         """The first row `sql` returns, or None."""
