@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -54,6 +55,13 @@ async def collect(client: openai.AsyncOpenAI, **kwargs: Any) -> list[ChatComplet
     kwargs.setdefault("messages", USER)
     stream = await client.chat.completions.create(stream=True, **kwargs)
     return [chunk async for chunk in stream]
+
+
+async def drain(
+    stream: AsyncIterator[ChatCompletionChunk], into: list[ChatCompletionChunk]
+) -> None:
+    async for chunk in stream:
+        into.append(chunk)
 
 
 def text_of(chunks: list[ChatCompletionChunk]) -> str:
@@ -285,12 +293,9 @@ async def test_cut_stream_raises_before_a_finish_reason(
     fake.script({"text": "one two three four five", "cut_after_chunks": 3})
     seen: list[ChatCompletionChunk] = []
 
+    stream = await client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
     with pytest.raises(openai.APIConnectionError):
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=USER, stream=True
-        )
-        async for chunk in stream:
-            seen.append(chunk)
+        await drain(stream, seen)
 
     assert len(seen) == 3
     assert text_of(seen) == "one two "
@@ -312,12 +317,9 @@ async def test_malformed_chunk_makes_the_client_raise(
     fake.script({"text": "one two three", "malformed_after_chunks": 2})
     seen: list[ChatCompletionChunk] = []
 
+    stream = await client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
     with pytest.raises(json.JSONDecodeError):
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=USER, stream=True
-        )
-        async for chunk in stream:
-            seen.append(chunk)
+        await drain(stream, seen)
 
     assert text_of(seen) == "one "
 
@@ -342,7 +344,9 @@ async def test_pacing_delays_first_token_and_spaces_tokens(
     fake.script({"text": "a b c d e f g h i", "first_token_delay_s": 0.1, "tokens_per_second": 40})
     started = time.monotonic()
     stream = await client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
-    arrivals = [time.monotonic() - started async for chunk in stream if chunk.choices[0].delta.content]
+    arrivals = [
+        time.monotonic() - started async for chunk in stream if chunk.choices[0].delta.content
+    ]
 
     assert len(arrivals) == 9
     assert arrivals[0] >= 0.1
@@ -481,7 +485,7 @@ async def test_many_concurrent_streams(fake: FakeOpenAI) -> None:
     fake.script({"text": "a b c d e f g h", "tokens_per_second": 50, "times": None})
     host, port = fake.base_url.removeprefix("http://").split(":")
 
-    async def stream(i: int) -> int:
+    async def stream() -> int:
         # Raw sockets keep the client cheap, so this measures the server.
         reader, writer = await asyncio.open_connection(host, int(port))
         body = json.dumps({"model": "m", "stream": True, "messages": USER}).encode()
@@ -492,7 +496,10 @@ async def test_many_concurrent_streams(fake: FakeOpenAI) -> None:
         await writer.wait_closed()
         return raw.count(b"data: ")
 
-    counts = await asyncio.gather(*(stream(i) for i in range(500)))
+    # Each stream costs a client and a server descriptor in this one process.
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    streams = min(1000, (soft_limit - 200) // 2)
+    counts = await asyncio.gather(*(stream() for _ in range(streams)))
 
     assert set(counts) == {11}
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from voicestack import jsoncodec
 from voicestack.agent.feed import ThreadFeed
 from voicestack.agent.llm import ChatProvider, ProviderSettings
 from voicestack.agent.reply import AgentSettings
@@ -19,6 +20,7 @@ from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCt
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
 from voicestack.reactive.hub import Hub
+from voicestack.store.db import WriteDB
 from voicestack.store.migrations import CORE_MIGRATIONS
 from voicestack.store.store import Store
 
@@ -27,10 +29,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
-    """A function's value and the database version it reflects."""
+    """A function's value (also as JSON) and the database version it reflects."""
 
     value: Any
     version: int
+    value_json: bytes
+
+    def response_body(self) -> bytes:
+        """`{"value": ..., "version": N}` as the HTTP API answers a call."""
+        return b'{"value":%s,"version":%d}' % (self.value_json, self.version)
 
 
 class UnknownFunction(FunctionError):
@@ -136,8 +143,8 @@ class Runtime:
         parsed = function.parse_args(args)
 
         def run(snapshot: Any) -> CallResult:
-            ctx = QueryCtx(snapshot.db(), user, snapshot.version)
-            return CallResult(function.invoke(ctx, parsed), snapshot.version)
+            value = function.invoke(QueryCtx(snapshot.db(), user, snapshot.version), parsed)
+            return CallResult(value, snapshot.version, jsoncodec.dumps(value))
 
         return await self.store.read(run)
 
@@ -145,8 +152,16 @@ class Runtime:
         """Run mutation `name` in the next group commit; returns after COMMIT."""
         function = self.function(name, "mutation")
         parsed = function.parse_args(args)
-        result = await self.store.write(lambda db: function.invoke(MutationCtx(db, user), parsed))
-        return CallResult(result.value, result.version)
+
+        def run(db: WriteDB) -> tuple[Any, bytes]:
+            value = function.invoke(MutationCtx(db, user), parsed)
+            # Serialized inside the mutation's savepoint: a value that is not JSON rolls the
+            # mutation back instead of committing rows the caller is then told failed.
+            return value, jsoncodec.dumps(value)
+
+        result = await self.store.write(run)
+        value, value_json = result.value
+        return CallResult(value, result.version, value_json)
 
     async def action(self, name: str, args: Any, user: Caller | None) -> CallResult:
         """Run action `name` on the event loop; its version is the newest after it returns."""
@@ -154,7 +169,8 @@ class Runtime:
         parsed = function.parse_args(args)
         ctx = ActionCtx(user, self.query_value, self.mutation_value)
         value = await function.invoke(ctx, parsed)
-        return CallResult(value, await self.store.read(lambda s: s.version))
+        value_json = jsoncodec.dumps(value)
+        return CallResult(value, await self.store.read(lambda s: s.version), value_json)
 
     async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:
         """The value of query `name` (for actions and tools)."""

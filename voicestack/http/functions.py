@@ -18,7 +18,7 @@ def json_response(value: object, status: int = 200) -> Response:
 
 
 def _result(result: CallResult) -> Response:
-    return json_response({"value": result.value, "version": result.version})
+    return Response(result.response_body(), media_type="application/json")
 
 
 async def list_functions(request: Request) -> Response:

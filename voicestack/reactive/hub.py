@@ -34,7 +34,7 @@ from voicestack.reactive.subscription import (
     run_query,
     shared_key,
 )
-from voicestack.store.changes import ChangeSet, changed_since
+from voicestack.store.changes import ChangeSet, changed_since, latest_version, read_log
 from voicestack.store.readers import ReaderConnection, Snapshot
 from voicestack.store.store import Store
 
@@ -48,7 +48,13 @@ CHANGESET_WAIT_S = 2.0
 class Hub:
     """Holds every live subscription and keeps each one's client up to date."""
 
-    def __init__(self, store: Store, ping_s: float = 15.0, send_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ping_s: float = 15.0,
+        send_timeout_s: float = 30.0,
+        poll_s: float = 0.025,
+    ) -> None:
         self._store = store
         self._ping_s = ping_s
         self._send_timeout_s = send_timeout_s
@@ -62,12 +68,15 @@ class Hub:
         self._joins: list[QueryJoin] = []
         self._in_flight: set[SharedQuery] = set()
         self._received = 0
+        self._ahead: set[int] = set()
         self._received_event = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: ReaderConnection | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
+        self._poll_s = poll_s
+        self._data_version: int | None = None
         self.version = 0
         self.batches = 0
         self.reruns = 0
@@ -84,6 +93,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
             asyncio.create_task(self._keepalive_loop(), name="voicestack-keepalive"),
+            asyncio.create_task(self._foreign_commit_loop(), name="voicestack-commit-poll"),
         ]
 
     def _on_commit_threadsafe(self, changeset: ChangeSet) -> None:
@@ -92,9 +102,20 @@ class Hub:
             loop.call_soon_threadsafe(self.receive, changeset)
 
     def receive(self, changeset: ChangeSet) -> None:
-        """Take a committed ChangeSet (on the event loop); the batch loop handles it."""
+        """Take a committed ChangeSet (on the event loop); the batch loop handles it.
+
+        The same commit may arrive twice, from this process's writer and from the change log.
+        Versions are consecutive, so `_received` is the version up to which every commit is
+        known, and `_ahead` holds the ones received beyond a gap still to be filled.
+        """
+        version = changeset.version
+        if version <= self._received or version in self._ahead:
+            return
         self._pending.append(changeset)
-        self._received = max(self._received, changeset.version)
+        self._ahead.add(version)
+        while self._received + 1 in self._ahead:
+            self._received += 1
+            self._ahead.discard(self._received)
         self._received_event.set()
         self._wake.set()
 
@@ -382,6 +403,36 @@ class Hub:
         for table in tables - shared.tables:
             self._by_table[table].add(shared)
         shared.tables = tables
+
+    # -- commits made by other processes ---------------------------------------------------
+
+    async def _foreign_commit_loop(self) -> None:
+        # apsw hooks only see this process's writer; another process on the same file shows up
+        # as a new `PRAGMA data_version` on our reader, and its commits are in the change log.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                changesets = await loop.run_in_executor(self._executor, self._read_foreign)
+            except Exception:
+                log.exception("reading the change log failed")
+                continue
+            for changeset in changesets:
+                self.receive(changeset)
+
+    def _read_foreign(self) -> list[ChangeSet]:
+        reader = self._reader
+        if reader is None:
+            return []
+        conn = reader.conn
+        data_version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+        if data_version == self._data_version:
+            return []
+        self._data_version = data_version
+        received = self._received
+        if latest_version(conn) <= received:
+            return []
+        return read_log(conn, received, None)  # receive() drops the ones already known
 
     # -- keep-alive and shutdown ---------------------------------------------------------------
 

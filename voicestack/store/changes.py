@@ -146,8 +146,10 @@ def changed_since(conn: apsw.Connection, after: int, upto: int, tables: frozense
     Used to decide whether a reconnecting client that last saw version `after` already has the
     current value of a query that reads `tables`.
     """
-    if after >= upto:
+    if after == upto:
         return False
+    if after > upto:
+        return True  # the client saw a version this database never had (a restored backup)
     oldest = oldest_logged_version(conn)
     if oldest == 0 or oldest > after + 1:
         return True

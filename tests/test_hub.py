@@ -1,0 +1,216 @@
+"""The subscription hub on a real Store: sharing, invalidation, and newest-value-only channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from voicestack import FunctionError, QueryCtx, query
+from voicestack.reactive.channel import Channel
+from voicestack.reactive.hub import Hub
+from voicestack.reactive.subscription import Subscription
+from voicestack.store import Migration, Store
+
+pytestmark = pytest.mark.anyio
+
+MIGRATIONS = [
+    Migration("items", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"),
+    Migration("audit", "CREATE TABLE audit (id INTEGER PRIMARY KEY, note TEXT NOT NULL)"),
+]
+
+
+class Prefix(BaseModel):
+    prefix: str = ""
+
+
+class ItemId(BaseModel):
+    id: int
+
+
+@query("items.list")
+def list_items(ctx: QueryCtx, args: Prefix) -> list[dict]:
+    return ctx.db.all(
+        "SELECT id, name FROM items WHERE substr(name, 1, ?) = ? ORDER BY id",
+        (len(args.prefix), args.prefix),
+    )
+
+
+@query("audit.count")
+def count_audit(ctx: QueryCtx) -> int:
+    return ctx.db.scalar("SELECT count(*) FROM audit")
+
+
+@query("items.get")
+def get_item(ctx: QueryCtx, args: ItemId) -> dict:
+    row = ctx.db.one("SELECT id, name FROM items WHERE id = ?", (args.id,))
+    if row is None:
+        raise FunctionError("not_found", f"No item has id {args.id}.", 404)
+    return row
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(tmp_path / "hub.db")
+    store.migrate_app("hubtest", MIGRATIONS)
+    store.start()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def hub(store: Store) -> AsyncIterator[Hub]:
+    hub = Hub(store)
+    await hub.start()
+    yield hub
+    await hub.close()
+
+
+async def write(store: Store, sql: str, params: tuple = ()) -> int:
+    """Commit one statement; returns the commit's version."""
+    return (await store.write(lambda db: db.execute(sql, params))).version
+
+
+async def processed(hub: Hub, version: int) -> None:
+    """Wait until the hub has run the batch for `version` (and pushed what changed)."""
+    with anyio.fail_after(5):
+        while hub.version < version:
+            await anyio.sleep(0.005)
+
+
+async def next_chunk(channel: Channel) -> bytes | None:
+    with anyio.fail_after(5):
+        return await channel.next_chunk()
+
+
+async def nothing_more(channel: Channel) -> None:
+    with anyio.move_on_after(0.2):
+        chunk = await channel.next_chunk()
+        raise AssertionError(f"expected nothing more, got {chunk!r}")
+
+
+def value_event(version: int, value: bytes) -> bytes:
+    return b'event: value\nid: %d\ndata: {"value":%s,"version":%d}\n\n' % (version, value, version)
+
+
+async def subscribe(hub: Hub, function, args: BaseModel, last_version: int | None = None):
+    channel = hub.open_channel(multi=False)
+    subscription = Subscription(channel, None)
+    await hub.subscribe(subscription, function, args, None, last_version)
+    return channel, subscription
+
+
+async def test_identical_subscriptions_share_one_query_and_one_payload(hub, store):
+    first_channel, first = await subscribe(hub, list_items, Prefix())
+    second_channel, second = await subscribe(hub, list_items, Prefix())
+    other_channel, other = await subscribe(hub, list_items, Prefix(prefix="x"))
+
+    assert (hub.shared_count, hub.subscription_count) == (2, 3)
+    assert first.shared is second.shared
+    assert other.shared is not first.shared
+    initial = [await next_chunk(c) for c in (first_channel, second_channel, other_channel)]
+    assert initial == [value_event(0, b"[]")] * 3
+
+    version = await write(store, "INSERT INTO items(name) VALUES ('pen')")
+    a = await next_chunk(first_channel)
+    b = await next_chunk(second_channel)
+
+    assert a == value_event(version, b'[{"id":1,"name":"pen"}]')
+    assert a is b  # serialized once, the same bytes for every subscriber
+    await nothing_more(other_channel)  # its value ([] for prefix "x") did not change
+
+    for subscription in (first, second, other):
+        hub.unsubscribe(subscription)
+    assert (hub.shared_count, hub.subscription_count) == (0, 0)
+
+
+async def test_a_channel_not_drained_gets_only_the_newest_value(hub, store):
+    channel, _ = await subscribe(hub, list_items, Prefix())
+    assert await next_chunk(channel) == value_event(0, b"[]")
+
+    versions = []
+    for name in ("a", "b", "c"):
+        versions.append(await write(store, "INSERT INTO items(name) VALUES (?)", (name,)))
+        await processed(hub, versions[-1])  # each change pushed on its own
+
+    assert await next_chunk(channel) == value_event(
+        versions[-1], b'[{"id":1,"name":"a"},{"id":2,"name":"b"},{"id":3,"name":"c"}]'
+    )
+    await nothing_more(channel)
+
+
+async def test_a_multi_channel_sends_what_is_pending_as_one_snapshot(hub, store):
+    channel = hub.open_channel(multi=True)
+    items, audit = Subscription(channel, "items"), Subscription(channel, "audit")
+    # Joins requested together are admitted in one batch: one snapshot, one chunk.
+    joined = [
+        hub.join(items, list_items, Prefix(), None),
+        hub.join(audit, count_audit, count_audit.args_model(), None),
+    ]
+    for ready in joined:
+        await ready
+    assert await next_chunk(channel) == (
+        b'event: value\nid: 0\ndata: {"id":"items","value":[],"version":0}\n\n'
+        b'event: value\nid: 0\ndata: {"id":"audit","value":0,"version":0}\n\n'
+    )
+
+    first = await write(store, "INSERT INTO items(name) VALUES ('pen')")
+    await processed(hub, first)
+    second = await write(store, "INSERT INTO audit(note) VALUES ('n')")
+    await processed(hub, second)
+
+    # The items value of `first` is still the value at `second`: both go out at `second`.
+    assert await next_chunk(channel) == (
+        b'event: value\nid: %d\ndata: {"id":"items","value":[{"id":1,"name":"pen"}],"version":%d}'
+        b"\n\n"
+        b'event: value\nid: %d\ndata: {"id":"audit","value":1,"version":%d}\n\n'
+    ) % (second, second, second, second)
+
+
+async def test_a_write_to_another_table_does_not_rerun_the_query(hub, store):
+    channel, _ = await subscribe(hub, list_items, Prefix())
+    await next_chunk(channel)
+    reruns = hub.reruns
+
+    version = await write(store, "INSERT INTO audit(note) VALUES ('n')")
+    await processed(hub, version)
+
+    assert hub.reruns == reruns
+    await nothing_more(channel)
+
+
+async def test_a_subscriber_that_has_the_current_version_gets_no_initial_value(hub, store):
+    version = await write(store, "INSERT INTO items(name) VALUES ('pen')")
+    await processed(hub, version)
+    channel, _ = await subscribe(hub, list_items, Prefix(), last_version=version)
+    await nothing_more(channel)
+
+    newer = await write(store, "INSERT INTO items(name) VALUES ('ink')")
+    assert await next_chunk(channel) == value_event(
+        newer, b'[{"id":1,"name":"pen"},{"id":2,"name":"ink"}]'
+    )
+
+
+async def test_a_query_that_refuses_on_its_first_run_is_not_subscribed(hub):
+    channel = hub.open_channel(multi=False)
+    with pytest.raises(FunctionError) as refused:
+        await hub.subscribe(Subscription(channel, None), get_item, ItemId(id=7), None)
+
+    assert (refused.value.code, refused.value.message, refused.value.status) == (
+        "not_found",
+        "No item has id 7.",
+        404,
+    )
+    assert (hub.shared_count, hub.subscription_count) == (0, 0)
+
+
+async def test_closing_the_hub_ends_every_channel(store):
+    hub = Hub(store)
+    await hub.start()
+    channel, _ = await subscribe(hub, list_items, Prefix())
+    assert await next_chunk(channel) == value_event(0, b"[]")
+    await hub.close()
+    assert await next_chunk(channel) is None
