@@ -102,10 +102,10 @@ class ThreadFeed:
         return collected
 
     def _catch_up(
-        self, snapshot: Snapshot, thread_id: str, cursor: int, newest: int
+        self, snapshot: Snapshot, thread_id: str, cursor: int | None, newest: int
     ) -> tuple[bytes, int]:
         conn = snapshot.conn
-        if cursor > 0:
+        if cursor is not None:
             rows = conn.execute(
                 "SELECT id, kind, data FROM thread_events"
                 " WHERE thread_id = ? AND id > ? AND id <= ? ORDER BY id",

@@ -89,7 +89,6 @@ class Reply:
         self._run_mutation = run_mutation
         self._user = Caller(claim.author, claim.author) if claim.author else None
         self._seq = 0
-        self._text: list[str] = []
         self._usage = ReplyUsage()
         self._started = time.monotonic()
         self._corrections: Counter[str] = Counter()
@@ -101,7 +100,6 @@ class Reply:
         saved = await self._store.write(lambda db: append_delta(db, self.claim, text, self._seq))
         if not saved.value:
             raise ReplyStopped
-        self._text.append(text)
 
     async def run(self) -> None:
         """Stream, call tools, and finish with complete, failed or interrupted."""
@@ -139,10 +137,7 @@ class Reply:
     async def _finish(self, status: str, error: tuple[str, str] | None = None) -> None:
         self.finishing = True
         self._usage.wall_ms = int((time.monotonic() - self._started) * 1000)
-        text = "".join(self._text)
-        await self._store.write(
-            lambda db: finish_reply(db, self.claim, status, text, self._usage, error)
-        )
+        await self._store.write(lambda db: finish_reply(db, self.claim, status, self._usage, error))
 
     async def _steps(self) -> None:
         if not self._provider.configured:
@@ -163,6 +158,10 @@ class Reply:
             calls = await self._stream_step(messages, specs or None)
             await self._coalescer.close()
             if not calls:
+                return
+            if step == settings.max_steps:
+                # Its result could never reach the model: record the calls, run none.
+                await self._refuse_calls(step, calls)
                 return
             messages += await self._run_calls(step, calls)
 
@@ -201,6 +200,12 @@ class Reply:
             return self._refused(request, error), None
         status = "awaiting_approval" if tool.needs_approval else "pending"
         return NewToolCall(request.call_id, request.name, request.arguments, status), args
+
+    async def _refuse_calls(self, step: int, requests: list[ToolCallRequest]) -> None:
+        reason = "Not run: the reply reached its step limit (--max-steps)."
+        refused = [self._refused(request, reason) for request in requests]
+        await self._store.write(lambda db: insert_tool_calls(db, self.claim, step, refused))
+        self._usage.tool_calls += len(requests)
 
     async def _run_calls(self, step: int, requests: list[ToolCallRequest]) -> list[dict[str, Any]]:
         prepared = [self._prepare(request) for request in requests]

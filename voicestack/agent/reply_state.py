@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicestack import jsoncodec
-from voicestack.agent.records import emit_delta, emit_message, emit_tool_call, new_id, now
+from voicestack.agent.records import (
+    emit_delta,
+    emit_message,
+    emit_tool_call,
+    new_id,
+    now,
+    streamed_text,
+)
 from voicestack.store.db import WriteDB
 
 
@@ -66,23 +73,36 @@ def append_delta(db: WriteDB, claim: Claim, text: str, seq: int) -> bool:
     return True
 
 
+def fail_unfinished_tool_calls(db: WriteDB, message_id: str, reason: str) -> None:
+    """Fail every call of a stopped reply that had not finished, so none waits forever."""
+    rows = db.all(
+        "SELECT id FROM tool_calls WHERE message_id = ?"
+        " AND status IN ('pending', 'awaiting_approval', 'running')",
+        (message_id,),
+    )
+    for row in rows:
+        update_tool_call(db, row["id"], status="failed", error=reason)
+
+
 def finish_reply(
     db: WriteDB,
     claim: Claim,
     status: str,
-    text: str,
     usage: ReplyUsage,
     error: tuple[str, str] | None = None,
 ) -> None:
     """Consolidate the reply's text and usage and set its final status, once.
 
-    A reply someone already stopped keeps that status; its text and usage are still completed,
-    since the runner knows text the stopping mutation could not see.
+    The text is what the reply committed, read in this transaction, so a piece saved just as the
+    reply was cancelled is kept too. A reply someone already stopped keeps that status.
     """
     current = db.scalar("SELECT status FROM messages WHERE id = ?", (claim.message_id,))
     if current is None:
         return
+    text = streamed_text(db, claim.message_id)
     final = status if current == "streaming" else current
+    if final != "complete":
+        fail_unfinished_tool_calls(db, claim.message_id, f"Not finished: the reply was {final}.")
     code, message = error if error and current == "streaming" else (None, None)
     db.execute(
         "UPDATE messages SET status = ?, text = ?, prompt_tokens = ?, completion_tokens = ?,"

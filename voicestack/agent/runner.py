@@ -18,7 +18,7 @@ from typing import Any
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.records import emit_message, now
 from voicestack.agent.reply import AgentSettings, CallFunction, Reply
-from voicestack.agent.reply_state import claim_next, tool_call_status
+from voicestack.agent.reply_state import claim_next, fail_unfinished_tool_calls, tool_call_status
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.reactive.subscription import FeedJoin
 from voicestack.store.changes import ChangeSet
@@ -67,6 +67,7 @@ def interrupt_leftovers(db: WriteDB) -> list[str]:
             (now(), message_id),
         )
         emit_message(db, message_id)
+        fail_unfinished_tool_calls(db, message_id, "Not finished: the server stopped.")
     return ids
 
 

@@ -23,6 +23,7 @@ from voicestack.agent.records import (
     thread_from_row,
     tool_call_from_row,
 )
+from voicestack.agent.reply_state import fail_unfinished_tool_calls
 from voicestack.functions.context import Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
@@ -136,6 +137,7 @@ def finish_message(
 ) -> None:
     """Close an unfinished reply with `status`, keeping the text it streamed; announce it."""
     text = streamed_text(db, message_id)
+    fail_unfinished_tool_calls(db, message_id, f"Not finished: the reply was {status}.")
     code, message = error if error else (None, None)
     db.execute(
         "UPDATE messages SET status = ?, text = CASE WHEN text = '' THEN ? ELSE text END,"

@@ -85,8 +85,8 @@ async def thread_events(request: Request) -> ChannelResponse:
     thread_id = request.path_params["thread_id"]
     user = caller(request)
     await rt.store.read(lambda snap: require_thread(snap.db(), thread_id, user))
-    since = _query_int(request, "since")
-    cursor = last_event_id(request) or since or 0
+    resumed = last_event_id(request)
+    cursor = resumed if resumed is not None else _query_int(request, "since")
     outbox = FeedChannel()
     rt.hub.track(outbox)
 

@@ -137,7 +137,7 @@ class Hub:
         self._sources.append(source)
 
     def join_feed(
-        self, source: FeedSource, key: str, outbox: Outbox, cursor: int
+        self, source: FeedSource, key: str, outbox: Outbox, cursor: int | None
     ) -> asyncio.Future[None]:
         """Attach `outbox` to `source`'s feed `key` in the next batch, caught up from `cursor`."""
         assert self._loop is not None, "the hub is not started"

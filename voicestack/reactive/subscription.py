@@ -54,12 +54,12 @@ class QueryJoin:
 
 @dataclass(eq=False)
 class FeedJoin:
-    """A client joining a feed at `cursor` (0 = from the start): its catch-up comes in a batch."""
+    """A client joining a feed after event `cursor` (None: from a snapshot), caught up."""
 
     source: FeedSource
     key: str
     outbox: Outbox
-    cursor: int
+    cursor: int | None
     ready: asyncio.Future[None]
 
 

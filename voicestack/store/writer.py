@@ -135,7 +135,9 @@ class Writer:
             self._commit_batch(batch)
 
     def _commit_batch(self, batch: list[_Job]) -> None:
-        pending = list(batch)
+        # A caller that gave up (its task was cancelled) cancelled the future: skip its job.
+        # A running future can no longer be cancelled, so resolving it after COMMIT is safe.
+        pending = [job for job in batch if job.future.set_running_or_notify_cancel()]
         while pending:
             try:
                 changeset, lost = self._run_transaction(pending)
