@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from voicestack import jsoncodec
+from voicestack.functions.registry import Kind
 from voicestack.http.body import read_call_args
 from voicestack.http.state import caller, runtime
 from voicestack.runtime import CallResult
@@ -26,31 +29,22 @@ async def list_functions(request: Request) -> Response:
     return json_response(runtime(request).registry.describe())
 
 
-async def call_query(request: Request) -> Response:
-    """POST /api/query/{name}: the query's value and the version it was read at."""
-    rt = runtime(request)
-    name = request.path_params["name"]
-    rt.function(name, "query")
-    args = await read_call_args(request, rt.settings.max_body_bytes)
-    return _result(await rt.query(name, args, caller(request)))
+def _caller_of(kind: Kind) -> Callable[[Request], Awaitable[Response]]:
+    async def call(request: Request) -> Response:
+        rt = runtime(request)
+        name = request.path_params["name"]
+        rt.function(name, kind)  # 404 / wrong kind before the body is read
+        args = await read_call_args(request, rt.settings.max_body_bytes)
+        run = {"query": rt.query, "mutation": rt.mutation, "action": rt.action}[kind]
+        return _result(await run(name, args, caller(request)))
+
+    call.__doc__ = f"POST /api/{kind}/{{name}}: run the {kind}; its value and database version."
+    return call
 
 
-async def call_mutation(request: Request) -> Response:
-    """POST /api/mutation/{name}: the mutation's value and its commit version."""
-    rt = runtime(request)
-    name = request.path_params["name"]
-    rt.function(name, "mutation")
-    args = await read_call_args(request, rt.settings.max_body_bytes)
-    return _result(await rt.mutation(name, args, caller(request)))
-
-
-async def call_action(request: Request) -> Response:
-    """POST /api/action/{name}: the action's value and the newest version after it ran."""
-    rt = runtime(request)
-    name = request.path_params["name"]
-    rt.function(name, "action")
-    args = await read_call_args(request, rt.settings.max_body_bytes)
-    return _result(await rt.action(name, args, caller(request)))
+call_query = _caller_of("query")
+call_mutation = _caller_of("mutation")
+call_action = _caller_of("action")
 
 
 routes = [

@@ -24,6 +24,8 @@ from voicestack.functions.context import Caller
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
 from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
+from voicestack.reactive.inbox import CommitInbox
+from voicestack.reactive.keepalive import Streams
 from voicestack.reactive.subscription import (
     FeedJoin,
     FeedSource,
@@ -34,7 +36,7 @@ from voicestack.reactive.subscription import (
     run_query,
     shared_key,
 )
-from voicestack.store.changes import ChangeSet, changed_since, latest_version, read_log
+from voicestack.store.changes import ChangeSet, changed_since
 from voicestack.store.readers import ReaderConnection, Snapshot
 from voicestack.store.store import Store
 
@@ -56,27 +58,21 @@ class Hub:
         poll_s: float = 0.025,
     ) -> None:
         self._store = store
-        self._ping_s = ping_s
-        self._send_timeout_s = send_timeout_s
         self._shared: dict[tuple, SharedQuery] = {}
         self._by_table: dict[str, set[SharedQuery]] = defaultdict(set)
-        self._channels: set[Outbox] = set()
+        self._streams = Streams(ping_s, send_timeout_s)
         self._sources: list[FeedSource] = []
         self._feed_joins: list[FeedJoin] = []
         self._batch_feed_joins: list[FeedJoin] = []
-        self._pending: list[ChangeSet] = []
         self._joins: list[QueryJoin] = []
         self._in_flight: set[SharedQuery] = set()
-        self._received = 0
-        self._ahead: set[int] = set()
-        self._received_event = asyncio.Event()
+        self._inbox = CommitInbox()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: ReaderConnection | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
         self._poll_s = poll_s
-        self._data_version: int | None = None
         self.version = 0
         self.batches = 0
         self.reruns = 0
@@ -88,11 +84,11 @@ class Hub:
         self.version = await self._loop.run_in_executor(
             self._executor, lambda: self._reader.read(lambda s: s.version)
         )
-        self._received = self.version
+        self._inbox = CommitInbox(self.version)
         self._store.add_commit_listener(self._on_commit_threadsafe)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
-            asyncio.create_task(self._keepalive_loop(), name="voicestack-keepalive"),
+            asyncio.create_task(self._streams.run(), name="voicestack-keepalive"),
             asyncio.create_task(self._foreign_commit_loop(), name="voicestack-commit-poll"),
         ]
 
@@ -102,35 +98,21 @@ class Hub:
             loop.call_soon_threadsafe(self.receive, changeset)
 
     def receive(self, changeset: ChangeSet) -> None:
-        """Take a committed ChangeSet (on the event loop); the batch loop handles it.
-
-        The same commit may arrive twice, from this process's writer and from the change log.
-        Versions are consecutive, so `_received` is the version up to which every commit is
-        known, and `_ahead` holds the ones received beyond a gap still to be filled.
-        """
-        version = changeset.version
-        if version <= self._received or version in self._ahead:
-            return
-        self._pending.append(changeset)
-        self._ahead.add(version)
-        while self._received + 1 in self._ahead:
-            self._received += 1
-            self._ahead.discard(self._received)
-        self._received_event.set()
-        self._wake.set()
+        """Take a committed ChangeSet (on the event loop); the batch loop handles it."""
+        if self._inbox.put(changeset):
+            self._wake.set()
 
     # -- subscribing ---------------------------------------------------------------------------
 
     def open_channel(self, multi: bool) -> Channel:
         """A new Channel the hub keeps alive with pings and closes on shutdown."""
         channel = Channel(multi)
-        self._channels.add(channel)
+        self._streams.add(channel)
         return channel
 
     def track(self, outbox: Outbox) -> Outbox:
         """Keep `outbox` alive with pings and close it on shutdown, like the hub's own channels."""
-        self._channels.add(outbox)
-        return outbox
+        return self._streams.add(outbox)
 
     def add_source(self, source: FeedSource) -> None:
         """Give `source` every batch of commits that touch its tables."""
@@ -148,8 +130,7 @@ class Hub:
 
     def close_channel(self, channel: Outbox) -> None:
         """Forget a channel whose connection ended, with all its subscriptions."""
-        channel.close()
-        self._channels.discard(channel)
+        self._streams.discard(channel)
 
     def join(
         self,
@@ -232,12 +213,12 @@ class Hub:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._pending and not self._joins and not self._feed_joins:
+            pending = self._inbox.pending
+            if not pending and not self._joins and not self._feed_joins:
                 continue
-            if not self._joins and not self._feed_joins and not self._relevant(self._pending):
+            if not self._joins and not self._feed_joins and not self._relevant(pending):
                 # Nobody watches what these commits changed: no snapshot, no re-run.
-                self.version = max(self.version, *(cs.version for cs in self._pending))
-                self._pending = []
+                self.version = max(self.version, *(cs.version for cs in self._inbox.take_all()))
                 continue
             try:
                 await self._run_batch()
@@ -261,10 +242,11 @@ class Hub:
         snapshot = await loop.run_in_executor(self._executor, reader.begin)
         try:
             version = snapshot.version
-            trusted = await self._wait_for_changesets(version)
-            changes = [cs for cs in self._pending if cs.version <= version]
-            self._pending = [cs for cs in self._pending if cs.version > version]
-            if self._pending:
+            trusted = await self._inbox.wait_for(version, CHANGESET_WAIT_S)
+            if not trusted:
+                log.warning("commit %d not announced in time; re-running every query", version)
+            changes = self._inbox.take(version)
+            if self._inbox.pending:
                 self._wake.set()
             stale = self._invalidated(changes) if trusted else set(self._shared.values())
             joins, self._joins = self._joins, []
@@ -298,20 +280,6 @@ class Hub:
                 if table in self._by_table or any(table in tables for tables in watched):
                     return True
         return False
-
-    async def _wait_for_changesets(self, version: int) -> bool:
-        if self._received >= version:
-            return True
-        deadline = asyncio.get_running_loop().time() + CHANGESET_WAIT_S
-        while self._received < version:
-            self._received_event.clear()
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                log.warning("commit %d not announced in time; re-running every query", version)
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._received_event.wait(), remaining)
-        return True
 
     def _invalidated(self, changes: Iterable[ChangeSet]) -> set[SharedQuery]:
         stale: set[SharedQuery] = set()
@@ -422,41 +390,13 @@ class Hub:
 
     def _read_foreign(self) -> list[ChangeSet]:
         reader = self._reader
-        if reader is None:
-            return []
-        conn = reader.conn
-        data_version = conn.execute("PRAGMA data_version").fetchall()[0][0]
-        if data_version == self._data_version:
-            return []
-        self._data_version = data_version
-        received = self._received
-        if latest_version(conn) <= received:
-            return []
-        return read_log(conn, received, None)  # receive() drops the ones already known
+        return self._inbox.read_foreign(reader.conn) if reader is not None else []
 
-    # -- keep-alive and shutdown ---------------------------------------------------------------
-
-    async def _keepalive_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = max(0.05, min(self._ping_s, self._send_timeout_s) / 2)
-        while True:
-            await asyncio.sleep(interval)
-            now = loop.time()
-            for channel in list(self._channels):
-                since = channel.sending_since
-                if since is not None and now - since > self._send_timeout_s:
-                    # A client that stopped reading must not hold the connection forever.
-                    log.info("closing an SSE stream stalled for %.0f s", now - since)
-                    self.close_channel(channel)
-                    if channel.task is not None:
-                        channel.task.cancel()
-                elif since is None and now - channel.last_write >= self._ping_s:
-                    channel.ping()
+    # -- shutdown ---------------------------------------------------------------
 
     def close_streams(self) -> None:
         """End every open stream once its pending values are sent (shutdown has begun)."""
-        for channel in list(self._channels):
-            channel.close()
+        self._streams.close_all()
 
     async def close(self) -> None:
         """End every stream (pending values are still sent) and stop the hub's tasks."""
