@@ -16,6 +16,9 @@ from starlette.types import Receive, Scope, Send
 
 from voicestack.reactive.channel import Outbox
 
+# ASGI scope extension naming the connection's uvicorn protocol (see http/fastpath.py).
+TRANSPORT_EXTENSION = "voicestack.transport"
+
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -40,6 +43,12 @@ class ChannelResponse:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             if scope["method"] == "HEAD":
                 channel.close()
+            else:
+                proto = (scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
+                cycle = getattr(proto, "cycle", None)
+                # Direct writes are pre-framed HTTP/1.1 chunks: only for a chunked response.
+                if proto is not None and getattr(cycle, "chunked_encoding", False):
+                    channel.attach(proto.transport, proto.flow)
             while (chunk := await channel.next_chunk()) is not None:
                 channel.sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

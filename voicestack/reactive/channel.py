@@ -22,6 +22,14 @@ class Payload:
     value_json: bytes
     version: int
     _single: bytes | None = field(default=None, repr=False)
+    _frame: bytes | None = field(default=None, repr=False)
+
+    def single_frame(self) -> bytes:
+        """`single_event()` as one HTTP/1.1 chunk, for direct writes to a chunked response."""
+        if self._frame is None:
+            event = self.single_event()
+            self._frame = b"%x\r\n%s\r\n" % (len(event), event)
+        return self._frame
 
     def single_event(self) -> bytes:
         """The SSE `value` event of a one-subscription stream (built once, then shared)."""
@@ -69,6 +77,35 @@ class Outbox:
         self.task: asyncio.Task[object] | None = None
         self._ping = False
         self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._flow: object | None = None
+
+    def attach(self, transport: asyncio.Transport, flow: object) -> None:
+        """Allow direct writes of pre-framed chunks to this connection (response started)."""
+        self._transport = transport
+        self._flow = flow
+
+    def write_direct(self, frame: bytes, now: float) -> bool:
+        """Write `frame` now if the connection is idle and keeping up; False means push instead.
+
+        Idle: the writer coroutine waits with nothing pending, so nothing it sends can be
+        reordered with this write. Keeping up: the transport is not paused for back-pressure.
+        """
+        transport = self._transport
+        waiter = self._waiter
+        if (
+            transport is None
+            or waiter is None
+            or waiter.done()
+            or self.closed
+            or self._ping
+            or self._flow.write_paused  # type: ignore[attr-defined]
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(frame)
+        self.last_write = now
+        return True
 
     def ping(self) -> None:
         """Send a keep-alive comment unless something else is about to be sent anyway."""
@@ -116,6 +153,10 @@ class Channel(Outbox):
         super().__init__()
         self.multi = multi
         self._pending: dict[str | None, Payload | ErrorPayload] = {}
+
+    def has_pending(self) -> bool:
+        """Whether something waits to be sent by the writer coroutine."""
+        return bool(self._pending)
 
     def push(self, sub_id: str | None, payload: Payload | ErrorPayload) -> None:
         """Make `payload` the next thing sent for `sub_id`, replacing an unsent older one."""

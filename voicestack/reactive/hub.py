@@ -339,8 +339,18 @@ class Hub:
                 payload = Payload(outcome.value_json, version)
             shared.payload = payload
             shared.changed_version = version
+            frame = payload.single_frame() if isinstance(payload, Payload) else None
+            now = self._loop.time() if self._loop is not None else 0.0
             for subscription in shared.subscriptions:
-                subscription.channel.push(subscription.sub_id, payload)
+                channel = subscription.channel
+                if (
+                    frame is not None
+                    and subscription.sub_id is None
+                    and not channel.has_pending()
+                    and channel.write_direct(frame, now)
+                ):
+                    continue
+                channel.push(subscription.sub_id, payload)
 
     def _admit(self, joins: list[QueryJoin], current: set[int], version: int) -> None:
         for index, join in enumerate(joins):
