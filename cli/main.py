@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import serve
+from cli import catalog, db, serve, thread
 
 app = typer.Typer(
     name="voicestack",
@@ -14,6 +14,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.add_typer(thread.app, name="thread")
+app.add_typer(catalog.tools_app, name="tools")
+app.add_typer(catalog.functions_app, name="functions")
+app.add_typer(db.app, name="db")
 
 
 @app.callback()

@@ -11,7 +11,6 @@ from voicestack.agent.feed import ThreadFeed
 from voicestack.agent.llm import ChatProvider, ProviderSettings
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.runner import ReplyRunner
-from voicestack.agent.schema import AGENT_MIGRATIONS
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
@@ -20,9 +19,11 @@ from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCt
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
 from voicestack.reactive.hub import Hub
+from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.db import WriteDB
-from voicestack.store.migrations import CORE_MIGRATIONS
 from voicestack.store.store import Store
+from voicestack.voice.provider import Synthesizer, Transcriber
+from voicestack.voice.speaker import SpeakerFactory
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Runtime:
             readers=settings.readers,
             autocheckpoint=not settings.no_autocheckpoint,
             log_keep=settings.change_log_keep,
-            migrations=(*CORE_MIGRATIONS, *AGENT_MIGRATIONS),
+            migrations=ALL_MIGRATIONS,
         )
         try:
             for app in self.apps:
@@ -101,6 +102,10 @@ class Runtime:
                 max_retries=settings.provider_retries,
             )
         )
+        self.transcriber = Transcriber(self.provider, settings.transcribe_model)
+        self.synthesizer = Synthesizer(
+            self.provider, settings.speech_model, settings.voice, settings.speech_format
+        )
         self.runner = ReplyRunner(
             self.store,
             self.provider,
@@ -114,6 +119,7 @@ class Runtime:
             ),
             self.query_value,
             self.mutation_value,
+            speakers=SpeakerFactory(self.store, self.synthesizer),
         )
         self.hub.add_source(self.runner)
 
