@@ -7,21 +7,20 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import apsw
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cli.backup import backup_database, open_source
 from cli.errors import USAGE, CliError, reports_errors
 from cli.output import JsonOption, Output
 from voicestack.schema import ALL_MIGRATIONS
+from voicestack.store.backup import backup_database, open_source
 from voicestack.store.connection import open_connection
+from voicestack.store.health import DatabaseUnreadable, inspect_database
 from voicestack.store.migrations import core_level, migrate_core
-from voicestack.store.store import integrity_check
 
 app = typer.Typer(
     help="The database file on this host: check it, back it up, migrate it.",
@@ -43,83 +42,6 @@ def _existing(db: Path) -> Path:
     return db
 
 
-@dataclass
-class SchemaReport:
-    """A database's health: integrity check lines, core migration level, app migrations."""
-
-    integrity: list[str]
-    level: int
-    known: int = len(ALL_MIGRATIONS)
-    apps: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def pending(self) -> list[str]:
-        """Names of the core migrations this database has not had yet."""
-        return [m.name for m in ALL_MIGRATIONS[self.level :]]
-
-    def problems(self) -> list[str]:
-        """What is wrong, one phrase each (empty when the database is ok)."""
-        found = []
-        if self.integrity != ["ok"]:
-            found.append(f"the integrity check found {len(self.integrity)} problem(s)")
-        if self.level > self.known:
-            found.append(
-                f"its schema level {self.level} is newer than this voicestack's {self.known}"
-            )
-        elif self.pending:
-            count = len(self.pending)
-            found.append(f"{count} core migration(s) pending: run `voicestack db migrate`")
-        return found
-
-    def as_json(self) -> dict[str, Any]:
-        """The report for `--json`."""
-        return {
-            "ok": not self.problems(),
-            "integrity": self.integrity,
-            "coreLevel": self.level,
-            "coreKnown": self.known,
-            "pending": self.pending,
-            "apps": self.apps,
-            "problems": self.problems(),
-        }
-
-
-def _app_migrations(conn: apsw.Connection) -> list[dict[str, Any]]:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_app_migrations'"
-    ).fetchall()
-    if not exists:
-        return []
-    rows = conn.execute(
-        "SELECT app, count(*), max(number),"
-        " (SELECT name FROM _app_migrations l WHERE l.app = a.app ORDER BY number DESC LIMIT 1)"
-        " FROM _app_migrations a GROUP BY app ORDER BY app"
-    ).fetchall()
-    return [{"app": a, "migrations": n, "level": top, "last": last} for a, n, top, last in rows]
-
-
-def inspect_database(db: Path) -> SchemaReport:
-    """Run the integrity check and read the migration levels of the database at `db`."""
-    try:
-        conn = open_source(db)
-    except (apsw.Error, FileNotFoundError) as exc:
-        raise CliError(f"Cannot open {db}: {exc}") from None
-    try:
-        level = core_level(conn)
-        apps = _app_migrations(conn)
-        try:
-            integrity = integrity_check(conn)
-        except apsw.CorruptError as exc:  # too damaged for the check to finish
-            integrity = [str(exc)]
-        return SchemaReport(integrity, level, apps=apps)
-    except apsw.NotADBError:
-        raise CliError(f"{db} is not a SQLite database.") from None
-    except apsw.Error as exc:
-        raise CliError(f"Cannot read {db}: {exc}") from None
-    finally:
-        conn.close()
-
-
 @app.command("check")
 @reports_errors
 def check(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
@@ -130,7 +52,10 @@ def check(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out = Output()
     spinner = out.err.status("checking integrity", spinner="dots")
     with spinner if out.err.is_terminal else contextlib.nullcontext():
-        report = inspect_database(_existing(db))
+        try:
+            report = inspect_database(_existing(db))
+        except DatabaseUnreadable as exc:
+            raise CliError(str(exc)) from None
     if as_json:
         out.json(report.as_json())
     else:

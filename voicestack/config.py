@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+SpeechFormat = Literal["mp3", "wav", "flac", "opus"]
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
 
@@ -71,6 +72,20 @@ class Settings(BaseSettings):
     provider_retries: int = Field(
         3, ge=0, le=10, description="Retries of a model request refused with 429 or 5xx."
     )
+    max_audio_mb: float = Field(
+        25.0, gt=0, le=1024, description="Largest audio upload POST /voice accepts, in MiB."
+    )
+    transcribe_model: str = Field(
+        "gpt-4o-mini-transcribe", description="Speech-to-text model for POST /voice."
+    )
+    speech_model: str = Field("gpt-4o-mini-tts", description="Text-to-speech model for replies.")
+    voice: str = Field("alloy", description="The voice that speaks replies.")
+    speech_format: SpeechFormat = Field("mp3", description="Audio format of spoken replies.")
+
+    @property
+    def max_audio_bytes(self) -> int:
+        """--max-audio-mb in bytes."""
+        return int(self.max_audio_mb * 1024 * 1024)
 
     @classmethod
     def settings_customise_sources(

@@ -194,6 +194,16 @@ class TerminalCliProcess:
             self._read(min(left, 0.2))
         return text
 
+    def wait(self, timeout: float = WAIT_S) -> int:
+        """Wait for the CLI to exit by itself; returns the exit code (output read to the end)."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the CLI did not exit")
+            self._read(0.1)
+        self._read(0.1)
+        return self.process.returncode
+
     def interrupt(self, timeout: float = WAIT_S) -> int:
         """Press Ctrl-C; returns the exit code (the terminal's last output is read too)."""
         self.process.send_signal(signal.SIGINT)

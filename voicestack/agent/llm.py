@@ -10,11 +10,11 @@ import os
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import openai
@@ -32,6 +32,8 @@ _PLACEHOLDER_API_KEY = "no-key-needed"
 _BACKOFF_BASE_S = 0.5
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _DETAIL_LIMIT = 300
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,25 @@ class ChatProvider:
             else:
                 return
 
+    async def request(self, model: str, send: Callable[[openai.AsyncOpenAI], Awaitable[T]]) -> T:
+        """One request that is not a chat stream (transcription, speech) to the same provider.
+
+        `send(client)` makes the call; it gets the chat's retries (429 and 5xx, with backoff or
+        the provider's Retry-After) and its errors the same clear ProviderError, naming `model`.
+        """
+        if self._client is None:
+            raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
+        retries = max(0, self.settings.max_retries)
+        for attempt in range(retries + 1):
+            try:
+                return await send(self._client)
+            except _FAILURES as exc:
+                error = self._error_for(exc, _Progress(), attempt, model)
+                if not error.retryable or attempt == retries:
+                    raise error from exc
+                await asyncio.sleep(self._retry_delay(exc, attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def aclose(self) -> None:
         """Close the provider's connections."""
         if self._client is not None:
@@ -250,13 +271,19 @@ class ChatProvider:
                 return min(cap, asked)
         return min(cap, _BACKOFF_BASE_S * 2**attempt) * random.uniform(0.75, 1.0)
 
-    def _error_for(self, exc: Exception, progress: _Progress, retries: int) -> ProviderError:
-        code, message, retryable = self._describe(exc, progress, _after(retries))
+    def _error_for(
+        self, exc: Exception, progress: _Progress, retries: int, model: str | None = None
+    ) -> ProviderError:
+        code, message, retryable = self._describe(
+            exc, progress, _after(retries), model or self.settings.model
+        )
         if self.settings.api_key:
             message = message.replace(self.settings.api_key, "[redacted]")
         return ProviderError(code, message, retryable=retryable)
 
-    def _describe(self, exc: Exception, progress: _Progress, after: str) -> tuple[str, str, bool]:
+    def _describe(
+        self, exc: Exception, progress: _Progress, after: str, model: str
+    ) -> tuple[str, str, bool]:
         where = _display_url(str(self._client.base_url if self._client else ""))
         if isinstance(exc, openai.APITimeoutError):
             late = "went silent mid-reply for" if progress.responded else "did not answer within"
@@ -273,7 +300,7 @@ class ChatProvider:
                 True,
             )
         if isinstance(exc, openai.APIStatusError):
-            return _describe_status(exc.status_code, _detail(exc), self.settings.model, after)
+            return _describe_status(exc.status_code, _detail(exc), model, after)
         if isinstance(exc, openai.OpenAIError):
             return "provider_error", f"The model provider reported an error: {_detail(exc)}.", False
         if isinstance(exc, json.JSONDecodeError):

@@ -14,7 +14,8 @@ AnyDB = ReadDB | WriteDB
 
 MESSAGE_COLUMNS = (
     "id, thread_id, position, role, text, status, error_code, error_message, author, reply_to,"
-    " prompt_tokens, completion_tokens, tool_call_count, wall_ms, created_at, updated_at"
+    " prompt_tokens, completion_tokens, tool_call_count, wall_ms, created_at, updated_at,"
+    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds"
 )
 TOOL_CALL_COLUMNS = (
     "id, thread_id, message_id, call_id, step, name, args, status, progress, result, error,"
@@ -71,11 +72,15 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
         "order": row["position"],
         "author": row["author"],
         "replyTo": row["reply_to"],
+        "audioFileId": row["audio_file_id"],
         "usage": {
             "promptTokens": row["prompt_tokens"],
             "completionTokens": row["completion_tokens"],
             "toolCalls": row["tool_call_count"],
             "wallMs": row["wall_ms"],
+            "audioInSeconds": round(row["audio_in_seconds"], 3),
+            "speechChars": row["speech_chars"],
+            "speechSeconds": round(row["speech_seconds"], 3),
         },
     }
 

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from voicestack import jsoncodec
 from voicestack.agent.context import build_context
@@ -64,6 +64,22 @@ Approval = Callable[[str], Awaitable[bool]]
 CallFunction = Callable[[str, Any, Caller | None], Awaitable[Any]]
 
 
+class ReplySpeaker(Protocol):
+    """Speaks a reply as its text is saved (voicestack.voice.speaker.Speaker)."""
+
+    def feed(self, text: str) -> None:
+        """Take the next saved piece of text; must return at once."""
+
+    async def drain(self) -> None:
+        """Finish speaking everything fed so far."""
+
+    def discard(self) -> None:
+        """Stop speaking at once."""
+
+
+SpeakerFactory = Callable[[Claim], ReplySpeaker | None]
+
+
 class Reply:
     """Runs one claimed reply to its end."""
 
@@ -78,6 +94,7 @@ class Reply:
         wait_for_approval: Approval,
         run_query: CallFunction,
         run_mutation: CallFunction,
+        speaker: ReplySpeaker | None = None,
     ) -> None:
         self.claim = claim
         self._store = store
@@ -93,6 +110,7 @@ class Reply:
         self._started = time.monotonic()
         self._corrections: Counter[str] = Counter()
         self._coalescer = DeltaCoalescer(self._save_delta, settings.flush_ms)
+        self._speaker = speaker
         self.finishing = False
 
     async def _save_delta(self, text: str) -> None:
@@ -100,12 +118,16 @@ class Reply:
         saved = await self._store.write(lambda db: append_delta(db, self.claim, text, self._seq))
         if not saved.value:
             raise ReplyStopped
+        if self._speaker is not None:
+            self._speaker.feed(text)
 
     async def run(self) -> None:
         """Stream, call tools, and finish with complete, failed or interrupted."""
         try:
             await self._steps()
             await self._coalescer.close()
+            if self._speaker is not None:
+                await self._speaker.drain()
             await self._finish("complete")
         except ReplyStopped:
             self._coalescer.discard_timer()
@@ -136,6 +158,8 @@ class Reply:
 
     async def _finish(self, status: str, error: tuple[str, str] | None = None) -> None:
         self.finishing = True
+        if self._speaker is not None:
+            self._speaker.discard()  # drained already when complete; stopped otherwise
         self._usage.wall_ms = int((time.monotonic() - self._started) * 1000)
         await self._store.write(lambda db: finish_reply(db, self.claim, status, self._usage, error))
 

@@ -25,6 +25,7 @@ class Claim:
     thread_id: str
     position: int
     author: str | None
+    speak: bool = False  # speak the reply sentence by sentence as it streams (POST /voice)
 
 
 @dataclass(slots=True)
@@ -44,7 +45,7 @@ def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
     one thread run one at a time, in order.
     """
     rows = db.all(
-        "SELECT m.id, m.status, m.position, u.author FROM messages m"
+        "SELECT m.id, m.status, m.position, m.speak, u.author FROM messages m"
         " LEFT JOIN messages u ON u.id = m.reply_to"
         " WHERE m.thread_id = ? AND m.role = 'assistant' AND m.status IN ('pending', 'streaming')"
         " ORDER BY m.position LIMIT 1",
@@ -57,7 +58,7 @@ def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
         "UPDATE messages SET status = 'streaming', updated_at = ? WHERE id = ?", (now(), row["id"])
     )
     emit_message(db, row["id"])
-    return Claim(row["id"], thread_id, row["position"], row["author"])
+    return Claim(row["id"], thread_id, row["position"], row["author"], bool(row["speak"]))
 
 
 def still_streaming(db: WriteDB, message_id: str) -> bool:

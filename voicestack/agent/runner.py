@@ -17,7 +17,7 @@ from typing import Any
 
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.records import emit_message, now
-from voicestack.agent.reply import AgentSettings, CallFunction, Reply
+from voicestack.agent.reply import AgentSettings, CallFunction, Reply, SpeakerFactory
 from voicestack.agent.reply_state import claim_next, fail_unfinished_tool_calls, tool_call_status
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.reactive.subscription import FeedJoin
@@ -85,6 +85,7 @@ class ReplyRunner:
         settings: AgentSettings,
         run_query: CallFunction,
         run_mutation: CallFunction,
+        speakers: SpeakerFactory | None = None,
     ) -> None:
         self._store = store
         self._provider = provider
@@ -92,6 +93,7 @@ class ReplyRunner:
         self._settings = settings
         self._run_query = run_query
         self._run_mutation = run_mutation
+        self._speakers = speakers
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
         self._replies: dict[str, tuple[Reply, asyncio.Task[None]]] = {}
@@ -203,6 +205,7 @@ class ReplyRunner:
                     wait_for_approval=self._wait_for_approval,
                     run_query=self._run_query,
                     run_mutation=self._run_mutation,
+                    speaker=self._speakers(claim) if self._speakers else None,
                 )
                 task = asyncio.create_task(reply.run(), name=f"voicestack-reply-{claim.message_id}")
                 self._replies[claim.message_id] = (reply, task)

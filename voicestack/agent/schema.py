@@ -78,4 +78,34 @@ AGENT_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX thread_events_by_ref ON thread_events(ref, id);
         """,
     ),
+    Migration(
+        # Voice: recorded uploads and spoken replies are rows, not files beside the database, so
+        # Litestream replicates them with everything else and a restore loses no audio. A user
+        # message links to the audio it was transcribed from; a reply may be asked to speak; the
+        # audio a message cost (seconds heard, characters and seconds spoken) is usage like tokens.
+        "voice_files",
+        """
+        CREATE TABLE files (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            message_id TEXT REFERENCES messages(id) ON DELETE SET NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('upload', 'speech')),
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            data BLOB NOT NULL,
+            duration_s REAL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX files_by_message ON files(message_id);
+        CREATE INDEX files_by_thread ON files(thread_id);
+
+        ALTER TABLE messages ADD COLUMN audio_file_id TEXT
+            REFERENCES files(id) ON DELETE SET NULL;
+        ALTER TABLE messages ADD COLUMN speak INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN audio_in_seconds REAL NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN speech_chars INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN speech_seconds REAL NOT NULL DEFAULT 0;
+        """,
+    ),
 )

@@ -107,13 +107,21 @@ def insert_message(
     text: str = "",
     author: str | None = None,
     reply_to: str | None = None,
+    audio_file_id: str | None = None,
+    audio_in_seconds: float = 0.0,
+    speak: bool = False,
 ) -> str:
-    """Append a message to a thread, announce it on the feed, and return its id."""
+    """Append a message to a thread, announce it on the feed, and return its id.
+
+    A message transcribed from audio links to it (`audio_file_id`, with the seconds heard); a
+    reply with `speak` is spoken sentence by sentence as it streams.
+    """
     message_id = new_id("msg")
     stamp = now()
     db.execute(
         "INSERT INTO messages(id, thread_id, position, role, text, status, author, reply_to,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " audio_file_id, audio_in_seconds, speak, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             thread_id,
@@ -123,6 +131,9 @@ def insert_message(
             status,
             author,
             reply_to,
+            audio_file_id,
+            audio_in_seconds,
+            int(speak),
             stamp,
             stamp,
         ),
@@ -177,11 +188,13 @@ def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
     return [thread_from_row(row) for row in rows]
 
 
-def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int]:
+def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float]:
     """Usage summed over a thread's messages."""
     row = db.one(
         "SELECT coalesce(sum(prompt_tokens), 0) AS p, coalesce(sum(completion_tokens), 0) AS c,"
-        " coalesce(sum(tool_call_count), 0) AS t, coalesce(sum(wall_ms), 0) AS w"
+        " coalesce(sum(tool_call_count), 0) AS t, coalesce(sum(wall_ms), 0) AS w,"
+        " coalesce(sum(audio_in_seconds), 0) AS ai, coalesce(sum(speech_chars), 0) AS sc,"
+        " coalesce(sum(speech_seconds), 0) AS ss"
         " FROM messages WHERE thread_id = ?",
         (thread_id,),
     )
@@ -191,6 +204,9 @@ def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int]:
         "completionTokens": row["c"],
         "toolCalls": row["t"],
         "wallMs": row["w"],
+        "audioInSeconds": round(float(row["ai"]), 3),
+        "speechChars": row["sc"],
+        "speechSeconds": round(float(row["ss"]), 3),
     }
 
 
@@ -228,16 +244,39 @@ def list_messages(ctx: QueryCtx, args: ListMessagesArgs) -> list[dict[str, Any]]
     return [message_from_row(ctx.db, row) for row in reversed(rows)]
 
 
+def start_turn(
+    db: WriteDB,
+    thread_id: str,
+    text: str,
+    author: str | None,
+    *,
+    audio_file_id: str | None = None,
+    audio_in_seconds: float = 0.0,
+    speak: bool = False,
+) -> dict[str, str]:
+    """Save a user message and queue the assistant's reply to it; the reply runner starts it."""
+    message_id = insert_message(
+        db,
+        thread_id,
+        "user",
+        "complete",
+        text=text,
+        author=author,
+        audio_file_id=audio_file_id,
+        audio_in_seconds=audio_in_seconds,
+    )
+    reply_id = insert_message(
+        db, thread_id, "assistant", "pending", reply_to=message_id, speak=speak
+    )
+    return {"messageId": message_id, "replyId": reply_id}
+
+
 @mutation("messages.send")
 def send_message(ctx: MutationCtx, args: SendArgs) -> dict[str, str]:
     """Save the caller's message and queue the assistant's reply to it."""
     require_thread(ctx.db, args.thread_id, ctx.user)
     author = ctx.user.id if ctx.user else None
-    message_id = insert_message(
-        ctx.db, args.thread_id, "user", "complete", text=args.text, author=author
-    )
-    reply_id = insert_message(ctx.db, args.thread_id, "assistant", "pending", reply_to=message_id)
-    return {"messageId": message_id, "replyId": reply_id}
+    return start_turn(ctx.db, args.thread_id, args.text, author)
 
 
 def _unfinished_replies(db: WriteDB, thread_id: str) -> list[dict[str, Any]]:

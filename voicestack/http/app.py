@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 import voicestack
 from voicestack.config import Settings
-from voicestack.http import functions, threads, watch
+from voicestack.http import functions, threads, voice, watch, web
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
 from voicestack.http.functions import json_response
 from voicestack.runtime import Runtime
@@ -46,6 +46,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *functions.routes,
         *watch.routes,
         *threads.routes,
+        *voice.routes,
+        *web.routes,
     ]
     return Starlette(
         routes=routes,
