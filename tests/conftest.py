@@ -1,26 +1,31 @@
-"""Fixtures: the anyio backend, real server processes, and HTTP clients bound to them.
+"""Fixtures: the anyio backend, real server processes, HTTP clients bound to them, a fake OpenAI.
 
-`server` is a fresh server (and database) per test. A module whose tests tolerate each other's
-rows opts into one server for all of them, which saves a process start per test:
+`server` is a fresh server (and database) per test. A module whose tests do not depend on which
+rows exist opts into the one server all such modules share, which saves a process start per test:
 
     @pytest.fixture
     def server(shared_server):
         return shared_server
+
+Agent tests do the same with `shared_agent_server`, one server for each provider and set of flags
+that modules ask for; `start_agent_server` gives a test servers of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
+from tests.support.agent import StartAgentServer, Threads, running_agent_server
 from tests.support.api import Api
-from tests.support.server import ServerProcess, running_server
-
-TEST_APP = "tests.apps.inventory"
+from tests.support.server import TEST_APP, ServerProcess, running_server
+from voicestack.testing.fake_openai import FakeOpenAI
 
 StartServer = Callable[..., ServerProcess]
 
@@ -52,9 +57,10 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         yield start
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server running the test app for every test of a module."""
+    """One server running the test app for every test, of any module, that tolerates the rows
+    of all the others."""
     with running_server(tmp_path_factory.mktemp("shared"), TEST_APP) as server:
         yield server
 
@@ -73,7 +79,7 @@ async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     """
     start = server.log_size()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as http:
+        async with server.client() as http:
             yield http
     finally:
         print(f"--- server log during the test ({server.url})\n{server.log(start)}")
@@ -83,3 +89,73 @@ async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
 def api(client: httpx.AsyncClient) -> Api:
     """Function calls through `client`."""
     return Api(client)
+
+
+@pytest.fixture
+def threads(client: httpx.AsyncClient) -> Threads:
+    """The thread routes through `client`."""
+    return Threads(client)
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """One fake OpenAI server for the whole run; a test takes it through `fake`."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The fake OpenAI server, with no plans and no logged requests left from earlier tests."""
+    fake_openai.reset()
+    return fake_openai
+
+
+@pytest.fixture
+async def openai_client(fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The real openai client for `fake`, which it never retries on its own."""
+    async with openai.AsyncOpenAI(base_url=fake.api_base, api_key="test", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def start_agent_server(tmp_path: Path) -> Iterator[StartAgentServer]:
+    """Start servers of the test's own whose replies come from a model provider:
+    `start_agent_server(api_base, *extra_args, env=None)` (an `api_base` of None: no provider).
+
+    Each is a `running_agent_server` on a fresh database; on teardown it must exit 0 after
+    SIGTERM.
+    """
+    with contextlib.ExitStack() as stack:
+        workdirs = (tmp_path / f"agent{n}" for n in itertools.count())
+
+        def start(
+            api_base: str | None, *extra_args: str, env: Mapping[str, str | None] | None = None
+        ) -> ServerProcess:
+            server = running_agent_server(next(workdirs), api_base, *extra_args, env=env)
+            return stack.enter_context(server)
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def shared_agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartAgentServer]:
+    """`shared_agent_server(api_base, *extra_args)`: the server with that provider and those
+    flags, started when first asked for and shared by every test that asks for the same ones.
+
+    For tests that tolerate each other's threads (each works in threads of its own); the
+    servers run until the end of the run.
+    """
+    with contextlib.ExitStack() as stack:
+        servers: dict[tuple[str | None, ...], ServerProcess] = {}
+
+        def shared(api_base: str | None, *extra_args: str) -> ServerProcess:
+            key = (api_base, *extra_args)
+            if key not in servers:
+                workdir = tmp_path_factory.mktemp("agent")
+                servers[key] = stack.enter_context(
+                    running_agent_server(workdir, api_base, *extra_args)
+                )
+            return servers[key]
+
+        yield shared

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.agent import Threads, agent_args, agent_server
+from tests.support.agent import StartAgentServer, Threads
 from tests.support.api import error_of
 from tests.support.server import ServerProcess
 
@@ -17,11 +16,10 @@ pytestmark = pytest.mark.anyio
 MISSING = "thr_0000000000000000missing"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture
+def server(shared_agent_server: StartAgentServer) -> ServerProcess:
     # No provider: nothing here may get as far as a reply.
-    with agent_server(tmp_path_factory.mktemp("bad-input"), agent_args(None)) as server:
-        yield server
+    return shared_agent_server(None)
 
 
 @pytest.mark.parametrize(

@@ -1,26 +1,24 @@
 """Model provider failures end to end: the reply fails with an exact error and keeps its text.
 
 Each failure comes after a good exchange in the same thread, which must stay untouched, and the
-server must go on serving. One FakeOpenAI and one server (`--provider-timeout-s 1`) serve the
-module; a provider that refuses connections, and no provider at all, get servers of their own.
+server must go on serving. The tests share a server wired to the FakeOpenAI with
+`--provider-timeout-s 1`; a provider that refuses connections gets a server of its own, and no
+provider at all the server without one that other modules share.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.agent import (
+    StartAgentServer,
     Threads,
-    agent_args,
-    agent_server,
     chat_bodies,
     ended,
     feed,
@@ -38,27 +36,9 @@ pytestmark = pytest.mark.anyio
 WORDS = "One two three four five six seven eight nine ten"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
-def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = agent_args(fake.api_base, "--provider-timeout-s", "1")
-    with agent_server(tmp_path_factory.mktemp("provider"), args) as server:
-        yield server
-
-
 @pytest.fixture
-def threads(client: httpx.AsyncClient) -> Threads:
-    return Threads(client)
+def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
+    return shared_agent_server(fake_openai.api_base, "--provider-timeout-s", "1")
 
 
 @dataclass
@@ -110,58 +90,63 @@ async def reply_after_a_good_one(
     return Failure(events[-1].json, events, chat_bodies(fake, f"{mark} bad"), seconds)
 
 
-async def test_a_provider_that_does_not_answer_times_out(
-    fake: FakeOpenAI, client: httpx.AsyncClient
+@pytest.mark.parametrize(
+    ("plans", "code", "message", "text", "requests"),
+    [
+        pytest.param(
+            [{"hang_s": 5, "times": 3}],
+            "provider_timeout",
+            "The model provider at {api_base} did not answer within 1 s after 2 retries.",
+            "",
+            3,
+            id="does-not-answer",
+        ),
+        pytest.param(
+            # One word, then two seconds of silence: more than --provider-timeout-s.
+            [{"text": WORDS, "tokens_per_second": 0.5}],
+            "provider_timeout",
+            "The model provider at {api_base} went silent mid-reply for 1 s.",
+            "One ",
+            1,
+            id="silent-mid-reply-keeps-the-text",
+        ),
+        pytest.param(
+            [{"error": {"status": 401}}],
+            "provider_auth_failed",
+            "The model provider rejected the API key (HTTP 401: Incorrect API key provided. You"
+            " can find your API key at https://platform.openai.com). Check OPENAI_API_KEY.",
+            "",
+            1,
+            id="rejected-api-key-not-retried",
+        ),
+        pytest.param(
+            [{"error": {"status": 500, "retry_after": 0}, "times": 3}],
+            "provider_error",
+            "The model provider failed (HTTP 500: The server had an error while processing your"
+            " request. Sorry about that!) after 2 retries.",
+            "",
+            3,
+            id="server-error-retried",
+        ),
+    ],
+)
+async def test_a_provider_failure_fails_the_reply(
+    fake: FakeOpenAI,
+    client: httpx.AsyncClient,
+    plans: list[dict[str, Any]],
+    code: str,
+    message: str,
+    text: str,
+    requests: int,
 ) -> None:
-    failure = await reply_after_a_good_one(fake, client, [{"hang_s": 5, "times": 3}])
+    failure = await reply_after_a_good_one(fake, client, plans)
 
     assert failure.error() == (
         "failed",
-        {
-            "code": "provider_timeout",
-            "message": f"The model provider at {fake.api_base} did not answer within 1 s"
-            " after 2 retries.",
-        },
-        "",
+        {"code": code, "message": message.format(api_base=fake.api_base)},
+        text,
     )
-    assert len(failure.requests) == 3
-
-
-async def test_a_provider_that_goes_silent_mid_reply_times_out_and_keeps_the_text(
-    fake: FakeOpenAI, client: httpx.AsyncClient
-) -> None:
-    # One word, then two seconds of silence: more than --provider-timeout-s.
-    failure = await reply_after_a_good_one(
-        fake, client, [{"text": WORDS, "tokens_per_second": 0.5}]
-    )
-
-    assert failure.error() == (
-        "failed",
-        {
-            "code": "provider_timeout",
-            "message": f"The model provider at {fake.api_base} went silent mid-reply for 1 s.",
-        },
-        "One ",
-    )
-    assert len(failure.requests) == 1
-
-
-async def test_a_rejected_api_key_fails_without_retrying(
-    fake: FakeOpenAI, client: httpx.AsyncClient
-) -> None:
-    failure = await reply_after_a_good_one(fake, client, [{"error": {"status": 401}}])
-
-    assert failure.error() == (
-        "failed",
-        {
-            "code": "provider_auth_failed",
-            "message": "The model provider rejected the API key (HTTP 401: Incorrect API key"
-            " provided. You can find your API key at https://platform.openai.com). Check"
-            " OPENAI_API_KEY.",
-        },
-        "",
-    )
-    assert len(failure.requests) == 1
+    assert len(failure.requests) == requests
 
 
 async def test_rate_limiting_is_retried_after_retry_after_then_fails(
@@ -200,64 +185,50 @@ async def test_rate_limiting_once_is_retried_and_the_reply_completes(
     assert len(failure.requests) == 2
 
 
-async def test_a_server_error_is_retried_then_fails(
-    fake: FakeOpenAI, client: httpx.AsyncClient
+@pytest.mark.parametrize(
+    ("plan", "code", "text", "message_start"),
+    [
+        pytest.param(
+            # The role chunk, then three words, then the connection drops.
+            {"text": WORDS, "cut_after_chunks": 4},
+            "provider_stream_broken",
+            "One two three ",
+            "The model provider's stream was cut off mid-reply (",
+            id="cut-mid-reply",
+        ),
+        pytest.param(
+            # The role chunk, then two words, then a truncated JSON object.
+            {"text": WORDS, "malformed_after_chunks": 3},
+            "provider_bad_response",
+            "One two ",
+            "The model provider sent a stream chunk that is not valid JSON (",
+            id="malformed-chunk",
+        ),
+    ],
+)
+async def test_a_broken_stream_fails_the_reply_and_keeps_the_text(
+    fake: FakeOpenAI,
+    client: httpx.AsyncClient,
+    plan: dict[str, Any],
+    code: str,
+    text: str,
+    message_start: str,
 ) -> None:
-    failure = await reply_after_a_good_one(
-        fake, client, [{"error": {"status": 500, "retry_after": 0}, "times": 3}]
-    )
+    failure = await reply_after_a_good_one(fake, client, [plan])
 
-    assert failure.error() == (
-        "failed",
-        {
-            "code": "provider_error",
-            "message": "The model provider failed (HTTP 500: The server had an error while"
-            " processing your request. Sorry about that!) after 2 retries.",
-        },
-        "",
-    )
-    assert len(failure.requests) == 3
-
-
-async def test_a_stream_cut_mid_reply_fails_and_keeps_the_text(
-    fake: FakeOpenAI, client: httpx.AsyncClient
-) -> None:
-    # The role chunk, then three words, then the connection drops.
-    failure = await reply_after_a_good_one(fake, client, [{"text": WORDS, "cut_after_chunks": 4}])
-
-    status, error, text = failure.error()
-    assert (status, error["code"], text) == (
-        "failed",
-        "provider_stream_broken",
-        "One two three ",
-    )
-    assert error["message"].startswith("The model provider's stream was cut off mid-reply (")
+    status, error, kept = failure.error()
+    assert (status, error["code"], kept) == ("failed", code, text)
+    assert error["message"].startswith(message_start)
     assert len(failure.requests) == 1  # what streamed is kept, so no retry repeats it
 
 
-async def test_a_malformed_chunk_fails_the_reply_and_keeps_the_text(
-    fake: FakeOpenAI, client: httpx.AsyncClient
-) -> None:
-    # The role chunk, then two words, then a truncated JSON object.
-    failure = await reply_after_a_good_one(
-        fake, client, [{"text": WORDS, "malformed_after_chunks": 3}]
-    )
-
-    status, error, text = failure.error()
-    assert (status, error["code"], text) == ("failed", "provider_bad_response", "One two ")
-    assert error["message"].startswith(
-        "The model provider sent a stream chunk that is not valid JSON ("
-    )
-    assert len(failure.requests) == 1
-
-
 async def test_a_provider_that_refuses_connections_is_unreachable(
-    fake: FakeOpenAI, tmp_path: Path
+    fake: FakeOpenAI, start_agent_server: StartAgentServer
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
-    with agent_server(tmp_path, agent_args(closed)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
-            failure = await reply_after_a_good_one(fake, client, [], good=False)
+    server = start_agent_server(closed)
+    async with server.client() as client:
+        failure = await reply_after_a_good_one(fake, client, [], good=False)
 
     assert failure.error() == (
         "failed",
@@ -270,10 +241,11 @@ async def test_a_provider_that_refuses_connections_is_unreachable(
     )
 
 
-async def test_without_a_provider_a_reply_fails_at_once(fake: FakeOpenAI, tmp_path: Path) -> None:
-    with agent_server(tmp_path, agent_args(None)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
-            failure = await reply_after_a_good_one(fake, client, [], good=False)
+async def test_without_a_provider_a_reply_fails_at_once(
+    fake: FakeOpenAI, shared_agent_server: StartAgentServer
+) -> None:
+    async with shared_agent_server(None).client() as client:
+        failure = await reply_after_a_good_one(fake, client, [], good=False)
 
     assert failure.error() == (
         "failed",

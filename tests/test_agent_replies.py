@@ -1,13 +1,12 @@
 """Assistant replies end to end: a real server streams a fake model's answer into the thread feed.
 
-One FakeOpenAI and one server serve the module; every test works in threads of its own and
-scripts plans that match a marker in its own messages.
+The tests share a server wired to the FakeOpenAI (with the feed-resuming tests); every test
+works in threads of its own and scripts plans that match a marker in its own messages.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,9 +14,9 @@ import pytest
 from tests.support.agent import (
     INSTRUCTIONS,
     NO_USAGE,
+    StartAgentServer,
     Threads,
-    agent_args,
-    agent_server,
+    ask,
     assert_live_ids,
     chat_bodies,
     count_deltas,
@@ -39,26 +38,9 @@ from voicestack.testing.fake_openai import FakeOpenAI
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
-def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with agent_server(tmp_path_factory.mktemp("replies"), agent_args(fake.api_base)) as server:
-        yield server
-
-
 @pytest.fixture
-def threads(client: httpx.AsyncClient) -> Threads:
-    return Threads(client)
+def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
+    return shared_agent_server(fake_openai.api_base)
 
 
 def user_row(message_id: str, thread_id: str, text: str, order: int, stamp: float) -> dict:
@@ -75,6 +57,7 @@ def user_row(message_id: str, thread_id: str, text: str, order: int, stamp: floa
         "order": order,
         "author": None,
         "replyTo": None,
+        "audioFileId": None,
         "usage": NO_USAGE,
     }
 
@@ -135,6 +118,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "order": 2,
         "author": None,
         "replyTo": user_id,
+        "audioFileId": None,
         "usage": NO_USAGE,
     }
     assert streaming == {**pending, "status": "streaming", "updatedAt": streaming["updatedAt"]}
@@ -145,7 +129,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "text": answer,
         "status": "complete",
         "updatedAt": final["updatedAt"],
-        "usage": {"promptTokens": 123, "completionTokens": 45, "toolCalls": 0, "wallMs": wall_ms},
+        "usage": {**NO_USAGE, "promptTokens": 123, "completionTokens": 45, "wallMs": wall_ms},
     }
 
     final2 = events2[-1].json
@@ -157,9 +141,9 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "createdAt": thread["createdAt"],
         "updatedAt": thread["updatedAt"],
         "usage": {
+            **NO_USAGE,
             "promptTokens": 130,
             "completionTokens": 47,
-            "toolCalls": 0,
             "wallMs": wall_ms + final2["usage"]["wallMs"],
         },
         "messages": [asked, final, events2[0].json, final2],
@@ -214,12 +198,7 @@ async def test_streamed_text_is_coalesced_into_word_sized_deltas(
     mark = marker()
     answer = words(200)  # 200 tokens in one second, no sentence end: only the timer flushes
     fake.script({"match": mark, "text": answer, "tokens_per_second": 200})
-    thread_id = await threads.create()
-
-    async with feed(client, thread_id) as stream:
-        await snapshot(stream)
-        _, reply_id = await threads.send(thread_id, f"{mark} count")
-        events = await read_until(stream, ended(reply_id))
+    _, _, reply_id, events = await ask(client, threads, f"{mark} count")
 
     pieces = [d["text"] for d in deltas(events, reply_id)]
     assert "".join(pieces) == answer
@@ -235,12 +214,7 @@ async def test_a_20000_token_reply_loses_no_delta(
     mark = marker()
     answer = words(20_000)
     fake.script({"match": mark, "text": answer})
-    thread_id = await threads.create()
-
-    async with feed(client, thread_id) as stream:
-        await snapshot(stream)
-        _, reply_id = await threads.send(thread_id, f"{mark} talk a lot")
-        events = await read_until(stream, ended(reply_id), timeout=40.0)
+    thread_id, _, reply_id, events = await ask(client, threads, f"{mark} talk a lot", 40.0)
 
     pieces = deltas(events, reply_id)
     assert [p["seq"] for p in pieces] == list(range(1, len(pieces) + 1))
@@ -385,6 +359,7 @@ async def test_a_person_answering_hands_off_the_unfinished_replies(
         "order": 5,
         "author": None,
         "replyTo": None,
+        "audioFileId": None,
         "usage": NO_USAGE,
     }
     assert "delta" not in [e.event for e in later]

@@ -4,8 +4,7 @@ also across a server restart that interrupted a streaming reply."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import anyio
 import anyio.to_thread
@@ -14,9 +13,8 @@ import pytest
 
 from tests.support.agent import (
     FINAL,
+    StartAgentServer,
     Threads,
-    agent_args,
-    agent_server,
     chat_bodies,
     count_deltas,
     ended,
@@ -35,21 +33,9 @@ from voicestack.testing.fake_openai import FakeOpenAI
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
-def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with agent_server(tmp_path_factory.mktemp("resume"), agent_args(fake.api_base)) as server:
-        yield server
+@pytest.fixture
+def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
+    return shared_agent_server(fake_openai.api_base)
 
 
 def wire(events: Sequence[Event]) -> list[tuple[str, str, str]]:
@@ -102,7 +88,11 @@ async def test_a_feed_resumes_after_the_last_event_id_with_no_gap_and_no_duplica
     ids=["sigterm", "sigkill"],
 )
 async def test_a_feed_resumes_across_a_restart_that_interrupted_the_reply(
-    fake: FakeOpenAI, tmp_path: Path, sig: int, exit_code: int, error: dict[str, str]
+    fake: FakeOpenAI,
+    start_agent_server: StartAgentServer,
+    sig: int,
+    exit_code: int,
+    error: dict[str, str],
 ) -> None:
     mark = marker()
     answer = words(200)
@@ -111,26 +101,26 @@ async def test_a_feed_resumes_across_a_restart_that_interrupted_the_reply(
         {"match": first_question, "text": answer, "tokens_per_second": 20},
         {"match": second_question, "text": "Second answer."},
     )
-    with agent_server(tmp_path, agent_args(fake.api_base)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
-            threads = Threads(client)
-            thread_id = await threads.create()
-            async with feed(client, thread_id) as stream:
-                await snapshot(stream)
-                _, reply_id = await threads.send(thread_id, first_question)
-                _, waiting_id = await threads.send(thread_id, second_question)
-                first = await read_until(stream, count_deltas(reply_id, 3))
+    server = start_agent_server(fake.api_base)
+    async with server.client() as client:
+        threads = Threads(client)
+        thread_id = await threads.create()
+        async with feed(client, thread_id) as stream:
+            await snapshot(stream)
+            _, reply_id = await threads.send(thread_id, first_question)
+            _, waiting_id = await threads.send(thread_id, second_question)
+            first = await read_until(stream, count_deltas(reply_id, 3))
 
-            # Stopped while the first reply streams and the second waits for it.
-            assert await anyio.to_thread.run_sync(server.stop, sig) == exit_code
-            await anyio.to_thread.run_sync(server.start)
+        # Stopped while the first reply streams and the second waits for it.
+        assert await anyio.to_thread.run_sync(server.stop, sig) == exit_code
+        await anyio.to_thread.run_sync(server.start)
 
-            async with feed(client, thread_id, last_event_id=first[-1].id) as stream:
-                rest = await read_until(stream, ended(waiting_id))
-                await stream.quiet(0.3)
-            async with feed(client, thread_id, since=first[0].id) as stream:
-                whole = await read_until(stream, ended(waiting_id))
-            saved = (await threads.get(thread_id))["messages"]
+        async with feed(client, thread_id, last_event_id=first[-1].id) as stream:
+            rest = await read_until(stream, ended(waiting_id))
+            await stream.quiet(0.3)
+        async with feed(client, thread_id, since=first[0].id) as stream:
+            whole = await read_until(stream, ended(waiting_id))
+        saved = (await threads.get(thread_id))["messages"]
 
     assert wire(first[1:]) + wire(rest) == wire(whole)
     (stopped,) = [row for row in message_rows(rest, reply_id) if row["status"] in FINAL]
@@ -182,22 +172,22 @@ async def test_a_client_joining_mid_reply_gets_the_text_so_far_then_the_rest(
 
 
 async def test_the_cursor_of_an_empty_database_resumes_too(
-    fake: FakeOpenAI, tmp_path: Path
+    fake: FakeOpenAI, start_agent_server: StartAgentServer
 ) -> None:
     # On a new database the first `ready` carries cursor 0; reconnecting with it must give
     # the events after it, like any other cursor, not a second snapshot.
     mark = marker()
     fake.script({"match": mark, "text": "Short answer."})
-    with agent_server(tmp_path, agent_args(fake.api_base)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
-            threads = Threads(client)
-            thread_id = await threads.create()
-            async with feed(client, thread_id) as stream:
-                _, ready = await snapshot(stream)
-                _, reply_id = await threads.send(thread_id, f"{mark} hello")
-                live = await read_until(stream, ended(reply_id))
-            async with feed(client, thread_id, last_event_id=ready.id) as stream:
-                resumed = await read_until(stream, ended(reply_id))
+    server = start_agent_server(fake.api_base)
+    async with server.client() as client:
+        threads = Threads(client)
+        thread_id = await threads.create()
+        async with feed(client, thread_id) as stream:
+            _, ready = await snapshot(stream)
+            _, reply_id = await threads.send(thread_id, f"{mark} hello")
+            live = await read_until(stream, ended(reply_id))
+        async with feed(client, thread_id, last_event_id=ready.id) as stream:
+            resumed = await read_until(stream, ended(reply_id))
 
     assert ready.id == "0"
     assert wire(resumed) == wire(live)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import anyio
-import httpx
 import pytest
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +22,7 @@ async def read_event(chunks, buffer: bytearray) -> bytes:
 async def test_watch_the_todo_list_and_add_a_todo(start_server):
     server = start_server("voicestack.examples.todos")
     async with (
-        httpx.AsyncClient(base_url=server.url, timeout=10.0) as client,
+        server.client() as client,
         client.stream("GET", "/api/watch/todos.list") as stream,
     ):
         assert stream.status_code == 200

@@ -36,9 +36,7 @@ async def test_concurrent_mutations_all_commit_with_truthful_versions(server, cl
         with anyio.fail_after(60):
             async with contextlib.AsyncExitStack() as stack:
                 clients = [
-                    await stack.enter_async_context(
-                        httpx.AsyncClient(base_url=server.url, timeout=30.0)
-                    )
+                    await stack.enter_async_context(server.client(timeout=30.0))
                     for _ in range(CLIENTS)
                 ]
                 async with anyio.create_task_group() as tg:

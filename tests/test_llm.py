@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
 import pytest
 
+from tests.support.server import free_port
 from voicestack.agent.llm import (
     NOT_CONFIGURED_MESSAGE,
     ChatProvider,
@@ -41,17 +41,6 @@ WEATHER_TOOL = {
 USAGE = {"prompt_tokens": 11, "completion_tokens": 5}
 
 MakeProvider = Callable[..., ChatProvider]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
 
 
 @pytest.fixture
@@ -89,12 +78,6 @@ async def failure(provider: ChatProvider) -> tuple[list[StreamEvent], ProviderEr
     with pytest.raises(ProviderError) as caught:
         await drain(provider, events)
     return events, caught.value
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_text_streams_as_deltas_then_usage_then_finish(
@@ -305,7 +288,7 @@ async def test_server_error_after_max_retries(fake: FakeOpenAI, make: MakeProvid
 
 
 async def test_connection_refused_is_unreachable(make: MakeProvider) -> None:
-    base = f"http://127.0.0.1:{closed_port()}/v1"
+    base = f"http://127.0.0.1:{free_port()}/v1"
     _, error = await failure(make(base_url=base, max_retries=1))
     assert (error.code, error.message, error.retryable) == (
         "provider_unreachable",

@@ -8,7 +8,6 @@ import time
 
 import anyio
 import anyio.to_thread
-import httpx
 import pytest
 
 from tests.support.api import Api
@@ -101,7 +100,7 @@ async def test_no_autocheckpoint_leaves_the_wal_to_litestream(
     start_server, extra_args, checkpointed
 ):
     server = start_server("tests.apps.inventory", *extra_args)
-    async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
+    async with server.client() as client:
         await Api(client).mutation("blobs.add", {"size": BLOB})
         db_size = server.db_path.stat().st_size
         wal_size = server.db_path.with_name(server.db_path.name + "-wal").stat().st_size

@@ -6,7 +6,6 @@ polling `PRAGMA data_version` and reading the `_changes` log.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.support.api import Api
@@ -19,8 +18,8 @@ async def test_a_commit_by_another_process_reaches_watchers(start_server):
     first = start_server()
     second = start_server(db_path=first.db_path)
     async with (
-        httpx.AsyncClient(base_url=first.url, timeout=10.0) as watching,
-        httpx.AsyncClient(base_url=second.url, timeout=10.0) as writing,
+        first.client() as watching,
+        second.client() as writing,
     ):
         async with watch(watching, "/api/watch/items.list") as stream:
             initial = await stream.next()

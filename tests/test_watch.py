@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from tests.support.api import Api
@@ -32,7 +31,7 @@ def compact(value) -> str:
 
 async def test_watch_sends_the_value_then_every_change(start_server):
     fresh = start_server()
-    async with httpx.AsyncClient(base_url=fresh.url, timeout=10.0) as client:
+    async with fresh.client() as client:
         api = Api(client)
         async with watch(client, "/api/watch/items.list") as stream:
             first = await stream.next()

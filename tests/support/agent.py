@@ -1,7 +1,7 @@
 """Agent threads from a client's side: servers wired to a fake OpenAI, thread calls, the feed.
 
-A test scripts the module's FakeOpenAI with plans that `match` a marker it puts in its own user
-messages, so a reply of another test still running on a shared server never takes its plans.
+A test scripts the FakeOpenAI with plans that `match` a marker it puts in its own user messages,
+so a reply of another test still running on a shared server never takes its plans.
 """
 
 from __future__ import annotations
@@ -15,14 +15,24 @@ from typing import Any
 import anyio
 import httpx
 
-from tests.support.server import ServerProcess, running_server
+from tests.support.server import TEST_APP, ServerProcess, running_server
 from tests.support.sse import Event, Watch, watch
 from voicestack.testing.fake_openai import FakeOpenAI
 
-TEST_APP = "tests.apps.inventory"
 FINAL = ("complete", "failed", "interrupted")
 INSTRUCTIONS = "You are a helpful assistant."
-NO_USAGE = {"promptTokens": 0, "completionTokens": 0, "toolCalls": 0, "wallMs": 0}
+NO_USAGE = {
+    "promptTokens": 0,
+    "completionTokens": 0,
+    "toolCalls": 0,
+    "wallMs": 0,
+    "audioInSeconds": 0.0,
+    "speechChars": 0,
+    "speechSeconds": 0.0,
+}
+
+# The `start_agent_server` and `shared_agent_server` fixtures: (api_base, *extra_args) -> server.
+StartAgentServer = Callable[..., ServerProcess]
 
 # Only the test tools, and never a provider from the developer's own environment.
 AGENT_ENV: dict[str, str | None] = {
@@ -39,12 +49,18 @@ def agent_args(api_base: str | None, *extra: str) -> list[str]:
 
 
 @contextmanager
-def agent_server(
-    workdir: Path, args: Sequence[str], env: Mapping[str, str | None] | None = None
+def running_agent_server(
+    workdir: Path,
+    api_base: str | None,
+    *extra_args: str,
+    env: Mapping[str, str | None] | None = None,
 ) -> Iterator[ServerProcess]:
-    """A running server for the `with` block, with AGENT_ENV (and `env`) in its environment."""
+    """A running test-app server for the `with` block, its replies coming from `api_base`, with
+    `agent_args(api_base, *extra_args)` on its command line and AGENT_ENV (and `env`) in its
+    environment."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with running_server(workdir, TEST_APP, list(args), {**AGENT_ENV, **(env or {})}) as server:
+    args = agent_args(api_base, *extra_args)
+    with running_server(workdir, TEST_APP, args, {**AGENT_ENV, **(env or {})}) as server:
         yield server
 
 
@@ -170,6 +186,21 @@ def ended(message_id: str) -> Callable[[Event], bool]:
         )
 
     return check
+
+
+async def ask(
+    client: httpx.AsyncClient, threads: Threads, text: str, timeout: float = 10.0
+) -> tuple[str, str, str, list[Event]]:
+    """Send `text` in a new thread and follow its feed to the reply's end, within `timeout`.
+
+    Returns (thread id, user message id, reply id, the live events).
+    """
+    thread_id = await threads.create()
+    async with feed(client, thread_id) as stream:
+        await snapshot(stream)
+        user_id, reply_id = await threads.send(thread_id, text)
+        events = await read_until(stream, ended(reply_id), timeout)
+    return thread_id, user_id, reply_id, events
 
 
 def count_deltas(message_id: str, count: int) -> Callable[[Event], bool]:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+TEST_APP = "tests.apps.inventory"
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -87,6 +88,10 @@ class ServerProcess:
             "--no-access-log",
             *self.extra_args,
         ]
+
+    def client(self, timeout: float = 10.0) -> httpx.AsyncClient:
+        """An HTTP client for this server whose every request, and every wait, times out."""
+        return httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
     def log(self, since: int = 0) -> str:
         """What the server wrote to stderr and stdout, from byte offset `since` on."""

@@ -196,6 +196,7 @@ class ReplyRunner:
                     if thread_id in self._dirty:
                         continue
                     return
+                speaker = self._speakers(claim) if self._speakers else None
                 reply = Reply(
                     claim,
                     store=self._store,
@@ -205,7 +206,7 @@ class ReplyRunner:
                     wait_for_approval=self._wait_for_approval,
                     run_query=self._run_query,
                     run_mutation=self._run_mutation,
-                    speaker=self._speakers(claim) if self._speakers else None,
+                    speaker=speaker,
                 )
                 task = asyncio.create_task(reply.run(), name=f"voicestack-reply-{claim.message_id}")
                 self._replies[claim.message_id] = (reply, task)
@@ -213,6 +214,8 @@ class ReplyRunner:
                     await asyncio.wait([task])
                 finally:
                     self._replies.pop(claim.message_id, None)
+                    if speaker is not None:
+                        speaker.discard()  # also when the reply was cancelled before it ran
         except Exception:
             log.exception("reply worker of thread %s failed", thread_id)
         finally:

@@ -20,7 +20,7 @@ from voicestack.http.voice_body import read_voice_upload
 from voicestack.store.readers import Snapshot
 from voicestack.voice.duration import audio_duration
 from voicestack.voice.files import Audio, FileInfo, file_info, read_bytes
-from voicestack.voice.formats import detect_audio
+from voicestack.voice.formats import AudioFormat, detect_audio
 from voicestack.voice.turn import VoiceTurn, save_voice_turn
 
 # Files never change once written (ids are never reused), so clients may keep them.
@@ -35,6 +35,12 @@ def _unsupported_audio() -> ApiError:
         "The upload is not audio in a format voicestack takes: "
         "WAV, WebM, Ogg, MP3, M4A/MP4 or FLAC.",
     )
+
+
+def _stored_audio(data: bytes, fmt: AudioFormat, reported_s: float | None) -> Audio:
+    """The upload as stored: hashed, and timed by its container's header (exact) or else by
+    the provider's figure. Runs off the event loop: a long WebM is scanned block by block."""
+    return Audio.of(data, fmt.content_type, audio_duration(data, fmt) or reported_s)
 
 
 async def post_voice(request: Request) -> Response:
@@ -62,9 +68,7 @@ async def post_voice(request: Request) -> Response:
     transcript = heard.text.strip()
     if not transcript:
         raise ApiError(422, "no_speech", "No speech was heard in the recording; nothing was saved.")
-    # The container's own header is exact; the provider's figure covers what it does not say.
-    duration = audio_duration(upload.audio, fmt) or heard.duration_s
-    audio = await asyncio.to_thread(Audio.of, upload.audio, fmt.content_type, duration)
+    audio = await asyncio.to_thread(_stored_audio, upload.audio, fmt, heard.duration_s)
     turn = VoiceTurn(thread_id, user, transcript, audio, upload.fields.speak)
     saved = await rt.store.write(lambda db: save_voice_turn(db, turn))
     return json_response({"transcript": transcript, **saved.value}, 201)

@@ -3,8 +3,8 @@
 WAV: data bytes / byte rate. FLAC: STREAMINFO's sample count. Ogg (Opus, Vorbis): the last page's
 granule position. MP4/M4A: the `mvhd` box. MP3: the Xing/Info/VBRI frame count, otherwise the
 first frame's bitrate (exact for constant bitrate). WebM/Matroska: the Segment Info's Duration,
-which recorders that stream (a browser's MediaRecorder) leave out: then None, and the caller
-falls back to the provider's figure.
+or, for a live recording without one (a browser's MediaRecorder), the time of its last block.
+None when the header does not say: the caller then falls back to the provider's figure.
 """
 
 from __future__ import annotations
@@ -156,6 +156,8 @@ def _mp3(data: bytes) -> float | None:
 
 _EBML_SEGMENT, _EBML_INFO = 0x18538067, 0x1549A966
 _EBML_TIMESCALE, _EBML_DURATION = 0x2AD7B1, 0x4489
+_EBML_CLUSTER, _EBML_TIMECODE = 0x1F43B675, 0xE7
+_EBML_BLOCK_GROUP, _EBML_BLOCK, _EBML_SIMPLE_BLOCK = 0xA0, 0xA1, 0xA3
 
 
 def _vint(data: bytes, offset: int, keep_marker: bool) -> tuple[int, int, bool]:
@@ -189,21 +191,49 @@ def _ebml_children(data: bytes, start: int, end: int) -> dict[int, tuple[int, in
     return children
 
 
+def _last_block_ticks(data: bytes, start: int, end: int) -> int | None:
+    """When the last block of a segment starts, in ticks, from a flat scan of its clusters.
+
+    Clusters and block groups are entered and everything else skipped, so a cluster of unknown
+    size (as a browser's MediaRecorder writes them) simply ends where the next one begins.
+    """
+    cluster, last = 0, None
+    offset = start
+    while offset < end:
+        element, id_len, _ = _vint(data, offset, keep_marker=True)
+        size, size_len, unknown = _vint(data, offset + id_len, keep_marker=False)
+        body = offset + id_len + size_len
+        if element in (_EBML_CLUSTER, _EBML_BLOCK_GROUP):
+            offset = body
+            continue
+        if unknown or body + size > end:
+            break  # cannot be skipped, or cut off: what was seen so far is the answer
+        if element == _EBML_TIMECODE:
+            cluster = int.from_bytes(data[body : body + size], "big")
+        elif element in (_EBML_SIMPLE_BLOCK, _EBML_BLOCK):
+            track_len = _vint(data, body, keep_marker=False)[1]
+            at = cluster + struct.unpack_from(">h", data, body + track_len)[0]
+            last = at if last is None else max(last, at)
+        offset = body + size
+    return last
+
+
 def _webm(data: bytes) -> float | None:
     segment = _ebml_children(data, 0, len(data)).get(_EBML_SEGMENT)
-    info = _ebml_children(data, *segment).get(_EBML_INFO) if segment else None
-    if info is None:
+    if segment is None:
         return None
-    fields = _ebml_children(data, *info)
+    info = _ebml_children(data, *segment).get(_EBML_INFO)
+    fields = _ebml_children(data, *info) if info else {}
     scale = 1_000_000
     if _EBML_TIMESCALE in fields:
         start, stop = fields[_EBML_TIMESCALE]
         scale = int.from_bytes(data[start:stop], "big")
-    if _EBML_DURATION not in fields:
-        return None
-    start, stop = fields[_EBML_DURATION]
-    ticks = struct.unpack(">f" if stop - start == 4 else ">d", data[start:stop])[0]
-    return ticks * scale / 1e9
+    if _EBML_DURATION in fields:
+        start, stop = fields[_EBML_DURATION]
+        ticks = struct.unpack(">f" if stop - start == 4 else ">d", data[start:stop])[0]
+    else:  # a live recording: the last block's time (short of that block's own length)
+        ticks = _last_block_ticks(data, *segment)
+    return ticks * scale / 1e9 if ticks is not None else None
 
 
 _READERS: dict[str, Callable[[bytes], float | None]] = {

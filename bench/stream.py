@@ -1,0 +1,745 @@
+"""Streaming benchmark: K concurrent replies at T tokens/s, S feed subscribers per thread.
+
+Each run starts two child processes on loopback ports: the fake OpenAI provider
+(`python -m voicestack.testing.fake_openai`, scripted to answer every chat request with the same
+N-token reply paced at T tokens/s) and `python -m voicestack serve` pointed at it with a fresh
+database and `--flush-ms`. The bench then creates K threads, opens S `GET /api/threads/{id}/events`
+feeds per thread (the lean raw-asyncio client of bench/fanout.py), waits for every `ready`,
+posts one message to every thread and waits until every feed has the finished reply.
+
+It prints, per run:
+
+- commits/s: `_changes` versions committed in the window (POSTs sent → last feed done), with
+  deltas per commit (group-commit batch size as the change log records it);
+- CPU of each process (server, fake provider, this client) as % of one core (psutil cpu_times
+  delta / wall), and the server's event-loop thread on its own;
+- commit→receive: for every delta event at every subscriber, receive time minus the
+  `_changes.committed_at` of the commit that wrote it (joined by thread_events id after the run);
+- token emit→commit (coalescing + provider ingest + group commit) and emit→receive (end to
+  end), from the fake's request time and its pacing; see bench/stream_report.py for the method;
+- bytes per subscriber ÷ reply bytes: raw bytes a feed received after `ready` (events, pings and
+  HTTP chunk framing) divided by the reply's UTF-8 length, with its parts.
+
+    python -m bench.stream --replies 100,1000 --subscribers 1 --tokens-per-s 50 --tokens 200
+    python -m bench.stream --replies 1000 --profile --profile-dir /tmp/stream-prof
+
+Only 127.0.0.1 is contacted; every wait is bounded and both children are always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.fanout import (
+    SseClient,
+    Tracker,
+    _die_with_parent,
+    _wait,
+    http_call,
+    raise_nofile_limit,
+)
+from bench.stream_report import (
+    FeedStream,
+    Figures,
+    compute,
+    parse_feed,
+    parse_thread_names,
+    read_database,
+    summarize_pyspy,
+)
+from voicestack import jsoncodec
+from voicestack.testing.fake_openai_chat import last_user_text, split_text
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+READY_TIMEOUT_S = 60.0
+HTTP_CONCURRENCY = 32
+USER_TEXT = "bench thread {index}"
+
+_VOCABULARY = (
+    "the a of to and in is it that for on with as was at by this be from or have an are not "
+    "stream reply token agent voice server thread message commit latency writer reader feed "
+    "subscriber delta model answer question quickly slowly database network browser client "
+    "because however although therefore meanwhile afterwards everything something nothing"
+)
+_WORDS = _VOCABULARY.split()
+
+
+# -- child processes ---------------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose output goes to a log file; started and stopped with bounded waits."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, cmd: list[str], env: dict[str, str], cwd: Path, ready: bytes) -> str:
+        """Start `cmd`; return the first match of the regex `ready` in its output (group 1)."""
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        pattern = re.compile(ready)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log()}")
+            match = pattern.search(self.log_path.read_bytes())
+            if match:
+                return match.group(1).decode()
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start in {START_TIMEOUT_S} s:\n{self.log()}")
+
+    def log(self) -> str:
+        """The tail of the child's combined output."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-4000:]
+        return ""
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system, all threads) used so far."""
+        times = psutil.Process(self.pid).cpu_times()
+        return times.user + times.system
+
+    def thread_cpu(self) -> dict[int, float]:
+        """CPU seconds per OS thread id."""
+        return {t.id: t.user_time + t.system_time for t in psutil.Process(self.pid).threads()}
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def child_env(source: Path) -> dict[str, str]:
+    """The environment of both children: no VOICESTACK_/OPENAI_ settings leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICESTACK_", "OPENAI_"))}
+    paths = list(dict.fromkeys([str(source), str(REPO)]))
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["VOICESTACK_LOAD_APPS"] = ""  # no entry-point apps
+    env["VOICESTACK_LOAD_TOOLS"] = ""  # no tools: replies are plain text
+    env["COLUMNS"] = "250"  # keep rich from wrapping the "serving http://..." line
+    return env
+
+
+def start_fake(workdir: Path, source: Path) -> tuple[Child, int]:
+    """Start the fake OpenAI provider; return it and its port."""
+    fake = Child("fake-openai", workdir)
+    cmd = [sys.executable, "-m", "voicestack.testing.fake_openai", "--host", HOST, "--port", "0"]
+    port = fake.start(cmd, child_env(source), source, rb"listening on http://127\.0\.0\.1:(\d+)")
+    return fake, int(port)
+
+
+def start_server(
+    workdir: Path, source: Path, fake_port: int, args: argparse.Namespace
+) -> tuple[Child, int, Path]:
+    """Start the voicestack server against the fake; return it, its port and its database."""
+    server = Child("server", workdir)
+    db = workdir / "stream.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "voicestack",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        "0",
+        "--db",
+        str(db),
+        "--openai-base-url",
+        f"http://{HOST}:{fake_port}/v1",
+        "--flush-ms",
+        f"{args.flush_ms:g}",
+        # Keep every commit of the run in `_changes`, so each delta finds its commit time.
+        "--change-log-keep",
+        str(args.change_log_keep),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *args.server_arg,
+    ]
+    port = server.start(cmd, child_env(source), source, rb"http://127\.0\.0\.1:(\d+)")
+    return server, int(port), db
+
+
+# -- the workload ------------------------------------------------------------------------------
+
+
+def reply_text(tokens: int, seed: int = 7) -> str:
+    """A deterministic English-like reply of `tokens` words, a sentence every 12-20 words."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    sentence = 0
+    length = rng.randint(12, 20)
+    for index in range(tokens):
+        word = rng.choice(_WORDS)
+        if sentence == 0:
+            word = word.capitalize()
+        sentence += 1
+        if sentence == length or index == tokens - 1:
+            word += "."
+            sentence, length = 0, rng.randint(12, 20)
+        words.append(word)
+    return " ".join(words)
+
+
+def done_pattern(text: str) -> bytes:
+    """Bytes only the reply's final `message` event holds: the text's end, then status complete."""
+    return jsoncodec.dumps(text[-24:])[1:-1] + b'","status":"complete"'
+
+
+def feed_request(port: int, thread_id: str) -> bytes:
+    """The raw HTTP request of one feed subscriber."""
+    return (
+        f"GET /api/threads/{thread_id}/events HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        "Accept: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
+    ).encode()
+
+
+async def _post_json(port: int, path: str, body: Any, expect: int = 201) -> Any:
+    status, raw = await http_call(port, "POST", path, json.dumps(body).encode())
+    if status != expect:
+        raise RuntimeError(f"POST {path} answered {status}: {raw[:300]!r}")
+    return json.loads(raw)
+
+
+async def _bounded(coros: Sequence[Any], limit: int) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def create_threads(port: int, count: int) -> list[str]:
+    """Create `count` threads; return their ids in order."""
+    created = await _bounded(
+        [_post_json(port, "/api/threads", {"title": f"bench {i}"}) for i in range(count)],
+        HTTP_CONCURRENCY,
+    )
+    return [c["id"] for c in created]
+
+
+async def connect_feeds(
+    port: int, thread_ids: Sequence[str], per_thread: int, batch: int, tracker: Tracker
+) -> dict[str, list[SseClient]]:
+    """Open `per_thread` feeds on every thread and wait for each one's `ready` event."""
+    loop = asyncio.get_running_loop()
+    feeds: dict[str, list[SseClient]] = {t: [] for t in thread_ids}
+    wanted = [t for t in thread_ids for _ in range(per_thread)]
+    for first in range(0, len(wanted), batch):
+        chunk = wanted[first : first + batch]
+        fresh = [SseClient(feed_request(port, t), tracker) for t in chunk]
+        tracker.expect(fresh, b"event: ready")
+        opened = await asyncio.gather(
+            *(
+                asyncio.wait_for(loop.create_connection(lambda c=c: c, HOST, port), 30)
+                for c in fresh
+            ),
+            return_exceptions=True,
+        )
+        for client, outcome in zip(fresh, opened, strict=True):
+            if isinstance(outcome, BaseException):
+                client.lost = True
+                client.scan()
+        for thread_id, client in zip(chunk, fresh, strict=True):
+            feeds[thread_id].append(client)
+        await _wait(tracker, READY_TIMEOUT_S, fresh)
+        if tracker.remaining > 0 or tracker.failed:
+            raise RuntimeError(
+                f"feeds {first}..{first + len(chunk)}: {tracker.remaining} without `ready`, "
+                f"{tracker.failed} failed"
+            )
+    return feeds
+
+
+async def fetch_request_times(fake_port: int, thread_ids: Sequence[str]) -> dict[str, float]:
+    """Thread id -> when the fake provider logged the chat request of its reply."""
+    status, raw = await http_call(fake_port, "GET", "/_control/requests?kind=chat")
+    if status != 200:
+        raise RuntimeError(f"the fake's request log answered {status}")
+    index_of = {USER_TEXT.format(index=i): t for i, t in enumerate(thread_ids)}
+    times: dict[str, float] = {}
+    for request in json.loads(raw):
+        thread_id = index_of.get(last_user_text(request["body"].get("messages") or []))
+        if thread_id is not None:
+            times.setdefault(thread_id, request["timestamp"])
+    return times
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """CPU counters of the three processes at one moment."""
+
+    wall: float
+    server: float
+    server_threads: dict[int, float]
+    fake: float
+    client: float
+    machine: float  # CPU seconds every process on the machine has used (all cores)
+
+    @classmethod
+    def take(cls, server: Child, fake: Child) -> Usage:
+        """Read every counter now."""
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        total = psutil.cpu_times()
+        return cls(
+            time.time(),
+            server.cpu(),
+            server.thread_cpu(),
+            fake.cpu(),
+            own.ru_utime + own.ru_stime,
+            sum(total) - total.idle - getattr(total, "iowait", 0.0),
+        )
+
+
+@dataclass
+class RunResult:
+    """The configuration and figures of one run."""
+
+    replies: int
+    subscribers: int
+    tokens_per_s: float
+    tokens: int
+    flush_ms: float
+    reply_bytes: int = 0
+    window_s: float = 0.0
+    posts_s: float = 0.0  # time to post every message (the replies' start spread)
+    server_cpu_pct: float = 0.0
+    server_loop_pct: float = 0.0  # the main thread (event loop) alone
+    server_threads_pct: dict[str, float] = field(default_factory=dict)
+    fake_cpu_pct: float = 0.0
+    client_cpu_pct: float = 0.0
+    others_cpu_pct: float = 0.0  # every other process on the machine during the window
+    server_us_per_token: float = 0.0  # server CPU per streamed token: the capacity figure
+    loadavg_before: float = 0.0
+    figures: Figures = field(default_factory=Figures)
+    timed_out: bool = False
+    profile: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class PySpy:
+    """`py-spy record` on the server for the measured window (raw format, per thread)."""
+
+    def __init__(self, pid: int, out: Path, rate: int, gil: bool = False) -> None:
+        self.pid, self.out, self.rate, self.gil = pid, out, rate, gil
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        """Attach and start sampling."""
+        exe = shutil.which("py-spy")
+        if exe is None:
+            raise RuntimeError("py-spy is not installed: pip install py-spy")
+        cmd = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--nonblocking"]
+        cmd += ["--threads", "--format", "raw", "--output", str(self.out)]
+        if self.gil:
+            cmd.append("--gil")  # only samples of the thread holding the GIL
+        self.out.unlink(missing_ok=True)
+        log = self.out.with_suffix(".log").open("wb")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        time.sleep(0.5)
+        self.started = time.monotonic()
+
+    def stop(self) -> None:
+        """Stop sampling; the profile is written when this returns."""
+        if self.proc is None:
+            return
+        self.seconds = time.monotonic() - self.started
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """OS thread id -> Python thread name of the server, from `py-spy dump` (if installed)."""
+    exe = shutil.which("py-spy")
+    if exe is None:
+        return {}
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        dump = subprocess.run(
+            [exe, "dump", "--pid", str(pid)], capture_output=True, timeout=30, check=False
+        )
+        return parse_thread_names(dump.stdout.decode(errors="replace"))
+    return {}
+
+
+async def wait_for_quiet(below_pct: float, max_wait_s: float, sample_s: float = 2.0) -> float:
+    """Wait until the machine's busy CPU is under `below_pct` of one core; return the last reading.
+
+    The machine may be shared: a run measured while other processes take a core measures them.
+    Gives up after `max_wait_s` and runs anyway (the table shows the load during the run).
+    """
+    deadline = time.monotonic() + max_wait_s
+    psutil.cpu_percent(interval=None)  # start a sampling interval
+    while True:
+        await asyncio.sleep(sample_s)
+        busy = psutil.cpu_percent(interval=None) * (os.cpu_count() or 1)
+        if busy < below_pct or time.monotonic() >= deadline:
+            return busy
+        print(f"  machine busy {busy:.0f}% of one core; waiting", file=sys.stderr, flush=True)
+
+
+def _pct(seconds: float, wall: float) -> float:
+    return 100 * seconds / max(1e-9, wall)
+
+
+async def run_once(replies: int, subscribers: int, args: argparse.Namespace) -> RunResult:
+    """One fresh fake + server, K threads with S feeds each, one reply per thread, measured."""
+    result = RunResult(replies, subscribers, args.tokens_per_s, args.tokens, args.flush_ms)
+    text = reply_text(args.tokens)
+    pieces = split_text(text)
+    result.reply_bytes = len(text.encode())
+    workdir = Path(tempfile.mkdtemp(prefix=f"stream-{replies}x{subscribers}-"))
+    source = Path(args.source).resolve()
+    fake: Child | None = None
+    server: Child | None = None
+    clients: list[SseClient] = []
+    profiler: PySpy | None = None
+    try:
+        fake, fake_port = start_fake(workdir, source)
+        plan = {"text": text, "tokens_per_second": args.tokens_per_s, "times": None}
+        await _post_json(fake_port, "/_control/script", plan, expect=200)
+        server, port, db = start_server(workdir, source, fake_port, args)
+        thread_ids = await create_threads(port, replies)
+        tracker = Tracker()
+        feeds = await connect_feeds(port, thread_ids, subscribers, args.batch, tracker)
+        clients = [c for group in feeds.values() for c in group]
+        await asyncio.sleep(args.settle_s)
+        if args.profile:
+            out_dir = Path(args.profile_dir).resolve()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            profile = out_dir / f"stream-{replies}x{subscribers}.pyspy.txt"
+            profiler = PySpy(server.pid, profile, args.profile_rate, args.profile_gil)
+            profiler.start()
+            result.profile = str(profile)
+        if args.quiet_wait_s > 0:
+            await wait_for_quiet(args.quiet_below, args.quiet_wait_s)
+        result.loadavg_before = os.getloadavg()[0]
+        tracker.expect(clients, done_pattern(text))
+        before = Usage.take(server, fake)
+        posts = [
+            _post_json(port, f"/api/threads/{t}/messages", {"text": USER_TEXT.format(index=i)})
+            for i, t in enumerate(thread_ids)
+        ]
+        await _bounded(posts, args.post_concurrency)
+        result.posts_s = time.time() - before.wall
+        nominal = args.tokens / args.tokens_per_s
+        timeout = args.timeout_s or max(60.0, 4 * nominal + 30)
+        result.timed_out = not await _wait(tracker, timeout, clients)
+        after = Usage.take(server, fake)
+        if profiler is not None:
+            profiler.stop()
+        names = thread_names(server.pid) if args.profile or args.thread_names else {}
+        wall = after.wall - before.wall
+        result.window_s = wall
+        result.server_cpu_pct = _pct(after.server - before.server, wall)
+        result.fake_cpu_pct = _pct(after.fake - before.fake, wall)
+        result.client_cpu_pct = _pct(after.client - before.client, wall)
+        result.server_us_per_token = (after.server - before.server) / (replies * len(pieces)) * 1e6
+        ours = result.server_cpu_pct + result.fake_cpu_pct + result.client_cpu_pct
+        result.others_cpu_pct = max(0.0, _pct(after.machine - before.machine, wall) - ours)
+        for tid, used in after.server_threads.items():
+            delta = used - before.server_threads.get(tid, 0.0)
+            name = "MainThread (event loop)" if tid == server.pid else names.get(tid, f"tid {tid}")
+            if tid == server.pid:
+                result.server_loop_pct = _pct(delta, wall)
+            if delta > 0.005 * wall:
+                key = name if name not in result.server_threads_pct else f"{name} ({tid})"
+                result.server_threads_pct[key] = round(_pct(delta, wall), 1)
+        request_times = await fetch_request_times(fake_port, thread_ids)
+        if result.timed_out:
+            result.notes.append(f"{tracker.remaining} feeds did not get their reply in {timeout} s")
+        for client in clients:
+            client.close()
+        server.stop()
+        server_log = server.log()
+        if "Traceback" in server_log or "ERROR" in server_log:
+            result.notes.append("server log has errors: " + server_log[-600:])
+        committed = read_database(db, before.wall - 1)
+        streams: dict[str, list[FeedStream]] = {
+            t: [parse_feed(c.reads) for c in group] for t, group in feeds.items()
+        }
+        result.figures = compute(
+            committed=committed,
+            feeds=streams,
+            request_times=request_times,
+            text=text,
+            pieces=pieces,
+            tokens_per_s=args.tokens_per_s,
+            window=(before.wall, after.wall),
+        )
+        if profiler is not None and Path(profiler.out).exists():
+            result.notes.append(
+                "profile:\n" + summarize_pyspy(profiler.out, profiler.seconds, profiler.rate, names)
+            )
+    finally:
+        for client in clients:
+            client.close()
+        if profiler is not None:
+            profiler.stop()
+        for child in (server, fake):
+            if child is not None:
+                child.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def format_table(results: Sequence[RunResult]) -> str:
+    """The figures table, one row per run, then each run's details."""
+    header = (
+        f"{'K':>5} {'S':>2} {'commits/s':>9} {'deltas/commit':>13} {'srv CPU%':>8} "
+        f"{'loop%':>6} {'us/tok':>6} {'fake%':>6} {'bench%':>6} {'other%':>6} "
+        f"{'commit→recv ms':>15} {'emit→commit ms':>15} {'emit→recv ms':>15} "
+        f"{'bytes/reply B':>13} {'wall s':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        f = r.figures
+        lines.append(
+            f"{r.replies:>5} {r.subscribers:>2} {f.commits_per_s:>9.0f} "
+            f"{f.deltas_per_commit_mean:>13.1f} {r.server_cpu_pct:>8.0f} {r.server_loop_pct:>6.0f} "
+            f"{r.server_us_per_token:>6.0f} "
+            f"{r.fake_cpu_pct:>6.0f} {r.client_cpu_pct:>6.0f} {r.others_cpu_pct:>6.0f} "
+            f"{f.commit_to_receive.short():>15} "
+            f"{f.emit_to_commit.short():>15} {f.emit_to_receive.short():>15} "
+            f"{f.bytes_ratio_mean:>13.2f} {f.reply_wall.p50 / 1000:>7.2f}"
+        )
+    lines.append(
+        "latencies are p50/p99/max; CPU is % of one core (the machine has "
+        f"{os.cpu_count()}); us/tok is server CPU per streamed token; other% is every other "
+        "process on the machine; wall s is the median reply's start→finish (nominal = tokens / T)"
+    )
+    for r in results:
+        f = r.figures
+        lines.append(f"\nK={r.replies} S={r.subscribers}:")
+        lines.append(
+            f"  window {r.window_s:.2f} s (posting the {r.replies} messages took "
+            f"{r.posts_s:.2f} s), load average before {r.loadavg_before:.2f}"
+        )
+        lines.append(
+            f"  {f.commits} commits, {f.deltas_committed} deltas ({f.deltas_per_reply_mean:.1f} per"
+            f" reply), deltas per commit mean {f.deltas_per_commit_mean:.1f} max "
+            f"{f.deltas_per_commit_max}"
+        )
+        threads = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(r.server_threads_pct.items()))
+        lines.append(f"  server threads: {threads}")
+        lines.append(
+            f"  reply wall p50/p99/max {f.reply_wall.short()} ms (nominal "
+            f"{r.tokens / r.tokens_per_s * 1000:.0f}); achieved tokens/s p50 "
+            f"{f.achieved_tokens_per_s_p50:.1f}; replies streaming at once: peak "
+            f"{f.concurrency_peak}, mean {f.concurrency_mean:.0f}"
+        )
+        lines.append(
+            f"  per token: emit→commit {f.emit_to_commit.short()} ms, of which coalescing wait "
+            f"mean {f.coalescing_wait.mean:.0f} ms; last token of a delta → commit "
+            f"{f.last_token_to_commit.short()} ms"
+        )
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in f.ratio_parts.items())
+        lines.append(
+            f"  bytes per reply byte {f.bytes_ratio_mean:.2f} (min {f.bytes_ratio_min:.2f} max "
+            f"{f.bytes_ratio_max:.2f}; reply {r.reply_bytes} B): {parts}"
+        )
+        problems = {
+            "incomplete replies": f.incomplete_replies,
+            "wrong text": f.wrong_text,
+            "missing deltas": f.missing_deltas,
+            "duplicate deltas": f.duplicate_deltas,
+            "failed feeds": f.failed_subscribers,
+            "deltas without commit": f.unmapped_events,
+            "requests unmatched": f.requests_unmatched,
+        }
+        shown = ", ".join(f"{k} {v}" for k, v in problems.items() if v)
+        lines.append(f"  checks: {shown or 'all replies complete, every delta once everywhere'}")
+        for note in r.notes:
+            lines.append("  " + note.replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replies", default="100,1000", help="K values, comma-separated")
+    parser.add_argument("--subscribers", default="1", help="S values, comma-separated [1]")
+    parser.add_argument("--tokens-per-s", type=float, default=50.0, help="T [50]")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per reply [200]")
+    parser.add_argument("--flush-ms", type=float, default=50.0, help="server --flush-ms [50]")
+    parser.add_argument("--batch", type=int, default=200, help="feeds opened at a time [200]")
+    parser.add_argument(
+        "--post-concurrency",
+        type=int,
+        default=1000,
+        help="messages posted at once, so the K replies start together [1000]",
+    )
+    parser.add_argument("--settle-s", type=float, default=1.0, help="pause before posting [1]")
+    parser.add_argument("--timeout-s", type=float, default=0.0, help="0: 4 × N/T + 30 s, ≥ 60")
+    parser.add_argument("--change-log-keep", type=int, default=1_000_000)
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra `serve` flag (repeatable)"
+    )
+    parser.add_argument("--source", default=str(REPO), help="source tree the children run from")
+    parser.add_argument("--profile", action="store_true", help="py-spy record the server")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s [100]")
+    parser.add_argument(
+        "--profile-dir", default=str(Path(tempfile.gettempdir()) / "voicestack-stream")
+    )
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="py-spy --gil: who holds the GIL"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per (K, S) [1]")
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=0.0,
+        help="before each run, wait up to this long for other load to fall below --quiet-below",
+    )
+    parser.add_argument(
+        "--quiet-below", type=float, default=30.0, help="machine busy %% of one core [30]"
+    )
+    parser.add_argument(
+        "--thread-names", action="store_true", help="name server threads (one py-spy dump)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--no-uvloop", action="store_true", help="client on plain asyncio")
+    args = parser.parse_args(argv)
+    try:
+        args.ks = [int(p) for p in args.replies.split(",") if p.strip()]
+        args.ss = [int(p) for p in args.subscribers.split(",") if p.strip()]
+    except ValueError:
+        parser.error("--replies and --subscribers take comma-separated integers")
+    if not args.ks or not args.ss or min(args.ks + args.ss) < 1:
+        parser.error("--replies and --subscribers need positive counts")
+    if args.tokens < 1 or args.tokens_per_s <= 0:
+        parser.error("--tokens and --tokens-per-s must be positive")
+    return args
+
+
+async def _main(args: argparse.Namespace) -> list[RunResult]:
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+
+    def on_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)  # children are stopped on SIGTERM too
+    results = []
+    for k in args.ks:
+        for s in [s for s in args.ss for _ in range(args.repeat)]:
+            print(f"running K={k} S={s} ...", file=sys.stderr, flush=True)
+            result = await run_once(k, s, args)
+            result.notes.extend(f"client error: {e}" for e in errors)
+            errors.clear()
+            results.append(result)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every requested (K, S) and print the figures."""
+    args = parse_args(argv)
+    soft, hard = raise_nofile_limit()
+    needed = max(args.ks) * (max(args.ss) + 1) + 200
+    if soft < needed:
+        print(f"RLIMIT_NOFILE is {soft} (hard {hard}): too few for {needed}", file=sys.stderr)
+        return 2
+    loop_factory = None
+    if not args.no_uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        results = runner.run(_main(args))
+    if args.json:
+        doc = {
+            "config": {
+                "tokens_per_s": args.tokens_per_s,
+                "tokens": args.tokens,
+                "flush_ms": args.flush_ms,
+                "cpus": os.cpu_count(),
+                "nofile": soft,
+                "client_loop": "uvloop" if loop_factory else "asyncio",
+            },
+            "results": [asdict(r) for r in results],
+        }
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(
+            f"stream: {args.tokens} tokens per reply at {args.tokens_per_s:g} tokens/s, "
+            f"--flush-ms {args.flush_ms:g}, client on {'uvloop' if loop_factory else 'asyncio'}, "
+            f"RLIMIT_NOFILE {soft}"
+        )
+        print(format_table(results))
+    bad = any(
+        r.timed_out or r.figures.incomplete_replies or r.figures.missing_deltas for r in results
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Transcription and speech calls through the chat's provider client, against the fake OpenAI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.voice import sha256, wav_seconds
+from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
+from voicestack.testing.fake_openai import FakeOpenAI
+from voicestack.testing.fake_openai_audio import speech_pcm, wav_bytes
+from voicestack.voice.formats import WAV
+from voicestack.voice.provider import Synthesizer, Transcriber
+
+pytestmark = pytest.mark.anyio
+
+AUDIO = wav_bytes(speech_pcm("a recording of a few words"), 16_000)
+
+
+@pytest.fixture
+async def provider(fake: FakeOpenAI) -> AsyncIterator[ChatProvider]:
+    chat = ChatProvider(ProviderSettings(base_url=fake.api_base, api_key=None, max_retries=1))
+    yield chat
+    await chat.aclose()
+
+
+async def test_a_gpt_4o_transcription_sends_the_bytes_and_reports_no_duration(
+    fake: FakeOpenAI, provider: ChatProvider
+) -> None:
+    fake.script({"kind": "transcription", "transcript": "hi there", "expect_sha256": sha256(AUDIO)})
+
+    heard = await Transcriber(provider, "gpt-4o-mini-transcribe").transcribe(
+        AUDIO, WAV, "recording", "de"
+    )
+
+    assert (heard.text, heard.duration_s) == ("hi there", None)
+    [request] = fake.requests("transcription")
+    body = request["body"]
+    assert {k: body[k] for k in ("model", "response_format", "language")} == {
+        "model": "gpt-4o-mini-transcribe",
+        "response_format": "json",
+        "language": "de",
+    }
+
+
+async def test_a_whisper_transcription_reports_the_duration_it_heard(
+    fake: FakeOpenAI, provider: ChatProvider
+) -> None:
+    heard = await Transcriber(provider, "whisper-1").transcribe(AUDIO, WAV, "recording")
+
+    assert heard.duration_s == wav_seconds(AUDIO)
+    assert fake.requests("transcription")[0]["body"]["response_format"] == "verbose_json"
+
+
+async def test_a_failed_transcription_is_retried_then_described(
+    fake: FakeOpenAI, provider: ChatProvider
+) -> None:
+    fake.script({"kind": "transcription", "error": {"status": 503}, "times": 2})
+
+    with pytest.raises(ProviderError) as failed:
+        await Transcriber(provider, "gpt-4o-mini-transcribe").transcribe(AUDIO, WAV, "recording")
+
+    assert failed.value.code == "provider_error"
+    assert failed.value.message.startswith("The model provider failed (HTTP 503")
+    assert failed.value.message.endswith("after 1 retry.")
+    assert len(fake.requests("transcription")) == 2
+
+
+async def test_a_rejected_model_is_named_in_the_error(
+    fake: FakeOpenAI, provider: ChatProvider
+) -> None:
+    fake.script({"kind": "speech", "error": {"status": 404, "message": "no such model"}})
+
+    with pytest.raises(ProviderError) as failed:
+        await Synthesizer(provider, "tts-nope", "alloy", "wav").synthesize("Hello.")
+
+    assert failed.value.code == "provider_bad_request"
+    assert "Check the model name 'tts-nope'" in failed.value.message
+
+
+async def test_speech_comes_back_as_audio_bytes(fake: FakeOpenAI, provider: ChatProvider) -> None:
+    audio = await Synthesizer(provider, "gpt-4o-mini-tts", "verse", "wav").synthesize("Hello.")
+
+    assert audio[:4] == b"RIFF"
+    assert audio[8:12] == b"WAVE"
+    [request] = fake.requests("speech")
+    assert request["body"] == {
+        "model": "gpt-4o-mini-tts",
+        "voice": "verse",
+        "input": "Hello.",
+        "response_format": "wav",
+    }
+
+
+async def test_without_a_provider_nothing_is_called() -> None:
+    provider = ChatProvider(ProviderSettings(base_url=None, api_key=None))
+
+    with pytest.raises(ProviderError) as failed:
+        await Transcriber(provider, "gpt-4o-mini-transcribe").transcribe(AUDIO, WAV, "recording")
+
+    assert failed.value.code == "provider_not_configured"
