@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 from collections.abc import Iterator
 from types import FrameType
 
@@ -19,15 +20,18 @@ from voicestack.config import Settings
 
 err = Console(stderr=True)
 
-# How long in-flight HTTP requests may take to finish after a shutdown signal.
+# How long in-flight HTTP requests may take to finish after a shutdown signal (thread feeds
+# stay open for `--drain-s` longer, while replies finish).
 GRACEFUL_SHUTDOWN_S = 10
 
 
 class VoicestackServer(uvicorn.Server):
-    """uvicorn's server, closing SSE streams as soon as a shutdown signal arrives.
+    """uvicorn's server, ending SSE streams once a shutdown signal arrives.
 
     Without this, uvicorn would wait for the endless event streams to end before it ran the
-    application's shutdown, so every SIGTERM would last the whole graceful timeout.
+    application's shutdown, so every SIGTERM would last the whole graceful timeout. Query watch
+    streams end at once; thread feeds when the reply drain (`--drain-s`) has ended
+    (Runtime.begin_shutdown).
     """
 
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
@@ -55,12 +59,12 @@ class VoicestackServer(uvicorn.Server):
             self._captured_signals.clear()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Signal handler: begin uvicorn's shutdown and end every SSE stream."""
+        """Signal handler: begin uvicorn's shutdown and the runtime's drain of replies."""
         super().handle_exit(sig, frame)
         app = self.config.loaded_app if self.config.loaded else None
         runtime = getattr(getattr(_inner_app(app), "state", None), "runtime", None)
         if runtime is not None and self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(runtime.hub.close_streams)
+            self.loop.call_soon_threadsafe(runtime.begin_shutdown)
 
 
 def _http_protocol() -> dict[str, type]:
@@ -98,7 +102,7 @@ def run_server(asgi_app: ASGIApp, settings: Settings, access_log: bool) -> bool:
         log_config=None,
         log_level=settings.log_level,
         access_log=access_log,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S + math.ceil(settings.drain_s),
         lifespan="on",
         **_http_protocol(),
     )

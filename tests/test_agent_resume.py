@@ -101,7 +101,8 @@ async def test_a_feed_resumes_across_a_restart_that_interrupted_the_reply(
         {"match": first_question, "text": answer, "tokens_per_second": 20},
         {"match": second_question, "text": "Second answer."},
     )
-    server = start_agent_server(fake.api_base)
+    # No drain: SIGTERM interrupts the reply at once (tests/test_crash_recovery.py drains).
+    server = start_agent_server(fake.api_base, "--drain-s", "0")
     async with server.client() as client:
         threads = Threads(client)
         thread_id = await threads.create()

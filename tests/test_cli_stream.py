@@ -174,7 +174,7 @@ def test_ctrl_c_stops_send_watching_but_not_the_reply(
 def test_tail_json_survives_a_server_restart_with_no_event_twice_or_missing(
     fake: FakeOpenAI, start_agent_server: StartAgentServer
 ) -> None:
-    server = start_agent_server(fake.api_base)
+    server = start_agent_server(fake.api_base, "--drain-s", "0")  # SIGTERM interrupts at once
     mark = marker()
     answer = words(80)
     first, second = f"{mark} talk for long", f"{mark} and then"

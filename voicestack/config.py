@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     speech_model: str = Field("gpt-4o-mini-tts", description="Text-to-speech model for replies.")
     voice: str = Field("alloy", description="The voice that speaks replies.")
     speech_format: SpeechFormat = Field("mp3", description="Audio format of spoken replies.")
+    drain_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, seconds in-flight replies may take to finish before they are"
+        " marked interrupted.",
+    )
 
     @property
     def max_audio_bytes(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,7 @@ from voicestack.functions.apps import App, load_entry_point_apps, load_module_ap
 from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
+from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.db import WriteDB
@@ -26,6 +29,9 @@ from voicestack.voice.provider import Synthesizer, Transcriber
 from voicestack.voice.speaker import SpeakerFactory
 
 log = logging.getLogger(__name__)
+
+# After the drain, how long the hub may take to push the replies' final events to the feeds.
+FEED_FLUSH_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,7 @@ class Runtime:
             speakers=SpeakerFactory(self.store, self.synthesizer),
         )
         self.hub.add_source(self.runner)
+        self._drain: asyncio.Task[None] | None = None
 
     @staticmethod
     def _load_apps(settings: Settings) -> list[App]:
@@ -186,9 +193,47 @@ class Runtime:
         """The value of mutation `name` after its commit (for actions and tools)."""
         return (await self.mutation(name, args, user)).value
 
+    def begin_shutdown(self) -> None:
+        """A shutdown signal arrived (call on the event loop): start the drain, once.
+
+        Query watch streams end at once. Streaming replies get `--drain-s` seconds to finish
+        while no new reply starts (pending ones stay pending for the next start); the rest are
+        then interrupted with their text. Thread feeds stay open through the drain, so their
+        clients see the replies' final `message` events, and end right after them.
+        """
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(
+                self._drain_replies(), name="voicestack-drain"
+            )
+
+    async def _drain_replies(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.hub.close_streams(_is_watch_stream)
+        try:
+            left = await self.runner.drain(self.settings.drain_s)
+            if left:
+                log.warning("interrupting %d replies still streaming after --drain-s", left)
+            await self.runner.close()
+            # Every final status is committed now: end the feeds once the hub has pushed them.
+            version = await self.store.read(lambda snapshot: snapshot.version)
+            deadline = loop.time() + FEED_FLUSH_S
+            while self.hub.version < version and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            self.hub.close_streams()  # whatever happened, no feed client is left hanging
+        log.info("drained replies in %.1f s", loop.time() - started)
+
     async def close(self) -> None:
         """Stop replies (saved as interrupted), close streams, drain writes, close the file."""
+        if self._drain is not None:
+            with contextlib.suppress(Exception):
+                await self._drain
         await self.runner.close()
         await self.hub.close()
         await self.provider.aclose()
         self.store.close()
+
+
+def _is_watch_stream(outbox: Outbox) -> bool:
+    return not isinstance(outbox, FeedChannel)

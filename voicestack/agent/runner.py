@@ -98,7 +98,7 @@ class ReplyRunner:
         self._dirty: set[str] = set()
         self._replies: dict[str, tuple[Reply, asyncio.Task[None]]] = {}
         self._approvals: dict[str, asyncio.Future[bool]] = {}
-        self._closing = False
+        self._closing = False  # set by drain() or close(): no reply starts any more
 
     @property
     def active_replies(self) -> int:
@@ -234,6 +234,19 @@ class ReplyRunner:
             return await waiter
         finally:
             self._approvals.pop(call_id, None)
+
+    async def drain(self, timeout: float) -> int:
+        """Start no more replies (pending ones stay pending for the next start) and wait up to
+        `timeout` seconds for the streaming ones to end; returns how many still stream.
+
+        `close()` then interrupts whatever is left. A worker ends once its current reply has,
+        so waiting for the workers also covers a reply claimed just as the drain began.
+        """
+        self._closing = True
+        workers = [worker for worker in self._workers.values() if not worker.done()]
+        if workers and timeout > 0:
+            await asyncio.wait(workers, timeout=timeout)
+        return len(self._replies)
 
     async def close(self) -> None:
         """Stop every reply (each is saved as interrupted with its text) and every worker."""

@@ -15,7 +15,7 @@ import concurrent.futures
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -404,9 +404,10 @@ class Hub:
 
     # -- shutdown ---------------------------------------------------------------
 
-    def close_streams(self) -> None:
-        """End every open stream once its pending values are sent (shutdown has begun)."""
-        self._streams.close_all()
+    def close_streams(self, which: Callable[[Outbox], bool] | None = None) -> None:
+        """End every open stream (or those `which` selects) once its pending values are sent
+        (shutdown has begun)."""
+        self._streams.close_all(which)
 
     async def close(self) -> None:
         """End every stream (pending values are still sent) and stop the hub's tasks."""

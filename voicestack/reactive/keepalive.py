@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from voicestack.reactive.channel import Outbox
 
@@ -35,10 +36,11 @@ class Streams:
         outbox.close()
         self._outboxes.discard(outbox)
 
-    def close_all(self) -> None:
-        """End every stream once what is pending has been sent."""
+    def close_all(self, which: Callable[[Outbox], bool] | None = None) -> None:
+        """End every stream (or those `which` selects) once what is pending has been sent."""
         for outbox in list(self._outboxes):
-            outbox.close()
+            if which is None or which(outbox):
+                outbox.close()
 
     async def run(self) -> None:
         """Ping idle streams and cut stalled ones, forever."""
