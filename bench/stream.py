@@ -21,9 +21,14 @@ It prints, per run:
   HTTP chunk framing) divided by the reply's UTF-8 length, with its parts.
 
     python -m bench.stream --replies 100,1000 --subscribers 1 --tokens-per-s 50 --tokens 200
+    python -m bench.stream --replies 100 --subscribers 3 --repeat 2 --quiet-wait-s 300
     python -m bench.stream --replies 1000 --profile --profile-dir /tmp/stream-prof
+    python -m bench.stream --replies 100 --source /tmp/proto   # a scratch copy with a prototype
 
-Only 127.0.0.1 is contacted; every wait is bounded and both children are always stopped.
+On a shared machine, `--quiet-wait-s` waits (bounded) for other processes to calm down before
+each measured window; the table's other% column says how busy the rest of the machine was.
+RLIMIT_NOFILE is raised to its hard limit (the children inherit it). Only 127.0.0.1 is
+contacted; every wait is bounded and both children are always stopped.
 """
 
 from __future__ import annotations
@@ -33,12 +38,8 @@ import asyncio
 import contextlib
 import json
 import os
-import random
-import re
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,300 +48,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.fanout import (
-    SseClient,
-    Tracker,
-    _die_with_parent,
-    _wait,
-    http_call,
-    raise_nofile_limit,
+from bench.fanout import SseClient, Tracker, _wait, raise_nofile_limit
+from bench.stream_procs import (
+    REPO,
+    Child,
+    PySpy,
+    Usage,
+    start_fake,
+    start_server,
+    thread_names,
+    wait_for_quiet,
 )
-from bench.stream_report import (
-    FeedStream,
-    Figures,
-    compute,
-    parse_feed,
-    parse_thread_names,
-    read_database,
-    summarize_pyspy,
+from bench.stream_profile import summarize_pyspy
+from bench.stream_report import FeedStream, Figures, compute, parse_feed, read_database
+from bench.stream_workload import (
+    USER_TEXT,
+    bounded,
+    connect_feeds,
+    create_threads,
+    done_pattern,
+    fetch_request_times,
+    post_json,
+    reply_text,
 )
-from voicestack import jsoncodec
-from voicestack.testing.fake_openai_chat import last_user_text, split_text
-
-HOST = "127.0.0.1"
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
-READY_TIMEOUT_S = 60.0
-HTTP_CONCURRENCY = 32
-USER_TEXT = "bench thread {index}"
-
-_VOCABULARY = (
-    "the a of to and in is it that for on with as was at by this be from or have an are not "
-    "stream reply token agent voice server thread message commit latency writer reader feed "
-    "subscriber delta model answer question quickly slowly database network browser client "
-    "because however although therefore meanwhile afterwards everything something nothing"
-)
-_WORDS = _VOCABULARY.split()
-
-
-# -- child processes ---------------------------------------------------------------------------
-
-
-class Child:
-    """A child process whose output goes to a log file; started and stopped with bounded waits."""
-
-    def __init__(self, name: str, workdir: Path) -> None:
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, cmd: list[str], env: dict[str, str], cwd: Path, ready: bytes) -> str:
-        """Start `cmd`; return the first match of the regex `ready` in its output (group 1)."""
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                preexec_fn=_die_with_parent,
-            )
-        pattern = re.compile(ready)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log()}")
-            match = pattern.search(self.log_path.read_bytes())
-            if match:
-                return match.group(1).decode()
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not start in {START_TIMEOUT_S} s:\n{self.log()}")
-
-    def log(self) -> str:
-        """The tail of the child's combined output."""
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-4000:]
-        return ""
-
-    def cpu(self) -> float:
-        """CPU seconds (user + system, all threads) used so far."""
-        times = psutil.Process(self.pid).cpu_times()
-        return times.user + times.system
-
-    def thread_cpu(self) -> dict[int, float]:
-        """CPU seconds per OS thread id."""
-        return {t.id: t.user_time + t.system_time for t in psutil.Process(self.pid).threads()}
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-def child_env(source: Path) -> dict[str, str]:
-    """The environment of both children: no VOICESTACK_/OPENAI_ settings leak in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICESTACK_", "OPENAI_"))}
-    paths = list(dict.fromkeys([str(source), str(REPO)]))
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["VOICESTACK_LOAD_APPS"] = ""  # no entry-point apps
-    env["VOICESTACK_LOAD_TOOLS"] = ""  # no tools: replies are plain text
-    env["COLUMNS"] = "250"  # keep rich from wrapping the "serving http://..." line
-    return env
-
-
-def start_fake(workdir: Path, source: Path) -> tuple[Child, int]:
-    """Start the fake OpenAI provider; return it and its port."""
-    fake = Child("fake-openai", workdir)
-    cmd = [sys.executable, "-m", "voicestack.testing.fake_openai", "--host", HOST, "--port", "0"]
-    port = fake.start(cmd, child_env(source), source, rb"listening on http://127\.0\.0\.1:(\d+)")
-    return fake, int(port)
-
-
-def start_server(
-    workdir: Path, source: Path, fake_port: int, args: argparse.Namespace
-) -> tuple[Child, int, Path]:
-    """Start the voicestack server against the fake; return it, its port and its database."""
-    server = Child("server", workdir)
-    db = workdir / "stream.db"
-    cmd = [
-        sys.executable,
-        "-m",
-        "voicestack",
-        "serve",
-        "--host",
-        HOST,
-        "--port",
-        "0",
-        "--db",
-        str(db),
-        "--openai-base-url",
-        f"http://{HOST}:{fake_port}/v1",
-        "--flush-ms",
-        f"{args.flush_ms:g}",
-        # Keep every commit of the run in `_changes`, so each delta finds its commit time.
-        "--change-log-keep",
-        str(args.change_log_keep),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        *args.server_arg,
-    ]
-    port = server.start(cmd, child_env(source), source, rb"http://127\.0\.0\.1:(\d+)")
-    return server, int(port), db
-
-
-# -- the workload ------------------------------------------------------------------------------
-
-
-def reply_text(tokens: int, seed: int = 7) -> str:
-    """A deterministic English-like reply of `tokens` words, a sentence every 12-20 words."""
-    rng = random.Random(seed)
-    words: list[str] = []
-    sentence = 0
-    length = rng.randint(12, 20)
-    for index in range(tokens):
-        word = rng.choice(_WORDS)
-        if sentence == 0:
-            word = word.capitalize()
-        sentence += 1
-        if sentence == length or index == tokens - 1:
-            word += "."
-            sentence, length = 0, rng.randint(12, 20)
-        words.append(word)
-    return " ".join(words)
-
-
-def done_pattern(text: str) -> bytes:
-    """Bytes only the reply's final `message` event holds: the text's end, then status complete."""
-    return jsoncodec.dumps(text[-24:])[1:-1] + b'","status":"complete"'
-
-
-def feed_request(port: int, thread_id: str) -> bytes:
-    """The raw HTTP request of one feed subscriber."""
-    return (
-        f"GET /api/threads/{thread_id}/events HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-        "Accept: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
-    ).encode()
-
-
-async def _post_json(port: int, path: str, body: Any, expect: int = 201) -> Any:
-    status, raw = await http_call(port, "POST", path, json.dumps(body).encode())
-    if status != expect:
-        raise RuntimeError(f"POST {path} answered {status}: {raw[:300]!r}")
-    return json.loads(raw)
-
-
-async def _bounded(coros: Sequence[Any], limit: int) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(coro: Any) -> Any:
-        async with semaphore:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
-
-
-async def create_threads(port: int, count: int) -> list[str]:
-    """Create `count` threads; return their ids in order."""
-    created = await _bounded(
-        [_post_json(port, "/api/threads", {"title": f"bench {i}"}) for i in range(count)],
-        HTTP_CONCURRENCY,
-    )
-    return [c["id"] for c in created]
-
-
-async def connect_feeds(
-    port: int, thread_ids: Sequence[str], per_thread: int, batch: int, tracker: Tracker
-) -> dict[str, list[SseClient]]:
-    """Open `per_thread` feeds on every thread and wait for each one's `ready` event."""
-    loop = asyncio.get_running_loop()
-    feeds: dict[str, list[SseClient]] = {t: [] for t in thread_ids}
-    wanted = [t for t in thread_ids for _ in range(per_thread)]
-    for first in range(0, len(wanted), batch):
-        chunk = wanted[first : first + batch]
-        fresh = [SseClient(feed_request(port, t), tracker) for t in chunk]
-        tracker.expect(fresh, b"event: ready")
-        opened = await asyncio.gather(
-            *(
-                asyncio.wait_for(loop.create_connection(lambda c=c: c, HOST, port), 30)
-                for c in fresh
-            ),
-            return_exceptions=True,
-        )
-        for client, outcome in zip(fresh, opened, strict=True):
-            if isinstance(outcome, BaseException):
-                client.lost = True
-                client.scan()
-        for thread_id, client in zip(chunk, fresh, strict=True):
-            feeds[thread_id].append(client)
-        await _wait(tracker, READY_TIMEOUT_S, fresh)
-        if tracker.remaining > 0 or tracker.failed:
-            raise RuntimeError(
-                f"feeds {first}..{first + len(chunk)}: {tracker.remaining} without `ready`, "
-                f"{tracker.failed} failed"
-            )
-    return feeds
-
-
-async def fetch_request_times(fake_port: int, thread_ids: Sequence[str]) -> dict[str, float]:
-    """Thread id -> when the fake provider logged the chat request of its reply."""
-    status, raw = await http_call(fake_port, "GET", "/_control/requests?kind=chat")
-    if status != 200:
-        raise RuntimeError(f"the fake's request log answered {status}")
-    index_of = {USER_TEXT.format(index=i): t for i, t in enumerate(thread_ids)}
-    times: dict[str, float] = {}
-    for request in json.loads(raw):
-        thread_id = index_of.get(last_user_text(request["body"].get("messages") or []))
-        if thread_id is not None:
-            times.setdefault(thread_id, request["timestamp"])
-    return times
-
-
-# -- measuring ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Usage:
-    """CPU counters of the three processes at one moment."""
-
-    wall: float
-    server: float
-    server_threads: dict[int, float]
-    fake: float
-    client: float
-    machine: float  # CPU seconds every process on the machine has used (all cores)
-
-    @classmethod
-    def take(cls, server: Child, fake: Child) -> Usage:
-        """Read every counter now."""
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        total = psutil.cpu_times()
-        return cls(
-            time.time(),
-            server.cpu(),
-            server.thread_cpu(),
-            fake.cpu(),
-            own.ru_utime + own.ru_stime,
-            sum(total) - total.idle - getattr(total, "iowait", 0.0),
-        )
+from voicestack.testing.fake_openai_chat import split_text
 
 
 @dataclass
@@ -369,74 +100,6 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-class PySpy:
-    """`py-spy record` on the server for the measured window (raw format, per thread)."""
-
-    def __init__(self, pid: int, out: Path, rate: int, gil: bool = False) -> None:
-        self.pid, self.out, self.rate, self.gil = pid, out, rate, gil
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-        self.seconds = 0.0
-
-    def start(self) -> None:
-        """Attach and start sampling."""
-        exe = shutil.which("py-spy")
-        if exe is None:
-            raise RuntimeError("py-spy is not installed: pip install py-spy")
-        cmd = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--nonblocking"]
-        cmd += ["--threads", "--format", "raw", "--output", str(self.out)]
-        if self.gil:
-            cmd.append("--gil")  # only samples of the thread holding the GIL
-        self.out.unlink(missing_ok=True)
-        log = self.out.with_suffix(".log").open("wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.close()
-        time.sleep(0.5)
-        self.started = time.monotonic()
-
-    def stop(self) -> None:
-        """Stop sampling; the profile is written when this returns."""
-        if self.proc is None:
-            return
-        self.seconds = time.monotonic() - self.started
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-def thread_names(pid: int) -> dict[int, str]:
-    """OS thread id -> Python thread name of the server, from `py-spy dump` (if installed)."""
-    exe = shutil.which("py-spy")
-    if exe is None:
-        return {}
-    with contextlib.suppress(subprocess.SubprocessError, OSError):
-        dump = subprocess.run(
-            [exe, "dump", "--pid", str(pid)], capture_output=True, timeout=30, check=False
-        )
-        return parse_thread_names(dump.stdout.decode(errors="replace"))
-    return {}
-
-
-async def wait_for_quiet(below_pct: float, max_wait_s: float, sample_s: float = 2.0) -> float:
-    """Wait until the machine's busy CPU is under `below_pct` of one core; return the last reading.
-
-    The machine may be shared: a run measured while other processes take a core measures them.
-    Gives up after `max_wait_s` and runs anyway (the table shows the load during the run).
-    """
-    deadline = time.monotonic() + max_wait_s
-    psutil.cpu_percent(interval=None)  # start a sampling interval
-    while True:
-        await asyncio.sleep(sample_s)
-        busy = psutil.cpu_percent(interval=None) * (os.cpu_count() or 1)
-        if busy < below_pct or time.monotonic() >= deadline:
-            return busy
-        print(f"  machine busy {busy:.0f}% of one core; waiting", file=sys.stderr, flush=True)
-
-
 def _pct(seconds: float, wall: float) -> float:
     return 100 * seconds / max(1e-9, wall)
 
@@ -456,13 +119,15 @@ async def run_once(replies: int, subscribers: int, args: argparse.Namespace) -> 
     try:
         fake, fake_port = start_fake(workdir, source)
         plan = {"text": text, "tokens_per_second": args.tokens_per_s, "times": None}
-        await _post_json(fake_port, "/_control/script", plan, expect=200)
+        await post_json(fake_port, "/_control/script", plan, expect=200)
         server, port, db = start_server(workdir, source, fake_port, args)
         thread_ids = await create_threads(port, replies)
         tracker = Tracker()
         feeds = await connect_feeds(port, thread_ids, subscribers, args.batch, tracker)
         clients = [c for group in feeds.values() for c in group]
         await asyncio.sleep(args.settle_s)
+        if args.quiet_wait_s > 0:
+            await wait_for_quiet(args.quiet_below, args.quiet_wait_s)
         if args.profile:
             out_dir = Path(args.profile_dir).resolve()
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -470,16 +135,14 @@ async def run_once(replies: int, subscribers: int, args: argparse.Namespace) -> 
             profiler = PySpy(server.pid, profile, args.profile_rate, args.profile_gil)
             profiler.start()
             result.profile = str(profile)
-        if args.quiet_wait_s > 0:
-            await wait_for_quiet(args.quiet_below, args.quiet_wait_s)
         result.loadavg_before = os.getloadavg()[0]
         tracker.expect(clients, done_pattern(text))
         before = Usage.take(server, fake)
         posts = [
-            _post_json(port, f"/api/threads/{t}/messages", {"text": USER_TEXT.format(index=i)})
+            post_json(port, f"/api/threads/{t}/messages", {"text": USER_TEXT.format(index=i)})
             for i, t in enumerate(thread_ids)
         ]
-        await _bounded(posts, args.post_concurrency)
+        await bounded(posts, args.post_concurrency)
         result.posts_s = time.time() - before.wall
         nominal = args.tokens / args.tokens_per_s
         timeout = args.timeout_s or max(60.0, 4 * nominal + 30)
