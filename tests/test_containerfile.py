@@ -174,7 +174,8 @@ def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[byte
             [str(ENTRYPOINT)], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{env['VOICESTACK_PORT']}/healthz"
-    deadline = time.monotonic() + 20.0
+    # Generous: under a loaded CI machine, a restore plus Litestream plus the server take a while.
+    deadline = time.monotonic() + 45.0
     while True:
         assert process.poll() is None, log.read_text()
         try:
@@ -232,6 +233,9 @@ def test_with_a_replica_url_every_commit_reaches_the_replica(tmp_path):
             f"http://127.0.0.1:{env['VOICESTACK_PORT']}/api/threads", json={"title": "kept"}
         )
         assert created.status_code == 201, created.text
+        # Litestream replicates every second; right after a database appears, a stop within that
+        # second may leave the newest commit unreplicated, so the test waits for one sync.
+        wait_until_replicated(replica, tmp_path / "probe.db", created.json()["id"])
     finally:
         stop(process, tmp_path)
     done = subprocess.run(
@@ -252,6 +256,31 @@ def test_with_a_replica_url_every_commit_reaches_the_replica(tmp_path):
     assert titles == [(created.json()["id"], "kept")]
 
 
+def wait_until_replicated(replica: Path, probe: Path, thread_id: str) -> None:
+    """Wait until a restore of `replica` holds the thread (replication runs every second)."""
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        probe.unlink(missing_ok=True)
+        done = subprocess.run(
+            [LITESTREAM, "restore", "-o", str(probe), f"file://{replica}"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode == 0:
+            conn = apsw.Connection(str(probe))
+            try:
+                ids = [row[0] for row in conn.execute("SELECT id FROM threads")]
+            except apsw.SQLError:  # restored from before the schema was replicated
+                ids = []
+            finally:
+                conn.close()
+            if thread_id in ids:
+                return
+        time.sleep(0.5)
+    pytest.fail("the commit never reached the replica")
+
+
 @needs_litestream
 def test_with_a_replica_url_an_empty_volume_is_restored_on_start(tmp_path):
     replica = tmp_path / "replica"
@@ -266,6 +295,7 @@ def test_with_a_replica_url_an_empty_volume_is_restored_on_start(tmp_path):
     try:
         created = httpx.post(url, json={"title": "kept"})
         assert created.status_code == 201, created.text
+        wait_until_replicated(replica, tmp_path / "probe.db", created.json()["id"])
     finally:
         stop(process, tmp_path)
 

@@ -9,6 +9,7 @@ and nothing is sent twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,9 +134,26 @@ class ThreadFeed:
         return b"".join(parts), newest
 
     def deliver(self, collected: _Collected, joins: list[FeedJoin]) -> None:
-        """Append new events to the outboxes of their threads, then admit the joins."""
+        """Send new events to the outboxes of their threads, then admit the joins.
+
+        A thread's events of one batch become one HTTP chunk, framed once and written straight
+        to every idle subscriber of the thread; a busy or paused one gets them queued instead.
+        """
+        now = asyncio.get_running_loop().time()
         for thread_id, events in collected.events.items():
-            for outbox in list(self._outboxes.get(thread_id, ())):
+            outboxes = self._outboxes.get(thread_id)
+            if not outboxes:
+                continue
+            first, last = events[0][0], events[-1][0]
+            frame: bytes | None = None
+            for outbox in list(outboxes):
+                if outbox.cursor < first and not outbox.has_pending():
+                    if frame is None:
+                        body = b"".join(event for _, event in events)
+                        frame = b"%x\r\n%s\r\n" % (len(body), body)
+                    if outbox.write_direct(frame, now):
+                        outbox.cursor = last
+                        continue
                 for event_id, event in events:
                     outbox.append(event_id, event)
         self._last_id = collected.last_id

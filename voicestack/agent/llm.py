@@ -18,10 +18,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import openai
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionChunk
-from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta, ChoiceDeltaToolCall
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCallFunction as Function
+
+from voicestack.agent.llm_wire import NotAChunk, choices_of, sse_chunks
 
 NOT_CONFIGURED_MESSAGE = (
     "No model provider is configured: set OPENAI_API_KEY, "
@@ -93,12 +91,7 @@ class Finish:
 StreamEvent = TextDelta | ToolCallRequest | Usage | Finish
 
 
-class _NotAChunk(ValueError):
-    """Stream data that parsed as JSON but is not a chat completion chunk."""
-
-
-# What one attempt can fail with; anything else is a bug and propagates as itself.
-_FAILURES = (openai.OpenAIError, json.JSONDecodeError, UnicodeDecodeError, _NotAChunk)
+_FAILURES = (openai.OpenAIError, json.JSONDecodeError, UnicodeDecodeError, NotAChunk)
 
 
 @dataclass
@@ -125,19 +118,21 @@ class _ToolCallAssembler:
         self._by_index: dict[int, _PartialCall] = {}
         self.total = 0
 
-    def add(self, delta: ChoiceDeltaToolCall) -> None:
-        """Append one fragment to the call it continues, or start a new call."""
-        index = delta.index or 0
+    def add(self, delta: dict[str, Any]) -> None:
+        """Append one fragment (a `tool_calls` item of a chunk) to its call, or start a call."""
+        index = delta.get("index") or 0
+        call_id = delta.get("id")
         current = self._by_index.get(index)
         # Some servers send every call whole at one index (or none); a new id is a new call.
-        if current is None or (delta.id and current.call_id and delta.id != current.call_id):
+        if current is None or (call_id and current.call_id and call_id != current.call_id):
             current = self._by_index[index] = _PartialCall(order=(index, self.total))
             self._calls.append(current)
             self.total += 1
-        current.call_id = current.call_id or delta.id or ""
-        if delta.function is not None:
-            current.name = current.name or delta.function.name or ""
-            current.arguments.append(delta.function.arguments or "")
+        current.call_id = current.call_id or call_id or ""
+        function = delta.get("function")
+        if function is not None:
+            current.name = current.name or function.get("name") or ""
+            current.arguments.append(function.get("arguments") or "")
 
     def drain(self) -> list[ToolCallRequest]:
         """Return the complete calls in index order and forget them."""
@@ -227,37 +222,43 @@ class ChatProvider:
         options: dict[str, Any] = {"tools": tools} if tools else {}
         if self.settings.temperature is not None:
             options["temperature"] = self.settings.temperature
-        response = await client.chat.completions.create(
+        # The raw event stream, parsed here: the SDK's per-chunk model objects cost more CPU than
+        # everything else a streamed token does in this server (bench/stream.py).
+        request = client.chat.completions.with_streaming_response.create(
             model=self.settings.model,
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
             **options,
         )
-        progress.responded = True
         calls = _ToolCallAssembler()
         usage: Usage | None = None
         finish: str | None = None
-        async with response:
-            async for chunk in response:
-                choices = _choices(chunk)
-                if chunk.usage is not None:
-                    counts = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+        async with request as response:
+            progress.responded = True
+            async for chunk in sse_chunks(response):
+                choices = choices_of(chunk)
+                counted = chunk.get("usage")
+                if counted is not None:
+                    counts = counted.get("prompt_tokens"), counted.get("completion_tokens")
                     usage = Usage(*(count if isinstance(count, int) else 0 for count in counts))
                 for choice in choices:
-                    if choice.index not in (0, None):
+                    if choice.get("index") not in (0, None):
                         continue
-                    if choice.delta is not None:
-                        if choice.delta.content:
-                            yield TextDelta(choice.delta.content)
-                        for delta in choice.delta.tool_calls or []:
-                            calls.add(delta)
-                    if choice.finish_reason and finish is None:
-                        finish = choice.finish_reason
-                        for request in calls.drain():
-                            yield request
-        for request in calls.drain():
-            yield request
+                    delta = choice.get("delta")
+                    if delta is not None:
+                        content = delta.get("content")
+                        if content:
+                            yield TextDelta(content)
+                        for fragment in delta.get("tool_calls") or ():
+                            calls.add(fragment)
+                    reason = choice.get("finish_reason")
+                    if reason and finish is None:
+                        finish = reason
+                        for request_ in calls.drain():
+                            yield request_
+        for request_ in calls.drain():
+            yield request_
         if usage is not None:
             yield usage
         # A stream that ends without a finish_reason is taken at its word.
@@ -387,34 +388,3 @@ def _display_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
-
-
-def _choices(chunk: object) -> list[Choice]:
-    """The chunk's choices; raises _NotAChunk for stream data of any other shape."""
-    if isinstance(chunk, ChatCompletionChunk) and _optional(chunk.usage, CompletionUsage):
-        # The usage chunk of some servers has no choices at all.
-        choices = [] if chunk.choices is None and chunk.usage is not None else chunk.choices
-        if isinstance(choices, list) and all(_is_choice(c) for c in choices):
-            return choices
-    raise _NotAChunk(repr(chunk)[:100])
-
-
-def _is_choice(choice: object) -> bool:
-    delta = choice.delta if isinstance(choice, Choice) else None
-    if not isinstance(delta, ChoiceDelta):
-        return isinstance(choice, Choice) and delta is None
-    calls = delta.tool_calls
-    return _optional(delta.content, str) and (
-        calls is None or (isinstance(calls, list) and all(_is_tool_call(c) for c in calls))
-    )
-
-
-def _is_tool_call(call: object) -> bool:
-    function = call.function if isinstance(call, ChoiceDeltaToolCall) else None
-    if not isinstance(function, Function):
-        return isinstance(call, ChoiceDeltaToolCall) and function is None
-    return _optional(function.name, str) and _optional(function.arguments, str)
-
-
-def _optional(value: object, kind: type) -> bool:
-    return value is None or isinstance(value, kind)

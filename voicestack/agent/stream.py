@@ -3,6 +3,10 @@
 Text is flushed as soon as a sentence ends, and otherwise every `flush_ms` at the last word
 boundary, whichever comes first: never one commit per token, never one commit per reply. A timer
 flushes complete words even while the model pauses, so watchers never wait on a silent stream.
+
+At most one flush runs at a time, beside the stream rather than in its way: text that arrives
+while a piece commits waits in the buffer and leaves with the next piece. A slow commit therefore
+makes the pieces bigger, never the stream slower, and never the pieces smaller.
 """
 
 from __future__ import annotations
@@ -39,9 +43,10 @@ class DeltaCoalescer:
         self._clock = clock
         self._buffer = ""
         self._last_flush = clock()
-        self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_task: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._closing = False
+        self._quiet = False
         self.flushes = 0
         self.error: BaseException | None = None
 
@@ -51,14 +56,14 @@ class DeltaCoalescer:
         return self._buffer
 
     async def add(self, text: str) -> None:
-        """Take streamed text; flushes when a sentence ends or the interval has passed."""
+        """Take streamed text; starts a flush when a sentence ends or the interval has passed.
+
+        Never waits for a commit: a flush that fails is raised by the next add() or close().
+        """
         if self.error is not None:
             raise self.error
         self._buffer += text
-        if self._due():
-            await self._flush_upto(self._due)
-        elif self._buffer:
-            self._arm_timer()
+        self._next()
 
     def _due(self) -> int:
         """Where the buffer should be cut now (0: not yet)."""
@@ -67,39 +72,53 @@ class DeltaCoalescer:
             cut = _last_boundary(_WORD_END, self._buffer)
         return cut
 
-    def _word_cut(self) -> int:
-        return _last_boundary(_WORD_END, self._buffer)
+    def _next(self) -> None:
+        """Start the flush that is due unless one runs (it looks again when it ends)."""
+        if self._running is not None or self._closing or self._quiet or self.error is not None:
+            return
+        cut = self._due()
+        if cut:
+            self._start(cut)
+        elif self._buffer:
+            self._arm_timer()
 
-    def _everything(self) -> int:
-        return len(self._buffer)
+    def _start(self, cut: int) -> None:
+        text, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        self._last_flush = self._clock()
+        self.flushes += 1
+        self._disarm_timer()
+        self._running = asyncio.ensure_future(self._run(text))
+
+    async def _run(self, text: str) -> None:
+        try:
+            await self._flush(text)
+        except Exception as exc:  # surfaced to the reply on its next add() or close()
+            self.error = exc
+        finally:
+            self._running = None
+        self._next()
 
     async def close(self) -> None:
         """Flush everything that is left, partial word included, and stop the timer."""
         self._disarm_timer()
-        if self._timer_task is not None:
-            await asyncio.gather(self._timer_task, return_exceptions=True)
-        if self.error is not None:
-            raise self.error
-        if self._buffer:
-            await self._flush_upto(self._everything)
+        self._closing = True
+        try:
+            while self._running is not None:
+                await asyncio.wait([self._running])
+            if self.error is not None:
+                raise self.error
+            if self._buffer:
+                text, self._buffer = self._buffer, ""
+                self._last_flush = self._clock()
+                self.flushes += 1
+                await self._flush(text)
+        finally:
+            self._closing = False
 
     def discard_timer(self) -> None:
-        """Stop the timer without flushing (the reply was cancelled)."""
+        """Stop the timer and start no more flushes on our own (the reply is being stopped)."""
+        self._quiet = True
         self._disarm_timer()
-
-    async def _flush_upto(self, where: Callable[[], int]) -> None:
-        # The cut is computed under the lock: another flush may have taken a prefix meanwhile.
-        async with self._lock:
-            cut = where()
-            text, self._buffer = self._buffer[:cut], self._buffer[cut:]
-            if not text:
-                return
-            self._last_flush = self._clock()
-            self.flushes += 1
-            self._disarm_timer()
-            await self._flush(text)
-        if self._buffer:
-            self._arm_timer()
 
     def _arm_timer(self) -> None:
         if self._timer is None:
@@ -113,11 +132,8 @@ class DeltaCoalescer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._word_cut() and (self._timer_task is None or self._timer_task.done()):
-            self._timer_task = asyncio.ensure_future(self._flush_from_timer())
-
-    async def _flush_from_timer(self) -> None:
-        try:
-            await self._flush_upto(self._word_cut)
-        except Exception as exc:  # surfaced to the reply on its next add() or close()
-            self.error = exc
+        if self._running is not None or self._closing or self._quiet:
+            return
+        cut = _last_boundary(_WORD_END, self._buffer)
+        if cut:
+            self._start(cut)

@@ -227,6 +227,10 @@ class FeedChannel(Outbox):
             return
         self._wake()
 
+    def has_pending(self) -> bool:
+        """Whether events wait to be sent by the writer coroutine."""
+        return bool(self._events)
+
     def _has_pending(self) -> bool:
         return bool(self._events)
 
