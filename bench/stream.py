@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.fanout import SseClient, Tracker, _wait, raise_nofile_limit
+from bench.sse_client import SseClient, Tracker, raise_nofile_limit, wait_ready
 from bench.stream_procs import (
     REPO,
     Child,
@@ -146,7 +146,7 @@ async def run_once(replies: int, subscribers: int, args: argparse.Namespace) -> 
         result.posts_s = time.time() - before.wall
         nominal = args.tokens / args.tokens_per_s
         timeout = args.timeout_s or max(60.0, 4 * nominal + 30)
-        result.timed_out = not await _wait(tracker, timeout, clients)
+        result.timed_out = not await wait_ready(tracker, timeout, clients)
         after = Usage.take(server, fake)
         if profiler is not None:
             profiler.stop()

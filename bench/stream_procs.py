@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.fanout import _die_with_parent
+from bench.sse_client import die_with_parent
 from bench.stream_profile import parse_thread_names
 
 HOST = "127.0.0.1"
@@ -55,7 +55,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         pattern = re.compile(ready)
         deadline = time.monotonic() + START_TIMEOUT_S

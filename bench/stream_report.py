@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.fanout import _dechunk, _status, percentile
+from bench.sse_client import dechunk, http_status, percentile
 
 # -- the feed as one subscriber received it ---------------------------------------------------
 
@@ -72,10 +72,10 @@ def parse_feed(reads: Sequence[tuple[float, bytes]]) -> FeedStream:
         total += len(data)
         ends.append(total)
     head_end = raw.find(b"\r\n\r\n")
-    stream = FeedStream(_status(raw))
+    stream = FeedStream(http_status(raw))
     if head_end < 0:
         return stream
-    _, spans = _dechunk(raw, head_end + 4, len(raw))
+    _, spans = dechunk(raw, head_end + 4, len(raw))
     pending = b""
     for start, stop in spans:
         combined = pending + raw[start:stop]

@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from bench.fanout import SseClient, Tracker, _wait, http_call
+from bench.sse_client import SseClient, Tracker, http_call, wait_ready
 from voicestack import jsoncodec
 from voicestack.testing.fake_openai_chat import last_user_text
 
@@ -107,7 +107,7 @@ async def connect_feeds(
                 client.scan()
         for thread_id, client in zip(chunk, fresh, strict=True):
             feeds[thread_id].append(client)
-        await _wait(tracker, READY_TIMEOUT_S, fresh)
+        await wait_ready(tracker, READY_TIMEOUT_S, fresh)
         if tracker.remaining > 0 or tracker.failed:
             raise RuntimeError(
                 f"feeds {first}..{first + len(chunk)}: {tracker.remaining} without `ready`, "
