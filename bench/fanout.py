@@ -35,7 +35,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from bench.fanout_profile import Profiler, summarize_cprofile, summarize_gc, summarize_pyspy
 from bench.fanout_report import RunResult, Tick, analyze, format_table
@@ -51,6 +50,7 @@ from bench.sse_client import (
     http_call,
     raise_nofile_limit,
     wait_ready,
+    watch_loop_errors,
 )
 
 QUERY = "ticks.latest"
@@ -277,19 +277,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace) -> list[RunResult]:
-    loop = asyncio.get_running_loop()
-    errors: list[str] = []
-
-    def on_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # An exception in a protocol callback would otherwise only be logged, and the run would
-        # look like a slow server.
-        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
-        loop.default_exception_handler(context)
-
-    loop.set_exception_handler(on_error)
-    task = asyncio.current_task()
-    assert task is not None
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)  # stop the server on SIGTERM too
+    errors = watch_loop_errors()
     results = []
     for count in args.counts:
         if not args.json:

@@ -257,3 +257,23 @@ async def wait_ready(tracker: Tracker, timeout: float, clients: Sequence[SseClie
             for client in clients:
                 client.scan()
     return True
+
+
+def watch_loop_errors() -> list[str]:
+    """Collect exceptions raised in protocol callbacks, and cancel the current task on SIGTERM.
+
+    An exception in a protocol callback would otherwise only be logged, and the run would look
+    like a slow server; SIGTERM cancelling the run lets its `finally` stop the child processes.
+    """
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+
+    def on_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    return errors

@@ -39,16 +39,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from bench.sse_client import SseClient, Tracker, raise_nofile_limit, wait_ready
+from bench.sse_client import SseClient, Tracker, raise_nofile_limit, wait_ready, watch_loop_errors
 from bench.stream_procs import (
     REPO,
     Child,
@@ -340,17 +338,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace) -> list[RunResult]:
-    loop = asyncio.get_running_loop()
-    errors: list[str] = []
-
-    def on_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
-        loop.default_exception_handler(context)
-
-    loop.set_exception_handler(on_error)
-    task = asyncio.current_task()
-    assert task is not None
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)  # children are stopped on SIGTERM too
+    errors = watch_loop_errors()
     results = []
     for k in args.ks:
         for s in [s for s in args.ss for _ in range(args.repeat)]:
