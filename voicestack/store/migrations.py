@@ -6,9 +6,10 @@ the writer thread starts, so no mutation ever sees a half-migrated schema.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import apsw
@@ -80,24 +81,46 @@ def migrate_core(conn: apsw.Connection, migrations: Sequence[Migration] = CORE_M
             f"({len(migrations)}): upgrade voicestack or open another database."
         )
     for number, migration in enumerate(migrations[level:], start=level + 1):
-        with conn:
+        with immediate_transaction(conn):
+            if core_level(conn) >= number:
+                continue  # another process on the same file applied it meanwhile
             migration.apply(conn)
             conn.execute(f"PRAGMA user_version = {number}")
         log.info("applied core migration %d (%s)", number, migration.name)
     return len(migrations)
 
 
-def migrate_app(conn: apsw.Connection, app: str, migrations: Sequence[Migration]) -> int:
-    """Apply `app`'s migrations not yet recorded in `_app_migrations`; return how many ran."""
-    applied = {
+@contextlib.contextmanager
+def immediate_transaction(conn: apsw.Connection) -> Iterator[None]:
+    """One write transaction, its lock taken at BEGIN: two processes migrating a new file at the
+    same moment take turns (the busy timeout waits) instead of both applying a migration."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _applied_app_migrations(conn: apsw.Connection, app: str) -> set[int]:
+    return {
         number
         for (number,) in conn.execute("SELECT number FROM _app_migrations WHERE app = ?", (app,))
     }
+
+
+def migrate_app(conn: apsw.Connection, app: str, migrations: Sequence[Migration]) -> int:
+    """Apply `app`'s migrations not yet recorded in `_app_migrations`; return how many ran."""
+    applied = _applied_app_migrations(conn, app)
     ran = 0
     for number, migration in enumerate(migrations, start=1):
         if number in applied:
             continue
-        with conn:
+        with immediate_transaction(conn):
+            if number in _applied_app_migrations(conn, app):
+                continue  # another process on the same file applied it meanwhile
             migration.apply(conn)
             conn.execute(
                 "INSERT INTO _app_migrations(app, number, name, applied_at) VALUES (?, ?, ?, ?)",
