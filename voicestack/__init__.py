@@ -1,7 +1,8 @@
 """voicestack: a self-hostable server for real-time AI voice and chat agents.
 
 The public API for apps: decorate functions with `query`, `mutation` or `action`, give them a
-pydantic argument model, and raise `FunctionError` to refuse a call.
+pydantic argument model, and raise `FunctionError` to refuse a call. Mutations and actions schedule
+functions with `ctx.scheduler`; an app declares recurring runs as `CRONS = [Cron(...)]`.
 """
 
 from voicestack.functions import (
@@ -14,6 +15,7 @@ from voicestack.functions import (
     mutation,
     query,
 )
+from voicestack.scheduler_cron import Cron
 from voicestack.store.migrations import Migration
 
 __version__ = "0.1.0"
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionCtx",
     "Caller",
+    "Cron",
     "FunctionError",
     "Migration",
     "MutationCtx",

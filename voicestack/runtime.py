@@ -1,12 +1,16 @@
-"""The Runtime ties a server together: store, loaded apps, function registry and hub."""
+"""The Runtime ties a server together: store, loaded apps, function registry, hub, and (while
+this process leads the database file) the reply runner and the job scheduler."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from voicestack import jsoncodec
 from voicestack.agent.feed import ThreadFeed
@@ -20,8 +24,13 @@ from voicestack.functions.apps import App, load_entry_point_apps, load_module_ap
 from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
+from voicestack.leader import LeaderLease
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
+from voicestack.scheduler import Scheduler
+from voicestack.scheduler_ctx import ActionScheduler, JobPlanner, MutationScheduler
+from voicestack.scheduler_functions import FUNCTIONS as SCHEDULER_FUNCTIONS
+from voicestack.scheduler_jobs import JobRun
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.db import WriteDB
 from voicestack.store.store import Store
@@ -74,6 +83,7 @@ class Runtime:
         self.settings = settings
         self.registry = Registry()
         self.registry.add_all(AGENT_FUNCTIONS, "voicestack")
+        self.registry.add_all(SCHEDULER_FUNCTIONS, "voicestack")
         self.tools = tools if tools is not None else load_tools()
         self.apps = [
             *self.tools.apps(),
@@ -86,10 +96,13 @@ class Runtime:
             log_keep=settings.change_log_keep,
             migrations=ALL_MIGRATIONS,
         )
+        crons = [cron for app in self.apps for cron in app.crons]
         try:
             for app in self.apps:
                 self.registry.add_all(app.functions, app.name)
                 self.store.migrate_app(app.name, app.migrations)
+            for cron in crons:
+                self._check_job(cron.name, cron.args)  # a schedule that could never run: refuse
         except BaseException:
             self.store.close()
             raise
@@ -128,6 +141,9 @@ class Runtime:
             speakers=SpeakerFactory(self.store, self.synthesizer),
         )
         self.hub.add_source(self.runner)
+        self.scheduler = Scheduler(self.store, self._run_job, crons)
+        self.hub.add_source(self.scheduler)
+        self.leader = LeaderLease(settings.db)
         self._drain: asyncio.Task[None] | None = None
 
     @staticmethod
@@ -137,9 +153,16 @@ class Runtime:
         return apps
 
     async def start(self) -> None:
-        """Start the hub and the reply runner on the running event loop."""
+        """Start the hub; run replies and jobs now if this process leads the database file, or
+        as soon as it takes over from the leader."""
         await self.hub.start()
+        await self.leader.acquire(self._lead)
+
+    async def _lead(self) -> None:
+        if self._drain is not None:
+            return  # took the lease while shutting down: leave the work to the next leader
         await self.runner.start()
+        await self.scheduler.start()
 
     def function(self, name: str, kind: Kind) -> ServerFunction:
         """The registered function `name` of `kind`; raises UnknownFunction otherwise."""
@@ -167,7 +190,7 @@ class Runtime:
         parsed = function.parse_args(args)
 
         def run(db: WriteDB) -> tuple[Any, bytes]:
-            value = function.invoke(MutationCtx(db, user), parsed)
+            value = function.invoke(self._mutation_ctx(db, user), parsed)
             # Serialized inside the mutation's savepoint: a value that is not JSON rolls the
             # mutation back instead of committing rows the caller is then told failed.
             return value, jsoncodec.dumps(value)
@@ -180,10 +203,58 @@ class Runtime:
         """Run action `name` on the event loop; its version is the newest after it returns."""
         function = self.function(name, "action")
         parsed = function.parse_args(args)
-        ctx = ActionCtx(user, self.query_value, self.mutation_value)
-        value = await function.invoke(ctx, parsed)
+        value = await function.invoke(self._action_ctx(user), parsed)
         value_json = jsoncodec.dumps(value)
         return CallResult(value, await self.store.read(lambda s: s.version), value_json)
+
+    def _mutation_ctx(
+        self, db: WriteDB, user: Caller | None, job: JobRun | None = None
+    ) -> MutationCtx:
+        scheduler = MutationScheduler(db, JobPlanner(self._check_job, user))
+        return MutationCtx(db, user, scheduler, job)
+
+    def _action_ctx(self, user: Caller | None, job: JobRun | None = None) -> ActionCtx:
+        scheduler = ActionScheduler(self._write_value, JobPlanner(self._check_job, user))
+        return ActionCtx(user, self.query_value, self.mutation_value, scheduler, job)
+
+    async def _write_value(self, fn: Callable[[WriteDB], Any]) -> Any:
+        return (await self.store.write(fn)).value
+
+    def _check_job(self, name: str, args: Any) -> Any:
+        """Refuse a job whose function is not a mutation or action, or whose args do not fit."""
+        function = self.registry.get(name)
+        if function is None or function.kind == "query":
+            raise FunctionError(
+                "unknown_job_function",
+                f"Cannot schedule {name!r}: jobs run a registered mutation or action.",
+            )
+        try:
+            function.parse_args(args)
+        except ValidationError as exc:
+            raise FunctionError(
+                "invalid_job_args", f"The arguments do not fit {name!r}: {exc.errors()[0]['msg']}."
+            ) from None
+        return args
+
+    async def _run_job(self, run: JobRun, finish: Callable[[WriteDB], None]) -> None:
+        """Run one claimed job as the user who scheduled it; `finish(db)` commits with a
+        mutation's own writes, or right after an action returns."""
+        function = self.registry.get(run.name)
+        if function is None or function.kind == "query":
+            raise FunctionError(
+                "unknown_job_function", f"No mutation or action is named {run.name!r}."
+            )
+        parsed = function.parse_args(run.args)
+        if function.kind == "mutation":
+
+            def work(db: WriteDB) -> None:
+                function.invoke(self._mutation_ctx(db, run.user, run), parsed)
+                finish(db)
+
+            await self.store.write(work)
+        else:
+            await function.invoke(self._action_ctx(run.user, run), parsed)
+            await self.store.write(finish)
 
     async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:
         """The value of query `name` (for actions and tools)."""
@@ -196,9 +267,10 @@ class Runtime:
     def begin_shutdown(self) -> None:
         """A shutdown signal arrived (call on the event loop): start the drain, once.
 
-        Query watch streams end at once. Streaming replies get `--drain-s` seconds to finish
-        while no new reply starts (pending ones stay pending for the next start); the rest are
-        then interrupted with their text. Thread feeds stay open through the drain, so their
+        Query watch streams end at once. Streaming replies and running jobs get `--drain-s`
+        seconds to finish while no new reply or job starts (pending ones stay pending for the
+        next start); the replies left are then interrupted with their text, the jobs left are
+        queued again. Thread feeds stay open through the drain, so their
         clients see the replies' final `message` events, and end right after them.
         """
         if self._drain is None:
@@ -211,10 +283,17 @@ class Runtime:
         started = loop.time()
         self.hub.close_streams(_is_watch_stream)
         try:
-            left = await self.runner.drain(self.settings.drain_s)
+            await self.leader.stop_waiting()
+            left, jobs_left = await asyncio.gather(
+                self.runner.drain(self.settings.drain_s),
+                self.scheduler.drain(self.settings.drain_s),
+            )
             if left:
                 log.warning("interrupting %d replies still streaming after --drain-s", left)
+            if jobs_left:
+                log.warning("re-queueing %d jobs still running after --drain-s", jobs_left)
             await self.runner.close()
+            await self.scheduler.close()
             # Every final status is committed now: end the feeds once the hub has pushed them.
             version = await self.store.read(lambda snapshot: snapshot.version)
             deadline = loop.time() + FEED_FLUSH_S
@@ -225,14 +304,18 @@ class Runtime:
         log.info("drained replies in %.1f s", loop.time() - started)
 
     async def close(self) -> None:
-        """Stop replies (saved as interrupted), close streams, drain writes, close the file."""
+        """Stop replies (saved as interrupted) and jobs (queued again), close streams, drain
+        writes, close the file, and let another process lead."""
         if self._drain is not None:
             with contextlib.suppress(Exception):
                 await self._drain
+        await self.leader.stop_waiting()
+        await self.scheduler.close()
         await self.runner.close()
         await self.hub.close()
         await self.provider.aclose()
         self.store.close()
+        self.leader.release()
 
 
 def _is_watch_stream(outbox: Outbox) -> bool:

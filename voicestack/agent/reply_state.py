@@ -14,6 +14,7 @@ from voicestack.agent.records import (
     now,
     streamed_text,
 )
+from voicestack.scheduler_jobs import claim_reply_job
 from voicestack.store.db import WriteDB
 
 
@@ -57,6 +58,7 @@ def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
     db.execute(
         "UPDATE messages SET status = 'streaming', updated_at = ? WHERE id = ?", (now(), row["id"])
     )
+    claim_reply_job(db, row["id"])
     emit_message(db, row["id"])
     return Claim(row["id"], thread_id, row["position"], row["author"], bool(row["speak"]))
 

@@ -5,6 +5,12 @@ starts (or wakes) that thread's worker; a commit that stops a streaming reply (c
 cancels it at once; a commit that approves or denies a tool call releases the reply waiting on
 it. Because it reacts to commits rather than to the mutations' callers, a reply starts the same
 way whether the message came over HTTP, from an action, or from another process.
+
+Each reply has a job row (kind `reply`, created with it by `messages.send`): claiming the reply
+marks the job running with one attempt more, and every way the reply ends finishes the job with
+the same outcome (a trigger on `messages`). Only the leader process runs replies (`start`); at
+start, replies a dead process left streaming are interrupted with their text and their job with
+the reason, and pending ones, whose jobs are still pending, simply run: nothing is dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from voicestack.agent.reply import AgentSettings, CallFunction, Reply, SpeakerFa
 from voicestack.agent.reply_state import claim_next, fail_unfinished_tool_calls, tool_call_status
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.reactive.subscription import FeedJoin
+from voicestack.scheduler_jobs import settle_reply_jobs
 from voicestack.store.changes import ChangeSet
 from voicestack.store.db import WriteDB
 from voicestack.store.readers import Snapshot
@@ -75,7 +82,6 @@ class ReplyRunner:
     """Runs every pending reply, one at a time per thread, in order."""
 
     tables = frozenset({"messages", "tool_calls"})
-    active = True
 
     def __init__(
         self,
@@ -99,6 +105,12 @@ class ReplyRunner:
         self._replies: dict[str, tuple[Reply, asyncio.Task[None]]] = {}
         self._approvals: dict[str, asyncio.Future[bool]] = {}
         self._closing = False  # set by drain() or close(): no reply starts any more
+        self._started = False  # set by start(), once this process leads
+
+    @property
+    def active(self) -> bool:
+        """True once this process runs replies (the hub skips batches for an inactive source)."""
+        return self._started and not self._closing
 
     @property
     def active_replies(self) -> int:
@@ -110,6 +122,9 @@ class ReplyRunner:
         stopped = (await self._store.write(interrupt_leftovers)).value
         if stopped:
             log.warning("marked %d replies interrupted by the last shutdown", len(stopped))
+        if (await self._store.write(settle_reply_jobs)).value:
+            log.warning("closed the jobs of replies that no longer exist")
+        self._started = True
         threads = await self._store.read(
             lambda snap: [
                 row["thread_id"]
@@ -119,6 +134,8 @@ class ReplyRunner:
                 )
             ]
         )
+        if threads:
+            log.info("resuming the pending replies of %d threads", len(threads))
         for thread_id in threads:
             self.wake(thread_id)
 
@@ -128,6 +145,8 @@ class ReplyRunner:
         """Read the message and tool-call rows the batch's commits changed."""
         conn = snapshot.conn
         seen = _Seen()
+        if not self.active:
+            return seen
         message_ids = _rowids(changes, "messages")
         if message_ids is None:
             sql = f"{_MESSAGE_STATUS} WHERE status IN ('pending', 'streaming')"
@@ -178,7 +197,7 @@ class ReplyRunner:
 
     def wake(self, thread_id: str) -> None:
         """Make sure the thread's worker runs and looks for pending replies again."""
-        if self._closing:
+        if self._closing or not self._started:
             return
         self._dirty.add(thread_id)
         worker = self._workers.get(thread_id)

@@ -2,7 +2,8 @@
 
 An app is a module named with `--app mypkg.mymodule` or published in the entry-point group
 `voicestack.apps`. Every ServerFunction found at its top level is registered; its `MIGRATIONS`
-(a list of SQL strings or Migration objects) run in order, once, before the server starts.
+(a list of SQL strings or Migration objects) run in order, once, before the server starts; its
+`CRONS` (a list of voicestack.scheduler_cron.Cron) are the schedules its jobs run on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from voicestack.functions.registry import ServerFunction
+from voicestack.scheduler_cron import Cron
 from voicestack.store.migrations import Migration
 
 log = logging.getLogger(__name__)
@@ -27,11 +29,12 @@ LOAD_APPS_ENV = "VOICESTACK_LOAD_APPS"
 
 @dataclass(frozen=True)
 class App:
-    """An app's name, its functions and its migrations."""
+    """An app's name, its functions, its migrations and its cron schedules."""
 
     name: str
     functions: tuple[ServerFunction, ...]
     migrations: tuple[Migration, ...]
+    crons: tuple[Cron, ...] = ()
 
 
 def _migration(index: int, item: Any) -> Migration:
@@ -43,11 +46,15 @@ def _migration(index: int, item: Any) -> Migration:
 
 
 def app_from_module(module: ModuleType, name: str | None = None) -> App:
-    """The App a module defines: its top-level ServerFunctions and its MIGRATIONS."""
+    """The App a module defines: its top-level ServerFunctions, MIGRATIONS and CRONS."""
     functions = tuple(v for v in vars(module).values() if isinstance(v, ServerFunction))
     raw = getattr(module, "MIGRATIONS", ())
     migrations = tuple(_migration(i, item) for i, item in enumerate(raw, start=1))
-    return App(name or module.__name__, functions, migrations)
+    crons = tuple(getattr(module, "CRONS", ()))
+    for index, cron in enumerate(crons):
+        if not isinstance(cron, Cron):
+            raise TypeError(f"CRONS[{index}] of {module.__name__} must be a Cron, not {cron!r}.")
+    return App(name or module.__name__, functions, migrations, crons)
 
 
 def load_module_app(path: str) -> App:

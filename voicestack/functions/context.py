@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicestack.store.db import ReadDB, WriteDB
+
+if TYPE_CHECKING:
+    from voicestack.scheduler_ctx import ActionScheduler, MutationScheduler
+    from voicestack.scheduler_jobs import JobRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,21 +36,43 @@ class QueryCtx:
     version: int
 
 
+class _NoScheduler:
+    """`ctx.scheduler` of a context made outside a Runtime: scheduling is refused."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("This ctx has no scheduler: only a running server schedules jobs.")
+
+
+NO_SCHEDULER: Any = _NoScheduler()
+
+
 @dataclass(slots=True)
 class MutationCtx:
-    """A mutation's view: the write transaction, in the mutation's own savepoint."""
+    """A mutation's view: the write transaction, in the mutation's own savepoint.
+
+    `ctx.scheduler` schedules jobs in this same transaction; `ctx.job` is the job run this call
+    is (with its `attempt`, 1 first), or None when a client called it.
+    """
 
     db: WriteDB
     user: Caller | None
+    scheduler: MutationScheduler = NO_SCHEDULER
+    job: JobRun | None = None
 
 
 @dataclass(slots=True)
 class ActionCtx:
-    """An action's view: no transaction; it runs queries and mutations by name and may call out."""
+    """An action's view: no transaction; it runs queries and mutations by name and may call out.
+
+    `ctx.scheduler` schedules jobs (each committed at once); `ctx.job` is the job run this call
+    is (with its `attempt`, 1 first), or None when a client called it.
+    """
 
     user: Caller | None
     _run_query: Callable[[str, Any, Caller | None], Awaitable[Any]]
     _run_mutation: Callable[[str, Any, Caller | None], Awaitable[Any]]
+    scheduler: ActionScheduler = NO_SCHEDULER
+    job: JobRun | None = None
 
     async def run_query(self, name: str, args: Any = None) -> Any:
         """Run the query `name` as this caller and return its value."""
