@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, NoReturn, Self
 
@@ -55,13 +57,34 @@ def _error_body(response: httpx.Response) -> tuple[str, str] | None:
         return None
 
 
+def local_token(url: str) -> str | None:
+    """For a server on this machine, the first admin token that `voicestack serve` keeps beside
+    its database (`$VOICESTACK_DB.token`, default ./voicestack.db.token), when it is readable."""
+    host = httpx.URL(url).host
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None  # never send a local secret to another machine
+    db = Path(os.environ.get("VOICESTACK_DB") or "voicestack.db")
+    try:
+        return db.with_name(db.name + ".token").read_text().strip() or None
+    except OSError:
+        return None
+
+
 class ApiClient:
-    """A voicestack server seen from the CLI: JSON calls, and the raw httpx client for streams."""
+    """A voicestack server seen from the CLI: JSON calls, and the raw httpx client for streams.
+
+    Without `token`, a server on this machine is called with the token in its database's token
+    file (`local_token`), so `voicestack thread list` works beside `voicestack serve`.
+    """
 
     def __init__(self, server: str, token: str | None, timeout: float = TIMEOUT_S) -> None:
         self.url = server_url(server)
         self.timeout = timeout
         headers = {"Accept": "application/json"}
+        self.token_file_used = False
+        if not token:
+            token = local_token(self.url)
+            self.token_file_used = token is not None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -126,8 +149,14 @@ class ApiClient:
             )
         code, message = known
         if status in (401, 403):
+            source = (
+                " (the token came from the database's token file on this machine, which may"
+                " belong to another database than the server's)"
+                if status == 401 and self.token_file_used
+                else ""
+            )
             raise CliError(
-                f"The server refused the request (HTTP {status}, {code}): {message}"
+                f"The server refused the request (HTTP {status}, {code}): {message}{source}"
                 " Pass a valid --token or set VOICESTACK_TOKEN."
             )
         if status == 404 and code == "not_found":

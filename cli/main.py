@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, db, serve, thread
+from cli import catalog, db, serve, thread, token
 
 app = typer.Typer(
     name="voicestack",
@@ -18,6 +18,7 @@ app.add_typer(thread.app, name="thread")
 app.add_typer(catalog.tools_app, name="tools")
 app.add_typer(catalog.functions_app, name="functions")
 app.add_typer(db.app, name="db")
+app.add_typer(token.app, name="token")
 
 
 @app.callback()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voicestack import jsoncodec
+from voicestack.agent.acting_user import reply_user
 from voicestack.agent.context import build_context
 from voicestack.agent.llm import (
     NOT_CONFIGURED_MESSAGE,
@@ -104,7 +105,6 @@ class Reply:
         self._wait_for_approval = wait_for_approval
         self._run_query = run_query
         self._run_mutation = run_mutation
-        self._user = Caller(claim.author, claim.author) if claim.author else None
         self._seq = 0
         self._usage = ReplyUsage()
         self._started = time.monotonic()
@@ -269,13 +269,16 @@ class Reply:
         async def report(progress: Any) -> None:
             await self._store.write(lambda db: update_tool_call(db, row_id, progress=progress))
 
+        # The tool acts as the message's author as they are now: a role or membership lost since
+        # the message was sent is lost to the tool too.
+        user = await self._store.read(lambda snap: reply_user(snap.db(), self.claim.author))
         ctx = ToolCtx(
-            user=self._user,
+            user=user,
             thread_id=self.claim.thread_id,
             call_id=row_id,
             store=self._store,
-            run_query=lambda name, a: self._run_query(name, a, self._user),
-            run_mutation=lambda name, a: self._run_mutation(name, a, self._user),
+            run_query=lambda name, a: self._run_query(name, a, user),
+            run_mutation=lambda name, a: self._run_mutation(name, a, user),
             report_progress=report,
         )
         timeout = tool.timeout_s if tool.timeout_s is not None else self._settings.tool_timeout_s

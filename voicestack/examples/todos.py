@@ -1,8 +1,9 @@
 """A to-do list: the smallest useful voicestack app.
 
 voicestack serve --app voicestack.examples.todos
-curl -N 'http://127.0.0.1:8000/api/watch/todos.list'
-curl -X POST http://127.0.0.1:8000/api/mutation/todos.add -d '{"args": {"text": "milk"}}'
+auth="Authorization: Bearer $(cat voicestack.db.token)"
+curl -N -H "$auth" 'http://127.0.0.1:8000/api/watch/todos.list'
+curl -H "$auth" -X POST http://127.0.0.1:8000/api/mutation/todos.add -d '{"args": {"text": "milk"}}'
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ class ErrorPayload:
     message: str
     version: int
     status: int = 400
+    # The caller lost access to what the query reads: this error is the stream's last event.
+    final: bool = False
 
     def data(self, sub_id: str | None) -> bytes:
         """The `error` event's JSON data, naming the subscription on a multi stream."""

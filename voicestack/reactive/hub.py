@@ -322,13 +322,19 @@ class Hub:
         return outcomes, current, collected
 
     def _apply(self, outcomes: dict[SharedQuery, Outcome], version: int) -> None:
+        ending: set[Channel] = set()
         for shared, outcome in outcomes.items():
             if self._shared.get(shared.key) is not shared:
                 continue  # dropped while it ran
             self._index(shared, outcome.tables)
             if outcome.error is not None:
                 payload: Payload | ErrorPayload = ErrorPayload(
-                    outcome.error.code, outcome.error.message, version, outcome.error.status
+                    outcome.error.code,
+                    outcome.error.message,
+                    version,
+                    outcome.error.status,
+                    # A refusal such as ThreadNotFound: the caller may no longer see this.
+                    getattr(outcome.error, "ends_subscription", False),
                 )
             elif isinstance(shared.payload, Payload) and (
                 shared.payload.value_json == outcome.value_json
@@ -351,6 +357,12 @@ class Hub:
                 ):
                     continue
                 channel.push(subscription.sub_id, payload)
+            if isinstance(payload, ErrorPayload) and payload.final:
+                ending.update(subscription.channel for subscription in shared.subscriptions)
+        # Access is gone: the error goes out with the rest of this version, then the stream
+        # ends (all of a multi-watch, which could no longer be served as it was asked for).
+        for channel in ending:
+            channel.close()
 
     def _admit(self, joins: list[QueryJoin], current: set[int], version: int) -> None:
         for index, join in enumerate(joins):
@@ -358,8 +370,9 @@ class Hub:
             if join.ready.done():  # the subscriber went away while it waited
                 continue
             payload = shared.payload
-            if isinstance(payload, ErrorPayload) and not shared.subscriptions:
-                self._drop(shared)
+            if isinstance(payload, ErrorPayload) and (payload.final or not shared.subscriptions):
+                if not shared.subscriptions:
+                    self._drop(shared)
                 join.ready.set_exception(
                     FunctionError(payload.code, payload.message, payload.status)
                 )

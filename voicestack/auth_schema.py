@@ -1,0 +1,46 @@
+"""Users, their tokens and thread membership, as core migrations after the agent's."""
+
+from __future__ import annotations
+
+from voicestack.store.migrations import Migration
+
+AUTH_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # A token is shown once and stored only as its SHA-256: it is 256 random bits, so a
+        # slow password hash would add latency to every request and no safety. Revoked tokens
+        # stay as rows so `token list` can say when and a reused token gets a precise error.
+        "auth_users_tokens",
+        """
+        CREATE TABLE auth_users (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'user')),
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE auth_tokens (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES auth_users(id),
+            hash BLOB NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE INDEX auth_tokens_by_user ON auth_tokens(user_id);
+        """,
+    ),
+    Migration(
+        # Who may see a thread besides its owner. The owner is also a row here, so "may this
+        # user see this thread" is one indexed lookup; threads made before users existed have
+        # no owner and only administrators see them.
+        "thread_members",
+        """
+        CREATE TABLE thread_members (
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES auth_users(id),
+            role TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+            added_at REAL NOT NULL,
+            PRIMARY KEY (thread_id, user_id)
+        );
+        CREATE INDEX thread_members_by_user ON thread_members(user_id, thread_id);
+        """,
+    ),
+)

@@ -1,0 +1,92 @@
+"""Who is calling: the bearer token of every request, checked before any route runs.
+
+`Authorization: Bearer TOKEN` works everywhere; `?token=` only on the event-stream routes,
+because EventSource cannot send headers (the page itself is public: it holds no data and reads
+the token from its own URL). The identity is put in the ASGI scope, where handlers find it with
+`voicestack.http.state.caller`.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from voicestack.http.access import AccessGuard
+from voicestack.http.errors import error_response
+
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/web/",)
+_STREAM_PATH = re.compile(r"^/api/(watch(/[^/]+)?|threads/[^/]+/events)$")
+CALLER_KEY = "voicestack.caller"
+IDENTITY_KEY = "voicestack.identity"
+# The access guard's generation when the token was checked (see AccessGuard.watch).
+CHECKED_AT_KEY = "voicestack.checked_at"
+
+
+def is_public(path: str) -> bool:
+    """True for routes anyone may request: health, the page and its static files."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def accepts_query_token(method: str, path: str) -> bool:
+    """True where `?token=` is accepted: GET on an event stream."""
+    return method == "GET" and bool(_STREAM_PATH.match(path))
+
+
+def presented_token(scope: Scope) -> tuple[str | None, str | None]:
+    """(token, problem): the token the request carries, or why what it carries is unusable."""
+    header = Headers(scope=scope).get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, "The Authorization header must be `Bearer TOKEN`."
+        return token.strip(), None
+    query = scope.get("query_string", b"").decode("latin-1")
+    tokens = [value for name, value in parse_qsl(query) if name == "token"]
+    if tokens:
+        if not accepts_query_token(scope["method"], scope["path"]):
+            return None, "?token= is accepted only on event streams; send `Authorization: Bearer`."
+        return tokens[-1], None
+    return None, None
+
+
+class Authenticate:
+    """ASGI middleware: a request to a non-public route needs a valid token, or gets a 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and is_public(scope["path"])):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            # No route speaks WebSocket; refuse it here rather than trust that none ever will.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        token, problem = presented_token(scope)
+        if token is None:
+            message = problem or "This route needs a token: send `Authorization: Bearer TOKEN`."
+            await _unauthorized("unauthorized", message)(scope, receive, send)
+            return
+        guard: AccessGuard = scope["app"].state.access
+        checked_at = guard.generation
+        identity = await guard.identify(token)
+        if identity is None:
+            message = "The token is not valid: it is unknown or has been revoked."
+            await _unauthorized("invalid_token", message)(scope, receive, send)
+            return
+        scope[IDENTITY_KEY] = identity
+        scope[CALLER_KEY] = identity.caller
+        scope[CHECKED_AT_KEY] = checked_at
+        await self.app(scope, receive, send)
+
+
+def _unauthorized(code: str, message: str) -> Response:
+    response = error_response(401, code, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="voicestack"'
+    return response
