@@ -19,7 +19,11 @@ from pydantic import SecretStr
 from voicestack.config import Settings
 
 # Fields whose flag is spelled differently from the field name.
-FLAG_NAMES = {"apps": "--app", "no_autocheckpoint": "--no-autocheckpoint"}
+FLAG_NAMES = {
+    "apps": "--app",
+    "cors_origins": "--cors-origin",
+    "no_autocheckpoint": "--no-autocheckpoint",
+}
 
 
 def _option_type(annotation: Any) -> Any:

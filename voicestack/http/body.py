@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from voicestack.http.errors import ApiError
+from voicestack.http.state import runtime
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -28,10 +30,42 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def check_args_size(raw: bytes | str, limit: int, what: str) -> None:
+    """Refuse with 413 `args_too_large` when `raw`, arguments as JSON, pass `limit` bytes."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > limit:
+        raise ApiError(413, "args_too_large", f"{what} are over the {limit}-byte limit.")
+
+
+# SQLite stores whole numbers in 64 bits: a bigger one would fail in a query, as a 500.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _whole_number(text: str) -> int:
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"the number {text[:24]} is outside the 64-bit range")
+    return value
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:24]} is too large")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # Python's json takes NaN; JSON does not
+
+
 def parse_json(raw: bytes | str, what: str) -> Any:
-    """`raw` parsed as JSON; 400 invalid_json naming `what` when it is not."""
+    """`raw` parsed as JSON; 400 invalid_json naming `what` when it is not, or when it holds
+    a number SQLite cannot store (a whole number outside 64 bits, NaN or infinity)."""
     try:
-        return json.loads(raw)
+        return json.loads(
+            raw, parse_int=_whole_number, parse_float=_finite_number, parse_constant=_not_json
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}.") from None
 
@@ -39,6 +73,8 @@ def parse_json(raw: bytes | str, what: str) -> Any:
 async def read_call_args(request: Request, limit: int) -> Any:
     """The `args` of a function call body `{"args": {...}}`; an empty body means no arguments."""
     raw = await read_limited(request, limit)
+    # The body is `{"args": ...}`: its size is that of the arguments, give or take 10 bytes.
+    check_args_size(raw, runtime(request).settings.max_args_bytes, "The arguments")
     if not raw.strip():
         return {}
     body = parse_json(raw, "The request body")

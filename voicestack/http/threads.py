@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from voicestack.agent.threads import require_thread
-from voicestack.http.body import parse_json, read_limited
+from voicestack.agent.membership import require_thread, thread_visible
+from voicestack.http.body import INT64_MAX, INT64_MIN, parse_json, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
-from voicestack.http.state import caller, runtime
+from voicestack.http.state import caller, guard_stream, runtime
 from voicestack.http.watch import last_event_id
 from voicestack.reactive.channel import FeedChannel
 
@@ -33,9 +33,12 @@ def _query_int(request: Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ApiError(422, "invalid_args", f"{name} must be a whole number.") from None
+    if not INT64_MIN <= value <= INT64_MAX:  # SQLite's range: a bigger one fails in a query
+        raise ApiError(422, "invalid_args", f"{name} is outside the 64-bit range.")
+    return value
 
 
 async def list_threads(request: Request) -> Response:
@@ -84,17 +87,19 @@ async def thread_events(request: Request) -> ChannelResponse:
     rt = runtime(request)
     thread_id = request.path_params["thread_id"]
     user = caller(request)
-    await rt.store.read(lambda snap: require_thread(snap.db(), thread_id, user))
     resumed = last_event_id(request)
     cursor = resumed if resumed is not None else _query_int(request, "since")
     outbox = FeedChannel()
     rt.hub.track(outbox)
+    # Guarded before the check reads: a member who leaves in between is still cut off.
+    guard_stream(request, outbox, lambda db: thread_visible(db, thread_id, user))
 
     def release() -> None:
         rt.feed.leave(thread_id, outbox)
         rt.hub.close_channel(outbox)
 
     try:
+        await rt.store.read(lambda snap: require_thread(snap.db(), thread_id, user))
         await rt.hub.join_feed(rt.feed, thread_id, outbox, cursor)
     except BaseException:
         release()

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from voicestack.agent.llm import ProviderError
-from voicestack.agent.threads import require_thread
+from voicestack.agent.membership import require_thread, thread_visible
 from voicestack.functions.context import Caller
 from voicestack.http.errors import ApiError, error_response
 from voicestack.http.functions import json_response
@@ -86,9 +86,9 @@ def _read_file(
     snap: Snapshot, file_id: str, range_header: str | None, user: Caller | None
 ) -> _FileSlice:
     info = file_info(snap.db(), file_id)
-    if info is None:
+    # A file is as private as its thread, and one you may not see does not exist for you.
+    if info is None or not thread_visible(snap.db(), info.thread_id, user):
         raise ApiError(404, "file_not_found", f"No file has id {file_id!r}.")
-    require_thread(snap.db(), info.thread_id, user)  # a file is as private as its thread
     try:
         span = parse_range(range_header, info.size)
     except RangeNotSatisfiable:

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from voicestack.functions.context import Caller
-from voicestack.http.body import parse_json
+from voicestack.http.body import INT64_MAX, check_args_size, parse_json
 from voicestack.http.errors import ApiError, validation_fields
 from voicestack.http.sse import ChannelResponse
-from voicestack.http.state import caller, runtime
+from voicestack.http.state import caller, guard_stream, runtime
 from voicestack.reactive.hub import Hub, Subscription
 from voicestack.runtime import Runtime
 
@@ -33,9 +33,11 @@ class WatchItem(BaseModel):
 def last_event_id(request: Request) -> int | None:
     """The version a reconnecting EventSource last received, if it sent a usable one."""
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    if raw is None or not raw.strip().isdigit():
+    # isascii: str.isdigit() also takes digits such as "²" that int() refuses.
+    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()):
         return None
-    return int(raw.strip())
+    version = int(raw.strip())
+    return version if version <= INT64_MAX else None
 
 
 def _parse_args(rt: Runtime, name: str, raw: Any) -> tuple[Any, Any]:
@@ -49,11 +51,14 @@ async def watch_one(request: Request) -> ChannelResponse:
     name = request.path_params["name"]
     raw_args = request.query_params.get("args")
     rt.function(name, "query")
+    if raw_args:
+        check_args_size(raw_args, rt.settings.max_args_bytes, "The arguments in ?args=")
     args = parse_json(raw_args, "The args parameter") if raw_args else {}
     if not isinstance(args, dict):
         raise ApiError(422, "invalid_args", "The args parameter must be a JSON object.")
     function, parsed = _parse_args(rt, name, args)
     channel = rt.hub.open_channel(multi=False)
+    guard_stream(request, channel)
     subscription = Subscription(channel, None)
     try:
         await rt.hub.subscribe(
@@ -65,9 +70,10 @@ async def watch_one(request: Request) -> ChannelResponse:
     return ChannelResponse(channel, lambda: _release(rt.hub, [subscription]))
 
 
-def _parse_items(raw: str | None) -> list[WatchItem]:
+def _parse_items(raw: str | None, args_limit: int) -> list[WatchItem]:
     if raw is None:
         raise ApiError(400, "missing_parameter", 'Pass q=[{"id", "name", "args"}, ...] as JSON.')
+    check_args_size(raw, args_limit, "The subscriptions in ?q=")
     data = parse_json(raw, "The q parameter")
     if not isinstance(data, list) or not data:
         raise ApiError(422, "invalid_args", "q must be a non-empty JSON array of subscriptions.")
@@ -93,7 +99,7 @@ def _parse_items(raw: str | None) -> list[WatchItem]:
 async def watch_many(request: Request) -> ChannelResponse:
     """GET /api/watch?q=JSON: several queries on one stream, each commit's changes together."""
     rt = runtime(request)
-    items = _parse_items(request.query_params.get("q"))
+    items = _parse_items(request.query_params.get("q"), rt.settings.max_args_bytes)
     parsed = []
     for item in items:
         try:
@@ -106,6 +112,7 @@ async def watch_many(request: Request) -> ChannelResponse:
                 fields=validation_fields(exc),
             ) from None
     channel = rt.hub.open_channel(multi=True)
+    guard_stream(request, channel)
     user: Caller | None = caller(request)
     last = last_event_id(request)
     subscriptions = [Subscription(channel, item.id) for item in items]

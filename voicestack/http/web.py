@@ -30,12 +30,14 @@ CONTENT_TYPES = {
     ".webmanifest": "application/manifest+json",
 }
 
-# What the page needs and nothing more: scripts, styles and media from this server only; audio
-# may also play from blob: URLs (speech fetched with the token, then handed to <audio>).
+# What the page needs and nothing more: scripts, styles, images and media from this server
+# only; audio may also play from blob: URLs (speech fetched with the token, then handed to
+# <audio>). Its forms are sent by script, never by the browser (which would put their text in
+# a URL). The other security headers come from http/headers.py, on every response.
 PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';"
     " media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none';"
-    " frame-ancestors 'none'; form-action 'self'"
+    " frame-ancestors 'none'; form-action 'none'"
 )
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}")
@@ -57,7 +59,6 @@ def _static(name: str, extra_headers: dict[str, str] | None = None) -> Response:
         # Revalidate every time: a new release must never run an old app.js from the cache.
         "cache-control": "no-cache",
         "etag": f'"{hashlib.sha256(body).hexdigest()[:32]}"',
-        "x-content-type-options": "nosniff",
         **(extra_headers or {}),
     }
     return Response(body, media_type=content_type, headers=headers)
@@ -72,11 +73,7 @@ def _maybe_not_modified(request: Request, response: Response) -> Response:
 
 async def page(request: Request) -> Response:
     """GET /: the browser page (it reads `?token=` and `#thread` from its own URL)."""
-    headers = {
-        "content-security-policy": PAGE_POLICY,
-        "referrer-policy": "no-referrer",
-        "x-frame-options": "DENY",
-    }
+    headers = {"content-security-policy": PAGE_POLICY}
     return _maybe_not_modified(request, _static("index.html", headers))
 
 
