@@ -14,9 +14,15 @@ from starlette.routing import Route
 
 import voicestack
 from voicestack.config import Settings
-from voicestack.http import functions, threads, voice, watch, web
+from voicestack.http import functions, openapi, threads, voice, watch, web
+from voicestack.http.access import AccessGuard
+from voicestack.http.auth import Authenticate
+from voicestack.http.cors import cors_middleware
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
 from voicestack.http.functions import json_response
+from voicestack.http.headers import SecurityHeaders
+from voicestack.http.limits import RequestLimits
+from voicestack.http.redact import install_log_redaction
 from voicestack.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
+        app.state.access = AccessGuard(rt.store)
+        rt.hub.add_source(app.state.access)
+        install_log_redaction()
         await rt.start()
         log.info("serving %s (%d functions)", settings.db, len(rt.registry.functions))
         try:
@@ -48,10 +57,20 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *threads.routes,
         *voice.routes,
         *web.routes,
+        *openapi.routes,
     ]
     return Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(CatchAll)],
+        # Outermost first. Security and CORS headers go outside CatchAll so that its 500s carry
+        # them too; CORS answers preflights before Authenticate, which carry no token; the
+        # limits need the identity Authenticate found.
+        middleware=[
+            Middleware(SecurityHeaders),
+            *cors_middleware(settings.cors_origins),
+            Middleware(CatchAll),
+            Middleware(Authenticate),
+            Middleware(RequestLimits, settings),
+        ],
         lifespan=lifespan,
     )
