@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from cli import workers
 from cli.settings_options import with_settings_options
 from voicestack.config import load_settings
 
@@ -37,6 +38,10 @@ def serve(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    worker = workers.inherited_socket()  # set when this process is one of `--workers N`
+    page_token = _prepare_tokens(settings) if worker is None else None  # once, in the parent
+    if worker is None and settings.workers > 1:
+        raise typer.Exit(workers.supervise(settings, page_token))
     from cli.uvicorn_server import run_server  # the server stack loads only for `serve`
     from voicestack.http import create_app
     from voicestack.runtime import Runtime
@@ -47,5 +52,33 @@ def serve(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     asgi_app = create_app(settings, runtime)
-    if not run_server(asgi_app, settings, access_log):
+    asgi_app.state.page_token = page_token
+    if not run_server(asgi_app, settings, access_log, worker):
         raise typer.Exit(1)
+
+
+def _prepare_tokens(settings: Any) -> str | None:
+    """Create the first admin token on a database without users; refuse a public address while
+    no token is valid; return the token the printed page URL carries (None: print none)."""
+    from voicestack.first_admin import is_loopback, prepare_auth, token_file
+
+    try:
+        state = prepare_auth(settings.db)
+    except Exception as exc:  # an unreadable or newer database: one line, not a traceback
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    if state.active_tokens == 0 and not is_loopback(settings.host):
+        err.print(
+            f"[red]error:[/] refusing to listen on {settings.host}: no token is valid, so"
+            " anyone could call the API. Create one first:"
+            f" voicestack token create --user NAME --admin --db {settings.db}"
+        )
+        raise typer.Exit(2)
+    if state.created:
+        err.print(f"created the first admin token; it is kept in {token_file(settings.db)}")
+    elif state.page_token is None and not settings.quiet_token:
+        err.print(
+            f"no valid token in {token_file(settings.db)} to print the page URL with;"
+            " `voicestack token create --user NAME` makes one"
+        )
+    return None if settings.quiet_token else state.page_token

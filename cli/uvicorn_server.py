@@ -16,6 +16,7 @@ import uvicorn
 from rich.console import Console
 from starlette.types import ASGIApp
 
+from cli.workers import WorkerSocket
 from voicestack.config import Settings
 
 err = Console(stderr=True)
@@ -34,21 +35,31 @@ class VoicestackServer(uvicorn.Server):
     (Runtime.begin_shutdown).
     """
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(
+        self, config: uvicorn.Config, settings: Settings, worker: WorkerSocket | None = None
+    ) -> None:
         super().__init__(config)
         self.settings = settings
+        self.worker = worker
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list | None = None) -> None:
-        """Start serving, then print where."""
+        """Start serving, then print where (a worker tells its supervisor instead)."""
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
-        if self.started:
+        if self.started and self.worker is not None:
+            self.worker.announce_ready()
+        elif self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
             err.print(
                 f"voicestack serving [bold]http://{shown}:{port}[/] (database {self.settings.db})"
             )
+            state = getattr(_inner_app(self.config.loaded_app), "state", None)
+            token = getattr(state, "page_token", None)
+            if token:
+                # Printed, never logged: the log redacts tokens, this line is for the operator.
+                err.print(f"open [bold]http://{shown}:{port}/?token={token}[/]", soft_wrap=True)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -93,8 +104,13 @@ def _inner_app(app: object) -> object:
     return app
 
 
-def run_server(asgi_app: ASGIApp, settings: Settings, access_log: bool) -> bool:
-    """Serve `asgi_app` until a shutdown signal; False when the server could not start."""
+def run_server(
+    asgi_app: ASGIApp, settings: Settings, access_log: bool, worker: WorkerSocket | None = None
+) -> bool:
+    """Serve `asgi_app` until a shutdown signal; False when the server could not start.
+
+    A worker of `serve --workers` serves on the socket its supervisor bound, not host:port.
+    """
     uv_config = uvicorn.Config(
         asgi_app,
         host=settings.host,
@@ -106,7 +122,7 @@ def run_server(asgi_app: ASGIApp, settings: Settings, access_log: bool) -> bool:
         lifespan="on",
         **_http_protocol(),
     )
-    server = VoicestackServer(uv_config, settings)
+    server = VoicestackServer(uv_config, settings, worker)
     _settle_garbage_collector()
-    server.run()
+    server.run(sockets=[worker.sock] if worker is not None else None)
     return server.started

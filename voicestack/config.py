@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +19,7 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 SpeechFormat = Literal["mp3", "wav", "flac", "opus"]
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -37,6 +39,12 @@ class Settings(BaseSettings):
         False, description="Leave WAL checkpoints to Litestream (wal_autocheckpoint=0)."
     )
     readers: int = Field(4, ge=1, le=64, description="Reader connections for queries.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Server processes sharing the port and the database file (each with its own"
+        " connections); 1 serves from this process.",
+    )
     ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
     send_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a stalled SSE client may block a write before it is cut."
@@ -87,6 +95,52 @@ class Settings(BaseSettings):
         le=3600,
         description="On SIGTERM, seconds in-flight replies may take to finish before they are"
         " marked interrupted.",
+    )
+    # Limits per token are counted by each server process on its own (see http/limits.py).
+    max_args_bytes: int = Field(
+        262_144,
+        ge=1024,
+        description="Largest arguments of one call or watch (JSON: a call's body, ?args=, ?q=),"
+        " in bytes.",
+    )
+    max_streams_per_token: int = Field(
+        100, ge=0, description="Event streams one token may hold open at once; 0: no limit."
+    )
+    rate_mutations_per_min: int = Field(
+        600,
+        ge=0,
+        description="Mutations and actions one token may call per minute (a minute's worth at"
+        " once at most); 0: no limit.",
+    )
+    rate_replies_per_min: int = Field(
+        120,
+        ge=0,
+        description="Replies (messages sent, recordings posted) one token may start per minute;"
+        " 0: no limit.",
+    )
+    rate_voice_per_min: int = Field(
+        60, ge=0, description="POST /voice requests one token may make per minute; 0: no limit."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="An origin (https://app.example.com) whose pages may call the API; repeat"
+        " for more. None by default: no cross-origin calls.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        # Browsers send `scheme://host[:port]` exactly; anything else would never match.
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port], with no path"
+                    " or trailing slash (https://app.example.com)."
+                )
+        return origins
+
+    quiet_token: bool = Field(
+        False, description="Do not print the page URL with the first admin token at start."
     )
 
     @property
