@@ -1,4 +1,5 @@
-"""The whole core schema of a voicestack database: the store's migrations, then the agent's.
+"""The whole core schema of a voicestack database: the store's migrations, then the agent's, then
+users and membership, then the scheduler's jobs.
 
 The server and the host-side `voicestack db` commands open a database with the same list, so
 both agree on what "up to date" means.
@@ -6,9 +7,18 @@ both agree on what "up to date" means.
 
 from __future__ import annotations
 
+from voicestack.agent.memory import MEMORY_MIGRATIONS
 from voicestack.agent.schema import AGENT_MIGRATIONS
+from voicestack.auth_schema import AUTH_MIGRATIONS
+from voicestack.scheduler_schema import SCHEDULER_MIGRATIONS
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration
 
-ALL_MIGRATIONS: tuple[Migration, ...] = (*CORE_MIGRATIONS, *AGENT_MIGRATIONS)
+ALL_MIGRATIONS: tuple[Migration, ...] = (
+    *CORE_MIGRATIONS,
+    *AGENT_MIGRATIONS,
+    *AUTH_MIGRATIONS,
+    *SCHEDULER_MIGRATIONS,
+    *MEMORY_MIGRATIONS,
+)
 
 __all__ = ["ALL_MIGRATIONS"]

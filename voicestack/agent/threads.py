@@ -11,6 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicestack.agent.membership import (
+    MEMBERSHIP_FUNCTIONS,
+    add_member,
+    require_thread,
+    thread_visible,
+)
+from voicestack.agent.memory import MEMORY_FUNCTIONS
 from voicestack.agent.records import (
     MESSAGE_COLUMNS,
     TOOL_CALL_COLUMNS,
@@ -27,6 +34,7 @@ from voicestack.agent.reply_state import fail_unfinished_tool_calls
 from voicestack.functions.context import Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
+from voicestack.scheduler_jobs import insert_reply_job
 from voicestack.store.db import ReadDB, WriteDB
 
 MAX_TEXT = 32_000
@@ -80,16 +88,6 @@ class ToolCallIdArgs(_Args):
     """One tool call."""
 
     id: str = Field(min_length=1, max_length=100)
-
-
-def require_thread(db: ReadDB | WriteDB, thread_id: str, _user: Caller | None) -> dict[str, Any]:
-    """The thread row, or `thread_not_found` (404) when it does not exist for this caller."""
-    row = db.one(
-        "SELECT id, title, owner, created_at, updated_at FROM threads WHERE id = ?", (thread_id,)
-    )
-    if row is None:
-        raise FunctionError("thread_not_found", f"No thread has id {thread_id!r}.", 404)
-    return row
 
 
 def _next_position(db: WriteDB, thread_id: str) -> int:
@@ -168,6 +166,8 @@ def create_thread(ctx: MutationCtx, args: CreateThreadArgs) -> dict[str, str]:
         "INSERT INTO threads(id, title, owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
         (thread_id, args.title, owner, stamp, stamp),
     )
+    if ctx.user is not None:
+        add_member(ctx.db, thread_id, ctx.user.id, "owner")
     return {"id": thread_id}
 
 
@@ -175,11 +175,15 @@ def create_thread(ctx: MutationCtx, args: CreateThreadArgs) -> dict[str, str]:
 def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
     """The caller's threads, most recently active first."""
     params: list[Any] = []
-    where = ""
+    conditions = []
+    if ctx.user is not None and not ctx.user.is_admin:
+        conditions.append("id IN (SELECT thread_id FROM thread_members WHERE user_id = ?)")
+        params.append(ctx.user.id)
     if args.before:
         cursor = require_thread(ctx.db, args.before, ctx.user)
-        where = "WHERE (updated_at, id) < (?, ?)"
+        conditions.append("(updated_at, id) < (?, ?)")
         params += [cursor["updated_at"], cursor["id"]]
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = ctx.db.all(
         f"SELECT id, title, owner, created_at, updated_at FROM threads {where}"
         " ORDER BY updated_at DESC, id DESC LIMIT ?",
@@ -268,6 +272,7 @@ def start_turn(
     reply_id = insert_message(
         db, thread_id, "assistant", "pending", reply_to=message_id, speak=speak
     )
+    insert_reply_job(db, reply_id, thread_id, author)  # the reply's durable record, same commit
     return {"messageId": message_id, "replyId": reply_id}
 
 
@@ -328,9 +333,9 @@ def list_tool_calls(ctx: QueryCtx, args: InThreadArgs) -> list[dict[str, Any]]:
 
 def _awaiting_call(db: WriteDB, call_id: str, user: Caller | None) -> dict[str, Any]:
     row = db.one("SELECT id, thread_id, status FROM tool_calls WHERE id = ?", (call_id,))
-    if row is None:
+    if row is None or not thread_visible(db, row["thread_id"], user):
+        # The same answer either way: an outsider learns nothing, not even the thread's id.
         raise FunctionError("tool_call_not_found", f"No tool call has id {call_id!r}.", 404)
-    require_thread(db, row["thread_id"], user)
     if row["status"] != "awaiting_approval":
         raise FunctionError(
             "not_awaiting_approval",
@@ -375,4 +380,6 @@ FUNCTIONS = (
     list_tool_calls,
     approve_tool_call,
     deny_tool_call,
+    *MEMBERSHIP_FUNCTIONS,
+    *MEMORY_FUNCTIONS,
 )

@@ -8,7 +8,6 @@ without a user, see every note.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicestack import Caller, Migration, QueryCtx, query
 from voicestack.agent.tools import ToolCtx, tool
+from voicestack.search import match_expression
 from voicestack.store.db import ReadDB, WriteDB
 
 MIGRATIONS = [
@@ -64,8 +64,6 @@ MIGRATIONS = [
 ]
 
 _COLUMNS = "notes.id, notes.thread_id, notes.user_id, notes.title, notes.body, notes.created_at"
-# Words beyond this add little to ranking and make the match expression slow.
-_MAX_QUERY_WORDS = 32
 
 
 def _note(row: dict[str, Any]) -> dict[str, Any]:
@@ -83,16 +81,6 @@ def _visible_to(user: Caller | None) -> tuple[str, tuple[str, ...]]:
     if user is None or user.is_admin:
         return "1", ()
     return "notes.user_id = ?", (user.id,)
-
-
-def match_expression(text: str) -> str | None:
-    """An FTS5 query matching any word of `text` (None when it has no words).
-
-    Every word is quoted, so the model's punctuation (apostrophes, question marks, AND, NOT)
-    is searched for as text and never read as FTS5 syntax.
-    """
-    words = re.findall(r"\w+", text)[:_MAX_QUERY_WORDS]
-    return " OR ".join(f'"{word}"' for word in words) or None
 
 
 class SaveNoteArgs(BaseModel):
