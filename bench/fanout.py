@@ -42,6 +42,7 @@ from bench.fanout_server import (
     REPO,
     Server,
 )
+from bench.server_access import auth_line
 from bench.sse_client import (
     HOST,
     HTTP_TIMEOUT_S,
@@ -65,10 +66,10 @@ READY_TIMEOUT_S = 60.0  # per connection batch
 # -- the lean SSE client -----------------------------------------------------------------------
 
 
-def watch_request(port: int) -> bytes:
-    """The raw HTTP request of one subscriber."""
+def watch_request(port: int, token: str | None) -> bytes:
+    """The raw HTTP request of one subscriber, with the server's token."""
     return (
-        f"GET /api/watch/{QUERY} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"GET /api/watch/{QUERY} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{auth_line(token)}"
         "Accept: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
     ).encode()
 
@@ -85,10 +86,11 @@ def _client_cpu() -> float:
 
 
 async def _connect(
-    port: int, count: int, batch: int, tracker: Tracker, result: RunResult
+    server: Server, count: int, batch: int, tracker: Tracker, result: RunResult
 ) -> list[SseClient]:
     loop = asyncio.get_running_loop()
-    request = watch_request(port)
+    port = server.port
+    request = watch_request(port, server.token)
     clients: list[SseClient] = []
     for first in range(0, count, batch):
         size = min(batch, count - first)
@@ -118,9 +120,10 @@ async def _connect(
     return clients
 
 
-async def _mutate(port: int) -> Tick:
+async def _mutate(server: Server) -> Tick:
     sent = time.time()
-    status, body = await http_call(port, "POST", f"/api/mutation/{MUTATION}", b'{"args":{}}')
+    path = f"/api/mutation/{MUTATION}"
+    status, body = await http_call(server.port, "POST", path, b'{"args":{}}', server.token)
     answered = time.time()
     if status != 200:
         raise RuntimeError(f"{MUTATION} answered {status}: {body[:300]!r}")
@@ -160,7 +163,7 @@ async def run_once(subscribers: int, args: argparse.Namespace) -> RunResult:
         result.rss_before_mb = server.rss() / 2**20
 
         t0 = time.monotonic()
-        clients = await _connect(server.port, subscribers, args.batch, tracker, result)
+        clients = await _connect(server, subscribers, args.batch, tracker, result)
         result.connect_s = time.monotonic() - t0
         await asyncio.sleep(args.settle_s)  # let the server finish its join batches
         result.rss_subscribed_mb = server.rss() / 2**20
@@ -174,7 +177,7 @@ async def run_once(subscribers: int, args: argparse.Namespace) -> RunResult:
             start = time.monotonic()
             for k in range(args.warmup + args.mutations):
                 await asyncio.sleep(max(0.0, start + k * interval - time.monotonic()))
-                ticks.append(await _mutate(server.port))
+                ticks.append(await _mutate(server))
             await asyncio.sleep(interval)
             tracker.expect(clients, b"\nid: %d\n" % ticks[-1].version)
             delivered = await wait_ready(tracker, args.timeout_s, clients)

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.sse_client import (
-    HOST,
-    die_with_parent,
-)
+from bench.server_access import NO_LIMITS_ENV, server_token
+from bench.sse_client import HOST, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 APP = "bench.fanout_app"
@@ -41,6 +39,8 @@ class Server:
         self.hook_env = hook_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.db = workdir / "fanout.db"
+        self.token: str | None = None  # the first admin token, once started (the floor has none)
 
     @property
     def pid(self) -> int:
@@ -61,6 +61,7 @@ class Server:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["VOICESTACK_LOAD_APPS"] = ""  # no entry-point apps: only the bench app
+        env.update(NO_LIMITS_ENV)
         env["COLUMNS"] = "250"  # keep rich from wrapping the "serving http://..." line
         cmd = [
             sys.executable,
@@ -72,7 +73,7 @@ class Server:
             "--port",
             "0",
             "--db",
-            str(self.workdir / "fanout.db"),
+            str(self.db),
             "--app",
             APP,
             "--no-access-log",
@@ -99,6 +100,7 @@ class Server:
             match = pattern.search(self.log_path.read_bytes())
             if match:
                 self.port = int(match.group(1))
+                self.token = server_token(self.db)  # written before the server listens
                 return
             time.sleep(0.05)
         raise RuntimeError(f"the server did not start in {SERVER_START_TIMEOUT_S} s:\n{self.log()}")

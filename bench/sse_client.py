@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from bench.server_access import auth_line
+
 HOST = "127.0.0.1"
 
 
@@ -140,12 +142,16 @@ def http_status(data: bytes) -> int:
     return -1
 
 
-async def http_call(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-    """One request on a fresh `Connection: close` connection; returns (status, body)."""
+async def http_call(
+    port: int, method: str, path: str, body: bytes = b"", token: str | None = None
+) -> tuple[int, bytes]:
+    """One request (with `token`, if any) on a fresh `Connection: close` connection; returns
+    (status, body)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), HTTP_TIMEOUT_S)
     try:
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+            f"{auth_line(token)}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         writer.write(head + body)

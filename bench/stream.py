@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.server_access import server_token
 from bench.sse_client import SseClient, Tracker, raise_nofile_limit, wait_ready, watch_loop_errors
 from bench.stream_procs import (
     REPO,
@@ -119,9 +120,10 @@ async def run_once(replies: int, subscribers: int, args: argparse.Namespace) -> 
         plan = {"text": text, "tokens_per_second": args.tokens_per_s, "times": None}
         await post_json(fake_port, "/_control/script", plan, expect=200)
         server, port, db = start_server(workdir, source, fake_port, args)
-        thread_ids = await create_threads(port, replies)
+        token = server_token(db)
+        thread_ids = await create_threads(port, token, replies)
         tracker = Tracker()
-        feeds = await connect_feeds(port, thread_ids, subscribers, args.batch, tracker)
+        feeds = await connect_feeds(port, token, thread_ids, subscribers, args.batch, tracker)
         clients = [c for group in feeds.values() for c in group]
         await asyncio.sleep(args.settle_s)
         if args.quiet_wait_s > 0:
@@ -137,7 +139,12 @@ async def run_once(replies: int, subscribers: int, args: argparse.Namespace) -> 
         tracker.expect(clients, done_pattern(text))
         before = Usage.take(server, fake)
         posts = [
-            post_json(port, f"/api/threads/{t}/messages", {"text": USER_TEXT.format(index=i)})
+            post_json(
+                port,
+                f"/api/threads/{t}/messages",
+                {"text": USER_TEXT.format(index=i)},
+                token=token,
+            )
             for i, t in enumerate(thread_ids)
         ]
         await bounded(posts, args.post_concurrency)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.server_access import NO_LIMITS_ENV
 from bench.sse_client import die_with_parent
 from bench.stream_profile import parse_thread_names
 
@@ -145,7 +146,8 @@ def start_server(
         "warning",
         *args.server_arg,
     ]
-    port = server.start(cmd, child_env(source), source, rb"http://127\.0\.0\.1:(\d+)")
+    env = {**child_env(source), **NO_LIMITS_ENV}
+    port = server.start(cmd, env, source, rb"http://127\.0\.0\.1:(\d+)")
     return server, int(port), db
 
 

@@ -8,6 +8,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from bench.server_access import auth_line
 from bench.sse_client import SseClient, Tracker, http_call, wait_ready
 from voicestack import jsoncodec
 from voicestack.testing.fake_openai_chat import last_user_text
@@ -49,16 +50,19 @@ def done_pattern(text: str) -> bytes:
     return jsoncodec.dumps(text[-24:])[1:-1] + b'","status":"complete"'
 
 
-def feed_request(port: int, thread_id: str) -> bytes:
-    """The raw HTTP request of one feed subscriber."""
+def feed_request(port: int, token: str | None, thread_id: str) -> bytes:
+    """The raw HTTP request of one feed subscriber, with the server's token."""
     return (
         f"GET /api/threads/{thread_id}/events HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-        "Accept: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
+        f"{auth_line(token)}Accept: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
     ).encode()
 
 
-async def post_json(port: int, path: str, body: Any, expect: int = 201) -> Any:
-    status, raw = await http_call(port, "POST", path, json.dumps(body).encode())
+async def post_json(
+    port: int, path: str, body: Any, expect: int = 201, token: str | None = None
+) -> Any:
+    """POST `body` as JSON (with `token`, if any); the parsed answer, which must be `expect`."""
+    status, raw = await http_call(port, "POST", path, json.dumps(body).encode(), token)
     if status != expect:
         raise RuntimeError(f"POST {path} answered {status}: {raw[:300]!r}")
     return json.loads(raw)
@@ -74,17 +78,25 @@ async def bounded(coros: Sequence[Any], limit: int) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def create_threads(port: int, count: int) -> list[str]:
+async def create_threads(port: int, token: str | None, count: int) -> list[str]:
     """Create `count` threads; return their ids in order."""
     created = await bounded(
-        [post_json(port, "/api/threads", {"title": f"bench {i}"}) for i in range(count)],
+        [
+            post_json(port, "/api/threads", {"title": f"bench {i}"}, token=token)
+            for i in range(count)
+        ],
         HTTP_CONCURRENCY,
     )
     return [c["id"] for c in created]
 
 
 async def connect_feeds(
-    port: int, thread_ids: Sequence[str], per_thread: int, batch: int, tracker: Tracker
+    port: int,
+    token: str | None,
+    thread_ids: Sequence[str],
+    per_thread: int,
+    batch: int,
+    tracker: Tracker,
 ) -> dict[str, list[SseClient]]:
     """Open `per_thread` feeds on every thread and wait for each one's `ready` event."""
     loop = asyncio.get_running_loop()
@@ -92,7 +104,7 @@ async def connect_feeds(
     wanted = [t for t in thread_ids for _ in range(per_thread)]
     for first in range(0, len(wanted), batch):
         chunk = wanted[first : first + batch]
-        fresh = [SseClient(feed_request(port, t), tracker) for t in chunk]
+        fresh = [SseClient(feed_request(port, token, t), tracker) for t in chunk]
         tracker.expect(fresh, b"event: ready")
         opened = await asyncio.gather(
             *(

@@ -52,6 +52,8 @@ import httpx
 import openai
 from httpx_sse import aconnect_sse
 
+from bench.server_access import NO_LIMITS_ENV, auth_headers, server_token
+
 REPO = Path(__file__).resolve().parents[1]
 ANSWER = (
     "Sure, here is the forecast for today. It will be sunny in the morning, with a light "
@@ -101,7 +103,8 @@ def child_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def children(workdir: Path, flush_ms: float) -> Any:
-    """Start the fake provider and the server; yields (fake URL, server URL); stops both."""
+    """Start the fake provider and the server; yields (fake URL, server URL, the server's admin
+    token); stops both."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         fake = subprocess.Popen(
@@ -144,7 +147,7 @@ def children(workdir: Path, flush_ms: float) -> Any:
                 "warning",
             ],
             cwd=REPO,
-            env=child_env(),
+            env={**child_env(), **NO_LIMITS_ENV},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -158,7 +161,7 @@ def children(workdir: Path, flush_ms: float) -> Any:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((workdir / "server.log").read_text())
             time.sleep(0.05)
-        yield fake_url, url
+        yield fake_url, url, server_token(workdir / "bench.db")
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -206,10 +209,10 @@ def plans(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
 
 
-async def script(http: httpx.AsyncClient, fake_url: str, items: list[dict[str, Any]]) -> None:
+async def script(control: httpx.AsyncClient, fake_url: str, items: list[dict[str, Any]]) -> None:
     """Reset the fake and queue `items`."""
-    (await http.post(f"{fake_url}/_control/reset")).raise_for_status()
-    (await http.post(f"{fake_url}/_control/script", json=items)).raise_for_status()
+    (await control.post(f"{fake_url}/_control/reset")).raise_for_status()
+    (await control.post(f"{fake_url}/_control/script", json=items)).raise_for_status()
 
 
 async def provider_floor(
@@ -271,15 +274,17 @@ async def timed_body(body: bytes, ended: list[float]) -> AsyncIterator[bytes]:
 
 async def one_run(
     http: httpx.AsyncClient,
+    control: httpx.AsyncClient,
     fake: openai.AsyncOpenAI,
     fake_url: str,
     audio: bytes,
     args: argparse.Namespace,
 ) -> Run:
-    """Measure the provider floor, then one voice turn through voicestack."""
-    await script(http, fake_url, plans(args))
+    """Measure the provider floor, then one voice turn through voicestack (`http`, which carries
+    the server's token; `control` scripts the fake)."""
+    await script(control, fake_url, plans(args))
     floor = await provider_floor(fake, audio)
-    await script(http, fake_url, plans(args))
+    await script(control, fake_url, plans(args))
     thread_id = (await http.post("/api/threads", json={})).json()["id"]
     seen: dict[str, float] = {}
     ready = asyncio.Event()
@@ -367,15 +372,19 @@ async def bench(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="voicestack-voice-bench-") as tmp:
         workdir = Path(tmp)
         audio, source = recording("What will the weather be like today?", workdir)
-        with children(workdir, args.flush_ms) as (fake_url, url):
+        with children(workdir, args.flush_ms) as (fake_url, url, token):
             async with (
-                httpx.AsyncClient(base_url=url, timeout=WAIT_S) as http,
+                httpx.AsyncClient(
+                    base_url=url, timeout=WAIT_S, headers=auth_headers(token)
+                ) as http,
+                httpx.AsyncClient(timeout=WAIT_S) as control,
                 openai.AsyncOpenAI(
                     base_url=f"{fake_url}/v1", api_key="bench", max_retries=0
                 ) as fake,
             ):
-                await one_run(http, fake, fake_url, audio, args)  # warm-up, not counted
-                runs = [await one_run(http, fake, fake_url, audio, args) for _ in range(args.runs)]
+                turn = (http, control, fake, fake_url, audio, args)
+                await one_run(*turn)  # warm-up, not counted
+                runs = [await one_run(*turn) for _ in range(args.runs)]
         return report(runs, args, audio, source)
 
 

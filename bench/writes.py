@@ -42,6 +42,7 @@ import apsw
 import httpx
 import psutil
 
+from bench.server_access import NO_LIMITS_ENV, auth_headers, server_token
 from bench.writes_app import INSERT, MIGRATIONS
 from voicestack.store.connection import open_connection
 from voicestack.store.migrations import Migration
@@ -121,6 +122,7 @@ class Server:
             *("--config", str(config), "--no-access-log", "--log-level", "warning"),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None  # the first admin token, once started
 
     def start(self) -> None:
         """Start the server and wait until /healthz answers."""
@@ -128,6 +130,7 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env["VOICESTACK_LOAD_APPS"] = ""  # only the bench app
         env["VOICESTACK_LOAD_TOOLS"] = ""  # and no tool plugins
+        env.update(NO_LIMITS_ENV)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
@@ -139,6 +142,7 @@ class Server:
                     raise RuntimeError(f"the server exited:\n{self.log_path.read_text()}")
                 with contextlib.suppress(httpx.TransportError):
                     if client.get(f"{self.url}/healthz").status_code == 200:
+                        self.token = server_token(self.db)
                         return
                 time.sleep(0.05)
         self.stop()
@@ -197,7 +201,12 @@ async def run_http(writers: int, seconds: float, workdir: Path) -> Run:
             # the clock starts: each writer's first request opens its keep-alive connection.
             clients = [
                 await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits)
+                    httpx.AsyncClient(
+                        base_url=server.url,
+                        timeout=30.0,
+                        limits=limits,
+                        headers=auth_headers(server.token),
+                    )
                 )
                 for _ in range(writers)
             ]

@@ -43,8 +43,10 @@ def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> Se
     return shared_agent_server(fake_openai.api_base)
 
 
-def user_row(message_id: str, thread_id: str, text: str, order: int, stamp: float) -> dict:
-    """A user message as the API shows it."""
+def user_row(
+    message_id: str, thread_id: str, text: str, order: int, stamp: float, author: str
+) -> dict:
+    """A user message of user `author` as the API shows it."""
     return {
         "id": message_id,
         "threadId": thread_id,
@@ -55,7 +57,7 @@ def user_row(message_id: str, thread_id: str, text: str, order: int, stamp: floa
         "createdAt": stamp,
         "updatedAt": stamp,
         "order": order,
-        "author": None,
+        "author": author,
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,
@@ -63,8 +65,9 @@ def user_row(message_id: str, thread_id: str, text: str, order: int, stamp: floa
 
 
 async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
-    fake: FakeOpenAI, client: httpx.AsyncClient, threads: Threads
+    fake: FakeOpenAI, client: httpx.AsyncClient, threads: Threads, server: ServerProcess
 ) -> None:
+    admin = server.user_id()
     mark = marker()
     first, second = f"{mark} first question", f"{mark} second question"
     answer = "Hello there. This reply streams into the thread, a few words at a time."
@@ -100,7 +103,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
     assert [p["seq"] for p in pieces] == list(range(1, len(pieces) + 1))
     assert streamed(events, reply_id) == answer
     asked = events[0].json
-    assert asked == user_row(user_id, thread_id, first, 1, asked["createdAt"])
+    assert asked == user_row(user_id, thread_id, first, 1, asked["createdAt"], admin)
     pending, streaming, final = (
         events[1].json,
         events[2].json,
@@ -137,7 +140,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
     assert thread == {
         "id": thread_id,
         "title": None,
-        "owner": None,
+        "owner": admin,
         "createdAt": thread["createdAt"],
         "updatedAt": thread["updatedAt"],
         "usage": {
@@ -317,7 +320,7 @@ async def test_messages_sent_at_once_are_answered_one_after_another_in_order(
 
 
 async def test_a_person_answering_hands_off_the_unfinished_replies(
-    fake: FakeOpenAI, client: httpx.AsyncClient, threads: Threads
+    fake: FakeOpenAI, client: httpx.AsyncClient, threads: Threads, server: ServerProcess
 ) -> None:
     mark = marker()
     fake.script({"match": f"{mark} first", "text": words(100), "tokens_per_second": 25})
@@ -357,7 +360,7 @@ async def test_a_person_answering_hands_off_the_unfinished_replies(
         "createdAt": answer["createdAt"],
         "updatedAt": answer["createdAt"],
         "order": 5,
-        "author": None,
+        "author": server.user_id(),  # the person who answered
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,

@@ -79,6 +79,11 @@ class Binary:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def token(self) -> str:
+        """The first admin token, which `serve` made on the empty database and kept beside it."""
+        return (self.workdir / "tmp.db.token").read_text().strip()
+
     def wait_healthy(self) -> dict:
         deadline = time.monotonic() + START_TIMEOUT_S
         with httpx.Client(timeout=2.0) as client:
@@ -110,9 +115,21 @@ class Binary:
             self.process.wait()
 
 
+def require_tokens(binary: Path) -> None:
+    """Skip when `binary` was built before `serve` made tokens (it would fail every request)."""
+    wide = {**os.environ, "COLUMNS": "250"}  # option names are never cut short
+    help_text = subprocess.run(
+        [str(binary), "serve", "--help"], env=wide, capture_output=True, timeout=60, check=False
+    ).stdout.decode()
+    if "--quiet-token" not in help_text:
+        pytest.skip(f"{binary} predates tokens: rebuild it (bash deploy/build-binary.sh)")
+
+
 @pytest.fixture
 def binary(tmp_path: Path) -> Iterator[Binary]:
-    server = Binary(binary_path(), tmp_path)
+    path = binary_path()
+    require_tokens(path)
+    server = Binary(path, tmp_path)
     try:
         yield server
     finally:
@@ -133,7 +150,9 @@ def test_the_binary_serves_the_api_and_the_page_and_stops_cleanly(binary: Binary
     assert health["ok"] is True
     assert health["version"]
 
-    with httpx.Client(base_url=binary.url, timeout=10.0) as client:
+    assert f"open {binary.url}/?token={binary.token}\n" in binary.log()
+    headers = {"Authorization": f"Bearer {binary.token}"}
+    with httpx.Client(base_url=binary.url, timeout=10.0, headers=headers) as client:
         page = client.get("/")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
@@ -144,6 +163,8 @@ def test_the_binary_serves_the_api_and_the_page_and_stops_cleanly(binary: Binary
         assert script.headers["content-type"].startswith("text/javascript")
         assert script.content
 
+        refused = client.get("/api/tools", headers={"Authorization": "Bearer nonsense"})
+        assert refused.status_code == 401, refused.text
         created = client.post("/api/mutation/threads.create", json={"args": {"title": "bin"}})
         assert created.status_code == 200, created.text
         thread_id = created.json()["value"]["id"]

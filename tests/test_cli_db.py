@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
-import httpx
 import pytest
 
 from tests.support.agent import StartAgentServer
@@ -147,15 +146,16 @@ def test_a_missing_database_is_one_line(tmp_path: Path, command: str) -> None:
 @pytest.fixture
 def writer(start_agent_server: StartAgentServer) -> Iterator[tuple[Path, threading.Event]]:
     """A server with 3 MB of rows and a thread adding items until the event is set."""
-    server = start_agent_server(None)
+    # A load generator, not a person: the per-token mutation rate would stop it at 600 a minute.
+    server = start_agent_server(None, "--rate-mutations-per-min", "0")
     stop = threading.Event()
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with server.sync_client() as http:
         for _ in range(200):
             response = http.post("/api/mutation/blobs.add", json={"args": {"size": 16_000}})
             assert response.status_code == 200, response.text
 
     def write() -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as http:
+        with server.sync_client() as http:
             n = 0
             while not stop.is_set():
                 n += 1

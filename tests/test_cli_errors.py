@@ -1,7 +1,7 @@
 """The CLI's argument handling and its failures: one line on stderr, a non-zero exit, no traceback.
 
-Run in-process with Typer's CliRunner; the servers are a real one (for unknown threads) and a
-small stand-in that refuses every token (authentication is a later issue on the real one).
+Run in-process with Typer's CliRunner; the servers are a real one (unknown threads, missing and
+unknown tokens) and a small stand-in that refuses every token and remembers which it was sent.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from cli.errors import CliError
-from tests.support.cli import invoke
+from tests.support.cli import invoke, server_vars
 from tests.support.server import ServerProcess, free_port
 
 UNKNOWN = "thr_00000000000000000000"
@@ -112,19 +113,19 @@ def test_a_server_url_that_is_not_http_is_a_usage_error() -> None:
 def test_an_unknown_thread_is_one_line_and_exit_1(
     server: ServerProcess, command: list[str]
 ) -> None:
-    result = invoke([*command, "--server", server.url])
+    result = invoke(command, env=server_vars(server))
     assert (result.exit_code, result.stdout) == (1, ""), result.output
     assert one_error_line(result) == f"error: No thread has id '{UNKNOWN}'. (thread_not_found)"
 
 
 def test_an_unknown_export_format_is_a_usage_error(server: ServerProcess) -> None:
-    result = invoke(["thread", "export", UNKNOWN, "--format", "pdf", "--server", server.url])
+    result = invoke(["thread", "export", UNKNOWN, "--format", "pdf"], env=server_vars(server))
     assert (result.exit_code, result.stdout) == (2, "")
     assert one_error_line(result) == "error: --format must be md or json, not 'pdf'."
 
 
 def test_an_empty_message_is_a_usage_error(server: ServerProcess) -> None:
-    result = invoke(["thread", "send", UNKNOWN, "  ", "--server", server.url])
+    result = invoke(["thread", "send", UNKNOWN, "  "], env=server_vars(server))
     assert (result.exit_code, result.stdout) == (2, "")
     assert one_error_line(result) == "error: The message is empty."
 
@@ -198,6 +199,28 @@ def test_a_refused_token_is_one_line_and_exit_1(
         " Pass a valid --token or set VOICESTACK_TOKEN."
     )
     assert set(refusing.authorizations) == {"Bearer s3cret"}
+
+
+@pytest.mark.parametrize("command", SERVER_COMMANDS, ids=" ".join)
+def test_a_command_without_a_token_is_refused_by_the_real_server(
+    server: ServerProcess, command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./voicestack.db.token for the CLI to fall back on
+    result = invoke([*command, "--server", server.url])
+    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert one_error_line(result) == (
+        "error: The server refused the request (HTTP 401, unauthorized): This route needs a"
+        " token: send `Authorization: Bearer TOKEN`. Pass a valid --token or set VOICESTACK_TOKEN."
+    )
+
+
+def test_an_unknown_token_is_refused_by_the_real_server(server: ServerProcess) -> None:
+    result = invoke(["thread", "list"], env={**server_vars(server), "VOICESTACK_TOKEN": "nonsense"})
+    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert one_error_line(result) == (
+        "error: The server refused the request (HTTP 401, invalid_token): The token is not"
+        " valid: it is unknown or has been revoked. Pass a valid --token or set VOICESTACK_TOKEN."
+    )
 
 
 def test_the_token_option_wins_over_the_environment(refusing: RefusingServer) -> None:

@@ -9,7 +9,6 @@ import signal
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support.agent import StartAgentServer, marker, words
@@ -26,32 +25,32 @@ def server(fake: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerPro
 
 
 def new_thread(server: ServerProcess) -> str:
-    response = httpx.post(f"{server.url}/api/threads", json={}, timeout=10)
+    with server.sync_client() as http:
+        response = http.post("/api/threads", json={})
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
 
 def send(server: ServerProcess, thread_id: str, text: str) -> tuple[str, str]:
-    response = httpx.post(
-        f"{server.url}/api/threads/{thread_id}/messages", json={"text": text}, timeout=10
-    )
+    with server.sync_client() as http:
+        response = http.post(f"/api/threads/{thread_id}/messages", json={"text": text})
     assert response.status_code == 201, response.text
     body = response.json()
     return body["messageId"], body["replyId"]
 
 
 def thread(server: ServerProcess, thread_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/api/threads/{thread_id}", timeout=10)
+    with server.sync_client() as http:
+        response = http.get(f"/api/threads/{thread_id}")
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def post_as_assistant(server: ServerProcess, thread_id: str, text: str) -> None:
-    response = httpx.post(
-        f"{server.url}/api/mutation/messages.post",
-        json={"args": {"threadId": thread_id, "text": text}},
-        timeout=10,
-    )
+    with server.sync_client() as http:
+        response = http.post(
+            "/api/mutation/messages.post", json={"args": {"threadId": thread_id, "text": text}}
+        )
     assert response.status_code == 200, response.text
 
 
@@ -62,7 +61,7 @@ def test_tail_prints_a_reply_while_it_streams(server: ServerProcess, fake: FakeO
     thread_id = new_thread(server)
     post_as_assistant(server, thread_id, "Earlier answer.")
 
-    with CliProcess(["thread", "tail", thread_id], cli_env(server.url)) as tail:
+    with CliProcess(["thread", "tail", thread_id], cli_env(server)) as tail:
         tail.wait_for(lambda out: out == "assistant: Earlier answer.\n")  # the snapshot
         send(server, thread_id, f"{mark} talk")
         partial = tail.wait_for(lambda out: " w3 " in out)
@@ -87,7 +86,7 @@ def test_tail_shows_a_tool_call_then_its_result(server: ServerProcess, fake: Fak
     thread_id = new_thread(server)
     post_as_assistant(server, thread_id, "Ready.")
     tool = 'tool slow_count {"n":2,"delay_s":0.2}'
-    with CliProcess(["thread", "tail", thread_id], cli_env(server.url)) as tail:
+    with CliProcess(["thread", "tail", thread_id], cli_env(server)) as tail:
         tail.wait_for(lambda out: out == "assistant: Ready.\n")
         send(server, thread_id, f"{mark} count")
         running = tail.wait_for(lambda out: f"  {tool}: pending\n" in out)
@@ -116,7 +115,7 @@ def test_tail_on_a_terminal_grows_the_reply_in_place_with_a_spinner_for_tools(
     )
     thread_id = new_thread(server)
     post_as_assistant(server, thread_id, "Ready.")
-    with TerminalCliProcess(["thread", "tail", thread_id], cli_env(server.url)) as tail:
+    with TerminalCliProcess(["thread", "tail", thread_id], cli_env(server)) as tail:
         tail.read_until(lambda out: "Ready." in out)
         send(server, thread_id, f"{mark} count")
         spinning = tail.read_until(lambda out: "⠋" in out and "slow_count" in out)
@@ -144,7 +143,7 @@ def test_send_prints_the_reply_while_it_streams(server: ServerProcess, fake: Fak
     answer = words(20)
     fake.script({"match": mark, "text": answer, "tokens_per_second": 30})
     thread_id = new_thread(server)
-    with CliProcess(["thread", "send", thread_id, f"{mark} talk"], cli_env(server.url)) as cli:
+    with CliProcess(["thread", "send", thread_id, f"{mark} talk"], cli_env(server)) as cli:
         partial = cli.wait_for(lambda out: "w2 " in out)
         assert cli.process.poll() is None  # still streaming
         assert cli.wait() == 0
@@ -160,7 +159,7 @@ def test_ctrl_c_stops_send_watching_but_not_the_reply(
     answer = words(20)
     fake.script({"match": mark, "text": answer, "tokens_per_second": 30})
     thread_id = new_thread(server)
-    with CliProcess(["thread", "send", thread_id, f"{mark} talk"], cli_env(server.url)) as cli:
+    with CliProcess(["thread", "send", thread_id, f"{mark} talk"], cli_env(server)) as cli:
         cli.wait_for(lambda out: "w1 " in out)
         assert cli.interrupt() == 130
         assert cli.stderr == "stopped watching; the reply goes on on the server\n"
@@ -198,7 +197,7 @@ def test_tail_json_survives_a_server_restart_with_no_event_twice_or_missing(
 
         return check
 
-    with CliProcess(["thread", "tail", thread_id, "--json"], cli_env(server.url)) as tail:
+    with CliProcess(["thread", "tail", thread_id, "--json"], cli_env(server)) as tail:
         (ready,) = lines(tail.wait_for(lambda out: out.endswith("\n")))
         assert ready == {"event": "ready", "id": ready["id"], "data": {"cursor": ready["id"]}}
         _, reply_id = send(server, thread_id, first)
@@ -238,7 +237,7 @@ def test_tail_json_survives_a_server_restart_with_no_event_twice_or_missing(
     # --since starts after a given event: exactly the stored events after it.
     since = events[3]["id"]
     with CliProcess(
-        ["thread", "tail", thread_id, "--json", "--since", str(since)], cli_env(server.url)
+        ["thread", "tail", thread_id, "--json", "--since", str(since)], cli_env(server)
     ) as again:
         resumed = lines(again.wait_for(has_final(second_id)))
         assert again.interrupt() == 0

@@ -9,11 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support.agent import StartAgentServer, marker
-from tests.support.cli import invoke
+from tests.support.cli import invoke, server_vars
 from tests.support.server import ServerProcess
 from voicestack.testing.fake_openai import FakeOpenAI
 
@@ -25,13 +24,14 @@ def server(fake: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerPro
 
 def cli(server: ServerProcess, *args: str) -> str:
     """Run `voicestack ARGS` against `server`; asserts success and an empty stderr; its stdout."""
-    result = invoke(args, env={"VOICESTACK_URL": server.url})
+    result = invoke(args, env=server_vars(server))
     assert (result.exit_code, result.stderr) == (0, ""), result.output
     return result.stdout
 
 
 def get(server: ServerProcess, path: str) -> Any:
-    response = httpx.get(server.url + path, timeout=10)
+    with server.sync_client() as http:
+        response = http.get(path)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -109,9 +109,7 @@ def test_send_prints_the_reply_and_show_and_export_write_the_thread(
     assert json.loads(cli(server, "thread", "show", thread_id, "--json")) == thread
 
     target = tmp_path / "counting.md"
-    result = invoke(
-        ["thread", "export", thread_id, "-o", str(target)], env={"VOICESTACK_URL": server.url}
-    )
+    result = invoke(["thread", "export", thread_id, "-o", str(target)], env=server_vars(server))
     assert (result.exit_code, result.stdout) == (0, "")
     assert result.stderr == f"exported counting ({thread_id}) to {target}\n"
     assert target.read_text() == markdown
@@ -136,7 +134,7 @@ def test_send_exits_1_with_the_reply_s_error_when_it_fails(
     mark = marker()
     fake.script({"match": mark, "error": {"status": 401}})
     thread_id = cli(server, "thread", "new").strip()
-    result = invoke(["thread", "send", thread_id, f"{mark} hi"], env={"VOICESTACK_URL": server.url})
+    result = invoke(["thread", "send", thread_id, f"{mark} hi"], env=server_vars(server))
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == (
         "error: The reply failed: The model provider rejected the API key (HTTP 401: Incorrect"

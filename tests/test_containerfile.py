@@ -190,6 +190,12 @@ def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[byte
         time.sleep(0.1)
 
 
+def admin_headers(env: dict[str, str]) -> dict[str, str]:
+    """`Authorization` with the first admin token, which `serve` keeps beside the database."""
+    token = Path(env["VOICESTACK_DB"] + ".token").read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
 def stop(process: subprocess.Popen[bytes], tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -230,7 +236,9 @@ def test_with_a_replica_url_every_commit_reaches_the_replica(tmp_path):
     process = run_entrypoint(tmp_path, env)
     try:
         created = httpx.post(
-            f"http://127.0.0.1:{env['VOICESTACK_PORT']}/api/threads", json={"title": "kept"}
+            f"http://127.0.0.1:{env['VOICESTACK_PORT']}/api/threads",
+            json={"title": "kept"},
+            headers=admin_headers(env),
         )
         assert created.status_code == 201, created.text
         # Litestream replicates every second; right after a database appears, a stop within that
@@ -293,7 +301,8 @@ def test_with_a_replica_url_an_empty_volume_is_restored_on_start(tmp_path):
     url = f"http://127.0.0.1:{env['VOICESTACK_PORT']}/api/threads"
     process = run_entrypoint(tmp_path, env)
     try:
-        created = httpx.post(url, json={"title": "kept"})
+        headers = admin_headers(env)
+        created = httpx.post(url, json={"title": "kept"}, headers=headers)
         assert created.status_code == 201, created.text
         wait_until_replicated(replica, tmp_path / "probe.db", created.json()["id"])
     finally:
@@ -302,10 +311,12 @@ def test_with_a_replica_url_an_empty_volume_is_restored_on_start(tmp_path):
     shutil.rmtree(tmp_path / "data")  # a new machine: only the replica is left
     process = run_entrypoint(tmp_path, env)
     try:
-        listing = httpx.get(url)
+        # The restored database keeps its tokens: the one from before still works.
+        listing = httpx.get(url, headers=headers)
         assert listing.status_code == 200, listing.text
         assert [t["id"] for t in listing.json()] == [created.json()["id"]]
-        again = httpx.post(url, json={"title": "after the restore"})
+        again = httpx.post(url, json={"title": "after the restore"}, headers=headers)
         assert again.status_code == 201, again.text
+        assert httpx.get(url).status_code == 401
     finally:
         stop(process, tmp_path)

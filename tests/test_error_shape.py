@@ -6,12 +6,16 @@ The tests share one server: none of them depends on which rows exist.
 from __future__ import annotations
 
 import json
+import re
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 
 from tests.support.api import error_of
+from voicestack.config import Settings
+from voicestack.http import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -25,6 +29,42 @@ INTERNAL = {
     "code": "internal_error",
     "message": "The server failed to handle this request; its log has the details.",
 }
+
+
+# What anyone may request: health, the page and its files, the API's description.
+PUBLIC = {"/healthz", "/", "/web/{file}", "/openapi.json"}
+
+
+def routes() -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, each path parameter filled with `x`."""
+    found = []
+    for route in create_app(Settings()).routes:
+        for method in sorted(set(route.methods) - {"HEAD"}):
+            found.append((method, route.path))
+    return found
+
+
+ROUTES = routes()
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in ROUTES if r[1] not in PUBLIC])
+async def test_every_route_but_the_public_ones_needs_a_token(server, method, path):
+    url = server.url + re.sub(r"\{[^}]+\}", "x", path)
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        missing = await anonymous.request(method, url, json={})
+        error_of(missing, 401, "unauthorized")
+        assert missing.headers["www-authenticate"] == 'Bearer realm="voicestack"'
+        unknown = await anonymous.request(
+            method, url, json={}, headers={"Authorization": "Bearer vs_unknown"}
+        )
+        error_of(unknown, 401, "invalid_token")
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in ROUTES if r[1] in PUBLIC])
+async def test_the_public_routes_need_no_token(server, method, path):
+    url = server.url + path.replace("{file}", "app.js")
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        assert (await anonymous.request(method, url)).status_code == 200
 
 
 async def test_body_that_is_not_json(client):
@@ -233,7 +273,8 @@ async def test_a_500_leaves_the_connection_usable(server):
     host, port = server.url.removeprefix("http://").split(":")
     request = (
         b"POST /api/mutation/items.explode HTTP/1.1\r\nHost: test\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 23\r\n\r\n"
+        + f"Authorization: Bearer {server.token}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 23\r\n\r\n"
         b'{"args": {"name": "x"}}'
     )
     with anyio.fail_after(10):

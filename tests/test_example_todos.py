@@ -35,10 +35,11 @@ async def test_watch_the_todo_list_and_add_a_todo(start_server):
         added = await client.post("/api/mutation/todos.add", json={"args": {"text": "milk"}})
         second = await read_event(chunks, buffer)
 
-    assert first == b'event: value\nid: 0\ndata: {"value":[],"version":0}\n\n'
-    assert added.json() == {"value": {"id": 1}, "version": 1}
+    # Commit 1 is serve's own: it made the first admin token on the empty database.
+    assert first == b'event: value\nid: 1\ndata: {"value":[],"version":1}\n\n'
+    assert added.json() == {"value": {"id": 1}, "version": 2}
     assert second == (
-        b"event: value\nid: 1\n"
-        b'data: {"value":[{"id":1,"text":"milk","done":false}],"version":1}\n\n'
+        b"event: value\nid: 2\n"
+        b'data: {"value":[{"id":1,"text":"milk","done":false}],"version":2}\n\n'
     )
     assert buffer == b""

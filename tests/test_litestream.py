@@ -78,7 +78,10 @@ async def mutate(server, indexes: range) -> None:
     """The mutations `indexes` over HTTP, at most LANES in flight."""
     counter = iter(indexes)
     limits = httpx.Limits(max_connections=LANES)
-    async with httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits) as http:
+    headers = server.auth_headers
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30.0, limits=limits, headers=headers
+    ) as http:
         api = Api(http)
 
         async def lane() -> None:
@@ -183,7 +186,8 @@ def integrity(path: Path) -> list[str]:
 async def test_a_restore_holds_every_committed_row(tmp_path, start_agent_server, fake):
     # Half the load with SQLite's own checkpoints, half with `--no-autocheckpoint` (Litestream
     # checkpoints), with a server restart in between, all under one running replication.
-    server = start_agent_server(fake.api_base)
+    # A load generator, not a person: the per-token mutation rate would stop it at 600 a minute.
+    server = start_agent_server(fake.api_base, "--rate-mutations-per-min", "0")
     replica, restored = tmp_path / "replica", tmp_path / "restored.db"
     config, log = tmp_path / "litestream.yml", tmp_path / "litestream.log"
     config.write_text(CONFIG.format(db=server.db_path, replica=replica))

@@ -132,7 +132,7 @@ async def test_audio_over_the_limit_is_refused_while_it_is_read(
     thread_id = await threads.create()
     head = multipart_head({"threadId": thread_id})
 
-    answer = await raw_upload(server.url, head, send_bytes=MiB + 256 * 1024)
+    answer = await raw_upload(server, head, send_bytes=MiB + 256 * 1024)
 
     assert (answer.status, answer.json) == (413, {"error": TOO_LARGE})
     # Answered while the body was still unfinished: the closing chunk was never sent.
@@ -148,7 +148,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body(
     head = multipart_head({"threadId": thread_id})
 
     started = time.monotonic()
-    answer = await raw_upload(server.url, head, send_bytes=0, declared_length=50 * MiB)
+    answer = await raw_upload(server, head, send_bytes=0, declared_length=50 * MiB)
 
     assert (answer.status, answer.json) == (413, {"error": TOO_LARGE})
     assert answer.sent == 0
@@ -164,7 +164,7 @@ async def test_a_large_body_within_its_declared_length_is_cut_at_the_audio_limit
     head = multipart_head({"threadId": thread_id})
 
     answer = await raw_upload(
-        server.url, head, send_bytes=MiB + 128 * 1024, declared_length=len(head) + MiB + 300_000
+        server, head, send_bytes=MiB + 128 * 1024, declared_length=len(head) + MiB + 300_000
     )
 
     assert (answer.status, answer.json) == (413, {"error": TOO_LARGE})

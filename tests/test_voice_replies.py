@@ -178,7 +178,7 @@ async def test_a_spoken_question_gets_a_reply_spoken_sentence_by_sentence(
         "createdAt": question["createdAt"],
         "updatedAt": question["createdAt"],
         "order": 1,
-        "author": None,
+        "author": server.user_id(),
         "replyTo": None,
         "audioFileId": voice.file_id,
         "usage": {**NO_USAGE, "audioInSeconds": heard_seconds},

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pytest
 from playwright.async_api import Page
 
@@ -40,18 +39,22 @@ def site(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture
 async def page(site: ServerProcess) -> AsyncIterator[Page]:
     """A page of the server's origin without the app on it (voicestack.js is imported)."""
-    # 404s are expected here: the tests ask about a thread that does not exist, and Chrome asks
-    # a JSON page for /favicon.ico.
+    # 404s are expected here: the tests ask about a thread that does not exist.
     log = PageLog(expected=("Failed to load resource: the server responded with a status of 404",))
     async with chromium() as browser:
         page = await new_page(browser, log)
-        await page.goto(f"{site.url}/healthz")
+        # Every response of the server forbids scripts (only the app's page allows its own), so
+        # the empty document that imports voicestack.js is made up by the browser, at the
+        # server's origin.
+        blank = f"{site.url}/blank"
+        await page.route(blank, lambda route: route.fulfill(body="", content_type="text/html"))
+        await page.goto(blank)
         yield page
     log.assert_clean()
 
 
 async def create_thread(site: ServerProcess, title: str) -> str:
-    async with httpx.AsyncClient(base_url=site.url, timeout=10) as client:
+    async with site.client() as client:
         response = await client.post("/api/threads", json={"title": title})
         assert response.status_code == 201, response.text
         return response.json()["id"]
@@ -59,7 +62,8 @@ async def create_thread(site: ServerProcess, title: str) -> str:
 
 async def test_text_state_and_reconnection(page: Page, site: ServerProcess) -> None:
     thread_id = await create_thread(site, "client state")
-    result = await page.evaluate(CLIENT_STATE_JS, {"realThreadId": thread_id})
+    token = site.token
+    result = await page.evaluate(CLIENT_STATE_JS, {"realThreadId": thread_id, "token": token})
 
     assert result["state"] == {
         # message, ready, delta, same event again (ignored), same seq again (ignored), delta,
@@ -70,7 +74,7 @@ async def test_text_state_and_reconnection(page: Page, site: ServerProcess) -> N
         "speech": ["f1", "f2"],
         "repeatedSpeech": None,
     }
-    assert result["firstUrl"] == f"/api/threads/{thread_id}/events?token=tok"
+    assert result["firstUrl"] == f"/api/threads/{thread_id}/events?token={token}"
     assert result["calls"] == [
         ["open"],
         ["message", "u1", "complete", "Hi"],
@@ -91,8 +95,8 @@ async def test_text_state_and_reconnection(page: Page, site: ServerProcess) -> N
         ["error", "thread_not_found", True, False],
     ]
     assert result["finalText"] == "Hello there!"
-    assert result["reopened"] == f"/api/threads/{thread_id}/events?since=26&token=tok"
-    assert result["watchUrl"] == f"/api/watch/threads.list?args={quote('{}')}&token=tok"
+    assert result["reopened"] == f"/api/threads/{thread_id}/events?since=26&token={token}"
+    assert result["watchUrl"] == f"/api/watch/threads.list?args={quote('{}')}&token={token}"
     assert result["values"] == [[[{"id": "t1"}], 7]]
     assert result["errors"] == [["boom", False]]
 
@@ -104,16 +108,17 @@ async def test_watch_and_thread_feed_against_the_server(
     answer = f"Here is the answer for {mark}, in several words that stream one by one."
     provider.script({"match": mark, "text": answer, "tokens_per_second": 100})
     title = f"feed {mark}"
-    script = """async ({ title, question }) => {
+    script = """async ({ title, question, token }) => {
       const vs = await import("/web/voicestack.js");
       const until = (check) => new Promise((resolve) => {
         const poll = setInterval(() => { if (check()) { clearInterval(poll); resolve(); } }, 20);
       });
       const titles = [];
       const names = (threads) => threads.map((t) => t.title);
-      const list = vs.watch("threads.list", {}, (threads) => titles.push(names(threads)));
+      const seen = (threads) => titles.push(names(threads));
+      const list = vs.watch("threads.list", {}, seen, { token });
       await until(() => titles.length === 1);
-      const { id } = await vs.request("/api/threads", { method: "POST", body: { title } });
+      const { id } = await vs.request("/api/threads", { method: "POST", body: { title }, token });
       await until(() => titles.some((names) => names.includes(title)));
       list.close();
 
@@ -122,17 +127,17 @@ async def test_watch_and_thread_feed_against_the_server(
       const feed = vs.threadFeed(id, {
         ready: (c) => { cursor = c; },
         delta: (_d, row) => grown.push(row.text),
-      });
+      }, { token });
       await until(() => cursor !== null);
       const sent = await vs.request(`/api/threads/${id}/messages`, {
-        method: "POST", body: { text: question },
+        method: "POST", body: { text: question }, token,
       });
       const reply = () => feed.state.messages.get(sent.replyId);
       await until(() => reply()?.status === "complete");
       feed.close();
 
       // A second client resumes from the first one's snapshot cursor: the same text, once.
-      const resumed = vs.threadFeed(id, {}, { since: cursor });
+      const resumed = vs.threadFeed(id, {}, { since: cursor, token });
       await until(() => resumed.state.messages.get(sent.replyId)?.status === "complete");
       resumed.close();
       return {
@@ -142,7 +147,10 @@ async def test_watch_and_thread_feed_against_the_server(
         resumedReady: resumed.state.ready,
       };
     }"""
-    result = await page.evaluate(script, {"title": title, "question": f"{mark} question"})
+    question = f"{mark} question"
+    result = await page.evaluate(
+        script, {"title": title, "question": question, "token": site.token}
+    )
     assert result["text"] == answer
     assert result["resumedText"] == answer
     assert result["resumedReady"] is False  # resumed: no snapshot, so no ready event

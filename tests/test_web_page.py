@@ -1,13 +1,14 @@
 """The browser page end to end: two users on one thread in Chromium, against a real server.
 
-User A writes; user B, in another browser context, sees the reply grow and the tool-call panel
-change live, and approves or denies tools. Screenshots land in test-artifacts/.
+User A writes and invites user B; B, in another browser context, sees the reply grow and the
+tool-call panel change live, and approves or denies tools. Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
+from typing import NamedTuple
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -21,6 +22,13 @@ from voicestack.testing.fake_openai import FakeOpenAI
 pytestmark = pytest.mark.anyio
 
 GREETING = "Hello! What shall I count?"
+
+
+class Users(NamedTuple):
+    """The tokens of user A (ana) and user B (bea)."""
+
+    a: str
+    b: str
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +56,36 @@ def log() -> Iterator[PageLog]:
     log.assert_clean()
 
 
+@pytest.fixture(scope="module")
+def users(site: ServerProcess) -> Users:
+    """Two users who are not admins: each sees only the threads they own or were invited to."""
+    return Users(site.create_token("ana"), site.create_token("bea"))
+
+
 async def start_thread(
-    browser: Browser, log: PageLog, site: ServerProcess, provider: FakeOpenAI, mark: str, **b_opts
+    browser: Browser,
+    log: PageLog,
+    site: ServerProcess,
+    users: Users,
+    provider: FakeOpenAI,
+    mark: str,
+    **b_opts,
 ) -> tuple[Page, Page]:
-    """User A starts a thread from the page; user B opens it from B's own thread list."""
+    """User A starts a thread from the page and invites user B, who opens it from B's own
+    thread list."""
     provider.script({"match": f"{mark} hello", "text": GREETING})
     a = await new_page(browser, log)
-    await a.goto(f"{site.url}/?token=token-a")
+    await a.goto(f"{site.url}/?token={users.a}")
     await send(a, f"{mark} hello")
     await expect(replies(a).last).to_have_attribute("data-status", "complete")
+    thread_id = a.url.split("#")[1]
+    async with site.client(token=users.a) as http:
+        invited = await http.post(
+            "/api/mutation/threads.invite", json={"args": {"id": thread_id, "user": "bea"}}
+        )
+        assert invited.status_code == 200, invited.text
     b = await new_page(browser, log, **b_opts)
-    await b.goto(f"{site.url}/?token=token-b")
+    await b.goto(f"{site.url}/?token={users.b}")
     await b.get_by_role("link", name=f"{mark} hello").click()
     await expect(b.locator("#thread-title")).to_have_text(f"{mark} hello")
     await expect(replies(b).locator(".msg-text")).to_have_text([GREETING])
@@ -66,7 +93,7 @@ async def start_thread(
 
 
 async def test_one_user_sends_the_other_sees_it_stream(
-    browser: Browser, log: PageLog, site: ServerProcess, provider: FakeOpenAI
+    browser: Browser, log: PageLog, site: ServerProcess, users: Users, provider: FakeOpenAI
 ) -> None:
     mark = marker()
     answer = f"I counted to four. {words(40)}"
@@ -75,7 +102,7 @@ async def test_one_user_sends_the_other_sees_it_stream(
         call_plan(f"{mark} count", "slow_count", {"n": 4, "delay_s": 0.3}, "call_count"),
         {"match": f"{mark} count", "text": answer, "tokens_per_second": 40},
     )
-    a, b = await start_thread(browser, log, site, provider, mark, color_scheme="dark")
+    a, b = await start_thread(browser, log, site, users, provider, mark, color_scheme="dark")
     a_requests = api_requests(a)
     await record(b)
 
@@ -120,20 +147,20 @@ async def test_one_user_sends_the_other_sees_it_stream(
     # The token from the page's URL goes with every API call: a header, or ?token= on streams.
     assert a_requests, "user A's page made no API request"
     for request in a_requests:
-        query_token = "token=token-a" in request.url
+        query_token = f"token={users.a}" in request.url
         header = await request.header_value("authorization")
-        assert query_token or header == "Bearer token-a", (request.method, request.url)
+        assert query_token or header == f"Bearer {users.a}", (request.method, request.url)
 
 
 async def test_approve_a_guarded_tool_from_the_other_page(
-    browser: Browser, log: PageLog, site: ServerProcess, provider: FakeOpenAI
+    browser: Browser, log: PageLog, site: ServerProcess, users: Users, provider: FakeOpenAI
 ) -> None:
     mark = marker()
     provider.script(
         call_plan(f"{mark} echo", "guarded_echo", {"text": "hello"}, "call_echo"),
         {"match": f"{mark} echo", "text": "Echoed: hello."},
     )
-    a, b = await start_thread(browser, log, site, provider, mark)
+    a, b = await start_thread(browser, log, site, users, provider, mark)
     await send(a, f"{mark} echo hello")
 
     card = tool_card(b, "guarded_echo")
@@ -152,14 +179,14 @@ async def test_approve_a_guarded_tool_from_the_other_page(
 
 
 async def test_deny_a_guarded_tool(
-    browser: Browser, log: PageLog, site: ServerProcess, provider: FakeOpenAI
+    browser: Browser, log: PageLog, site: ServerProcess, users: Users, provider: FakeOpenAI
 ) -> None:
     mark = marker()
     provider.script(
         call_plan(f"{mark} echo", "guarded_echo", {"text": "secret"}, "call_echo"),
         {"match": f"{mark} echo", "text": "Understood, I will not echo it."},
     )
-    a, b = await start_thread(browser, log, site, provider, mark)
+    a, b = await start_thread(browser, log, site, users, provider, mark)
     await send(a, f"{mark} echo a secret")
     card = tool_card(a, "guarded_echo")
     await card.get_by_role("button", name="Deny guarded_echo").click()
@@ -178,7 +205,7 @@ async def test_stop_a_streaming_reply_on_a_phone(
     mark = marker()
     provider.script({"match": f"{mark} long", "text": words(200), "tokens_per_second": 15})
     phone = await new_page(browser, log, viewport=PHONE)
-    await phone.goto(f"{site.url}/")
+    await phone.goto(site.page_url)
     await send(phone, f"{mark} long story please")
     reply = replies(phone).last
     await expect(reply).to_have_attribute("data-status", "streaming")
@@ -210,7 +237,7 @@ async def test_enter_sends_and_shift_enter_adds_a_line(
     mark = marker()
     provider.script({"match": mark, "text": "Two lines received."})
     page = await new_page(browser, log)
-    await page.goto(f"{site.url}/#new")
+    await page.goto(f"{site.page_url}#new")
     box = page.locator("#composer-input")
     await expect(box).to_be_focused()
     await box.type(f"{mark} first line")
@@ -230,7 +257,7 @@ async def test_a_thread_that_does_not_exist(browser: Browser, site: ServerProces
     # The page asks the server why the feed was refused, and Chrome logs the 404s.
     log = PageLog(expected=("Failed to load resource: the server responded with a status of 404",))
     page = await new_page(browser, log)
-    await page.goto(f"{site.url}/#thr_nothing_here")
+    await page.goto(f"{site.page_url}#thr_nothing_here")
     await expect(page.locator("#thread-title")).to_have_text("Thread not found")
     await expect(page.locator("#empty-text")).to_have_text(
         "This thread does not exist. Pick one from the list or start a new one."

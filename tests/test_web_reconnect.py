@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import expect
 
@@ -37,11 +36,11 @@ async def test_the_page_reconnects_after_a_restart_and_resumes_exactly(
     # While the server is down, Chrome logs each refused reconnection attempt.
     log = PageLog(expected=("Failed to load resource: net::ERR_CONNECTION_REFUSED",))
     with web_server(tmp_path / "server", provider.api_base) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with server.client() as client:
             thread_id = (await client.post("/api/threads", json={"title": mark})).json()["id"]
             async with chromium() as browser:
                 page = await new_page(browser, log)
-                await page.goto(f"{server.url}/#{thread_id}")
+                await page.goto(f"{server.page_url}#{thread_id}")
                 await client.post(
                     f"/api/threads/{thread_id}/messages", json={"text": f"{mark} one"}
                 )

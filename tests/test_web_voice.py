@@ -26,7 +26,6 @@ from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
 
-TOKEN = "voice-token"
 # Records, in the page, the byte size of each audio blob when it starts and when it ends playing
 # (each test file has its own length, so sizes name files).
 PLAYBACK_JS = """
@@ -82,7 +81,7 @@ def site(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture
 async def client(site: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=site.url, timeout=10) as client:
+    async with site.client() as client:
         yield client
 
 
@@ -167,7 +166,7 @@ async def test_record_send_and_hear_the_reply_in_order(
         await page.add_init_script(PLAYBACK_JS)
         await page.route("**/voice", voice_route)
         await page.route("**/api/files/*", file_route)
-        await page.goto(f"{site.url}/?token={TOKEN}#{thread_id}")
+        await page.goto(f"{site.page_url}#{thread_id}")
         mic = page.locator("#mic")
         await expect(mic).to_have_attribute("aria-label", "Record a voice message")
 
@@ -187,7 +186,7 @@ async def test_record_send_and_hear_the_reply_in_order(
         assert (filename, audio_type) == ("voice.webm", "audio/webm")
         assert size > 1000  # a second of Opus from the fake microphone
         assert posted == [
-            {"threadId": thread_id, "speak": "true", "authorization": f"Bearer {TOKEN}"}
+            {"threadId": thread_id, "speak": "true", "authorization": f"Bearer {site.token}"}
         ]
 
         await announce_speech(client, thread_id, reply_id, 2)
@@ -200,7 +199,7 @@ async def test_record_send_and_hear_the_reply_in_order(
         # One audio element plays them one after another: each to its end, in seq order.
         assert [size for what, size in played if what == "play"] == sizes
         assert [size for what, size in played if what == "ended"] == sizes
-        assert fetched == [(f"file-{n}", f"Bearer {TOKEN}") for n in (1, 2, 3)]
+        assert fetched == [(f"file-{n}", f"Bearer {site.token}") for n in (1, 2, 3)]
         listen = page.locator(f'#msg-{reply_id} button:has-text("Listen")')
         await expect(listen).to_be_visible()
         await screenshot(page, "web-voice-reply")
@@ -218,7 +217,7 @@ async def test_the_microphone_is_off_when_the_server_has_no_voice(
     async with chromium(*FAKE_MIC_ARGS) as browser:
         page = await new_page(browser, log)
         await page.route("**/voice", no_voice)
-        await page.goto(f"{site.url}/#{thread_id}")
+        await page.goto(f"{site.page_url}#{thread_id}")
         mic = page.locator("#mic")
         await expect(mic).to_have_attribute("aria-disabled", "true")
         await expect(mic).to_have_attribute("title", "Voice is not enabled on this server.")
@@ -237,7 +236,7 @@ async def test_the_microphone_is_off_without_a_microphone_api(
         await page.add_init_script(
             "Object.defineProperty(navigator, 'mediaDevices', {value: undefined})"
         )
-        await page.goto(f"{site.url}/#{thread_id}")
+        await page.goto(f"{site.page_url}#{thread_id}")
         mic = page.locator("#mic")
         await expect(mic).to_have_attribute("aria-disabled", "true")
         await expect(mic).to_have_attribute("title", "This browser cannot record audio.")
@@ -262,7 +261,7 @@ async def test_the_voice_route_end_to_end(
         await page.add_init_script(PLAYBACK_JS)
         files: list[str] = []
         page.on("requestfinished", lambda r: "/api/files/" in r.url and files.append(r.url))
-        await page.goto(f"{site.url}/#{thread_id}")
+        await page.goto(f"{site.page_url}#{thread_id}")
         mic = page.locator("#mic")
         await expect(mic).to_have_attribute("aria-label", "Record a voice message")
         await mic.click()

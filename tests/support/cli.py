@@ -24,17 +24,24 @@ import apsw
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from tests.support.server import REPO, server_env
+from tests.support.server import REPO, ServerProcess, server_env
 
 WAIT_S = 10.0
 
 
-def cli_env(server_url: str | None = None, **extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess: no VOICESTACK_* of the developer's, this server."""
+def server_vars(server: ServerProcess) -> dict[str, str]:
+    """VOICESTACK_URL and VOICESTACK_TOKEN (the first admin token): the CLI calls `server`."""
+    assert server.token, "the server has not started"
+    return {"VOICESTACK_URL": server.url, "VOICESTACK_TOKEN": server.token}
+
+
+def cli_env(server: ServerProcess | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: no VOICESTACK_* of the developer's; with `server`,
+    the URL and admin token that make the CLI call it."""
     env = server_env()
     env.pop("VOICESTACK_LOAD_APPS", None)
-    if server_url is not None:
-        env["VOICESTACK_URL"] = server_url
+    if server is not None:
+        env.update(server_vars(server))
     env.update(extra)
     return env
 

@@ -6,6 +6,7 @@ server therefore runs as its own process, started the way a user starts it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_APP = "tests.apps.inventory"
 
 START_TIMEOUT_S = 15.0
+PORT_ATTEMPTS = 3
 STOP_TIMEOUT_S = 10.0
 
 
@@ -68,6 +70,8 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None  # the first admin token, read once the server is up
+        self._user_ids: dict[str, str] = {}
 
     @property
     def command(self) -> list[str]:
@@ -89,9 +93,50 @@ class ServerProcess:
             *self.extra_args,
         ]
 
-    def client(self, timeout: float = 10.0) -> httpx.AsyncClient:
-        """An HTTP client for this server whose every request, and every wait, times out."""
-        return httpx.AsyncClient(base_url=self.url, timeout=timeout)
+    @property
+    def token_path(self) -> Path:
+        """`<db>.token`, where `serve` keeps the first admin token."""
+        return self.db_path.with_name(self.db_path.name + ".token")
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """`Authorization: Bearer` with the first admin token."""
+        assert self.token, "the server has not started"
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def page_url(self) -> str:
+        """The web page's URL with the admin token, as `serve` prints it."""
+        return f"{self.url}/?token={self.token}"
+
+    def client(self, timeout: float = 10.0, token: str | None = None) -> httpx.AsyncClient:
+        """An HTTP client for this server, authenticated with `token` (default: the first admin
+        token), whose every request, and every wait, times out."""
+        headers = {"Authorization": f"Bearer {token}"} if token else self.auth_headers
+        return httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
+
+    def sync_client(self, timeout: float = 10.0) -> httpx.Client:
+        """A blocking HTTP client for this server with the first admin token."""
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=self.auth_headers)
+
+    def create_token(self, user: str, admin: bool = False) -> str:
+        """A new token for `user` (created if new), made with `voicestack token create`."""
+        command = [sys.executable, "-m", "voicestack", "token", "create", "--user", user]
+        command += ["--db", str(self.db_path), *(["--admin"] if admin else [])]
+        done = subprocess.run(command, cwd=REPO, env=server_env(), capture_output=True, check=True)
+        return done.stdout.decode().strip()
+
+    def user_id(self, name: str = "admin") -> str:
+        """The id of user `name` (default: the first admin, whose token `client` sends), as
+        `voicestack token list --json` shows it; messages carry it as their `author`."""
+        if name not in self._user_ids:
+            command = [sys.executable, "-m", "voicestack", "token", "list", "--json"]
+            command += ["--db", str(self.db_path)]
+            done = subprocess.run(
+                command, cwd=REPO, env=server_env(), capture_output=True, check=True
+            )
+            self._user_ids.update({row["user"]: row["userId"] for row in json.loads(done.stdout)})
+        return self._user_ids[name]
 
     def log(self, since: int = 0) -> str:
         """What the server wrote to stderr and stdout, from byte offset `since` on."""
@@ -116,8 +161,25 @@ class ServerProcess:
         return env
 
     def start(self) -> None:
-        """Start the process and wait until GET /healthz answers."""
+        """Start the process and wait until GET /healthz answers.
+
+        On the first start, a port some other process took since `free_port` chose it is
+        replaced by a new one (the machine runs other test suites too); a restart keeps its port.
+        """
+        first = self.token is None
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if self._start() is None:
+                return
+            if not first or attempt == PORT_ATTEMPTS:
+                pytest.fail(f"the server could not listen on port {self.port}:\n{self.log()}")
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+
+    def _start(self) -> str | None:
+        """One attempt of `start`: None once the server answers, "port_taken" when it could
+        not listen on its port."""
         assert self.process is None or self.process.poll() is not None, "already running"
+        since = self.log_size()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command,
@@ -132,10 +194,13 @@ class ServerProcess:
                 code = self.process.poll()
                 if code is not None:
                     self.process = None
+                    if "address already in use" in self.log(since):
+                        return "port_taken"
                     pytest.fail(f"the server exited with {code} while starting:\n{self.log()}")
                 try:
                     if client.get(f"{self.url}/healthz").status_code == 200:
-                        return
+                        self.token = self.token_path.read_text().strip()
+                        return None
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ import apsw
 import httpx
 import pytest
 
+from tests.support.server import ServerProcess
 from tests.support.sse import Event
 
 ESPEAK = shutil.which("espeak-ng")
@@ -203,7 +204,7 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str
 
 
 async def raw_upload(
-    url: str,
+    server: ServerProcess,
     head: bytes,
     *,
     send_bytes: int,
@@ -211,13 +212,14 @@ async def raw_upload(
     chunk: int = 65_536,
     timeout: float = 10.0,
 ) -> RawAnswer:
-    """Start a `POST /voice` upload on a raw socket and stop sending after `send_bytes` of audio,
-    never finishing the body; wait for the server's answer to the unfinished request.
+    """Start a `POST /voice` upload to `server` (with its admin token) on a raw socket and stop
+    sending after `send_bytes` of audio, never finishing the body; wait for the server's answer
+    to the unfinished request.
 
     With `declared_length` the body announces that Content-Length, otherwise it is chunked.
     A server that waited for the whole body would never answer: the wait then times out.
     """
-    host, port = url.removeprefix("http://").split(":")
+    host, port = server.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         framing = (
@@ -227,6 +229,7 @@ async def raw_upload(
         )
         writer.write(
             f"POST /voice HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {server.token}\r\n"
             f"Content-Type: {FORM_HEADERS['content-type']}\r\n{framing}\r\n\r\n".encode()
         )
 

@@ -1,7 +1,7 @@
 // Run in the browser by tests/test_web_client.py (page.evaluate): voicestack.js against a fake
 // EventSource that behaves as the spec says (an event without an id keeps the last event id;
 // a dropped connection reconnects the same object; an HTTP error closes it for good).
-async ({ realThreadId }) => {
+async ({ realThreadId, token }) => {
   const client = await import("/web/voicestack.js");
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -83,7 +83,7 @@ async ({ realThreadId }) => {
     error: (err) => calls.push(["error", err.code, err.fatal, Boolean(err.retrying)]),
   };
   try {
-    const feed = client.threadFeed(realThreadId, handlers, { token: "tok" });
+    const feed = client.threadFeed(realThreadId, handlers, { token });
     const source = FakeEventSource.made[0];
     source.open();
     source.emit("message", { id: "u1", role: "user", status: "complete", text: "Hi", order: 1 });
@@ -104,7 +104,7 @@ async ({ realThreadId }) => {
     const reopened = FakeEventSource.made.length === 2 ? FakeEventSource.made[1].url : null;
     feed.close();
 
-    const missing = client.threadFeed("thr_does_not_exist", handlers, { token: "tok" });
+    const missing = client.threadFeed("thr_does_not_exist", handlers, { token });
     FakeEventSource.made[FakeEventSource.made.length - 1].fail();
     await sleep(300);
     missing.close();
@@ -112,7 +112,7 @@ async ({ realThreadId }) => {
     const values = [];
     const errors = [];
     const watched = client.watch("threads.list", {}, (value, version) => values.push([value, version]), {
-      token: "tok",
+      token,
       onError: (err) => errors.push([err.code, err.fatal]),
     });
     const watchSource = FakeEventSource.made[FakeEventSource.made.length - 1];
