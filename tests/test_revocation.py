@@ -7,9 +7,11 @@ import json
 import secrets
 import time
 
+import anyio
 import httpx
 import pytest
 
+from tests.support.agent import ended, feed, read_until, snapshot
 from tests.support.api import error_of
 from tests.support.cli import invoke
 from tests.support.server import ServerProcess
@@ -63,3 +65,29 @@ async def test_revoking_a_token_ends_every_stream_it_opened_and_no_other(
             assert sent.status_code == 201, sent.text
             event = await survivor.next()
             assert (event.event, event.json["text"]) == ("message", "x")
+
+
+async def test_feeds_opened_while_other_memberships_change_stay_open(start_server) -> None:
+    """A commit that changes some thread's members is checked against every open feed in that
+    commit's snapshot, which may predate a feed opened on a brand-new thread: such a feed must
+    not be taken for one that lost its access."""
+    server = start_server()
+    async with server.client() as http, server.client() as churn_http:
+        stop = anyio.Event()
+
+        async def churn() -> None:
+            while not stop.is_set():
+                assert (await churn_http.post("/api/threads", json={})).status_code == 201
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(churn)
+            for _ in range(60):
+                thread_id = (await http.post("/api/threads", json={})).json()["id"]
+                async with feed(http, thread_id) as stream:
+                    await snapshot(stream)
+                    sent = await http.post(
+                        f"/api/threads/{thread_id}/messages", json={"text": "still here?"}
+                    )
+                    reply_id = sent.json()["replyId"]
+                    await read_until(stream, ended(reply_id))  # no provider: it fails at once
+            stop.set()

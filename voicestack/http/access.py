@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,9 +100,7 @@ class AccessGuard:
             self._prune_at = max(64, 2 * len(self._streams))
         self._streams[outbox] = _Watched(identity, still_allowed)
         if checked_at is not None and checked_at != self._generation:
-            task = asyncio.get_running_loop().create_task(self._recheck(outbox, identity))
-            self._rechecks.add(task)
-            task.add_done_callback(self._rechecks.discard)
+            self._spawn(self._recheck(outbox, identity))
 
     async def _recheck(self, outbox: Outbox, identity: Identity) -> None:
         try:
@@ -138,6 +136,25 @@ class AccessGuard:
             if outbox.closed:
                 del self._streams[outbox]
         for outbox in verdict.revoked:
+            watched = self._streams.get(outbox)
+            if watched is not None:
+                self._spawn(self._confirm(outbox, watched))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
+    async def _confirm(self, outbox: Outbox, watched: _Watched) -> None:
+        # The batch's snapshot may predate the stream: a feed opened on a thread created after
+        # it would look forbidden there. Only a snapshot taken now, after the stream was
+        # watched, decides; it also sees any later revocation.
+        try:
+            granted = await self._store.read(lambda snap: _still_granted(snap.db(), watched, True))
+        except Exception:
+            log.exception("re-checking a stream's access failed; ending the stream")
+            granted = False
+        if not granted:
             self._streams.pop(outbox, None)
             outbox.close()  # what is already queued is still sent, then the stream ends
 
