@@ -158,3 +158,20 @@ async def test_scheduling_refuses_an_unknown_function_or_args_that_do_not_fit(
     )
     error = error_of(response, 400, code)
     assert name in error["message"]
+
+
+async def test_a_job_that_outlives_its_time_limit_fails_that_attempt(start_server) -> None:
+    server = start_server(JOBS_APP, "--job-timeout-s", "1")
+    async with server.client() as http:
+        api = Api(http)
+        job_id = await schedule(api, "jobs.slow", {"tag": "hung", "seconds": 30})
+        await until(lambda: runs_tagged(api, "hung end 2"), timeout=15)
+        done = await job(api, job_id)
+        tags = [
+            r["tag"]
+            for r in await runs_tagged(
+                api, "hung start 1", "hung end 1", "hung start 2", "hung end 2"
+            )
+        ]
+    assert tags == ["hung start 1", "hung start 2", "hung end 2"]  # attempt 1 was cut off
+    assert (done["status"], done["attempts"]) == ("done", 2)

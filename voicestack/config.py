@@ -139,6 +139,9 @@ class Settings(BaseSettings):
                 )
         return origins
 
+    job_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds a scheduled job may run before the attempt fails."
+    )
     quiet_token: bool = Field(
         False, description="Do not print the page URL with the first admin token at start."
     )

@@ -141,7 +141,9 @@ class Runtime:
             speakers=SpeakerFactory(self.store, self.synthesizer),
         )
         self.hub.add_source(self.runner)
-        self.scheduler = Scheduler(self.store, self._run_job, crons)
+        self.scheduler = Scheduler(
+            self.store, self._run_job, crons, timeout_s=settings.job_timeout_s
+        )
         self.hub.add_source(self.scheduler)
         self.leader = LeaderLease(settings.db)
         self._drain: asyncio.Task[None] | None = None

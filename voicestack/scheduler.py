@@ -58,6 +58,9 @@ MAX_SLEEP_S = 30.0
 # Ended jobs (replies' included) are history: kept a week, then deleted, checked hourly.
 KEEP_ENDED_S = 7 * 24 * 3600.0
 PRUNE_EVERY_S = 3600.0
+# A job that has not returned by then counts as a failed attempt, so a hung call cannot hold a
+# running slot (and its job) until the server stops.
+JOB_TIMEOUT_S = 600.0
 
 
 def error_text(exc: BaseException) -> str:
@@ -84,8 +87,10 @@ class Scheduler:
         *,
         backoff_s: float = BACKOFF_S,
         max_running: int = MAX_RUNNING,
+        timeout_s: float = JOB_TIMEOUT_S,
     ) -> None:
         self._store = store
+        self._timeout_s = timeout_s
         self._run_job = run_job
         self._crons = {cron.key: cron for cron in crons}
         self._backoff_s = backoff_s
@@ -192,11 +197,16 @@ class Scheduler:
 
     async def _run(self, run: JobRun) -> None:
         try:
-            await self._run_job(run, lambda db: self._succeed(db, run))
+            async with asyncio.timeout(self._timeout_s):
+                await self._run_job(run, lambda db: self._succeed(db, run))
         except asyncio.CancelledError:
             raise  # close() gives the job back
         except Exception as exc:
-            error = error_text(exc)
+            error = (
+                f"job_timeout: no result within {self._timeout_s:g} s"
+                if isinstance(exc, TimeoutError)
+                else error_text(exc)
+            )
             log.warning("job %s (%s) attempt %d failed: %s", run.id, run.name, run.attempt, error)
             try:
                 await self._store.write(lambda db: self._fail(db, run, error))

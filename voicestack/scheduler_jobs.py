@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicestack import jsoncodec
+from voicestack.auth import user_by_id
 from voicestack.functions.context import Caller
 from voicestack.store.db import ReadDB, WriteDB
 
@@ -135,10 +136,13 @@ def cancel_job(db: WriteDB, job_id: str) -> bool:
     )
 
 
-def _caller(row: dict[str, Any]) -> Caller | None:
+def _caller(db: WriteDB, row: dict[str, Any]) -> Caller | None:
+    # The user as they are when the job runs: a role changed since it was scheduled counts.
     if row["user_id"] is None:
         return None
-    return Caller(row["user_id"], row["user_name"] or row["user_id"], row["user_role"] or "user")
+    return user_by_id(db, row["user_id"]) or Caller(
+        row["user_id"], row["user_name"] or row["user_id"], row["user_role"] or "user"
+    )
 
 
 def claim_due(db: WriteDB, limit: int) -> list[JobRun]:
@@ -165,7 +169,7 @@ def claim_due(db: WriteDB, limit: int) -> list[JobRun]:
                 row["attempts"] + 1,
                 row["max_attempts"],
                 row["cron_key"],
-                _caller(row),
+                _caller(db, row),
             )
         )
     return runs
