@@ -333,8 +333,7 @@ class Hub:
                     outcome.error.message,
                     version,
                     outcome.error.status,
-                    # A refusal such as ThreadNotFound: the caller may no longer see this.
-                    getattr(outcome.error, "ends_subscription", False),
+                    outcome.error.ends_subscription,
                 )
             elif isinstance(shared.payload, Payload) and (
                 shared.payload.value_json == outcome.value_json
