@@ -222,14 +222,19 @@ class Runtime:
     async def _write_value(self, fn: Callable[[WriteDB], Any]) -> Any:
         return (await self.store.write(fn)).value
 
-    def _check_job(self, name: str, args: Any) -> Any:
-        """Refuse a job whose function is not a mutation or action, or whose args do not fit."""
+    def _job_function(self, name: str) -> ServerFunction:
+        """The mutation or action a job named `name` runs; `unknown_job_function` otherwise."""
         function = self.registry.get(name)
         if function is None or function.kind == "query":
             raise FunctionError(
                 "unknown_job_function",
                 f"Cannot schedule {name!r}: jobs run a registered mutation or action.",
             )
+        return function
+
+    def _check_job(self, name: str, args: Any) -> Any:
+        """Refuse a job whose function is not a mutation or action, or whose args do not fit."""
+        function = self._job_function(name)
         try:
             function.parse_args(args)
         except ValidationError as exc:
@@ -241,11 +246,7 @@ class Runtime:
     async def _run_job(self, run: JobRun, finish: Callable[[WriteDB], None]) -> None:
         """Run one claimed job as the user who scheduled it; `finish(db)` commits with a
         mutation's own writes, or right after an action returns."""
-        function = self.registry.get(run.name)
-        if function is None or function.kind == "query":
-            raise FunctionError(
-                "unknown_job_function", f"No mutation or action is named {run.name!r}."
-            )
+        function = self._job_function(run.name)
         parsed = function.parse_args(run.args)
         if function.kind == "mutation":
 
