@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything the test suite uses, so that `make test` passes on a fresh machine:
+#   - Debian's chromium (the page's tests drive it through Playwright; never `playwright
+#     install`), espeak-ng, sox and ffmpeg (real speech in every container format), when they are
+#     missing and apt-get can run (as root, or through sudo). Tests that still lack one skip,
+#     saying which;
+#   - voicestack itself with its test and binary extras, the first-party tool plugins and the
+#     test-only tool plugin, into the Python that runs `python3` (a venv if one is active);
+#   - the one-file executable dist/voicestack, which tests/test_binary.py serves from.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '== %s\n' "$*"; }
+
+missing=()
+for tool in chromium espeak-ng sox ffmpeg; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  say "Debian packages: chromium, espeak-ng, sox and ffmpeg are installed"
+elif ! command -v apt-get >/dev/null; then
+  say "Debian packages: no apt-get here; the tests that need ${missing[*]} will skip"
+else
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+  say "Debian packages: installing ${missing[*]}"
+  if ! { "${sudo[@]}" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+    say "Debian packages: could not install ${missing[*]}; the tests that need them will skip"
+  fi
+fi
+
+say "Python packages: voicestack[test,binary], plugins/*, tests/plugins/voicestack-testtools"
+python3 -m pip install --quiet --disable-pip-version-check \
+  -e '.[test,binary]' \
+  -e plugins/voicestack-clock -e plugins/voicestack-notes \
+  -e tests/plugins/voicestack-testtools
+
+say "The one-file executable (bundles the plugins installed above)"
+bash deploy/build-binary.sh
