@@ -28,11 +28,35 @@ from tests.support.server import TEST_APP, ServerProcess, running_server
 from voicestack.testing.fake_openai import FakeOpenAI
 
 StartServer = Callable[..., ServerProcess]
+Figures = Callable[[str], None]
+FIGURES = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[FIGURES] = []
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Figures that tests measured (fuzz case counts, ...) print once, after the results, instead
+    of in the middle of the progress lines."""
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """`figures(line)`: a line for the run's closing "figures" section."""
+    return request.config.stash[FIGURES].append
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import StartServer
+from tests.conftest import Figures, StartServer
 from tests.support.server import ServerProcess
 
 FUZZ_APP = "tests.apps.ledger"
@@ -143,7 +143,7 @@ def unhandled_errors(log: str) -> int:
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT_S + 60)
 def test_fuzz_as_admin_and_as_user(
-    start_server: StartServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    start_server: StartServer, tmp_path: Path, figures: Figures
 ) -> None:
     server = start_server(FUZZ_APP, "--quiet-token", *NO_RATE_LIMITS)
     user_token = server.create_token("fuzzer")
@@ -152,9 +152,9 @@ def test_fuzz_as_admin_and_as_user(
     # The user's run skips the coverage phase (the same edge cases the admin's run sent).
     user = fuzz(server.url, user_token, tmp_path / "user", 15, 2, phases="fuzzing")
     logged = unhandled_errors(server.log())
-    with capsys.disabled():  # the figures belong in every run's output
-        print(f"\n{admin.summary('admin')}\n{user.summary('user')}")
-        print(f"server log: {logged} unhandled errors (500s)")
+    figures(admin.summary("admin"))
+    figures(user.summary("user"))
+    figures(f"schemathesis: the server logged {logged} unhandled errors (500s)")
 
     for run in (admin, user):
         assert (run.failures, run.errors) == ([], []), run.output
