@@ -38,7 +38,7 @@ def list_tools(
         ]
         for tool in tools
     ]
-    if out.terminal and not rows:
+    if not rows:  # the note goes to stderr, so a pipe still reads no rows
         out.note("No tools are loaded (install a tool plugin, or check VOICESTACK_LOAD_TOOLS).")
         return
     out.table(["plugin", "name", "status", "error"], rows)

@@ -152,6 +152,17 @@ def test_tools_list_shows_plugin_name_status_and_error(server: ServerProcess) ->
     assert json.loads(cli(server, "tools", "list", "--json")) == tools
 
 
+def test_tools_list_says_why_it_is_empty_on_stderr_even_when_piped(
+    start_agent_server: StartAgentServer,
+) -> None:
+    server = start_agent_server(None, env={"VOICESTACK_LOAD_TOOLS": ""})
+    result = invoke(["tools", "list"], env=server_vars(server))
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == (
+        "No tools are loaded (install a tool plugin, or check VOICESTACK_LOAD_TOOLS).\n"
+    )
+
+
 def test_functions_list_shows_every_function(server: ServerProcess) -> None:
     functions = get(server, "/api/functions")
     lines = cli(server, "functions", "list").splitlines()
