@@ -91,7 +91,13 @@ def revoke(
 
     Example: voicestack token revoke tok_3f9a0c1b2d4e
     """
-    info = _write(db, lambda conn: revoke_token(conn, token_or_id))
-    if info is None:
+    revoked = _write(db, lambda conn: revoke_token(conn, token_or_id))
+    if revoked is None:
         raise CliError("No such token (give the token or its id; `voicestack token list`).")
+    info, changed = revoked
+    if not changed:
+        raise CliError(
+            f"Token {info.id} of {info.user} was already revoked at {iso_time(info.revoked_at)};"
+            " nothing changed."
+        )
     Output().note(f"revoked token {info.id} of {info.user}")

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from cli.output import iso_time
 from tests.support.api import error_of
 from tests.support.cli import invoke
 from tests.support.server import REPO, TEST_APP, ServerProcess, server_env
@@ -91,6 +92,14 @@ async def test_token_commands_create_list_and_revoke_on_the_file(start_server):
     await until_refused(server, ana)
     async with server.client(token=ana) as http:
         error_of(await http.get("/api/threads"), 401, "invalid_token")
+
+    twice = invoke(["token", "revoke", rows["ana"]["id"], *db])
+    revoked_at = json.loads(invoke(["token", "list", "--json", *db]).stdout)[1]["revokedAt"]
+    assert (twice.exit_code, twice.stdout) == (1, "")
+    assert twice.stderr == (
+        f"error: Token {rows['ana']['id']} of ana was already revoked at {iso_time(revoked_at)};"
+        " nothing changed.\n"
+    )
 
     again = invoke(["token", "revoke", "tok_000000000000", *db])
     assert again.exit_code == 1

@@ -141,17 +141,18 @@ def find_token(db: ReadDB | WriteDB, token_or_id: str) -> TokenInfo | None:
     return _info(row) if row else None
 
 
-def revoke_token(db: WriteDB, token_or_id: str) -> TokenInfo | None:
-    """Revoke a token (given as itself or its id); None when there is no such token. Revoking
-    twice keeps the first time."""
+def revoke_token(db: WriteDB, token_or_id: str) -> tuple[TokenInfo, bool] | None:
+    """Revoke a token (given as itself or its id): the token's row and whether this call revoked
+    it (False: it was revoked already, and keeps its first time); None when there is no such
+    token."""
     info = find_token(db, token_or_id)
     if info is None:
         return None
-    if info.revoked_at is None:
-        stamp = time.time()
-        db.execute("UPDATE auth_tokens SET revoked_at = ? WHERE id = ?", (stamp, info.id))
-        info = TokenInfo(info.id, info.user_id, info.user, info.role, info.created_at, stamp)
-    return info
+    if info.revoked_at is not None:
+        return info, False
+    stamp = time.time()
+    db.execute("UPDATE auth_tokens SET revoked_at = ? WHERE id = ?", (stamp, info.id))
+    return TokenInfo(info.id, info.user_id, info.user, info.role, info.created_at, stamp), True
 
 
 @dataclass(frozen=True, slots=True)
