@@ -93,6 +93,14 @@ async def test_sigint_exits_0(server):
     assert server.stop(signal.SIGINT) == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_clean_stop_removes_the_leader_lease_file(server, sig):
+    lease = server.db_path.with_name(server.db_path.name + ".leader")
+    assert lease.read_text() == f"{server.process.pid}\n"
+    assert server.stop(sig) == 0
+    assert not lease.exists()
+
+
 @pytest.mark.parametrize(
     ("extra_args", "checkpointed"), [((), True), (("--no-autocheckpoint",), False)]
 )

@@ -4,6 +4,10 @@ The lease is an exclusive `flock` on `<db>.leader` beside the database. The hold
 until it closes; when it dies the operating system releases the lock, and a waiting process,
 trying again every `retry_s`, takes over. No heartbeat rows are written, so leadership costs the
 database nothing.
+
+A clean stop removes the file, while still holding its lock. A process that locked the file just
+before it was removed holds a lock on a name nobody can find, so every acquirer checks, once
+locked, that the path still names the file it locked.
 """
 
 from __future__ import annotations
@@ -44,16 +48,20 @@ class LeaderLease:
         """Take the lease if nobody holds it; never blocks."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(3):  # the file may be removed under us by a leader that stops
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            if _names_file(self.path, fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return True
             os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
+        return False
 
     async def acquire(self, on_gain: Callable[[], Awaitable[None]]) -> bool:
         """Take the lease now and await `on_gain`, or keep trying in the background and await it
@@ -85,5 +93,17 @@ class LeaderLease:
         """Give the lease up, so another process may lead."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _names_file(path: Path, fd: int) -> bool:
+    """True when `path` is the file open as `fd` (not removed, nor replaced by another)."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
