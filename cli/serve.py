@@ -14,7 +14,7 @@ from cli import workers
 from cli.settings_options import with_settings_options
 from voicestack.config import load_settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error, for logs
 
 
 @with_settings_options

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 from cli.workers import WorkerSocket
 from voicestack.config import Settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error, for logs
 
 # How long in-flight HTTP requests may take to finish after a shutdown signal (thread feeds
 # stay open for `--drain-s` longer, while replies finish).

@@ -32,7 +32,7 @@ from rich.console import Console
 from voicestack.config import Settings
 
 log = logging.getLogger("voicestack.workers")
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error, for logs
 
 # What a worker inherits: "LISTEN_FD:READY_FD:INDEX". Removed from the worker's environment as
 # soon as it is read, so no process a worker starts takes itself for a worker.

@@ -93,7 +93,7 @@ class LeaderLease:
         """Give the lease up, so another process may lead."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or a read-only directory
                 self.path.unlink()
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

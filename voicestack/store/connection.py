@@ -10,23 +10,44 @@ import apsw
 BUSY_TIMEOUT_MS = 5000
 
 
+class DatabaseNotWritable(RuntimeError):
+    """The database file, or the directory its WAL files go in, cannot be written."""
+
+
 def open_connection(path: Path, *, readonly: bool = False) -> apsw.Connection:
     """Open `path` in WAL mode with NORMAL sync, foreign keys and a 5 s busy timeout.
 
     A read-only connection also sets `query_only`, so a query can never write even by mistake.
+    A writing connection on a file or directory it cannot write raises DatabaseNotWritable
+    here, before anything tries to write.
     """
-    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     if readonly:
-        flags = apsw.SQLITE_OPEN_READONLY
-    conn = apsw.Connection(str(path), flags=flags)
+        return _configure(apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY), path)
+    try:
+        conn = apsw.Connection(
+            str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        )
+        # SQLite opens a file it may not write read-only, without a word.
+        if conn.readonly("main"):
+            raise apsw.ReadOnlyError("the file is read-only")
+        return _configure(conn, path, writer=True)
+    except (apsw.CantOpenError, apsw.ReadOnlyError) as exc:
+        raise DatabaseNotWritable(
+            f"Cannot write the database {path} ({exc}). voicestack needs to write the file and"
+            f" to create {path.name}-wal and {path.name}-shm beside it: check the permissions"
+            " of both, or choose another file with --db."
+        ) from None
+
+
+def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> apsw.Connection:
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    if not readonly:
+    if writer:
         # Setting WAL once is persistent in the file; never switching back keeps Litestream happy.
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
         if mode.lower() != "wal":
             raise RuntimeError(f"Could not put {path} in WAL mode (it reports {mode!r}).")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    if readonly:
+    if not writer:
         conn.execute("PRAGMA query_only=ON")
     return conn
