@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from cli.client import DEFAULT_URL, ApiClient, ServerOption, TokenOption
 from cli.errors import reports_errors
-from cli.output import JsonOption, Output, one_line
+from cli.options import DEFAULT_URL, JsonOption, ServerOption, TokenOption
+from cli.output import Output, one_line
 
 tools_app = typer.Typer(help="The model's tools on a server (tool plugins).", no_args_is_help=True)
 functions_app = typer.Typer(help="The server functions on a server.", no_args_is_help=True)
@@ -23,6 +23,8 @@ def list_tools(
 
     Example: voicestack tools list --server http://127.0.0.1:8000
     """
+    from cli.client import ApiClient  # httpx loads only when a command runs
+
     with ApiClient(server, token) as api:
         tools = api.get("/api/tools")
     out = Output()
@@ -55,6 +57,8 @@ def list_functions(
 
     Example: voicestack functions list --json | jq '.[].name'
     """
+    from cli.client import ApiClient  # httpx loads only when a command runs
+
     with ApiClient(server, token) as api:
         functions = api.get("/api/functions")
     out = Output()

@@ -5,35 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, NoReturn, Self
+from typing import Any, NoReturn, Self
 
 import httpx
-import typer
 
 from cli.errors import USAGE, CliError
+from cli.options import DEFAULT_URL
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 10.0
-
-ServerOption = Annotated[
-    str,
-    typer.Option(
-        "--server",
-        envvar="VOICESTACK_URL",
-        help="The server's URL.",
-        show_envvar=True,
-    ),
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="VOICESTACK_TOKEN",
-        help="API token, sent as `Authorization: Bearer TOKEN`.",
-        show_envvar=True,
-        show_default=False,
-    ),
-]
 
 
 def server_url(raw: str) -> str:

@@ -1,7 +1,8 @@
 """`voicestack db ...`: host-side commands on the database file itself (no server needed).
 
 `check` and `backup` only read, so they are safe while a server runs on the same file;
-`migrate` applies the core migrations the server would apply when it starts.
+`migrate` applies the core migrations the server would apply when it starts. Each command
+imports the store when it runs, so that `--help` loads none of it.
 """
 
 from __future__ import annotations
@@ -12,28 +13,15 @@ from typing import Annotated
 
 import apsw
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cli.errors import USAGE, CliError, reports_errors
-from cli.output import JsonOption, Output
-from voicestack.schema import ALL_MIGRATIONS
-from voicestack.store.backup import backup_database, open_source
-from voicestack.store.connection import open_connection
-from voicestack.store.health import DatabaseUnreadable, inspect_database
-from voicestack.store.migrations import core_level, migrate_core
+from cli.options import DEFAULT_DB, DbOption, JsonOption
+from cli.output import Output
 
 app = typer.Typer(
     help="The database file on this host: check it, back it up, migrate it.",
     no_args_is_help=True,
 )
-
-DbOption = Annotated[
-    Path,
-    typer.Option(
-        "--db", envvar="VOICESTACK_DB", help="The SQLite database file.", show_envvar=True
-    ),
-]
-DEFAULT_DB = Path("voicestack.db")
 
 
 def _existing(db: Path) -> Path:
@@ -49,6 +37,8 @@ def check(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
     Example: voicestack db check --db /var/lib/voicestack/voicestack.db
     """
+    from voicestack.store.health import DatabaseUnreadable, inspect_database
+
     out = Output()
     spinner = out.err.status("checking integrity", spinner="dots")
     with spinner if out.err.is_terminal else contextlib.nullcontext():
@@ -87,6 +77,10 @@ def backup(
 
     Example: voicestack db backup /backups/voicestack-$(date +%F).db
     """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from voicestack.store.backup import backup_database
+
     source = _existing(db)
     if path.exists() and not force:
         raise CliError(f"{path} exists; pass --force to replace it.")
@@ -119,6 +113,8 @@ def backup(
 
 
 def _page_size(db: Path) -> int:
+    from voicestack.store.backup import open_source
+
     conn = open_source(db)
     try:
         return int(conn.execute("PRAGMA page_size").fetchall()[0][0])
@@ -133,6 +129,10 @@ def migrate(db: DbOption = DEFAULT_DB) -> None:
 
     Example: voicestack db migrate --db ./voicestack.db
     """
+    from voicestack.schema import ALL_MIGRATIONS
+    from voicestack.store.connection import open_connection
+    from voicestack.store.migrations import core_level, migrate_core
+
     out = Output()
     try:
         conn = open_connection(_existing(db))

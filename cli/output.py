@@ -11,16 +11,11 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print JSON instead of a table.", show_default=False)
-]
 
 
 def pretty_json(value: Any) -> str:

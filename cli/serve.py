@@ -10,9 +10,16 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from cli import workers
 from cli.settings_options import with_settings_options
 from voicestack.config import load_settings
+
+
+def serve_command() -> Any:
+    """`serve` as a click command of its own, for the root group to run (cli.main.RootGroup)."""
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.command("serve")(serve)
+    return typer.main.get_command(app)
+
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error, for logs
 
@@ -29,6 +36,8 @@ def serve(
 
     Example: voicestack serve --port 8000 --db ./voicestack.db --app voicestack.examples.todos
     """
+    from cli import workers  # the server stack loads only for `serve`
+
     try:
         settings = load_settings(config, **flags)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
@@ -42,7 +51,7 @@ def serve(
     page_token = _prepare_tokens(settings) if worker is None else None  # once, in the parent
     if worker is None and settings.workers > 1:
         raise typer.Exit(workers.supervise(settings, page_token))
-    from cli.uvicorn_server import run_server  # the server stack loads only for `serve`
+    from cli.uvicorn_server import run_server
     from voicestack.http import create_app
     from voicestack.runtime import Runtime
 

@@ -1,20 +1,23 @@
-"""`voicestack thread ...`: agent threads on a running server, over its HTTP API."""
+"""`voicestack thread ...`: agent threads on a running server, over its HTTP API.
+
+Each command imports the HTTP client and the feed renderers when it runs, so that `--help`
+loads none of them.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.client import DEFAULT_URL, ApiClient, ServerOption, TokenOption
 from cli.errors import USAGE, CliError, reports_errors
-from cli.feed import FeedFollower
-from cli.output import JsonOption, Output, iso_time, pretty_json
-from cli.send import post_message, send_and_stream
-from cli.tail import FeedRenderer, JsonTail, LiveTail, PlainTail, follow
-from cli.transcript import markdown_thread, plain_thread, rich_thread, thread_title
+from cli.options import DEFAULT_URL, JsonOption, ServerOption, TokenOption
+from cli.output import Output, iso_time, pretty_json
+
+if TYPE_CHECKING:
+    from cli.tail import FeedRenderer
 
 app = typer.Typer(
     help="Agent threads on a server: create, list, show, export, send a message, tail the feed.",
@@ -42,6 +45,8 @@ def new(
 
     Example: THREAD=$(voicestack thread new --title support)
     """
+    from cli.client import ApiClient
+
     with ApiClient(server, token) as api:
         created = api.post("/api/threads", {"title": title} if title else {})
     Output().line(created["id"])
@@ -62,6 +67,8 @@ def list_(
 
     Example: voicestack thread list --limit 5
     """
+    from cli.client import ApiClient
+
     with ApiClient(server, token) as api:
         threads = api.get("/api/threads", {"limit": limit, "before": before})
     out = Output()
@@ -84,6 +91,9 @@ def show(
 
     Example: voicestack thread show thr_0123456789abcdef0123
     """
+    from cli.client import ApiClient
+    from cli.transcript import plain_thread, rich_thread
+
     with ApiClient(server, token) as api:
         thread = api.get(_thread_path(thread_id))
     out = Output()
@@ -113,6 +123,9 @@ def export(
 
     Example: voicestack thread export thr_0123456789abcdef0123 --format md -o support.md
     """
+    from cli.client import ApiClient
+    from cli.transcript import markdown_thread, thread_title
+
     if format_ not in EXPORT_FORMATS:
         raise CliError(f"--format must be md or json, not {format_!r}.", USAGE)
     with ApiClient(server, token) as api:
@@ -146,6 +159,9 @@ def send(
 
     Example: voicestack thread send thr_0123456789abcdef0123 "What's the weather in Oslo?"
     """
+    from cli.client import ApiClient
+    from cli.send import post_message, send_and_stream
+
     if text == "-":
         text = sys.stdin.read().strip()
     if not text.strip():
@@ -185,6 +201,10 @@ def tail(
 
     Example: voicestack thread tail thr_0123456789abcdef0123 --json | jq .event
     """
+    from cli.client import ApiClient
+    from cli.feed import FeedFollower
+    from cli.tail import JsonTail, LiveTail, PlainTail, follow
+
     out = Output()
     renderer: FeedRenderer
     if as_json:

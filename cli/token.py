@@ -2,24 +2,24 @@
 
 These write the file directly (safe while a server runs on it: the writes go through SQLite's
 lock, and a running server hears of them through the change log and ends revoked streams).
+Each command imports the store when it runs, so that `--help` loads none of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import apsw
 import typer
 
-from cli.db import DEFAULT_DB, DbOption
 from cli.errors import CliError, reports_errors
-from cli.output import JsonOption, Output, iso_time
-from voicestack.auth import TokenInfo, create_token, list_tokens, revoke_token
-from voicestack.functions.errors import FunctionError
-from voicestack.schema import ALL_MIGRATIONS
-from voicestack.store.db import WriteDB
-from voicestack.store.store import Store
+from cli.options import DEFAULT_DB, DbOption, JsonOption
+from cli.output import Output, iso_time
+
+if TYPE_CHECKING:
+    from voicestack.auth import TokenInfo
+    from voicestack.store.db import WriteDB
 
 T = TypeVar("T")
 
@@ -31,6 +31,10 @@ app = typer.Typer(
 
 def _write(db: DbOption, fn: Callable[[WriteDB], T]) -> T:
     """Run `fn` in one transaction on the database (migrated first), logged like any commit."""
+    from voicestack.functions.errors import FunctionError
+    from voicestack.schema import ALL_MIGRATIONS
+    from voicestack.store.store import Store
+
     try:
         store = Store(db, readers=1, migrations=ALL_MIGRATIONS)
     except (apsw.Error, RuntimeError) as exc:
@@ -55,6 +59,8 @@ def create(
 
     Example: export VOICESTACK_TOKEN=$(voicestack token create --user ana)
     """
+    from voicestack.auth import create_token
+
     token, info = _write(db, lambda conn: create_token(conn, user, admin))
     out = Output()
     out.line(token)
@@ -73,6 +79,8 @@ def list_(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
     Example: voicestack token list --db /var/lib/voicestack/voicestack.db
     """
+    from voicestack.auth import list_tokens
+
     infos = _write(db, list_tokens)
     out = Output()
     if as_json:
@@ -91,6 +99,8 @@ def revoke(
 
     Example: voicestack token revoke tok_3f9a0c1b2d4e
     """
+    from voicestack.auth import revoke_token
+
     revoked = _write(db, lambda conn: revoke_token(conn, token_or_id))
     if revoked is None:
         raise CliError("No such token (give the token or its id; `voicestack token list`).")
