@@ -44,9 +44,15 @@ def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> Se
 
 
 def user_row(
-    message_id: str, thread_id: str, text: str, order: int, stamp: float, author: str
+    message_id: str,
+    thread_id: str,
+    text: str,
+    order: int,
+    stamp: float,
+    author: str,
+    author_name: str = "admin",
 ) -> dict:
-    """A user message of user `author` as the API shows it."""
+    """A user message of user `author` (named `author_name`) as the API shows it."""
     return {
         "id": message_id,
         "threadId": thread_id,
@@ -58,6 +64,7 @@ def user_row(
         "updatedAt": stamp,
         "order": order,
         "author": author,
+        "authorName": author_name,
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,
@@ -120,6 +127,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "updatedAt": pending["createdAt"],
         "order": 2,
         "author": None,
+        "authorName": None,
         "replyTo": user_id,
         "audioFileId": None,
         "usage": NO_USAGE,
@@ -361,6 +369,7 @@ async def test_a_person_answering_hands_off_the_unfinished_replies(
         "updatedAt": answer["createdAt"],
         "order": 5,
         "author": server.user_id(),  # the person who answered
+        "authorName": "admin",
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,

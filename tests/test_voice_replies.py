@@ -179,6 +179,7 @@ async def test_a_spoken_question_gets_a_reply_spoken_sentence_by_sentence(
         "updatedAt": question["createdAt"],
         "order": 1,
         "author": server.user_id(),
+        "authorName": "admin",
         "replyTo": None,
         "audioFileId": voice.file_id,
         "usage": {**NO_USAGE, "audioInSeconds": heard_seconds},

@@ -89,6 +89,8 @@ async def start_thread(
     await b.get_by_role("link", name=f"{mark} hello").click()
     await expect(b.locator("#thread-title")).to_have_text(f"{mark} hello")
     await expect(replies(b).locator(".msg-text")).to_have_text([GREETING])
+    asked = b.locator('#messages article[data-role="user"] .msg-meta span')
+    await expect(asked).to_have_text(["ana"])  # the author's name, not their id
     return a, b
 
 

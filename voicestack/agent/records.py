@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from voicestack import jsoncodec
+from voicestack.auth import user_by_id
 from voicestack.store.db import ReadDB, WriteDB
 
 AnyDB = ReadDB | WriteDB
@@ -53,7 +54,8 @@ def streamed_text(db: AnyDB, message_id: str) -> str:
 
 
 def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
-    """A messages row as the API shows it; a streaming reply's text is what has streamed."""
+    """A messages row as the API shows it; a streaming reply's text is what has streamed, and
+    `authorName` is its author's name as it is now (None without an author)."""
     text = row["text"]
     if row["status"] == "streaming" and not text:
         text = streamed_text(db, row["id"])
@@ -71,6 +73,7 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
         "updatedAt": row["updated_at"],
         "order": row["position"],
         "author": row["author"],
+        "authorName": _author_name(db, row["author"]),
         "replyTo": row["reply_to"],
         "audioFileId": row["audio_file_id"],
         "usage": {
@@ -83,6 +86,11 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
             "speechSeconds": round(row["speech_seconds"], 3),
         },
     }
+
+
+def _author_name(db: AnyDB, user_id: str | None) -> str | None:
+    author = user_by_id(db, user_id) if user_id else None
+    return author.name if author else None
 
 
 def tool_call_from_row(row: dict[str, Any]) -> dict[str, Any]:

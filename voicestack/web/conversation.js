@@ -87,7 +87,8 @@ export class Conversation {
 
   renderMeta(node, row, state) {
     const parts = [];
-    if (row.role === "user" && row.author) parts.push(h("span", { text: row.author }));
+    const author = row.authorName || row.author; // the id only for an author since deleted
+    if (row.role === "user" && author) parts.push(h("span", { text: author }));
     if (row.createdAt) {
       parts.push(
         h("time", {
