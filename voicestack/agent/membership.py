@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicestack.agent.records import now
 from voicestack.auth import USER_NAME_RE, user_by_name
+from voicestack.echo import echoed
 from voicestack.functions.context import Caller, MutationCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation
@@ -30,7 +31,7 @@ class ThreadNotFound(FunctionError):
     ends_subscription = True
 
     def __init__(self, thread_id: str) -> None:
-        super().__init__("thread_not_found", f"No thread has id {thread_id!r}.", 404)
+        super().__init__("thread_not_found", f"No thread has id {echoed(thread_id)!r}.", 404)
 
 
 def thread_visible(db: ReadDB | WriteDB, thread_id: str, user: Caller | None) -> bool:
@@ -118,7 +119,7 @@ def invite(ctx: MutationCtx, args: InviteArgs) -> dict[str, str]:
     _require_owner(ctx.db, args.id, ctx.user)
     invited = user_by_name(ctx.db, args.user)
     if invited is None:
-        raise FunctionError("user_not_found", f"No user is named {args.user!r}.", 404)
+        raise FunctionError("user_not_found", f"No user is named {echoed(args.user)!r}.", 404)
     add_member(ctx.db, args.id, invited.id, "member")
     role = _member_role(ctx.db, args.id, invited.id) or "member"
     return {"id": args.id, "user": invited.name, "role": role}
@@ -137,7 +138,7 @@ def leave(ctx: MutationCtx, args: LeaveArgs) -> dict[str, str]:
         _require_owner(ctx.db, args.id, ctx.user)
         found = user_by_name(ctx.db, args.user)
         if found is None:
-            raise FunctionError("member_not_found", f"{args.user!r} is not a member.", 404)
+            raise FunctionError("member_not_found", f"{echoed(args.user)!r} is not a member.", 404)
         target = found
     role = _member_role(ctx.db, args.id, target.id)
     if role is None:  # also an admin leaving a thread they see without being a member

@@ -31,6 +31,7 @@ from voicestack.agent.records import (
     tool_call_from_row,
 )
 from voicestack.agent.reply_state import fail_unfinished_tool_calls
+from voicestack.echo import echoed
 from voicestack.functions.context import Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
@@ -335,11 +336,11 @@ def _awaiting_call(db: WriteDB, call_id: str, user: Caller | None) -> dict[str, 
     row = db.one("SELECT id, thread_id, status FROM tool_calls WHERE id = ?", (call_id,))
     if row is None or not thread_visible(db, row["thread_id"], user):
         # The same answer either way: an outsider learns nothing, not even the thread's id.
-        raise FunctionError("tool_call_not_found", f"No tool call has id {call_id!r}.", 404)
+        raise FunctionError("tool_call_not_found", f"No tool call has id {echoed(call_id)!r}.", 404)
     if row["status"] != "awaiting_approval":
         raise FunctionError(
             "not_awaiting_approval",
-            f"Tool call {call_id!r} is {row['status']}, not awaiting approval.",
+            f"Tool call {echoed(call_id)!r} is {row['status']}, not awaiting approval.",
             409,
         )
     return row

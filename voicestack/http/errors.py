@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicestack import jsoncodec
+from voicestack.echo import echoed
 from voicestack.functions.errors import FunctionError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> Respon
 def validation_fields(exc: ValidationError) -> list[dict[str, str]]:
     """Pydantic's errors as `[{"field", "message"}]`, the field path dotted."""
     return [
-        {"field": ".".join(str(part) for part in err["loc"]) or "(args)", "message": err["msg"]}
+        {
+            "field": echoed(".".join(str(part) for part in err["loc"])) or "(args)",
+            "message": err["msg"],
+        }
         for err in exc.errors(include_url=False)
     ]
 
@@ -74,9 +78,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     if exc.status_code == 404:
-        message = f"No route matches {request.url.path}."
+        message = f"No route matches {echoed(request.url.path)}."
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}."
+        message = f"{request.method} is not allowed on {echoed(request.url.path)}."
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message)

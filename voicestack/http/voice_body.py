@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect, Request
 
+from voicestack.echo import echoed
 from voicestack.http.body import parse_json
 from voicestack.http.errors import ApiError
 from voicestack.voice.multipart import (
@@ -127,10 +128,10 @@ def _start_part(part: PartStart, texts: dict[str, bytearray], have_audio: bool) 
         raise ApiError(
             422,
             "invalid_args",
-            f"Unexpected file field {part.name!r}: send the recording as the 'audio' file.",
+            f"Unexpected file field {echoed(part.name)!r}: send the recording as the 'audio' file.",
         )
     if part.name in texts:
-        raise ApiError(422, "invalid_args", f"The form field {part.name!r} is repeated.")
+        raise ApiError(422, "invalid_args", f"The form field {echoed(part.name)!r} is repeated.")
     texts[part.name] = bytearray()
     return part.name
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from voicestack.echo import echoed
 from voicestack.http.errors import ApiError
 
 CONTENT_TYPES = {
@@ -53,7 +54,7 @@ def _static(name: str, extra_headers: dict[str, str] | None = None) -> Response:
     content_type = CONTENT_TYPES.get(suffix)
     file = web_folder() / name
     if not _NAME.fullmatch(name) or content_type is None or not file.is_file():
-        raise ApiError(404, "not_found", f"No file of the page is named {name!r}.")
+        raise ApiError(404, "not_found", f"No file of the page is named {echoed(name)!r}.")
     body = file.read_bytes()
     headers = {
         # Revalidate every time: a new release must never run an old app.js from the cache.
