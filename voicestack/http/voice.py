@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.membership import require_thread, thread_visible
+from voicestack.echo import echoed
 from voicestack.functions.context import Caller
 from voicestack.http.errors import ApiError, error_response
 from voicestack.http.functions import json_response
@@ -18,9 +19,9 @@ from voicestack.http.ranges import RangeNotSatisfiable, parse_range
 from voicestack.http.state import caller, runtime
 from voicestack.http.voice_body import read_voice_upload
 from voicestack.store.readers import Snapshot
-from voicestack.voice.duration import audio_duration
 from voicestack.voice.files import Audio, FileInfo, file_info, read_bytes
 from voicestack.voice.formats import AudioFormat, detect_audio
+from voicestack.voice.recorded import recorded_seconds
 from voicestack.voice.turn import VoiceTurn, save_voice_turn
 
 # Files never change once written (ids are never reused), so clients may keep them.
@@ -38,9 +39,10 @@ def _unsupported_audio() -> ApiError:
 
 
 def _stored_audio(data: bytes, fmt: AudioFormat, reported_s: float | None) -> Audio:
-    """The upload as stored: hashed, and timed by its container's header (exact) or else by
-    the provider's figure. Runs off the event loop: a long WebM is scanned block by block."""
-    return Audio.of(data, fmt.content_type, audio_duration(data, fmt) or reported_s)
+    """The upload as stored: hashed, and timed by its header checked against the provider's
+    figure and its size (voicestack.voice.recorded). Runs off the event loop: hashing 25 MiB
+    and a bounded container scan would otherwise hold up every other request."""
+    return Audio.of(data, fmt.content_type, recorded_seconds(data, fmt, reported_s))
 
 
 async def post_voice(request: Request) -> Response:
@@ -88,7 +90,7 @@ def _read_file(
     info = file_info(snap.db(), file_id)
     # A file is as private as its thread, and one you may not see does not exist for you.
     if info is None or not thread_visible(snap.db(), info.thread_id, user):
-        raise ApiError(404, "file_not_found", f"No file has id {file_id!r}.")
+        raise ApiError(404, "file_not_found", f"No file has id {echoed(file_id)!r}.")
     try:
         span = parse_range(range_header, info.size)
     except RangeNotSatisfiable:
@@ -110,7 +112,7 @@ async def get_file(request: Request) -> Response:
         response = error_response(
             416,
             "range_not_satisfiable",
-            f"The range {range_header!r} is outside the file's {size} bytes.",
+            f"The range {echoed(range_header or '')!r} is outside the file's {size} bytes.",
         )
         response.headers["content-range"] = f"bytes */{size}"
         return response
