@@ -80,8 +80,38 @@ class Settings(BaseSettings):
     provider_retries: int = Field(
         3, ge=0, le=10, description="Retries of a model request refused with 429 or 5xx."
     )
+    reply_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds one reply may take in all (model streams and tool calls, not waits"
+        " for approval) before it ends failed with reply_timeout, keeping its text.",
+    )
+    max_reply_chars: int = Field(
+        500_000,
+        ge=1,
+        description="Most characters one reply may stream (text and tool-call arguments) before"
+        " it ends failed with reply_too_long, keeping its text.",
+    )
+    max_tool_calls_per_step: int = Field(
+        16,
+        ge=1,
+        description="Most tool calls the model may ask for in one step; more fail the reply with"
+        " too_many_tool_calls and none of them runs.",
+    )
     max_audio_mb: float = Field(
         25.0, gt=0, le=1024, description="Largest audio upload POST /voice accepts, in MiB."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers; then it is"
+        " answered 408 (if it sent part of them) and closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may stall (no bytes arriving) before it is answered"
+        " 408 body_timeout and the connection closed.",
     )
     transcribe_model: str = Field(
         "gpt-4o-mini-transcribe", description="Speech-to-text model for POST /voice."

@@ -20,6 +20,7 @@ from voicestack.agent.runner import ReplyRunner
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
+from voicestack.echo import echoed
 from voicestack.functions.apps import App, load_entry_point_apps, load_module_app
 from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
@@ -63,13 +64,13 @@ class UnknownFunction(FunctionError):
         if actual is not None and kind is not None:
             super().__init__(
                 "wrong_function_kind",
-                f"{name!r} is a {actual}, not a {kind}: call it at /api/{actual}/{name}.",
+                f"{echoed(name)!r} is a {actual}, not a {kind}: call it at /api/{actual}/{name}.",
                 400,
             )
         else:
             super().__init__(
                 "unknown_function",
-                f"No function is named {name!r}; GET /api/functions lists them.",
+                f"No function is named {echoed(name)!r}; GET /api/functions lists them.",
                 404,
             )
 
@@ -135,6 +136,9 @@ class Runtime:
                 flush_ms=settings.flush_ms,
                 max_steps=settings.max_steps,
                 tool_timeout_s=settings.tool_timeout_s,
+                reply_timeout_s=settings.reply_timeout_s,
+                max_reply_chars=settings.max_reply_chars,
+                max_tool_calls_per_step=settings.max_tool_calls_per_step,
             ),
             self.query_value,
             self.mutation_value,

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -19,7 +18,13 @@ from urllib.parse import urlsplit
 
 import openai
 
-from voicestack.agent.llm_wire import NotAChunk, choices_of, sse_chunks
+from voicestack.agent.llm_calls import (
+    StreamLimitReached,
+    StreamLimits,
+    ToolCallAssembler,
+    ToolCallRequest,
+)
+from voicestack.agent.llm_wire import NotAChunk, choices_of, completion_text, sse_chunks
 
 NOT_CONFIGURED_MESSAGE = (
     "No model provider is configured: set OPENAI_API_KEY, "
@@ -65,15 +70,6 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
-class ToolCallRequest:
-    """A request by the model to call a tool; `arguments` is its JSON text, not yet validated."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
 class Usage:
     """The tokens the provider counted for this completion."""
 
@@ -102,49 +98,6 @@ class _Progress:
     yielded: bool = False
 
 
-@dataclass
-class _PartialCall:
-    order: tuple[int, int]
-    call_id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-class _ToolCallAssembler:
-    """Joins tool-call fragments that arrive split across chunks, keyed by their `index`."""
-
-    def __init__(self) -> None:
-        self._calls: list[_PartialCall] = []
-        self._by_index: dict[int, _PartialCall] = {}
-        self.total = 0
-
-    def add(self, delta: dict[str, Any]) -> None:
-        """Append one fragment (a `tool_calls` item of a chunk) to its call, or start a call."""
-        index = delta.get("index") or 0
-        call_id = delta.get("id")
-        current = self._by_index.get(index)
-        # Some servers send every call whole at one index (or none); a new id is a new call.
-        if current is None or (call_id and current.call_id and call_id != current.call_id):
-            current = self._by_index[index] = _PartialCall(order=(index, self.total))
-            self._calls.append(current)
-            self.total += 1
-        current.call_id = current.call_id or call_id or ""
-        function = delta.get("function")
-        if function is not None:
-            current.name = current.name or function.get("name") or ""
-            current.arguments.append(function.get("arguments") or "")
-
-    def drain(self) -> list[ToolCallRequest]:
-        """Return the complete calls in index order and forget them."""
-        calls, self._calls, self._by_index = self._calls, [], {}
-        return [
-            ToolCallRequest(
-                call.call_id or f"call_{secrets.token_hex(12)}", call.name, "".join(call.arguments)
-            )
-            for call in sorted(calls, key=lambda call: call.order)
-        ]
-
-
 class ChatProvider:
     """Streams chat completions from one OpenAI-compatible provider."""
 
@@ -166,16 +119,25 @@ class ChatProvider:
         return bool(self.settings.api_key or self.settings.base_url)
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        limits: StreamLimits | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Yield text deltas, then complete tool calls, then Usage, then Finish; or raise."""
+        """Yield text deltas, then complete tool calls, then Usage, then Finish; or raise.
+
+        Raises ProviderError, or StreamLimitReached once the text up to `limits` is yielded.
+        A provider that answers a whole completion instead of a stream gets its text yielded,
+        then ProviderError `provider_not_streaming`.
+        """
         if self._client is None:
             raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
         retries = max(0, self.settings.max_retries)
         for attempt in range(retries + 1):
             progress = _Progress()
             try:
-                async with aclosing(self._attempt(self._client, messages, tools, progress)) as it:
+                events = self._attempt(self._client, messages, tools, progress, limits)
+                async with aclosing(events) as it:
                     async for event in it:
                         progress.yielded = True
                         yield event
@@ -218,6 +180,7 @@ class ChatProvider:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         progress: _Progress,
+        limits: StreamLimits | None,
     ) -> AsyncIterator[StreamEvent]:
         options: dict[str, Any] = {"tools": tools} if tools else {}
         if self.settings.temperature is not None:
@@ -231,11 +194,18 @@ class ChatProvider:
             stream_options={"include_usage": True},
             **options,
         )
-        calls = _ToolCallAssembler()
+        limits = limits or StreamLimits()
+        calls = ToolCallAssembler(limits.max_tool_calls)
+        left = limits.max_chars if limits.max_chars is not None else math.inf
         usage: Usage | None = None
         finish: str | None = None
         async with request as response:
             progress.responded = True
+            if response.headers.get("content-type", "").startswith("application/json"):
+                text = await completion_text(response)
+                if text:
+                    yield TextDelta(text if len(text) <= left else text[: int(left)])
+                raise self._not_streaming()
             async for chunk in sse_chunks(response):
                 choices = choices_of(chunk)
                 counted = chunk.get("usage")
@@ -249,9 +219,16 @@ class ChatProvider:
                     if delta is not None:
                         content = delta.get("content")
                         if content:
+                            if len(content) > left:
+                                if left:
+                                    yield TextDelta(content[: int(left)])
+                                raise StreamLimitReached("chars")
+                            left -= len(content)
                             yield TextDelta(content)
                         for fragment in delta.get("tool_calls") or ():
-                            calls.add(fragment)
+                            left -= calls.add(fragment)
+                            if left < 0:
+                                raise StreamLimitReached("chars")
                     reason = choice.get("finish_reason")
                     if reason and finish is None:
                         finish = reason
@@ -263,6 +240,14 @@ class ChatProvider:
             yield usage
         # A stream that ends without a finish_reason is taken at its word.
         yield Finish(finish or ("tool_calls" if calls.total else "stop"))
+
+    def _not_streaming(self) -> ProviderError:
+        where = _display_url(str(self._client.base_url if self._client else ""))
+        return ProviderError(
+            "provider_not_streaming",
+            f"The model provider at {where} answered with a whole completion (application/json)"
+            " instead of an event stream; use a server that streams chat completions.",
+        )
 
     def _retry_delay(self, exc: Exception, attempt: int) -> float:
         cap = self.settings.retry_cap_s

@@ -27,6 +27,10 @@ except ImportError:  # openai on plain httpx
         return (httpx.RequestError,)
 
 
+# A whole completion answered instead of a stream is read up to this size for its text.
+WHOLE_BODY_LIMIT = 4 * 1024 * 1024
+
+
 class NotAChunk(ValueError):
     """Stream data that parsed as JSON but is not a chat completion chunk."""
 
@@ -72,6 +76,30 @@ async def _lines(response: Any) -> AsyncIterator[str]:
         raise openai.APITimeoutError(request=response.http_request) from exc
     except request_exceptions() as exc:
         raise openai.APIConnectionError(request=response.http_request) from exc
+
+
+async def completion_text(response: Any) -> str:
+    """The reply text of a whole (non-stream) chat completion body: its first choice's message
+    content, or "" when the body is not one or is over WHOLE_BODY_LIMIT bytes."""
+    body = bytearray()
+    try:
+        async for piece in response.iter_bytes():
+            body += piece
+            if len(body) > WHOLE_BODY_LIMIT:
+                return ""
+    except timeout_exceptions() as exc:
+        raise openai.APITimeoutError(request=response.http_request) from exc
+    except request_exceptions() as exc:
+        raise openai.APIConnectionError(request=response.http_request) from exc
+    try:
+        completion = json.loads(body)
+    except ValueError:
+        return ""
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
 
 
 def choices_of(chunk: object) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,11 +23,13 @@ from voicestack.agent.context import build_context
 from voicestack.agent.llm import (
     NOT_CONFIGURED_MESSAGE,
     ChatProvider,
+    Finish,
     ProviderError,
     TextDelta,
     ToolCallRequest,
     Usage,
 )
+from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits
 from voicestack.agent.reply_state import (
     Claim,
     NewToolCall,
@@ -55,6 +57,9 @@ class AgentSettings:
     flush_ms: float = 50.0
     max_steps: int = 8
     tool_timeout_s: float = 60.0
+    reply_timeout_s: float = 600.0
+    max_reply_chars: int = 500_000
+    max_tool_calls_per_step: int = 16
 
 
 class ReplyStopped(Exception):
@@ -112,6 +117,9 @@ class Reply:
         self._coalescer = DeltaCoalescer(self._save_delta, settings.flush_ms)
         self._speaker = speaker
         self.finishing = False
+        self._chars = 0  # text and tool-call arguments streamed, against --max-reply-chars
+        self._text_chars = 0
+        self._deadline: asyncio.Timeout | None = None
 
     async def _save_delta(self, text: str) -> None:
         self._seq += 1
@@ -124,7 +132,7 @@ class Reply:
     async def run(self) -> None:
         """Stream, call tools, and finish with complete, failed or interrupted."""
         try:
-            await self._steps()
+            await self._steps_in_time()
             await self._coalescer.close()
             if self._speaker is not None:
                 await self._speaker.drain()
@@ -163,6 +171,34 @@ class Reply:
         self._usage.wall_ms = int((time.monotonic() - self._started) * 1000)
         await self._store.write(lambda db: finish_reply(db, self.claim, status, self._usage, error))
 
+    async def _steps_in_time(self) -> None:
+        limit = self._settings.reply_timeout_s
+        try:
+            async with asyncio.timeout(limit) as self._deadline:
+                await self._steps()
+        except TimeoutError:
+            if self._deadline is None or not self._deadline.expired():
+                raise
+            message = (
+                f"The reply ran past its {limit:g} s limit (--reply-timeout-s) and was stopped."
+            )
+            raise ProviderError("reply_timeout", message) from None
+
+    @contextlib.contextmanager
+    def _deadline_paused(self) -> Iterator[None]:
+        """Stop the reply's clock while a person decides: an approval may take any time."""
+        deadline, loop = self._deadline, asyncio.get_running_loop()
+        when = deadline.when() if deadline is not None else None
+        if deadline is None or when is None:
+            yield
+            return
+        left = when - loop.time()
+        deadline.reschedule(None)
+        try:
+            yield
+        finally:
+            deadline.reschedule(loop.time() + left)
+
     async def _steps(self) -> None:
         if not self._provider.configured:
             raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
@@ -179,8 +215,12 @@ class Reply:
         for step in range(1, settings.max_steps + 1):
             # The last step offers no tools, so the model has to answer in words.
             specs = self._tools.openai_specs() if step < settings.max_steps else []
-            calls = await self._stream_step(messages, specs or None)
+            calls, finish = await self._stream_step(messages, specs or None)
             await self._coalescer.close()
+            _check_finish(finish)
+            if not calls and not self._text_chars:
+                message = "The model provider ended the reply without any text or tool calls."
+                raise ProviderError("empty_reply", message)
             if not calls:
                 return
             if step == settings.max_steps:
@@ -191,17 +231,31 @@ class Reply:
 
     async def _stream_step(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
-    ) -> list[ToolCallRequest]:
+    ) -> tuple[list[ToolCallRequest], str]:
+        """The step's tool calls and finish reason, its text saved as it streams."""
+        settings = self._settings
+        limits = StreamLimits(
+            settings.max_reply_chars - self._chars, settings.max_tool_calls_per_step
+        )
         calls: list[ToolCallRequest] = []
-        async for event in self._provider.stream(messages, tools):
-            if isinstance(event, TextDelta):
-                await self._coalescer.add(event.text)
-            elif isinstance(event, ToolCallRequest):
-                calls.append(event)
-            elif isinstance(event, Usage):
-                self._usage.prompt_tokens += event.prompt_tokens
-                self._usage.completion_tokens += event.completion_tokens
-        return calls
+        finish = "stop"
+        try:
+            async for event in self._provider.stream(messages, tools, limits):
+                if isinstance(event, TextDelta):
+                    self._chars += len(event.text)
+                    self._text_chars += len(event.text)
+                    await self._coalescer.add(event.text)
+                elif isinstance(event, ToolCallRequest):
+                    self._chars += len(event.name) + len(event.arguments)
+                    calls.append(event)
+                elif isinstance(event, Usage):
+                    self._usage.prompt_tokens += event.prompt_tokens
+                    self._usage.completion_tokens += event.completion_tokens
+                elif isinstance(event, Finish):
+                    finish = event.reason
+        except StreamLimitReached as exc:
+            raise _limit_error(exc.what, settings) from None
+        return calls, finish
 
     @staticmethod
     def _refused(request: ToolCallRequest, error: str) -> NewToolCall:
@@ -262,8 +316,11 @@ class Reply:
             return f"Error: {call.error}"
         tool = self._tools.get(call.name)
         assert tool is not None
-        if call.status == "awaiting_approval" and not await self._wait_for_approval(row_id):
-            return "Error: the user denied this tool call."
+        if call.status == "awaiting_approval":
+            with self._deadline_paused():
+                approved = await self._wait_for_approval(row_id)
+            if not approved:
+                return "Error: the user denied this tool call."
         await self._store.write(lambda db: update_tool_call(db, row_id, status="running"))
 
         async def report(progress: Any) -> None:
@@ -292,6 +349,29 @@ class Reply:
             lambda db: update_tool_call(db, row_id, status="failed", error=outcome.error)
         )
         return f"Error: {outcome.error}"
+
+
+def _check_finish(reason: str) -> None:
+    """Raise for a step the model did not end of its own accord: its text is kept, its calls
+    (possibly cut short) are not run."""
+    if reason == "length":
+        message = "The model stopped at its output token limit (finish_reason length): the reply"
+        raise ProviderError("reply_truncated", f"{message} is cut short.")
+    if reason == "content_filter":
+        message = "The model provider's content filter stopped the reply (finish_reason"
+        raise ProviderError("content_filtered", f"{message} content_filter).")
+
+
+def _limit_error(what: str, settings: AgentSettings) -> ProviderError:
+    if what == "tool_calls":
+        limit = settings.max_tool_calls_per_step
+        message = f"The model asked for more than {limit} tool calls in one step"
+        return ProviderError(
+            "too_many_tool_calls", f"{message} (--max-tool-calls-per-step); none was run."
+        )
+    limit = settings.max_reply_chars
+    message = f"The reply reached its {limit}-character limit (--max-reply-chars) and was stopped."
+    return ProviderError("reply_too_long", message)
 
 
 def _result_text(result: Any) -> str:

@@ -230,6 +230,9 @@ async def sse_events(chunks: list[tuple[dict[str, Any], bool]], plan: Plan) -> A
             yield _MALFORMED
         if plan.cut_after_chunks == sent:
             raise StreamCut(f"scripted cut after {sent} chunks")
+        if plan.stall_after_chunks == sent:
+            async for beat in _stall(chunks[0][0], plan):
+                yield beat
         if chunk is None:
             break
         if carries_tokens and interval:
@@ -239,13 +242,29 @@ async def sse_events(chunks: list[tuple[dict[str, Any], bool]], plan: Plan) -> A
     yield sse("[DONE]")
 
 
+async def _stall(envelope: dict[str, Any], plan: Plan) -> AsyncIterator[bytes]:
+    """Idle for `plan.stall_s`, sending only keep-alives every `plan.keepalive_s` (if set):
+    SSE comment lines, or chunks whose delta carries an empty content string."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    empty = {**envelope, "choices": [{**envelope["choices"][0], "delta": {"content": ""}}]}
+    beat = sse(dumps(empty)) if plan.keepalive == "empty_delta" else b": keepalive\n\n"
+    # One beat per whole interval of the stall, on absolute deadlines: however late the loop
+    # runs, the count is the same.
+    beats = math.ceil(plan.stall_s / plan.keepalive_s) - 1 if plan.keepalive_s else 0
+    for n in range(1, beats + 1):
+        await asyncio.sleep(max(0.0, start + n * (plan.keepalive_s or 0) - loop.time()))
+        yield beat
+    await asyncio.sleep(max(0.0, start + plan.stall_s - loop.time()))
+
+
 def chat_response(plan: Plan | None, body: dict[str, Any]) -> Response:
     """Answer a validated chat request according to the plan (None: default echo reply)."""
     plan = plan or Plan()
     reply = build_reply(plan, body)
     model = str(body["model"])
     headers = {"x-request-id": request_id()}
-    if body.get("stream"):
+    if body.get("stream") and not plan.whole_completion:
         options = body.get("stream_options") or {}
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         chunks = stream_chunks(reply, model=model, include_usage=include_usage)

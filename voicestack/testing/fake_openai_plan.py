@@ -5,7 +5,11 @@ Every field is optional. Common to all kinds ("chat", "transcription", "speech")
   file name or transcription prompt, or the speech input), times (uses before the plan is
   spent; null = never spent), hang_s, error {status, message, type, code, param, retry_after}.
 Chat: text, chunk_chars, tool_calls [{name, arguments, id}], tokens_per_second,
-  first_token_delay_s, cut_after_chunks, malformed_after_chunks, usage, finish_reason.
+  first_token_delay_s, cut_after_chunks, malformed_after_chunks, usage, finish_reason,
+  stall_after_chunks + stall_s (the stream idles that long there), keepalive_s + keepalive
+  ("comment": `: keepalive` lines, or "empty_delta": chunks with content "") sent while it
+  idles, whole_completion (answer a stream request with one chat.completion JSON body, as
+  some compatible servers do).
   Without text and tool_calls the reply is the default echo of the last user message.
 Transcription: transcript, expect_sha256.
 """
@@ -32,6 +36,11 @@ _CHAT_ONLY = (
     "malformed_after_chunks",
     "usage",
     "finish_reason",
+    "stall_after_chunks",
+    "stall_s",
+    "keepalive_s",
+    "keepalive",
+    "whole_completion",
 )
 _TRANSCRIPTION_ONLY = ("transcript", "expect_sha256")
 
@@ -95,6 +104,11 @@ class Plan(BaseModel):
     malformed_after_chunks: int | None = Field(default=None, ge=0)
     usage: UsagePlan | None = None
     finish_reason: FinishReason | None = None
+    stall_after_chunks: int | None = Field(default=None, ge=0)
+    stall_s: float = Field(default=3600.0, ge=0)
+    keepalive_s: float | None = Field(default=None, gt=0)
+    keepalive: Literal["comment", "empty_delta"] = "comment"
+    whole_completion: bool = False
 
     transcript: str | None = None
     expect_sha256: str | None = None
