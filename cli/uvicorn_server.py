@@ -78,13 +78,19 @@ class VoicestackServer(uvicorn.Server):
             self.loop.call_soon_threadsafe(runtime.begin_shutdown)
 
 
-def _http_protocol() -> dict[str, type]:
-    """uvicorn's httptools protocol with the direct-write extension, when httptools is there."""
+def _http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the direct-write extension, when httptools is there,
+    else its h11 protocol; either way with the request header deadline."""
+    from voicestack.http.read_timeouts import with_header_deadline
+
+    protocol: type
     try:
         from voicestack.http.fastpath import FanoutHttpToolsProtocol  # needs httptools
-    except ImportError:
-        return {}  # uvicorn's h11 protocol; streams keep the task path
-    return {"http": FanoutHttpToolsProtocol}
+    except ImportError:  # streams keep the task path
+        from uvicorn.protocols.http.h11_impl import H11Protocol as protocol
+    else:
+        protocol = FanoutHttpToolsProtocol
+    return with_header_deadline(protocol, header_timeout_s)
 
 
 def _settle_garbage_collector() -> None:
@@ -120,7 +126,7 @@ def run_server(
         access_log=access_log,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S + math.ceil(settings.drain_s),
         lifespan="on",
-        **_http_protocol(),
+        http=_http_protocol(settings.header_timeout_s),
     )
     server = VoicestackServer(uv_config, settings, worker)
     _settle_garbage_collector()

@@ -22,6 +22,7 @@ from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
 from voicestack.http.functions import json_response
 from voicestack.http.headers import SecurityHeaders
 from voicestack.http.limits import RequestLimits
+from voicestack.http.read_timeouts import BodyTimeout
 from voicestack.http.redact import install_log_redaction
 from voicestack.runtime import Runtime
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             Middleware(SecurityHeaders),
             *cors_middleware(settings.cors_origins),
             Middleware(CatchAll),
+            Middleware(BodyTimeout, settings.body_timeout_s),
             Middleware(Authenticate),
             Middleware(RequestLimits, settings),
         ],
