@@ -9,8 +9,10 @@ provider at all the server without one that other modules share.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -133,6 +135,7 @@ async def reply_after_a_good_one(
 async def test_a_provider_failure_fails_the_reply(
     fake: FakeOpenAI,
     client: httpx.AsyncClient,
+    server: ServerProcess,
     plans: list[dict[str, Any]],
     code: str,
     message: str,
@@ -147,6 +150,11 @@ async def test_a_provider_failure_fails_the_reply(
         text,
     )
     assert len(failure.requests) == requests
+    logged = (
+        f"WARNING voicestack.agent.reply: reply failed: thread {failure.row['threadId']},"
+        f" message {failure.row['id']}: {code}: {message.format(api_base=fake.api_base)}\n"
+    )
+    assert logged in server.log()
 
 
 async def test_rate_limiting_is_retried_after_retry_after_then_fails(
@@ -258,3 +266,58 @@ async def test_without_a_provider_a_reply_fails_at_once(
     )
     assert failure.seconds < 1.0
     assert failure.requests == []
+
+
+class NotFound(BaseHTTPRequestHandler):
+    """A server that is not an OpenAI-compatible one: 404 to everything, with the body
+    `server.body` (empty, or a web framework's own error shape)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body: bytes = self.server.body  # type: ignore[attr-defined]
+        self.send_response(404)
+        self.send_header("content-type", "application/json" if body else "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("body", "explained"),
+    [
+        (b"", "HTTP 404, with no explanation"),
+        (b'{"detail": "Not Found"}', "HTTP 404: Not Found"),
+        (
+            b'{"error": "model \\"llama9\\" not found, try pulling it first"}',
+            'HTTP 404: model "llama9" not found, try pulling it first',
+        ),
+    ],
+    ids=["empty", "detail", "error-string"],
+)
+async def test_a_404_says_what_the_provider_said_once(
+    fake: FakeOpenAI, start_agent_server: StartAgentServer, body: bytes, explained: str
+) -> None:
+    stand_in = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    stand_in.body = body  # type: ignore[attr-defined]
+    threading.Thread(target=stand_in.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{stand_in.server_port}/v1"
+        server = start_agent_server(base, "--model", "llama9")
+        async with server.client() as client:
+            failure = await reply_after_a_good_one(fake, client, [], good=False)
+    finally:
+        stand_in.shutdown()
+        stand_in.server_close()
+
+    assert failure.error() == (
+        "failed",
+        {
+            "code": "provider_bad_request",
+            "message": f"The model provider rejected the request ({explained}). Check the model"
+            " name 'llama9' and the base URL.",
+        },
+        "",
+    )

@@ -300,7 +300,7 @@ class ChatProvider:
 
 def _describe_status(status: int, detail: str, model: str, after: str) -> tuple[str, str, bool]:
     """Code, message and retryability for an HTTP error status the provider answered."""
-    http = f"HTTP {status}: {detail}"
+    http = f"HTTP {status}: {detail}" if detail else f"HTTP {status}, with no explanation"
     if status == 401:
         message = f"The model provider rejected the API key ({http}). Check OPENAI_API_KEY."
         return "provider_auth_failed", message, False
@@ -345,13 +345,25 @@ def _after(retries: int) -> str:
 
 
 def _detail(exc: openai.OpenAIError) -> str:
-    """The provider's own error message, on one line and not too long."""
-    body = getattr(exc, "body", None)
-    message = body.get("message") if isinstance(body, dict) else body
-    if not isinstance(message, str) or not message.strip():
-        message = str(exc)
-    text = " ".join(message.split()).rstrip(".")
+    """The provider's own error message, on one line and not too long ('' when it gave none)."""
+    message = _explanation(getattr(exc, "body", None))
+    if message is None and not isinstance(exc, openai.APIStatusError):
+        message = str(exc)  # the client's own words; a status error's are only "Error code: N"
+    text = " ".join((message or "").split()).rstrip(".")
     return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."
+
+
+def _explanation(body: object) -> str | None:
+    """The text of an error body in the shapes providers use: OpenAI's `{"message"}`, Ollama's
+    `{"error": "..."}`, FastAPI's `{"detail": "..."}`, or plain text."""
+    if isinstance(body, str):
+        return body if body.strip() else None
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            found = _explanation(body.get(key))
+            if found is not None:
+                return found
+    return None
 
 
 def _reason(exc: BaseException) -> str:

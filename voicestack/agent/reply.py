@@ -141,6 +141,14 @@ class Reply:
             self._coalescer.discard_timer()
             await self._finish("interrupted")
         except ProviderError as exc:
+            # The reason is on the message too; an operator reads it here, beside the others.
+            log.warning(
+                "reply failed: thread %s, message %s: %s: %s",
+                self.claim.thread_id,
+                self.claim.message_id,
+                exc.code,
+                exc.message,
+            )
             await self._keep_partial_text()
             await self._finish("failed", (exc.code, exc.message))
         except asyncio.CancelledError:
