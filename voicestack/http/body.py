@@ -8,7 +8,9 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
+from voicestack.echo import echoed
 from voicestack.http.errors import ApiError
+from voicestack.http.json_checks import MAX_JSON_DEPTH, holds_lone_surrogate, nested_too_deep
 from voicestack.http.state import runtime
 
 
@@ -41,17 +43,33 @@ def check_args_size(raw: bytes | str, limit: int, what: str) -> None:
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _whole_number(text: str) -> int:
-    value = int(text)
+def parse_int64(text: str) -> int:
+    """`text`, ASCII digits with an optional sign and surrounding spaces, as an int; ValueError
+    when it is not that, OverflowError when it is outside 64 bits. Safe at any length."""
+    stripped = text.strip()
+    digits = stripped[1:] if stripped[:1] in ("+", "-") else stripped
+    if not (digits.isascii() and digits.isdigit()):  # isdigit alone takes "²", which int() refuses
+        raise ValueError(f"{echoed(text, 24)!r} is not a whole number")
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > 19:  # also keeps int() from its 4,300-digit limit
+        raise OverflowError(f"{echoed(text, 24)} is outside the 64-bit range")
+    value = -int(significant) if stripped.startswith("-") else int(significant)
     if not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError(f"the number {text[:24]} is outside the 64-bit range")
+        raise OverflowError(f"{echoed(text, 24)} is outside the 64-bit range")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return parse_int64(text)
+    except OverflowError:
+        raise ValueError(f"the number {echoed(text, 24)} is outside the 64-bit range") from None
 
 
 def _finite_number(text: str) -> float:
     value = float(text)
     if math.isinf(value):
-        raise ValueError(f"the number {text[:24]} is too large")
+        raise ValueError(f"the number {echoed(text, 24)} is too large")
     return value
 
 
@@ -60,14 +78,23 @@ def _not_json(name: str) -> Any:
 
 
 def parse_json(raw: bytes | str, what: str) -> Any:
-    """`raw` parsed as JSON; 400 invalid_json naming `what` when it is not, or when it holds
-    a number SQLite cannot store (a whole number outside 64 bits, NaN or infinity)."""
+    """`raw` parsed as JSON; 400 invalid_json naming `what` when it is not, when it holds a
+    number SQLite cannot store (a whole number outside 64 bits, NaN or infinity), when it is
+    nested over MAX_JSON_DEPTH deep, or when a string in it holds a lone surrogate."""
     try:
-        return json.loads(
-            raw, parse_int=_whole_number, parse_float=_finite_number, parse_constant=_not_json
+        # Strict decoding: json.loads would let surrogates encoded as UTF-8 bytes through.
+        text = raw.decode(json.detect_encoding(raw)) if isinstance(raw, bytes) else raw
+        if nested_too_deep(text):
+            raise ValueError(f"it is nested over {MAX_JSON_DEPTH} arrays and objects deep")
+        value = json.loads(
+            text, parse_int=_whole_number, parse_float=_finite_number, parse_constant=_not_json
         )
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}.") from None
+    if holds_lone_surrogate(text, value):
+        message = f"{what} is not valid JSON: a string holds a lone surrogate, not a character."
+        raise ApiError(400, "invalid_json", message)
+    return value
 
 
 async def read_call_args(request: Request, limit: int) -> Any:

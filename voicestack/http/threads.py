@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from voicestack.agent.membership import require_thread, thread_visible
-from voicestack.http.body import INT64_MAX, INT64_MIN, parse_json, read_limited
+from voicestack.http.body import parse_int64, parse_json, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
@@ -33,12 +33,11 @@ def _query_int(request: Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        value = int(raw)
+        return parse_int64(raw)
     except ValueError:
         raise ApiError(422, "invalid_args", f"{name} must be a whole number.") from None
-    if not INT64_MIN <= value <= INT64_MAX:  # SQLite's range: a bigger one fails in a query
-        raise ApiError(422, "invalid_args", f"{name} is outside the 64-bit range.")
-    return value
+    except OverflowError:  # SQLite's range: a bigger one fails in a query
+        raise ApiError(422, "invalid_args", f"{name} is outside the 64-bit range.") from None
 
 
 async def list_threads(request: Request) -> Response:

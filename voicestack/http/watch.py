@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from voicestack.functions.context import Caller
-from voicestack.http.body import INT64_MAX, check_args_size, parse_json
+from voicestack.http.body import check_args_size, parse_int64, parse_json
 from voicestack.http.errors import ApiError, validation_fields
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import caller, guard_stream, runtime
@@ -33,11 +33,13 @@ class WatchItem(BaseModel):
 def last_event_id(request: Request) -> int | None:
     """The version a reconnecting EventSource last received, if it sent a usable one."""
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    # isascii: str.isdigit() also takes digits such as "²" that int() refuses.
+    # An id this server never sent (junk, signed, over 64 bits) is ignored: a snapshot instead.
     if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()):
         return None
-    version = int(raw.strip())
-    return version if version <= INT64_MAX else None
+    try:
+        return parse_int64(raw)
+    except OverflowError:
+        return None
 
 
 def _parse_args(rt: Runtime, name: str, raw: Any) -> tuple[Any, Any]:
