@@ -9,13 +9,12 @@ Connections without the extension (h11, tests' ASGI transports) keep the task pa
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from voicestack.http.parser_errors import JsonParserErrors
 from voicestack.http.sse import TRANSPORT_EXTENSION
 
 
-class FanoutHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, exposing itself to the app for direct SSE writes."""
+class FanoutHttpToolsProtocol(JsonParserErrors):
+    """uvicorn's httptools protocol (refusing in JSON), exposing itself for direct SSE writes."""
 
     def on_message_begin(self) -> None:
         """Start a request's scope as uvicorn does, plus the transport extension."""

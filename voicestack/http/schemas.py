@@ -226,7 +226,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/functions"): Operation(answer=list[FunctionInfo]),
     ("GET", "/api/watch"): Operation(
         media=(EVENT_STREAM,),
-        errors=(400, 404, 413, 422),
+        errors=(400, 404, 413, 414, 422),
         params=(
             Param(
                 "q",
@@ -241,7 +241,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/watch/{name}"): Operation(
         media=(EVENT_STREAM,),
-        errors=(400, 404, 413, 422),
+        errors=(400, 404, 413, 414, 422),
         params=(Param("args", "query", dict[str, Any], json=True), *_LAST_EVENT),
         names_of="query",
     ),
@@ -302,6 +302,7 @@ REFUSALS = {
     404: "Nothing by that name or id is visible to the caller.",
     409: "The request conflicts with the current state.",
     413: "The body is over the server's size limit.",
+    414: "The URL is over the HTTP parser's 65,535 bytes (long `?args=` or `?q=`).",
     415: "The body is not in a format this route takes.",
     416: "The byte range is outside the file.",
     422: "The arguments do not fit their schema (`error.fields` says which).",
