@@ -10,10 +10,12 @@ import pytest
 from pydantic import BaseModel
 
 from voicestack import FunctionError, QueryCtx, query
-from voicestack.reactive.channel import Channel
+from voicestack.reactive.channel import Channel, FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
-from voicestack.reactive.subscription import Subscription
+from voicestack.reactive.subscription import FeedJoin, Subscription
 from voicestack.store import Migration, Store
+from voicestack.store.changes import ChangeSet
+from voicestack.store.readers import Snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -81,12 +83,12 @@ async def processed(hub: Hub, version: int) -> None:
             await anyio.sleep(0.005)
 
 
-async def next_chunk(channel: Channel) -> bytes | None:
+async def next_chunk(channel: Outbox) -> bytes | None:
     with anyio.fail_after(5):
         return await channel.next_chunk()
 
 
-async def nothing_more(channel: Channel) -> None:
+async def nothing_more(channel: Outbox) -> None:
     with anyio.move_on_after(0.2):
         chunk = await channel.next_chunk()
         raise AssertionError(f"expected nothing more, got {chunk!r}")
@@ -214,3 +216,81 @@ async def test_closing_the_hub_ends_every_channel(store):
     assert await next_chunk(channel) == value_event(0, b"[]")
     await hub.close()
     assert await next_chunk(channel) is None
+
+
+class Gate:
+    """A gate source (like the access guard) that holds or closes `channel` at every commit
+    that touches `audit`."""
+
+    tables = frozenset({"audit"})
+    active = True
+    gate = True
+
+    def __init__(self, channel: Channel, action: str) -> None:
+        self.channel = channel
+        self.action = action
+
+    def collect(self, snapshot: Snapshot, _changes: list[ChangeSet], _joins: list[FeedJoin]) -> int:
+        return snapshot.version
+
+    def deliver(self, _version: int, _joins: list[FeedJoin]) -> None:
+        getattr(self.channel, self.action)()
+
+
+async def write_item_and_note(store: Store, name: str) -> int:
+    """Commit an item and an audit note together; returns the commit's version."""
+
+    def both(db) -> None:
+        db.execute("INSERT INTO items(name) VALUES (?)", (name,))
+        db.execute("INSERT INTO audit(note) VALUES ('n')")
+
+    return (await store.write(both)).version
+
+
+@pytest.mark.parametrize("action", ["hold", "close"])
+async def test_a_gate_acts_before_anything_of_its_batch_is_sent(hub, store, action):
+    channel, _ = await subscribe(hub, list_items, Prefix())
+    assert await next_chunk(channel) == value_event(0, b"[]")
+    hub.add_source(Gate(channel, action))
+    before = await write(store, "INSERT INTO items(name) VALUES ('a')")
+    await processed(hub, before)  # pending, not drained
+    at = await write_item_and_note(store, "b")
+    await processed(hub, at)
+
+    # What was pending is of an older commit and still goes out; the gate's commit does not.
+    assert await next_chunk(channel) == value_event(before, b'[{"id":1,"name":"a"}]')
+    if action == "close":
+        assert await next_chunk(channel) is None
+        return
+    await nothing_more(channel)
+    channel.resume()
+    assert await next_chunk(channel) == value_event(
+        at, b'[{"id":1,"name":"a"},{"id":2,"name":"b"}]'
+    )
+
+
+async def test_a_held_channel_that_is_closed_never_sends_what_it_held(hub, store):
+    channel, _ = await subscribe(hub, list_items, Prefix())
+    assert await next_chunk(channel) == value_event(0, b"[]")
+    hub.add_source(Gate(channel, "hold"))
+    await processed(hub, await write_item_and_note(store, "a"))
+    await processed(hub, await write(store, "INSERT INTO items(name) VALUES ('b')"))
+    await nothing_more(channel)
+    channel.close()
+    assert await next_chunk(channel) is None
+
+
+async def test_a_held_feed_sends_its_older_events_and_keeps_the_rest_in_order():
+    outbox = FeedChannel()
+    outbox.append(1, b"one")
+    outbox.hold()
+    outbox.append(2, b"two")
+    outbox.append(3, b"three")
+    assert await next_chunk(outbox) == b"one"
+    await nothing_more(outbox)
+    outbox.resume()
+    assert await next_chunk(outbox) == b"twothree"
+    outbox.hold()
+    outbox.append(4, b"four")
+    outbox.close()
+    assert await next_chunk(outbox) is None

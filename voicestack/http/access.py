@@ -2,16 +2,24 @@
 
 The guard is a hub FeedSource over the auth and membership tables, so it hears of every commit
 that touches them, from this process or another one on the same file (`voicestack token revoke`
-writes the file directly). On such a commit it forgets its cached lookups and closes each open
+writes the file directly). On such a commit it forgets its cached lookups and ends each open
 stream whose token was revoked or whose caller may no longer see what it watches.
+
+Streams end at that exact commit: the guard judges them in the batch's own snapshot and is
+delivered before anything else of the batch, so a stream it ends gets nothing of that version.
+A revoked token is final. A false condition is final once the snapshot is no older than the
+stream's own access check; a snapshot older than that check predates the stream and says nothing.
+When the snapshot cannot tell (the check has not reported its version yet, or the stream was
+watched while the batch was read), the stream is held, sending nothing new, while a fresh
+snapshot decides; then it is ended, dropping what was held, or resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from voicestack.auth import Identity, identify, token_hash
@@ -32,16 +40,28 @@ AUTH_TABLES = frozenset({"auth_tokens", "auth_users"})
 MEMBERSHIP_TABLES = frozenset({"thread_members"})
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Watched:
     identity: Identity
     still_allowed: StillAllowed | None
+    # The version of the snapshot in which the stream's own access check passed; None until
+    # its route reports it, and always for streams whose only condition is the token.
+    since: int | None = None
+    # The newest batch version whose snapshot refused the stream while `since` was unknown.
+    refused_at: int | None = None
+    # Re-checks in flight: the outbox is held while there is any.
+    rechecks: int = 0
 
 
 @dataclass(slots=True)
 class _Verdict:
+    version: int
     auth_changed: bool
-    revoked: list[Outbox]
+    # The streams judged in the batch's snapshot (None: the batch changed no access at all).
+    judged: frozenset[Outbox] | None = None
+    revoked: list[Outbox] = field(default_factory=list)  # their token is revoked
+    # Their token is not in the snapshot (which may predate it), or `still_allowed` is false.
+    refused: list[Outbox] = field(default_factory=list)
 
 
 class AccessGuard:
@@ -49,6 +69,7 @@ class AccessGuard:
 
     tables = AUTH_TABLES | MEMBERSHIP_TABLES
     active = True  # the cache must hear of every revocation, watched or not
+    gate = True  # delivered before the batch's values and events (see FeedSource)
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -84,13 +105,14 @@ class AccessGuard:
         still_allowed: StillAllowed | None = None,
         checked_at: int | None = None,
     ) -> None:
-        """Close `outbox` at the first commit after which its token is revoked or
-        `still_allowed` is false.
+        """End `outbox` at the first commit after which its token is revoked or `still_allowed`
+        is false: nothing of that commit's version or later is sent.
 
         `checked_at` is the `generation` at which the token was identified: if users or tokens
         changed since, the commit that did it was handled before this stream was watched, so
-        the token is checked once more now. Call this before the stream's own access check
-        reads the database, so that no membership change can fall between the two.
+        the stream is held until the token is checked once more. Call this before the stream's
+        own access check reads the database, so that no membership change can fall between the
+        two, and report that read's version with `checked`.
         """
         if len(self._streams) >= self._prune_at:
             # Streams that ended since the last access commit: forget them now and then, not
@@ -98,75 +120,107 @@ class AccessGuard:
             for gone in [outbox for outbox in self._streams if outbox.closed]:
                 del self._streams[gone]
             self._prune_at = max(64, 2 * len(self._streams))
-        self._streams[outbox] = _Watched(identity, still_allowed)
+        watched = _Watched(identity, still_allowed)
+        self._streams[outbox] = watched
         if checked_at is not None and checked_at != self._generation:
-            self._spawn(self._recheck(outbox, identity))
+            self._recheck(outbox, watched)
 
-    async def _recheck(self, outbox: Outbox, identity: Identity) -> None:
-        try:
-            live = await self._store.read(lambda snap: _token_live(snap.db(), identity.token_id))
-        except Exception:
-            log.exception("re-checking a stream's token failed; ending the stream")
-            live = False
-        if not live:
-            self._streams.pop(outbox, None)
-            outbox.close()
+    def checked(self, outbox: Outbox, version: int) -> None:
+        """The stream's own access check passed in the snapshot at `version`: a later snapshot
+        that refuses the stream decides alone; an earlier one predates the stream."""
+        watched = self._streams.get(outbox)
+        if watched is None:
+            return
+        watched.since = version
+        if watched.refused_at is not None and version <= watched.refused_at:
+            self._end(outbox)  # refused after its check passed: ended, even if granted again
 
     def collect(self, snapshot: Snapshot, changes: list[ChangeSet], _joins: list[FeedJoin]) -> Any:
         """In the commit's snapshot: which watched streams lost their access."""
         auth_changed = any(cs.touches(AUTH_TABLES) for cs in changes)
         members_changed = auth_changed or any(cs.touches(MEMBERSHIP_TABLES) for cs in changes)
-        db = snapshot.db()
-        revoked: list[Outbox] = []
         if not members_changed:
-            return _Verdict(auth_changed, revoked)
-        for outbox, watched in list(self._streams.items()):
+            return _Verdict(snapshot.version, auth_changed)
+        db = snapshot.db()
+        streams = list(self._streams.items())
+        verdict = _Verdict(snapshot.version, auth_changed, frozenset(o for o, _ in streams))
+        for outbox, watched in streams:
             if outbox.closed:
                 continue
-            if not _still_granted(db, watched, auth_changed):
-                revoked.append(outbox)
-        return _Verdict(auth_changed, revoked)
+            live = _token_state(db, watched.identity.token_id) if auth_changed else True
+            if live is False:
+                verdict.revoked.append(outbox)
+            elif live is None or (
+                watched.still_allowed is not None and not watched.still_allowed(db)
+            ):
+                verdict.refused.append(outbox)
+        return verdict
 
     def deliver(self, verdict: _Verdict, _joins: list[FeedJoin]) -> None:
-        """Forget cached lookups after an auth change; close the streams that lost access."""
+        """Forget cached lookups after an auth change; end or hold the streams that lost access,
+        before anything of the batch is sent to them."""
         if verdict.auth_changed:
             self._generation += 1
             self._cache.clear()
         for outbox in list(self._streams):
             if outbox.closed:
                 del self._streams[outbox]
+        if verdict.judged is None:
+            return
         for outbox in verdict.revoked:
+            self._end(outbox)
+        for outbox in verdict.refused:
             watched = self._streams.get(outbox)
-            if watched is not None:
-                self._spawn(self._confirm(outbox, watched))
+            if watched is None:
+                continue
+            if watched.since is None:
+                watched.refused_at = max(watched.refused_at or 0, verdict.version)
+                self._recheck(outbox, watched)
+            elif watched.since <= verdict.version:
+                self._end(outbox)
+            # else the snapshot predates the stream's own check, which found it allowed
+        if verdict.auth_changed:
+            # Watched while the batch was read, with a token identified before this commit: its
+            # own check read no token, so only a fresh snapshot can tell.
+            for outbox, watched in list(self._streams.items()):
+                if outbox not in verdict.judged:
+                    self._recheck(outbox, watched)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _recheck(self, outbox: Outbox, watched: _Watched) -> None:
+        watched.rechecks += 1
+        outbox.hold()
+        task = asyncio.get_running_loop().create_task(self._confirm(outbox, watched))
         self._rechecks.add(task)
         task.add_done_callback(self._rechecks.discard)
 
     async def _confirm(self, outbox: Outbox, watched: _Watched) -> None:
-        # The batch's snapshot may predate the stream: a feed opened on a thread created after
-        # it would look forbidden there. Only a snapshot taken now, after the stream was
-        # watched, decides; it also sees any later revocation.
+        # A fresh snapshot, taken after the stream was watched and after the refusing batch,
+        # sees every commit that matters: a token revoked or access removed by then ends it.
         try:
-            granted = await self._store.read(lambda snap: _still_granted(snap.db(), watched, True))
+            granted = await self._store.read(lambda snap: _still_granted(snap.db(), watched))
         except Exception:
             log.exception("re-checking a stream's access failed; ending the stream")
             granted = False
+        watched.rechecks -= 1
         if not granted:
-            self._streams.pop(outbox, None)
-            outbox.close()  # what is already queued is still sent, then the stream ends
+            self._end(outbox)
+        elif watched.rechecks == 0:
+            # Granted now. A refusal at a version its check reached was ended by `checked`; one
+            # it has not reported yet is judged there, before the stream is sent anything.
+            outbox.resume()
+
+    def _end(self, outbox: Outbox) -> None:
+        self._streams.pop(outbox, None)
+        outbox.close()  # what is pending (older commits) is still sent; what is held is not
 
 
-def _still_granted(db: ReadDB, watched: _Watched, auth_changed: bool) -> bool:
-    if auth_changed and not _token_live(db, watched.identity.token_id):
+def _still_granted(db: ReadDB, watched: _Watched) -> bool:
+    if _token_state(db, watched.identity.token_id) is not True:
         return False
     return watched.still_allowed is None or watched.still_allowed(db)
 
 
-def _token_live(db: ReadDB, token_id: str) -> bool:
-    return (
-        db.one("SELECT 1 AS live FROM auth_tokens WHERE id = ? AND revoked_at IS NULL", (token_id,))
-        is not None
-    )
+def _token_state(db: ReadDB, token_id: str) -> bool | None:
+    """True: live; False: revoked; None: not in this snapshot (created after it)."""
+    row = db.one("SELECT revoked_at FROM auth_tokens WHERE id = ?", (token_id,))
+    return None if row is None else row["revoked_at"] is None

@@ -36,3 +36,11 @@ def guard_stream(
     if who is not None:
         guard: AccessGuard = conn.app.state.access
         guard.watch(outbox, who, still_allowed, conn.scope.get(CHECKED_AT_KEY))
+
+
+def stream_checked(conn: HTTPConnection, outbox: Outbox, version: int) -> None:
+    """Tell the guard that the stream's access check passed in the snapshot at `version`.
+    Call it before the stream is sent anything."""
+    if identity(conn) is not None:
+        guard: AccessGuard = conn.app.state.access
+        guard.checked(outbox, version)

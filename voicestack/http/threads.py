@@ -13,9 +13,10 @@ from voicestack.http.body import parse_int64, parse_json, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
-from voicestack.http.state import caller, guard_stream, runtime
+from voicestack.http.state import caller, guard_stream, runtime, stream_checked
 from voicestack.http.watch import last_event_id
 from voicestack.reactive.channel import FeedChannel
+from voicestack.store.readers import Snapshot
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -97,8 +98,12 @@ async def thread_events(request: Request) -> ChannelResponse:
         rt.feed.leave(thread_id, outbox)
         rt.hub.close_channel(outbox)
 
+    def visible_at(snap: Snapshot) -> int:
+        require_thread(snap.db(), thread_id, user)
+        return snap.version
+
     try:
-        await rt.store.read(lambda snap: require_thread(snap.db(), thread_id, user))
+        stream_checked(request, outbox, await rt.store.read(visible_at))
         await rt.hub.join_feed(rt.feed, thread_id, outbox, cursor)
     except BaseException:
         release()

@@ -3,6 +3,10 @@
 It buffers only the newest value per subscription, so a slow client skips straight to the latest
 state instead of queueing history, and the hub never waits on a client: pushing is a dict store
 and, at most, waking the connection's one writer coroutine.
+
+An outbox can be held while the access guard re-checks whether its caller may still see it:
+what was pending before the hold (older commits) is still sent, what comes after is kept aside
+until `resume`, and dropped unsent if the stream is closed instead.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.closed = False
+        self.held = False
         self.last_write = 0.0
         self.sending_since: float | None = None
         self.task: asyncio.Task[object] | None = None
@@ -100,6 +105,7 @@ class Outbox:
             or waiter is None
             or waiter.done()
             or self.closed
+            or self.held
             or self._ping
             or self._flow.write_paused  # type: ignore[attr-defined]
             or transport.is_closing()
@@ -116,9 +122,24 @@ class Outbox:
             self._wake()
 
     def close(self) -> None:
-        """End the stream after what is pending has been sent."""
+        """End the stream after what is pending has been sent; what is held is never sent."""
         self.closed = True
         self._wake()
+
+    def hold(self) -> None:
+        """Keep everything pushed from now on unsent until `resume`; `close` drops it."""
+        if not self.closed:
+            self.held = True
+
+    def resume(self) -> None:
+        """Send what was held, after what was pending, and stop holding."""
+        if self.held and not self.closed:
+            self.held = False
+            self._release_held()
+            self._wake()
+
+    def _release_held(self) -> None:
+        raise NotImplementedError
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -155,6 +176,7 @@ class Channel(Outbox):
         super().__init__()
         self.multi = multi
         self._pending: dict[str | None, Payload | ErrorPayload] = {}
+        self._held: dict[str | None, Payload | ErrorPayload] = {}
 
     def has_pending(self) -> bool:
         """Whether something waits to be sent by the writer coroutine."""
@@ -164,8 +186,15 @@ class Channel(Outbox):
         """Make `payload` the next thing sent for `sub_id`, replacing an unsent older one."""
         if self.closed:
             return
+        if self.held:
+            self._held[sub_id] = payload
+            return
         self._pending[sub_id] = payload
         self._wake()
+
+    def _release_held(self) -> None:
+        self._pending.update(self._held)
+        self._held = {}
 
     def _has_pending(self) -> bool:
         return bool(self._pending)
@@ -205,13 +234,16 @@ class FeedChannel(Outbox):
         super().__init__()
         self.cursor = 0
         self._events: list[bytes] = []
+        self._held: list[bytes] = []
         self._size = 0
         self._max = max_buffer_bytes
 
     def preload(self, events: bytes, cursor: int) -> None:
         """Queue a catch-up (any size) and move the cursor to where live events continue."""
+        if self.closed:
+            return
         if events:
-            self._events.append(events)
+            (self._held if self.held else self._events).append(events)
         self.cursor = max(self.cursor, cursor)
         self._wake()
 
@@ -220,14 +252,16 @@ class FeedChannel(Outbox):
         if self.closed or event_id <= self.cursor:
             return
         self.cursor = event_id
-        self._events.append(event)
+        (self._held if self.held else self._events).append(event)
         self._size += len(event)
         if self._size > self._max:
             self._events.clear()
+            self._held.clear()
             self._size = 0
             self.close()
             return
-        self._wake()
+        if not self.held:
+            self._wake()
 
     def has_pending(self) -> bool:
         """Whether events wait to be sent by the writer coroutine."""
@@ -236,7 +270,11 @@ class FeedChannel(Outbox):
     def _has_pending(self) -> bool:
         return bool(self._events)
 
+    def _release_held(self) -> None:
+        self._events += self._held
+        self._held = []
+
     def _take(self) -> bytes:
         events, self._events = self._events, []
-        self._size = 0
+        self._size = sum(map(len, self._held))
         return b"".join(events)

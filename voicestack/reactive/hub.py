@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
 # trusting its view and re-runs every subscription.
 CHANGESET_WAIT_S = 2.0
+# A feed source, the batch's commits that touched its tables, and its joins of the batch.
+FeedWork = tuple[FeedSource, list[ChangeSet], list[FeedJoin]]
 
 
 class Hub:
@@ -263,15 +265,22 @@ class Hub:
         self.version = max(self.version, version)
         self.batches += 1
         self.reruns += len(outcomes)
+        # A gate (the access guard) decides first: a stream it holds or ends at this version
+        # gets nothing of this version, neither query values nor feed events.
+        self._deliver(feeds, collected, gates=True)
         self._apply(outcomes, version)
         self._admit(joins, current, version)
-        for (source, _changes, source_joins), result in zip(feeds, collected, strict=True):
-            source.deliver(result, source_joins)
+        self._deliver(feeds, collected, gates=False)
         self._batch_feed_joins = []
         in_flight, self._in_flight = self._in_flight, set()
         for shared in in_flight:
             if not shared.subscriptions and not self._awaited(shared):
                 self._drop(shared)
+
+    def _deliver(self, feeds: list[FeedWork], collected: list[Any], gates: bool) -> None:
+        for (source, _changes, source_joins), result in zip(feeds, collected, strict=True):
+            if getattr(source, "gate", False) is gates:
+                source.deliver(result, source_joins)
 
     def _relevant(self, changes: list[ChangeSet]) -> bool:
         watched = [s.tables for s in self._sources if getattr(s, "active", True)]
@@ -290,9 +299,7 @@ class Hub:
                     stale |= watchers
         return stale
 
-    def _feed_work(
-        self, changes: list[ChangeSet], joins: list[FeedJoin]
-    ) -> list[tuple[FeedSource, list[ChangeSet], list[FeedJoin]]]:
+    def _feed_work(self, changes: list[ChangeSet], joins: list[FeedJoin]) -> list[FeedWork]:
         work = []
         for source in self._sources:
             relevant = [cs for cs in changes if cs.touches(source.tables)]
@@ -306,7 +313,7 @@ class Hub:
         snapshot: Snapshot,
         to_run: set[SharedQuery],
         joins: list[QueryJoin],
-        feeds: list[tuple[FeedSource, list[ChangeSet], list[FeedJoin]]],
+        feeds: list[FeedWork],
     ) -> tuple[dict[SharedQuery, Outcome], set[int], list[Any]]:
         """Runs on the hub's reader thread, inside the pinned snapshot."""
         outcomes = {shared: run_query(snapshot, shared) for shared in to_run}
@@ -344,18 +351,7 @@ class Hub:
                 payload = Payload(outcome.value_json, version)
             shared.payload = payload
             shared.changed_version = version
-            frame = payload.single_frame() if isinstance(payload, Payload) else None
-            now = self._loop.time() if self._loop is not None else 0.0
-            for subscription in shared.subscriptions:
-                channel = subscription.channel
-                if (
-                    frame is not None
-                    and subscription.sub_id is None
-                    and not channel.has_pending()
-                    and channel.write_direct(frame, now)
-                ):
-                    continue
-                channel.push(subscription.sub_id, payload)
+            shared.fan_out(payload, self._loop.time() if self._loop is not None else 0.0)
             if isinstance(payload, ErrorPayload) and payload.final:
                 ending.update(subscription.channel for subscription in shared.subscriptions)
         # Access is gone: the error goes out with the rest of this version, then the stream

@@ -34,6 +34,21 @@ class SharedQuery:
     changed_version: int = 0
     subscriptions: set[Subscription] = field(default_factory=set)
 
+    def fan_out(self, payload: Payload | ErrorPayload, now: float) -> None:
+        """Send `payload` to every subscription: its pre-framed bytes written straight to each
+        idle one-subscription stream, pushed to the outbox of every other."""
+        frame = payload.single_frame() if isinstance(payload, Payload) else None
+        for subscription in self.subscriptions:
+            channel = subscription.channel
+            if (
+                frame is not None
+                and subscription.sub_id is None
+                and not channel.has_pending()
+                and channel.write_direct(frame, now)
+            ):
+                continue
+            channel.push(subscription.sub_id, payload)
+
 
 @dataclass(eq=False)
 class Subscription:
@@ -69,6 +84,8 @@ class FeedSource(Protocol):
     `collect` runs on the hub's reader thread inside the batch's snapshot with the commits of the
     batch that touched `tables` and the feed joins of the batch; `deliver` runs on the event loop
     with what `collect` returned, after query values were pushed, and resolves the joins' futures.
+    A source with a true `gate` attribute (the access guard) is delivered before anything else of
+    the batch, so that the streams it holds or closes get nothing of the batch's version.
     """
 
     tables: frozenset[str]
