@@ -70,6 +70,18 @@ class Watch:
                 return
         raise AssertionError(f"expected the stream to end, got {event}")
 
+    async def until_end(self, timeout: float = 5.0) -> list[Event]:
+        """Every event still to come, once the server has ended the stream cleanly within
+        `timeout`."""
+        events: list[Event] = []
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    events.append(await self._receive.receive())
+                except anyio.EndOfStream:
+                    assert self.error is None, f"the stream broke instead of ending: {self.error!r}"
+                    return events
+
     async def _pump(self, send: MemoryObjectSendStream[Event]) -> None:
         async with send:
             try:
