@@ -37,7 +37,7 @@ class ChannelResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = self.channel
         loop = asyncio.get_running_loop()
-        channel.task = asyncio.current_task()
+        channel.abort = _aborter(scope)
         watcher = asyncio.ensure_future(_close_on_disconnect(receive, channel))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
@@ -61,6 +61,18 @@ class ChannelResponse:
         finally:
             watcher.cancel()
             self.on_close()
+
+
+def _aborter(scope: Scope) -> Callable[[], None]:
+    """How to drop this connection: abort its transport, so that the server sees the client
+    gone and a `send` stuck on back-pressure returns; else cancel the response's task."""
+    proto = (scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
+    transport = getattr(proto, "transport", None)
+    if transport is not None:
+        return transport.abort
+    task = asyncio.current_task()
+    assert task is not None
+    return task.cancel
 
 
 async def _close_on_disconnect(receive: Receive, channel: Outbox) -> None:

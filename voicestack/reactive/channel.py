@@ -12,6 +12,7 @@ until `resume`, and dropped unsent if the stream is closed instead.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voicestack import jsoncodec
@@ -81,7 +82,8 @@ class Outbox:
         self.held = False
         self.last_write = 0.0
         self.sending_since: float | None = None
-        self.task: asyncio.Task[object] | None = None
+        # Drops the connection at once, pending bytes and all; set by whoever drains the outbox.
+        self.abort: Callable[[], None] | None = None
         self._ping = False
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None

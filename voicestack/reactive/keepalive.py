@@ -53,9 +53,13 @@ class Streams:
                 since = outbox.sending_since
                 if since is not None and now - since > self._send_timeout_s:
                     # A client that stopped reading must not hold the connection forever.
-                    log.info("closing an SSE stream stalled for %.0f s", now - since)
+                    log.warning(
+                        "cut an event stream whose client read nothing for %.0f s"
+                        " (--send-timeout-s)",
+                        now - since,
+                    )
                     self.discard(outbox)
-                    if outbox.task is not None:
-                        outbox.task.cancel()
+                    if outbox.abort is not None:
+                        outbox.abort()
                 elif since is None and now - outbox.last_write >= self._ping_s:
                     outbox.ping()
