@@ -45,11 +45,12 @@ def serve(db: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def refusal(db: Path) -> str:
+def refusal(db: Path, reason: str = "unable to open database file") -> str:
+    """The one line `serve` prints for a database it cannot write."""
     return (
-        f"error: Cannot write the database {db} (unable to open database file). voicestack needs"
-        f" to write the file and to create {db.name}-wal and {db.name}-shm beside it: check the"
-        " permissions of both, or choose another file with --db.\n"
+        f"error: Cannot write the database {db} ({reason}). voicestack needs to write the file"
+        f" and to create {db.name}-wal and {db.name}-shm beside it: check the permissions of"
+        " both, or choose another file with --db.\n"
     )
 
 
@@ -63,11 +64,10 @@ def test_a_read_only_database_file_is_one_line_and_exit_1(
 
     done = serve(db)
 
-    assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr == (
-        f"error: Cannot write the database {db} (the file is read-only). voicestack needs to"
-        f" write the file and to create {db.name}-wal and {db.name}-shm beside it: check the"
-        " permissions of both, or choose another file with --db.\n"
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1,
+        "",
+        refusal(db, "the file is read-only"),
     )
 
 
