@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from voicestack.first_admin import token_file
+from voicestack.serve.first_admin import token_file
 
 # A limit of 0 is off (voicestack/http/limits.py). Environment variables rather than flags, so
 # that a source tree from before the limits (`--source`) ignores them instead of failing.

@@ -70,7 +70,7 @@ from bench.stream_workload import (
     post_json,
     reply_text,
 )
-from voicestack.testing.fake_openai_chat import split_text
+from voicestack.testing.fake_openai.chat import split_text
 
 
 @dataclass

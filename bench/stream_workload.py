@@ -11,7 +11,7 @@ from typing import Any
 from bench.server_access import auth_line
 from bench.sse_client import SseClient, Tracker, http_call, wait_ready
 from voicestack import jsoncodec
-from voicestack.testing.fake_openai_chat import last_user_text
+from voicestack.testing.fake_openai.chat import last_user_text
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0

@@ -36,7 +36,7 @@ def serve(
 
     Example: voicestack serve --port 8000 --db ./voicestack.db --app voicestack.examples.todos
     """
-    from cli import workers  # the server stack loads only for `serve`
+    from voicestack.serve import workers  # the server stack loads only for `serve`
 
     try:
         settings = load_settings(config, **flags)
@@ -51,9 +51,9 @@ def serve(
     page_token = _prepare_tokens(settings) if worker is None else None  # once, in the parent
     if worker is None and settings.workers > 1:
         raise typer.Exit(workers.supervise(settings, page_token))
-    from cli.uvicorn_server import run_server
     from voicestack.http import create_app
     from voicestack.runtime import Runtime
+    from voicestack.serve.server import run_server
 
     try:
         runtime = Runtime(settings)
@@ -69,7 +69,7 @@ def serve(
 def _prepare_tokens(settings: Any) -> str | None:
     """Create the first admin token on a database without users; refuse a public address while
     no token is valid; return the token the printed page URL carries (None: print none)."""
-    from voicestack.first_admin import is_loopback, prepare_auth, token_file
+    from voicestack.serve.first_admin import is_loopback, prepare_auth, token_file
 
     try:
         state = prepare_auth(settings.db)

@@ -18,7 +18,7 @@ from cli.options import DEFAULT_DB, DbOption, JsonOption
 from cli.output import Output, iso_time
 
 if TYPE_CHECKING:
-    from voicestack.auth import TokenInfo
+    from voicestack.auth.users import TokenInfo
     from voicestack.store.db import WriteDB
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ def create(
 
     Example: export VOICESTACK_TOKEN=$(voicestack token create --user ana)
     """
-    from voicestack.auth import create_token
+    from voicestack.auth.users import create_token
 
     token, info = _write(db, lambda conn: create_token(conn, user, admin))
     out = Output()
@@ -79,7 +79,7 @@ def list_(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
     Example: voicestack token list --db /var/lib/voicestack/voicestack.db
     """
-    from voicestack.auth import list_tokens
+    from voicestack.auth.users import list_tokens
 
     infos = _write(db, list_tokens)
     out = Output()
@@ -99,7 +99,7 @@ def revoke(
 
     Example: voicestack token revoke tok_3f9a0c1b2d4e
     """
-    from voicestack.auth import revoke_token
+    from voicestack.auth.users import revoke_token
 
     revoked = _write(db, lambda conn: revoke_token(conn, token_or_id))
     if revoked is None:

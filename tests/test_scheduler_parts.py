@@ -17,13 +17,13 @@ from voicestack.agent.tool_loading import ToolSet
 from voicestack.config import Settings
 from voicestack.functions.apps import App, app_from_module
 from voicestack.functions.errors import FunctionError
-from voicestack.leader import LeaderLease
 from voicestack.runtime import Runtime
-from voicestack.scheduler_cron import Cron, queue_next_run, sync_crons
-from voicestack.scheduler_schema import SCHEDULER_MIGRATIONS
+from voicestack.scheduler.cron import Cron, queue_next_run, sync_crons
+from voicestack.scheduler.migrations import SCHEDULER_MIGRATIONS
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB
+from voicestack.store.leader import LeaderLease
 from voicestack.store.migrations import migrate_core
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.support.voice import sha256, wav_seconds
 from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
 from voicestack.testing.fake_openai import FakeOpenAI
-from voicestack.testing.fake_openai_audio import speech_pcm, wav_bytes
+from voicestack.testing.fake_openai.audio import speech_pcm, wav_bytes
 from voicestack.voice.formats import WAV
 from voicestack.voice.provider import Synthesizer, Transcriber
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         mutation,
         query,
     )
-    from voicestack.scheduler_cron import Cron
+    from voicestack.scheduler.cron import Cron
     from voicestack.store.migrations import Migration
 
 __version__ = "0.1.0"
@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ActionCtx": "voicestack.functions",
     "Caller": "voicestack.functions",
-    "Cron": "voicestack.scheduler_cron",
+    "Cron": "voicestack.scheduler.cron",
     "FunctionError": "voicestack.functions",
     "Migration": "voicestack.store.migrations",
     "MutationCtx": "voicestack.functions",

@@ -25,15 +25,15 @@ from voicestack.functions.apps import App, load_entry_point_apps, load_module_ap
 from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
-from voicestack.leader import LeaderLease
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
-from voicestack.scheduler import Scheduler
-from voicestack.scheduler_ctx import ActionScheduler, JobPlanner, MutationScheduler
-from voicestack.scheduler_functions import FUNCTIONS as SCHEDULER_FUNCTIONS
-from voicestack.scheduler_jobs import JobRun
+from voicestack.scheduler.context import ActionScheduler, JobPlanner, MutationScheduler
+from voicestack.scheduler.functions import FUNCTIONS as SCHEDULER_FUNCTIONS
+from voicestack.scheduler.jobs import JobRun
+from voicestack.scheduler.runner import Scheduler
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.db import WriteDB
+from voicestack.store.leader import LeaderLease
 from voicestack.store.store import Store
 from voicestack.voice.provider import Synthesizer, Transcriber
 from voicestack.voice.speaker import SpeakerFactory

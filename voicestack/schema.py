@@ -8,9 +8,9 @@ both agree on what "up to date" means.
 from __future__ import annotations
 
 from voicestack.agent.memory import MEMORY_MIGRATIONS
-from voicestack.agent.schema import AGENT_MIGRATIONS
-from voicestack.auth_schema import AUTH_MIGRATIONS
-from voicestack.scheduler_schema import SCHEDULER_MIGRATIONS
+from voicestack.agent.migrations import AGENT_MIGRATIONS
+from voicestack.auth.migrations import AUTH_MIGRATIONS
+from voicestack.scheduler.migrations import SCHEDULER_MIGRATIONS
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration
 
 ALL_MIGRATIONS: tuple[Migration, ...] = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import apsw
 
-from voicestack.auth import token_hash
+from voicestack.auth.users import token_hash
 
 
 def row_versions(db_path: Path, table: str, after: int = 0) -> dict[int, int]:

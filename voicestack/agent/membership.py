@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicestack.agent.records import now
-from voicestack.auth import USER_NAME_RE, user_by_name
+from voicestack.auth.users import USER_NAME_RE, user_by_name
 from voicestack.echo import echoed
 from voicestack.functions.context import Caller, MutationCtx
 from voicestack.functions.errors import FunctionError

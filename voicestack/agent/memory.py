@@ -15,8 +15,8 @@ from voicestack.agent.membership import require_thread
 from voicestack.agent.records import MESSAGE_COLUMNS, message_from_row
 from voicestack.functions.context import QueryCtx
 from voicestack.functions.registry import query
-from voicestack.search import match_expression
 from voicestack.store.migrations import Migration
+from voicestack.store.search import match_expression
 
 MEMORY_MIGRATIONS: tuple[Migration, ...] = (
     Migration(

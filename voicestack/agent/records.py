@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from voicestack import jsoncodec
-from voicestack.auth import user_by_id
+from voicestack.auth.users import user_by_id
 from voicestack.store.db import ReadDB, WriteDB
 
 AnyDB = ReadDB | WriteDB

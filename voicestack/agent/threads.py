@@ -35,7 +35,7 @@ from voicestack.echo import echoed
 from voicestack.functions.context import Caller, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
-from voicestack.scheduler_jobs import insert_reply_job
+from voicestack.scheduler.jobs import insert_reply_job
 from voicestack.store.db import ReadDB, WriteDB
 
 MAX_TEXT = 32_000

@@ -3,7 +3,7 @@
 An app is a module named with `--app mypkg.mymodule` or published in the entry-point group
 `voicestack.apps`. Every ServerFunction found at its top level is registered; its `MIGRATIONS`
 (a list of SQL strings or Migration objects) run in order, once, before the server starts; its
-`CRONS` (a list of voicestack.scheduler_cron.Cron) are the schedules its jobs run on.
+`CRONS` (a list of voicestack.scheduler.cron.Cron) are the schedules its jobs run on.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from voicestack.functions.registry import ServerFunction
-from voicestack.scheduler_cron import Cron
+from voicestack.scheduler.cron import Cron
 from voicestack.store.migrations import Migration
 
 log = logging.getLogger(__name__)

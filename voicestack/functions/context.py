@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from voicestack.store.db import ReadDB, WriteDB
 
 if TYPE_CHECKING:
-    from voicestack.scheduler_ctx import ActionScheduler, MutationScheduler
-    from voicestack.scheduler_jobs import JobRun
+    from voicestack.scheduler.context import ActionScheduler, MutationScheduler
+    from voicestack.scheduler.jobs import JobRun
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicestack.auth import Identity, identify, token_hash
+from voicestack.auth.users import Identity, identify, token_hash
 from voicestack.reactive.channel import Outbox
 from voicestack.reactive.subscription import FeedJoin
 from voicestack.store.changes import ChangeSet

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from voicestack.auth import Identity
+from voicestack.auth.users import Identity
 from voicestack.config import Settings
 from voicestack.http.auth import IDENTITY_KEY
 from voicestack.http.errors import error_response

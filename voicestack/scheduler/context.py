@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voicestack.functions.context import Caller
-from voicestack.scheduler_jobs import DEFAULT_MAX_ATTEMPTS, cancel_job, insert_job
+from voicestack.scheduler.jobs import DEFAULT_MAX_ATTEMPTS, cancel_job, insert_job
 from voicestack.store.db import WriteDB
 
 # Raises FunctionError when `name` cannot be scheduled with `args`; returns the args to store.

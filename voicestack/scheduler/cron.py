@@ -15,7 +15,7 @@ from typing import Any
 from croniter import croniter
 
 from voicestack import jsoncodec
-from voicestack.scheduler_jobs import DEFAULT_MAX_ATTEMPTS, insert_job
+from voicestack.scheduler.jobs import DEFAULT_MAX_ATTEMPTS, insert_job
 from voicestack.store.db import WriteDB
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicestack.functions.context import QueryCtx
 from voicestack.functions.registry import query
-from voicestack.scheduler_jobs import list_jobs
+from voicestack.scheduler.jobs import list_jobs
 
 
 class ListJobsArgs(BaseModel):

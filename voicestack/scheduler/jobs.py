@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicestack import jsoncodec
-from voicestack.auth import user_by_id
+from voicestack.auth.users import user_by_id
 from voicestack.functions.context import Caller
 from voicestack.store.db import ReadDB, WriteDB
 

@@ -1,7 +1,7 @@
 """The durable scheduler: runs due function jobs from the `jobs` table, at least once each.
 
-Only the leader process runs it (voicestack.leader). It sleeps until the next job is due, and is
-also a hub FeedSource over `jobs`, so a commit that adds an earlier job (from this process or
+Only the leader process runs it (voicestack.store.leader). It sleeps until the next job is due,
+and is also a hub FeedSource over `jobs`, so a commit that adds an earlier job (from this process or
 another on the same file) wakes it at once. A job is claimed in a write (status `running`, one
 attempt more, this process's token), run through the Runtime as the user who scheduled it, then
 marked `done`, or on error given back to `pending` after a doubling backoff until its
@@ -13,8 +13,8 @@ At start every job left `running` belonged to a leader that died (there is one l
 time), so it is queued again, or failed when that was its last attempt.
 
 For apps: `ctx.scheduler.run_after(seconds, name, args)`, `run_at(when, name, args)` and
-`cancel(job_id)` in a mutation or action (voicestack.scheduler_ctx); `CRONS = [Cron(...)]` in the
-app module (voicestack.scheduler_cron); `ctx.job.attempt` (1 first) in a function run as a job.
+`cancel(job_id)` in a mutation or action (voicestack.scheduler.context); `CRONS = [Cron(...)]` in
+the app module (voicestack.scheduler.cron); `ctx.job.attempt` (1 first) in a function run as a job.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pydantic import ValidationError
 
 from voicestack.functions.errors import FunctionError
 from voicestack.reactive.subscription import FeedJoin
-from voicestack.scheduler_cron import Cron, queue_next_run, sync_crons
-from voicestack.scheduler_jobs import (
+from voicestack.scheduler.cron import Cron, queue_next_run, sync_crons
+from voicestack.scheduler.jobs import (
     JobRun,
     claim_due,
     complete_job,

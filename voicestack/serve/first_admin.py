@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicestack.auth import active_token_count, create_token, identify, user_count
+from voicestack.auth.users import active_token_count, create_token, identify, user_count
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.db import WriteDB
 from voicestack.store.store import Store

@@ -16,8 +16,8 @@ import uvicorn
 from rich.console import Console
 from starlette.types import ASGIApp
 
-from cli.workers import WorkerSocket
 from voicestack.config import Settings
+from voicestack.serve.workers import WorkerSocket
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error, for logs
 

@@ -301,7 +301,7 @@ class Supervisor:
 
 
 def _worker_grace_s(settings: Settings) -> float:
-    from cli.uvicorn_server import GRACEFUL_SHUTDOWN_S
+    from voicestack.serve.server import GRACEFUL_SHUTDOWN_S
 
     return GRACEFUL_SHUTDOWN_S + math.ceil(settings.drain_s)
 

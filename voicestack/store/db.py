@@ -12,7 +12,7 @@ from typing import Any
 
 import apsw
 
-from voicestack.reactive.readset import StatementTables
+from voicestack.store.readset import StatementTables
 
 Params = Sequence[Any] | dict[str, Any]
 Row = dict[str, Any]

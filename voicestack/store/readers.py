@@ -12,10 +12,10 @@ from typing import TypeVar
 
 import apsw
 
-from voicestack.reactive.readset import StatementTables
 from voicestack.store.changes import latest_version
 from voicestack.store.connection import open_connection
 from voicestack.store.db import ReadDB
+from voicestack.store.readset import StatementTables
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicestack import Caller, Migration, QueryCtx, query
 from voicestack.agent.tools import ToolCtx, tool
-from voicestack.search import match_expression
 from voicestack.store.db import ReadDB, WriteDB
+from voicestack.store.search import match_expression
 
 MIGRATIONS = [
     Migration(

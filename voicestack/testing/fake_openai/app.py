@@ -14,17 +14,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voicestack.testing.fake_openai_audio import (
+from voicestack.testing.fake_openai.audio import (
     file_summary,
     speech_response,
     transcription_response,
     validate_speech,
 )
-from voicestack.testing.fake_openai_chat import chat_response, last_user_text
-from voicestack.testing.fake_openai_multipart import MultipartError, parse_form
-from voicestack.testing.fake_openai_plan import KINDS, Kind, Plan, parse_plans
-from voicestack.testing.fake_openai_state import FakeState
-from voicestack.testing.fake_openai_wire import error_response, invalid_request, planned_error
+from voicestack.testing.fake_openai.chat import chat_response, last_user_text
+from voicestack.testing.fake_openai.multipart import MultipartError, parse_form
+from voicestack.testing.fake_openai.plan import KINDS, Kind, Plan, parse_plans
+from voicestack.testing.fake_openai.state import FakeState
+from voicestack.testing.fake_openai.wire import error_response, invalid_request, planned_error
 
 DEFAULT_MODEL = "gpt-4o-mini"
 MODELS = (DEFAULT_MODEL, "whisper-1", "tts-1")

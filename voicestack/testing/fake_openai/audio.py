@@ -11,9 +11,9 @@ from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from voicestack.testing.fake_openai_multipart import UploadedFile
-from voicestack.testing.fake_openai_plan import Plan
-from voicestack.testing.fake_openai_wire import error_response, invalid_request, request_id
+from voicestack.testing.fake_openai.multipart import UploadedFile
+from voicestack.testing.fake_openai.plan import Plan
+from voicestack.testing.fake_openai.wire import error_response, invalid_request, request_id
 
 DEFAULT_TRANSCRIPT = "hello from the fake transcriber"
 SPEECH_SAMPLE_RATE = 24_000

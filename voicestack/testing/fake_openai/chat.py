@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from voicestack.testing.fake_openai_plan import Plan
-from voicestack.testing.fake_openai_wire import StreamCut, dumps, new_id, request_id, sse
+from voicestack.testing.fake_openai.plan import Plan
+from voicestack.testing.fake_openai.wire import StreamCut, dumps, new_id, request_id, sse
 
 _WORD = re.compile(r"\s*\S+\s*")
 _ARGUMENT_PIECE = 8

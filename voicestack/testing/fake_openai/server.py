@@ -9,7 +9,7 @@ In-process::
 As a process: ``python -m voicestack.testing.fake_openai --host 127.0.0.1 --port 9999``
 (prints ``fake-openai listening on http://HOST:PORT`` once it accepts connections).
 Tests drive it over HTTP with ``POST /_control/script``, ``GET|DELETE /_control/requests``
-and ``POST /_control/reset``; see fake_openai_plan.Plan for what a plan can say.
+and ``POST /_control/reset``; see fake_openai.plan.Plan for what a plan can say.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Any, Self
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from voicestack.testing.fake_openai_app import DEFAULT_MODEL, build_app
-from voicestack.testing.fake_openai_plan import Kind, Plan, PlanInput, parse_plans
-from voicestack.testing.fake_openai_state import FakeState
-from voicestack.testing.fake_openai_wire import StreamCut
+from voicestack.testing.fake_openai.app import DEFAULT_MODEL, build_app
+from voicestack.testing.fake_openai.plan import Kind, Plan, PlanInput, parse_plans
+from voicestack.testing.fake_openai.state import FakeState
+from voicestack.testing.fake_openai.wire import StreamCut
 
 __all__ = ["DEFAULT_MODEL", "FakeOpenAI", "Plan", "main"]
 

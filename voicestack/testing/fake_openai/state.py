@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from voicestack.testing.fake_openai_plan import KINDS, Kind, Plan
+from voicestack.testing.fake_openai.plan import KINDS, Kind, Plan
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from voicestack.testing.fake_openai_plan import ErrorPlan
+from voicestack.testing.fake_openai.plan import ErrorPlan
 
 _ALPHABET = string.ascii_letters + string.digits
 

@@ -1,0 +1,1 @@
+"""Users and bearer tokens (thread membership stays with threads, in voicestack.agent)."""

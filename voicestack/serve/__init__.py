@@ -1,0 +1,1 @@
+"""Serving: the uvicorn server, the first admin token, and the `--workers` supervisor."""
