@@ -37,13 +37,14 @@ def check(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
     Example: voicestack db check --db /var/lib/voicestack/voicestack.db
     """
+    from voicestack.schema import ALL_MIGRATIONS
     from voicestack.store.health import DatabaseUnreadable, inspect_database
 
     out = Output()
     spinner = out.err.status("checking integrity", spinner="dots")
     with spinner if out.err.is_terminal else contextlib.nullcontext():
         try:
-            report = inspect_database(_existing(db))
+            report = inspect_database(_existing(db), ALL_MIGRATIONS)
         except DatabaseUnreadable as exc:
             raise CliError(str(exc)) from None
     if as_json:

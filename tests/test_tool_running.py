@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.tools import Point, make_ctx
 from voicestack.agent.tools import NoToolArgs, Tool, ToolCtx, ToolOutcome, run_tool
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 from voicestack.store import Store
 
 pytestmark = pytest.mark.anyio

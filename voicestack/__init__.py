@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from voicestack.functions import (
         ActionCtx,
-        Caller,
         FunctionError,
         MutationCtx,
         QueryCtx,
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
         mutation,
         query,
     )
+    from voicestack.identity import Caller
     from voicestack.scheduler.cron import Cron
     from voicestack.store.migrations import Migration
 
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 # Each public name and the module that defines it.
 _EXPORTS = {
     "ActionCtx": "voicestack.functions",
-    "Caller": "voicestack.functions",
+    "Caller": "voicestack.identity",
     "Cron": "voicestack.scheduler.cron",
     "FunctionError": "voicestack.functions",
     "Migration": "voicestack.store.migrations",

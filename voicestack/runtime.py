@@ -22,9 +22,10 @@ from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
 from voicestack.echo import echoed
 from voicestack.functions.apps import App, load_entry_point_apps, load_module_app
-from voicestack.functions.context import ActionCtx, Caller, MutationCtx, QueryCtx
+from voicestack.functions.context import ActionCtx, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
+from voicestack.identity import Caller
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
 from voicestack.scheduler.context import ActionScheduler, JobPlanner, MutationScheduler

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from voicestack.agent.tools import ToolCtx, tool
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 
 
 class Point(BaseModel):

@@ -7,7 +7,7 @@ what its user could through the API: a thread they may not see is `thread_not_fo
 from __future__ import annotations
 
 from voicestack.auth.users import user_by_id
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 from voicestack.store.db import ReadDB
 
 

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicestack.agent.records import now
 from voicestack.auth.users import USER_NAME_RE, user_by_name
 from voicestack.echo import echoed
-from voicestack.functions.context import Caller, MutationCtx
+from voicestack.functions.context import MutationCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation
+from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 
 

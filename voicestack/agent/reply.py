@@ -42,7 +42,7 @@ from voicestack.agent.reply_state import (
 from voicestack.agent.stream import DeltaCoalescer
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.agent.tools import ToolArgsError, ToolCtx, parse_tool_args, run_tool
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)

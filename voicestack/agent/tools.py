@@ -22,7 +22,7 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from voicestack import jsoncodec
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.store import Store
 

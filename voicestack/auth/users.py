@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from voicestack.functions.context import Caller
 from voicestack.functions.errors import FunctionError
+from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 
 Role = Literal["admin", "user"]

@@ -6,25 +6,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 
 if TYPE_CHECKING:
     from voicestack.scheduler.context import ActionScheduler, MutationScheduler
     from voicestack.scheduler.jobs import JobRun
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who made the call: a user id, a display name and a role."""
-
-    id: str
-    name: str
-    role: str = "user"
-
-    @property
-    def is_admin(self) -> bool:
-        """True for an administrator."""
-        return self.role == "admin"
 
 
 @dataclass(slots=True)

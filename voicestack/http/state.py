@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from voicestack.auth.users import Identity
-from voicestack.functions.context import Caller
 from voicestack.http.access import AccessGuard, StillAllowed
 from voicestack.http.auth import CALLER_KEY, CHECKED_AT_KEY, IDENTITY_KEY
+from voicestack.identity import Caller
 from voicestack.reactive.channel import Outbox
 from voicestack.runtime import Runtime
 

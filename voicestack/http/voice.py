@@ -12,12 +12,12 @@ from starlette.routing import Route
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.membership import require_thread, thread_visible
 from voicestack.echo import echoed
-from voicestack.functions.context import Caller
 from voicestack.http.errors import ApiError, error_response
 from voicestack.http.functions import json_response
 from voicestack.http.ranges import RangeNotSatisfiable, parse_range
 from voicestack.http.state import caller, runtime
 from voicestack.http.voice_body import read_voice_upload
+from voicestack.identity import Caller
 from voicestack.store.readers import Snapshot
 from voicestack.voice.files import Audio, FileInfo, file_info, read_bytes
 from voicestack.voice.formats import AudioFormat, detect_audio

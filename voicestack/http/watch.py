@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.routing import Route
 
-from voicestack.functions.context import Caller
 from voicestack.http.body import check_args_size, parse_int64, parse_json
 from voicestack.http.errors import ApiError, validation_fields
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import caller, guard_stream, runtime
+from voicestack.identity import Caller
 from voicestack.reactive.hub import Hub, Subscription
 from voicestack.runtime import Runtime
 

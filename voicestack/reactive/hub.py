@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from voicestack.functions.context import Caller
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
+from voicestack.identity import Caller
 from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
 from voicestack.reactive.inbox import CommitInbox
 from voicestack.reactive.keepalive import Streams

@@ -10,9 +10,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from voicestack import jsoncodec
-from voicestack.functions.context import Caller, QueryCtx
+from voicestack.functions.context import QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
+from voicestack.identity import Caller
 from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
 from voicestack.store.changes import ChangeSet
 from voicestack.store.readers import Snapshot

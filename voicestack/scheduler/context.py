@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 from voicestack.scheduler.jobs import DEFAULT_MAX_ATTEMPTS, cancel_job, insert_job
 from voicestack.store.db import WriteDB
 

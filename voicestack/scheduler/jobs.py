@@ -16,7 +16,7 @@ from typing import Any
 
 from voicestack import jsoncodec
 from voicestack.auth.users import user_by_id
-from voicestack.functions.context import Caller
+from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 
 # Who claimed a job: this process, on this host.

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import apsw
 
-from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.backup import open_source
-from voicestack.store.migrations import core_level
+from voicestack.store.migrations import Migration, core_level
 from voicestack.store.store import integrity_check
 
 
@@ -20,17 +20,23 @@ class DatabaseUnreadable(Exception):
 
 @dataclass
 class SchemaReport:
-    """A database's health: integrity check lines, core migration level, app migrations."""
+    """A database's health: integrity check lines, core migration level against the core
+    migrations this voicestack knows, app migrations."""
 
     integrity: list[str]
     level: int
-    known: int = len(ALL_MIGRATIONS)
+    migrations: Sequence[Migration]
     apps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def known(self) -> int:
+        """How many core migrations this voicestack knows."""
+        return len(self.migrations)
 
     @property
     def pending(self) -> list[str]:
         """Names of the core migrations this database has not had yet."""
-        return [m.name for m in ALL_MIGRATIONS[self.level :]]
+        return [m.name for m in self.migrations[self.level :]]
 
     def problems(self) -> list[str]:
         """What is wrong, one phrase each (empty when the database is ok)."""
@@ -73,8 +79,9 @@ def _app_migrations(conn: apsw.Connection) -> list[dict[str, Any]]:
     return [{"app": a, "migrations": n, "level": top, "last": last} for a, n, top, last in rows]
 
 
-def inspect_database(db: Path) -> SchemaReport:
-    """Run the integrity check and read the migration levels of the database at `db`."""
+def inspect_database(db: Path, migrations: Sequence[Migration]) -> SchemaReport:
+    """Run the integrity check and read the migration levels of the database at `db`, whose
+    core schema is `migrations` (voicestack.schema.ALL_MIGRATIONS for a server's)."""
     try:
         conn = open_source(db)
     except (apsw.Error, FileNotFoundError) as exc:
@@ -86,7 +93,7 @@ def inspect_database(db: Path) -> SchemaReport:
             integrity = integrity_check(conn)
         except apsw.CorruptError as exc:  # too damaged for the check to finish
             integrity = [str(exc)]
-        return SchemaReport(integrity, level, apps=apps)
+        return SchemaReport(integrity, level, migrations, apps=apps)
     except apsw.NotADBError:
         raise DatabaseUnreadable(f"{db} is not a SQLite database.") from None
     except apsw.Error as exc:
