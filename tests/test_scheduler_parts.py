@@ -19,7 +19,6 @@ from voicestack.functions.apps import App, app_from_module
 from voicestack.functions.errors import FunctionError
 from voicestack.runtime import Runtime
 from voicestack.scheduler.cron import Cron, queue_next_run, sync_crons
-from voicestack.scheduler.migrations import SCHEDULER_MIGRATIONS
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB
@@ -53,7 +52,7 @@ def jobs(conn: apsw.Connection) -> list[tuple[Any, ...]]:
 def test_the_migration_gives_unfinished_replies_of_an_older_database_their_jobs(
     tmp_path: Path,
 ) -> None:
-    before = ALL_MIGRATIONS[: ALL_MIGRATIONS.index(SCHEDULER_MIGRATIONS[0])]
+    before = ALL_MIGRATIONS[: [m.name for m in ALL_MIGRATIONS].index("scheduler_jobs")]
     conn = open_db(tmp_path / "old.db", before)
     db = WriteDB(conn)
     with conn:

@@ -1,23 +1,30 @@
-"""The whole core schema of a voicestack database: the store's migrations, then the agent's, then
-users and membership, then the scheduler's jobs.
+"""The whole core schema of a voicestack database, in the order it was built: the store's own
+tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
+jobs, and full-text search over messages.
 
-The server and the host-side `voicestack db` commands open a database with the same list, so
-both agree on what "up to date" means.
+The server and the host-side `voicestack db` and `token` commands open a database with the same
+list, so both agree on what "up to date" means. The order and count are history: a database
+records how many of these it has had, so a change is always a new migration at the end.
 """
 
 from __future__ import annotations
 
-from voicestack.agent.memory import MEMORY_MIGRATIONS
-from voicestack.agent.migrations import AGENT_MIGRATIONS
+from voicestack.agent.migrations import (
+    AGENT_MIGRATIONS,
+    MEMBERSHIP_MIGRATIONS,
+    MEMORY_MIGRATIONS,
+    REPLY_JOBS_SQL,
+)
 from voicestack.auth.migrations import AUTH_MIGRATIONS
-from voicestack.scheduler.migrations import SCHEDULER_MIGRATIONS
+from voicestack.scheduler.migrations import JOBS_TABLE_SQL
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration
 
 ALL_MIGRATIONS: tuple[Migration, ...] = (
     *CORE_MIGRATIONS,
     *AGENT_MIGRATIONS,
     *AUTH_MIGRATIONS,
-    *SCHEDULER_MIGRATIONS,
+    *MEMBERSHIP_MIGRATIONS,
+    Migration("scheduler_jobs", JOBS_TABLE_SQL + REPLY_JOBS_SQL),
     *MEMORY_MIGRATIONS,
 )
 

@@ -15,36 +15,7 @@ from voicestack.agent.membership import require_thread
 from voicestack.agent.records import MESSAGE_COLUMNS, message_from_row
 from voicestack.functions.context import QueryCtx
 from voicestack.functions.registry import query
-from voicestack.store.migrations import Migration
 from voicestack.store.search import match_expression
-
-MEMORY_MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        # Stemming ("passwords" finds "password") and accent folding; the rebuild indexes the
-        # messages saved before this migration.
-        "message_search",
-        """
-        CREATE VIRTUAL TABLE message_search USING fts5(
-            text, content='messages', content_rowid='rowid',
-            tokenize='porter unicode61 remove_diacritics 2'
-        );
-        CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
-            INSERT INTO message_search(rowid, text) VALUES (new.rowid, new.text);
-        END;
-        CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
-            INSERT INTO message_search(message_search, rowid, text)
-            VALUES ('delete', old.rowid, old.text);
-        END;
-        CREATE TRIGGER message_search_update AFTER UPDATE OF text ON messages
-        WHEN old.text IS NOT new.text BEGIN
-            INSERT INTO message_search(message_search, rowid, text)
-            VALUES ('delete', old.rowid, old.text);
-            INSERT INTO message_search(rowid, text) VALUES (new.rowid, new.text);
-        END;
-        INSERT INTO message_search(message_search) VALUES ('rebuild');
-        """,
-    ),
-)
 
 
 class SearchArgs(BaseModel):

@@ -109,3 +109,85 @@ AGENT_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+# Who may see a thread besides its owner (core migration 6, after the users table).
+MEMBERSHIP_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # Who may see a thread besides its owner. The owner is also a row here, so "may this
+        # user see this thread" is one indexed lookup; threads made before users existed have
+        # no owner and only administrators see them.
+        "thread_members",
+        """
+        CREATE TABLE thread_members (
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES auth_users(id),
+            role TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+            added_at REAL NOT NULL,
+            PRIMARY KEY (thread_id, user_id)
+        );
+        CREATE INDEX thread_members_by_user ON thread_members(user_id, thread_id);
+        """,
+    ),
+)
+
+# The reply jobs of the scheduler's `jobs` table: shipped inside core migration 7
+# (voicestack.schema composes it with the table).
+REPLY_JOBS_SQL = """
+        -- Every way a reply ends (its own finish, cancel, hand-off, the start-up sweep of a
+        -- crashed process, a drain that ran out of time) finishes its job in the same
+        -- transaction, so a reply job can never be left open by a path that forgot it.
+        CREATE TRIGGER jobs_follow_reply AFTER UPDATE OF status ON messages
+        WHEN NEW.role = 'assistant' AND OLD.status IN ('pending', 'streaming')
+            AND NEW.status IN ('complete', 'failed', 'interrupted')
+        BEGIN
+            UPDATE jobs SET
+                status = CASE
+                    WHEN NEW.status = 'complete' THEN 'done'
+                    WHEN NEW.status = 'failed' THEN 'failed'
+                    WHEN NEW.error_code IN ('cancelled', 'handed_off') THEN 'cancelled'
+                    ELSE 'interrupted' END,
+                last_error = CASE WHEN NEW.error_code IS NULL THEN last_error
+                    ELSE NEW.error_code || ': ' || coalesce(NEW.error_message, '') END,
+                finished_at = NEW.updated_at
+            WHERE kind = 'reply' AND ref = NEW.id AND status IN ('pending', 'running');
+        END;
+
+        -- Replies a previous version left unfinished get their job now, like new ones.
+        INSERT INTO jobs(id, kind, name, args, ref, run_at, status, attempts, user_id,
+                         created_at)
+        SELECT 'job_' || lower(hex(randomblob(10))), 'reply', 'agent.reply',
+               json_object('messageId', m.id, 'threadId', m.thread_id), m.id, m.created_at,
+               CASE m.status WHEN 'streaming' THEN 'running' ELSE 'pending' END,
+               CASE m.status WHEN 'streaming' THEN 1 ELSE 0 END, u.author, m.created_at
+        FROM messages m LEFT JOIN messages u ON u.id = m.reply_to
+        WHERE m.role = 'assistant' AND m.status IN ('pending', 'streaming');
+"""
+
+# Full-text search over what was said (core migration 8).
+MEMORY_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # Stemming ("passwords" finds "password") and accent folding; the rebuild indexes the
+        # messages saved before this migration.
+        "message_search",
+        """
+        CREATE VIRTUAL TABLE message_search USING fts5(
+            text, content='messages', content_rowid='rowid',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO message_search(rowid, text) VALUES (new.rowid, new.text);
+        END;
+        CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO message_search(message_search, rowid, text)
+            VALUES ('delete', old.rowid, old.text);
+        END;
+        CREATE TRIGGER message_search_update AFTER UPDATE OF text ON messages
+        WHEN old.text IS NOT new.text BEGIN
+            INSERT INTO message_search(message_search, rowid, text)
+            VALUES ('delete', old.rowid, old.text);
+            INSERT INTO message_search(rowid, text) VALUES (new.rowid, new.text);
+        END;
+        INSERT INTO message_search(message_search) VALUES ('rebuild');
+        """,
+    ),
+)

@@ -14,7 +14,7 @@ from voicestack.agent.records import (
     now,
     streamed_text,
 )
-from voicestack.scheduler.jobs import claim_reply_job
+from voicestack.agent.reply_jobs import claim_reply_job
 from voicestack.store.db import WriteDB
 
 

@@ -30,13 +30,13 @@ from voicestack.agent.records import (
     thread_from_row,
     tool_call_from_row,
 )
+from voicestack.agent.reply_jobs import insert_reply_job
 from voicestack.agent.reply_state import fail_unfinished_tool_calls
 from voicestack.echo import echoed
 from voicestack.functions.context import MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
 from voicestack.identity import Caller
-from voicestack.scheduler.jobs import insert_reply_job
 from voicestack.store.db import ReadDB, WriteDB
 
 MAX_TEXT = 32_000

@@ -1,4 +1,4 @@
-"""Users, their tokens and thread membership, as core migrations after the agent's."""
+"""Users and their tokens, as a core migration after the agent's."""
 
 from __future__ import annotations
 
@@ -25,22 +25,6 @@ AUTH_MIGRATIONS: tuple[Migration, ...] = (
             revoked_at REAL
         );
         CREATE INDEX auth_tokens_by_user ON auth_tokens(user_id);
-        """,
-    ),
-    Migration(
-        # Who may see a thread besides its owner. The owner is also a row here, so "may this
-        # user see this thread" is one indexed lookup; threads made before users existed have
-        # no owner and only administrators see them.
-        "thread_members",
-        """
-        CREATE TABLE thread_members (
-            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-            user_id TEXT NOT NULL REFERENCES auth_users(id),
-            role TEXT NOT NULL CHECK (role IN ('owner', 'member')),
-            added_at REAL NOT NULL,
-            PRIMARY KEY (thread_id, user_id)
-        );
-        CREATE INDEX thread_members_by_user ON thread_members(user_id, thread_id);
         """,
     ),
 )
