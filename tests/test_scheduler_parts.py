@@ -16,9 +16,10 @@ from voicestack.agent.threads import finish_message, insert_message, start_turn
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.config import Settings
 from voicestack.functions.apps import App, app_from_module
+from voicestack.functions.cron import Cron
 from voicestack.functions.errors import FunctionError
 from voicestack.runtime import Runtime
-from voicestack.scheduler.cron import Cron, queue_next_run, sync_crons
+from voicestack.scheduler.cron import queue_next_run, sync_crons
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from tests.apps.jobs import MIGRATIONS, record_run, runs  # noqa: F401  (the app's functions)
-from voicestack.scheduler.runner import Cron
+from voicestack import Cron
 
 CRONS = [Cron("* * * * * *", "jobs.record", {"tag": "tick"})]

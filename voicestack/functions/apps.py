@@ -16,8 +16,8 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
+from voicestack.functions.cron import Cron
 from voicestack.functions.registry import ServerFunction
-from voicestack.scheduler.cron import Cron
 from voicestack.store.migrations import Migration
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Cron schedules an app declares: `CRONS = [Cron("*/5 * * * *", "reports.send", {...})]`.
+"""Running the cron schedules an app declares (voicestack.functions.cron.Cron).
 
 Each schedule has a key (its expression, function and arguments) and at most one open job per
 key in the database: the scheduler makes sure of one at start and queues the next run when a run
@@ -9,39 +9,10 @@ runs once, late).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-from croniter import croniter
-
-from voicestack import jsoncodec
-from voicestack.scheduler.jobs import DEFAULT_MAX_ATTEMPTS, insert_job
+from voicestack.functions.cron import Cron
+from voicestack.scheduler.jobs import insert_job
 from voicestack.store.db import WriteDB
-
-
-@dataclass(frozen=True)
-class Cron:
-    """Run function `name` with `args` on a cron `schedule`.
-
-    Five fields (minute hour day month weekday), or six with seconds last. Runs have no caller.
-    """
-
-    schedule: str
-    name: str
-    args: Any = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    key: str = field(default="")
-
-    def __post_init__(self) -> None:
-        if not croniter.is_valid(self.schedule):
-            raise ValueError(f"Cron schedule {self.schedule!r} of {self.name!r} is not valid.")
-        if not self.key:
-            args = jsoncodec.dumps(self.args).decode()
-            object.__setattr__(self, "key", f"{self.schedule}|{self.name}|{args}")
-
-    def next_after(self, moment: float) -> float:
-        """The first time (unix seconds) strictly after `moment` this schedule fires."""
-        return float(croniter(self.schedule, moment).get_next(float))
 
 
 def queue_next_run(db: WriteDB, cron: Cron, after: float | None = None) -> str | None:

@@ -16,12 +16,12 @@ from typing import Any
 
 from voicestack import jsoncodec
 from voicestack.auth.users import user_by_id
+from voicestack.functions.cron import DEFAULT_MAX_ATTEMPTS
 from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 
 # Who claimed a job: this process, on this host.
 PROCESS_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-DEFAULT_MAX_ATTEMPTS = 3
 
 JOB_COLUMNS = (
     "id, kind, name, args, ref, run_at, status, attempts, max_attempts, last_error, claimed_by,"

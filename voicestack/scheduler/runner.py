@@ -28,9 +28,10 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
+from voicestack.functions.cron import Cron
 from voicestack.functions.errors import FunctionError
 from voicestack.reactive.subscription import FeedJoin
-from voicestack.scheduler.cron import Cron, queue_next_run, sync_crons
+from voicestack.scheduler.cron import queue_next_run, sync_crons
 from voicestack.scheduler.jobs import (
     JobRun,
     claim_due,
