@@ -1,8 +1,14 @@
 """voicestack: a self-hostable server for real-time AI voice and chat agents.
 
-The public API for apps: decorate functions with `query`, `mutation` or `action`, give them a
-pydantic argument model, and raise `FunctionError` to refuse a call. Mutations and actions schedule
-functions with `ctx.scheduler`; an app declares recurring runs as `CRONS = [Cron(...)]`.
+The public API for apps and plugins, and the only module they import:
+
+- server functions: decorate with `query`, `mutation` or `action`, give them a pydantic argument
+  model, take `QueryCtx` / `MutationCtx` / `ActionCtx`, and raise `FunctionError` to refuse a
+  call; `ctx.user` is a `Caller`. Apps declare `MIGRATIONS` (SQL strings or `Migration`) and
+  recurring runs as `CRONS = [Cron(...)]`;
+- tools for the model: `@tool` (or `Tool(...)`), run with a `ToolCtx`;
+- the database handles functions and tools receive: `ReadDB`, `WriteDB`;
+- `match_expression`: a safe FTS5 query from a person's or a model's words.
 
 Names are imported on first use, so that a command that needs none of them (`voicestack --help`,
 `voicestack token list`) starts without loading the server.
@@ -14,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from voicestack.agent.tools import Tool, ToolCtx, tool
     from voicestack.functions import (
         ActionCtx,
         FunctionError,
@@ -23,9 +30,11 @@ if TYPE_CHECKING:
         mutation,
         query,
     )
+    from voicestack.functions.cron import Cron
     from voicestack.identity import Caller
-    from voicestack.scheduler.cron import Cron
+    from voicestack.store.db import ReadDB, WriteDB
     from voicestack.store.migrations import Migration
+    from voicestack.store.search import match_expression
 
 __version__ = "0.1.0"
 
@@ -33,14 +42,20 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ActionCtx": "voicestack.functions",
     "Caller": "voicestack.identity",
-    "Cron": "voicestack.scheduler.cron",
+    "Cron": "voicestack.functions.cron",
     "FunctionError": "voicestack.functions",
     "Migration": "voicestack.store.migrations",
     "MutationCtx": "voicestack.functions",
     "QueryCtx": "voicestack.functions",
+    "ReadDB": "voicestack.store.db",
+    "Tool": "voicestack.agent.tools",
+    "ToolCtx": "voicestack.agent.tools",
+    "WriteDB": "voicestack.store.db",
     "action": "voicestack.functions",
+    "match_expression": "voicestack.store.search",
     "mutation": "voicestack.functions",
     "query": "voicestack.functions",
+    "tool": "voicestack.agent.tools",
 }
 
 __all__ = [
@@ -51,10 +66,16 @@ __all__ = [
     "Migration",
     "MutationCtx",
     "QueryCtx",
+    "ReadDB",
+    "Tool",
+    "ToolCtx",
+    "WriteDB",
     "__version__",
     "action",
+    "match_expression",
     "mutation",
     "query",
+    "tool",
 ]
 
 

@@ -20,8 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-import voicestack
-from voicestack import jsoncodec
+from voicestack import __version__, jsoncodec
 from voicestack.config import Settings
 from voicestack.functions.registry import Kind, Registry, ServerFunction
 from voicestack.http.auth import accepts_query_token, is_public
@@ -278,7 +277,7 @@ def build_document(
         "openapi": "3.1.0",
         "info": {
             "title": "voicestack",
-            "version": voicestack.__version__,
+            "version": __version__,
             "description": "The HTTP API of a voicestack server (DESIGN §4), generated from "
             "its routes and the functions of the apps it loaded.",
         },

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from voicestack.agent.tools import ToolCtx, tool
+from voicestack import ToolCtx, tool
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _EXAMPLES = "such as 'Europe/Paris', 'America/New_York' or 'UTC'"

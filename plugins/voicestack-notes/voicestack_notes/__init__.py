@@ -13,10 +13,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicestack import Caller, Migration, QueryCtx, query
-from voicestack.agent.tools import ToolCtx, tool
-from voicestack.store.db import ReadDB, WriteDB
-from voicestack.store.search import match_expression
+from voicestack import (
+    Caller,
+    Migration,
+    QueryCtx,
+    ReadDB,
+    ToolCtx,
+    WriteDB,
+    match_expression,
+    query,
+    tool,
+)
 
 MIGRATIONS = [
     Migration(

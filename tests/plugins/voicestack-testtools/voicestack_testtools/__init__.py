@@ -10,7 +10,7 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicestack.agent.tools import ToolCtx, tool
+from voicestack import ToolCtx, tool
 
 
 class _Args(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicestack.agent.tools import ToolCtx, tool
+from voicestack import ToolCtx, tool
 
 
 class ReadThreadArgs(BaseModel):
