@@ -201,7 +201,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fake-openai listening on {_url(sock)}", flush=True)
     server.run(sockets=[sock])
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
