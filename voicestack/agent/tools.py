@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from voicestack import jsoncodec
+from voicestack.functions.registry import NoArgs
 from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.store import Store
@@ -41,10 +42,8 @@ ToolRun = Callable[["ToolCtx", Any], Awaitable[Any]]
 Progress = float | str | dict[str, Any]
 
 
-class NoToolArgs(BaseModel):
+class NoToolArgs(NoArgs):
     """The arguments of a tool that takes none."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)

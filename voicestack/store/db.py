@@ -6,6 +6,7 @@ which is how a subscription learns what it depends on without declaring it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,25 @@ def fetch_rows(cursor: apsw.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
-class ReadDB:
+class RowQueries(ABC):
+    """`one` and `scalar`, answered from the rows of a subclass's `all`."""
+
+    @abstractmethod
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row `sql` returns, as dicts."""
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row `sql` returns, or None."""
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
+
+class ReadDB(RowQueries):
     """Read-only access for a query, recording the tables it reads."""
 
     def __init__(self, conn: apsw.Connection, statements: StatementTables) -> None:
@@ -39,16 +58,6 @@ class ReadDB:
         """Every row `sql` returns, as dicts."""
         return self._statements.execute(self._conn, sql, params, fetch_rows, self.tables_read)
 
-    def one(self, sql: str, params: Params = ()) -> Row | None:
-        """The first row `sql` returns, or None."""
-        rows = self.all(sql, params)
-        return rows[0] if rows else None
-
-    def scalar(self, sql: str, params: Params = ()) -> Any:
-        """The first column of the first row, or None when there is no row."""
-        row = self.one(sql, params)
-        return next(iter(row.values())) if row else None
-
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
@@ -58,7 +67,7 @@ class ExecResult:
     last_rowid: int
 
 
-class WriteDB:
+class WriteDB(RowQueries):
     """Read-write access for a mutation, inside its own savepoint of the group commit."""
 
     def __init__(self, conn: apsw.Connection) -> None:
@@ -67,16 +76,6 @@ class WriteDB:
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row `sql` returns, as dicts (reads see this transaction's own writes)."""
         return fetch_rows(self._conn.execute(sql, params))
-
-    def one(self, sql: str, params: Params = ()) -> Row | None:
-        """The first row `sql` returns, or None."""
-        rows = self.all(sql, params)
-        return rows[0] if rows else None
-
-    def scalar(self, sql: str, params: Params = ()) -> Any:
-        """The first column of the first row, or None when there is no row."""
-        row = self.one(sql, params)
-        return next(iter(row.values())) if row else None
 
     def execute(self, sql: str, params: Params = ()) -> ExecResult:
         """Run one write statement; returns rows changed and the last inserted rowid."""
