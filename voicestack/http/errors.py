@@ -9,11 +9,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from voicestack import jsoncodec
 from voicestack.echo import echoed
 from voicestack.functions.errors import FunctionError
+from voicestack.http.middleware import HTTPMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +95,15 @@ async def _internal_error(_request: Request, _exc: Exception) -> Response:
     return error_response(500, "internal_error", INTERNAL_MESSAGE)
 
 
-class CatchAll:
+class CatchAll(HTTPMiddleware):
     """ASGI middleware answering any unhandled exception with the JSON 500, logged once.
 
     Unlike Starlette's outermost error middleware it does not re-raise, so the server keeps the
     connection open as the response promised, instead of closing it under the client.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; an exception it raises before responding becomes the JSON 500."""
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -10,7 +10,9 @@ already past this point.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from voicestack.http.middleware import HTTPMiddleware
 
 # Content-Security-Policy for everything but the page (which sets its own in http/web.py).
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
@@ -30,16 +32,11 @@ def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[byte
     return headers + [pair for pair in DEFAULT_HEADERS if pair[0] not in present]
 
 
-class SecurityHeaders:
+class SecurityHeaders(HTTPMiddleware):
     """ASGI middleware: the default security headers on every HTTP response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, adding the default headers it did not set to its response's start."""
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

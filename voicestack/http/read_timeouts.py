@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from voicestack import jsoncodec
 from voicestack.http.errors import error_response
 from voicestack.http.headers import with_security_headers
+from voicestack.http.middleware import HTTPMiddleware
 
 _STATUS_408 = b"HTTP/1.1 408 Request Timeout\r\n"
 
@@ -49,7 +50,7 @@ class HeaderDeadline:
     cycle: Any
     server_state: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         """Accept the connection as uvicorn does, and start timing its first request's head."""
         super().connection_made(transport)  # type: ignore[misc]
         self._head_timer: asyncio.TimerHandle | None = None
@@ -123,7 +124,7 @@ class BodyStalled(Exception):
     """No piece of the request body arrived within the body timeout."""
 
 
-class BodyTimeout:
+class BodyTimeout(HTTPMiddleware):
     """ASGI middleware: a request body that stalls for `seconds` is answered 408 and closed.
 
     Only waits for more of a body are timed; once the body is complete, `receive` is passed
@@ -131,14 +132,11 @@ class BodyTimeout:
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
+        super().__init__(app)
         self.seconds = seconds
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app with a `receive` that gives up on a stalled body."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         body_done = False
         started = False
 
