@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from cli.errors import reports_errors
@@ -23,27 +26,20 @@ def list_tools(
 
     Example: voicestack tools list --server http://127.0.0.1:8000
     """
-    from cli.client import ApiClient  # httpx loads only when a command runs
-
-    with ApiClient(server, token) as api:
-        tools = api.get("/api/tools")
-    out = Output()
-    if as_json:
-        out.json(tools)
-        return
-    rows = [
-        [
+    _print_listing(
+        "/api/tools",
+        server,
+        token,
+        as_json,
+        ["plugin", "name", "status", "error"],
+        lambda tool, terminal: [
             tool.get("plugin") or "",
             tool["name"],
             tool.get("status") or "loaded",
-            one_line(tool.get("error") or "", None if not out.terminal else 120),
-        ]
-        for tool in tools
-    ]
-    if not rows:  # the note goes to stderr, so a pipe still reads no rows
-        out.note("No tools are loaded (install a tool plugin, or check VOICESTACK_LOAD_TOOLS).")
-        return
-    out.table(["plugin", "name", "status", "error"], rows)
+            one_line(tool.get("error") or "", 120 if terminal else None),
+        ],
+        empty_note="No tools are loaded (install a tool plugin, or check VOICESTACK_LOAD_TOOLS).",
+    )
 
 
 @functions_app.command("list")
@@ -57,21 +53,45 @@ def list_functions(
 
     Example: voicestack functions list --json | jq '.[].name'
     """
-    from cli.client import ApiClient  # httpx loads only when a command runs
-
-    with ApiClient(server, token) as api:
-        functions = api.get("/api/functions")
-    out = Output()
-    if as_json:
-        out.json(functions)
-        return
-    rows = [
-        [
+    _print_listing(
+        "/api/functions",
+        server,
+        token,
+        as_json,
+        ["name", "kind", "app", "description"],
+        lambda fn, terminal: [
             fn["name"],
             fn.get("kind") or "",
             fn.get("app") or "",
-            one_line(fn.get("description") or "", 80 if out.terminal else None),
-        ]
-        for fn in functions
-    ]
-    out.table(["name", "kind", "app", "description"], rows)
+            one_line(fn.get("description") or "", 80 if terminal else None),
+        ],
+    )
+
+
+# One listed item as a table row; the flag says whether stdout is a terminal.
+ItemRow = Callable[[dict[str, Any], bool], list[str]]
+
+
+def _print_listing(
+    path: str,
+    server: str,
+    token: str | None,
+    as_json: bool,
+    columns: list[str],
+    row: ItemRow,
+    empty_note: str | None = None,
+) -> None:
+    """Print the list at `path` on the server: as JSON, or a row per item under `columns`."""
+    from cli.client import ApiClient  # httpx loads only when a command runs
+
+    with ApiClient(server, token) as api:
+        items = api.get(path)
+    out = Output()
+    if as_json:
+        out.json(items)
+        return
+    rows = [row(item, out.terminal) for item in items]
+    if not rows and empty_note is not None:
+        out.note(empty_note)  # to stderr, so a pipe still reads no rows
+        return
+    out.table(columns, rows)

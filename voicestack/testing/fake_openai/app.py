@@ -98,15 +98,31 @@ class _Endpoints:
     def _record(self, kind: str, request: Request, body: Any) -> None:
         self.state.record(kind, request.url.path, body, dict(request.headers))
 
-    async def chat(self, request: Request) -> Response:
-        """POST /v1/chat/completions."""
+    async def _serve_json(
+        self,
+        request: Request,
+        kind: Kind,
+        validate: Callable[[Any], Response | None],
+        match_text: Callable[[dict[str, Any]], str],
+        answer: Callable[[Plan | None, dict[str, Any]], Response],
+    ) -> Response:
+        """Read, log and check a JSON request of `kind`, then serve it like `_serve`."""
         body, problem = await _read_json(request)
-        self._record("chat", request, body)
-        problem = problem or _validate_chat(body)
+        self._record(kind, request, body)
+        problem = problem or validate(body)
         if problem is not None:
             return problem
-        text = last_user_text(body["messages"])
-        return await self._serve(request, "chat", text, lambda plan: chat_response(plan, body))
+        return await self._serve(request, kind, match_text(body), lambda plan: answer(plan, body))
+
+    async def chat(self, request: Request) -> Response:
+        """POST /v1/chat/completions."""
+        return await self._serve_json(
+            request,
+            "chat",
+            _validate_chat,
+            lambda body: last_user_text(body["messages"]),
+            chat_response,
+        )
 
     async def transcription(self, request: Request) -> Response:
         """POST /v1/audio/transcriptions (multipart)."""
@@ -138,12 +154,13 @@ class _Endpoints:
 
     async def speech(self, request: Request) -> Response:
         """POST /v1/audio/speech."""
-        body, problem = await _read_json(request)
-        self._record("speech", request, body)
-        problem = problem or validate_speech(body)
-        if problem is not None:
-            return problem
-        return await self._serve(request, "speech", body["input"], lambda _: speech_response(body))
+        return await self._serve_json(
+            request,
+            "speech",
+            validate_speech,
+            lambda body: body["input"],
+            lambda _plan, body: speech_response(body),
+        )
 
     async def models(self, request: Request) -> Response:
         """GET /v1/models."""
