@@ -1,14 +1,14 @@
 """Fixtures: the anyio backend, real server processes, HTTP clients bound to them, a fake OpenAI.
 
 `server` is a fresh server (and database) per test. A module whose tests do not depend on which
-rows exist opts into the one server all such modules share, which saves a process start per test:
+rows exist opts, by a mark, into a server that modules share, which saves a process start per test:
 
-    @pytest.fixture
-    def server(shared_server):
-        return shared_server
+    pytestmark = pytest.mark.shared_server       # the one server of the test app
+    pytestmark = pytest.mark.agent_server(*flags)  # replies from the fake OpenAI, these flags
+    pytestmark = pytest.mark.agent_server(provider=False)  # an agent server with no provider
 
-Agent tests do the same with `shared_agent_server`, one server for each provider and set of flags
-that modules ask for; `start_agent_server` gives a test servers of its own.
+An agent server is one `shared_agent_server` for each provider and set of flags that modules ask
+for; `start_agent_server` gives a test servers of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from tests.support.agent import StartAgentServer, Threads, running_agent_server
 from tests.support.api import Api
 from tests.support.server import TEST_APP, ServerProcess, running_server
+from tests.support.voice import Recordings
 from voicestack.testing.fake_openai import FakeOpenAI
 
 StartServer = Callable[..., ServerProcess]
@@ -34,6 +35,14 @@ FIGURES = pytest.StashKey[list[str]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[FIGURES] = []
+    config.addinivalue_line(
+        "markers", "shared_server: `server` is the one test-app server that such modules share"
+    )
+    config.addinivalue_line(
+        "markers",
+        "agent_server(*flags, provider=True): `server` is the shared agent server with these"
+        " flags, its replies from the fake OpenAI (reset for each test); provider=False: none",
+    )
 
 
 def pytest_terminal_summary(
@@ -90,9 +99,21 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 @pytest.fixture
-def server(start_server: StartServer) -> ServerProcess:
-    """A server running the test app on a fresh database."""
-    return start_server()
+def server(request: pytest.FixtureRequest) -> ServerProcess:
+    """The server a test talks to: the test app on a fresh database, or the shared server that
+    the test's `shared_server` or `agent_server` mark asks for."""
+    if request.node.get_closest_marker("shared_server") is not None:
+        shared: ServerProcess = request.getfixturevalue("shared_server")
+        return shared
+    agent = request.node.get_closest_marker("agent_server")
+    if agent is not None:
+        start_shared: StartAgentServer = request.getfixturevalue("shared_agent_server")
+        fake: FakeOpenAI | None = (
+            request.getfixturevalue("fake") if agent.kwargs.get("provider", True) else None
+        )
+        return start_shared(fake.api_base if fake is not None else None, *agent.args)
+    start: StartServer = request.getfixturevalue("start_server")
+    return start()
 
 
 @pytest.fixture
@@ -133,6 +154,12 @@ def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
     """The fake OpenAI server, with no plans and no logged requests left from earlier tests."""
     fake_openai.reset()
     return fake_openai
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> Recordings:
+    """Real speech in every audio format, recorded once for the module."""
+    return Recordings(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture

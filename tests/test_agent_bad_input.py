@@ -7,19 +7,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.agent import StartAgentServer, Threads
+from tests.support.agent import Threads
 from tests.support.api import error_of
-from tests.support.server import ServerProcess
 
-pytestmark = pytest.mark.anyio
+# No provider: nothing here may get as far as a reply.
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server(provider=False)]
 
 MISSING = "thr_0000000000000000missing"
-
-
-@pytest.fixture
-def server(shared_agent_server: StartAgentServer) -> ServerProcess:
-    # No provider: nothing here may get as far as a reply.
-    return shared_agent_server(None)
 
 
 @pytest.mark.parametrize(

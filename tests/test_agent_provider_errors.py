@@ -33,14 +33,9 @@ from tests.support.server import ServerProcess, free_port
 from tests.support.sse import Event
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server("--provider-timeout-s", "1")]
 
 WORDS = "One two three four five six seven eight nine ten"
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, "--provider-timeout-s", "1")
 
 
 @dataclass

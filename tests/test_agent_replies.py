@@ -14,7 +14,6 @@ import pytest
 from tests.support.agent import (
     INSTRUCTIONS,
     NO_USAGE,
-    StartAgentServer,
     Threads,
     ask,
     assert_live_ids,
@@ -35,12 +34,7 @@ from tests.support.agent import (
 from tests.support.server import ServerProcess
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base)
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server()]
 
 
 def user_row(

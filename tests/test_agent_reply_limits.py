@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from tests.support.agent import (
-    StartAgentServer,
     Threads,
     ask,
     chat_bodies,
@@ -21,18 +20,11 @@ from tests.support.agent import (
     streamed,
     tool_call_rows,
 )
-from tests.support.server import ServerProcess
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
-
-WORDS = "One two three four five six seven eight nine ten"
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(
-        fake_openai.api_base,
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.agent_server(
         "--provider-timeout-s",
         "1",
         "--reply-timeout-s",
@@ -41,7 +33,10 @@ def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> Se
         "40",
         "--max-tool-calls-per-step",
         "2",
-    )
+    ),
+]
+
+WORDS = "One two three four five six seven eight nine ten"
 
 
 async def reply_to(

@@ -26,16 +26,10 @@ from tests.support.agent import (
     streamed,
     words,
 )
-from tests.support.server import ServerProcess
 from tests.support.sse import Event
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base)
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server()]
 
 
 def wire(events: Sequence[Event]) -> list[tuple[str, str, str]]:

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from tests.support.agent import (
-    StartAgentServer,
     Threads,
     chat_bodies,
     ended,
@@ -22,17 +21,11 @@ from tests.support.agent import (
     snapshot,
 )
 from tests.support.api import error_of
-from tests.support.server import ServerProcess
 from tests.support.sse import Event
 from tests.support.tool_calls import TOOL_SERVER_ARGS, call_plan, changes, tool_result
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, *TOOL_SERVER_ARGS)
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server(*TOOL_SERVER_ARGS)]
 
 
 async def decide(

@@ -12,7 +12,6 @@ import pytest
 
 from tests.support.agent import (
     INSTRUCTIONS,
-    StartAgentServer,
     Threads,
     ask,
     chat_bodies,
@@ -20,7 +19,6 @@ from tests.support.agent import (
     outline,
     tool_call_rows,
 )
-from tests.support.server import ServerProcess
 from tests.support.tool_calls import (
     TOOL_SERVER_ARGS,
     assistant_calls,
@@ -30,14 +28,9 @@ from tests.support.tool_calls import (
 )
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server(*TOOL_SERVER_ARGS)]
 
 EXPECTED_COUNT = "n (integer, required), delay_s (number, required)"
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, *TOOL_SERVER_ARGS)
 
 
 async def test_a_tool_call_reports_progress_and_its_result_goes_back_to_the_model(

@@ -20,16 +20,10 @@ from tests.support.agent import (
     snapshot,
 )
 from tests.support.api import error_of
-from tests.support.server import ServerProcess
 from tests.support.tool_calls import TOOL_SERVER_ARGS, call_plan
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, *TOOL_SERVER_ARGS)
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server(*TOOL_SERVER_ARGS)]
 
 
 async def test_cancelling_a_reply_leaves_no_tool_call_unfinished(

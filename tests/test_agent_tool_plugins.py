@@ -15,16 +15,11 @@ import pytest
 import voicestack_testtools
 
 from tests.support.agent import StartAgentServer, Threads, ask, marker
-from tests.support.server import ServerProcess, server_env
+from tests.support.server import server_env
 from tests.support.tool_calls import TOOL_SERVER_ARGS, call_plan, changes
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, *TOOL_SERVER_ARGS)
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server(*TOOL_SERVER_ARGS)]
 
 
 def listed(tool: Any) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from cli.errors import CliError
 from tests.support.cli import invoke, server_vars
 from tests.support.server import ServerProcess, free_port
 
+pytestmark = pytest.mark.shared_server
+
 UNKNOWN = "thr_00000000000000000000"
 COMMANDS = [
     ["serve"],
@@ -50,11 +52,6 @@ SERVER_COMMANDS = [
     ["tools", "list"],
     ["functions", "list"],
 ]
-
-
-@pytest.fixture
-def server(shared_server: ServerProcess) -> ServerProcess:
-    return shared_server
 
 
 def one_error_line(result: object) -> str:

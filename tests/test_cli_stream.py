@@ -16,12 +16,9 @@ from tests.support.cli import CliProcess, TerminalCliProcess, cli_env, feed_rows
 from tests.support.server import ServerProcess
 from voicestack.testing.fake_openai import FakeOpenAI
 
+pytestmark = pytest.mark.agent_server()
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@pytest.fixture
-def server(fake: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake.api_base)
 
 
 def new_thread(server: ServerProcess) -> str:

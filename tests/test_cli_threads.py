@@ -16,10 +16,7 @@ from tests.support.cli import invoke, server_vars
 from tests.support.server import ServerProcess
 from voicestack.testing.fake_openai import FakeOpenAI
 
-
-@pytest.fixture
-def server(fake: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake.api_base)
+pytestmark = pytest.mark.agent_server()
 
 
 def cli(server: ServerProcess, *args: str) -> str:

@@ -16,7 +16,7 @@ from voicestack.config import Settings
 from voicestack.http.headers import API_POLICY
 from voicestack.http.web import PAGE_POLICY
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.shared_server]
 
 APP_ORIGIN = "https://app.example.com"
 DEV_ORIGIN = "http://localhost:5173"
@@ -35,11 +35,6 @@ def cors_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     flags = ["--cors-origin", APP_ORIGIN, "--cors-origin", DEV_ORIGIN]
     with running_server(tmp_path_factory.mktemp("cors"), TEST_APP, flags) as process:
         yield process
-
-
-@pytest.fixture
-def server(shared_server: ServerProcess) -> ServerProcess:
-    return shared_server
 
 
 def cors_headers(response: httpx.Response) -> dict[str, str]:

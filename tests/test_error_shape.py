@@ -17,12 +17,7 @@ from tests.support.api import error_of
 from voicestack.config import Settings
 from voicestack.http import create_app
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server
+pytestmark = [pytest.mark.anyio, pytest.mark.shared_server]
 
 
 INTERNAL = {

@@ -6,12 +6,7 @@ import pytest
 
 import voicestack
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server
+pytestmark = [pytest.mark.anyio, pytest.mark.shared_server]
 
 
 NO_ARGS = {

@@ -30,21 +30,11 @@ from voicestack.http.json_checks import MAX_JSON_DEPTH
 from voicestack.http.parser_errors import MAX_URL_BYTES, URL_TOO_LONG
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server()]
 
 HUGE = "9" * 5000
 LONG = "x" * 60_000  # fits a URL, and would fill a page if echoed whole
 CUT = "x" * ECHO_CHARS + "…"
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base)
-
-
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> Recordings:
-    return Recordings(tmp_path_factory.mktemp("speech"))
 
 
 @contextmanager

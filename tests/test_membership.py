@@ -22,7 +22,7 @@ from tests.support.server import ServerProcess
 from tests.support.sse import watch
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.shared_server]
 
 LEAVE_WAIT_S = 3.0
 
@@ -71,11 +71,6 @@ async def users(server: ServerProcess, *roles: str) -> AsyncIterator[list[User]]
             token = server.create_token(name, admin=role == "admin")
             made.append(User(name, await stack.enter_async_context(server.client(token=token))))
         yield made
-
-
-@pytest.fixture
-def server(shared_server: ServerProcess) -> ServerProcess:
-    return shared_server
 
 
 async def test_the_owner_invites_and_removes_members_and_others_never_see_the_thread(

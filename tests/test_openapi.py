@@ -17,14 +17,11 @@ from voicestack.http.app import create_app
 from voicestack.http.auth import is_public
 from voicestack.http.schemas import FUNCTION_ROUTES, OPERATIONS
 
+pytestmark = pytest.mark.shared_server
+
 ERROR_RESPONSE = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 }
-
-
-@pytest.fixture
-def server(shared_server: ServerProcess) -> ServerProcess:
-    return shared_server
 
 
 @pytest.fixture

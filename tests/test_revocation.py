@@ -17,14 +17,9 @@ from tests.support.cli import invoke
 from tests.support.server import ServerProcess
 from tests.support.sse import watch
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.shared_server]
 
 REVOCATION_WAIT_S = 3.0
-
-
-@pytest.fixture
-def server(shared_server: ServerProcess) -> ServerProcess:
-    return shared_server
 
 
 async def test_revoking_a_token_ends_every_stream_it_opened_and_no_other(

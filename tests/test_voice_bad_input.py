@@ -29,7 +29,7 @@ from tests.support.voice import (
 )
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = [pytest.mark.anyio, requires_espeak]
+pytestmark = [pytest.mark.anyio, requires_espeak, pytest.mark.agent_server("--max-audio-mb", "1")]
 
 MiB = 1_048_576
 MISSING = "thr_0000000000000000missing"
@@ -42,16 +42,6 @@ EMPTY = {
     "message": "No audio was sent: post the recording as the multipart 'audio' file, "
     "or base64 in the JSON key 'audioB64'.",
 }
-
-
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> Recordings:
-    return Recordings(tmp_path_factory.mktemp("speech"))
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, "--max-audio-mb", "1")
 
 
 async def assert_untouched(

@@ -13,11 +13,6 @@ from voicestack.voice.formats import WAV, WEBM
 from voicestack.voice.recorded import most_seconds, recorded_seconds
 
 
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> Recordings:
-    return Recordings(tmp_path_factory.mktemp("speech"))
-
-
 def ebml(element: bytes, body: bytes, *, unknown_size: bool = False) -> bytes:
     """One EBML element; sizes are written as 8-byte integers."""
     size = (1 << 56) - 1 if unknown_size else len(body)

@@ -28,11 +28,6 @@ FORMAT_NAMES = {
 }
 
 
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> Recordings:
-    return Recordings(tmp_path_factory.mktemp("speech"))
-
-
 def probed_seconds(path: Path, maker: str) -> float:
     """What sox (for the files sox can read) or ffprobe says the file lasts."""
     if maker in ("", "sox"):

@@ -14,19 +14,13 @@ import anyio
 import httpx
 import pytest
 
-from tests.support.agent import StartAgentServer, Threads, ask, marker
-from tests.support.server import ServerProcess
+from tests.support.agent import Threads, ask, marker
 from tests.support.voice import Recordings, post_form, posted, requires_espeak, wav_seconds
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_server("--transcribe-model", "whisper-1")]
 
 EMPTY_BLOCKS = 6_000_000  # 12 MB: a minute and a half of CPU for the three, walked in full
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server: StartAgentServer) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base, "--transcribe-model", "whisper-1")
 
 
 def hostile_webm(blocks: int) -> bytes:

@@ -40,7 +40,7 @@ from tests.support.voice import (
 )
 from voicestack.testing.fake_openai import FakeOpenAI
 
-pytestmark = [pytest.mark.anyio, requires_espeak]
+pytestmark = [pytest.mark.anyio, requires_espeak, pytest.mark.agent_server()]
 
 SENTENCES = ["It is sunny in Paris.", "The wind is calm!", "Enjoy your day."]
 ANSWER = " ".join(SENTENCES)
@@ -53,16 +53,6 @@ NO_USAGE = {
     "speechChars": 0,
     "speechSeconds": 0.0,
 }
-
-
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> Recordings:
-    return Recordings(tmp_path_factory.mktemp("speech"))
-
-
-@pytest.fixture
-def server(fake_openai: FakeOpenAI, shared_agent_server) -> ServerProcess:
-    return shared_agent_server(fake_openai.api_base)
 
 
 async def test_a_spoken_question_gets_a_reply_spoken_sentence_by_sentence(

@@ -13,12 +13,7 @@ import pytest
 from tests.support.api import Api
 from tests.support.sse import watch
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server
+pytestmark = [pytest.mark.anyio, pytest.mark.shared_server]
 
 
 def search(prefix: str) -> dict[str, str]:
