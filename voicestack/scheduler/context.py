@@ -11,15 +11,23 @@ import datetime
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from voicestack.functions.cron import DEFAULT_MAX_ATTEMPTS
 from voicestack.identity import Caller
-from voicestack.scheduler.jobs import DEFAULT_MAX_ATTEMPTS, cancel_job, insert_job
+from voicestack.scheduler.jobs import cancel_job, insert_job
 from voicestack.store.db import WriteDB
+
+T = TypeVar("T")
 
 # Raises FunctionError when `name` cannot be scheduled with `args`; returns the args to store.
 JobCheck = Callable[[str, Any], Any]
-Write = Callable[[Callable[[WriteDB], Any]], Awaitable[Any]]
+
+
+class Write(Protocol):
+    """Runs `fn(db)` as a write of its own; resolves to what `fn` returned, after COMMIT."""
+
+    def __call__(self, fn: Callable[[WriteDB], T], /) -> Awaitable[T]: ...
 
 
 def when_to_seconds(when: datetime.datetime | float) -> float:

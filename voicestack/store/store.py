@@ -12,9 +12,10 @@ import apsw
 
 from voicestack.store.changes import ChangeSet, latest_version
 from voicestack.store.connection import open_connection
+from voicestack.store.db import WriteDB
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration, migrate_app, migrate_core
 from voicestack.store.readers import ReaderConnection, ReaderPool, Snapshot
-from voicestack.store.writer import CommitListener, WriteFn, Writer, WriteResult
+from voicestack.store.writer import CommitListener, Writer, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ class Store:
         """Call `listener(changeset)` on the writer thread after every commit that changed rows."""
         self.writer.add_listener(listener)
 
-    async def write(self, fn: WriteFn) -> WriteResult:
+    async def write(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
         """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT."""
         return await asyncio.wrap_future(self.writer.submit(fn))
 
-    def write_sync(self, fn: WriteFn) -> WriteResult:
+    def write_sync(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
         """Like `write`, for callers on other threads; blocks until COMMIT."""
         return self.writer.submit(fn).result()
 

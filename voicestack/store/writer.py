@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import apsw
 
@@ -30,20 +30,21 @@ log = logging.getLogger(__name__)
 
 WriteFn = Callable[[WriteDB], Any]
 CommitListener = Callable[[ChangeSet], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(Generic[T]):
     """A mutation's return value and the version its commit produced (or the current one)."""
 
-    value: Any
+    value: T
     version: int
 
 
 @dataclass(slots=True)
 class _Job:
     fn: WriteFn
-    future: concurrent.futures.Future[WriteResult] = field(
+    future: concurrent.futures.Future[WriteResult[Any]] = field(
         default_factory=concurrent.futures.Future
     )
     value: Any = None
@@ -100,7 +101,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="voicestack-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: WriteFn) -> concurrent.futures.Future[WriteResult]:
+    def submit(self, fn: Callable[[WriteDB], T]) -> concurrent.futures.Future[WriteResult[T]]:
         """Queue `fn(db)` to run in the next transaction; the future resolves after COMMIT."""
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("The writer is not running: the store is closed or not started.")
