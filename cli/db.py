@@ -118,7 +118,7 @@ def _page_size(db: Path) -> int:
 
     conn = open_source(db)
     try:
-        return int(conn.execute("PRAGMA page_size").fetchall()[0][0])
+        return int(conn.pragma("page_size"))
     finally:
         conn.close()
 

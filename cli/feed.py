@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ def _ignore(_status: str | None) -> None:
 
 def backoff_s(failures: int) -> float:
     """How long to wait before reconnect attempt number `failures` (1, 2, ...), with jitter."""
-    delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+    delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** (failures - 1))
     return delay * random.uniform(0.8, 1.0)
 
 
@@ -106,7 +106,7 @@ class FeedFollower:
         """The feed's URL path."""
         return f"/api/threads/{self.thread_id}/events"
 
-    def events(self) -> Iterator[FeedEvent]:
+    def events(self) -> Generator[FeedEvent, None, None]:
         """Every event from now (or from `since`) on; the iterator only ends when closed."""
         failures = 0
         while True:

@@ -23,7 +23,8 @@ from cli.transcript import error_line, tool_call_text
 
 def post_message(api: ApiClient, thread_id: str, text: str) -> dict[str, str]:
     """POST the message; the server's `{"messageId", "replyId"}`."""
-    return api.post(f"/api/threads/{thread_id}/messages", {"text": text})
+    ids: dict[str, str] = api.post(f"/api/threads/{thread_id}/messages", {"text": text})
+    return ids
 
 
 class ReplyPrinter:
@@ -41,7 +42,7 @@ class ReplyPrinter:
 
     def handle(self, event: FeedEvent) -> dict[str, Any] | None:
         """Show the event if it is the reply's; the reply's row once it has a final status."""
-        data = event.data
+        data: dict[str, Any] = event.data
         if event.event == "delta" and data["messageId"] == self.reply_id:
             self._write(data["text"])
         elif event.event == "tool_call" and data["messageId"] == self.reply_id:

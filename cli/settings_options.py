@@ -32,7 +32,7 @@ def _option_type(annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         return _option_type(args[0])
     if origin is list:
-        return list[_option_type(args[0])]
+        return types.GenericAlias(list, (_option_type(args[0]),))
     if origin is typing.Literal:
         return str
     if annotation is SecretStr:
@@ -51,7 +51,7 @@ def settings_parameters() -> list[inspect.Parameter]:
         help_text = field.description or ""
         if typing.get_origin(field.annotation) is typing.Literal:
             help_text += f" One of: {', '.join(typing.get_args(field.annotation))}."
-        default = field.default if field.default_factory is None else field.default_factory()
+        default = field.get_default(call_default_factory=True)
         if default not in (None, [], False):
             help_text += f" Default: {default}."
         option = typer.Option(flag, help=help_text, show_default=False)

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
@@ -64,7 +64,7 @@ def note_err(text: str | None) -> None:
 class _Renderer:
     """Context-manager plumbing shared by the renderers."""
 
-    def __enter__(self) -> _Renderer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

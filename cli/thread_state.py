@@ -26,21 +26,24 @@ class ThreadState:
         """Apply one event; returns the id of the message it concerns (None for others)."""
         data = event.data
         if event.event == "message" and isinstance(data, dict):
-            self.messages[data["id"]] = dict(data)
-            return data["id"]
+            message_id: str = data["id"]
+            self.messages[message_id] = dict(data)
+            return message_id
         if event.event == "delta" and isinstance(data, dict):
-            message = self.messages.get(data["messageId"])
+            message_id = data["messageId"]
+            message = self.messages.get(message_id)
             if message is None:
                 # Joined mid-reply with --since: the reply's row was announced before.
-                message = placeholder(data["messageId"], len(self.messages))
-                self.messages[message["id"]] = message
+                message = placeholder(message_id, len(self.messages))
+                self.messages[message_id] = message
             message["text"] = message.get("text", "") + data["text"]
             if message.get("status") == "pending":
                 message["status"] = "streaming"
-            return message["id"]
+            return message_id
         if event.event == "tool_call" and isinstance(data, dict):
             self.calls[data["id"]] = dict(data)
-            return data.get("messageId")
+            call_message_id: str | None = data.get("messageId")
+            return call_message_id
         return None
 
     def ordered(self) -> list[dict[str, Any]]:

@@ -9,14 +9,15 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from voicestack.agent.llm_calls import (
     StreamLimitReached,
@@ -181,7 +182,7 @@ class ChatProvider:
         tools: list[dict[str, Any]] | None,
         progress: _Progress,
         limits: StreamLimits | None,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         options: dict[str, Any] = {"tools": tools} if tools else {}
         if self.settings.temperature is not None:
             options["temperature"] = self.settings.temperature
@@ -189,7 +190,8 @@ class ChatProvider:
         # everything else a streamed token does in this server (bench/stream.py).
         request = client.chat.completions.with_streaming_response.create(
             model=self.settings.model,
-            messages=messages,
+            # Our messages are plain JSON dicts in the wire shape the SDK spells as TypedDicts.
+            messages=cast(list[ChatCompletionMessageParam], messages),
             stream=True,
             stream_options={"include_usage": True},
             **options,
@@ -255,7 +257,7 @@ class ChatProvider:
             asked = _retry_after(exc.response.headers)
             if asked is not None:
                 return min(cap, asked)
-        return min(cap, _BACKOFF_BASE_S * 2**attempt) * random.uniform(0.75, 1.0)
+        return min(cap, _BACKOFF_BASE_S * 2.0**attempt) * random.uniform(0.75, 1.0)
 
     def _error_for(
         self, exc: Exception, progress: _Progress, retries: int, model: str | None = None

@@ -7,6 +7,7 @@ raised as the SDK's own APITimeoutError / APIConnectionError, so error mapping i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,17 +15,21 @@ from typing import Any
 import httpx
 import openai
 
-try:  # openai 3 runs on its own httpx fork and names which of its errors are which
+
+# openai on plain httpx raises these two; openai 3 runs on its own httpx fork and names which of
+# its errors are which, so its functions replace these where it is installed.
+def timeout_exceptions() -> tuple[type[Exception], ...]:
+    """The transport's timeout errors."""
+    return (httpx.TimeoutException,)
+
+
+def request_exceptions() -> tuple[type[Exception], ...]:
+    """The transport's other request errors (connection refused, reset, protocol)."""
+    return (httpx.RequestError,)
+
+
+with contextlib.suppress(ImportError):
     from openai._httpx2 import request_exceptions, timeout_exceptions
-except ImportError:  # openai on plain httpx
-
-    def timeout_exceptions() -> tuple[type[Exception], ...]:
-        """The transport's timeout errors."""
-        return (httpx.TimeoutException,)
-
-    def request_exceptions() -> tuple[type[Exception], ...]:
-        """The transport's other request errors (connection refused, reset, protocol)."""
-        return (httpx.RequestError,)
 
 
 # A whole completion answered instead of a stream is read up to this size for its text.

@@ -26,10 +26,9 @@ from voicestack.agent.llm import (
     Finish,
     ProviderError,
     TextDelta,
-    ToolCallRequest,
     Usage,
 )
-from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits
+from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits, ToolCallRequest
 from voicestack.agent.reply_state import (
     Claim,
     NewToolCall,

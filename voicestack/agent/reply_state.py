@@ -65,7 +65,8 @@ def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
 
 def still_streaming(db: WriteDB, message_id: str) -> bool:
     """True while nobody has cancelled or handed off the reply."""
-    return db.scalar("SELECT status FROM messages WHERE id = ?", (message_id,)) == "streaming"
+    status: str | None = db.scalar("SELECT status FROM messages WHERE id = ?", (message_id,))
+    return status == "streaming"
 
 
 def append_delta(db: WriteDB, claim: Claim, text: str, seq: int) -> bool:
@@ -170,7 +171,7 @@ def insert_tool_calls(db: WriteDB, claim: Claim, step: int, calls: list[NewToolC
 
 def update_tool_call(db: WriteDB, row_id: str, **fields: Any) -> str | None:
     """Change a tool call's status, progress, result or error; returns its status before."""
-    before = db.scalar("SELECT status FROM tool_calls WHERE id = ?", (row_id,))
+    before = tool_call_status(db, row_id)
     if before is None:
         return None
     columns = {"status", "progress", "result", "error"}
@@ -193,4 +194,5 @@ def update_tool_call(db: WriteDB, row_id: str, **fields: Any) -> str | None:
 
 def tool_call_status(db: WriteDB, row_id: str) -> str | None:
     """A tool call's current status."""
-    return db.scalar("SELECT status FROM tool_calls WHERE id = ?", (row_id,))
+    status: str | None = db.scalar("SELECT status FROM tool_calls WHERE id = ?", (row_id,))
+    return status

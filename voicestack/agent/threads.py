@@ -93,9 +93,10 @@ class ToolCallIdArgs(_Args):
 
 
 def _next_position(db: WriteDB, thread_id: str) -> int:
-    return db.scalar(
+    position: int = db.scalar(
         "SELECT coalesce(max(position), 0) + 1 FROM messages WHERE thread_id = ?", (thread_id,)
     )
+    return position
 
 
 def insert_message(
@@ -300,7 +301,7 @@ def cancel_reply(ctx: MutationCtx, args: InThreadArgs) -> dict[str, str | None]:
     require_thread(ctx.db, args.thread_id, ctx.user)
     replies = _unfinished_replies(ctx.db, args.thread_id)
     streaming = [r for r in replies if r["status"] == "streaming"]
-    target = (streaming or replies or [None])[0]
+    target = next(iter(streaming or replies), None)
     if target is None:
         return {"messageId": None}
     finish_message(

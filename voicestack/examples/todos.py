@@ -9,6 +9,7 @@ curl -H "$auth" -X POST http://127.0.0.1:8000/api/mutation/todos.add -d '{"args"
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -46,7 +47,7 @@ class IdArgs(BaseModel):
 
 
 @query("todos.list")
-def list_todos(ctx: QueryCtx, args: ListArgs) -> list[dict]:
+def list_todos(ctx: QueryCtx, args: ListArgs) -> list[dict[str, Any]]:
     """Every to-do, oldest first."""
     where = "" if args.include_done else "WHERE done = 0"
     rows = ctx.db.all(f"SELECT id, text, done FROM todos {where} ORDER BY id")
@@ -56,11 +57,11 @@ def list_todos(ctx: QueryCtx, args: ListArgs) -> list[dict]:
 @query("todos.count")
 def count_todos(ctx: QueryCtx) -> int:
     """How many to-dos are not done."""
-    return ctx.db.scalar("SELECT count(*) FROM todos WHERE done = 0")
+    return int(ctx.db.scalar("SELECT count(*) FROM todos WHERE done = 0"))
 
 
 @mutation("todos.add")
-def add_todo(ctx: MutationCtx, args: AddArgs) -> dict:
+def add_todo(ctx: MutationCtx, args: AddArgs) -> dict[str, Any]:
     """Add a to-do; returns its id."""
     result = ctx.db.execute(
         "INSERT INTO todos(text, created_at) VALUES (?, ?)", (args.text, time.time())
@@ -69,7 +70,7 @@ def add_todo(ctx: MutationCtx, args: AddArgs) -> dict:
 
 
 @mutation("todos.toggle")
-def toggle_todo(ctx: MutationCtx, args: IdArgs) -> dict:
+def toggle_todo(ctx: MutationCtx, args: IdArgs) -> dict[str, Any]:
     """Flip a to-do between done and not done."""
     result = ctx.db.execute("UPDATE todos SET done = 1 - done WHERE id = ?", (args.id,))
     if result.changes == 0:

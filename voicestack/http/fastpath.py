@@ -19,4 +19,6 @@ class FanoutHttpToolsProtocol(JsonParserErrors):
     def on_message_begin(self) -> None:
         """Start a request's scope as uvicorn does, plus the transport extension."""
         super().on_message_begin()
-        self.scope["extensions"] = {TRANSPORT_EXTENSION: self}
+        # uvicorn types every scope extension as a dict, as the ASGI spec describes them; this
+        # private one is the protocol object itself, which http/sse.py reads back.
+        self.scope["extensions"] = {TRANSPORT_EXTENSION: self}  # type: ignore[dict-item]

@@ -131,7 +131,10 @@ def claim_due(db: WriteDB, limit: int) -> list[JobRun]:
 
 def next_due(db: ReadDB | WriteDB) -> float | None:
     """When the earliest pending function job is due (unix seconds), or None."""
-    return db.scalar("SELECT min(run_at) FROM jobs WHERE status = 'pending' AND kind = 'function'")
+    due: float | None = db.scalar(
+        "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND kind = 'function'"
+    )
+    return due
 
 
 def complete_job(db: WriteDB, job_id: str) -> bool:
@@ -148,7 +151,7 @@ def complete_job(db: WriteDB, job_id: str) -> bool:
 
 def backoff_s(attempt: int, base_s: float) -> float:
     """The wait before the attempt after `attempt`: doubling from `base_s`, at most 5 min."""
-    return min(base_s * 2 ** (attempt - 1), 300.0)
+    return min(base_s * 2.0 ** (attempt - 1), 300.0)
 
 
 def fail_attempt(db: WriteDB, run: JobRun, error: str, base_s: float) -> bool:

@@ -61,12 +61,16 @@ def prepare_auth(db_path: Path) -> AuthState:
 
         created = store.write_sync(first_admin).value
         token = created or _read_token(path)
-        if token is not None and store.read_sync(lambda s: identify(s.db(), token)) is None:
+        if token is not None and not _identifies(store, token):
             token = None  # revoked, or the file belongs to an older database
         active = store.read_sync(lambda s: active_token_count(s.db()))
     finally:
         store.close()
     return AuthState(token, created is not None, active)
+
+
+def _identifies(store: Store, token: str) -> bool:
+    return store.read_sync(lambda s: identify(s.db(), token)) is not None
 
 
 def _read_token(path: Path) -> str | None:

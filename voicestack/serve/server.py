@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import math
+import socket
 from collections.abc import Iterator
 from types import FrameType
 
@@ -43,7 +44,7 @@ class VoicestackServer(uvicorn.Server):
         self.worker = worker
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def startup(self, sockets: list | None = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start serving, then print where (a worker tells its supervisor instead)."""
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets)

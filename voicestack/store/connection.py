@@ -43,7 +43,7 @@ def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> ap
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     if writer:
         # Setting WAL once is persistent in the file; never switching back keeps Litestream happy.
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        mode = conn.pragma("journal_mode", "WAL")
         if mode.lower() != "wal":
             raise RuntimeError(f"Could not put {path} in WAL mode (it reports {mode!r}).")
     conn.execute("PRAGMA synchronous=NORMAL")

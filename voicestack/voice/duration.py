@@ -64,7 +64,8 @@ def audio_duration(data: bytes, fmt: AudioFormat) -> float | None:
 
 def _wav_bytes_per_second(data: bytes, body: int) -> int | None:
     """Bytes per second from a `fmt ` chunk's real parameters, not its claimed byte rate."""
-    code, channels, rate, byte_rate, block = struct.unpack_from("<HHIIH", data, body)
+    fmt: tuple[int, int, int, int, int] = struct.unpack_from("<HHIIH", data, body)
+    code, channels, rate, byte_rate, block = fmt
     if rate not in _WAV_RATES or not 1 <= channels <= 64:
         return None
     if code in _WAV_PCM:
@@ -112,7 +113,7 @@ def _ogg_last_granule(data: bytes, serial: bytes, steps: _Steps) -> int | None:
     end = len(data)
     while (page := data.rfind(b"OggS", 0, end)) >= 0:
         steps.take()
-        granule = struct.unpack_from("<Q", data, page + 6)[0]
+        granule: int = struct.unpack_from("<Q", data, page + 6)[0]
         if data[page + 4] == 0 and data[page + 14 : page + 18] == serial and granule != _NO_GRANULE:
             return granule
         end = page
@@ -195,10 +196,13 @@ def _mp3(data: bytes, _steps: _Steps) -> float | None:
     mono = (b3 >> 6) == 0b11
     side = (17 if mono else 32) if version == 1 else (9 if mono else 17)
     xing = start + 4 + side
+    frames: int
     if data[xing : xing + 4] in (b"Xing", b"Info") and data[xing + 7] & 1:
-        return struct.unpack_from(">I", data, xing + 8)[0] * per_frame / rate
+        frames = struct.unpack_from(">I", data, xing + 8)[0]
+        return frames * per_frame / rate
     if data[start + 36 : start + 40] == b"VBRI":
-        return struct.unpack_from(">I", data, start + 50)[0] * per_frame / rate
+        frames = struct.unpack_from(">I", data, start + 50)[0]
+        return frames * per_frame / rate
     tail = 128 if data[-128:-125] == b"TAG" else 0  # an ID3v1 tag at the end
     return (len(data) - start - tail) * 8 / (kbps * 1000) if kbps else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 
@@ -84,6 +85,8 @@ def read_bytes(conn: apsw.Connection, info: FileInfo, start: int, length: int) -
     """`length` bytes of the file from `start`, read incrementally (never the whole blob)."""
     if length <= 0:
         return b""
-    with conn.blob_open("main", "files", "data", info.rowid, False) as blob:
+    # closing(), not the blob's own `with`: apsw types Blob.__exit__ as returning bool, so mypy
+    # would take it for one that can swallow exceptions.
+    with contextlib.closing(conn.blob_open("main", "files", "data", info.rowid, False)) as blob:
         blob.seek(start)
         return blob.read(length)

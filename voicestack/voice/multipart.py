@@ -66,10 +66,10 @@ def _part_start(head: bytes) -> PartStart:
         if colon:
             headers[name.strip().lower()] = value.strip()
     disposition = _header_params("content-disposition", headers.get("content-disposition", ""))
-    name = disposition.get_param("name", header="content-disposition")
-    if not isinstance(name, str):
+    field = disposition.get_param("name", header="content-disposition")
+    if not isinstance(field, str):
         raise MultipartError("a multipart part has no name in its Content-Disposition")
-    return PartStart(name, disposition.get_filename(), headers.get("content-type"))
+    return PartStart(field, disposition.get_filename(), headers.get("content-type"))
 
 
 class MultipartParser:

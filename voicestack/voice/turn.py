@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voicestack.agent.threads import require_thread, start_turn
+from voicestack.agent.membership import require_thread
+from voicestack.agent.threads import start_turn
 from voicestack.identity import Caller
 from voicestack.store.db import WriteDB
 from voicestack.voice.files import Audio, insert_file, link_file

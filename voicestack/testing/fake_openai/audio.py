@@ -36,7 +36,7 @@ def file_summary(upload: UploadedFile) -> dict[str, Any]:
 def audio_duration(data: bytes) -> float:
     """Return the length in seconds of WAV bytes, or a 16 kHz 16-bit mono guess otherwise."""
     try:
-        with wave.open(io.BytesIO(data)) as wav:
+        with wave.open(io.BytesIO(data), "rb") as wav:
             return wav.getnframes() / wav.getframerate()
     except (wave.Error, EOFError):
         return len(data) / 32_000
