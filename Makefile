@@ -1,10 +1,15 @@
 # make test: the README's test command. Installs everything the tests use (Debian packages when
-#   missing, the project with its extras, the plugins, the one-file binary), then runs them all.
+#   missing, the project with its extras, the plugins, the one-file binary), checks lint, format
+#   and types (mypy --strict, configured in pyproject.toml) so that a failure there stops before
+#   the suite, then runs the tests.
 # make binary: the one-file executable dist/voicestack (PyInstaller; pip install -e '.[binary]').
 .PHONY: binary test
 
 test:
 	bash scripts/install-test-deps.sh
+	python3 -m ruff check .
+	python3 -m ruff format --check .
+	python3 -m mypy
 	python3 -m pytest
 
 binary:
