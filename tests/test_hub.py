@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from voicestack import FunctionError, QueryCtx, query
 from voicestack.reactive.channel import Channel, FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
-from voicestack.reactive.subscription import FeedJoin, Subscription
+from voicestack.reactive.subscription import Subscription
 from voicestack.store import Migration, Store
 from voicestack.store.changes import ChangeSet
 from voicestack.store.readers import Snapshot
@@ -219,21 +219,20 @@ async def test_closing_the_hub_ends_every_channel(store):
 
 
 class Gate:
-    """A gate source (like the access guard) that holds or closes `channel` at every commit
+    """A gate observer (like the access guard) that holds or closes `channel` at every commit
     that touches `audit`."""
 
     tables = frozenset({"audit"})
     active = True
-    gate = True
 
     def __init__(self, channel: Channel, action: str) -> None:
         self.channel = channel
         self.action = action
 
-    def collect(self, snapshot: Snapshot, _changes: list[ChangeSet], _joins: list[FeedJoin]) -> int:
+    def collect(self, snapshot: Snapshot, _changes: list[ChangeSet]) -> int:
         return snapshot.version
 
-    def deliver(self, _version: int, _joins: list[FeedJoin]) -> None:
+    def deliver(self, _version: int) -> None:
         getattr(self.channel, self.action)()
 
 
@@ -251,7 +250,7 @@ async def write_item_and_note(store: Store, name: str) -> int:
 async def test_a_gate_acts_before_anything_of_its_batch_is_sent(hub, store, action):
     channel, _ = await subscribe(hub, list_items, Prefix())
     assert await next_chunk(channel) == value_event(0, b"[]")
-    hub.add_source(Gate(channel, action))
+    hub.add_observer(Gate(channel, action), gate=True)
     before = await write(store, "INSERT INTO items(name) VALUES ('a')")
     await processed(hub, before)  # pending, not drained
     at = await write_item_and_note(store, "b")
@@ -272,7 +271,7 @@ async def test_a_gate_acts_before_anything_of_its_batch_is_sent(hub, store, acti
 async def test_a_held_channel_that_is_closed_never_sends_what_it_held(hub, store):
     channel, _ = await subscribe(hub, list_items, Prefix())
     assert await next_chunk(channel) == value_event(0, b"[]")
-    hub.add_source(Gate(channel, "hold"))
+    hub.add_observer(Gate(channel, "hold"), gate=True)
     await processed(hub, await write_item_and_note(store, "a"))
     await processed(hub, await write(store, "INSERT INTO items(name) VALUES ('b')"))
     await nothing_more(channel)

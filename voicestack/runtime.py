@@ -1,5 +1,8 @@
-"""The Runtime ties a server together: store, loaded apps, function registry, hub, and (while
-this process leads the database file) the reply runner and the job scheduler."""
+"""The Runtime ties a server together: store, loaded apps, function registry, hub, access guard,
+and (while this process leads the database file) the reply runner and the job scheduler.
+
+It is the composition root: it registers the thread feed, the reply runner, the scheduler and
+the access guard with the hub, and opens the event streams the HTTP routes send."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from voicestack import jsoncodec
-from voicestack.agent.feed import ThreadFeed
+from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
+from voicestack.agent.feed import ThreadFeed, open_thread_feed
 from voicestack.agent.llm import ChatProvider, ProviderSettings
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.runner import ReplyRunner
@@ -26,8 +30,10 @@ from voicestack.functions.context import ActionCtx, MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
 from voicestack.identity import Caller
+from voicestack.reactive.access import AccessGuard, Viewer
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.hub import Hub
+from voicestack.reactive.streams import Stream, WatchQuery, open_watch
 from voicestack.scheduler.context import ActionScheduler, JobPlanner, MutationScheduler
 from voicestack.scheduler.functions import FUNCTIONS as SCHEDULER_FUNCTIONS
 from voicestack.scheduler.jobs import JobRun
@@ -110,8 +116,10 @@ class Runtime:
             raise
         self.store.start()
         self.hub = Hub(self.store, settings.ping_s, settings.send_timeout_s)
+        self.access = AccessGuard(self.store, THREAD_ACCESS_TABLES)
+        self.hub.add_observer(self.access, gate=True)
         self.feed = ThreadFeed()
-        self.hub.add_source(self.feed)
+        self.hub.add_feed(self.feed)
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         self.provider = ChatProvider(
             ProviderSettings(
@@ -145,11 +153,11 @@ class Runtime:
             self.mutation_value,
             speakers=SpeakerFactory(self.store, self.synthesizer),
         )
-        self.hub.add_source(self.runner)
+        self.hub.add_observer(self.runner)
         self.scheduler = Scheduler(
             self.store, self._run_job, crons, timeout_s=settings.job_timeout_s
         )
-        self.hub.add_source(self.scheduler)
+        self.hub.add_observer(self.scheduler)
         self.leader = LeaderLease(settings.db)
         self._drain: asyncio.Task[None] | None = None
 
@@ -263,6 +271,26 @@ class Runtime:
         else:
             await function.invoke(self._action_ctx(run.user, run), parsed)
             await self.store.write(finish)
+
+    async def watch(
+        self,
+        queries: list[WatchQuery],
+        viewer: Viewer | None,
+        last_version: int | None,
+        multi: bool,
+    ) -> Stream:
+        """A stream of the queries' values, ended when the viewer's access is revoked; raises
+        the first query's refusal, if any refuses."""
+        return await open_watch(self.hub, self.access, queries, viewer, last_version, multi)
+
+    async def open_thread_feed(
+        self, thread_id: str, viewer: Viewer | None, cursor: int | None
+    ) -> Stream:
+        """A stream of the thread's events after event `cursor` (None: a snapshot first), ended
+        when the viewer loses access to it; raises `thread_not_found` if they cannot see it."""
+        return await open_thread_feed(
+            self.hub, self.access, self.store, self.feed, thread_id, viewer, cursor
+        )
 
     async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:
         """The value of query `name` (for actions and tools)."""

@@ -4,7 +4,8 @@ Events are rows of `thread_events`, written in the same transaction as the chang
 so the feed is exactly as durable as the data. Live events are read once per hub batch and
 encoded once, however many clients watch the thread; a client that joins (or rejoins with
 Last-Event-ID) is caught up from the database inside the same snapshot, so nothing is missed
-and nothing is sent twice.
+and nothing is sent twice. A feed stream ends at the commit that takes its thread away from the
+viewer (the access guard watches `thread_members`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicestack import jsoncodec
+from voicestack.agent.membership import require_thread, thread_visible
 from voicestack.agent.records import (
     MESSAGE_COLUMNS,
     TOOL_CALL_COLUMNS,
     message_from_row,
     tool_call_from_row,
 )
-from voicestack.reactive.channel import FeedChannel, encode_event
-from voicestack.reactive.subscription import FeedJoin
+from voicestack.reactive.access import AccessGuard, Viewer
+from voicestack.reactive.channel import FeedChannel
+from voicestack.reactive.hub import Hub
+from voicestack.reactive.listeners import FeedJoin
+from voicestack.reactive.streams import Stream
+from voicestack.reactive.wire import encode_event, http_chunk
 from voicestack.store.changes import ChangeSet
 from voicestack.store.readers import Snapshot
+from voicestack.store.store import Store
 
 Event = tuple[int, bytes]  # (event id, encoded SSE event)
+# What decides who may see a thread, for the access guard. Not `threads`: replies touch it on
+# every commit, and no commit there changes who may see one.
+ACCESS_TABLES = frozenset({"thread_members"})
 
 
 def encode_row_event(event_id: int, kind: str, data: str | bytes) -> bytes:
@@ -38,7 +48,7 @@ def encode_row_event(event_id: int, kind: str, data: str | bytes) -> bytes:
 def _unnumbered(kind: str, data: Any) -> bytes:
     # Snapshot events carry no id: a client cut off half-way through a snapshot then reconnects
     # without Last-Event-ID and gets a whole snapshot again, never a partial one it thinks whole.
-    return b"event: %s\ndata: %s\n\n" % (kind.encode(), jsoncodec.dumps(data))
+    return encode_event(kind.encode(), None, jsoncodec.dumps(data))
 
 
 @dataclass
@@ -49,7 +59,7 @@ class _Collected:
 
 
 class ThreadFeed:
-    """A FeedSource for thread events: routes each new event to the outboxes of its thread."""
+    """A hub Feed of thread events: routes each new event to the outboxes of its thread."""
 
     tables = frozenset({"thread_events"})
 
@@ -84,7 +94,7 @@ class ThreadFeed:
     ) -> _Collected:
         """Read the events committed since the last batch, and each join's catch-up."""
         conn = snapshot.conn
-        newest = conn.execute("SELECT coalesce(max(id), 0) FROM thread_events").fetchall()[0][0]
+        newest: int = conn.execute("SELECT coalesce(max(id), 0) FROM thread_events").get
         collected = _Collected(newest)
         last = self._last_id if self._last_id is not None else newest
         if newest > last and self._outboxes:
@@ -149,8 +159,7 @@ class ThreadFeed:
             for outbox in list(outboxes):
                 if outbox.cursor < first and not outbox.has_pending():
                     if frame is None:
-                        body = b"".join(event for _, event in events)
-                        frame = b"%x\r\n%s\r\n" % (len(body), body)
+                        frame = http_chunk(b"".join(event for _, event in events))
                     if outbox.write_direct(frame, now):
                         outbox.cursor = last
                         continue
@@ -161,7 +170,41 @@ class ThreadFeed:
             if join.ready.done():
                 continue  # the client left while it waited
             outbox = join.outbox
-            assert isinstance(outbox, FeedChannel)
             outbox.preload(catch_up, cursor)
             self._outboxes[join.key].add(outbox)
             join.ready.set_result(None)
+
+
+async def open_thread_feed(
+    hub: Hub,
+    guard: AccessGuard,
+    store: Store,
+    feed: ThreadFeed,
+    thread_id: str,
+    viewer: Viewer | None,
+    cursor: int | None,
+) -> Stream:
+    """A stream of the thread's events after event `cursor` (None: a snapshot first), ended
+    when the viewer's token is revoked or they may no longer see the thread; raises
+    `thread_not_found` when they cannot see it now."""
+    user = viewer.caller if viewer is not None else None
+    outbox = FeedChannel()
+    hub.track(outbox)
+    # Guarded before the check reads: a member who leaves in between is still cut off.
+    guard.watch(outbox, viewer, lambda db: thread_visible(db, thread_id, user))
+
+    def release() -> None:
+        feed.leave(thread_id, outbox)
+        hub.close_channel(outbox)
+
+    def visible_at(snapshot: Snapshot) -> int:
+        require_thread(snapshot.db(), thread_id, user)
+        return snapshot.version
+
+    try:
+        guard.checked(outbox, await store.read(visible_at))
+        await hub.join_feed(feed, thread_id, outbox, cursor)
+    except BaseException:
+        release()
+        raise
+    return Stream(outbox, release)

@@ -1,6 +1,6 @@
 """The reply runner: notices pending replies in commits, runs them one at a time per thread.
 
-It is a hub FeedSource over `messages` and `tool_calls`: a commit that adds a pending reply
+It is a hub CommitObserver over `messages` and `tool_calls`: a commit that adds a pending reply
 starts (or wakes) that thread's worker; a commit that stops a streaming reply (cancel, hand-off)
 cancels it at once; a commit that approves or denies a tool call releases the reply waiting on
 it. Because it reacts to commits rather than to the mutations' callers, a reply starts the same
@@ -27,7 +27,6 @@ from voicestack.agent.reply import AgentSettings, CallFunction, Reply, SpeakerFa
 from voicestack.agent.reply_jobs import settle_reply_jobs
 from voicestack.agent.reply_state import claim_next, fail_unfinished_tool_calls, tool_call_status
 from voicestack.agent.tool_loading import ToolSet
-from voicestack.reactive.subscription import FeedJoin
 from voicestack.store.changes import ChangeSet
 from voicestack.store.db import WriteDB
 from voicestack.store.readers import Snapshot
@@ -139,9 +138,9 @@ class ReplyRunner:
         for thread_id in threads:
             self.wake(thread_id)
 
-    # -- the hub's FeedSource protocol ---------------------------------------------------------
+    # -- the hub's CommitObserver protocol -----------------------------------------------------
 
-    def collect(self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]) -> _Seen:
+    def collect(self, snapshot: Snapshot, changes: list[ChangeSet]) -> _Seen:
         """Read the message and tool-call rows the batch's commits changed."""
         conn = snapshot.conn
         seen = _Seen()
@@ -177,7 +176,7 @@ class ReplyRunner:
             ]
         return seen
 
-    def deliver(self, seen: _Seen, _joins: list[FeedJoin]) -> None:
+    def deliver(self, seen: _Seen) -> None:
         """Start, wake or stop replies, and release approvals, as the commits say."""
         for row in seen.messages:
             if row["role"] != "assistant":

@@ -12,10 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import voicestack
+from voicestack import __version__
 from voicestack.config import Settings
 from voicestack.http import functions, openapi, threads, voice, watch, web
-from voicestack.http.access import AccessGuard
 from voicestack.http.auth import Authenticate
 from voicestack.http.cors import cors_middleware
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 
 async def healthz(_request: Request) -> Response:
     """GET /healthz: liveness, with the server's version; no authentication."""
-    return json_response({"ok": True, "version": voicestack.__version__})
+    return json_response({"ok": True, "version": __version__})
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
@@ -41,8 +40,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
-        app.state.access = AccessGuard(rt.store)
-        rt.hub.add_source(app.state.access)
         install_log_redaction()
         await rt.start()
         log.info("serving %s (%d functions)", settings.db, len(rt.registry.functions))

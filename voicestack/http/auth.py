@@ -15,8 +15,8 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from voicestack.http.access import AccessGuard
 from voicestack.http.errors import error_response
+from voicestack.reactive.access import AccessGuard
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/web/",)
@@ -73,7 +73,7 @@ class Authenticate:
             message = problem or "This route needs a token: send `Authorization: Bearer TOKEN`."
             await _unauthorized("unauthorized", message)(scope, receive, send)
             return
-        guard: AccessGuard = scope["app"].state.access
+        guard: AccessGuard = scope["app"].state.runtime.access
         checked_at = guard.generation
         identity = await guard.identify(token)
         if identity is None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from starlette.types import Receive, Scope, Send
 
 from voicestack.reactive.channel import Outbox
+from voicestack.reactive.streams import Stream
 
 # ASGI scope extension naming the connection's uvicorn protocol (see http/fastpath.py).
 TRANSPORT_EXTENSION = "voicestack.transport"
@@ -28,11 +29,11 @@ HEADERS = [
 
 
 class ChannelResponse:
-    """Streams an outbox until it closes or the client goes away, then calls `on_close`."""
+    """Streams a Stream's outbox until it closes or the client goes away, then closes it."""
 
-    def __init__(self, channel: Outbox, on_close: Callable[[], None]) -> None:
-        self.channel = channel
-        self.on_close = on_close
+    def __init__(self, stream: Stream) -> None:
+        self.channel = stream.outbox
+        self.on_close = stream.close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = self.channel
@@ -63,11 +64,11 @@ class ChannelResponse:
             self.on_close()
 
 
-def _aborter(scope: Scope) -> Callable[[], None]:
+def _aborter(scope: Scope) -> Callable[[], object]:
     """How to drop this connection: abort its transport, so that the server sees the client
     gone and a `send` stuck on back-pressure returns; else cancel the response's task."""
     proto = (scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
-    transport = getattr(proto, "transport", None)
+    transport: asyncio.Transport | None = getattr(proto, "transport", None)
     if transport is not None:
         return transport.abort
     task = asyncio.current_task()

@@ -8,15 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from voicestack.agent.membership import require_thread, thread_visible
 from voicestack.http.body import parse_int64, parse_json, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
-from voicestack.http.state import caller, guard_stream, runtime, stream_checked
+from voicestack.http.state import caller, runtime, viewer
 from voicestack.http.watch import last_event_id
-from voicestack.reactive.channel import FeedChannel
-from voicestack.store.readers import Snapshot
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -84,31 +81,11 @@ async def cancel_reply(request: Request) -> Response:
 
 async def thread_events(request: Request) -> ChannelResponse:
     """GET /api/threads/{id}/events: the thread feed, resumable with Last-Event-ID or `?since=`."""
-    rt = runtime(request)
-    thread_id = request.path_params["thread_id"]
-    user = caller(request)
     resumed = last_event_id(request)
     cursor = resumed if resumed is not None else _query_int(request, "since")
-    outbox = FeedChannel()
-    rt.hub.track(outbox)
-    # Guarded before the check reads: a member who leaves in between is still cut off.
-    guard_stream(request, outbox, lambda db: thread_visible(db, thread_id, user))
-
-    def release() -> None:
-        rt.feed.leave(thread_id, outbox)
-        rt.hub.close_channel(outbox)
-
-    def visible_at(snap: Snapshot) -> int:
-        require_thread(snap.db(), thread_id, user)
-        return snap.version
-
-    try:
-        stream_checked(request, outbox, await rt.store.read(visible_at))
-        await rt.hub.join_feed(rt.feed, thread_id, outbox, cursor)
-    except BaseException:
-        release()
-        raise
-    return ChannelResponse(outbox, release)
+    thread_id = request.path_params["thread_id"]
+    stream = await runtime(request).open_thread_feed(thread_id, viewer(request), cursor)
+    return ChannelResponse(stream)
 
 
 async def list_tools(request: Request) -> Response:

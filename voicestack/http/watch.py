@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -12,9 +11,8 @@ from starlette.routing import Route
 from voicestack.http.body import check_args_size, parse_int64, parse_json
 from voicestack.http.errors import ApiError, validation_fields
 from voicestack.http.sse import ChannelResponse
-from voicestack.http.state import caller, guard_stream, runtime
-from voicestack.identity import Caller
-from voicestack.reactive.hub import Hub, Subscription
+from voicestack.http.state import runtime, viewer
+from voicestack.reactive.streams import WatchQuery
 from voicestack.runtime import Runtime
 
 MAX_WATCHES_PER_STREAM = 100
@@ -42,9 +40,9 @@ def last_event_id(request: Request) -> int | None:
         return None
 
 
-def _parse_args(rt: Runtime, name: str, raw: Any) -> tuple[Any, Any]:
+def _parse_query(rt: Runtime, sub_id: str | None, name: str, raw: Any) -> WatchQuery:
     function = rt.function(name, "query")
-    return function, function.parse_args(raw)
+    return WatchQuery(sub_id, function, function.parse_args(raw))
 
 
 async def watch_one(request: Request) -> ChannelResponse:
@@ -58,18 +56,9 @@ async def watch_one(request: Request) -> ChannelResponse:
     args = parse_json(raw_args, "The args parameter") if raw_args else {}
     if not isinstance(args, dict):
         raise ApiError(422, "invalid_args", "The args parameter must be a JSON object.")
-    function, parsed = _parse_args(rt, name, args)
-    channel = rt.hub.open_channel(multi=False)
-    guard_stream(request, channel)
-    subscription = Subscription(channel, None)
-    try:
-        await rt.hub.subscribe(
-            subscription, function, parsed, caller(request), last_event_id(request)
-        )
-    except BaseException:
-        rt.hub.close_channel(channel)
-        raise
-    return ChannelResponse(channel, lambda: _release(rt.hub, [subscription]))
+    query = _parse_query(rt, None, name, args)
+    stream = await rt.watch([query], viewer(request), last_event_id(request), multi=False)
+    return ChannelResponse(stream)
 
 
 def _parse_items(raw: str | None, args_limit: int) -> list[WatchItem]:
@@ -102,10 +91,10 @@ async def watch_many(request: Request) -> ChannelResponse:
     """GET /api/watch?q=JSON: several queries on one stream, each commit's changes together."""
     rt = runtime(request)
     items = _parse_items(request.query_params.get("q"), rt.settings.max_args_bytes)
-    parsed = []
+    queries = []
     for item in items:
         try:
-            parsed.append(_parse_args(rt, item.name, item.args))
+            queries.append(_parse_query(rt, item.id, item.name, item.args))
         except ValidationError as exc:
             raise ApiError(
                 422,
@@ -113,30 +102,8 @@ async def watch_many(request: Request) -> ChannelResponse:
                 f"Invalid arguments for subscription {item.id!r}.",
                 fields=validation_fields(exc),
             ) from None
-    channel = rt.hub.open_channel(multi=True)
-    guard_stream(request, channel)
-    user: Caller | None = caller(request)
-    last = last_event_id(request)
-    subscriptions = [Subscription(channel, item.id) for item in items]
-    joins = [
-        rt.hub.join(sub, function, args, user, last)
-        for sub, (function, args) in zip(subscriptions, parsed, strict=True)
-    ]
-    results = await asyncio.gather(*joins, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        _release(rt.hub, subscriptions)
-        rt.hub.close_channel(channel)
-        raise failures[0]
-    return ChannelResponse(channel, lambda: _release(rt.hub, subscriptions))
-
-
-def _release(hub: Hub, subscriptions: list[Subscription]) -> None:
-    for subscription in subscriptions:
-        channel = subscription.channel
-        hub.unsubscribe(subscription)
-    if subscriptions:
-        hub.close_channel(channel)
+    stream = await rt.watch(queries, viewer(request), last_event_id(request), multi=True)
+    return ChannelResponse(stream)
 
 
 routes = [

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from voicestack import jsoncodec
-
-PING = b": ping\n\n"
+from voicestack.reactive.wire import PING, encode_event, http_chunk
 
 
 @dataclass(eq=False, slots=True)
@@ -32,8 +32,7 @@ class Payload:
     def single_frame(self) -> bytes:
         """`single_event()` as one HTTP/1.1 chunk, for direct writes to a chunked response."""
         if self._frame is None:
-            event = self.single_event()
-            self._frame = b"%x\r\n%s\r\n" % (len(event), event)
+            self._frame = http_chunk(self.single_event())
         return self._frame
 
     def single_event(self) -> bytes:
@@ -69,9 +68,13 @@ class ErrorPayload:
         return jsoncodec.dumps(body)
 
 
-def encode_event(event: bytes, event_id: int, data: bytes) -> bytes:
-    """One SSE event; `data` is JSON, which never contains a newline."""
-    return b"event: %s\nid: %d\ndata: %s\n\n" % (event, event_id, data)
+class FlowControl(Protocol):
+    """The connection's back-pressure flag (uvicorn's FlowControl)."""
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the transport's write buffer is over its high-water mark."""
+        ...
 
 
 class Outbox:
@@ -83,13 +86,13 @@ class Outbox:
         self.last_write = 0.0
         self.sending_since: float | None = None
         # Drops the connection at once, pending bytes and all; set by whoever drains the outbox.
-        self.abort: Callable[[], None] | None = None
+        self.abort: Callable[[], object] | None = None
         self._ping = False
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
-        self._flow: object | None = None
+        self._flow: FlowControl | None = None
 
-    def attach(self, transport: asyncio.Transport, flow: object) -> None:
+    def attach(self, transport: asyncio.Transport, flow: FlowControl) -> None:
         """Allow direct writes of pre-framed chunks to this connection (response started)."""
         self._transport = transport
         self._flow = flow
@@ -101,15 +104,17 @@ class Outbox:
         reordered with this write. Keeping up: the transport is not paused for back-pressure.
         """
         transport = self._transport
+        flow = self._flow
         waiter = self._waiter
         if (
             transport is None
+            or flow is None
             or waiter is None
             or waiter.done()
             or self.closed
             or self.held
             or self._ping
-            or self._flow.write_paused  # type: ignore[attr-defined]
+            or flow.write_paused
             or transport.is_closing()
         ):
             return False

@@ -5,7 +5,8 @@ serialized payload however many clients watch it. Commits arrive as ChangeSets f
 thread. The hub's loop pins one read snapshot at version V, waits until it holds every ChangeSet up
 to V, re-runs exactly the shared queries whose read set those commits touched (plus queries that
 new subscribers are waiting for), all in that snapshot, and pushes only values that changed. Every
-value a client receives in one batch is therefore consistent at version V.
+value a client receives in one batch is therefore consistent at version V. Feeds and commit
+observers (voicestack/reactive/listeners.py) read the same snapshot in the same batch.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,20 +23,20 @@ from pydantic import BaseModel
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
-from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
+from voicestack.reactive.channel import Channel, ErrorPayload, FeedChannel, Outbox, Payload
 from voicestack.reactive.inbox import CommitInbox
 from voicestack.reactive.keepalive import Streams
+from voicestack.reactive.listeners import BatchListeners, Feed, FeedJoin, Listeners
+from voicestack.reactive.queries import SharedQueries
 from voicestack.reactive.subscription import (
-    FeedJoin,
-    FeedSource,
     Outcome,
     QueryJoin,
     SharedQuery,
     Subscription,
     run_query,
-    shared_key,
 )
 from voicestack.store.changes import ChangeSet, changed_since
+from voicestack.store.observer import CommitObserver
 from voicestack.store.readers import ReaderConnection, Snapshot
 from voicestack.store.store import Store
 
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 # How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
 # trusting its view and re-runs every subscription.
 CHANGESET_WAIT_S = 2.0
-# A feed source, the batch's commits that touched its tables, and its joins of the batch.
-FeedWork = tuple[FeedSource, list[ChangeSet], list[FeedJoin]]
 
 
 class Hub:
@@ -60,12 +58,9 @@ class Hub:
         poll_s: float = 0.025,
     ) -> None:
         self._store = store
-        self._shared: dict[tuple, SharedQuery] = {}
-        self._by_table: dict[str, set[SharedQuery]] = defaultdict(set)
+        self._queries = SharedQueries()
         self._streams = Streams(ping_s, send_timeout_s)
-        self._sources: list[FeedSource] = []
-        self._feed_joins: list[FeedJoin] = []
-        self._batch_feed_joins: list[FeedJoin] = []
+        self._listeners = Listeners()
         self._joins: list[QueryJoin] = []
         self._in_flight: set[SharedQuery] = set()
         self._inbox = CommitInbox()
@@ -82,9 +77,10 @@ class Hub:
     async def start(self) -> None:
         """Start listening to commits and running batches on the current event loop."""
         self._loop = asyncio.get_running_loop()
-        self._reader = await self._loop.run_in_executor(self._executor, self._store.reader)
+        reader = await self._loop.run_in_executor(self._executor, self._store.reader)
+        self._reader = reader
         self.version = await self._loop.run_in_executor(
-            self._executor, lambda: self._reader.read(lambda s: s.version)
+            self._executor, lambda: reader.read(lambda s: s.version)
         )
         self._inbox = CommitInbox(self.version)
         self._store.add_commit_listener(self._on_commit_threadsafe)
@@ -116,17 +112,22 @@ class Hub:
         """Keep `outbox` alive with pings and close it on shutdown, like the hub's own channels."""
         return self._streams.add(outbox)
 
-    def add_source(self, source: FeedSource) -> None:
-        """Give `source` every batch of commits that touch its tables."""
-        self._sources.append(source)
+    def add_observer(self, observer: CommitObserver[Any], gate: bool = False) -> None:
+        """Give `observer` every batch of commits that touch its tables; a gate is delivered
+        before the batch's values and events (see voicestack/store/observer.py)."""
+        self._listeners.add_observer(observer, gate)
+
+    def add_feed(self, feed: Feed[Any]) -> None:
+        """Give `feed` every batch of commits that touch its tables, and its joins."""
+        self._listeners.add_feed(feed)
 
     def join_feed(
-        self, source: FeedSource, key: str, outbox: Outbox, cursor: int | None
+        self, feed: Feed[Any], key: str, outbox: FeedChannel, cursor: int | None
     ) -> asyncio.Future[None]:
-        """Attach `outbox` to `source`'s feed `key` in the next batch, caught up from `cursor`."""
+        """Attach `outbox` to `feed`'s stream `key` in the next batch, caught up from `cursor`."""
         assert self._loop is not None, "the hub is not started"
         ready: asyncio.Future[None] = self._loop.create_future()
-        self._feed_joins.append(FeedJoin(source, key, outbox, cursor, ready))
+        self._listeners.join(FeedJoin(feed, key, outbox, cursor, ready))
         self._wake.set()
         return ready
 
@@ -149,11 +150,7 @@ class Hub:
         refuses on its first run. Joins requested together land in the same batch, so their first
         values are one consistent snapshot.
         """
-        key = shared_key(function, args, user)
-        shared = self._shared.get(key)
-        if shared is None:
-            shared = SharedQuery(function, args, user, key)
-            self._shared[key] = shared
+        shared = self._queries.get(function, args, user)
         subscription.shared = shared
         assert self._loop is not None, "the hub is not started"
         ready: asyncio.Future[None] = self._loop.create_future()
@@ -184,30 +181,20 @@ class Hub:
         shared.subscriptions.discard(subscription)
         subscription.shared = None
         if not shared.subscriptions and not self._awaited(shared):
-            self._drop(shared)
+            self._queries.drop(shared)
 
     def _awaited(self, shared: SharedQuery) -> bool:
         return shared in self._in_flight or any(j.shared is shared for j in self._joins)
 
-    def _drop(self, shared: SharedQuery) -> None:
-        if self._shared.get(shared.key) is shared:
-            del self._shared[shared.key]
-        for table in shared.tables:
-            watchers = self._by_table.get(table)
-            if watchers is not None:
-                watchers.discard(shared)
-                if not watchers:
-                    del self._by_table[table]
-
     @property
     def subscription_count(self) -> int:
         """How many subscriptions are attached in all."""
-        return sum(len(s.subscriptions) for s in self._shared.values())
+        return self._queries.subscription_count
 
     @property
     def shared_count(self) -> int:
         """How many distinct shared queries are live."""
-        return len(self._shared)
+        return len(self._queries)
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -216,9 +203,10 @@ class Hub:
             await self._wake.wait()
             self._wake.clear()
             pending = self._inbox.pending
-            if not pending and not self._joins and not self._feed_joins:
+            joining = bool(self._joins) or self._listeners.joins_waiting
+            if not pending and not joining:
                 continue
-            if not self._joins and not self._feed_joins and not self._relevant(pending):
+            if not joining and not self._relevant(pending):
                 # Nobody watches what these commits changed: no snapshot, no re-run.
                 self.version = max(self.version, *(cs.version for cs in self._inbox.take_all()))
                 continue
@@ -229,13 +217,7 @@ class Hub:
             except Exception:
                 log.exception("subscription batch failed")
                 self._in_flight = set()
-                failed = [*self._joins, *self._feed_joins, *self._batch_feed_joins]
-                for join in failed:
-                    if not join.ready.done():
-                        join.ready.set_exception(RuntimeError("subscription batch failed"))
-                self._joins.clear()
-                self._feed_joins.clear()
-                self._batch_feed_joins = []
+                self._fail_joins("subscription batch failed")
 
     async def _run_batch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -250,15 +232,13 @@ class Hub:
             changes = self._inbox.take(version)
             if self._inbox.pending:
                 self._wake.set()
-            stale = self._invalidated(changes) if trusted else set(self._shared.values())
+            stale = self._queries.invalidated(changes) if trusted else self._queries.all()
             joins, self._joins = self._joins, []
             self._in_flight = {j.shared for j in joins}
             to_run = stale | {j.shared for j in joins if j.shared.payload is None}
-            feed_joins, self._feed_joins = self._feed_joins, []
-            self._batch_feed_joins = feed_joins
-            feeds = self._feed_work(changes, feed_joins)
-            outcomes, current, collected = await loop.run_in_executor(
-                self._executor, lambda: self._execute(snapshot, to_run, joins, feeds)
+            listeners = self._listeners.take(changes)
+            outcomes, current = await loop.run_in_executor(
+                self._executor, lambda: self._execute(snapshot, to_run, joins, listeners)
             )
         finally:
             await loop.run_in_executor(self._executor, reader.end)
@@ -267,57 +247,34 @@ class Hub:
         self.reruns += len(outcomes)
         # A gate (the access guard) decides first: a stream it holds or ends at this version
         # gets nothing of this version, neither query values nor feed events.
-        self._deliver(feeds, collected, gates=True)
-        self._apply(outcomes, version)
+        listeners.deliver_gates()
+        self._queries.apply(outcomes, version, loop.time())
         self._admit(joins, current, version)
-        self._deliver(feeds, collected, gates=False)
-        self._batch_feed_joins = []
+        listeners.deliver()
+        self._listeners.batch_done()
         in_flight, self._in_flight = self._in_flight, set()
         for shared in in_flight:
             if not shared.subscriptions and not self._awaited(shared):
-                self._drop(shared)
-
-    def _deliver(self, feeds: list[FeedWork], collected: list[Any], gates: bool) -> None:
-        for (source, _changes, source_joins), result in zip(feeds, collected, strict=True):
-            if getattr(source, "gate", False) is gates:
-                source.deliver(result, source_joins)
+                self._queries.drop(shared)
 
     def _relevant(self, changes: list[ChangeSet]) -> bool:
-        watched = [s.tables for s in self._sources if getattr(s, "active", True)]
+        watched = self._listeners.watched_tables()
         for changeset in changes:
             for table in changeset.tables:
-                if table in self._by_table or any(table in tables for tables in watched):
+                if self._queries.reads(table) or any(table in tables for tables in watched):
                     return True
         return False
-
-    def _invalidated(self, changes: Iterable[ChangeSet]) -> set[SharedQuery]:
-        stale: set[SharedQuery] = set()
-        for changeset in changes:
-            for table in changeset.tables:
-                watchers = self._by_table.get(table)
-                if watchers:
-                    stale |= watchers
-        return stale
-
-    def _feed_work(self, changes: list[ChangeSet], joins: list[FeedJoin]) -> list[FeedWork]:
-        work = []
-        for source in self._sources:
-            relevant = [cs for cs in changes if cs.touches(source.tables)]
-            source_joins = [j for j in joins if j.source is source]
-            if relevant or source_joins:
-                work.append((source, relevant, source_joins))
-        return work
 
     def _execute(
         self,
         snapshot: Snapshot,
         to_run: set[SharedQuery],
         joins: list[QueryJoin],
-        feeds: list[FeedWork],
-    ) -> tuple[dict[SharedQuery, Outcome], set[int], list[Any]]:
+        listeners: BatchListeners,
+    ) -> tuple[dict[SharedQuery, Outcome], set[int]]:
         """Runs on the hub's reader thread, inside the pinned snapshot."""
         outcomes = {shared: run_query(snapshot, shared) for shared in to_run}
-        collected = [source.collect(snapshot, changes, fj) for source, changes, fj in feeds]
+        listeners.collect(snapshot)
         current: set[int] = set()
         for index, join in enumerate(joins):
             outcome = outcomes.get(join.shared)
@@ -326,38 +283,7 @@ class Hub:
                 snapshot.conn, join.last_version, snapshot.version, tables
             ):
                 current.add(index)
-        return outcomes, current, collected
-
-    def _apply(self, outcomes: dict[SharedQuery, Outcome], version: int) -> None:
-        ending: set[Channel] = set()
-        for shared, outcome in outcomes.items():
-            if self._shared.get(shared.key) is not shared:
-                continue  # dropped while it ran
-            self._index(shared, outcome.tables)
-            if outcome.error is not None:
-                payload: Payload | ErrorPayload = ErrorPayload(
-                    outcome.error.code,
-                    outcome.error.message,
-                    version,
-                    outcome.error.status,
-                    outcome.error.ends_subscription,
-                )
-            elif isinstance(shared.payload, Payload) and (
-                shared.payload.value_json == outcome.value_json
-            ):
-                continue
-            else:
-                assert outcome.value_json is not None
-                payload = Payload(outcome.value_json, version)
-            shared.payload = payload
-            shared.changed_version = version
-            shared.fan_out(payload, self._loop.time() if self._loop is not None else 0.0)
-            if isinstance(payload, ErrorPayload) and payload.final:
-                ending.update(subscription.channel for subscription in shared.subscriptions)
-        # Access is gone: the error goes out with the rest of this version, then the stream
-        # ends (all of a multi-watch, which could no longer be served as it was asked for).
-        for channel in ending:
-            channel.close()
+        return outcomes, current
 
     def _admit(self, joins: list[QueryJoin], current: set[int], version: int) -> None:
         for index, join in enumerate(joins):
@@ -367,7 +293,7 @@ class Hub:
             payload = shared.payload
             if isinstance(payload, ErrorPayload) and (payload.final or not shared.subscriptions):
                 if not shared.subscriptions:
-                    self._drop(shared)
+                    self._queries.drop(shared)
                 join.ready.set_exception(
                     FunctionError(payload.code, payload.message, payload.status)
                 )
@@ -379,16 +305,12 @@ class Hub:
                 subscription.channel.push(subscription.sub_id, payload)
             join.ready.set_result(None)
 
-    def _index(self, shared: SharedQuery, tables: frozenset[str]) -> None:
-        if tables == shared.tables:
-            return
-        for table in shared.tables - tables:
-            watchers = self._by_table.get(table)
-            if watchers is not None:
-                watchers.discard(shared)
-        for table in tables - shared.tables:
-            self._by_table[table].add(shared)
-        shared.tables = tables
+    def _fail_joins(self, reason: str) -> None:
+        for join in self._joins:
+            if not join.ready.done():
+                join.ready.set_exception(RuntimeError(reason))
+        self._joins.clear()
+        self._listeners.fail_joins(reason)
 
     # -- commits made by other processes ---------------------------------------------------
 
@@ -426,9 +348,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for join in [*self._joins, *self._feed_joins]:
-            if not join.ready.done():
-                join.ready.set_exception(RuntimeError("the server is shutting down"))
+        self._fail_joins("the server is shutting down")
         if self._reader is not None:
             reader = self._reader
             self._reader = None

@@ -72,7 +72,7 @@ class CommitInbox:
         Cheap when nothing changed: `PRAGMA data_version` only moves when another connection
         (our own writer included) committed.
         """
-        data_version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+        data_version: int = conn.execute("PRAGMA data_version").get
         if data_version == self._data_version:
             return []
         self._data_version = data_version

@@ -1,11 +1,10 @@
-"""The objects the hub keeps: shared queries, subscriptions, joins, and the FeedSource protocol."""
+"""The objects the hub keeps for queries: shared queries, their subscriptions and joins."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -14,11 +13,13 @@ from voicestack.functions.context import QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
-from voicestack.reactive.channel import Channel, ErrorPayload, Outbox, Payload
-from voicestack.store.changes import ChangeSet
+from voicestack.reactive.channel import Channel, ErrorPayload, Payload
 from voicestack.store.readers import Snapshot
 
 log = logging.getLogger(__name__)
+
+# A shared query's identity: function name, canonical JSON arguments, user id.
+SharedKey = tuple[str, bytes, str | None]
 
 
 @dataclass(eq=False)
@@ -28,7 +29,7 @@ class SharedQuery:
     function: ServerFunction
     args: BaseModel
     user: Caller | None
-    key: tuple[str, bytes, str | None]
+    key: SharedKey
     tables: frozenset[str] = frozenset()
     payload: Payload | ErrorPayload | None = None
     # The version at which the value last changed: a client that has seen it is up to date.
@@ -62,54 +63,24 @@ class Subscription:
 
 @dataclass(eq=False)
 class QueryJoin:
+    """A subscription waiting to be attached in the next batch; `ready` says when it is."""
+
     subscription: Subscription
     shared: SharedQuery
     last_version: int | None
     ready: asyncio.Future[None]
 
 
-@dataclass(eq=False)
-class FeedJoin:
-    """A client joining a feed after event `cursor` (None: from a snapshot), caught up."""
-
-    source: FeedSource
-    key: str
-    outbox: Outbox
-    cursor: int | None
-    ready: asyncio.Future[None]
-
-
-class FeedSource(Protocol):
-    """Something that turns commits into appended events (a thread feed), or just observes them.
-
-    `collect` runs on the hub's reader thread inside the batch's snapshot with the commits of the
-    batch that touched `tables` and the feed joins of the batch; `deliver` runs on the event loop
-    with what `collect` returned, after query values were pushed, and resolves the joins' futures.
-    A source with a true `gate` attribute (the access guard) is delivered before anything else of
-    the batch, so that the streams it holds or closes get nothing of the batch's version.
-    """
-
-    tables: frozenset[str]
-    # False while nothing listens: the hub then skips batches that only touch `tables`.
-    active: bool
-
-    def collect(self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]) -> Any:
-        """Read what the batch's commits appended (and the joins' catch-up)."""
-        ...
-
-    def deliver(self, collected: Any, joins: list[FeedJoin]) -> None:
-        """Push what was collected to outboxes and admit the joins."""
-        ...
-
-
 @dataclass(slots=True)
 class Outcome:
+    """One run of a shared query: its read set, and its JSON value or its refusal."""
+
     tables: frozenset[str]
     value_json: bytes | None
     error: FunctionError | None
 
 
-def shared_key(function: ServerFunction, args: BaseModel, user: Caller | None) -> tuple:
+def shared_key(function: ServerFunction, args: BaseModel, user: Caller | None) -> SharedKey:
     """The identity of a shared query: function name, canonical arguments, user."""
     return (function.name, jsoncodec.dumps(args.model_dump(mode="json")), user.id if user else None)
 

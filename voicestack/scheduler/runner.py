@@ -1,13 +1,13 @@
 """The durable scheduler: runs due function jobs from the `jobs` table, at least once each.
 
 Only the leader process runs it (voicestack.store.leader). It sleeps until the next job is due,
-and is also a hub FeedSource over `jobs`, so a commit that adds an earlier job (from this process or
-another on the same file) wakes it at once. A job is claimed in a write (status `running`, one
-attempt more, this process's token), run through the Runtime as the user who scheduled it, then
-marked `done`, or on error given back to `pending` after a doubling backoff until its
-`max_attempts`, when it stays `failed` with its error. A mutation job is marked done in the
-mutation's own transaction, so it takes effect exactly once; an action job may run again if the
-process dies between the action and the mark.
+and is also a hub CommitObserver over `jobs`, so a commit that adds an earlier job (from this
+process or another on the same file) wakes it at once. A job is claimed in a write (status
+`running`, one attempt more, this process's token), run through the Runtime as the user who
+scheduled it, then marked `done`, or on error given back to `pending` after a doubling backoff
+until its `max_attempts`, when it stays `failed` with its error. A mutation job is marked done in
+the mutation's own transaction, so it takes effect exactly once; an action job may run again if
+the process dies between the action and the mark.
 
 At start every job left `running` belonged to a leader that died (there is one leader at a
 time), so it is queued again, or failed when that was its last attempt.
@@ -30,7 +30,6 @@ from pydantic import ValidationError
 
 from voicestack.functions.cron import Cron
 from voicestack.functions.errors import FunctionError
-from voicestack.reactive.subscription import FeedJoin
 from voicestack.scheduler.cron import queue_next_run, sync_crons
 from voicestack.scheduler.jobs import (
     JobRun,
@@ -142,17 +141,15 @@ class Scheduler:
         if cron is not None:
             queue_next_run(db, cron)
 
-    # -- the hub's FeedSource protocol ---------------------------------------------------------
+    # -- the hub's CommitObserver protocol -----------------------------------------------------
 
-    def collect(
-        self, snapshot: Snapshot, _changes: list[ChangeSet], _joins: list[FeedJoin]
-    ) -> float | None:
+    def collect(self, snapshot: Snapshot, _changes: list[ChangeSet]) -> float | None:
         """When the next job is due, as the batch's commits left it."""
         if not self._running:
             return None
         return next_due(snapshot.db())
 
-    def deliver(self, due: float | None, _joins: list[FeedJoin]) -> None:
+    def deliver(self, due: float | None) -> None:
         """Wake the loop when a commit brought a job due before its planned wake-up."""
         if due is not None and due < self._next_wake - 0.001:
             self._wake.set()

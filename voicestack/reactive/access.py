@@ -1,9 +1,10 @@
 """Token lookups cached per process, and event streams closed when their access is revoked.
 
-The guard is a hub FeedSource over the auth and membership tables, so it hears of every commit
-that touches them, from this process or another one on the same file (`voicestack token revoke`
-writes the file directly). On such a commit it forgets its cached lookups and ends each open
-stream whose token was revoked or whose caller may no longer see what it watches.
+The guard is a hub gate (a CommitObserver delivered first) over the auth tables and the tables
+the streams' own conditions read (thread membership), so it hears of every commit that touches
+them, from this process or another one on the same file (`voicestack token revoke` writes the
+file directly). On such a commit it forgets its cached lookups and ends each open stream whose
+token was revoked or whose caller may no longer see what it watches. The Runtime registers it.
 
 Streams end at that exact commit: the guard judges them in the batch's own snapshot and is
 delivered before anything else of the batch, so a stream it ends gets nothing of that version.
@@ -20,11 +21,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from voicestack.auth.users import Identity, identify, token_hash
+from voicestack.identity import Caller
 from voicestack.reactive.channel import Outbox
-from voicestack.reactive.subscription import FeedJoin
 from voicestack.store.changes import ChangeSet
 from voicestack.store.db import ReadDB
 from voicestack.store.readers import Snapshot
@@ -36,8 +36,20 @@ log = logging.getLogger(__name__)
 StillAllowed = Callable[[ReadDB], bool]
 CACHE_LIMIT = 10_000
 AUTH_TABLES = frozenset({"auth_tokens", "auth_users"})
-# Not `threads`: replies touch it on every commit, and no commit there changes who may see one.
-MEMBERSHIP_TABLES = frozenset({"thread_members"})
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who opens a stream: the identity behind their token, and the guard's `generation` when
+    that token was checked (None: unknown)."""
+
+    identity: Identity
+    checked_at: int | None = None
+
+    @property
+    def caller(self) -> Caller:
+        """The user the stream's queries run as."""
+        return self.identity.caller
 
 
 @dataclass(eq=False, slots=True)
@@ -65,14 +77,19 @@ class _Verdict:
 
 
 class AccessGuard:
-    """Answers "whose token is this?" from a cache, and cuts streams whose access ends."""
+    """Answers "whose token is this?" from a cache, and cuts streams whose access ends.
 
-    tables = AUTH_TABLES | MEMBERSHIP_TABLES
+    A CommitObserver to register as a gate: delivered before the batch's values and events.
+    """
+
     active = True  # the cache must hear of every revocation, watched or not
-    gate = True  # delivered before the batch's values and events (see FeedSource)
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, condition_tables: frozenset[str] = frozenset()) -> None:
+        """`condition_tables`: what the streams' `still_allowed` conditions read, so that a
+        commit there re-judges them."""
         self._store = store
+        self._condition_tables = condition_tables
+        self.tables = AUTH_TABLES | condition_tables
         self._cache: dict[bytes, Identity | None] = {}
         self._generation = 0
         self._streams: dict[Outbox, _Watched] = {}
@@ -99,30 +116,29 @@ class AccessGuard:
         return identity
 
     def watch(
-        self,
-        outbox: Outbox,
-        identity: Identity,
-        still_allowed: StillAllowed | None = None,
-        checked_at: int | None = None,
+        self, outbox: Outbox, viewer: Viewer | None, still_allowed: StillAllowed | None = None
     ) -> None:
-        """End `outbox` at the first commit after which its token is revoked or `still_allowed`
-        is false: nothing of that commit's version or later is sent.
+        """End `outbox` at the first commit after which its viewer's token is revoked or
+        `still_allowed` is false: nothing of that commit's version or later is sent. A stream
+        with no viewer (no token) is not watched.
 
-        `checked_at` is the `generation` at which the token was identified: if users or tokens
-        changed since, the commit that did it was handled before this stream was watched, so
-        the stream is held until the token is checked once more. Call this before the stream's
-        own access check reads the database, so that no membership change can fall between the
-        two, and report that read's version with `checked`.
+        `viewer.checked_at` is the `generation` at which the token was identified: if users or
+        tokens changed since, the commit that did it was handled before this stream was watched,
+        so the stream is held until the token is checked once more. Call this before the
+        stream's own access check reads the database, so that no membership change can fall
+        between the two, and report that read's version with `checked`.
         """
+        if viewer is None:
+            return
         if len(self._streams) >= self._prune_at:
             # Streams that ended since the last access commit: forget them now and then, not
             # only when an access commit comes.
             for gone in [outbox for outbox in self._streams if outbox.closed]:
                 del self._streams[gone]
             self._prune_at = max(64, 2 * len(self._streams))
-        watched = _Watched(identity, still_allowed)
+        watched = _Watched(viewer.identity, still_allowed)
         self._streams[outbox] = watched
-        if checked_at is not None and checked_at != self._generation:
+        if viewer.checked_at is not None and viewer.checked_at != self._generation:
             self._recheck(outbox, watched)
 
     def checked(self, outbox: Outbox, version: int) -> None:
@@ -135,11 +151,11 @@ class AccessGuard:
         if watched.refused_at is not None and version <= watched.refused_at:
             self._end(outbox)  # refused after its check passed: ended, even if granted again
 
-    def collect(self, snapshot: Snapshot, changes: list[ChangeSet], _joins: list[FeedJoin]) -> Any:
+    def collect(self, snapshot: Snapshot, changes: list[ChangeSet]) -> _Verdict:
         """In the commit's snapshot: which watched streams lost their access."""
         auth_changed = any(cs.touches(AUTH_TABLES) for cs in changes)
-        members_changed = auth_changed or any(cs.touches(MEMBERSHIP_TABLES) for cs in changes)
-        if not members_changed:
+        conditions_changed = any(cs.touches(self._condition_tables) for cs in changes)
+        if not auth_changed and not conditions_changed:
             return _Verdict(snapshot.version, auth_changed)
         db = snapshot.db()
         streams = list(self._streams.items())
@@ -156,7 +172,7 @@ class AccessGuard:
                 verdict.refused.append(outbox)
         return verdict
 
-    def deliver(self, verdict: _Verdict, _joins: list[FeedJoin]) -> None:
+    def deliver(self, verdict: _Verdict) -> None:
         """Forget cached lookups after an auth change; end or hold the streams that lost access,
         before anything of the batch is sent to them."""
         if verdict.auth_changed:
