@@ -30,7 +30,7 @@ HEADERS = (
 def frame(version: int, value: object) -> bytes:
     """One SSE value event as voicestack sends it, framed as one HTTP/1.1 chunk."""
     data = json.dumps({"value": value, "version": version}, separators=(",", ":")).encode()
-    event = b"event: value\nid: %d\ndata: %s\n\n" % (version, data)
+    event = b"id: %d\nevent: value\ndata: %s\n\n" % (version, data)
     return b"%x\r\n%s\r\n" % (len(event), event)
 
 

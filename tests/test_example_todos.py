@@ -36,10 +36,10 @@ async def test_watch_the_todo_list_and_add_a_todo(start_server):
         second = await read_event(chunks, buffer)
 
     # Commit 1 is serve's own: it made the first admin token on the empty database.
-    assert first == b'event: value\nid: 1\ndata: {"value":[],"version":1}\n\n'
+    assert first == b'id: 1\nevent: value\ndata: {"value":[],"version":1}\n\n'
     assert added.json() == {"value": {"id": 1}, "version": 2}
     assert second == (
-        b"event: value\nid: 2\n"
+        b"id: 2\nevent: value\n"
         b'data: {"value":[{"id":1,"text":"milk","done":false}],"version":2}\n\n'
     )
     assert buffer == b""

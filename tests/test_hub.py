@@ -95,7 +95,7 @@ async def nothing_more(channel: Outbox) -> None:
 
 
 def value_event(version: int, value: bytes) -> bytes:
-    return b'event: value\nid: %d\ndata: {"value":%s,"version":%d}\n\n' % (version, value, version)
+    return b'id: %d\nevent: value\ndata: {"value":%s,"version":%d}\n\n' % (version, value, version)
 
 
 async def subscribe(hub: Hub, function, args: BaseModel, last_version: int | None = None):
@@ -155,8 +155,8 @@ async def test_a_multi_channel_sends_what_is_pending_as_one_snapshot(hub, store)
     for ready in joined:
         await ready
     assert await next_chunk(channel) == (
-        b'event: value\nid: 0\ndata: {"id":"items","value":[],"version":0}\n\n'
-        b'event: value\nid: 0\ndata: {"id":"audit","value":0,"version":0}\n\n'
+        b'id: 0\nevent: value\ndata: {"id":"items","value":[],"version":0}\n\n'
+        b'id: 0\nevent: value\ndata: {"id":"audit","value":0,"version":0}\n\n'
     )
 
     first = await write(store, "INSERT INTO items(name) VALUES ('pen')")
@@ -166,9 +166,9 @@ async def test_a_multi_channel_sends_what_is_pending_as_one_snapshot(hub, store)
 
     # The items value of `first` is still the value at `second`: both go out at `second`.
     assert await next_chunk(channel) == (
-        b'event: value\nid: %d\ndata: {"id":"items","value":[{"id":1,"name":"pen"}],"version":%d}'
+        b'id: %d\nevent: value\ndata: {"id":"items","value":[{"id":1,"name":"pen"}],"version":%d}'
         b"\n\n"
-        b'event: value\nid: %d\ndata: {"id":"audit","value":1,"version":%d}\n\n'
+        b'id: %d\nevent: value\ndata: {"id":"audit","value":1,"version":%d}\n\n'
     ) % (second, second, second, second)
 
 

@@ -1,21 +1,24 @@
 """The bytes on the wire: SSE events, and the HTTP/1.1 chunks that carry them on direct writes.
 
 Every event a stream sends is encoded here, once, and the same bytes go to every subscriber.
-Direct writes bypass the ASGI server, so they carry their own chunk framing; a ChannelResponse
-allows them only on a chunked HTTP/1.1 response (voicestack/http/sse.py).
+The SSE framing is sse-starlette's encoder, so none is written by hand (docs/architecture.md has
+the decision and its cost). Direct writes bypass the ASGI server, so they carry their own chunk
+framing; a ChannelResponse allows them only on a chunked HTTP/1.1 response
+(voicestack/http/sse.py).
 """
 
 from __future__ import annotations
 
-PING = b": ping\n\n"
+from sse_starlette.event import ServerSentEvent
+
+PING = ServerSentEvent(comment="ping", sep="\n").encode()
 
 
 def encode_event(event: bytes, event_id: int | None, data: bytes) -> bytes:
-    """One SSE event, with no `id:` line when `event_id` is None; `data` is JSON, which never
-    contains a newline."""
-    if event_id is None:
-        return b"event: %s\ndata: %s\n\n" % (event, data)
-    return b"event: %s\nid: %d\ndata: %s\n\n" % (event, event_id, data)
+    """One SSE event (`id:`, `event:`, `data:`), with no `id:` line when `event_id` is None;
+    `data` is JSON, which never contains a newline."""
+    sse_id = None if event_id is None else str(event_id)
+    return ServerSentEvent(data=data.decode(), event=event.decode(), id=sse_id, sep="\n").encode()
 
 
 def http_chunk(body: bytes) -> bytes:
