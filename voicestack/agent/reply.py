@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from voicestack import jsoncodec
@@ -41,6 +41,7 @@ from voicestack.agent.reply_state import (
 from voicestack.agent.stream import DeltaCoalescer
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.agent.tools import ToolArgsError, ToolCtx, parse_tool_args, run_tool
+from voicestack.config import Settings
 from voicestack.identity import Caller
 from voicestack.store.store import Store
 
@@ -59,6 +60,11 @@ class AgentSettings:
     reply_timeout_s: float = 600.0
     max_reply_chars: int = 500_000
     max_tool_calls_per_step: int = 16
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AgentSettings:
+        """The server settings' values of these fields (the names are the same)."""
+        return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
 
 
 class ReplyStopped(Exception):

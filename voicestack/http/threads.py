@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,33 +50,36 @@ async def list_threads(request: Request) -> Response:
     return json_response(result.value)
 
 
+async def _call(
+    request: Request, kind: Literal["query", "mutation"], name: str, args: Any, status: int = 200
+) -> Response:
+    """Call the function `name` as the request's caller; its value as the JSON response."""
+    rt = runtime(request)
+    call = rt.query if kind == "query" else rt.mutation
+    result = await call(name, args, caller(request))
+    return json_response(result.value, status)
+
+
 async def create_thread(request: Request) -> Response:
     """POST /api/threads `{"title"?}`: a new thread → `{"id"}`."""
-    body = await _json_object(request)
-    result = await runtime(request).mutation("threads.create", body, caller(request))
-    return json_response(result.value, 201)
+    return await _call(request, "mutation", "threads.create", await _json_object(request), 201)
 
 
 async def get_thread(request: Request) -> Response:
     """GET /api/threads/{id}: the thread with usage, messages and tool calls."""
-    args = {"id": request.path_params["thread_id"]}
-    result = await runtime(request).query("threads.get", args, caller(request))
-    return json_response(result.value)
+    return await _call(request, "query", "threads.get", {"id": request.path_params["thread_id"]})
 
 
 async def send_message(request: Request) -> Response:
     """POST /api/threads/{id}/messages `{"text"}`: save it, start the reply."""
-    body = await _json_object(request)
-    args = {**body, "threadId": request.path_params["thread_id"]}
-    result = await runtime(request).mutation("messages.send", args, caller(request))
-    return json_response(result.value, 201)
+    args = {**await _json_object(request), "threadId": request.path_params["thread_id"]}
+    return await _call(request, "mutation", "messages.send", args, 201)
 
 
 async def cancel_reply(request: Request) -> Response:
     """POST /api/threads/{id}/cancel: stop the streaming reply, keeping its text."""
     args = {"threadId": request.path_params["thread_id"]}
-    result = await runtime(request).mutation("messages.cancel", args, caller(request))
-    return json_response(result.value)
+    return await _call(request, "mutation", "messages.cancel", args)
 
 
 async def thread_events(request: Request) -> ChannelResponse:
