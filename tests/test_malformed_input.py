@@ -27,7 +27,7 @@ from voicestack.config import Settings
 from voicestack.echo import ECHO_CHARS
 from voicestack.http import create_app
 from voicestack.http.json_checks import MAX_JSON_DEPTH
-from voicestack.http.parser_errors import MAX_URL_BYTES, URL_TOO_LONG
+from voicestack.serve.parser_errors import MAX_URL_BYTES, URL_TOO_LONG
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.agent_server()]

@@ -4,7 +4,7 @@ The page's URL carries its token, so nothing may leak it in a Referer; no respon
 framed or sniffed into another type; API responses are never cached and, opened as a document,
 may load nothing. A header the route set itself wins: the page keeps its own policy, files their
 own caching. Only the `http.response.start` message is touched, so an event stream is never
-held back, and chunks the SSE fast path writes straight to the socket (http/fastpath.py) are
+held back, and chunks the SSE fast path writes straight to the socket (serve/fastpath.py) are
 already past this point.
 """
 

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from voicestack.reactive.channel import Outbox
 from voicestack.reactive.streams import Stream
 
-# ASGI scope extension naming the connection's uvicorn protocol (see http/fastpath.py).
+# ASGI scope extension naming the connection's uvicorn protocol (see serve/fastpath.py).
 TRANSPORT_EXTENSION = "voicestack.transport"
 
 HEADERS = [

@@ -9,8 +9,8 @@ Connections without the extension (h11, tests' ASGI transports) keep the task pa
 
 from __future__ import annotations
 
-from voicestack.http.parser_errors import JsonParserErrors
 from voicestack.http.sse import TRANSPORT_EXTENSION
+from voicestack.serve.parser_errors import JsonParserErrors
 
 
 class FanoutHttpToolsProtocol(JsonParserErrors):

@@ -82,11 +82,11 @@ class VoicestackServer(uvicorn.Server):
 def _http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with the direct-write extension, when httptools is there,
     else its h11 protocol; either way with the request header deadline."""
-    from voicestack.http.read_timeouts import with_header_deadline
+    from voicestack.serve.header_deadline import with_header_deadline
 
     protocol: type
     try:
-        from voicestack.http.fastpath import FanoutHttpToolsProtocol  # needs httptools
+        from voicestack.serve.fastpath import FanoutHttpToolsProtocol  # needs httptools
     except ImportError:  # streams keep the task path
         from uvicorn.protocols.http.h11_impl import H11Protocol as protocol
     else:
