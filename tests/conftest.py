@@ -24,8 +24,10 @@ import pytest
 
 from tests.support.agent import StartAgentServer, Threads, running_agent_server
 from tests.support.api import Api
+from tests.support.browser import PageLog
 from tests.support.server import TEST_APP, ServerProcess, running_server
 from tests.support.voice import Recordings
+from tests.support.web_server import web_server
 from voicestack.testing.fake_openai import FakeOpenAI
 
 StartServer = Callable[..., ServerProcess]
@@ -210,3 +212,25 @@ def shared_agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
             return servers[key]
 
         yield shared
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI of the browser tests' module, whose scripts no other module sees."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def site(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The browser tests' server for their module: replies from `provider`, the test tools."""
+    with web_server(tmp_path_factory.mktemp("web"), provider.api_base) as server:
+        yield server
+
+
+@pytest.fixture
+def log() -> Iterator[PageLog]:
+    """What a browser page logged; the test fails on an error or warning it did not expect."""
+    log = PageLog()
+    yield log
+    log.assert_clean()

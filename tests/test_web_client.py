@@ -7,7 +7,7 @@ its reconnection against a fake EventSource (tests/web/client_state.js), then `w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,24 +16,11 @@ from playwright.async_api import Page
 
 from tests.support.browser import PageLog, chromium, marker, new_page
 from tests.support.server import ServerProcess
-from tests.support.web_server import web_server
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
 
 CLIENT_STATE_JS = (Path(__file__).parent / "web" / "client_state.js").read_text()
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def site(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with web_server(tmp_path_factory.mktemp("web-client"), provider.api_base) as server:
-        yield server
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ tool-call panel change live, and approves or denies tools. Screenshots land in t
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import pytest
@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.support.browser import PHONE, PageLog, chromium, marker, new_page, screenshot
 from tests.support.page import api_requests, record, recorded, replies, send, tool_card
 from tests.support.server import ServerProcess
-from tests.support.web_server import call_plan, web_server, words
+from tests.support.web_server import call_plan, words
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
@@ -31,29 +31,10 @@ class Users(NamedTuple):
     b: str
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def site(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with web_server(tmp_path_factory.mktemp("web-page"), provider.api_base) as server:
-        yield server
-
-
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as browser:
         yield browser
-
-
-@pytest.fixture
-def log() -> Iterator[PageLog]:
-    log = PageLog()
-    yield log
-    log.assert_clean()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import io
 import math
 import struct
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,7 +21,6 @@ from playwright.async_api import Route, expect
 
 from tests.support.browser import FAKE_MIC_ARGS, PageLog, chromium, marker, new_page, screenshot
 from tests.support.server import ServerProcess
-from tests.support.web_server import web_server
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
@@ -67,29 +66,10 @@ def tone(seconds: float, hz: int = 440, rate: int = 8000) -> bytes:
 FILES = {f"file-{n}": tone(0.15 + 0.05 * n) for n in (1, 2, 3)}
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def site(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with web_server(tmp_path_factory.mktemp("web-voice"), provider.api_base) as server:
-        yield server
-
-
 @pytest.fixture
 async def client(site: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with site.client() as client:
         yield client
-
-
-@pytest.fixture
-def log() -> Iterator[PageLog]:
-    log = PageLog()
-    yield log
-    log.assert_clean()
 
 
 async def new_thread(client: httpx.AsyncClient, title: str) -> str:
