@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import httpx
@@ -116,6 +116,22 @@ def summary(leaks: list[Leak]) -> str:
     return f"{rounds} of {ROUNDS} rounds leaked {len(leaks)} events, first: {leaks[:3]}"
 
 
+@asynccontextmanager
+async def parties(
+    server: ServerProcess,
+) -> AsyncIterator[tuple[Api, Api, tuple[str, httpx.AsyncClient]]]:
+    """A thread owner's API, an admin's, and Bob (his name and his own client), each with a
+    token of their own."""
+    bob = f"bob-{secrets.token_hex(4)}"
+    owner_token = new_token(server, f"owner-{secrets.token_hex(4)}")
+    async with (
+        server.client(token=owner_token) as owner_http,
+        server.client(token=new_token(server, bob)) as bob_http,
+        server.client() as admin_http,
+    ):
+        yield Api(owner_http), Api(admin_http), (bob, bob_http)
+
+
 async def run_rounds(race: Callable[[int], Awaitable[tuple[list[Leak], bool]]]) -> None:
     """Run ROUNDS rounds of `race`: none may leak, and in most of them a post must have landed
     after the cut (else the race was not run)."""
@@ -152,14 +168,7 @@ async def removal_round(
 async def test_a_removed_members_feed_gets_nothing_of_the_removal_commit_or_later(
     server: ServerProcess,
 ) -> None:
-    bob = f"bob-{secrets.token_hex(4)}"
-    owner_token = new_token(server, f"owner-{secrets.token_hex(4)}")
-    async with (
-        server.client(token=owner_token) as owner_http,
-        server.client(token=new_token(server, bob)) as bob_http,
-        server.client() as admin_http,
-    ):
-        owner, admin = Api(owner_http), Api(admin_http)
+    async with parties(server) as (owner, admin, (bob, bob_http)):
         await run_rounds(lambda n: removal_round(server, owner, admin, (bob, bob_http), n))
 
 
@@ -237,14 +246,7 @@ async def test_a_feed_opened_while_its_member_is_removed_gets_nothing_of_the_rem
 ) -> None:
     """Bob opens his feed as the owner removes him and an admin posts: it is refused, or it
     opens and ends before anything of the removal's version."""
-    bob = f"bob-{secrets.token_hex(4)}"
-    owner_token = new_token(server, f"owner-{secrets.token_hex(4)}")
-    async with (
-        server.client(token=owner_token) as owner_http,
-        server.client(token=new_token(server, bob)) as bob_http,
-        server.client() as admin_http,
-    ):
-        owner, admin = Api(owner_http), Api(admin_http)
+    async with parties(server) as (owner, admin, (bob, bob_http)):
         leaks: list[Leak] = []
         statuses: list[int] = []
         for round_ in range(ROUNDS):
