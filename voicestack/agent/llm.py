@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import math
-import os
 import random
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -25,24 +20,28 @@ from voicestack.agent.llm_calls import (
     ToolCallAssembler,
     ToolCallRequest,
 )
+from voicestack.agent.llm_errors import (
+    CHAT_ROLE,
+    after_retries,
+    describe_failure,
+    display_url,
+)
+from voicestack.agent.llm_errors import NOT_CONFIGURED_MESSAGE as NOT_CONFIGURED_MESSAGE
+from voicestack.agent.llm_errors import ProviderRole as ProviderRole
+from voicestack.agent.llm_errors import retry_after as _retry_after
 from voicestack.agent.llm_wire import NotAChunk, choices_of, completion_text, sse_chunks
 
-NOT_CONFIGURED_MESSAGE = (
-    "No model provider is configured: set OPENAI_API_KEY, "
-    "or --openai-base-url for an OpenAI-compatible server."
-)
 # Local servers ignore the key, but the client refuses to start without one.
 _PLACEHOLDER_API_KEY = "no-key-needed"
 _BACKOFF_BASE_S = 0.5
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_DETAIL_LIMIT = 300
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    """Where and how to call the model; base_url None means OpenAI's own API."""
+    """Where and how to call the model; base_url None means OpenAI's own API. `role` says what
+    the provider is for (chat, transcription, speech), as its error messages name it."""
 
     base_url: str | None
     api_key: str | None = field(repr=False)
@@ -51,6 +50,7 @@ class ProviderSettings:
     timeout_s: float = 60.0
     max_retries: int = 3
     retry_cap_s: float = 30.0
+    role: ProviderRole = CHAT_ROLE
 
 
 class ProviderError(Exception):
@@ -132,7 +132,7 @@ class ChatProvider:
         then ProviderError `provider_not_streaming`.
         """
         if self._client is None:
-            raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
+            raise ProviderError("provider_not_configured", self.settings.role.not_configured)
         retries = max(0, self.settings.max_retries)
         for attempt in range(retries + 1):
             progress = _Progress()
@@ -158,7 +158,7 @@ class ChatProvider:
         the provider's Retry-After) and its errors the same clear ProviderError, naming `model`.
         """
         if self._client is None:
-            raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
+            raise ProviderError("provider_not_configured", self.settings.role.not_configured)
         retries = max(0, self.settings.max_retries)
         for attempt in range(retries + 1):
             try:
@@ -169,6 +169,11 @@ class ChatProvider:
                     raise error from exc
                 await asyncio.sleep(self._retry_delay(exc, attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @property
+    def where(self) -> str:
+        """The provider's base URL, without credentials, as error messages show it."""
+        return display_url(str(self._client.base_url if self._client else ""))
 
     async def aclose(self) -> None:
         """Close the provider's connections."""
@@ -244,7 +249,7 @@ class ChatProvider:
         yield Finish(finish or ("tool_calls" if calls.total else "stop"))
 
     def _not_streaming(self) -> ProviderError:
-        where = _display_url(str(self._client.base_url if self._client else ""))
+        where = self.where
         return ProviderError(
             "provider_not_streaming",
             f"The model provider at {where} answered with a whole completion (application/json)"
@@ -262,128 +267,15 @@ class ChatProvider:
     def _error_for(
         self, exc: Exception, progress: _Progress, retries: int, model: str | None = None
     ) -> ProviderError:
-        code, message, retryable = self._describe(
-            exc, progress, _after(retries), model or self.settings.model
+        code, message, retryable = describe_failure(
+            exc,
+            self.settings.role,
+            self.where,
+            responded=progress.responded,
+            after=after_retries(retries),
+            model=model or self.settings.model,
+            timeout_s=self.settings.timeout_s,
         )
         if self.settings.api_key:
             message = message.replace(self.settings.api_key, "[redacted]")
         return ProviderError(code, message, retryable=retryable)
-
-    def _describe(
-        self, exc: Exception, progress: _Progress, after: str, model: str
-    ) -> tuple[str, str, bool]:
-        where = _display_url(str(self._client.base_url if self._client else ""))
-        if isinstance(exc, openai.APITimeoutError):
-            late = "went silent mid-reply for" if progress.responded else "did not answer within"
-            message = f"The model provider at {where} {late} {self.settings.timeout_s:g} s{after}."
-            return "provider_timeout", message, True
-        if isinstance(exc, openai.APIConnectionError) and progress.responded:
-            broken = f"The model provider's stream was cut off mid-reply{after} ({_reason(exc)})."
-            return "provider_stream_broken", broken, True
-        if isinstance(exc, openai.APIConnectionError):
-            return (
-                "provider_unreachable",
-                f"Could not connect to the model provider at {where}{after} ({_reason(exc)}). "
-                "Check that it is running and that the base URL is right.",
-                True,
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return _describe_status(exc.status_code, _detail(exc), model, after)
-        if isinstance(exc, openai.OpenAIError):
-            return "provider_error", f"The model provider reported an error: {_detail(exc)}.", False
-        if isinstance(exc, json.JSONDecodeError):
-            bad = f"a stream chunk that is not valid JSON ({exc.msg} at character {exc.pos})"
-        elif isinstance(exc, UnicodeDecodeError):
-            bad = "a stream that is not UTF-8"
-        else:
-            bad = f"data that is not a chat completion chunk: {exc}"
-        return "provider_bad_response", f"The model provider sent {bad}.", False
-
-
-def _describe_status(status: int, detail: str, model: str, after: str) -> tuple[str, str, bool]:
-    """Code, message and retryability for an HTTP error status the provider answered."""
-    http = f"HTTP {status}: {detail}" if detail else f"HTTP {status}, with no explanation"
-    if status == 401:
-        message = f"The model provider rejected the API key ({http}). Check OPENAI_API_KEY."
-        return "provider_auth_failed", message, False
-    if status == 403:
-        message = f"The model provider refused access ({http}). Check that the key may use"
-        return "provider_auth_failed", f"{message} model {model!r}.", False
-    if status == 429:
-        message = f"The model provider is rate limiting requests ({http}){after}."
-        return "provider_rate_limited", f"{message} Wait a moment and try again.", True
-    if status >= 500:
-        message = f"The model provider failed ({http}){after}."
-        return "provider_error", message, status in _RETRY_STATUSES
-    hint = f" Check the model name {model!r} and the base URL." if status == 404 else ""
-    return "provider_bad_request", f"The model provider rejected the request ({http}).{hint}", False
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the provider asked to wait: retry-after-ms, or Retry-After seconds or HTTP-date."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            seconds = float(headers.get(name, "")) * scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _after(retries: int) -> str:
-    if not retries:
-        return ""
-    return f" after {retries} {'retry' if retries == 1 else 'retries'}"
-
-
-def _detail(exc: openai.OpenAIError) -> str:
-    """The provider's own error message, on one line and not too long ('' when it gave none)."""
-    message = _explanation(getattr(exc, "body", None))
-    if message is None and not isinstance(exc, openai.APIStatusError):
-        message = str(exc)  # the client's own words; a status error's are only "Error code: N"
-    text = " ".join((message or "").split()).rstrip(".")
-    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."
-
-
-def _explanation(body: object) -> str | None:
-    """The text of an error body in the shapes providers use: OpenAI's `{"message"}`, Ollama's
-    `{"error": "..."}`, FastAPI's `{"detail": "..."}`, or plain text."""
-    if isinstance(body, str):
-        return body if body.strip() else None
-    if isinstance(body, dict):
-        for key in ("message", "error", "detail"):
-            found = _explanation(body.get(key))
-            if found is not None:
-                return found
-    return None
-
-
-def _reason(exc: BaseException) -> str:
-    """The deepest cause of a transport failure in its own words, e.g. "Connection refused"."""
-    for _ in range(10):
-        inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _display_url(url: str) -> str:
-    """The URL without credentials or query, safe to show in an error message."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
