@@ -198,7 +198,9 @@ async def test_a_failed_transcription_saves_nothing(
 
     error = error_of(response, 502, "transcription_failed")
     assert error["reason"] == reason
-    assert error["message"].startswith("Transcription failed: The model provider ")
+    assert error["message"].startswith(
+        f"Transcription failed: The transcription provider at {fake.api_base} "
+    )
     assert "cannot hear" in error["message"]
     assert len(fake.requests("transcription")) == 1
     await assert_untouched(threads, server, fake, thread_id)
@@ -227,8 +229,9 @@ async def test_without_a_provider_the_transcription_fails_clearly(
 
         assert error_of(response, 502, "transcription_failed") == {
             "code": "transcription_failed",
-            "message": "Transcription failed: No model provider is configured: set "
-            "OPENAI_API_KEY, or --openai-base-url for an OpenAI-compatible server.",
+            "message": "Transcription failed: No transcription provider is configured: set"
+            " --transcribe-base-url, or OPENAI_API_KEY or --openai-base-url, which it defaults"
+            " to.",
             "reason": "provider_not_configured",
         }
         assert (await Threads(client).get(thread_id))["messages"] == []

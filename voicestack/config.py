@@ -16,7 +16,7 @@ from pydantic_settings import (
 )
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
-SpeechFormat = Literal["mp3", "wav", "flac", "opus"]
+SpeechFormat = Literal["mp3", "wav", "flac", "opus", "pcm"]
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
@@ -60,6 +60,28 @@ class Settings(BaseSettings):
     )
     openai_api_key: SecretStr | None = Field(
         None, description="API key for the model provider (also OPENAI_API_KEY)."
+    )
+    # Audio may come from another server than the chat (speaches, Kokoro-FastAPI, LocalAI).
+    # Unset, a capability uses the chat's server; the chat's key goes only to the chat's server.
+    transcribe_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL for transcription (speaches, LocalAI);"
+        " default: --openai-base-url.",
+    )
+    transcribe_api_key: SecretStr | None = Field(
+        None,
+        description="API key for the transcription provider; default: the chat's key, when"
+        " --transcribe-base-url is not set.",
+    )
+    speech_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL for speech (speaches, Kokoro-FastAPI, LocalAI);"
+        " default: --openai-base-url.",
+    )
+    speech_api_key: SecretStr | None = Field(
+        None,
+        description="API key for the speech provider; default: the chat's key, when"
+        " --speech-base-url is not set.",
     )
     model: str = Field("gpt-4o-mini", description="Chat model that writes replies.")
     instructions: str = Field(
@@ -118,7 +140,11 @@ class Settings(BaseSettings):
     )
     speech_model: str = Field("gpt-4o-mini-tts", description="Text-to-speech model for replies.")
     voice: str = Field("alloy", description="The voice that speaks replies.")
-    speech_format: SpeechFormat = Field("mp3", description="Audio format of spoken replies.")
+    speech_format: SpeechFormat = Field(
+        "mp3",
+        description="Audio format of spoken replies; pcm asks the provider for raw 24 kHz PCM"
+        " and stores it as WAV, with no encoding or decoding anywhere.",
+    )
     drain_s: float = Field(
         5.0,
         ge=0,
@@ -175,6 +201,11 @@ class Settings(BaseSettings):
     quiet_token: bool = Field(
         False, description="Do not print the page URL with the first admin token at start."
     )
+
+    def secret_values(self) -> list[str]:
+        """The values of every secret setting that is set (API keys), for the log to mask."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
 
     @property
     def max_audio_bytes(self) -> int:

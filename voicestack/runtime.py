@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from voicestack import jsoncodec
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
 from voicestack.agent.feed import ThreadFeed, open_thread_feed
-from voicestack.agent.llm import ChatProvider, ProviderSettings
+from voicestack.agent.llm import ChatProvider
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.runner import ReplyRunner
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
@@ -42,6 +42,11 @@ from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store.db import WriteDB
 from voicestack.store.leader import LeaderLease
 from voicestack.store.store import Store
+from voicestack.voice.capabilities import (
+    chat_provider_settings,
+    speech_provider_settings,
+    transcription_provider_settings,
+)
 from voicestack.voice.provider import Synthesizer, Transcriber
 from voicestack.voice.speaker import SpeakerFactory
 
@@ -120,20 +125,13 @@ class Runtime:
         self.hub.add_observer(self.access, gate=True)
         self.feed = ThreadFeed()
         self.hub.add_feed(self.feed)
-        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        self.provider = ChatProvider(
-            ProviderSettings(
-                base_url=settings.openai_base_url,
-                api_key=api_key,
-                model=settings.model,
-                temperature=settings.temperature,
-                timeout_s=settings.provider_timeout_s,
-                max_retries=settings.provider_retries,
-            )
-        )
-        self.transcriber = Transcriber(self.provider, settings.transcribe_model)
+        self.provider = ChatProvider(chat_provider_settings(settings))
+        # A provider per capability, each with its own client, so errors name the one that failed.
+        self.transcription_provider = ChatProvider(transcription_provider_settings(settings))
+        self.speech_provider = ChatProvider(speech_provider_settings(settings))
+        self.transcriber = Transcriber(self.transcription_provider, settings.transcribe_model)
         self.synthesizer = Synthesizer(
-            self.provider, settings.speech_model, settings.voice, settings.speech_format
+            self.speech_provider, settings.speech_model, settings.voice, settings.speech_format
         )
         self.runner = ReplyRunner(
             self.store,
@@ -341,6 +339,8 @@ class Runtime:
         await self.runner.close()
         await self.hub.close()
         await self.provider.aclose()
+        await self.transcription_provider.aclose()
+        await self.speech_provider.aclose()
         self.store.close()
         self.leader.release()
 

@@ -40,7 +40,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
-        install_log_redaction()
+        install_log_redaction(settings.secret_values())
         await rt.start()
         log.info("serving %s (%d functions)", settings.db, len(rt.registry.functions))
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -20,6 +21,10 @@ _SHAPES = re.compile(
     re.IGNORECASE,
 )
 MASK = "[redacted]"
+# Keys of any shape (a local speech server's key need not look like OpenAI's), masked verbatim.
+# Shorter ones would mask ordinary words; no real key is that short.
+_MIN_KNOWN_CHARS = 4
+_known: list[str] = []
 
 
 def _mask_param(match: re.Match[str]) -> str:
@@ -34,6 +39,8 @@ def _mask_shape(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """`text` with every token or key replaced by `[redacted]`."""
+    for secret in _known:
+        text = text.replace(secret, MASK)
     return _SHAPES.sub(_mask_shape, _PARAM.sub(_mask_param, text))
 
 
@@ -67,8 +74,13 @@ _FILTER = RedactSecrets()
 _LOGGERS = ("", "uvicorn", "uvicorn.access", "uvicorn.error")
 
 
-def install_log_redaction() -> None:
-    """Put the filter on every handler of the root and uvicorn loggers (idempotent)."""
+def install_log_redaction(known: Iterable[str] = ()) -> None:
+    """Put the filter on every handler of the root and uvicorn loggers (idempotent); it masks
+    the `known` secrets (the configured API keys) verbatim as well."""
+    for secret in known:
+        if len(secret) >= _MIN_KNOWN_CHARS and secret not in _known:
+            _known.append(secret)
+    _known.sort(key=len, reverse=True)  # a key that contains another is masked whole
     for logger in map(logging.getLogger, _LOGGERS):
         for handler in logger.handlers:
             if _FILTER not in handler.filters:

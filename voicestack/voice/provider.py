@@ -1,7 +1,8 @@
-"""Speech-to-text and text-to-speech calls to the chat's own OpenAI-compatible provider.
+"""Speech-to-text and text-to-speech calls to OpenAI-compatible providers.
 
-Both go through `ChatProvider.request`: the same client, base URL, key, timeout, retries and
-error messages as the chat, so a voice server needs no configuration of its own.
+Both go through `ChatProvider.request`: the same kind of client, timeout, retries and error
+messages as the chat. Each has a provider of its own (voice/capabilities.py), which by default
+is the chat's server, so a voice server needs no configuration of its own.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 
 import openai
 
-from voicestack.agent.llm import ChatProvider
+from voicestack.agent.llm import ChatProvider, ProviderError
 from voicestack.voice.formats import AudioFormat
+from voicestack.voice.pcm import NotPcm, Pcm
 
 # Only whisper models answer verbose_json (with the audio's duration); the gpt-4o transcribe
 # models answer json, whose usage carries the duration when the provider bills by it.
@@ -65,7 +67,8 @@ class Transcriber:
 
 
 class Synthesizer:
-    """Turns text into speech with `audio.speech.create`."""
+    """Turns text into speech with `audio.speech.create`: as the file to store, in
+    `audio_format` (`pcm` is stored as WAV), or as raw samples for a live call."""
 
     def __init__(self, provider: ChatProvider, model: str, voice: str, audio_format: str) -> None:
         self.provider = provider
@@ -74,14 +77,32 @@ class Synthesizer:
         self.audio_format = audio_format
 
     async def synthesize(self, text: str) -> bytes:
-        """The audio of `text` spoken; raises ProviderError when the provider fails."""
+        """The audio of `text` spoken, as stored; raises ProviderError when the provider fails."""
+        if self.audio_format == "pcm":
+            return (await self.synthesize_pcm(text)).wav()
+        return await self._speech(text, self.audio_format)
 
+    async def synthesize_pcm(self, text: str) -> Pcm:
+        """The samples of `text` spoken, asked for as `pcm` so nothing needs decoding (a
+        provider that answers a 16-bit mono WAV anyway is read by its header); raises
+        ProviderError when the provider fails or answers other audio."""
+        answer = await self._speech(text, "pcm")
+        try:
+            return Pcm.answered(answer)
+        except NotPcm as exc:
+            raise ProviderError(
+                "provider_bad_response",
+                f"The speech provider at {self.provider.where} answered {exc} instead of 16-bit"
+                " mono PCM; use a server that speaks response_format=pcm.",
+            ) from None
+
+    async def _speech(self, text: str, response_format: str) -> bytes:
         async def send(client: openai.AsyncOpenAI) -> bytes:
             response = await client.audio.speech.create(
                 model=self.model,
                 voice=self.voice,
                 input=text,
-                response_format=self.audio_format,  # type: ignore[arg-type]
+                response_format=response_format,  # type: ignore[arg-type]
             )
             return response.content
 

@@ -6,6 +6,7 @@ import array
 import hashlib
 import io
 import math
+import sys
 import wave
 from typing import Any
 
@@ -106,12 +107,16 @@ def _stamp(seconds: float, separator: str) -> str:
 
 
 def speech_pcm(text: str, speed: float = 1.0) -> bytes:
-    """Return quiet 16-bit mono 24 kHz PCM whose length is proportional to the text."""
+    """Return quiet 16-bit little-endian mono 24 kHz PCM whose length is proportional to the
+    text: what OpenAI answers for `response_format="pcm"`, headerless."""
     seconds = min(60.0, max(0.25, len(text) * SPEECH_SECONDS_PER_CHAR / speed))
     period = SPEECH_SAMPLE_RATE // _TONE_HZ
-    one = array.array(
+    samples = array.array(
         "h", (round(3000 * math.sin(2 * math.pi * i / period)) for i in range(period))
-    ).tobytes()
+    )
+    if sys.byteorder == "big":
+        samples.byteswap()
+    one = samples.tobytes()
     frames = round(seconds * SPEECH_SAMPLE_RATE)
     return (one * (frames // period + 1))[: frames * 2]
 
