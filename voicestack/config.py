@@ -145,6 +145,29 @@ class Settings(BaseSettings):
         description="Audio format of spoken replies; pcm asks the provider for raw 24 kHz PCM"
         " and stores it as WAV, with no encoding or decoding anywhere.",
     )
+    vad_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Live conversation: Silero VAD speech probability above which a 32 ms chunk"
+        " counts as speech.",
+    )
+    vad_silence_ms: int = Field(
+        550, ge=64, le=10_000, description="Live conversation: silence that ends a turn, in ms."
+    )
+    vad_min_speech_ms: int = Field(
+        250,
+        ge=32,
+        le=10_000,
+        description="Live conversation: speech that starts a turn (shorter sounds are ignored),"
+        " in ms.",
+    )
+    min_interruption_ms: int = Field(
+        500,
+        ge=32,
+        le=10_000,
+        description="Live conversation: speech during a reply that interrupts it, in ms.",
+    )
     drain_s: float = Field(
         5.0,
         ge=0,

@@ -48,6 +48,9 @@ from voicestack.voice.capabilities import (
     transcription_provider_settings,
 )
 from voicestack.voice.provider import Synthesizer, Transcriber
+from voicestack.voice.realtime.session import SessionSettings, VoiceClient, VoiceSession
+from voicestack.voice.realtime.turns import TurnSettings
+from voicestack.voice.realtime.wire import Start
 from voicestack.voice.speaker import SpeakerFactory
 
 log = logging.getLogger(__name__)
@@ -279,6 +282,27 @@ class Runtime:
         when the viewer loses access to it; raises `thread_not_found` if they cannot see it."""
         return await open_thread_feed(
             self.hub, self.access, self.store, self.feed, thread_id, viewer, cursor
+        )
+
+    def open_voice_session(
+        self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
+    ) -> VoiceSession:
+        """A live conversation on the thread, following `feed` (from `open_thread_feed`, which
+        checked that `user` may see the thread); call `begin()` on it, and `close()` at the end."""
+        turns = TurnSettings(
+            self.settings.vad_threshold,
+            self.settings.vad_silence_ms,
+            self.settings.vad_min_speech_ms,
+        )
+        return VoiceSession(
+            thread_id=thread_id,
+            user=user,
+            store=self.store,
+            transcriber=self.transcriber,
+            feed=feed,
+            settings=SessionSettings(turns, self.settings.min_interruption_ms),
+            start=start,
+            client=client,
         )
 
     async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:

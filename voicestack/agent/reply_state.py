@@ -17,6 +17,10 @@ from voicestack.agent.records import (
 from voicestack.agent.reply_jobs import claim_reply_job
 from voicestack.store.db import WriteDB
 
+# The error code of a reply the listener spoke over (voice barge-in): its text was cut to what
+# they heard, and that text is kept when the reply's task finishes afterwards.
+HEARD_CUT = "barge_in"
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -98,12 +102,15 @@ def finish_reply(
     """Consolidate the reply's text and usage and set its final status, once.
 
     The text is what the reply committed, read in this transaction, so a piece saved just as the
-    reply was cancelled is kept too. A reply someone already stopped keeps that status.
+    reply was cancelled is kept too. A reply someone already stopped keeps that status, and one
+    cut to what the listener heard (HEARD_CUT) keeps that text.
     """
-    current = db.scalar("SELECT status FROM messages WHERE id = ?", (claim.message_id,))
-    if current is None:
+    row = db.one("SELECT status, text, error_code FROM messages WHERE id = ?", (claim.message_id,))
+    if row is None:
         return
-    text = streamed_text(db, claim.message_id)
+    current = row["status"]
+    cut = current == "interrupted" and row["error_code"] == HEARD_CUT
+    text = row["text"] if cut else streamed_text(db, claim.message_id)
     final = status if current == "streaming" else current
     if final != "complete":
         fail_unfinished_tool_calls(db, claim.message_id, f"Not finished: the reply was {final}.")

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from voicestack import __version__
 from voicestack.config import Settings
-from voicestack.http import functions, openapi, threads, voice, watch, web
+from voicestack.http import audio, functions, openapi, threads, voice, watch, web
 from voicestack.http.auth import Authenticate
 from voicestack.http.cors import cors_middleware
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
@@ -54,6 +54,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *watch.routes,
         *threads.routes,
         *voice.routes,
+        *audio.routes,
         *web.routes,
         *openapi.routes,
     ]

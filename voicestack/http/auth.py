@@ -1,9 +1,9 @@
 """Who is calling: the bearer token of every request, checked before any route runs.
 
-`Authorization: Bearer TOKEN` works everywhere; `?token=` only on the event-stream routes,
-because EventSource cannot send headers (the page itself is public: it holds no data and reads
-the token from its own URL). The identity is put in the ASGI scope, where handlers find it with
-`voicestack.http.state.caller`.
+`Authorization: Bearer TOKEN` works everywhere; `?token=` only on the event-stream routes and
+the audio WebSocket, because EventSource and a browser's WebSocket cannot send headers (the page
+itself is public: it holds no data and reads the token from its own URL). The identity is put
+in the ASGI scope, where handlers find it with `voicestack.http.state.caller`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from voicestack import jsoncodec
 from voicestack.http.errors import error_response
 from voicestack.reactive.access import AccessGuard
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/web/",)
 _STREAM_PATH = re.compile(r"^/api/(watch(/[^/]+)?|threads/[^/]+/events)$")
+# The WebSocket routes: a browser's WebSocket cannot send headers either.
+SOCKET_PATH = re.compile(r"^/api/threads/[^/]+/audio$")
 CALLER_KEY = "voicestack.caller"
 IDENTITY_KEY = "voicestack.identity"
 # The access guard's generation when the token was checked (see AccessGuard.watch).
@@ -48,7 +51,8 @@ def presented_token(scope: Scope) -> tuple[str | None, str | None]:
     query = scope.get("query_string", b"").decode("latin-1")
     tokens = [value for name, value in parse_qsl(query) if name == "token"]
     if tokens:
-        if not accepts_query_token(scope["method"], scope["path"]):
+        socket = scope["type"] == "websocket" and bool(SOCKET_PATH.match(scope["path"]))
+        if not socket and not accepts_query_token(scope["method"], scope["path"]):
             return None, "?token= is accepted only on event streams; send `Authorization: Bearer`."
         return tokens[-1], None
     return None, None
@@ -64,21 +68,24 @@ class Authenticate:
         if scope["type"] == "lifespan" or (scope["type"] == "http" and is_public(scope["path"])):
             await self.app(scope, receive, send)
             return
-        if scope["type"] != "http":
-            # No route speaks WebSocket; refuse it here rather than trust that none ever will.
+        socket = scope["type"] == "websocket"
+        if scope["type"] != "http" and not (socket and SOCKET_PATH.match(scope["path"])):
+            # Only the audio socket speaks WebSocket; refuse any other here.
             await send({"type": "websocket.close", "code": 1008})
             return
         token, problem = presented_token(scope)
         if token is None:
             message = problem or "This route needs a token: send `Authorization: Bearer TOKEN`."
-            await _unauthorized("unauthorized", message)(scope, receive, send)
+            refusal = _socket_refusal if socket else _unauthorized
+            await refusal("unauthorized", message)(scope, receive, send)
             return
         guard: AccessGuard = scope["app"].state.runtime.access
         checked_at = guard.generation
         identity = await guard.identify(token)
         if identity is None:
             message = "The token is not valid: it is unknown or has been revoked."
-            await _unauthorized("invalid_token", message)(scope, receive, send)
+            refusal = _socket_refusal if socket else _unauthorized
+            await refusal("invalid_token", message)(scope, receive, send)
             return
         scope[IDENTITY_KEY] = identity
         scope[CALLER_KEY] = identity.caller
@@ -90,3 +97,17 @@ def _unauthorized(code: str, message: str) -> Response:
     response = error_response(401, code, message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="voicestack"'
     return response
+
+
+def _socket_refusal(code: str, message: str) -> ASGIApp:
+    """A WebSocket refused for its token: accepted, told why, and closed with code 4401."""
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        error = {"type": "error", "code": code, "message": message}
+        await send({"type": "websocket.send", "text": jsoncodec.dumps(error).decode()})
+        await send({"type": "websocket.close", "code": 4401, "reason": code})
+
+    return refuse

@@ -1,4 +1,5 @@
-"""Per-token limits: event streams open at once, and rates of mutations, replies and `/voice`.
+"""Per-token limits: event streams and live conversations open at once, and rates of
+mutations, replies and `/voice`.
 
 A request over a limit gets 429 with an integer `Retry-After` header and the same seconds as
 `retryAfter` in the JSON error. Rates are token buckets: a token may spend up to a minute's
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from voicestack import jsoncodec
 from voicestack.auth.users import Identity
 from voicestack.config import Settings
 from voicestack.http.auth import IDENTITY_KEY
@@ -29,6 +31,8 @@ from voicestack.http.errors import error_response
 STREAM_RETRY_AFTER_S = 5
 
 _STREAM = re.compile(r"/api/(watch(/[^/]+)?|threads/[^/]+/events)")
+# Live conversations (WebSockets) count as streams too.
+_SOCKET = re.compile(r"/api/threads/[^/]+/audio")
 _REPLY_FUNCTION = "messages.send"
 
 
@@ -107,6 +111,12 @@ class RequestLimits:
         if who is None:  # public routes, and anything that is not HTTP
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            if self.max_streams and _SOCKET.fullmatch(scope["path"]):
+                await self._stream(who.token_id, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
         method, path = scope["method"], scope["path"]
         if method in ("GET", "HEAD") and self.max_streams and _STREAM.fullmatch(path):
             await self._stream(who.token_id, scope, receive, send)
@@ -136,8 +146,12 @@ class RequestLimits:
                 f"This token already has {self.max_streams} event streams open, the most it"
                 " may: close one first."
             )
-            refusal = _refusal("too_many_streams", message, STREAM_RETRY_AFTER_S)
-            await refusal(scope, receive, send)
+            if scope["type"] == "websocket":
+                await _socket_refusal(message, receive, send)
+            else:
+                await _refusal("too_many_streams", message, STREAM_RETRY_AFTER_S)(
+                    scope, receive, send
+                )
             return
         self.open_streams[token_id] += 1
         try:
@@ -153,3 +167,13 @@ def _refusal(code: str, message: str, seconds: int) -> Response:
     response = error_response(429, code, message, retryAfter=seconds)
     response.headers["Retry-After"] = str(seconds)
     return response
+
+
+async def _socket_refusal(message: str, receive: Receive, send: Send) -> None:
+    """A WebSocket over the stream limit: accepted, told why, and closed with code 4429."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    error = {"type": "error", "code": "too_many_streams", "message": message}
+    await send({"type": "websocket.send", "text": jsoncodec.dumps(error).decode()})
+    await send({"type": "websocket.close", "code": 4429, "reason": "too_many_streams"})

