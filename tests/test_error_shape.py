@@ -12,6 +12,7 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
+from starlette.routing import Route
 
 from tests.support.api import error_of
 from voicestack.config import Settings
@@ -31,10 +32,13 @@ PUBLIC = {"/healthz", "/", "/web/{file}", "/openapi.json"}
 
 
 def routes() -> list[tuple[str, str]]:
-    """(method, path) of every route of the app, each path parameter filled with `x`."""
+    """(method, path) of every HTTP route of the app, each path parameter filled with `x` (the
+    audio WebSocket's refusals are tested in tests/test_realtime_refusals.py)."""
     found = []
     for route in create_app(Settings()).routes:
-        for method in sorted(set(route.methods) - {"HEAD"}):
+        if not isinstance(route, Route):
+            continue
+        for method in sorted(set(route.methods or ()) - {"HEAD"}):
             found.append((method, route.path))
     return found
 
