@@ -162,6 +162,14 @@ class Settings(BaseSettings):
         description="Live conversation: speech that starts a turn (shorter sounds are ignored),"
         " in ms.",
     )
+    vad_energy_floor_dbfs: float = Field(
+        -50.0,
+        ge=-120,
+        le=0,
+        description="Live conversation: a 32 ms chunk quieter than this (RMS, dBFS), or not"
+        " 9 dB above the learned room noise, is silence without running the VAD model;"
+        " -120 turns the gate off (the model judges every chunk).",
+    )
     min_interruption_ms: int = Field(
         500,
         ge=32,

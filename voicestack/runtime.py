@@ -293,6 +293,7 @@ class Runtime:
             self.settings.vad_threshold,
             self.settings.vad_silence_ms,
             self.settings.vad_min_speech_ms,
+            self.settings.vad_energy_floor_dbfs,
         )
         return VoiceSession(
             thread_id=thread_id,

