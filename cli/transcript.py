@@ -1,7 +1,7 @@
 """A thread written out for people: on a terminal (rich), as plain text, and as Markdown.
 
-Rows are the API's (DESIGN §4): messages `{id, role, text, status, error, usage, ...}` and tool
-calls `{id, messageId, name, args, status, progress, result, error}`.
+Rows are the API's (DESIGN §4): messages `{id, role, text, status, error, usage, voice, ...}`
+and tool calls `{id, messageId, name, args, status, progress, result, error}`.
 """
 
 from __future__ import annotations
@@ -84,7 +84,31 @@ def usage_line(usage: dict[str, Any] | None) -> str:
         parts.append(f"{calls} tool call{'s' if calls != 1 else ''}")
     if usage.get("wallMs"):
         parts.append(f"{usage['wallMs'] / 1000:.1f} s")
+    heard, spoken = usage.get("audioInSeconds", 0), usage.get("audioOutSeconds", 0)
+    if heard or spoken:
+        parts.append(f"audio {heard:.1f} s in, {spoken:.1f} s out")
     return ", ".join(parts)
+
+
+def _ms(value: Any) -> str:
+    return f"{value} ms" if value is not None else "–"
+
+
+def voice_line(voice: dict[str, Any] | None) -> str:
+    """A live turn's `voice` metrics in words ('' for a reply that was not a live turn):
+    the wait from the end of speech to the first audio, then its parts and the audio seconds."""
+    if not voice:
+        return ""
+    parts = (
+        f"transcript {_ms(voice.get('endOfSpeechToTranscriptMs'))}"
+        f" + first token {_ms(voice.get('transcriptToFirstTokenMs'))}"
+        f" + first audio {_ms(voice.get('firstTokenToFirstAudioMs'))}"
+    )
+    line = (
+        f"voice {_ms(voice.get('voiceToVoiceMs'))} ({parts}),"
+        f" {voice.get('audioInSeconds', 0):.1f} s in, {voice.get('audioOutSeconds', 0):.1f} s out"
+    )
+    return line + (", interrupted" if voice.get("interrupted") else "")
 
 
 def calls_by_message(calls: Iterable[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
@@ -114,6 +138,9 @@ def message_block(
     if usage:
         heading.append(f"  {usage}", style="dim")
     parts: list[RenderableType] = [heading]
+    voice = voice_line(message.get("voice"))
+    if voice:
+        parts.append(Padding(Text(voice, style="dim"), (0, 0, 0, 2)))
     if message.get("text"):
         parts.append(Padding(Text(message["text"]), (0, 0, 0, 2)))
     parts += [Padding(tool_call_text(call), (0, 0, 0, 2)) for call in calls]
@@ -156,6 +183,8 @@ def plain_thread(thread: dict[str, Any], when: str) -> str:
         heading = f"{message['role']} ({message['status']}) {message['id']}"
         message_usage = usage_line(message.get("usage"))
         lines += ["", heading + (f": {message_usage}" if message_usage else "")]
+        if voice_line(message.get("voice")):
+            lines.append(f"  {voice_line(message.get('voice'))}")
         if message.get("text"):
             lines.append(message["text"])
         lines += [f"  tool {tool_call_line(call)}" for call in calls.pop(message["id"], [])]

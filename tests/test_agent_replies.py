@@ -62,6 +62,7 @@ def user_row(
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,
+        "voice": None,
     }
 
 
@@ -125,6 +126,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "replyTo": user_id,
         "audioFileId": None,
         "usage": NO_USAGE,
+        "voice": None,
     }
     assert streaming == {**pending, "status": "streaming", "updatedAt": streaming["updatedAt"]}
     wall_ms = final["usage"]["wallMs"]
@@ -150,6 +152,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
             "promptTokens": 130,
             "completionTokens": 47,
             "wallMs": wall_ms + final2["usage"]["wallMs"],
+            "audioOutSeconds": 0.0,
         },
         "messages": [asked, final, events2[0].json, final2],
         "toolCalls": [],
@@ -367,6 +370,7 @@ async def test_a_person_answering_hands_off_the_unfinished_replies(
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,
+        "voice": None,
     }
     assert "delta" not in [e.event for e in later]
     thread = await threads.get(thread_id)

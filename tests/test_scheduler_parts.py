@@ -12,7 +12,7 @@ import apsw
 import pytest
 
 from voicestack.agent.reply_state import claim_next
-from voicestack.agent.threads import finish_message, insert_message, start_turn
+from voicestack.agent.threads import finish_message, start_turn
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.config import Settings
 from voicestack.functions.apps import App, app_from_module
@@ -43,6 +43,17 @@ def new_thread(db: WriteDB) -> str:
     return "thr_1"
 
 
+def old_reply(db: WriteDB, thread_id: str, status: str, position: int) -> str:
+    """A reply row written with only the columns an older schema has; its id."""
+    message_id = f"msg_{status}"
+    db.execute(
+        "INSERT INTO messages(id, thread_id, position, role, status, created_at, updated_at)"
+        " VALUES (?, ?, ?, 'assistant', ?, ?, ?)",
+        (message_id, thread_id, position, status, position, position),
+    )
+    return message_id
+
+
 def jobs(conn: apsw.Connection) -> list[tuple[Any, ...]]:
     """(kind, name, ref, status, attempts, last_error) of every job, oldest first."""
     return conn.execute(
@@ -58,10 +69,10 @@ def test_the_migration_gives_unfinished_replies_of_an_older_database_their_jobs(
     db = WriteDB(conn)
     with conn:
         thread_id = new_thread(db)
-        # A reply as an older voicestack queued it: no job.
+        # A reply as an older voicestack queued it: no job (and the columns of its day).
         streaming, pending, _complete = (
-            insert_message(db, thread_id, "assistant", status)
-            for status in ("streaming", "pending", "complete")
+            old_reply(db, thread_id, status, position)
+            for position, status in enumerate(("streaming", "pending", "complete"), 1)
         )
     conn.close()
     conn = open_db(tmp_path / "old.db")

@@ -173,6 +173,7 @@ async def test_a_spoken_question_gets_a_reply_spoken_sentence_by_sentence(
         "replyTo": None,
         "audioFileId": voice.file_id,
         "usage": {**NO_USAGE, "audioInSeconds": heard_seconds},
+        "voice": None,
     }
     assert question == events[0].json
     spoken_seconds = round(sum(wav_seconds(clip) for clip in clips), 3)
@@ -183,6 +184,7 @@ async def test_a_spoken_question_gets_a_reply_spoken_sentence_by_sentence(
         "speechSeconds": spoken_seconds,
         "audioInSeconds": 0.0,
     }
+    assert answer["voice"] is None  # a `/voice` reply is not a live turn
     assert answer == events[-1].json
     assert thread["usage"]["audioInSeconds"] == heard_seconds
     assert thread["usage"]["speechChars"] == len("".join(SENTENCES))

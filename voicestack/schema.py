@@ -1,6 +1,6 @@
 """The whole core schema of a voicestack database, in the order it was built: the store's own
 tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
-jobs, and full-text search over messages.
+jobs, full-text search over messages, and the live conversations' per-turn metrics.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -14,6 +14,7 @@ from voicestack.agent.migrations import (
     MEMBERSHIP_MIGRATIONS,
     MEMORY_MIGRATIONS,
     REPLY_JOBS_SQL,
+    VOICE_METRICS_MIGRATIONS,
 )
 from voicestack.auth.migrations import AUTH_MIGRATIONS
 from voicestack.scheduler.migrations import JOBS_TABLE_SQL
@@ -26,6 +27,7 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *MEMBERSHIP_MIGRATIONS,
     Migration("scheduler_jobs", JOBS_TABLE_SQL + REPLY_JOBS_SQL),
     *MEMORY_MIGRATIONS,
+    *VOICE_METRICS_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

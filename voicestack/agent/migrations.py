@@ -191,3 +191,13 @@ MEMORY_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+# Per-turn latency of live conversations (core migration 9).
+VOICE_METRICS_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # A reply spoken in a live conversation keeps its turn's timings and audio seconds
+        # (DESIGN §9 `voice`) as JSON; NULL for a reply that was not a live turn.
+        "message_voice_metrics",
+        "ALTER TABLE messages ADD COLUMN voice TEXT;",
+    ),
+)

@@ -16,7 +16,7 @@ AnyDB = ReadDB | WriteDB
 MESSAGE_COLUMNS = (
     "id, thread_id, position, role, text, status, error_code, error_message, author, reply_to,"
     " prompt_tokens, completion_tokens, tool_call_count, wall_ms, created_at, updated_at,"
-    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds"
+    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds, voice"
 )
 TOOL_CALL_COLUMNS = (
     "id, thread_id, message_id, call_id, step, name, args, status, progress, result, error,"
@@ -55,7 +55,8 @@ def streamed_text(db: AnyDB, message_id: str) -> str:
 
 def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
     """A messages row as the API shows it; a streaming reply's text is what has streamed, and
-    `authorName` is its author's name as it is now (None without an author)."""
+    `authorName` is its author's name as it is now (None without an author), and `voice` the
+    per-turn metrics of a reply spoken in a live conversation (None for any other message)."""
     text = row["text"]
     if row["status"] == "streaming" and not text:
         text = streamed_text(db, row["id"])
@@ -85,6 +86,7 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
             "speechChars": row["speech_chars"],
             "speechSeconds": round(row["speech_seconds"], 3),
         },
+        "voice": json.loads(row["voice"]) if row["voice"] else None,
     }
 
 

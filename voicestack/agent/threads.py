@@ -196,12 +196,14 @@ def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
 
 
 def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float]:
-    """Usage summed over a thread's messages."""
+    """Usage summed over a thread's messages; `audioOutSeconds` is the reply audio sent in live
+    conversations."""
     row = db.one(
         "SELECT coalesce(sum(prompt_tokens), 0) AS p, coalesce(sum(completion_tokens), 0) AS c,"
         " coalesce(sum(tool_call_count), 0) AS t, coalesce(sum(wall_ms), 0) AS w,"
         " coalesce(sum(audio_in_seconds), 0) AS ai, coalesce(sum(speech_chars), 0) AS sc,"
-        " coalesce(sum(speech_seconds), 0) AS ss"
+        " coalesce(sum(speech_seconds), 0) AS ss,"
+        " coalesce(sum(json_extract(voice, '$.audioOutSeconds')), 0) AS ao"
         " FROM messages WHERE thread_id = ?",
         (thread_id,),
     )
@@ -214,6 +216,7 @@ def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float]:
         "audioInSeconds": round(float(row["ai"]), 3),
         "speechChars": row["sc"],
         "speechSeconds": round(float(row["ss"]), 3),
+        "audioOutSeconds": round(float(row["ao"]), 3),
     }
 
 

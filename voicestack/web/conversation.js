@@ -130,6 +130,7 @@ export class Conversation {
         }),
       );
     }
+    if (row.voice) parts.push(voiceMeta(row.voice));
     node.querySelector(".msg-meta").replaceChildren(...parts);
   }
 
@@ -201,4 +202,22 @@ export class Conversation {
   scrollToEnd() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
   }
+}
+
+/** A live turn's `voice` metrics: the wait the user heard, with its parts in the tooltip. */
+function voiceMeta(voice) {
+  const ms = (value) => (value == null ? "–" : `${count(value)} ms`);
+  const seconds = (value) => `${(value || 0).toFixed(1)} s`;
+  const title = [
+    `End of speech to transcript: ${ms(voice.endOfSpeechToTranscriptMs)}`,
+    `Transcript to first token: ${ms(voice.transcriptToFirstTokenMs)}`,
+    `First token to first audio: ${ms(voice.firstTokenToFirstAudioMs)}`,
+    `Audio: ${seconds(voice.audioInSeconds)} in, ${seconds(voice.audioOutSeconds)} out`,
+  ];
+  if (voice.interrupted) title.push("Interrupted by the user");
+  return h("span", {
+    class: "voice-metrics",
+    title: title.join("\n"),
+    text: `voice ${ms(voice.voiceToVoiceMs)}`,
+  });
 }

@@ -8,6 +8,7 @@ the speaker task sends each spoken sentence as paced audio frames after a `reply
 A reply is the session's from the moment its turn is saved until `reply_stopped`: while it is,
 speech longer than `min_interruption_ms` interrupts it (barge-in), and shorter sounds are
 dropped. Audio is paced to real time with a small lead, so `clear` has little to throw away.
+Each turn carries a TurnClock (metrics.py), saved as the reply's `voice` when the reply ends.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from voicestack.voice.provider import Transcriber
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.feed_events import FeedEvent, feed_events
 from voicestack.voice.realtime.heard import SpokenReply
-from voicestack.voice.realtime.stops import cut_to_heard, stop_unfinished
+from voicestack.voice.realtime.metrics import TurnClock, save_cut, save_hung_up, save_spoken
 from voicestack.voice.realtime.turns import (
     SpeechStarted,
     SpeechStopped,
@@ -83,6 +84,7 @@ class SessionSettings:
 @dataclass(slots=True)
 class _Reply:
     spoken: SpokenReply
+    clock: TurnClock
     final_status: str | None = None  # from the feed: the reply's text has ended
     sentences: asyncio.Queue[dict[str, object] | None] = field(default_factory=asyncio.Queue)
 
@@ -112,7 +114,7 @@ class VoiceSession:
         self._client = client
         self._inbound = codec.InboundAudio(start)
         self._turns = TurnDetector(settings.turns)
-        self._queue: asyncio.Queue[bytes | str] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes | str, TurnClock]] = asyncio.Queue()
         self._reply: _Reply | None = None
         self._replies: asyncio.Queue[_Reply] = asyncio.Queue()
         self._turn_over_reply = False  # the current turn began while a reply was the session's
@@ -145,7 +147,7 @@ class VoiceSession:
                 await self._client.send_event(event("user_speech_stopped"))
                 if self._turn_over_reply and not self._barged_in:
                     continue  # a cough or an "mm-hm" over the reply: not a turn
-                self._queue.put_nowait(found.pcm)
+                self._queue.put_nowait((found.pcm, TurnClock.ended_now()))
         if (
             self._turns.in_turn
             and self._turn_over_reply
@@ -162,7 +164,7 @@ class VoiceSession:
                 self._reply.spoken.played_ms = max(self._reply.spoken.played_ms, message.ms)
         elif isinstance(message, TypedText):
             await self.interrupt()
-            self._queue.put_nowait(message.text)
+            self._queue.put_nowait((message.text, TurnClock.ended_now()))
         elif isinstance(message, Stop):
             return False
         return True
@@ -177,7 +179,7 @@ class VoiceSession:
         await self._client.send_event(event("clear"))
         heard = reply.spoken.heard_words()
         message_id = reply.spoken.message_id
-        await self._store.write(lambda db: cut_to_heard(db, message_id, heard))
+        await self._store.write(lambda db: save_cut(db, message_id, reply.clock, heard))
         await self._client.send_event(
             event("reply_stopped", messageId=message_id, status="interrupted")
         )
@@ -191,20 +193,20 @@ class VoiceSession:
                 await task
         self._feed.close()
         reply, self._reply = self._reply, None
-        if reply is not None and reply.final_status is None:
-            message_id = reply.spoken.message_id
-            await self._store.write(lambda db: stop_unfinished(db, message_id))
+        if reply is not None:
+            message_id, status = reply.spoken.message_id, reply.final_status
+            await self._store.write(lambda db: save_hung_up(db, message_id, reply.clock, status))
 
     # -- turns ---------------------------------------------------------------------------------
 
     async def _take_turns(self) -> None:
         while True:
-            turn = await self._queue.get()
+            turn, clock = await self._queue.get()
             try:
                 if isinstance(turn, str):
-                    await self._typed_turn(turn)
+                    await self._typed_turn(turn, clock)
                 else:
-                    await self._spoken_turn(turn)
+                    await self._spoken_turn(turn, clock)
             except ProviderError as exc:
                 await self._client.send_event(
                     event("error", code="transcription_failed", message=exc.message)
@@ -218,34 +220,36 @@ class VoiceSession:
                     event("error", code="internal_error", message=message)
                 )
 
-    async def _spoken_turn(self, pcm: bytes) -> None:
+    async def _spoken_turn(self, pcm: bytes, clock: TurnClock) -> None:
         wav = codec.wav_of(pcm)
         fmt = format_named("wav")
         assert fmt is not None
         heard = await self._transcriber.transcribe(wav, fmt, "turn")
+        clock.transcribed(len(pcm) / 2 / codec.VAD_RATE)
         text = heard.text.strip()
         if not text:
             message = "No words were heard in that turn; nothing was saved."
             await self._client.send_event(event("error", code="no_speech", message=message))
             return
-        audio = Audio.of(wav, fmt.content_type, len(pcm) / 2 / codec.VAD_RATE)
+        audio = Audio.of(wav, fmt.content_type, clock.audio_in_seconds)
         turn = VoiceTurn(self.thread_id, self._user, text, audio, speak=True)
         saved = await self._store.write(lambda db: save_voice_turn(db, turn))
-        await self._answer(saved.value["messageId"], saved.value["replyId"], text)
+        await self._answer(saved.value["messageId"], saved.value["replyId"], text, clock)
 
-    async def _typed_turn(self, text: str) -> None:
+    async def _typed_turn(self, text: str, clock: TurnClock) -> None:
         author = self._user.id if self._user else None
+        clock.transcribed()
 
         def save(db: WriteDB) -> dict[str, str]:
             require_thread(db, self.thread_id, self._user)
             return start_turn(db, self.thread_id, text, author, speak=True)
 
         saved = await self._store.write(save)
-        await self._answer(saved.value["messageId"], saved.value["replyId"], text)
+        await self._answer(saved.value["messageId"], saved.value["replyId"], text, clock)
 
-    async def _answer(self, message_id: str, reply_id: str, text: str) -> None:
+    async def _answer(self, message_id: str, reply_id: str, text: str, clock: TurnClock) -> None:
         await self.interrupt()  # a turn that began before the last reply did: it wins
-        self._reply = _Reply(SpokenReply(reply_id))
+        self._reply = _Reply(SpokenReply(reply_id), clock)
         self._replies.put_nowait(self._reply)
         await self._client.send_event(event("transcript", messageId=message_id, text=text))
         await self._client.send_event(event("reply_started", messageId=reply_id))
@@ -262,7 +266,10 @@ class VoiceSession:
         reply = self._reply
         if reply is None:
             return
-        if item.kind == "speech" and item.data.get("messageId") == reply.spoken.message_id:
+        mine = item.data.get("messageId") == reply.spoken.message_id
+        if item.kind in ("delta", "speech") and mine:
+            reply.clock.token()  # the first delta; a speech event stands in if none came
+        if item.kind == "speech" and mine:
             reply.sentences.put_nowait(item.data)
         elif (
             item.kind == "message"
@@ -309,9 +316,13 @@ class VoiceSession:
                     await asyncio.sleep(due - loop.time())
                 if self._reply is not reply:
                     return  # interrupted: `clear` has been sent
-                await self._client.send_audio(pcm[offset : offset + step])
+                frame = pcm[offset : offset + step]
+                await self._client.send_audio(frame)
+                reply.clock.sent(len(frame) / codec.bytes_per_ms(self._start) / 1000)
         if self._reply is reply:
             self._reply = None
+            message_id, status = reply.spoken.message_id, reply.final_status or "interrupted"
+            await self._store.write(lambda db: save_spoken(db, message_id, reply.clock, status))
             await self._client.send_event(
                 event(
                     "reply_stopped",
