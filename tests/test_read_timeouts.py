@@ -146,3 +146,24 @@ async def test_an_event_stream_outlives_the_body_timeout(server: ServerProcess) 
             events = await read_until(stream, ended(reply_id))
 
     assert events[-1].json["status"] == "failed"  # no provider: what matters is that it came
+
+
+async def test_a_live_conversation_outlasts_the_header_timeout(server: ServerProcess) -> None:
+    """Once a connection is upgraded to the audio WebSocket, no HTTP head is timed on it: the
+    head timer once fired into the socket and broke its framing."""
+    import websockets
+
+    async with server.client() as http:
+        thread_id = await Threads(http).create()
+    url = f"{server.url.replace('http', 'ws', 1)}/api/threads/{thread_id}/audio"
+    async with websockets.connect(f"{url}?token={server.token}") as socket:
+        await socket.send(json.dumps({"type": "start", "sampleRate": 16000, "format": "pcm16"}))
+        assert json.loads(await socket.recv())["type"] == "ready"
+        for _ in range(25):  # 2.5 s of silence in 100 ms frames: past the 1 s header timeout
+            await socket.send(bytes(3200))
+            await asyncio.sleep(0.1)
+        await socket.send(json.dumps({"type": "stop"}))
+        with pytest.raises(websockets.ConnectionClosedOK) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1000

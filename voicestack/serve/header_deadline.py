@@ -46,6 +46,9 @@ class HeaderDeadline:
         """Parse as uvicorn does; then time the head of a request that has begun, or stop."""
         waiting = self._waiting_for_head()
         super().data_received(data)  # type: ignore[misc]
+        if self._upgraded():
+            self._disarm_head_timer()  # a WebSocket now owns the connection: no more HTTP heads
+            return
         if self._waiting_for_head():
             self._head_bytes = self._head_bytes or bool(data)
             self._arm_head_timer()
@@ -56,6 +59,11 @@ class HeaderDeadline:
         """Forget the timer, then let uvicorn clean up."""
         self._disarm_head_timer()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _upgraded(self) -> bool:
+        # uvicorn hands an upgraded connection's transport to its WebSocket protocol.
+        owner: object = self.transport.get_protocol()
+        return owner is not self
 
     def _waiting_for_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -71,7 +79,7 @@ class HeaderDeadline:
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or not self._waiting_for_head():
+        if self.transport.is_closing() or self._upgraded() or not self._waiting_for_head():
             return
         if self._head_bytes:
             body = jsoncodec.dumps(
