@@ -1,0 +1,346 @@
+"""Live conversation: voicestack's own share of voice-to-voice latency, and CPU per listening
+session, over real WebSockets to a real `python -m voicestack serve`.
+
+Two child processes on loopback ports: the fake OpenAI provider
+(`python -m voicestack.testing.fake_openai`, every latency zero, a short scripted answer) and the
+server pointed at it with a fresh database and `--speech-format pcm`. All clients are
+`websockets` connections in this process, sending 20 ms frames of 16 kHz PCM paced to real time.
+
+- Latency: one session says an espeak-ng sentence `--turns` times, streaming silence after it
+  until the reply has been spoken. Own latency = (first reply audio frame received − last speech
+  frame sent) − `--vad-silence-ms`. It includes Silero's tail (how long it still hears speech
+  after the last loud sample, measured alone on the same audio) and transcription, reply and
+  speech through the fake provider.
+- CPU: `--sessions` sessions on their own threads, `--speaking` of them saying the sentence in a
+  loop (with `--gap-ms` of silence between), the others sending noise at `--noise-dbfs`. The
+  server's CPU (psutil) over `--seconds`, after a warm-up, per session, as % of one core; once per
+  `--floors` value (the server's `--vad-energy-floor-dbfs`; -120 turns the energy gate off).
+- Where the time goes: the turn detector alone in this process on the same audio, with the gate
+  off and on: CPU per 32 ms chunk and how often the model ran.
+
+    python -m bench.realtime
+    python -m bench.realtime --turns 10 --sessions 20 --speaking 4 --floors -50
+
+Only 127.0.0.1 is contacted; every wait is bounded and both children are always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.realtime_audio import (
+    FRAME_S,
+    frames,
+    noise_pcm,
+    silence,
+    speech_pcm,
+    vad_alone,
+    vad_tail_ms,
+)
+from bench.server_access import NO_LIMITS_ENV, auth_headers, server_token
+from bench.voice import REPO, child_env, free_port
+
+SENTENCE = "What is the weather like today?"
+WAIT_S = 30.0
+SCRIPT = [
+    {"kind": "transcription", "transcript": "Weather?", "times": None},
+    {"kind": "chat", "text": "Sunny.", "times": None},
+]
+
+
+@contextlib.contextmanager
+def children(workdir: Path, floor_dbfs: float, silence_ms: int) -> Iterator[tuple[str, str, Any]]:
+    """Start the fake provider and the server; yields (server URL, token, server Popen)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        fake = subprocess.Popen(
+            [sys.executable, "-m", "voicestack.testing.fake_openai", "--port", "0"],
+            cwd=REPO,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(fake)
+        assert fake.stdout is not None
+        fake_url = fake.stdout.readline().decode().rsplit(" ", 1)[-1].strip()
+        if not fake_url.startswith("http://"):
+            raise RuntimeError("the fake provider did not start")
+        httpx.post(f"{fake_url}/_control/script", json=SCRIPT).raise_for_status()
+        port, db = free_port(), workdir / f"bench{floor_dbfs:g}.db"
+        (workdir / "voicestack.toml").write_text("")
+        log = workdir / "server.log"
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "voicestack", "serve", "--port", str(port)),
+                *("--db", str(db), "--config", str(workdir / "voicestack.toml")),
+                *("--openai-base-url", f"{fake_url}/v1", "--provider-retries", "0"),
+                *("--speech-format", "pcm", "--vad-silence-ms", str(silence_ms)),
+                *("--vad-energy-floor-dbfs", str(floor_dbfs)),
+                *("--no-access-log", "--log-level", "warning"),
+            ],
+            cwd=REPO,
+            env={**child_env(), **NO_LIMITS_ENV},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(server)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log.read_text())
+            time.sleep(0.05)
+        yield url, server_token(db) or "", server
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Session:
+    """One audio socket: sends paced frames, reads events; notes the first reply audio frame."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.first_audio: float | None = None
+        self.replies = 0
+        self.turns = 0
+        self.reply_done = asyncio.Event()
+
+    async def read(self) -> None:
+        """Read until the socket closes."""
+        with contextlib.suppress(Exception):
+            async for message in self.socket:
+                if isinstance(message, bytes):
+                    self.first_audio = self.first_audio or time.perf_counter()
+                    continue
+                kind = json.loads(message)["type"]
+                self.turns += kind == "user_speech_stopped"
+                if kind == "reply_stopped":
+                    self.replies += 1
+                    self.reply_done.set()
+
+    async def send_paced(self, chunks: Sequence[bytes], start: float) -> float:
+        """Send `chunks` at one 20 ms frame per 20 ms from `start` (loop time); returns the
+        perf_counter time the last one was handed to the socket."""
+        loop = asyncio.get_running_loop()
+        for n, frame in enumerate(chunks):
+            await asyncio.sleep(max(0.0, start + n * FRAME_S - loop.time()))
+            await self.socket.send(frame)
+        return time.perf_counter()
+
+
+async def opened(
+    http: httpx.AsyncClient, url: str, token: str
+) -> tuple[Session, asyncio.Task[None]]:
+    """A new thread's audio socket, started at 16 kHz pcm16, with its reader task."""
+    thread_id = (await http.post("/api/threads", json={})).raise_for_status().json()["id"]
+    base = url.replace("http://", "ws://", 1)
+    socket = await connect(
+        f"{base}/api/threads/{thread_id}/audio?token={token}", max_size=None, compression=None
+    )
+    await socket.send(json.dumps({"type": "start", "sampleRate": 16000, "format": "pcm16"}))
+    json.loads(await socket.recv())  # ready
+    session = Session(socket)
+    return session, asyncio.create_task(session.read())
+
+
+async def latency(url: str, token: str, speech: bytes, args: argparse.Namespace) -> list[float]:
+    """Own latency of each turn, in ms (the first turn is a warm-up, not counted)."""
+    loop = asyncio.get_running_loop()
+    said = frames(silence(300) + speech)
+    quiet = frames(silence(200))
+    results: list[float] = []
+    async with httpx.AsyncClient(base_url=url, headers=auth_headers(token), timeout=WAIT_S) as http:
+        session, reader = await opened(http, url, token)
+        try:
+            for _ in range(args.turns + 1):
+                session.first_audio = None
+                session.reply_done.clear()
+                start = loop.time()
+                spoken = await session.send_paced(said, start)
+                deadline, n = time.monotonic() + WAIT_S, len(said)
+                while not session.reply_done.is_set() and time.monotonic() < deadline:
+                    await session.send_paced(quiet, start + n * FRAME_S)
+                    n += len(quiet)
+                if session.first_audio is None:
+                    raise RuntimeError("a turn got no reply audio")
+                results.append((session.first_audio - spoken) * 1000 - args.vad_silence_ms)
+        finally:
+            await session.socket.close()
+            reader.cancel()
+    return results[1:]
+
+
+async def cpu(
+    url: str, token: str, server: Any, speech: bytes, args: argparse.Namespace
+) -> dict[str, float]:
+    """Server CPU with `--sessions` sessions streaming, `--speaking` of them talking."""
+    process = psutil.Process(server.pid)
+    noise = frames(noise_pcm(1000, args.noise_dbfs))
+    talk = frames(speech + silence(args.gap_ms))
+    async with httpx.AsyncClient(base_url=url, headers=auth_headers(token), timeout=WAIT_S) as http:
+        idle_before = process.cpu_times()
+        await asyncio.sleep(2)
+        idle = process.cpu_times()
+        idle_pct = (sum(idle[:2]) - sum(idle_before[:2])) / 2 * 100
+        sessions = [await opened(http, url, token) for _ in range(args.sessions)]
+        loop = asyncio.get_running_loop()
+        base = loop.time() + 0.5
+
+        async def stream(n: int, session: Session) -> None:
+            source = talk if n < args.speaking else noise
+            start = base + n * FRAME_S / args.sessions  # spread the sends over a frame
+            chunks = list(itertools.islice(itertools.cycle(source), int(WAIT_S * 4 / FRAME_S)))
+            with contextlib.suppress(Exception):
+                await session.send_paced(chunks, start)
+
+        senders = [asyncio.create_task(stream(n, s)) for n, (s, _) in enumerate(sessions)]
+        try:
+            await asyncio.sleep(0.5 + args.warmup_s)
+            before, client_before, wall = (
+                process.cpu_times(),
+                time.process_time(),
+                time.perf_counter(),
+            )
+            await asyncio.sleep(args.seconds)
+            after, client_after = process.cpu_times(), time.process_time()
+            wall = time.perf_counter() - wall
+        finally:
+            for task in senders:
+                task.cancel()
+            for session, reader in sessions:
+                with contextlib.suppress(Exception):
+                    await session.socket.close()
+                reader.cancel()
+    server_pct = (sum(after[:2]) - sum(before[:2])) / wall * 100
+    return {
+        "idle": idle_pct,
+        "server": server_pct,
+        "per_session": server_pct / args.sessions,
+        "client": (client_after - client_before) / wall * 100,
+        "turns": sum(s.turns for s, _ in sessions),
+        "replies": sum(s.replies for s, _ in sessions),
+    }
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+async def bench(args: argparse.Namespace) -> str:
+    """Run the whole benchmark; returns the report."""
+    floors = [float(f) for f in args.floors.split(",")]
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="voicestack-realtime-bench-") as tmp:
+        workdir = Path(tmp)
+        speech = speech_pcm(workdir, SENTENCE)
+        tail_audio = silence(300) + speech + silence(args.vad_silence_ms + 500)
+        tail = vad_tail_ms(tail_audio, len(silence(300) + speech), args.vad_silence_ms, floors[0])
+        loads: dict[float, dict[str, float]] = {}
+        for index, floor in enumerate(floors):
+            with children(workdir, floor, args.vad_silence_ms) as (url, token, server):
+                if index == 0:
+                    own = await latency(url, token, speech, args)
+                loads[floor] = await cpu(url, token, server, speech, args)
+        alone = {
+            f: vad_alone(noise_pcm(5000, args.noise_dbfs), speech + silence(args.gap_ms), f)
+            for f in floors
+        }
+    lines.append(
+        f"realtime bench: {SENTENCE!r} ({len(speech) / 32:.0f} ms of espeak-ng speech), fake"
+        f" provider at zero latency, --speech-format pcm, --vad-silence-ms {args.vad_silence_ms}"
+    )
+    lines.append("")
+    lines.append(
+        f"own latency over {len(own)} turns (floor {floors[0]:g} dBFS): last speech frame"
+        " sent → first reply audio frame, minus the silence window"
+    )
+    lines.append(
+        f"  p50 {percentile(own, 50):6.1f} ms   p95 {percentile(own, 95):6.1f} ms"
+        f"   max {max(own):6.1f} ms   (target ≤ 60)"
+    )
+    lines.append(f"  of which Silero's tail past the last loud sample (audio time): {tail:.0f} ms")
+    lines.append("")
+    lines.append(
+        f"CPU: {args.sessions} sessions, {args.speaking} speaking, the rest sending noise"
+        f" at {args.noise_dbfs:g} dBFS, {args.seconds:g} s measured"
+    )
+    lines.append(
+        f"  {'floor dBFS':>10} {'server %core':>13} {'per session':>12} {'idle %':>7}"
+        f" {'turns':>6} {'replies':>8} {'client %core':>13}"
+    )
+    for floor, load in loads.items():
+        lines.append(
+            f"  {floor:>10g} {load['server']:>13.1f} {load['per_session']:>11.2f}%"
+            f" {load['idle']:>7.1f} {load['turns']:>6.0f} {load['replies']:>8.0f}"
+            f" {load['client']:>12.1f}%   (target ≤ 2% per session)"
+        )
+    lines.append("")
+    lines.append("where the time goes: the turn detector alone on the same audio, in this process")
+    lines.append(
+        f"  {'floor dBFS':>10} {'audio':>10} {'ms/chunk off':>13} {'ms/chunk on':>12}"
+        f" {'model ran':>10} {'%core on':>9}"
+    )
+    for floor, costs in alone.items():
+        for name, (off, on) in costs.items():
+            lines.append(
+                f"  {floor:>10g} {name:>10} {off.cpu_ms_per_chunk:>13.3f}"
+                f" {on.cpu_ms_per_chunk:>12.3f} {on.model_runs:>5}/{on.chunks:<4}"
+                f" {on.core_percent:>8.2f}%"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.realtime", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--speaking", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20, help="CPU measuring window")
+    parser.add_argument("--warmup-s", type=float, default=3)
+    parser.add_argument("--gap-ms", type=int, default=1500, help="silence between spoken lines")
+    parser.add_argument("--noise-dbfs", type=float, default=-65, help="listening sessions' noise")
+    parser.add_argument("--vad-silence-ms", type=int, default=550)
+    parser.add_argument(
+        "--floors", default="-50,-120", help="--vad-energy-floor-dbfs values for the CPU part"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run and print the report."""
+    print(asyncio.run(bench(parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
