@@ -32,11 +32,9 @@ import contextlib
 import itertools
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +51,8 @@ from bench.realtime_audio import (
     vad_alone,
     vad_tail_ms,
 )
-from bench.server_access import NO_LIMITS_ENV, auth_headers, server_token
-from bench.voice import REPO, child_env, free_port
+from bench.server_access import auth_headers
+from bench.voice_procs import voice_children
 
 SENTENCE = "What is the weather like today?"
 WAIT_S = 30.0
@@ -62,62 +60,6 @@ SCRIPT = [
     {"kind": "transcription", "transcript": "Weather?", "times": None},
     {"kind": "chat", "text": "Sunny.", "times": None},
 ]
-
-
-@contextlib.contextmanager
-def children(workdir: Path, floor_dbfs: float, silence_ms: int) -> Iterator[tuple[str, str, Any]]:
-    """Start the fake provider and the server; yields (server URL, token, server Popen)."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "voicestack.testing.fake_openai", "--port", "0"],
-            cwd=REPO,
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(fake)
-        assert fake.stdout is not None
-        fake_url = fake.stdout.readline().decode().rsplit(" ", 1)[-1].strip()
-        if not fake_url.startswith("http://"):
-            raise RuntimeError("the fake provider did not start")
-        httpx.post(f"{fake_url}/_control/script", json=SCRIPT).raise_for_status()
-        port, db = free_port(), workdir / f"bench{floor_dbfs:g}.db"
-        (workdir / "voicestack.toml").write_text("")
-        log = workdir / "server.log"
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "voicestack", "serve", "--port", str(port)),
-                *("--db", str(db), "--config", str(workdir / "voicestack.toml")),
-                *("--openai-base-url", f"{fake_url}/v1", "--provider-retries", "0"),
-                *("--speech-format", "pcm", "--vad-silence-ms", str(silence_ms)),
-                *("--vad-energy-floor-dbfs", str(floor_dbfs)),
-                *("--no-access-log", "--log-level", "warning"),
-            ],
-            cwd=REPO,
-            env={**child_env(), **NO_LIMITS_ENV},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(server)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text())
-            time.sleep(0.05)
-        yield url, server_token(db) or "", server
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class Session:
@@ -264,10 +206,16 @@ async def bench(args: argparse.Namespace) -> str:
         tail = vad_tail_ms(tail_audio, len(silence(300) + speech), args.vad_silence_ms, floors[0])
         loads: dict[float, dict[str, float]] = {}
         for index, floor in enumerate(floors):
-            with children(workdir, floor, args.vad_silence_ms) as (url, token, server):
+            run_dir = workdir / f"floor{floor:g}"
+            run_dir.mkdir()
+            server_args = [
+                *("--speech-format", "pcm", "--vad-silence-ms", str(args.vad_silence_ms)),
+                *("--vad-energy-floor-dbfs", str(floor)),
+            ]
+            with voice_children(run_dir, server_args, SCRIPT) as kids:
                 if index == 0:
-                    own = await latency(url, token, speech, args)
-                loads[floor] = await cpu(url, token, server, speech, args)
+                    own = await latency(kids.url, kids.token, speech, args)
+                loads[floor] = await cpu(kids.url, kids.token, kids.server, speech, args)
         alone = {
             f: vad_alone(noise_pcm(5000, args.noise_dbfs), speech + silence(args.gap_ms), f)
             for f in floors

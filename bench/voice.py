@@ -33,13 +33,10 @@ import asyncio
 import contextlib
 import io
 import math
-import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import wave
@@ -52,16 +49,15 @@ import httpx
 import openai
 from httpx_sse import aconnect_sse
 
-from bench.server_access import NO_LIMITS_ENV, auth_headers, server_token
+from bench.server_access import auth_headers
+from bench.voice_procs import WAIT_S, voice_children
 
-REPO = Path(__file__).resolve().parents[1]
 ANSWER = (
     "Sure, here is the forecast for today. It will be sunny in the morning, with a light "
     "breeze from the west. Clouds gather after lunch. Take an umbrella if you go out tonight."
 )
 SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*\s""")
 BOUNDARY = "voicestack-bench"
-WAIT_S = 30.0
 
 
 def recording(text: str, workdir: Path) -> tuple[bytes, str]:
@@ -83,93 +79,6 @@ def recording(text: str, workdir: Path) -> tuple[bytes, str]:
             )
         wav.writeframes(bytes(frames))
     return buffer.getvalue(), "synthetic tone"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    """The environment for both children: no provider or voicestack settings from outside."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICESTACK_", "OPENAI_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["VOICESTACK_LOAD_APPS"] = ""
-    env["VOICESTACK_LOAD_TOOLS"] = ""
-    return env
-
-
-@contextlib.contextmanager
-def children(workdir: Path, flush_ms: float) -> Any:
-    """Start the fake provider and the server; yields (fake URL, server URL, the server's admin
-    token); stops both."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "voicestack.testing.fake_openai", "--port", "0"],
-            cwd=REPO,
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(fake)
-        assert fake.stdout is not None
-        line = fake.stdout.readline().decode()
-        fake_url = line.rsplit(" ", 1)[-1].strip()
-        if not fake_url.startswith("http://"):
-            raise RuntimeError(f"the fake provider did not start: {line!r}")
-        port = free_port()
-        config = workdir / "voicestack.toml"
-        config.write_text("")
-        log = (workdir / "server.log").open("wb")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voicestack",
-                "serve",
-                "--port",
-                str(port),
-                "--db",
-                str(workdir / "bench.db"),
-                "--config",
-                str(config),
-                "--openai-base-url",
-                f"{fake_url}/v1",
-                "--flush-ms",
-                str(flush_ms),
-                "--provider-retries",
-                "0",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env={**child_env(), **NO_LIMITS_ENV},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(server)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((workdir / "server.log").read_text())
-            time.sleep(0.05)
-        yield fake_url, url, server_token(workdir / "bench.db")
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @dataclass
@@ -372,7 +281,8 @@ async def bench(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="voicestack-voice-bench-") as tmp:
         workdir = Path(tmp)
         audio, source = recording("What will the weather be like today?", workdir)
-        with children(workdir, args.flush_ms) as (fake_url, url, token):
+        with voice_children(workdir, ["--flush-ms", str(args.flush_ms)]) as kids:
+            fake_url, url, token = kids.fake_url, kids.url, kids.token
             async with (
                 httpx.AsyncClient(
                     base_url=url, timeout=WAIT_S, headers=auth_headers(token)
