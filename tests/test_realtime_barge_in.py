@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import Threads, chat_bodies, marker
-from tests.support.realtime import conversation, silence, spoken_pcm
+from tests.support.realtime import ask, conversation, script_barge_in, silence, spoken_pcm
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -34,29 +34,18 @@ def spoken_ms(sentence: str) -> float:
 async def test_speech_over_a_reply_interrupts_it_keeping_what_was_heard(
     fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
 ) -> None:
-    first, second = marker(), marker()
-    fake.script(
-        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
-        # Slow enough that the text is still streaming when the user speaks over it.
-        {"match": first, "text": ANSWER, "tokens_per_second": 8},
-        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
-        {"match": second, "text": "Rome is old."},
-    )
+    barge = script_barge_in(fake, tmp_path, ANSWER)
+    first, second = barge.first, barge.second
     thread_id = await threads.create()
-    question = spoken_pcm(tmp_path, "Tell me a story.")
-    interruption = spoken_pcm(tmp_path, "Stop, tell me about Rome instead.")
 
     async with conversation(server, thread_id) as talk:
-        await talk.start()
-        await talk.say(silence(300) + question + silence(1000))
-        started = await talk.next_event("reply_started")
-        reply_id = started["messageId"]
+        reply_id = await ask(talk, barge.question)
         await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 2)
         # 60% into the second sentence: its first 3 words of 6 were heard.
         played = spoken_ms(SENTENCES[0]) + 0.6 * spoken_ms(SENTENCES[1])
         await talk.send_json({"type": "played", "messageId": reply_id, "ms": int(played)})
         mark = len(talk.events)
-        await talk.say(interruption + silence(1000))
+        await talk.say(barge.interruption + silence(1000))
         stopped = await talk.next_event("reply_stopped", after=mark)
         answered = await talk.wait_for(
             lambda e: e["type"] == "reply_stopped" and e["messageId"] != reply_id, after=mark

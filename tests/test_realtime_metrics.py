@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.agent import Threads, marker
 from tests.support.cli import invoke, server_vars
-from tests.support.realtime import conversation, silence, spoken_pcm
+from tests.support.realtime import ask, conversation, script_barge_in, silence, spoken_pcm
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -82,25 +82,14 @@ async def test_a_spoken_turn_saves_its_voice_metrics_on_the_reply(
 async def test_a_reply_cut_by_barge_in_is_saved_as_interrupted(
     fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
 ) -> None:
-    first, second = marker(), marker()
-    fake.script(
-        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
-        # Slow enough that the text is still streaming when the user speaks over it.
-        {"match": first, "text": LONG_ANSWER, "tokens_per_second": 8},
-        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
-        {"match": second, "text": "Rome is old."},
-    )
+    barge = script_barge_in(fake, tmp_path, LONG_ANSWER)
     thread_id = await threads.create()
-    question = spoken_pcm(tmp_path, "Tell me a story.")
-    interruption = spoken_pcm(tmp_path, "Stop, tell me about Rome instead.")
 
     async with conversation(server, thread_id) as talk:
-        await talk.start()
-        await talk.say(silence(300) + question + silence(1000))
-        reply_id = (await talk.next_event("reply_started"))["messageId"]
+        reply_id = await ask(talk, barge.question)
         await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 2)
         mark = len(talk.events)
-        await talk.say(interruption + silence(1000))
+        await talk.say(barge.interruption + silence(1000))
         await talk.wait_for(
             lambda e: e["type"] == "reply_stopped" and e["messageId"] != reply_id, after=mark
         )

@@ -21,8 +21,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.agent import marker
 from tests.support.server import ServerProcess
 from tests.support.voice import ESPEAK, INSTALL, SOX
+from voicestack.testing.fake_openai import FakeOpenAI
 
 RATE = 16000
 FRAME_BYTES = 640  # 20 ms of 16 kHz 16-bit PCM
@@ -142,3 +144,37 @@ async def conversation(
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """A scripted barge-in: the first question's marker, the interruption's, and their audio."""
+
+    first: str
+    second: str
+    question: bytes
+    interruption: bytes
+
+
+def script_barge_in(fake: FakeOpenAI, directory: Path, answer: str) -> BargeIn:
+    """Script the provider for "Tell me a story" answered slowly with `answer`, interrupted by
+    "Stop, tell me about Rome instead", which is answered "Rome is old."; their speech."""
+    first, second = marker(), marker()
+    fake.script(
+        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
+        # Slow enough that the text is still streaming when the user speaks over it.
+        {"match": first, "text": answer, "tokens_per_second": 8},
+        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
+        {"match": second, "text": "Rome is old."},
+    )
+    question = spoken_pcm(directory, "Tell me a story.")
+    interruption = spoken_pcm(directory, "Stop, tell me about Rome instead.")
+    return BargeIn(first, second, question, interruption)
+
+
+async def ask(talk: Conversation, speech: bytes) -> str:
+    """Start the session, say `speech`, and return the id of the reply that starts."""
+    await talk.start()
+    await talk.say(silence(300) + speech + silence(1000))
+    started = await talk.next_event("reply_started")
+    return str(started["messageId"])
