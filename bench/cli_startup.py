@@ -3,7 +3,8 @@
 Each command runs `--runs` times as a fresh process of this interpreter (the console script's
 own code path, `cli.main:run`, without any shell wrapper such as a pyenv shim in front of it),
 on a small database made first in a temporary directory. Beside them, `python -c pass` gives the
-interpreter's own start, which no command can beat. Medians and minimums, in milliseconds.
+interpreter's own start, and "typer's floor" what Typer itself imports for any command with
+options; no command can beat either. Medians and minimums, in milliseconds.
 
     python -m bench.cli_startup                 # 15 runs each
     python -m bench.cli_startup --runs 31
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+TYPER_FLOOR = "import typer, typer._adapters, rich.console"
 RUN_CLI = "import sys; from cli.main import run; sys.argv[0] = 'voicestack'; run()"
 
 
@@ -46,6 +48,9 @@ def main() -> None:
         )
         rows = {
             "python -c pass": [sys.executable, "-c", "pass"],
+            # What any Typer command with options imports before our code runs: Typer coerces
+            # every parameter through pydantic (typer._adapters), and prints with rich.
+            "import typer's floor": [sys.executable, "-c", TYPER_FLOOR],
             "voicestack --help": [*cli, "--help"],
             "voicestack token --help": [*cli, "token", "--help"],
             "voicestack token list": [*cli, "token", "list"],
