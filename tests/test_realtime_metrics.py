@@ -15,7 +15,14 @@ import pytest
 
 from tests.support.agent import Threads, marker
 from tests.support.cli import invoke, server_vars
-from tests.support.realtime import ask, conversation, script_barge_in, silence, spoken_pcm
+from tests.support.realtime import (
+    ask,
+    conversation,
+    script_barge_in,
+    silence,
+    spoken_pcm,
+    typed_turn,
+)
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -109,14 +116,8 @@ async def test_a_reply_cut_by_barge_in_is_saved_as_interrupted(
 async def test_thread_show_prints_the_voice_metrics_of_a_live_turn(
     fake: FakeOpenAI, threads: Threads, server: ServerProcess
 ) -> None:
-    mark = marker()
-    fake.script({"match": mark, "text": "Hello there."})
     thread_id = await threads.create()
-
-    async with conversation(server, thread_id) as talk:
-        await talk.start()
-        await talk.send_json({"type": "text", "text": f"Hi {mark}"})
-        await talk.next_event("reply_stopped")
+    await typed_turn(server, fake, thread_id)
 
     thread = await threads.get(thread_id)
     _question, reply = thread["messages"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.agent import Threads, feed, marker, snapshot
-from tests.support.realtime import FRAME_BYTES, conversation, silence, spoken_pcm
+from tests.support.realtime import FRAME_BYTES, conversation, silence, spoken_pcm, typed_turn
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -97,14 +97,9 @@ async def test_a_spoken_turn_is_transcribed_answered_with_audio_and_saved(
 async def test_a_typed_turn_is_answered_with_audio(
     fake: FakeOpenAI, threads: Threads, server: ServerProcess
 ) -> None:
-    mark = marker()
-    fake.script({"match": mark, "text": "Hello there."})
     thread_id = await threads.create()
-
-    async with conversation(server, thread_id) as talk:
-        await talk.start()
-        await talk.send_json({"type": "text", "text": f"Hi {mark}"})
-        stopped = await talk.next_event("reply_stopped")
+    turn = await typed_turn(server, fake, thread_id)
+    talk, mark, stopped = turn.talk, turn.mark, turn.stopped
 
     assert talk.kinds() == ["ready", "transcript", "reply_started", "reply_audio", "reply_stopped"]
     assert talk.events[1]["text"] == f"Hi {mark}"

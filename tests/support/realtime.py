@@ -178,3 +178,28 @@ async def ask(talk: Conversation, speech: bytes) -> str:
     await talk.say(silence(300) + speech + silence(1000))
     started = await talk.next_event("reply_started")
     return str(started["messageId"])
+
+
+@dataclass(frozen=True)
+class TypedTurn:
+    """A finished typed turn: its thread, the marker it carried, the session's record and the
+    last `reply_stopped` event."""
+
+    thread_id: str
+    mark: str
+    talk: Conversation
+    stopped: dict[str, Any]
+
+
+async def typed_turn(
+    server: ServerProcess, fake: FakeOpenAI, thread_id: str, answer: str = "Hello there."
+) -> TypedTurn:
+    """Type "Hi <marker>" in a new session on the thread, answered `answer`; the session ends
+    once the reply has stopped."""
+    mark = marker()
+    fake.script({"match": mark, "text": answer})
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        await talk.send_json({"type": "text", "text": f"Hi {mark}"})
+        stopped = await talk.next_event("reply_stopped")
+    return TypedTurn(thread_id, mark, talk, stopped)
