@@ -62,6 +62,14 @@ SCRIPT = [
 ]
 
 
+VOICE_PARTS = (
+    "endOfSpeechToTranscriptMs",
+    "transcriptToFirstTokenMs",
+    "firstTokenToFirstAudioMs",
+    "voiceToVoiceMs",
+)
+
+
 class Session:
     """One audio socket: sends paced frames, reads events; notes the first reply audio frame."""
 
@@ -97,8 +105,9 @@ class Session:
 
 async def opened(
     http: httpx.AsyncClient, url: str, token: str
-) -> tuple[Session, asyncio.Task[None]]:
-    """A new thread's audio socket, started at 16 kHz pcm16, with its reader task."""
+) -> tuple[Session, asyncio.Task[None], str]:
+    """A new thread's audio socket, started at 16 kHz pcm16, with its reader task and the
+    thread's id."""
     thread_id = (await http.post("/api/threads", json={})).raise_for_status().json()["id"]
     base = url.replace("http://", "ws://", 1)
     socket = await connect(
@@ -107,17 +116,20 @@ async def opened(
     await socket.send(json.dumps({"type": "start", "sampleRate": 16000, "format": "pcm16"}))
     json.loads(await socket.recv())  # ready
     session = Session(socket)
-    return session, asyncio.create_task(session.read())
+    return session, asyncio.create_task(session.read()), thread_id
 
 
-async def latency(url: str, token: str, speech: bytes, args: argparse.Namespace) -> list[float]:
-    """Own latency of each turn, in ms (the first turn is a warm-up, not counted)."""
+async def latency(
+    url: str, token: str, speech: bytes, args: argparse.Namespace
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Own latency of each turn, in ms (the first turn is a warm-up, not counted), and the parts
+    of each counted turn as the server saved them on the reply (`voice`, DESIGN §9)."""
     loop = asyncio.get_running_loop()
     said = frames(silence(300) + speech)
     quiet = frames(silence(200))
     results: list[float] = []
     async with httpx.AsyncClient(base_url=url, headers=auth_headers(token), timeout=WAIT_S) as http:
-        session, reader = await opened(http, url, token)
+        session, reader, thread_id = await opened(http, url, token)
         try:
             for _ in range(args.turns + 1):
                 session.first_audio = None
@@ -134,7 +146,10 @@ async def latency(url: str, token: str, speech: bytes, args: argparse.Namespace)
         finally:
             await session.socket.close()
             reader.cancel()
-    return results[1:]
+        thread = (await http.get(f"/api/threads/{thread_id}")).raise_for_status().json()
+    saved = [m["voice"] for m in thread["messages"] if m.get("voice")][1:]
+    parts = {name: [float(v[name]) for v in saved if v[name] is not None] for name in VOICE_PARTS}
+    return results[1:], parts
 
 
 async def cpu(
@@ -149,7 +164,7 @@ async def cpu(
         await asyncio.sleep(2)
         idle = process.cpu_times()
         idle_pct = (sum(idle[:2]) - sum(idle_before[:2])) / 2 * 100
-        sessions = [await opened(http, url, token) for _ in range(args.sessions)]
+        sessions = [(await opened(http, url, token))[:2] for _ in range(args.sessions)]
         loop = asyncio.get_running_loop()
         base = loop.time() + 0.5
 
@@ -214,7 +229,7 @@ async def bench(args: argparse.Namespace) -> str:
             ]
             with voice_children(run_dir, server_args, SCRIPT) as kids:
                 if index == 0:
-                    own = await latency(kids.url, kids.token, speech, args)
+                    own, parts = await latency(kids.url, kids.token, speech, args)
                 loads[floor] = await cpu(kids.url, kids.token, kids.server, speech, args)
         alone = {
             f: vad_alone(noise_pcm(5000, args.noise_dbfs), speech + silence(args.gap_ms), f)
@@ -234,6 +249,13 @@ async def bench(args: argparse.Namespace) -> str:
         f"   max {max(own):6.1f} ms   (target ≤ 60)"
     )
     lines.append(f"  of which Silero's tail past the last loud sample (audio time): {tail:.0f} ms")
+    lines.append("  the parts the server saved on each reply (from the end of the silence window):")
+    for name, values in parts.items():
+        if values:
+            lines.append(
+                f"    {name:<28} p50 {percentile(values, 50):6.1f} ms"
+                f"   p95 {percentile(values, 95):6.1f} ms"
+            )
     lines.append("")
     lines.append(
         f"CPU: {args.sessions} sessions, {args.speaking} speaking, the rest sending noise"

@@ -116,3 +116,30 @@ def test_a_spoken_turn_is_found_with_the_gate_as_without_it(
     voiced = [e.voiced_ms for e in (found[1], reference[1]) if isinstance(e, SpeechStopped)]
     assert abs(voiced[0] - voiced[1]) <= 2 * CHUNK_MS
     assert gated.gate.model_runs < ungated.gate.model_runs * 3 // 4
+
+
+def _stop_after_speech_ms(pcm: bytes, speech_end: int, floor_dbfs: float) -> float:
+    """Audio time from `speech_end` (a byte offset) to the turn's end, fed in 20 ms frames."""
+    turns = TurnDetector(TurnSettings(silence_ms=550, energy_floor_dbfs=floor_dbfs))
+    for at in range(0, len(pcm), 640):
+        if any(isinstance(e, SpeechStopped) for e in turns.feed(pcm[at : at + 640])):
+            return (at + 640 - speech_end) / 32
+    raise AssertionError("the turn never ended")
+
+
+@requires_espeak
+@pytest.mark.parametrize("noise_dbfs", [None, -60.0])
+def test_with_the_gate_a_turn_ends_within_a_chunk_of_the_silence_window(
+    tmp_path: Path, noise_dbfs: float | None
+) -> None:
+    speech = spoken_pcm(tmp_path, QUESTION)
+    samples = np.frombuffer(speech, "<i2")
+    speech = speech[: (int(np.flatnonzero(np.abs(samples) > 300)[-1]) + 1) * 2]
+    late = []
+    # Where the chunk edges fall changes how long Silero keeps hearing speech after it ends.
+    for lead in range(0, CHUNK_BYTES, 128):
+        pcm = bytes(lead) + silence(300) + speech + silence(1000)
+        pcm = pcm if noise_dbfs is None else mixed(pcm, noise_dbfs)
+        end = lead + len(silence(300)) + len(speech)
+        late.append(_stop_after_speech_ms(pcm, end, -50.0) - 550)
+    assert max(late) <= CHUNK_MS + 20  # a chunk's edge and a frame's

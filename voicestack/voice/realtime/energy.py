@@ -12,6 +12,11 @@ voice, which the model marks as speech, never does. Once the gate opens it stays
 `HANGOVER_MS` after the last loud chunk, so the quiet ends of words and the pauses between them
 are judged by the model, and the detector keeps it open for a whole turn. A floor of
 `SILENT_DB` (-120) turns the gate off.
+
+The level also ends turns sooner. Silero keeps saying "speech" for up to ~90 ms after a voice
+stops (its recurrent state decays over a few chunks, more or less by where the chunk edges
+fall), so in a turn only a `loud` speech chunk restarts the silence window: the turn's silence
+then starts at the last audible chunk, not at the end of the model's afterglow.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ class EnergyGate:
         self.model_runs = 0
 
     @property
+    def loud(self) -> bool:
+        """True when the last chunk could be speech by its level alone (always, gate off)."""
+        if self._floor <= SILENT_DB:
+            return True
+        return self._level >= self._floor and self._level >= self._noise + MARGIN_DB
+
+    @property
     def noise_dbfs(self) -> float:
         """The learned level of the room's noise."""
         return self._noise
@@ -59,8 +71,8 @@ class EnergyGate:
         if self._floor <= SILENT_DB:  # the gate is off
             self.model_runs += 1
             return True
-        level = self._level = level_dbfs(chunk)
-        loud = level >= self._floor and level >= self._noise + MARGIN_DB
+        self._level = level_dbfs(chunk)
+        loud = self.loud
         if loud:
             self._open_ms = HANGOVER_MS
         elif self._open_ms > 0:

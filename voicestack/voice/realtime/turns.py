@@ -3,11 +3,13 @@
 Time here is audio time (32 ms per VAD chunk), never the wall clock, so a recording sent faster
 than real time is cut exactly as it would be live. A turn starts after `min_speech_ms` of
 continuous speech (the speech just before it, kept as a pre-roll, is part of the turn) and ends
-after `silence_ms` of silence. `voiced_ms` says how much speech the current turn holds, which is
-what barge-in compares with `--min-interruption-ms`.
+after `silence_ms` of silence, to the nearest chunk. `voiced_ms` says how much speech the current
+turn holds, which is what barge-in compares with `--min-interruption-ms`.
 
 An energy gate (energy.py) runs first: a chunk too quiet to be speech is silence without running
-the model, which otherwise costs more CPU than the rest of a listening session together.
+the model, which otherwise costs more CPU than the rest of a listening session together. In a
+turn, only a chunk that is loud as well as speech restarts the silence window, so the model's
+afterglow does not lengthen it (energy.py says why).
 """
 
 from __future__ import annotations
@@ -106,10 +108,11 @@ class TurnDetector:
         turn.append(chunk)
         if speech:
             self.voiced_ms += CHUNK_MS
+        if speech and self.gate.loud:
             self._silence_ms = 0
             return None
         self._silence_ms += CHUNK_MS
-        if self._silence_ms < self._settings.silence_ms:
+        if self._silence_ms + CHUNK_MS // 2 < self._settings.silence_ms:
             return None
         stopped = SpeechStopped(b"".join(turn), self.voiced_ms)
         self._turn = None
