@@ -117,3 +117,25 @@ async def test_a_120_ms_sound_over_a_reply_does_not_interrupt_it(
         ("assistant", "complete"),
     ]
     assert thread["messages"][1]["text"] == SHORT_ANSWER
+
+
+async def test_without_played_reports_the_cut_is_estimated_from_real_time_playback(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
+) -> None:
+    barge = script_barge_in(fake, tmp_path, ANSWER)
+    thread_id = await threads.create()
+
+    async with conversation(server, thread_id) as talk:
+        reply_id = await ask(talk, barge.question)
+        # The third sentence is announced once the first two have been sent, 0.3 s ahead of
+        # real time: by then the first sentence has played, the second not yet.
+        await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 3)
+        mark = len(talk.events)
+        await talk.say(barge.interruption + silence(1000))
+        await talk.next_event("reply_stopped", after=mark)
+
+    reply = (await threads.get(thread_id))["messages"][1]
+    assert (reply["id"], reply["status"]) == (reply_id, "interrupted")
+    assert reply["text"].startswith(SENTENCES[0])
+    assert ANSWER.startswith(reply["text"])
+    assert len(reply["text"]) < len(" ".join(SENTENCES[:3]))

@@ -50,7 +50,7 @@ from voicestack.voice.capabilities import (
 from voicestack.voice.provider import Synthesizer, Transcriber
 from voicestack.voice.realtime.session import SessionSettings, VoiceClient, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
-from voicestack.voice.realtime.wire import Start
+from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
 from voicestack.voice.speaker import SpeakerFactory
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,8 @@ class Runtime:
         self.hub.add_observer(self.scheduler)
         self.leader = LeaderLease(settings.db)
         self._drain: asyncio.Task[None] | None = None
+        self._voice_sessions: set[VoiceSession] = set()
+        self._voice_drain: asyncio.Task[None] | None = None
 
     @staticmethod
     def _load_apps(settings: Settings) -> list[App]:
@@ -288,14 +290,21 @@ class Runtime:
         self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
     ) -> VoiceSession:
         """A live conversation on the thread, following `feed` (from `open_thread_feed`, which
-        checked that `user` may see the thread); call `begin()` on it, and `close()` at the end."""
+        checked that `user` may see the thread); call `begin()` on it, and `close()` at the end.
+
+        Raises ProtocolError (close 1001) once the server is shutting down.
+        """
+        if self._drain is not None:
+            raise ProtocolError(
+                "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
+            )
         turns = TurnSettings(
             self.settings.vad_threshold,
             self.settings.vad_silence_ms,
             self.settings.vad_min_speech_ms,
             self.settings.vad_energy_floor_dbfs,
         )
-        return VoiceSession(
+        session = VoiceSession(
             thread_id=thread_id,
             user=user,
             store=self.store,
@@ -304,6 +313,25 @@ class Runtime:
             settings=SessionSettings(turns, self.settings.min_interruption_ms),
             start=start,
             client=client,
+            forget=self._voice_sessions.discard,
+        )
+        self._voice_sessions.add(session)
+        return session
+
+    async def voice_sessions_ended(self) -> None:
+        """Wait (at most `--drain-s` and a second) until the shutdown has ended every live
+        conversation; the HTTP server closes its connections after this."""
+        if self._voice_drain is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._voice_drain), self.settings.drain_s + 1)
+
+    async def _wind_down_voice_sessions(self) -> None:
+        sessions = list(self._voice_sessions)
+        if sessions:
+            log.info("ending %d live conversations after their current sentence", len(sessions))
+        await asyncio.gather(
+            *(session.wind_down(self.settings.drain_s) for session in sessions),
+            return_exceptions=True,
         )
 
     async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:
@@ -324,9 +352,11 @@ class Runtime:
         clients see the replies' final `message` events, and end right after them.
         """
         if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_task(
-                self._drain_replies(), name="voicestack-drain"
+            loop = asyncio.get_running_loop()
+            self._voice_drain = loop.create_task(
+                self._wind_down_voice_sessions(), name="voicestack-voice-drain"
             )
+            self._drain = loop.create_task(self._drain_replies(), name="voicestack-drain")
 
     async def _drain_replies(self) -> None:
         loop = asyncio.get_running_loop()

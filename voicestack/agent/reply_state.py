@@ -20,6 +20,9 @@ from voicestack.store.db import WriteDB
 # The error code of a reply the listener spoke over (voice barge-in): its text was cut to what
 # they heard, and that text is kept when the reply's task finishes afterwards.
 HEARD_CUT = "barge_in"
+# A live conversation ended by a server shutdown keeps what was spoken, like a barge-in.
+SHUTDOWN_CUT = "server_stopped"
+CUT_TO_HEARD = frozenset({HEARD_CUT, SHUTDOWN_CUT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +106,13 @@ def finish_reply(
 
     The text is what the reply committed, read in this transaction, so a piece saved just as the
     reply was cancelled is kept too. A reply someone already stopped keeps that status, and one
-    cut to what the listener heard (HEARD_CUT) keeps that text.
+    cut to what the listener heard (CUT_TO_HEARD) keeps that text.
     """
     row = db.one("SELECT status, text, error_code FROM messages WHERE id = ?", (claim.message_id,))
     if row is None:
         return
     current = row["status"]
-    cut = current == "interrupted" and row["error_code"] == HEARD_CUT
+    cut = current == "interrupted" and row["error_code"] in CUT_TO_HEARD
     text = row["text"] if cut else streamed_text(db, claim.message_id)
     final = status if current == "streaming" else current
     if final != "complete":

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 StillAllowed = Callable[[ReadDB], bool]
 CACHE_LIMIT = 10_000
 AUTH_TABLES = frozenset({"auth_tokens", "auth_users"})
+# Why the guard ended a stream (Outbox.ended_by).
+TOKEN_REVOKED = "token_revoked"  # noqa: S105 (a reason, not a secret)
+ACCESS_REMOVED = "access_removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,8 @@ class AccessGuard:
             return
         watched.since = version
         if watched.refused_at is not None and version <= watched.refused_at:
-            self._end(outbox)  # refused after its check passed: ended, even if granted again
+            # refused after its check passed: ended, even if granted again
+            self._end(outbox, ACCESS_REMOVED)
 
     def collect(self, snapshot: Snapshot, changes: list[ChangeSet]) -> _Verdict:
         """In the commit's snapshot: which watched streams lost their access."""
@@ -184,7 +188,7 @@ class AccessGuard:
         if verdict.judged is None:
             return
         for outbox in verdict.revoked:
-            self._end(outbox)
+            self._end(outbox, TOKEN_REVOKED)
         for outbox in verdict.refused:
             watched = self._streams.get(outbox)
             if watched is None:
@@ -193,7 +197,7 @@ class AccessGuard:
                 watched.refused_at = max(watched.refused_at or 0, verdict.version)
                 self._recheck(outbox, watched)
             elif watched.since <= verdict.version:
-                self._end(outbox)
+                self._end(outbox, ACCESS_REMOVED)
             # else the snapshot predates the stream's own check, which found it allowed
         if verdict.auth_changed:
             # Watched while the batch was read, with a token identified before this commit: its
@@ -213,27 +217,30 @@ class AccessGuard:
         # A fresh snapshot, taken after the stream was watched and after the refusing batch,
         # sees every commit that matters: a token revoked or access removed by then ends it.
         try:
-            granted = await self._store.read(lambda snap: _still_granted(snap.db(), watched))
+            refusal = await self._store.read(lambda snap: _refusal(snap.db(), watched))
         except Exception:
             log.exception("re-checking a stream's access failed; ending the stream")
-            granted = False
+            refusal = ACCESS_REMOVED
         watched.rechecks -= 1
-        if not granted:
-            self._end(outbox)
+        if refusal is not None:
+            self._end(outbox, refusal)
         elif watched.rechecks == 0:
             # Granted now. A refusal at a version its check reached was ended by `checked`; one
             # it has not reported yet is judged there, before the stream is sent anything.
             outbox.resume()
 
-    def _end(self, outbox: Outbox) -> None:
+    def _end(self, outbox: Outbox, reason: str) -> None:
         self._streams.pop(outbox, None)
-        outbox.close()  # what is pending (older commits) is still sent; what is held is not
+        outbox.close(reason)  # what is pending (older commits) is still sent; what is held is not
 
 
-def _still_granted(db: ReadDB, watched: _Watched) -> bool:
+def _refusal(db: ReadDB, watched: _Watched) -> str | None:
+    """Why the stream may no longer be sent anything (`Outbox.ended_by`), or None: granted."""
     if _token_state(db, watched.identity.token_id) is not True:
-        return False
-    return watched.still_allowed is None or watched.still_allowed(db)
+        return TOKEN_REVOKED
+    if watched.still_allowed is None or watched.still_allowed(db):
+        return None
+    return ACCESS_REMOVED
 
 
 def _token_state(db: ReadDB, token_id: str) -> bool | None:

@@ -82,6 +82,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.closed = False
+        self.ended_by: str | None = None  # why it was closed, when not by its own connection
         self.held = False
         self.last_write = 0.0
         self.sending_since: float | None = None
@@ -128,8 +129,13 @@ class Outbox:
             self._ping = True
             self._wake()
 
-    def close(self) -> None:
-        """End the stream after what is pending has been sent; what is held is never sent."""
+    def close(self, reason: str | None = None) -> None:
+        """End the stream after what is pending has been sent; what is held is never sent.
+
+        `reason` ("token_revoked", "access_removed") is kept as `ended_by`, the first one given.
+        """
+        if not self.closed:
+            self.ended_by = reason
         self.closed = True
         self._wake()
 

@@ -12,6 +12,7 @@ import math
 import socket
 from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from rich.console import Console
@@ -19,6 +20,9 @@ from starlette.types import ASGIApp
 
 from voicestack.config import Settings
 from voicestack.serve.workers import WorkerSocket
+
+if TYPE_CHECKING:
+    from voicestack.runtime import Runtime
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error, for logs
 
@@ -70,11 +74,25 @@ class VoicestackServer(uvicorn.Server):
             # A shutdown that completed is a success: exit 0 rather than die of the signal.
             self._captured_signals.clear()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, after live conversations have ended their current sentence
+        (`--drain-s` at most); no new connection is accepted meanwhile."""
+        for server in self.servers:
+            server.close()
+        runtime = self._runtime()
+        if runtime is not None:
+            await runtime.voice_sessions_ended()
+        await super().shutdown(sockets)
+
+    def _runtime(self) -> Runtime | None:
+        app = self.config.loaded_app if self.config.loaded else None
+        runtime: Runtime | None = getattr(getattr(_inner_app(app), "state", None), "runtime", None)
+        return runtime
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Signal handler: begin uvicorn's shutdown and the runtime's drain of replies."""
         super().handle_exit(sig, frame)
-        app = self.config.loaded_app if self.config.loaded else None
-        runtime = getattr(getattr(_inner_app(app), "state", None), "runtime", None)
+        runtime = self._runtime()
         if runtime is not None and self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(runtime.begin_shutdown)
 

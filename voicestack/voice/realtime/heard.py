@@ -1,6 +1,8 @@
 """What the user heard of a reply: its sentences' audio lengths against the played milliseconds.
 
-The client reports how much of a reply's audio it has played (`played {"messageId", "ms"}`).
+The client reports how much of a reply's audio it has played (`played {"messageId", "ms"}`). A
+client that never reports it is taken to play audio as it arrives, paced at real time from the
+reply's first frame (`assume_played`), so its cut is an estimate rather than empty.
 Each sentence sent has a known audio length, so the played time falls within one sentence; the
 words heard of that sentence are estimated from the fraction of it played (words take roughly
 equal time). The cut is a prefix of the reply's saved text, so the next model call sees exactly
@@ -35,6 +37,10 @@ class SpokenReply:
         """The length of all audio sent for this reply."""
         last = self.sentences[-1] if self.sentences else None
         return last.start_ms + last.duration_ms if last else 0.0
+
+    def assume_played(self, ms: float) -> None:
+        """Take `ms` as played (capped at what was sent) unless more was reported."""
+        self.played_ms = max(self.played_ms, int(min(ms, self.sent_ms)))
 
     def add(self, text: str, duration_ms: float) -> None:
         """Record a sentence whose audio is about to be sent."""

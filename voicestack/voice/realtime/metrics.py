@@ -72,9 +72,10 @@ def save_spoken(db: WriteDB, message_id: str, clock: TurnClock, status: str) -> 
     save_voice_metrics(db, message_id, clock.voice(interrupted=status == "interrupted"))
 
 
-def save_cut(db: WriteDB, message_id: str, clock: TurnClock, heard: str) -> None:
-    """Barge-in: the reply is cut to what was `heard`, and its metrics saved as interrupted."""
-    cut_to_heard(db, message_id, heard)
+def save_cut(db: WriteDB, message_id: str, clock: TurnClock, heard: str, why: str) -> None:
+    """Barge-in or shutdown (`why`, as for cut_to_heard): the reply is cut to what was `heard`,
+    and its metrics saved as interrupted."""
+    cut_to_heard(db, message_id, heard, why)
     save_voice_metrics(db, message_id, clock.voice(interrupted=True))
 
 

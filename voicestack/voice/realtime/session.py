@@ -9,6 +9,10 @@ A reply is the session's from the moment its turn is saved until `reply_stopped`
 speech longer than `min_interruption_ms` interrupts it (barge-in), and shorter sounds are
 dropped. Audio is paced to real time with a small lead, so `clear` has little to throw away.
 Each turn carries a TurnClock (metrics.py), saved as the reply's `voice` when the reply ends.
+
+At server shutdown (`wind_down`) the session takes no new turn, lets the sentence being spoken
+play out, saves the reply cut to what was heard, and closes with 1001. When the feed ends for
+another reason, the caller lost the thread (4404) or their token (4401).
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.membership import require_thread
+from voicestack.agent.reply_state import HEARD_CUT, SHUTDOWN_CUT
 from voicestack.agent.threads import start_turn
 from voicestack.functions.errors import FunctionError
 from voicestack.identity import Caller
+from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.streams import Stream
 from voicestack.store.db import WriteDB
 from voicestack.store.readers import Snapshot
@@ -42,7 +49,9 @@ from voicestack.voice.realtime.turns import (
     TurnSettings,
 )
 from voicestack.voice.realtime.wire import (
+    CLOSE_BAD_TOKEN,
     CLOSE_GOING_AWAY,
+    CLOSE_NOT_FOUND,
     Control,
     Played,
     Start,
@@ -58,6 +67,11 @@ FRAME_MS = 20
 # How far ahead of real time reply audio is sent: enough to ride out a slow sentence.
 LEAD_MS = 300
 _FINAL = frozenset({"complete", "failed", "interrupted"})
+# Why a feed ends (its outbox's `ended_by`), as the socket's close code and reason.
+_FEED_ENDS = {
+    ACCESS_REMOVED: (CLOSE_NOT_FOUND, "thread_not_found"),
+    TOKEN_REVOKED: (CLOSE_BAD_TOKEN, "invalid_token"),
+}
 
 
 class VoiceClient(Protocol):
@@ -87,6 +101,12 @@ class _Reply:
     clock: TurnClock
     final_status: str | None = None  # from the feed: the reply's text has ended
     sentences: asyncio.Queue[dict[str, object] | None] = field(default_factory=asyncio.Queue)
+    audio_clock: float | None = None  # loop time its first audio frame was due
+    mid_sentence: bool = False  # a sentence's frames are being sent
+
+    def played_by(self, now: float) -> float:
+        """Milliseconds of audio a client playing it as it arrives has played by `now`."""
+        return 0.0 if self.audio_clock is None else (now - self.audio_clock) * 1000
 
 
 class VoiceSession:
@@ -103,7 +123,9 @@ class VoiceSession:
         settings: SessionSettings,
         start: Start,
         client: VoiceClient,
+        forget: Callable[[VoiceSession], None] | None = None,
     ) -> None:
+        """`forget` is called with the session when it closes."""
         self.thread_id = thread_id
         self._user = user
         self._store = store
@@ -112,6 +134,7 @@ class VoiceSession:
         self._settings = settings
         self._start = start
         self._client = client
+        self._forget = forget
         self._inbound = codec.InboundAudio(start)
         self._turns = TurnDetector(settings.turns)
         self._queue: asyncio.Queue[tuple[bytes | str, TurnClock]] = asyncio.Queue()
@@ -119,6 +142,9 @@ class VoiceSession:
         self._replies: asyncio.Queue[_Reply] = asyncio.Queue()
         self._turn_over_reply = False  # the current turn began while a reply was the session's
         self._barged_in = False
+        self._played_reports = False  # the client has sent `played`: trust it, not the clock
+        self._winding_down = False
+        self._ended = asyncio.Event()  # wind-down done: the reply was saved, the socket closed
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -138,6 +164,8 @@ class VoiceSession:
 
     async def audio(self, frame: bytes) -> None:
         """One binary frame of the client's audio."""
+        if self._winding_down:
+            return
         for found in self._turns.feed(self._inbound(frame)):
             if isinstance(found, SpeechStarted):
                 self._turn_over_reply = self._reply is not None
@@ -160,32 +188,58 @@ class VoiceSession:
     async def control(self, message: Control) -> bool:
         """A control message; False when the client asked to end the session."""
         if isinstance(message, Played):
+            self._played_reports = True
             if self._reply is not None and self._reply.spoken.message_id == message.message_id:
                 self._reply.spoken.played_ms = max(self._reply.spoken.played_ms, message.ms)
         elif isinstance(message, TypedText):
+            if self._winding_down:
+                return True
             await self.interrupt()
             self._queue.put_nowait((message.text, TurnClock.ended_now()))
         elif isinstance(message, Stop):
             return False
         return True
 
-    async def interrupt(self) -> None:
-        """Barge-in: stop the reply, `clear` the client, save the text that was heard."""
+    async def interrupt(self, why: str = HEARD_CUT) -> None:
+        """Barge-in (or the end of a shutdown's wait, `why` SHUTDOWN_CUT): stop the reply,
+        `clear` the client, save the text that was heard."""
         reply = self._reply
         if reply is None:
             return
         self._reply = None
         reply.sentences.put_nowait(None)
         await self._client.send_event(event("clear"))
+        await self._save_heard(reply, why)
+
+    async def _save_heard(self, reply: _Reply, why: str) -> None:
+        if not self._played_reports:
+            reply.spoken.assume_played(reply.played_by(asyncio.get_running_loop().time()))
         heard = reply.spoken.heard_words()
         message_id = reply.spoken.message_id
-        await self._store.write(lambda db: save_cut(db, message_id, reply.clock, heard))
+        await self._store.write(lambda db: save_cut(db, message_id, reply.clock, heard, why))
         await self._client.send_event(
             event("reply_stopped", messageId=message_id, status="interrupted")
         )
 
+    async def wind_down(self, timeout: float) -> None:
+        """Server shutdown: take no new turn, let the sentence being spoken play out (within
+        `timeout` seconds), save the reply cut to what was heard, and close with 1001."""
+        self._winding_down = True
+        self._tasks[0].cancel()  # the turn task: a turn not yet answered is not answered now
+        reply = self._reply
+        if reply is not None and not reply.mid_sentence:
+            reply.sentences.put_nowait(None)  # between sentences: end now
+        if reply is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), timeout)
+            if not self._ended.is_set():
+                await self.interrupt(SHUTDOWN_CUT)
+        await self._client.close(CLOSE_GOING_AWAY, "server_shutting_down")
+
     async def close(self) -> None:
         """End the session; a reply still being written is stopped, keeping its text."""
+        if self._forget is not None:
+            self._forget(self)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -259,8 +313,18 @@ class VoiceSession:
     async def _follow_feed(self) -> None:
         async for item in feed_events(self._feed):
             self._on_feed(item)
+        if self._winding_down:
+            return  # wind_down closes the socket once the reply is saved
         # The feed ends when the caller may no longer see the thread, or at shutdown.
-        await self._client.close(CLOSE_GOING_AWAY, "feed_ended")
+        code, reason = _FEED_ENDS.get(
+            self._feed.outbox.ended_by or "", (CLOSE_GOING_AWAY, "server_shutting_down")
+        )
+        if code != CLOSE_GOING_AWAY:
+            message = "You can no longer see this thread."
+            if code == CLOSE_BAD_TOKEN:
+                message = "The token of this conversation was revoked."
+            await self._client.send_event(event("error", code=reason, message=message))
+        await self._client.close(code, reason)
 
     def _on_feed(self, item: FeedEvent) -> None:
         reply = self._reply
@@ -299,6 +363,7 @@ class VoiceSession:
                 continue
             step = round(codec.bytes_per_ms(self._start) * FRAME_MS)
             step -= step % 2
+            reply.mid_sentence = True
             reply.spoken.add(str(sentence["text"]), len(pcm) / codec.bytes_per_ms(self._start))
             await self._client.send_event(
                 event(
@@ -310,6 +375,7 @@ class VoiceSession:
             )
             start_ms = reply.spoken.sentences[-1].start_ms
             clock = loop.time() if clock is None else clock
+            reply.audio_clock = clock
             for offset in range(0, len(pcm), step):
                 due = clock + (start_ms + offset / codec.bytes_per_ms(self._start) - LEAD_MS) / 1000
                 if due > loop.time():
@@ -319,6 +385,13 @@ class VoiceSession:
                 frame = pcm[offset : offset + step]
                 await self._client.send_audio(frame)
                 reply.clock.sent(len(frame) / codec.bytes_per_ms(self._start) / 1000)
+            reply.mid_sentence = False
+            if self._winding_down:
+                await self._end_for_shutdown(reply, clock)
+                return
+        if self._winding_down and self._reply is reply:
+            await self._end_for_shutdown(reply, clock)
+            return
         if self._reply is reply:
             self._reply = None
             message_id, status = reply.spoken.message_id, reply.final_status or "interrupted"
@@ -330,6 +403,20 @@ class VoiceSession:
                     status=reply.final_status or "interrupted",
                 )
             )
+
+    async def _end_for_shutdown(self, reply: _Reply, clock: float | None) -> None:
+        """The sentence is sent: wait until it has played, then save what was heard."""
+        if clock is not None:
+            await asyncio.sleep(max(0.0, clock + reply.spoken.sent_ms / 1000 - self._now()))
+        if self._reply is reply:
+            self._reply = None
+            reply.spoken.assume_played(reply.spoken.sent_ms)
+            await self._save_heard(reply, SHUTDOWN_CUT)
+        self._ended.set()
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
     async def _sentence_audio(self, file_id: str) -> bytes | None:
         """A stored sentence in the session's format and rate; None if it cannot be decoded."""
