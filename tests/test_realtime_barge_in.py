@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import Threads, chat_bodies, marker
-from tests.support.realtime import ask, conversation, script_barge_in, silence, spoken_pcm
+from tests.support.realtime import (
+    ask,
+    conversation,
+    interrupt_at,
+    script_barge_in,
+    silence,
+    spoken_pcm,
+)
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -126,13 +133,9 @@ async def test_without_played_reports_the_cut_is_estimated_from_real_time_playba
     thread_id = await threads.create()
 
     async with conversation(server, thread_id) as talk:
-        reply_id = await ask(talk, barge.question)
         # The third sentence is announced once the first two have been sent, 0.3 s ahead of
         # real time: by then the first sentence has played, the second not yet.
-        await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 3)
-        mark = len(talk.events)
-        await talk.say(barge.interruption + silence(1000))
-        await talk.next_event("reply_stopped", after=mark)
+        reply_id = await interrupt_at(talk, barge, 3)
 
     reply = (await threads.get(thread_id))["messages"][1]
     assert (reply["id"], reply["status"]) == (reply_id, "interrupted")

@@ -73,21 +73,29 @@ def server_rows(server: ServerProcess, message_id: str) -> tuple[str, str, str]:
     return (row[0], row[1], row[2])
 
 
-async def test_a_member_removed_mid_session_is_closed_with_4404(
-    fake: FakeOpenAI, server: ServerProcess
-) -> None:
+async def invited_guest(server: ServerProcess) -> tuple[str, str, dict[str, str]]:
+    """A new thread of the admin's with a new user invited: the thread's id, the guest's token,
+    and the membership's arguments (for `threads.leave`)."""
     name = f"guest-{marker()}"
     guest = server.create_token(name)
     async with server.client() as owner:
         thread_id = (await owner.post("/api/threads", json={})).json()["id"]
-        invite = {"id": thread_id, "user": name}
-        (await owner.post("/api/mutation/threads.invite", json={"args": invite})).raise_for_status()
-        async with conversation(server, thread_id, token=guest) as talk:
-            await talk.start()
-            (
-                await owner.post("/api/mutation/threads.leave", json={"args": invite})
-            ).raise_for_status()
-            assert await talk.closing() == (4404, "thread_not_found")
+        membership = {"id": thread_id, "user": name}
+        invited = await owner.post("/api/mutation/threads.invite", json={"args": membership})
+        invited.raise_for_status()
+    return thread_id, guest, membership
+
+
+async def test_a_member_removed_mid_session_is_closed_with_4404(
+    fake: FakeOpenAI, server: ServerProcess
+) -> None:
+    thread_id, guest, membership = await invited_guest(server)
+    async with conversation(server, thread_id, token=guest) as talk:
+        await talk.start()
+        async with server.client() as owner:
+            left = await owner.post("/api/mutation/threads.leave", json={"args": membership})
+            left.raise_for_status()
+        assert await talk.closing() == (4404, "thread_not_found")
     assert talk.kinds() == ["ready", "error"]
     assert talk.events[-1]["code"] == "thread_not_found"
 
@@ -95,12 +103,7 @@ async def test_a_member_removed_mid_session_is_closed_with_4404(
 async def test_a_token_revoked_mid_session_is_closed_with_4401(
     fake: FakeOpenAI, server: ServerProcess
 ) -> None:
-    name = f"guest-{marker()}"
-    guest = server.create_token(name)
-    async with server.client() as owner:
-        thread_id = (await owner.post("/api/threads", json={})).json()["id"]
-        invite = {"id": thread_id, "user": name}
-        (await owner.post("/api/mutation/threads.invite", json={"args": invite})).raise_for_status()
+    thread_id, guest, _ = await invited_guest(server)
     async with conversation(server, thread_id, token=guest) as talk:
         await talk.start()
         revoke = [sys.executable, "-m", "voicestack", "token", "revoke", guest]

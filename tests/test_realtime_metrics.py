@@ -16,8 +16,8 @@ import pytest
 from tests.support.agent import Threads, marker
 from tests.support.cli import invoke, server_vars
 from tests.support.realtime import (
-    ask,
     conversation,
+    interrupt_at,
     script_barge_in,
     silence,
     spoken_pcm,
@@ -93,13 +93,7 @@ async def test_a_reply_cut_by_barge_in_is_saved_as_interrupted(
     thread_id = await threads.create()
 
     async with conversation(server, thread_id) as talk:
-        reply_id = await ask(talk, barge.question)
-        await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == 2)
-        mark = len(talk.events)
-        await talk.say(barge.interruption + silence(1000))
-        await talk.wait_for(
-            lambda e: e["type"] == "reply_stopped" and e["messageId"] != reply_id, after=mark
-        )
+        reply_id = await interrupt_at(talk, barge, 2)
 
     thread = await threads.get(thread_id)
     cut, answer = thread["messages"][1], thread["messages"][3]

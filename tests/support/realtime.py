@@ -172,6 +172,20 @@ def script_barge_in(fake: FakeOpenAI, directory: Path, answer: str) -> BargeIn:
     return BargeIn(first, second, question, interruption)
 
 
+async def interrupt_at(talk: Conversation, barge: BargeIn, seq: int) -> str:
+    """Ask `barge`'s question, speak the interruption once sentence `seq` of the reply is
+    announced, and wait for the reply to the interruption to stop; returns the interrupted
+    reply's id."""
+    reply_id = await ask(talk, barge.question)
+    await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] == seq)
+    mark = len(talk.events)
+    await talk.say(barge.interruption + silence(1000))
+    await talk.wait_for(
+        lambda e: e["type"] == "reply_stopped" and e["messageId"] != reply_id, after=mark
+    )
+    return reply_id
+
+
 async def ask(talk: Conversation, speech: bytes) -> str:
     """Start the session, say `speech`, and return the id of the reply that starts."""
     await talk.start()
