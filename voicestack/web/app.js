@@ -1,10 +1,12 @@
-// The voicestack page: thread list, the open thread (live), tool calls, send box and microphone.
+// The voicestack page: thread list, the open thread (live), tool calls, send box, microphone and
+// Talk mode (a spoken conversation).
 // The token comes from the page's own URL (`/?token=...`); the open thread is the URL's hash.
 
 import { Composer } from "./composer.js";
 import { Conversation, isActive } from "./conversation.js";
 import { byId, shortTime } from "./dom.js";
 import { toast } from "./notice.js";
+import { Talk } from "./talk.js";
 import { ThreadList, UNTITLED } from "./threadlist.js";
 import { ToolPanel } from "./toolpanel.js";
 import { MicButton, SpeechPlayer } from "./voice.js";
@@ -78,6 +80,12 @@ new MicButton(byId("mic"), {
   onSent: (answer) => player.follow(answer.replyId, open.state?.speech.get(answer.replyId)),
   onError: (message) => toast(message),
 });
+const talk = new Talk({
+  token,
+  threadId: () => ensureThread(`Conversation, ${shortTime(Date.now() / 1000)}`),
+  onStart: () => player.stop(), // one voice at a time
+  onError: (message) => toast(message),
+});
 
 function showToolCount({ total, waiting }) {
   const badge = byId("tools-badge");
@@ -120,6 +128,7 @@ function setTitle(title) {
 }
 
 function closeThread() {
+  talk.close();
   open.feed?.close();
   open.feed = null;
   open.state = null;
