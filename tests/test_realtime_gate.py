@@ -143,3 +143,13 @@ def test_with_the_gate_a_turn_ends_within_a_chunk_of_the_silence_window(
         end = lead + len(silence(300)) + len(speech)
         late.append(_stop_after_speech_ms(pcm, end, -50.0) - 550)
     assert max(late) <= CHUNK_MS + 20  # a chunk's edge and a frame's
+
+
+def test_the_quiet_end_of_a_chunk_is_measured_in_8_ms_steps() -> None:
+    loud = noise(16, -20.0)  # 16 ms, well above the floor
+    gate = EnergyGate(-50.0, CHUNK_MS)
+    assert gate.quiet_tail_ms(loud + silence(16)) == 16
+    assert gate.quiet_tail_ms(loud + noise(16, -70.0)) == 16
+    assert gate.quiet_tail_ms(silence(8) + loud + silence(8)) == 8
+    assert gate.quiet_tail_ms(loud + loud) == 0
+    assert EnergyGate(-120.0, CHUNK_MS).quiet_tail_ms(loud + silence(16)) == 0

@@ -15,8 +15,9 @@ are judged by the model, and the detector keeps it open for a whole turn. A floo
 
 The level also ends turns sooner. Silero keeps saying "speech" for up to ~90 ms after a voice
 stops (its recurrent state decays over a few chunks, more or less by where the chunk edges
-fall), so in a turn only a `loud` speech chunk restarts the silence window: the turn's silence
-then starts at the last audible chunk, not at the end of the model's afterglow.
+fall), so in a turn only a `loud` speech chunk restarts the silence window, and the quiet end of
+that chunk already counts as silence (`quiet_tail_ms`, in 8 ms steps): the turn's silence starts
+at the last audible moment, not at the end of the model's afterglow or of a 32 ms chunk.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MARGIN_DB = 9.0  # a chunk this far above the learned noise may be speech
 NOISE_RISE_DB = 0.5  # per 32 ms chunk: ~16 dB a second
 HANGOVER_MS = 320
 SILENT_DB = -120.0  # the level of digital silence
+TAIL_STEP_MS = 8  # the resolution at which the quiet end of a chunk is measured
 
 
 def level_dbfs(chunk: bytes) -> float:
@@ -59,6 +61,20 @@ class EnergyGate:
         if self._floor <= SILENT_DB:
             return True
         return self._level >= self._floor and self._level >= self._noise + MARGIN_DB
+
+    def quiet_tail_ms(self, chunk: bytes) -> int:
+        """How long the end of `chunk` (16 kHz PCM) is too quiet to be speech, in steps of
+        `TAIL_STEP_MS`; 0 with the gate off."""
+        if self._floor <= SILENT_DB:
+            return 0
+        step = 16 * TAIL_STEP_MS * 2
+        bar = max(self._floor, self._noise + MARGIN_DB)
+        quiet = 0
+        for end in range(len(chunk), step - 1, -step):
+            if level_dbfs(chunk[end - step : end]) >= bar:
+                break
+            quiet += TAIL_STEP_MS
+        return quiet
 
     @property
     def noise_dbfs(self) -> float:

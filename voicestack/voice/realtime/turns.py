@@ -109,7 +109,7 @@ class TurnDetector:
         if speech:
             self.voiced_ms += CHUNK_MS
         if speech and self.gate.loud:
-            self._silence_ms = 0
+            self._silence_ms = self.gate.quiet_tail_ms(chunk)
             return None
         self._silence_ms += CHUNK_MS
         if self._silence_ms + CHUNK_MS // 2 < self._settings.silence_ms:
