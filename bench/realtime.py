@@ -8,9 +8,9 @@ server pointed at it with a fresh database and `--speech-format pcm`. All client
 
 - Latency: one session says an espeak-ng sentence `--turns` times, streaming silence after it
   until the reply has been spoken. Own latency = (first reply audio frame received − last speech
-  frame sent) − `--vad-silence-ms`. It includes Silero's tail (how long it still hears speech
-  after the last loud sample, measured alone on the same audio) and transcription, reply and
-  speech through the fake provider.
+  frame sent) − `--vad-silence-ms`. It includes how far past the window the turn detector ends
+  the turn (measured alone on the same audio), the server's own parts as it saved them, and the
+  fake provider's own work (its round trips measured alone, bench/realtime_provider.py).
 - CPU: `--sessions` sessions on their own threads, `--speaking` of them saying the sentence in a
   loop (with `--gap-ms` of silence between), the others sending noise at `--noise-dbfs`. The
   server's CPU (psutil) over `--seconds`, after a warm-up, per session, as % of one core; once per
@@ -51,6 +51,7 @@ from bench.realtime_audio import (
     vad_alone,
     vad_tail_ms,
 )
+from bench.realtime_provider import provider_round_trips
 from bench.server_access import auth_headers
 from bench.voice_procs import voice_children
 
@@ -230,6 +231,7 @@ async def bench(args: argparse.Namespace) -> str:
             with voice_children(run_dir, server_args, SCRIPT) as kids:
                 if index == 0:
                     own, parts = await latency(kids.url, kids.token, speech, args)
+                    provider = await provider_round_trips(kids.fake_url, speech)
                 loads[floor] = await cpu(kids.url, kids.token, kids.server, speech, args)
         alone = {
             f: vad_alone(noise_pcm(5000, args.noise_dbfs), speech + silence(args.gap_ms), f)
@@ -248,7 +250,15 @@ async def bench(args: argparse.Namespace) -> str:
         f"  p50 {percentile(own, 50):6.1f} ms   p95 {percentile(own, 95):6.1f} ms"
         f"   max {max(own):6.1f} ms   (target ≤ 60)"
     )
-    lines.append(f"  of which Silero's tail past the last loud sample (audio time): {tail:.0f} ms")
+    lines.append(f"  of which the turn detector's end past the window (audio time): {tail:.0f} ms")
+    lines.append(
+        "  the fake provider's own round trips, measured alone (median ms): "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in provider.items())
+    )
+    lines.append(
+        f"  own latency without them: p50 {percentile(own, 50) - provider['sum']:6.1f} ms"
+        f"   p95 {percentile(own, 95) - provider['sum']:6.1f} ms"
+    )
     lines.append("  the parts the server saved on each reply (from the end of the silence window):")
     for name, values in parts.items():
         if values:
