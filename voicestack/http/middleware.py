@@ -1,10 +1,14 @@
 """HTTPMiddleware: the base of our ASGI middleware that acts on HTTP requests only.
 
 Lifespan and WebSocket scopes pass straight through to the wrapped app, so a subclass writes only
-what it does to an HTTP request.
+what it does to an HTTP request. `__call__` hands back the awaitable it chose instead of awaiting
+it in a frame of its own: an event stream keeps its whole middleware chain suspended for as long
+as it is open, and a frame fewer per layer is memory saved per subscriber.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -15,11 +19,10 @@ class HTTPMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.handle(scope, receive, send)
+            return self.app(scope, receive, send)
+        return self.handle(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request, calling `self.app` for the response."""
