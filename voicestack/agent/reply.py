@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from voicestack import jsoncodec
 from voicestack.agent.acting_user import reply_user
@@ -29,6 +29,7 @@ from voicestack.agent.llm import (
     Usage,
 )
 from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits, ToolCallRequest
+from voicestack.agent.records import emit_message
 from voicestack.agent.reply_state import (
     Claim,
     NewToolCall,
@@ -36,6 +37,7 @@ from voicestack.agent.reply_state import (
     append_delta,
     finish_reply,
     insert_tool_calls,
+    still_streaming,
     update_tool_call,
 )
 from voicestack.agent.stream import DeltaCoalescer
@@ -43,9 +45,11 @@ from voicestack.agent.tool_loading import ToolSet
 from voicestack.agent.tools import ToolArgsError, ToolCtx, parse_tool_args, run_tool
 from voicestack.config import Settings
 from voicestack.identity import Caller
+from voicestack.store.db import WriteDB
 from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Reply:
         self._corrections: Counter[str] = Counter()
         self._coalescer = DeltaCoalescer(self._save_delta, settings.flush_ms)
         self._speaker = speaker
+        self._announced = False  # the `streaming` message event went out with the first output
         self.finishing = False
         self._chars = 0  # text and tool-call arguments streamed, against --max-reply-chars
         self._text_chars = 0
@@ -128,11 +133,28 @@ class Reply:
 
     async def _save_delta(self, text: str) -> None:
         self._seq += 1
-        saved = await self._store.write(lambda db: append_delta(db, self.claim, text, self._seq))
-        if not saved.value:
+        seq = self._seq
+        saved = await self._write_output(lambda db: append_delta(db, self.claim, text, seq))
+        if not saved:
             raise ReplyStopped
         if self._speaker is not None:
             self._speaker.feed(text)
+
+    async def _write_output(self, write: Callable[[WriteDB], T]) -> T:
+        """Commit `write`, some output of the reply (text or tool calls). The first one also
+        carries the reply's `streaming` message event, which the claim itself does not send:
+        a watcher then gets both in one hub batch, one fan-out fewer per reply."""
+        announce = not self._announced
+        message_id = self.claim.message_id
+
+        def announced_then(db: WriteDB) -> T:
+            if announce and still_streaming(db, message_id):
+                emit_message(db, message_id)
+            return write(db)
+
+        value = (await self._store.write(announced_then)).value
+        self._announced = True
+        return value
 
     async def run(self) -> None:
         """Stream, call tools, and finish with complete, failed or interrupted."""
@@ -295,15 +317,15 @@ class Reply:
     async def _refuse_calls(self, step: int, requests: list[ToolCallRequest]) -> None:
         reason = "Not run: the reply reached its step limit (--max-steps)."
         refused = [self._refused(request, reason) for request in requests]
-        await self._store.write(lambda db: insert_tool_calls(db, self.claim, step, refused))
+        await self._write_output(lambda db: insert_tool_calls(db, self.claim, step, refused))
         self._usage.tool_calls += len(requests)
 
     async def _run_calls(self, step: int, requests: list[ToolCallRequest]) -> list[dict[str, Any]]:
         prepared = [self._prepare(request) for request in requests]
         new_calls = [call for call, _ in prepared]
-        row_ids = (
-            await self._store.write(lambda db: insert_tool_calls(db, self.claim, step, new_calls))
-        ).value
+        row_ids = await self._write_output(
+            lambda db: insert_tool_calls(db, self.claim, step, new_calls)
+        )
         self._usage.tool_calls += len(requests)
         entries: list[dict[str, Any]] = [
             {

@@ -47,7 +47,8 @@ class ReplyUsage:
 
 
 def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
-    """Mark the thread's oldest pending reply `streaming` and return it.
+    """Mark the thread's oldest pending reply `streaming` and return it (its `streaming`
+    message event goes out with its first output, or its final status if it has none).
 
     None when nothing is pending, or when a reply of the thread is already streaming: replies of
     one thread run one at a time, in order.
@@ -66,7 +67,7 @@ def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
         "UPDATE messages SET status = 'streaming', updated_at = ? WHERE id = ?", (now(), row["id"])
     )
     claim_reply_job(db, row["id"])
-    emit_message(db, row["id"])
+    # No message event here: the reply's first output carries it (Reply._write_output).
     return Claim(row["id"], thread_id, row["position"], row["author"], bool(row["speak"]))
 
 
