@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         " connections); 1 serves from this process.",
     )
     ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+    no_feed_compression: bool = Field(
+        False,
+        description="Send thread feeds uncompressed even to clients that accept"
+        " Content-Encoding: deflate.",
+    )
     send_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a stalled SSE client may block a write before it is cut."
     )

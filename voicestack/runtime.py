@@ -278,12 +278,13 @@ class Runtime:
         return await open_watch(self.hub, self.access, queries, viewer, last_version, multi)
 
     async def open_thread_feed(
-        self, thread_id: str, viewer: Viewer | None, cursor: int | None
+        self, thread_id: str, viewer: Viewer | None, cursor: int | None, deflate: bool = False
     ) -> Stream:
         """A stream of the thread's events after event `cursor` (None: a snapshot first), ended
-        when the viewer loses access to it; raises `thread_not_found` if they cannot see it."""
+        when the viewer loses access to it; raises `thread_not_found` if they cannot see it.
+        `deflate`: its bytes are a zlib stream (`Content-Encoding: deflate`), else plain SSE."""
         return await open_thread_feed(
-            self.hub, self.access, self.store, self.feed, thread_id, viewer, cursor
+            self.hub, self.access, self.store, self.feed, thread_id, viewer, cursor, deflate
         )
 
     def open_voice_session(

@@ -6,12 +6,15 @@ encoded once, however many clients watch the thread; a client that joins (or rej
 Last-Event-ID) is caught up from the database inside the same snapshot, so nothing is missed
 and nothing is sent twice. A feed stream ends at the commit that takes its thread away from the
 viewer (the access guard watches `thread_members`).
+
+Deflated feeds (a client that accepts `Content-Encoding: deflate`) of one thread share one
+compressor, its Cohort: a batch's events are compressed once for all of them, as they are encoded
+once for all the plain ones (voicestack/reactive/deflate.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,7 @@ from voicestack.agent.records import (
 )
 from voicestack.reactive.access import AccessGuard, Viewer
 from voicestack.reactive.channel import FeedChannel
+from voicestack.reactive.deflate import Cohort, Opening, Segment, opening
 from voicestack.reactive.hub import Hub
 from voicestack.reactive.listeners import FeedJoin
 from voicestack.reactive.streams import Stream
@@ -55,7 +59,17 @@ def _unnumbered(kind: str, data: Any) -> bytes:
 class _Collected:
     last_id: int
     events: dict[str, list[Event]] = field(default_factory=dict)
-    catch_ups: list[tuple[bytes, int]] = field(default_factory=list)
+    # Each join's catch-up (compressed for a deflated feed) and the cursor live events follow.
+    catch_ups: list[tuple[bytes | Opening, int]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Watchers:
+    """The outboxes of one thread: plain ones, and deflated ones with their shared compressor."""
+
+    plain: set[FeedChannel] = field(default_factory=set)
+    deflated: set[FeedChannel] = field(default_factory=set)
+    cohort: Cohort | None = None
 
 
 class ThreadFeed:
@@ -64,7 +78,7 @@ class ThreadFeed:
     tables = frozenset({"thread_events"})
 
     def __init__(self) -> None:
-        self._outboxes: dict[str, set[FeedChannel]] = defaultdict(set)
+        self._outboxes: dict[str, _Watchers] = {}
         self._last_id: int | None = None
 
     @property
@@ -79,10 +93,13 @@ class ThreadFeed:
 
     def leave(self, thread_id: str, outbox: FeedChannel) -> None:
         """Stop feeding `outbox`."""
-        outboxes = self._outboxes.get(thread_id)
-        if outboxes is not None:
-            outboxes.discard(outbox)
-            if not outboxes:
+        watchers = self._outboxes.get(thread_id)
+        if watchers is not None:
+            watchers.plain.discard(outbox)
+            watchers.deflated.discard(outbox)
+            if not watchers.deflated:
+                watchers.cohort = None  # its compressor's memory goes with its last member
+            if not watchers.plain and not watchers.deflated:
                 del self._outboxes[thread_id]
         if not self._outboxes:
             # Batches are skipped while nobody watches: forget the position, so the next batch
@@ -109,7 +126,10 @@ class ThreadFeed:
                         (event_id, encode_row_event(event_id, kind, data))
                     )
         for join in joins:
-            collected.catch_ups.append(self._catch_up(snapshot, join.key, join.cursor, newest))
+            catch_up, cursor = self._catch_up(snapshot, join.key, join.cursor, newest)
+            # Compressed here, on the hub's reader thread: a catch-up may be a whole thread.
+            compressed = opening(catch_up) if join.outbox.deflated is not None else catch_up
+            collected.catch_ups.append((compressed, cursor))
         return collected
 
     def _catch_up(
@@ -148,31 +168,58 @@ class ThreadFeed:
 
         A thread's events of one batch become one HTTP chunk, framed once and written straight
         to every idle subscriber of the thread; a busy or paused one gets them queued instead.
+        The deflated subscribers get the same events compressed once, likewise.
         """
         now = asyncio.get_running_loop().time()
         for thread_id, events in collected.events.items():
-            outboxes = self._outboxes.get(thread_id)
-            if not outboxes:
+            watchers = self._outboxes.get(thread_id)
+            if watchers is None:
                 continue
-            first, last = events[0][0], events[-1][0]
-            frame: bytes | None = None
-            for outbox in list(outboxes):
-                if outbox.cursor < first and not outbox.has_pending():
-                    if frame is None:
-                        frame = http_chunk(b"".join(event for _, event in events))
-                    if outbox.write_direct(frame, now):
-                        outbox.cursor = last
-                        continue
-                for event_id, event in events:
-                    outbox.append(event_id, event)
+            if watchers.plain:
+                _send_plain(watchers.plain, events, now)
+            if watchers.cohort is not None and watchers.deflated:
+                data = b"".join(event for _, event in events)
+                segment = watchers.cohort.segment(data, events[-1][0])
+                _send_deflated(watchers.deflated, segment, now)
         self._last_id = collected.last_id
         for join, (catch_up, cursor) in zip(joins, collected.catch_ups, strict=True):
             if join.ready.done():
                 continue  # the client left while it waited
             outbox = join.outbox
-            outbox.preload(catch_up, cursor)
-            self._outboxes[join.key].add(outbox)
+            watchers = self._outboxes.setdefault(join.key, _Watchers())
+            if isinstance(catch_up, Opening):
+                if watchers.cohort is None:
+                    watchers.cohort = Cohort()
+                outbox.open_deflated(catch_up, cursor, watchers.cohort)
+                watchers.deflated.add(outbox)
+            else:
+                outbox.preload(catch_up, cursor)
+                watchers.plain.add(outbox)
             join.ready.set_result(None)
+
+
+def _send_plain(outboxes: set[FeedChannel], events: list[Event], now: float) -> None:
+    first, last = events[0][0], events[-1][0]
+    frame: bytes | None = None
+    for outbox in list(outboxes):
+        if outbox.cursor < first and not outbox.has_pending():
+            if frame is None:
+                frame = http_chunk(b"".join(event for _, event in events))
+            if outbox.write_direct(frame, now):
+                outbox.cursor = last
+                continue
+        for event_id, event in events:
+            outbox.append(event_id, event)
+
+
+def _send_deflated(outboxes: set[FeedChannel], segment: Segment, now: float) -> None:
+    # The same per-subscriber work as a plain batch: one direct write, or one queued segment.
+    frame, last = segment.frame, segment.last_id
+    for outbox in list(outboxes):
+        if not outbox.has_pending() and outbox.write_direct(frame, now):
+            outbox.cursor = last
+        else:
+            outbox.queue_segment(segment)
 
 
 async def open_thread_feed(
@@ -183,12 +230,14 @@ async def open_thread_feed(
     thread_id: str,
     viewer: Viewer | None,
     cursor: int | None,
+    deflate: bool = False,
 ) -> Stream:
     """A stream of the thread's events after event `cursor` (None: a snapshot first), ended
     when the viewer's token is revoked or they may no longer see the thread; raises
-    `thread_not_found` when they cannot see it now."""
+    `thread_not_found` when they cannot see it now. `deflate`: its bytes are a zlib stream
+    (`Content-Encoding: deflate`), else plain SSE."""
     user = viewer.caller if viewer is not None else None
-    outbox = FeedChannel()
+    outbox = FeedChannel(deflate=deflate)
     hub.track(outbox)
     # Guarded before the check reads: a member who leaves in between is still cut off.
     guard.watch(outbox, viewer, lambda db: thread_visible(db, thread_id, user))

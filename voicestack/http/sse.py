@@ -31,9 +31,16 @@ HEADERS = [
 class ChannelResponse:
     """Streams a Stream's outbox until it closes or the client goes away, then closes it."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, vary_encoding: bool = False) -> None:
+        """`vary_encoding`: the response depends on the request's Accept-Encoding (say so to
+        caches); the outbox's own `content_encoding`, if any, is announced."""
         self.channel = stream.outbox
         self.on_close = stream.close
+        self.headers = list(HEADERS)
+        if stream.outbox.content_encoding is not None:
+            self.headers.append((b"content-encoding", stream.outbox.content_encoding))
+        if vary_encoding:
+            self.headers.append((b"vary", b"accept-encoding"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = self.channel
@@ -41,7 +48,7 @@ class ChannelResponse:
         channel.abort = _aborter(scope)
         watcher = asyncio.ensure_future(_close_on_disconnect(receive, channel))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
             if scope["method"] == "HEAD":
                 channel.close()
             else:

@@ -14,6 +14,7 @@ from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import caller, runtime, viewer
 from voicestack.http.watch import last_event_id
+from voicestack.reactive.deflate import accepts_deflate
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -83,12 +84,16 @@ async def cancel_reply(request: Request) -> Response:
 
 
 async def thread_events(request: Request) -> ChannelResponse:
-    """GET /api/threads/{id}/events: the thread feed, resumable with Last-Event-ID or `?since=`."""
+    """GET /api/threads/{id}/events: the thread feed, resumable with Last-Event-ID or `?since=`;
+    deflated when the client accepts it (unless --no-feed-compression)."""
     resumed = last_event_id(request)
     cursor = resumed if resumed is not None else _query_int(request, "since")
     thread_id = request.path_params["thread_id"]
-    stream = await runtime(request).open_thread_feed(thread_id, viewer(request), cursor)
-    return ChannelResponse(stream)
+    rt = runtime(request)
+    negotiated = not rt.settings.no_feed_compression
+    deflate = negotiated and accepts_deflate(", ".join(request.headers.getlist("accept-encoding")))
+    stream = await rt.open_thread_feed(thread_id, viewer(request), cursor, deflate)
+    return ChannelResponse(stream, vary_encoding=negotiated)
 
 
 async def list_tools(request: Request) -> Response:
