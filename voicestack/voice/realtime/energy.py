@@ -62,10 +62,27 @@ class EnergyGate:
             return True
         return self._level >= self._floor and self._level >= self._noise + MARGIN_DB
 
+    @property
+    def on(self) -> bool:
+        """False when the floor (`SILENT_DB`) turns the gate off."""
+        return self._floor > SILENT_DB
+
+    def quiet_head_ms(self, pcm: bytes) -> int:
+        """How long `pcm` (16 kHz PCM, shorter than a chunk) is too quiet to be speech from its
+        start, in whole steps of `TAIL_STEP_MS`, when all of those steps are; else 0."""
+        step = 16 * TAIL_STEP_MS * 2
+        steps = len(pcm) // step
+        if not self.on or not steps:
+            return 0
+        bar = max(self._floor, self._noise + MARGIN_DB)
+        if any(level_dbfs(pcm[at : at + step]) >= bar for at in range(0, steps * step, step)):
+            return 0
+        return steps * TAIL_STEP_MS
+
     def quiet_tail_ms(self, chunk: bytes) -> int:
         """How long the end of `chunk` (16 kHz PCM) is too quiet to be speech, in steps of
         `TAIL_STEP_MS`; 0 with the gate off."""
-        if self._floor <= SILENT_DB:
+        if not self.on:
             return 0
         step = 16 * TAIL_STEP_MS * 2
         bar = max(self._floor, self._noise + MARGIN_DB)

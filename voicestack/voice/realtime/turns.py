@@ -3,7 +3,8 @@
 Time here is audio time (32 ms per VAD chunk), never the wall clock, so a recording sent faster
 than real time is cut exactly as it would be live. A turn starts after `min_speech_ms` of
 continuous speech (the speech just before it, kept as a pre-roll, is part of the turn) and ends
-after `silence_ms` of silence, to the nearest chunk. `voiced_ms` says how much speech the current
+after `silence_ms` of silence (measured to 8 ms by the level with the energy gate on, else to the
+nearest chunk). `voiced_ms` says how much speech the current
 turn holds, which is what barge-in compares with `--min-interruption-ms`.
 
 An energy gate (energy.py) runs first: a chunk too quiet to be speech is silence without running
@@ -83,6 +84,13 @@ class TurnDetector:
             found = self._chunk(chunk, self._speech(chunk))
             if found is not None:
                 events.append(found)
+        if self._turn is not None and self._pending:
+            # The window may be full before the next whole chunk is: the level says so.
+            quiet = self.gate.quiet_head_ms(self._pending)
+            if quiet and self._silence_ms + quiet >= self._settings.silence_ms:
+                self._turn.append(self._pending)
+                self._pending = b""
+                events.append(self._stop(self._turn))
         return events
 
     def _speech(self, chunk: bytes) -> bool:
@@ -112,8 +120,14 @@ class TurnDetector:
             self._silence_ms = self.gate.quiet_tail_ms(chunk)
             return None
         self._silence_ms += CHUNK_MS
-        if self._silence_ms + CHUNK_MS // 2 < self._settings.silence_ms:
+        # With the gate, the level measures silence to 8 ms (quiet_tail_ms, and the check of a
+        # partial chunk in `feed`); without it, the window ends at the nearest whole chunk.
+        margin = 0 if self.gate.on else CHUNK_MS // 2
+        if self._silence_ms + margin < self._settings.silence_ms:
             return None
+        return self._stop(turn)
+
+    def _stop(self, turn: list[bytes]) -> SpeechStopped:
         stopped = SpeechStopped(b"".join(turn), self.voiced_ms)
         self._turn = None
         self._run_ms = 0
