@@ -18,7 +18,6 @@ import numpy as np
 
 from voicestack.voice.realtime.energy import SILENT_DB
 from voicestack.voice.realtime.turns import (
-    CHUNK_BYTES,
     CHUNK_MS,
     SpeechStopped,
     TurnDetector,
@@ -100,9 +99,9 @@ def vad_alone(
 
 def vad_tail_ms(pcm: bytes, speech_end: int, silence_ms: int, floor_dbfs: float) -> float:
     """Audio time from the end of the speech in `pcm` to the end of its turn, beyond the silence
-    window: how long Silero still hears speech after the last loud sample."""
+    window, fed in the sessions' 20 ms frames: how late the turn detector ends the turn."""
     turns = TurnDetector(TurnSettings(silence_ms=silence_ms, energy_floor_dbfs=floor_dbfs))
-    for at in range(0, len(pcm), CHUNK_BYTES):
-        if any(isinstance(e, SpeechStopped) for e in turns.feed(pcm[at : at + CHUNK_BYTES])):
-            return (at + CHUNK_BYTES - speech_end) / 32 - silence_ms
+    for at in range(0, len(pcm), FRAME_BYTES):
+        if any(isinstance(e, SpeechStopped) for e in turns.feed(pcm[at : at + FRAME_BYTES])):
+            return (at + FRAME_BYTES - speech_end) / 32 - silence_ms
     return float("nan")
