@@ -113,6 +113,20 @@ async def test_a_typed_turn_is_answered_with_audio(
     ]
 
 
+async def test_a_reply_stops_once_its_audio_has_played(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess
+) -> None:
+    answer = "Hello there, my friend."
+    turn = await typed_turn(server, fake, await threads.create(), answer)
+    talk = turn.talk
+
+    assert turn.stopped["status"] == "complete"
+    assert talk.first_audio_at is not None
+    stopped_at = talk.received_at[talk.events.index(turn.stopped)]
+    # Audio goes out 0.3 s ahead of real time; the reply is the session's until it has played.
+    assert stopped_at - talk.first_audio_at >= len(answer) * SECONDS_PER_CHAR - 0.05
+
+
 async def test_mulaw_at_8_khz_is_heard_and_answered_in_mulaw(
     fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class Conversation:
     socket: ClientConnection
     events: list[dict[str, Any]] = field(default_factory=list)
     audio: dict[int, list[bytes]] = field(default_factory=dict)  # event index → frames after it
+    received_at: list[float] = field(default_factory=list)  # when each event came (monotonic)
+    first_audio_at: float | None = None  # when the first audio frame came
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -72,8 +75,10 @@ class Conversation:
             async for message in self.socket:
                 if isinstance(message, bytes):
                     self.audio.setdefault(len(self.events) - 1, []).append(message)
+                    self.first_audio_at = self.first_audio_at or time.monotonic()
                 else:
                     self.events.append(json.loads(message))
+                    self.received_at.append(time.monotonic())
                 self._changed.set()
         except ConnectionClosed:
             pass

@@ -5,7 +5,8 @@ three tasks each do one thing: the turn task transcribes and saves turns one at 
 task follows the thread's feed for the current reply's `speech` and final `message` events, and
 the speaker task sends each spoken sentence as paced audio frames after a `reply_audio` event.
 
-A reply is the session's from the moment its turn is saved until `reply_stopped`: while it is,
+A reply is the session's from the moment its turn is saved until `reply_stopped`, which comes
+once its audio has played (not when its last frame is sent, 0.3 s earlier): while it is,
 speech longer than `min_interruption_ms` interrupts it (barge-in), and shorter sounds are
 dropped. Audio is paced to real time with a small lead, so `clear` has little to throw away.
 Each turn carries a TurnClock (metrics.py), saved as the reply's `voice` when the reply ends.
@@ -392,6 +393,9 @@ class VoiceSession:
         if self._winding_down and self._reply is reply:
             await self._end_for_shutdown(reply, clock)
             return
+        # The reply stays the session's until its audio has played (it is sent LEAD_MS ahead):
+        # speech over its last words still interrupts it, and their `played` reports count.
+        await self._played_out(reply, clock)
         if self._reply is reply:
             self._reply = None
             message_id, status = reply.spoken.message_id, reply.final_status or "interrupted"
@@ -404,10 +408,14 @@ class VoiceSession:
                 )
             )
 
-    async def _end_for_shutdown(self, reply: _Reply, clock: float | None) -> None:
-        """The sentence is sent: wait until it has played, then save what was heard."""
+    async def _played_out(self, reply: _Reply, clock: float | None) -> None:
+        """Wait until the audio sent for `reply` (paced from `clock`) has played."""
         if clock is not None:
             await asyncio.sleep(max(0.0, clock + reply.spoken.sent_ms / 1000 - self._now()))
+
+    async def _end_for_shutdown(self, reply: _Reply, clock: float | None) -> None:
+        """The sentence is sent: wait until it has played, then save what was heard."""
+        await self._played_out(reply, clock)
         if self._reply is reply:
             self._reply = None
             reply.spoken.assume_played(reply.spoken.sent_ms)
