@@ -13,7 +13,14 @@ import httpx
 import pytest
 
 from tests.support.agent import Threads, feed, marker, snapshot
-from tests.support.realtime import FRAME_BYTES, conversation, silence, spoken_pcm, typed_turn
+from tests.support.realtime import (
+    FRAME_BYTES,
+    SPOKEN_TURN_OF_TWO_SENTENCES,
+    conversation,
+    silence,
+    spoken_pcm,
+    typed_turn,
+)
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -55,16 +62,7 @@ async def test_a_spoken_turn_is_transcribed_answered_with_audio_and_saved(
     assert len(said) == 1
     message_id, reply_id = said[0]["messageId"], talk.events[-1]["messageId"]
     assert ready == {"type": "ready", "sampleRate": 16000}
-    assert talk.kinds() == [
-        "ready",
-        "user_speech_started",
-        "user_speech_stopped",
-        "transcript",
-        "reply_started",
-        "reply_audio",
-        "reply_audio",
-        "reply_stopped",
-    ]
+    assert talk.kinds() == SPOKEN_TURN_OF_TWO_SENTENCES
     assert said[0] == {"type": "transcript", "messageId": message_id, "text": transcript}
     assert talk.events[4] == {"type": "reply_started", "messageId": reply_id}
     audio_events = talk.events[5:7]

@@ -33,6 +33,19 @@ FRAME_BYTES = 640  # 20 ms of 16 kHz 16-bit PCM
 BURST = 25
 
 
+# The events of one spoken turn answered in two sentences, in order.
+SPOKEN_TURN_OF_TWO_SENTENCES = [
+    "ready",
+    "user_speech_started",
+    "user_speech_stopped",
+    "transcript",
+    "reply_started",
+    "reply_audio",
+    "reply_audio",
+    "reply_stopped",
+]
+
+
 def spoken_pcm(directory: Path, text: str, rate: int = RATE) -> bytes:
     """`text` spoken by espeak-ng as raw 16-bit mono PCM at `rate`."""
     if ESPEAK is None or SOX is None:
