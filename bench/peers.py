@@ -156,7 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, list[Any]]:
                     got = await measure_wire(vs, fake, args.wire_words, args.wire_tps)
                 finally:
                     vs.stop()
-                found["wire"].append(WireRow(**{**asdict(got), "ratio": got.ratio}))
+                found["wire"].append(got)
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,9 +14,9 @@ import json
 import random
 import time
 import zlib
-from dataclasses import dataclass
 from typing import Any, cast
 
+from bench.peers_report import WireRow
 from bench.peers_servers import Fake, Voicestack
 from bench.sse_client import HOST, dechunk, http_call
 
@@ -42,25 +42,6 @@ def reply_text(words: int, seed: int = 7) -> str:
         out += sentence
     text = " ".join(out[:words])
     return text if text.endswith(".") else text + "."
-
-
-@dataclass
-class WireResult:
-    """What the watcher downloaded for one reply."""
-
-    encoding: str = "identity"
-    wire_bytes: int = 0
-    decoded_bytes: int = 0
-    reply_bytes: int = 0
-    words: int = 0
-    tokens_per_s: float = 0.0
-    seconds: float = 0.0
-    error: str = ""
-
-    @property
-    def ratio(self) -> float:
-        """Wire bytes per byte of reply text."""
-        return self.wire_bytes / self.reply_bytes if self.reply_bytes else 0.0
 
 
 def _decode(encoding: str, payload: bytes) -> bytes:
@@ -94,9 +75,9 @@ async def _read_stream(port: int, request: bytes, into: list[bytes], stop: async
         writer.close()
 
 
-async def measure_wire(vs: Voicestack, fake: Fake, words: int, tokens_per_s: float) -> WireResult:
+async def measure_wire(vs: Voicestack, fake: Fake, words: int, tokens_per_s: float) -> WireRow:
     """Watch one thread's feed as a browser would while a `words`-word reply streams."""
-    result = WireResult(words=words, tokens_per_s=tokens_per_s)
+    result = WireRow(encoding="identity", words=words, tokens_per_s=tokens_per_s)
     text = reply_text(words)
     prompt = "wire-test: tell me a long story"
     plan = {"kind": "chat", "match": "wire-test", "text": text, "tokens_per_second": tokens_per_s}
@@ -152,4 +133,5 @@ async def measure_wire(vs: Voicestack, fake: Fake, words: int, tokens_per_s: flo
     result.reply_bytes = len(final.encode())
     if final != text:
         result.error = "the final reply differs from the scripted text"
+    result.ratio = result.wire_bytes / result.reply_bytes if result.reply_bytes else 0.0
     return result
