@@ -1,6 +1,7 @@
 """The whole core schema of a voicestack database, in the order it was built: the store's own
 tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
-jobs, full-text search over messages, and the live conversations' per-turn metrics.
+jobs, full-text search over messages, the live conversations' per-turn metrics, and
+named agents with cost per message.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -10,6 +11,7 @@ records how many of these it has had, so a change is always a new migration at t
 from __future__ import annotations
 
 from voicestack.agent.migrations import (
+    AGENT_BINDING_MIGRATIONS,
     AGENT_MIGRATIONS,
     MEMBERSHIP_MIGRATIONS,
     MEMORY_MIGRATIONS,
@@ -28,6 +30,7 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     Migration("scheduler_jobs", JOBS_TABLE_SQL + REPLY_JOBS_SQL),
     *MEMORY_MIGRATIONS,
     *VOICE_METRICS_MIGRATIONS,
+    *AGENT_BINDING_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

@@ -201,3 +201,20 @@ VOICE_METRICS_MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE messages ADD COLUMN voice TEXT;",
     ),
 )
+
+# Named agents and cost per conversation (core migration 10, DESIGN §8).
+AGENT_BINDING_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # A thread answers as one agent at a time (a handoff changes it); a message records the
+        # agent that wrote it (NULL for people's messages). `cost_usd` is fixed when the reply
+        # ends, from the price table of that moment, and stays NULL for a model without a price.
+        "agent_binding",
+        """
+        ALTER TABLE threads ADD COLUMN agent TEXT NOT NULL DEFAULT 'assistant';
+        ALTER TABLE messages ADD COLUMN agent TEXT;
+        ALTER TABLE messages ADD COLUMN model TEXT;
+        ALTER TABLE messages ADD COLUMN cost_usd REAL;
+        UPDATE messages SET agent = 'assistant' WHERE role = 'assistant';
+        """,
+    ),
+)
