@@ -224,6 +224,20 @@ class Hub:
         reader = self._reader
         assert reader is not None
         snapshot = await loop.run_in_executor(self._executor, reader.begin)
+        ended = False
+
+        def execute_then_end(
+            to_run: set[SharedQuery], joins: list[QueryJoin], listeners: BatchListeners
+        ) -> tuple[dict[SharedQuery, Outcome], set[int]]:
+            # One trip to the hub's thread, not two: each trip back waits its turn on a busy
+            # event loop, and that wait was most of a feed event's delivery latency.
+            nonlocal ended
+            try:
+                return self._execute(snapshot, to_run, joins, listeners)
+            finally:
+                ended = True
+                reader.end()
+
         try:
             version = snapshot.version
             trusted = await self._inbox.wait_for(version, CHANGESET_WAIT_S)
@@ -238,10 +252,11 @@ class Hub:
             to_run = stale | {j.shared for j in joins if j.shared.payload is None}
             listeners = self._listeners.take(changes)
             outcomes, current = await loop.run_in_executor(
-                self._executor, lambda: self._execute(snapshot, to_run, joins, listeners)
+                self._executor, lambda: execute_then_end(to_run, joins, listeners)
             )
         finally:
-            await loop.run_in_executor(self._executor, reader.end)
+            if not ended:
+                await loop.run_in_executor(self._executor, reader.end)
         self.version = max(self.version, version)
         self.batches += 1
         self.reruns += len(outcomes)
