@@ -26,6 +26,7 @@ from voicestack.auth.users import Identity
 from voicestack.config import Settings
 from voicestack.http.auth import IDENTITY_KEY
 from voicestack.http.errors import error_response
+from voicestack.http.sse import STREAM_RELEASE_KEY, StreamRelease
 
 # Nothing tells when another stream closes: a client should look again after a few seconds.
 STREAM_RETRY_AFTER_S = 5
@@ -154,13 +155,20 @@ class RequestLimits:
                 )
             return
         self.open_streams[token_id] += 1
-        try:
-            # A stream's response returns only once the stream has ended.
-            await self.app(scope, receive, send)
-        finally:
+
+        def release() -> None:
             self.open_streams[token_id] -= 1
             if not self.open_streams[token_id]:
                 del self.open_streams[token_id]
+
+        # A stream's response returns once the stream has ended, or, detached, keeps the
+        # release and calls it when the stream ends.
+        scope[STREAM_RELEASE_KEY] = handoff = StreamRelease(release)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if not handoff.kept:
+                handoff()
 
 
 def _refusal(code: str, message: str, seconds: int) -> Response:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from voicestack import jsoncodec
 from voicestack.reactive.deflate import EMPTY_BLOCK, Cohort, Deflated, Opening, Segment
-from voicestack.reactive.wire import PING, encode_event, http_chunk
+from voicestack.reactive.wire import END_OF_CHUNKS, PING, encode_event, http_chunk
 
 
 @dataclass(eq=False, slots=True)
@@ -77,6 +77,10 @@ class FlowControl(Protocol):
         """True while the transport's write buffer is over its high-water mark."""
         ...
 
+    async def drain(self) -> None:
+        """Wait until writing is no longer paused (or the connection is lost)."""
+        ...
+
 
 class Outbox:
     """What an SSE connection drains: the hub fills it, the connection's writer empties it."""
@@ -98,26 +102,39 @@ class Outbox:
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
+        self._detached = False  # drained by short pump tasks, not by a connection coroutine
+        self._pump: asyncio.Task[None] | None = None
 
     def attach(self, transport: asyncio.Transport, flow: FlowControl) -> None:
         """Allow direct writes of pre-framed chunks to this connection (response started)."""
         self._transport = transport
         self._flow = flow
 
+    def detach(self) -> None:
+        """Drain this outbox without a coroutine of its connection's own (attached first).
+
+        An idle detached outbox costs no task: events go out as direct writes, and only what
+        cannot (back-pressure, a hold, a catch-up) starts a short pump task that writes what is
+        pending and ends. Once closed and drained, the pump ends the chunked response and
+        closes the connection; whoever detached it learns of the end from the connection.
+        """
+        assert self._transport is not None, "attach() first"
+        self._detached = True
+        if self._has_pending() or self._ping or self.closed:
+            self._start_pump()
+
     def write_direct(self, frame: bytes, now: float) -> bool:
         """Write `frame` now if the connection is idle and keeping up; False means push instead.
 
-        Idle: the writer coroutine waits with nothing pending, so nothing it sends can be
+        Idle: the writer (coroutine or pump) has nothing pending, so nothing it sends can be
         reordered with this write. Keeping up: the transport is not paused for back-pressure.
         """
         transport = self._transport
         flow = self._flow
-        waiter = self._waiter
         if (
             transport is None
             or flow is None
-            or waiter is None
-            or waiter.done()
+            or not self._idle()
             or self.closed
             or self.held
             or self._ping
@@ -131,9 +148,14 @@ class Outbox:
 
     def ping(self) -> None:
         """Send a keep-alive comment unless something else is about to be sent anyway."""
-        if not self.closed:
-            self._ping = True
-            self._wake()
+        if self.closed:
+            return
+        if self._detached and self.write_direct(
+            http_chunk(self.ping_bytes), asyncio.get_running_loop().time()
+        ):
+            return
+        self._ping = True
+        self._wake()
 
     def close(self, reason: str | None = None) -> None:
         """End the stream after what is pending has been sent; what is held is never sent.
@@ -160,10 +182,49 @@ class Outbox:
     def _release_held(self) -> None:
         raise NotImplementedError
 
+    def _idle(self) -> bool:
+        if self._detached:
+            return self._pump is None
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif self._detached:
+            self._start_pump()
+
+    def _start_pump(self) -> None:
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._drain_detached())
+
+    async def _drain_detached(self) -> None:
+        transport, flow = self._transport, self._flow
+        assert transport is not None
+        assert flow is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while not transport.is_closing():
+                if flow.write_paused:
+                    self.sending_since = loop.time()
+                    await flow.drain()
+                    self.sending_since = None
+                elif self._has_pending() or self._ping:
+                    self._ping = False
+                    chunk = self._take() if self._has_pending() else self.ping_bytes
+                    if chunk:  # an empty chunk would end the response
+                        transport.write(http_chunk(chunk))
+                        self.last_write = loop.time()
+                elif self.closed:
+                    last = self._last_chunk()
+                    transport.write((http_chunk(last) if last else b"") + END_OF_CHUNKS)
+                    transport.close()
+                    return
+                else:
+                    return  # drained: the next push starts another pump
+        finally:
+            self._pump = None
 
     def _has_pending(self) -> bool:
         raise NotImplementedError

@@ -12,6 +12,8 @@ from __future__ import annotations
 from sse_starlette.event import ServerSentEvent
 
 PING = ServerSentEvent(comment="ping", sep="\n").encode()
+# The zero-length chunk that ends a chunked HTTP/1.1 response.
+END_OF_CHUNKS = b"0\r\n\r\n"
 
 
 def encode_event(event: bytes, event_id: int | None, data: bytes) -> bytes:

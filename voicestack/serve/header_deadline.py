@@ -66,6 +66,8 @@ class HeaderDeadline:
         return owner is not self
 
     def _waiting_for_head(self) -> bool:
+        if getattr(self, "streaming_detached", False):
+            return False  # an event stream owns the connection: no request head is due
         return self.cycle is None or self.cycle.response_complete
 
     def _arm_head_timer(self) -> None:
