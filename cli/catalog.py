@@ -1,4 +1,4 @@
-"""`voicestack tools list` and `voicestack functions list`: what a running server offers."""
+"""`voicestack tools list`, `functions list` and `agents list`: what a running server offers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from cli.output import Output, one_line
 
 tools_app = typer.Typer(help="The model's tools on a server (tool plugins).", no_args_is_help=True)
 functions_app = typer.Typer(help="The server functions on a server.", no_args_is_help=True)
+agents_app = typer.Typer(
+    help="The agents on a server: assistant (the serve flags), the config file's and the apps'.",
+    no_args_is_help=True,
+)
 
 
 @tools_app.command("list")
@@ -64,6 +68,34 @@ def list_functions(
             fn.get("kind") or "",
             fn.get("app") or "",
             one_line(fn.get("description") or "", 80 if terminal else None),
+        ],
+    )
+
+
+@agents_app.command("list")
+@reports_errors
+def list_agents(
+    as_json: JsonOption = False,
+    server: ServerOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """List agents: name, model, voice, tools ("all": every tool), handoffs and description.
+
+    Example: voicestack agents list --server http://127.0.0.1:8000
+    """
+    _print_listing(
+        "/api/agents",
+        server,
+        token,
+        as_json,
+        ["name", "model", "voice", "tools", "handoffs", "description"],
+        lambda agent, terminal: [
+            agent["name"],
+            agent.get("model") or "",
+            agent.get("voice") or "",
+            "all" if agent.get("tools") is None else ", ".join(agent["tools"]) or "none",
+            ", ".join(agent.get("handoffs") or ()),
+            one_line(agent.get("description") or "", 80 if terminal else None),
         ],
     )
 

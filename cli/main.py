@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from cli import catalog, db, thread, token
+from cli import catalog, db, thread, token, usage
 
 # `voicestack serve`'s summary, for the root's help (tests/test_cli_help.py keeps it equal to
 # the first line of `cli.serve.serve`'s docstring).
@@ -56,8 +56,10 @@ app = typer.Typer(
 app.add_typer(thread.app, name="thread")
 app.add_typer(catalog.tools_app, name="tools")
 app.add_typer(catalog.functions_app, name="functions")
+app.add_typer(catalog.agents_app, name="agents")
 app.add_typer(db.app, name="db")
 app.add_typer(token.app, name="token")
+app.command("usage")(usage.usage)
 
 
 @app.callback()

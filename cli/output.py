@@ -63,13 +63,28 @@ class Output:
         """A note for the person on stderr (rich markup allowed)."""
         self.err.print(text)
 
-    def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        """Rows as a table on a terminal, else as tab-separated lines without a header."""
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        total: Sequence[str] | None = None,
+    ) -> None:
+        """Rows as a table on a terminal, else as tab-separated lines without a header; a
+        `total` row comes last, set apart in bold on a terminal."""
         if not self.terminal:
-            for row in rows:
+            for row in [*rows, *([total] if total is not None else [])]:
                 self.line("\t".join(one_line(cell) for cell in row))
             return
-        table = Table(*columns, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+        table = Table(
+            *columns,
+            box=box.SIMPLE_HEAD if total is None else box.SIMPLE,
+            header_style="bold",
+            pad_edge=False,
+            show_footer=total is not None,
+            footer_style="bold",
+        )
+        for column, cell in zip(table.columns, total or (), strict=False):
+            column.footer = cell
         for row in rows:
             table.add_row(*row)
         self.console.print(table)

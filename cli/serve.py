@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from cli.settings_options import with_settings_options
 from voicestack.config import load_settings
@@ -57,8 +58,8 @@ def serve(
 
     try:
         runtime = Runtime(settings)
-    except Exception as exc:  # a bad --app, an unreadable database: one line, not a traceback
-        err.print(f"[red]error:[/] {exc}")
+    except Exception as exc:  # a bad --app or agent, an unreadable database: one line
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     asgi_app = create_app(settings, runtime)
     asgi_app.state.page_token = page_token

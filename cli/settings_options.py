@@ -1,7 +1,7 @@
 """Command-line options generated from the Settings model, so flags and settings never drift.
 
-Every Settings field becomes `--field-name` (unset by default, so the config file and the
-environment still apply), with the field's description as its help.
+Every Settings field but the config file's tables becomes `--field-name` (unset by default, so
+the config file and the environment still apply), with the field's description as its help.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def settings_parameters() -> list[inspect.Parameter]:
     """One keyword parameter per Settings field, annotated for Typer."""
     parameters = []
     for name, field in Settings.model_fields.items():
+        if typing.get_origin(field.annotation) is dict:
+            continue  # tables ([agents.NAME]) are set in the config file, not by flags
         kind = _option_type(field.annotation)
         flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
         help_text = field.description or ""

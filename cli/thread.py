@@ -38,17 +38,22 @@ def _thread_path(thread_id: str) -> str:
 @reports_errors
 def new(
     title: Annotated[str | None, typer.Option(help="The thread's title.")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="The agent that answers (`voicestack agents list`); default assistant."),
+    ] = None,
     server: ServerOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Create a thread; prints its id alone on stdout.
 
-    Example: THREAD=$(voicestack thread new --title support)
+    Example: THREAD=$(voicestack thread new --title support --agent support)
     """
     from cli.client import ApiClient
 
+    body = {"title": title, "agent": agent}
     with ApiClient(server, token) as api:
-        created = api.post("/api/threads", {"title": title} if title else {})
+        created = api.post("/api/threads", {k: v for k, v in body.items() if v})
     Output().line(created["id"])
 
 

@@ -72,7 +72,7 @@ def error_line(message: dict[str, Any]) -> str:
 
 
 def usage_line(usage: dict[str, Any] | None) -> str:
-    """Tokens, tool calls and wall time in words ('' when there is nothing to say)."""
+    """Tokens, tool calls, wall time and cost in words ('' when there is nothing to say)."""
     if not usage or not any(usage.values()):
         return ""
     parts = [
@@ -87,6 +87,8 @@ def usage_line(usage: dict[str, Any] | None) -> str:
     heard, spoken = usage.get("audioInSeconds", 0), usage.get("audioOutSeconds", 0)
     if heard or spoken:
         parts.append(f"audio {heard:.1f} s in, {spoken:.1f} s out")
+    if usage.get("costUsd") is not None:
+        parts.append(f"${usage['costUsd']:.4f}")
     return ", ".join(parts)
 
 

@@ -59,6 +59,7 @@ def user_row(
         "order": order,
         "author": author,
         "authorName": author_name,
+        "agent": None,
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,
@@ -123,6 +124,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "order": 2,
         "author": None,
         "authorName": None,
+        "agent": "assistant",
         "replyTo": user_id,
         "audioFileId": None,
         "usage": NO_USAGE,
@@ -145,6 +147,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "id": thread_id,
         "title": None,
         "owner": admin,
+        "agent": "assistant",
         "createdAt": thread["createdAt"],
         "updatedAt": thread["updatedAt"],
         "usage": {
@@ -367,6 +370,7 @@ async def test_a_person_answering_hands_off_the_unfinished_replies(
         "order": 5,
         "author": server.user_id(),  # the person who answered
         "authorName": "admin",
+        "agent": None,  # a person wrote it
         "replyTo": None,
         "audioFileId": None,
         "usage": NO_USAGE,

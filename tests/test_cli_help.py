@@ -56,7 +56,14 @@ def test_the_root_help_lists_serve_with_its_own_summary() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["token", "--help"], ["db", "check", "--help"], ["thread", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["token", "--help"],
+        ["db", "check", "--help"],
+        ["thread", "--help"],
+        ["usage", "--help"],
+    ],
 )
 def test_help_loads_neither_the_server_nor_the_http_client(args: list[str], tmp_path: Path) -> None:
     assert modules_loaded_by(args, tmp_path) == []

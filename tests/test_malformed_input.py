@@ -119,6 +119,7 @@ OTHER_ROUTES = {
     ("GET", "/openapi.json"): "",
     ("GET", "/api/functions"): "",
     ("GET", "/api/tools"): "",
+    ("GET", "/api/agents"): "",
 }
 
 

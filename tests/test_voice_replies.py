@@ -52,6 +52,7 @@ NO_USAGE = {
     "audioInSeconds": 0.0,
     "speechChars": 0,
     "speechSeconds": 0.0,
+    "costUsd": None,
 }
 
 
@@ -170,6 +171,7 @@ async def test_a_spoken_question_gets_a_reply_spoken_sentence_by_sentence(
         "order": 1,
         "author": server.user_id(),
         "authorName": "admin",
+        "agent": None,
         "replyTo": None,
         "audioFileId": voice.file_id,
         "usage": {**NO_USAGE, "audioInSeconds": heard_seconds},

@@ -7,6 +7,8 @@ The public API for apps and plugins, and the only module they import:
   call; `ctx.user` is a `Caller`. Apps declare `MIGRATIONS` (SQL strings or `Migration`) and
   recurring runs as `CRONS = [Cron(...)]`;
 - tools for the model: `@tool` (or `Tool(...)`), run with a `ToolCtx`;
+- agents: `Agent(name, instructions, model=..., tools=[...], handoffs=[...])`, published by an
+  app as `AGENTS = [...]`;
 - the database handles functions and tools receive: `ReadDB`, `WriteDB`;
 - `match_expression`: a safe FTS5 query from a person's or a model's words.
 
@@ -20,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from voicestack.agent.agents import Agent
     from voicestack.agent.tools import Tool, ToolCtx, tool
     from voicestack.functions import (
         ActionCtx,
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 # Each public name and the module that defines it.
 _EXPORTS = {
     "ActionCtx": "voicestack.functions",
+    "Agent": "voicestack.agent.agents",
     "Caller": "voicestack.identity",
     "Cron": "voicestack.functions.cron",
     "FunctionError": "voicestack.functions",
@@ -60,6 +64,7 @@ _EXPORTS = {
 
 __all__ = [
     "ActionCtx",
+    "Agent",
     "Caller",
     "Cron",
     "FunctionError",

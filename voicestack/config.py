@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,32 @@ SpeechFormat = Literal["mp3", "wav", "flac", "opus", "pcm"]
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+class AgentConfig(BaseModel):
+    """An `[agents.NAME]` table of the config file: the keys of `voicestack.Agent` but its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str
+    model: str | None = None
+    tools: list[str] | None = None
+    voice: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_steps: int | None = Field(None, ge=1, le=50)
+    handoffs: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class ModelPrice(BaseModel):
+    """A `[prices."MODEL"]` table: what a model costs, in USD; a price left out is unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
+    output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
+    audio_in_per_min: float | None = Field(None, ge=0, allow_inf_nan=False)
+    speech_per_mchar: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class Settings(BaseSettings):
@@ -100,6 +126,18 @@ class Settings(BaseSettings):
         50.0, gt=0, le=5000, description="Longest wait before streamed words are saved."
     )
     max_steps: int = Field(8, ge=1, le=50, description="Most model calls (tool rounds) per reply.")
+    max_handoffs: int = Field(
+        3,
+        ge=0,
+        le=50,
+        description="Most times one reply may hand the thread to another agent (transfer_to_…);"
+        " a transfer past it fails as a tool call and the reply goes on.",
+    )
+    agents: dict[str, AgentConfig] = Field(
+        default_factory=dict,
+        description="Named agents besides `assistant`: `[agents.NAME]` tables of the config file"
+        " with the keys of voicestack.Agent.",
+    )
     tool_timeout_s: float = Field(60.0, gt=0, description="Default time limit of one tool call.")
     provider_timeout_s: float = Field(
         60.0, gt=0, description="Time limit of one model request (between chunks)."
@@ -150,6 +188,26 @@ class Settings(BaseSettings):
         description="Audio format of spoken replies; pcm asks the provider for raw 24 kHz PCM"
         " and stores it as WAV, with no encoding or decoding anywhere.",
     )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='Model prices in USD: `[prices."MODEL"]` tables of the config file with'
+        " input_per_mtok, output_per_mtok, audio_in_per_min and speech_per_mchar; a model"
+        " without one has no cost (null), never a guessed one.",
+    )
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_name_models(cls, prices: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        for model, price in prices.items():
+            if not model.strip():
+                raise ValueError('A price table needs a model name, as in prices."gpt-4o-mini".')
+            if not price.model_fields_set:
+                raise ValueError(
+                    f'The price table of "{model}" names no price: give input_per_mtok,'
+                    " output_per_mtok, audio_in_per_min or speech_per_mchar."
+                )
+        return prices
+
     vad_threshold: float = Field(
         0.5,
         gt=0,

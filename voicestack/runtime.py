@@ -16,17 +16,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from voicestack import jsoncodec
+from voicestack.agent.agents import AgentDefaults, build_agents, install_agents
+from voicestack.agent.app_threads import ThreadsInAction, ThreadsInMutation, ThreadsInQuery
+from voicestack.agent.cost import Pricing
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
 from voicestack.agent.feed import ThreadFeed, open_thread_feed
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.reply import AgentSettings
+from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
 from voicestack.echo import echoed
 from voicestack.functions.apps import App, load_entry_point_apps, load_module_app
-from voicestack.functions.context import ActionCtx, MutationCtx, QueryCtx
+from voicestack.functions.context import ActionCtx, MutationCtx, QueryCtx, use_query_threads
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
 from voicestack.identity import Caller
@@ -39,7 +43,7 @@ from voicestack.scheduler.functions import FUNCTIONS as SCHEDULER_FUNCTIONS
 from voicestack.scheduler.jobs import JobRun
 from voicestack.scheduler.runner import Scheduler
 from voicestack.schema import ALL_MIGRATIONS
-from voicestack.store.db import WriteDB
+from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.leader import LeaderLease
 from voicestack.store.store import Store
 from voicestack.voice.capabilities import (
@@ -105,6 +109,15 @@ class Runtime:
             *self.tools.apps(),
             *(apps if apps is not None else self._load_apps(settings)),
         ]
+        self.agents = build_agents(
+            AgentDefaults.from_settings(settings),
+            settings.agents,
+            self.apps,
+            (tool.name for tool in self.tools.tools),
+            (failure.entry_point for failure in self.tools.failures),
+        )
+        install_agents(self.agents)
+        use_query_threads(ThreadsInQuery)
         self.store = Store(
             settings.db,
             readers=settings.readers,
@@ -140,12 +153,16 @@ class Runtime:
             self.store,
             self.provider,
             self.tools,
+            self.agents,
             AgentSettings.from_settings(settings),
             self.query_value,
             self.mutation_value,
-            speakers=SpeakerFactory(self.store, self.synthesizer),
+            speakers=SpeakerFactory(self.store, self.synthesizer, self.agents),
+            pricing=Pricing.from_settings(settings),
         )
         self.hub.add_observer(self.runner)
+        self.reply_ends = ReplyEnds(self.store)  # `await ctx.threads.generate(...)` waits on it
+        self.hub.add_observer(self.reply_ends)
         self.scheduler = Scheduler(
             self.store, self._run_job, crons, timeout_s=settings.job_timeout_s
         )
@@ -220,14 +237,18 @@ class Runtime:
         self, db: WriteDB, user: Caller | None, job: JobRun | None = None
     ) -> MutationCtx:
         scheduler = MutationScheduler(db, JobPlanner(self._check_job, user))
-        return MutationCtx(db, user, scheduler, job)
+        return MutationCtx(db, user, scheduler, job, ThreadsInMutation(db, user))
 
     def _action_ctx(self, user: Caller | None, job: JobRun | None = None) -> ActionCtx:
         scheduler = ActionScheduler(self._write_value, JobPlanner(self._check_job, user))
-        return ActionCtx(user, self.query_value, self.mutation_value, scheduler, job)
+        threads = ThreadsInAction(self._write_value, self._read_value, self.reply_ends, user)
+        return ActionCtx(user, self.query_value, self.mutation_value, scheduler, job, threads)
 
     async def _write_value(self, fn: Callable[[WriteDB], Any]) -> Any:
         return (await self.store.write(fn)).value
+
+    async def _read_value(self, fn: Callable[[ReadDB], Any]) -> Any:
+        return await self.store.read(lambda snapshot: fn(snapshot.db()))
 
     def _job_function(self, name: str) -> ServerFunction:
         """The mutation or action a job named `name` runs; `unknown_job_function` otherwise."""
@@ -382,6 +403,7 @@ class Runtime:
                 await asyncio.sleep(0.01)
         finally:
             self.hub.close_streams()  # whatever happened, no feed client is left hanging
+            self.reply_ends.close()  # nor an action waiting for a reply that will not run now
         log.info("drained replies in %.1f s", loop.time() - started)
 
     async def close(self) -> None:
@@ -394,6 +416,7 @@ class Runtime:
         await self.scheduler.close()
         await self.runner.close()
         await self.hub.close()
+        self.reply_ends.close()
         await self.provider.aclose()
         await self.transcription_provider.aclose()
         await self.speech_provider.aclose()

@@ -60,6 +60,7 @@ EVERYONE: dict[str, Any] = {"outsider": None}
 ROUTES = [
     Route("functions", "GET", "/api/functions", OK, **EVERYONE),
     Route("tools", "GET", "/api/tools", OK, **EVERYONE),
+    Route("agents", "GET", "/api/agents", OK, **EVERYONE),
     Route("threads list", "GET", "/api/threads", OK, **EVERYONE),
     Route("threads create", "POST", "/api/threads", CREATED, json={"title": "m"}, **EVERYONE),
     Route("thread get", "GET", "/api/threads/{thread}", OK),

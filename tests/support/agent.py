@@ -29,6 +29,7 @@ NO_USAGE = {
     "audioInSeconds": 0.0,
     "speechChars": 0,
     "speechSeconds": 0.0,
+    "costUsd": None,
 }
 
 # The `start_agent_server` and `shared_agent_server` fixtures: (api_base, *extra_args) -> server.

@@ -63,6 +63,14 @@ class ProviderError(Exception):
 
 
 @dataclass(frozen=True)
+class CallOptions:
+    """The model and temperature of one chat call (None: the provider's default temperature)."""
+
+    model: str
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """A piece of the reply's text, as it arrived."""
 
@@ -123,9 +131,12 @@ class ChatProvider:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         limits: StreamLimits | None = None,
+        options: CallOptions | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Yield text deltas, then complete tool calls, then Usage, then Finish; or raise.
 
+        `options` name the model and temperature of this call (an agent's), instead of the
+        provider's own.
         Raises ProviderError, or StreamLimitReached once the text up to `limits` is yielded.
         A provider that answers a whole completion instead of a stream gets its text yielded,
         then ProviderError `provider_not_streaming`.
@@ -136,13 +147,13 @@ class ChatProvider:
         for attempt in range(retries + 1):
             progress = _Progress()
             try:
-                events = self._attempt(self._client, messages, tools, progress, limits)
+                events = self._attempt(self._client, messages, tools, progress, limits, options)
                 async with aclosing(events) as it:
                     async for event in it:
                         progress.yielded = True
                         yield event
             except _FAILURES as exc:
-                error = self._error_for(exc, progress, attempt)
+                error = self._error_for(exc, progress, attempt, options.model if options else None)
                 # Once output has streamed the caller keeps it; a retry would repeat it.
                 if progress.yielded or not error.retryable or attempt == retries:
                     raise error from exc
@@ -186,7 +197,9 @@ class ChatProvider:
         tools: list[dict[str, Any]] | None,
         progress: _Progress,
         limits: StreamLimits | None,
+        call: CallOptions | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
+        call = call or CallOptions(self.settings.model, self.settings.temperature)
         # The messages and tools go in `extra_body`, which the SDK sends as given: its typed
         # transform of `messages` walks every message and costs ~0.3 ms each (12 ms for a
         # 40-message thread, most of a live turn's own latency). Ours are already plain JSON
@@ -195,12 +208,12 @@ class ChatProvider:
         if tools:
             body["tools"] = tools
         options: dict[str, Any] = {}
-        if self.settings.temperature is not None:
-            options["temperature"] = self.settings.temperature
+        if call.temperature is not None:
+            options["temperature"] = call.temperature
         # The raw event stream, parsed here: the SDK's per-chunk model objects cost more CPU than
         # everything else a streamed token does in this server (bench/stream.py).
         request = client.chat.completions.with_streaming_response.create(
-            model=self.settings.model,
+            model=call.model,
             messages=(),
             stream=True,
             stream_options={"include_usage": True},

@@ -16,7 +16,7 @@ AnyDB = ReadDB | WriteDB
 MESSAGE_COLUMNS = (
     "id, thread_id, position, role, text, status, error_code, error_message, author, reply_to,"
     " prompt_tokens, completion_tokens, tool_call_count, wall_ms, created_at, updated_at,"
-    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds, voice"
+    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds, voice, agent, cost_usd"
 )
 TOOL_CALL_COLUMNS = (
     "id, thread_id, message_id, call_id, step, name, args, status, progress, result, error,"
@@ -55,7 +55,8 @@ def streamed_text(db: AnyDB, message_id: str) -> str:
 
 def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
     """A messages row as the API shows it; a streaming reply's text is what has streamed, and
-    `authorName` is its author's name as it is now (None without an author), and `voice` the
+    `authorName` is its author's name as it is now (None without an author), `agent` the agent
+    that wrote it (None for a person's message), and `voice` the
     per-turn metrics of a reply spoken in a live conversation (None for any other message)."""
     text = row["text"]
     if row["status"] == "streaming" and not text:
@@ -75,6 +76,7 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
         "order": row["position"],
         "author": row["author"],
         "authorName": _author_name(db, row["author"]),
+        "agent": row["agent"],
         "replyTo": row["reply_to"],
         "audioFileId": row["audio_file_id"],
         "usage": {
@@ -85,6 +87,8 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
             "audioInSeconds": round(row["audio_in_seconds"], 3),
             "speechChars": row["speech_chars"],
             "speechSeconds": round(row["speech_seconds"], 3),
+            # A reply's turn, priced when it ended (voicestack/agent/cost.py); None otherwise.
+            "costUsd": row["cost_usd"],
         },
         "voice": json.loads(row["voice"]) if row["voice"] else None,
     }
@@ -120,6 +124,7 @@ def thread_from_row(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "title": row["title"],
         "owner": row["owner"],
+        "agent": row["agent"],
         "createdAt": row["created_at"],
         "updatedAt": row["updated_at"],
     }

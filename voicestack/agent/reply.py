@@ -19,9 +19,19 @@ from typing import Any, Protocol, TypeVar
 
 from voicestack import jsoncodec
 from voicestack.agent.acting_user import reply_user
+from voicestack.agent.agents import AgentProfile, Agents
 from voicestack.agent.context import build_context
+from voicestack.agent.cost import Pricing
+from voicestack.agent.handoff import (
+    AgentTools,
+    Transfer,
+    hand_off,
+    instructions_of,
+    transfer_note,
+)
 from voicestack.agent.llm import (
     NOT_CONFIGURED_MESSAGE,
+    CallOptions,
     ChatProvider,
     Finish,
     ProviderError,
@@ -60,6 +70,7 @@ class AgentSettings:
     context_messages: int = 50
     flush_ms: float = 50.0
     max_steps: int = 8
+    max_handoffs: int = 3
     tool_timeout_s: float = 60.0
     reply_timeout_s: float = 600.0
     max_reply_chars: int = 500_000
@@ -105,17 +116,25 @@ class Reply:
         store: Store,
         provider: ChatProvider,
         tools: ToolSet,
+        agents: Agents,
         settings: AgentSettings,
         wait_for_approval: Approval,
         run_query: CallFunction,
         run_mutation: CallFunction,
         speaker: ReplySpeaker | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self.claim = claim
+        self._pricing = pricing
         self._store = store
         self._provider = provider
         self._tools = tools
+        self._agents = agents
         self._settings = settings
+        # Who answers, and with which tools: the thread's agent when the reply was claimed,
+        # until a handoff.
+        self._offer: AgentTools | None = None
+        self._handoffs = 0
         self._wait_for_approval = wait_for_approval
         self._run_query = run_query
         self._run_mutation = run_mutation
@@ -204,7 +223,9 @@ class Reply:
         if self._speaker is not None:
             self._speaker.discard()  # drained already when complete; stopped otherwise
         self._usage.wall_ms = int((time.monotonic() - self._started) * 1000)
-        await self._store.write(lambda db: finish_reply(db, self.claim, status, self._usage, error))
+        await self._store.write(
+            lambda db: finish_reply(db, self.claim, status, self._usage, error, self._pricing)
+        )
 
     async def _steps_in_time(self) -> None:
         limit = self._settings.reply_timeout_s
@@ -237,19 +258,24 @@ class Reply:
     async def _steps(self) -> None:
         if not self._provider.configured:
             raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
-        settings = self._settings
+        agent = self._answer_as(self.claim.agent)
         messages = await self._store.read(
             lambda snap: build_context(
                 snap.db(),
                 self.claim.thread_id,
                 self.claim.position,
-                settings.instructions,
-                settings.context_messages,
+                agent.instructions,
+                self._settings.context_messages,
             )
         )
-        for step in range(1, settings.max_steps + 1):
+        step = 0
+        agent_step = 0  # each agent the reply hands off to gets its own --max-steps
+        while True:
+            step += 1
+            agent_step += 1
             # The last step offers no tools, so the model has to answer in words.
-            specs = self._tools.openai_specs() if step < settings.max_steps else []
+            last = agent_step >= agent.max_steps
+            specs = self._offered().openai_specs() if not last else []
             calls, finish = await self._stream_step(messages, specs or None)
             await self._coalescer.close()
             _check_finish(finish)
@@ -258,11 +284,32 @@ class Reply:
                 raise ProviderError("empty_reply", message)
             if not calls:
                 return
-            if step == settings.max_steps:
+            if last:
                 # Its result could never reach the model: record the calls, run none.
                 await self._refuse_calls(step, calls)
                 return
             messages += await self._run_calls(step, calls)
+            now_answering = self._offered().agent
+            if now_answering is not agent:  # handed off: go on as the new agent
+                messages = instructions_of(messages, agent, now_answering)
+                messages.append({"role": "system", "content": transfer_note(now_answering.name)})
+                agent, agent_step = now_answering, 0
+
+    def _answer_as(self, name: str) -> AgentProfile:
+        """Make the agent `name` the one that answers from now on."""
+        agent = self._agents.get(name)
+        if agent is None:
+            message = (
+                f"This thread's agent {name!r} is not defined on this server any more; define"
+                " it again, or start a new thread."
+            )
+            raise ProviderError("unknown_agent", message)
+        self._offer = AgentTools.of(agent, self._tools, self._agents)
+        return agent
+
+    def _offered(self) -> AgentTools:
+        assert self._offer is not None, "no agent answers yet"
+        return self._offer
 
     async def _stream_step(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -274,8 +321,10 @@ class Reply:
         )
         calls: list[ToolCallRequest] = []
         finish = "stop"
+        agent = self._offered().agent
+        options = CallOptions(agent.model, agent.temperature)
         try:
-            async for event in self._provider.stream(messages, tools, limits):
+            async for event in self._provider.stream(messages, tools, limits, options):
                 if isinstance(event, TextDelta):
                     self._chars += len(event.text)
                     self._text_chars += len(event.text)
@@ -297,9 +346,15 @@ class Reply:
         return NewToolCall(request.call_id, request.name, request.arguments, "failed", error)
 
     def _prepare(self, request: ToolCallRequest) -> tuple[NewToolCall, Any]:
-        tool = self._tools.get(request.name)
+        offer = self._offered()
+        transfer = offer.transfer(request.name)
+        if transfer is not None:
+            return NewToolCall(
+                request.call_id, request.name, request.arguments, "pending"
+            ), transfer
+        tool = offer.get(request.name)
         if tool is None:
-            known = ", ".join(t.name for t in self._tools.tools) or "none"
+            known = ", ".join(offer.names()) or "none"
             error = f"There is no tool named {request.name!r}. Available tools: {known}."
             return self._refused(request, error), None
         try:
@@ -349,6 +404,8 @@ class Reply:
     async def _run_call(self, row_id: str, call: NewToolCall, args: Any) -> str:
         if call.status == "failed":
             return f"Error: {call.error}"
+        if isinstance(args, Transfer):
+            return await self._transfer(row_id, args)
         tool = self._tools.get(call.name)
         assert tool is not None
         if call.status == "awaiting_approval":
@@ -384,6 +441,26 @@ class Reply:
             lambda db: update_tool_call(db, row_id, status="failed", error=outcome.error)
         )
         return f"Error: {outcome.error}"
+
+    async def _transfer(self, row_id: str, transfer: Transfer) -> str:
+        """Hand the thread to the transfer's agent, unless the reply has used up its handoffs."""
+        limit = self._settings.max_handoffs
+        if self._handoffs >= limit:
+            error = (
+                f"Not transferred: a reply may hand off at most {limit} times (--max-handoffs),"
+                " and this one has. Answer the user yourself."
+            )
+            await self._store.write(
+                lambda db: update_tool_call(db, row_id, status="failed", error=error)
+            )
+            return f"Error: {error}"
+        target = transfer.target
+        moved = await self._store.write(lambda db: hand_off(db, self.claim, row_id, target))
+        if not moved.value:
+            raise ReplyStopped
+        self._handoffs += 1
+        self._answer_as(target.name)
+        return _result_text({"agent": target.name})
 
 
 def _check_finish(reason: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from voicestack import jsoncodec
+from voicestack.agent.agents import DEFAULT_AGENT
+from voicestack.agent.cost import Pricing, price_reply
 from voicestack.agent.records import (
     emit_delta,
     emit_message,
@@ -34,6 +37,7 @@ class Claim:
     position: int
     author: str | None
     speak: bool = False  # speak the reply sentence by sentence as it streams (POST /voice)
+    agent: str = DEFAULT_AGENT  # the thread's agent when the reply was claimed
 
 
 @dataclass(slots=True)
@@ -46,9 +50,14 @@ class ReplyUsage:
     wall_ms: int = 0
 
 
-def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
+def claim_next(
+    db: WriteDB, thread_id: str, models: Mapping[str, str] | None = None
+) -> Claim | None:
     """Mark the thread's oldest pending reply `streaming` and return it (its `streaming`
     message event goes out with its first output, or its final status if it has none).
+
+    The reply is written by the thread's agent as it is now, with that agent's model from
+    `models` (agent name → model), both recorded on its row.
 
     None when nothing is pending, or when a reply of the thread is already streaming: replies of
     one thread run one at a time, in order.
@@ -63,12 +72,17 @@ def claim_next(db: WriteDB, thread_id: str) -> Claim | None:
     if not rows or rows[0]["status"] != "pending":
         return None
     row = rows[0]
+    agent: str = db.scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
     db.execute(
-        "UPDATE messages SET status = 'streaming', updated_at = ? WHERE id = ?", (now(), row["id"])
+        "UPDATE messages SET status = 'streaming', agent = ?, model = coalesce(?, model),"
+        " updated_at = ?"
+        " WHERE id = ?",
+        (agent, (models or {}).get(agent), now(), row["id"]),
     )
     claim_reply_job(db, row["id"])
     # No message event here: the reply's first output carries it (Reply._write_output).
-    return Claim(row["id"], thread_id, row["position"], row["author"], bool(row["speak"]))
+    speak = bool(row["speak"])
+    return Claim(row["id"], thread_id, row["position"], row["author"], speak, agent)
 
 
 def still_streaming(db: WriteDB, message_id: str) -> bool:
@@ -102,12 +116,14 @@ def finish_reply(
     status: str,
     usage: ReplyUsage,
     error: tuple[str, str] | None = None,
+    pricing: Pricing | None = None,
 ) -> None:
     """Consolidate the reply's text and usage and set its final status, once.
 
     The text is what the reply committed, read in this transaction, so a piece saved just as the
     reply was cancelled is kept too. A reply someone already stopped keeps that status, and one
-    cut to what the listener heard (CUT_TO_HEARD) keeps that text.
+    cut to what the listener heard (CUT_TO_HEARD) keeps that text. With `pricing`, the turn's
+    cost is fixed too, before the final `message` event that shows it.
     """
     row = db.one("SELECT status, text, error_code FROM messages WHERE id = ?", (claim.message_id,))
     if row is None:
@@ -137,6 +153,8 @@ def finish_reply(
             claim.message_id,
         ),
     )
+    if pricing is not None:
+        price_reply(db, claim.message_id, pricing)
     db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (now(), claim.thread_id))
     emit_message(db, claim.message_id)
 

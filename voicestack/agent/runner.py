@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicestack.agent.agents import Agents
+from voicestack.agent.cost import Pricing
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.records import emit_message, now
 from voicestack.agent.reply import AgentSettings, CallFunction, Reply, SpeakerFactory
@@ -87,14 +89,19 @@ class ReplyRunner:
         store: Store,
         provider: ChatProvider,
         tools: ToolSet,
+        agents: Agents,
         settings: AgentSettings,
         run_query: CallFunction,
         run_mutation: CallFunction,
         speakers: SpeakerFactory | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self._store = store
+        self._pricing = pricing  # fixes each reply's cost when it ends
         self._provider = provider
         self._tools = tools
+        self._agents = agents
+        self._models = agents.models()
         self._settings = settings
         self._run_query = run_query
         self._run_mutation = run_mutation
@@ -209,7 +216,9 @@ class ReplyRunner:
         try:
             while not self._closing:
                 self._dirty.discard(thread_id)
-                claim = (await self._store.write(lambda db: claim_next(db, thread_id))).value
+                claim = (
+                    await self._store.write(lambda db: claim_next(db, thread_id, self._models))
+                ).value
                 if claim is None:
                     if thread_id in self._dirty:
                         continue
@@ -220,11 +229,13 @@ class ReplyRunner:
                     store=self._store,
                     provider=self._provider,
                     tools=self._tools,
+                    agents=self._agents,
                     settings=self._settings,
                     wait_for_approval=self._wait_for_approval,
                     run_query=self._run_query,
                     run_mutation=self._run_mutation,
                     speaker=speaker,
+                    pricing=self._pricing,
                 )
                 task = asyncio.create_task(reply.run(), name=f"voicestack-reply-{claim.message_id}")
                 self._replies[claim.message_id] = (reply, task)

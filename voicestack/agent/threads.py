@@ -11,6 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicestack.agent.agents import (
+    AGENT_FUNCTIONS,
+    DEFAULT_AGENT,
+    check_agent_name,
+    find_agent,
+)
+from voicestack.agent.cost import thread_cost
 from voicestack.agent.membership import (
     MEMBERSHIP_FUNCTIONS,
     add_member,
@@ -32,6 +39,7 @@ from voicestack.agent.records import (
 )
 from voicestack.agent.reply_jobs import insert_reply_job
 from voicestack.agent.reply_state import fail_unfinished_tool_calls
+from voicestack.agent.usage import USAGE_FUNCTIONS
 from voicestack.echo import echoed
 from voicestack.functions.context import MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
@@ -47,9 +55,12 @@ class _Args(BaseModel):
 
 
 class CreateThreadArgs(_Args):
-    """A new thread."""
+    """A new thread, answered by `agent` (default: `assistant`)."""
 
     title: str | None = Field(None, max_length=200)
+    agent: str | None = Field(
+        None, min_length=1, max_length=100, description="The agent that answers (GET /api/agents)."
+    )
 
 
 class ListThreadsArgs(_Args):
@@ -111,18 +122,21 @@ def insert_message(
     audio_file_id: str | None = None,
     audio_in_seconds: float = 0.0,
     speak: bool = False,
+    agent: str | None = None,
+    model: str | None = None,
 ) -> str:
     """Append a message to a thread, announce it on the feed, and return its id.
 
     A message transcribed from audio links to it (`audio_file_id`, with the seconds heard); a
-    reply with `speak` is spoken sentence by sentence as it streams.
+    reply with `speak` is spoken sentence by sentence as it streams. A reply records the
+    `agent` that writes it and its `model`.
     """
     message_id = new_id("msg")
     stamp = now()
     db.execute(
         "INSERT INTO messages(id, thread_id, position, role, text, status, author, reply_to,"
-        " audio_file_id, audio_in_seconds, speak, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " audio_file_id, audio_in_seconds, speak, agent, model, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             thread_id,
@@ -135,6 +149,8 @@ def insert_message(
             audio_file_id,
             audio_in_seconds,
             int(speak),
+            agent,
+            model,
             stamp,
             stamp,
         ),
@@ -159,19 +175,29 @@ def finish_message(
     emit_message(db, message_id)
 
 
-@mutation("threads.create")
-def create_thread(ctx: MutationCtx, args: CreateThreadArgs) -> dict[str, str]:
-    """Create a thread owned by the caller; returns its id."""
+def insert_thread(
+    db: WriteDB, user: Caller | None, *, title: str | None = None, agent: str | None = None
+) -> str:
+    """Create a thread owned by `user`, answered by `agent` (default `assistant`); returns its
+    id. Raises UnknownAgent (422 `unknown_agent`) for a name no agent of the server has."""
+    agent_name = check_agent_name(agent if agent is not None else DEFAULT_AGENT)
     thread_id = new_id("thr")
     stamp = now()
-    owner = ctx.user.id if ctx.user else None
-    ctx.db.execute(
-        "INSERT INTO threads(id, title, owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-        (thread_id, args.title, owner, stamp, stamp),
+    owner = user.id if user else None
+    db.execute(
+        "INSERT INTO threads(id, title, owner, agent, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (thread_id, title, owner, agent_name, stamp, stamp),
     )
-    if ctx.user is not None:
-        add_member(ctx.db, thread_id, ctx.user.id, "owner")
-    return {"id": thread_id}
+    if user is not None:
+        add_member(db, thread_id, user.id, "owner")
+    return thread_id
+
+
+@mutation("threads.create")
+def create_thread(ctx: MutationCtx, args: CreateThreadArgs) -> dict[str, str]:
+    """Create a thread owned by the caller, answered by `agent`; returns its id."""
+    return {"id": insert_thread(ctx.db, ctx.user, title=args.title, agent=args.agent)}
 
 
 @query("threads.list")
@@ -188,16 +214,16 @@ def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
         params += [cursor["updated_at"], cursor["id"]]
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = ctx.db.all(
-        f"SELECT id, title, owner, created_at, updated_at FROM threads {where}"
+        f"SELECT id, title, owner, agent, created_at, updated_at FROM threads {where}"
         " ORDER BY updated_at DESC, id DESC LIMIT ?",
         [*params, args.limit],
     )
     return [thread_from_row(row) for row in rows]
 
 
-def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float]:
+def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float | None]:
     """Usage summed over a thread's messages; `audioOutSeconds` is the reply audio sent in live
-    conversations."""
+    conversations, and `costUsd` the sum of its turns' costs (None when one is unknown)."""
     row = db.one(
         "SELECT coalesce(sum(prompt_tokens), 0) AS p, coalesce(sum(completion_tokens), 0) AS c,"
         " coalesce(sum(tool_call_count), 0) AS t, coalesce(sum(wall_ms), 0) AS w,"
@@ -217,6 +243,7 @@ def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float]:
         "speechChars": row["sc"],
         "speechSeconds": round(float(row["ss"]), 3),
         "audioOutSeconds": round(float(row["ao"]), 3),
+        "costUsd": thread_cost(db, thread_id),
     }
 
 
@@ -245,13 +272,20 @@ def get_thread(ctx: QueryCtx, args: ThreadIdArgs) -> dict[str, Any]:
 def list_messages(ctx: QueryCtx, args: ListMessagesArgs) -> list[dict[str, Any]]:
     """The newest `limit` messages before `before` (all when absent), in order."""
     require_thread(ctx.db, args.thread_id, ctx.user)
-    before = args.before if args.before is not None else 2**62
-    rows = ctx.db.all(
+    return thread_messages(ctx.db, args.thread_id, args.limit, args.before)
+
+
+def thread_messages(
+    db: ReadDB | WriteDB, thread_id: str, limit: int | None = None, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The thread's newest `limit` messages (all when None) before the `order` `before`, in
+    order; the caller has checked that its user may see the thread."""
+    rows = db.all(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND position < ?"
         " ORDER BY position DESC LIMIT ?",
-        (args.thread_id, before, args.limit),
+        (thread_id, before if before is not None else 2**62, -1 if limit is None else limit),
     )
-    return [message_from_row(ctx.db, row) for row in reversed(rows)]
+    return [message_from_row(db, row) for row in reversed(rows)]
 
 
 def start_turn(
@@ -275,8 +309,17 @@ def start_turn(
         audio_file_id=audio_file_id,
         audio_in_seconds=audio_in_seconds,
     )
+    agent: str = db.scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
+    profile = find_agent(agent)
     reply_id = insert_message(
-        db, thread_id, "assistant", "pending", reply_to=message_id, speak=speak
+        db,
+        thread_id,
+        "assistant",
+        "pending",
+        reply_to=message_id,
+        speak=speak,
+        agent=agent,
+        model=profile.model if profile else None,
     )
     insert_reply_job(db, reply_id, thread_id, author)  # the reply's durable record, same commit
     return {"messageId": message_id, "replyId": reply_id}
@@ -319,15 +362,21 @@ def post_as_assistant(ctx: MutationCtx, args: SendArgs) -> dict[str, str]:
     require_thread(ctx.db, args.thread_id, ctx.user)
     if ctx.user is not None and not ctx.user.is_admin:
         raise FunctionError("forbidden", "Only an admin can answer as the assistant.", 403)
-    for reply in _unfinished_replies(ctx.db, args.thread_id):
-        finish_message(
-            ctx.db, reply["id"], "interrupted", error=("handed_off", "A person answered instead.")
-        )
     author = ctx.user.id if ctx.user else None
-    message_id = insert_message(
-        ctx.db, args.thread_id, "assistant", "complete", text=args.text, author=author
-    )
-    return {"messageId": message_id}
+    return {"messageId": post_message(ctx.db, args.thread_id, args.text, author)}
+
+
+def post_message(
+    db: WriteDB, thread_id: str, text: str, author: str | None, role: str = "assistant"
+) -> str:
+    """Save a finished message that starts no reply; returns its id. An assistant message is a
+    hand-off: the model's unfinished replies in the thread are stopped."""
+    if role == "assistant":
+        for reply in _unfinished_replies(db, thread_id):
+            finish_message(
+                db, reply["id"], "interrupted", error=("handed_off", "A person answered instead.")
+            )
+    return insert_message(db, thread_id, role, "complete", text=text, author=author)
 
 
 @query("tool_calls.list")
@@ -388,4 +437,6 @@ FUNCTIONS = (
     deny_tool_call,
     *MEMBERSHIP_FUNCTIONS,
     *MEMORY_FUNCTIONS,
+    *AGENT_FUNCTIONS,
+    *USAGE_FUNCTIONS,
 )

@@ -3,7 +3,8 @@
 An app is a module named with `--app mypkg.mymodule` or published in the entry-point group
 `voicestack.apps`. Every ServerFunction found at its top level is registered; its `MIGRATIONS`
 (a list of SQL strings or Migration objects) run in order, once, before the server starts; its
-`CRONS` (a list of voicestack.scheduler.cron.Cron) are the schedules its jobs run on.
+`CRONS` (a list of voicestack.scheduler.cron.Cron) are the schedules its jobs run on; its
+`AGENTS` (a list of voicestack.Agent) are checked and registered by the agent layer.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ LOAD_APPS_ENV = "VOICESTACK_LOAD_APPS"
 
 @dataclass(frozen=True)
 class App:
-    """An app's name, its functions, its migrations and its cron schedules."""
+    """An app's name, its functions, its migrations, its cron schedules and its agents."""
 
     name: str
     functions: tuple[ServerFunction, ...]
     migrations: tuple[Migration, ...]
     crons: tuple[Cron, ...] = ()
+    agents: tuple[Any, ...] = ()  # voicestack.Agent, which this layer does not know
 
 
 def _migration(index: int, item: Any) -> Migration:
@@ -46,7 +48,7 @@ def _migration(index: int, item: Any) -> Migration:
 
 
 def app_from_module(module: ModuleType, name: str | None = None) -> App:
-    """The App a module defines: its top-level ServerFunctions, MIGRATIONS and CRONS."""
+    """The App a module defines: its top-level ServerFunctions, MIGRATIONS, CRONS and AGENTS."""
     functions = tuple(v for v in vars(module).values() if isinstance(v, ServerFunction))
     raw = getattr(module, "MIGRATIONS", ())
     migrations = tuple(_migration(i, item) for i, item in enumerate(raw, start=1))
@@ -54,7 +56,8 @@ def app_from_module(module: ModuleType, name: str | None = None) -> App:
     for index, cron in enumerate(crons):
         if not isinstance(cron, Cron):
             raise TypeError(f"CRONS[{index}] of {module.__name__} must be a Cron, not {cron!r}.")
-    return App(name or module.__name__, functions, migrations, crons)
+    agents = tuple(getattr(module, "AGENTS", ()))
+    return App(name or module.__name__, functions, migrations, crons, agents)
 
 
 def load_module_app(path: str) -> App:

@@ -105,6 +105,7 @@ class Thread(_Row):
     id: str
     title: str | None
     owner: str | None
+    agent: str = Field(description="The agent that answers the thread now.")
     created_at: float = Field(alias="createdAt")
     updated_at: float = Field(alias="updatedAt")
 
@@ -121,6 +122,7 @@ class Message(_Row):
     created_at: float = Field(alias="createdAt")
     order: int
     usage: dict[str, Any]
+    agent: str | None = Field(description="The agent that wrote it; null for a person's.")
 
 
 class ToolCall(_Row):
@@ -154,6 +156,17 @@ class ToolInfo(_Row):
     plugin: str
     status: str
     error: str | None
+
+
+class AgentInfo(_Row):
+    """One entry of GET /api/agents."""
+
+    name: str
+    description: str
+    model: str
+    tools: list[str] | None = Field(description="The tools it may call; null: every tool.")
+    voice: str
+    handoffs: list[str] = Field(description="The agents it may transfer a thread to.")
 
 
 class VoiceForm(BaseModel):
@@ -265,6 +278,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
     ),
     ("GET", "/api/tools"): Operation(answer=list[ToolInfo]),
+    ("GET", "/api/agents"): Operation(answer=list[AgentInfo]),
     ("POST", "/voice"): Operation(
         answer=VoiceAnswer,
         status=201,

@@ -62,7 +62,7 @@ async def _call(
 
 
 async def create_thread(request: Request) -> Response:
-    """POST /api/threads `{"title"?}`: a new thread → `{"id"}`."""
+    """POST /api/threads `{"title"?, "agent"?}`: a new thread → `{"id"}`."""
     return await _call(request, "mutation", "threads.create", await _json_object(request), 201)
 
 
@@ -101,6 +101,11 @@ async def list_tools(request: Request) -> Response:
     return json_response(runtime(request).tools.describe())
 
 
+async def list_agents(request: Request) -> Response:
+    """GET /api/agents: the server's agents (the query `agents.list`)."""
+    return await _call(request, "query", "agents.list", {})
+
+
 routes = [
     Route("/api/threads", list_threads, methods=["GET"]),
     Route("/api/threads", create_thread, methods=["POST"]),
@@ -109,4 +114,5 @@ routes = [
     Route("/api/threads/{thread_id}/cancel", cancel_reply, methods=["POST"]),
     Route("/api/threads/{thread_id}/events", thread_events, methods=["GET"]),
     Route("/api/tools", list_tools, methods=["GET"]),
+    Route("/api/agents", list_agents, methods=["GET"]),
 ]

@@ -76,17 +76,18 @@ class Synthesizer:
         self.voice = voice
         self.audio_format = audio_format
 
-    async def synthesize(self, text: str) -> bytes:
-        """The audio of `text` spoken, as stored; raises ProviderError when the provider fails."""
+    async def synthesize(self, text: str, voice: str | None = None) -> bytes:
+        """The audio of `text` spoken (in `voice`, default the server's), as stored; raises
+        ProviderError when the provider fails."""
         if self.audio_format == "pcm":
-            return (await self.synthesize_pcm(text)).wav()
-        return await self._speech(text, self.audio_format)
+            return (await self.synthesize_pcm(text, voice)).wav()
+        return await self._speech(text, self.audio_format, voice)
 
-    async def synthesize_pcm(self, text: str) -> Pcm:
+    async def synthesize_pcm(self, text: str, voice: str | None = None) -> Pcm:
         """The samples of `text` spoken, asked for as `pcm` so nothing needs decoding (a
         provider that answers a 16-bit mono WAV anyway is read by its header); raises
         ProviderError when the provider fails or answers other audio."""
-        answer = await self._speech(text, "pcm")
+        answer = await self._speech(text, "pcm", voice)
         try:
             return Pcm.answered(answer)
         except NotPcm as exc:
@@ -96,11 +97,11 @@ class Synthesizer:
                 " mono PCM; use a server that speaks response_format=pcm.",
             ) from None
 
-    async def _speech(self, text: str, response_format: str) -> bytes:
+    async def _speech(self, text: str, response_format: str, voice: str | None = None) -> bytes:
         async def send(client: openai.AsyncOpenAI) -> bytes:
             response = await client.audio.speech.create(
                 model=self.model,
-                voice=self.voice,
+                voice=voice or self.voice,
                 input=text,
                 response_format=response_format,  # type: ignore[arg-type]
             )

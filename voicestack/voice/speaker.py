@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from voicestack.agent.agents import Agents
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.records import emit
 from voicestack.agent.reply_state import Claim, still_streaming
@@ -49,10 +50,13 @@ def save_speech(db: WriteDB, claim: Claim, seq: int, text: str, chars: int, audi
 class Speaker:
     """Speaks one reply: `feed` it saved text, `drain` at the end, `discard` if it stops."""
 
-    def __init__(self, claim: Claim, store: Store, synthesizer: Synthesizer) -> None:
+    def __init__(
+        self, claim: Claim, store: Store, synthesizer: Synthesizer, voice: str | None = None
+    ) -> None:
         self.claim = claim
         self._store = store
         self._synthesizer = synthesizer
+        self._voice = voice
         self._splitter = SentenceSplitter()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._seq = 0
@@ -94,7 +98,7 @@ class Speaker:
         if not spoken:
             return True
         try:
-            data = await self._synthesizer.synthesize(spoken)
+            data = await self._synthesizer.synthesize(spoken, self._voice)
         except ProviderError as exc:
             log.warning(
                 "could not speak a sentence of reply %s (%s): %s",
@@ -121,12 +125,18 @@ class Speaker:
 class SpeakerFactory:
     """Makes the Speaker of each reply that was asked to speak (the runner's hook)."""
 
-    def __init__(self, store: Store, synthesizer: Synthesizer) -> None:
+    def __init__(
+        self, store: Store, synthesizer: Synthesizer, agents: Agents | None = None
+    ) -> None:
         self._store = store
         self._synthesizer = synthesizer
+        self._agents = agents
 
     def __call__(self, claim: Claim) -> Speaker | None:
-        """A Speaker for `claim`, or None when the reply is not to be spoken."""
+        """A Speaker for `claim` in its agent's voice, or None when the reply is not to be
+        spoken."""
         if not claim.speak:
             return None
-        return Speaker(claim, self._store, self._synthesizer)
+        agent = self._agents.get(claim.agent) if self._agents is not None else None
+        voice = agent.voice if agent is not None else None
+        return Speaker(claim, self._store, self._synthesizer, voice)

@@ -127,6 +127,34 @@ function setTitle(title) {
   document.title = `${title} · voicestack`;
 }
 
+// ---- agents: the open thread's, and the one a new thread will have ----
+const agentPicker = byId("agent-picker");
+let agentNames = [];
+
+request("/api/agents", { token })
+  .then((agents) => {
+    agentNames = agents.map((agent) => agent.name);
+    agentPicker.replaceChildren(
+      ...agents.map((agent) => {
+        const option = document.createElement("option");
+        option.value = agent.name;
+        option.textContent = agent.name;
+        option.title = agent.description || "";
+        return option;
+      }),
+    );
+    showAgent(open.id ? threads.agent(open.id) : null);
+  })
+  .catch(() => {}); // the thread list reports a server it cannot reach
+
+/** Show the open thread's agent, or (on a new thread) the picker when there is a choice. */
+function showAgent(agent) {
+  const label = byId("thread-agent");
+  label.textContent = agent ? `Agent: ${agent}` : "";
+  label.hidden = !agent;
+  byId("agent-choice").hidden = open.id !== null || agentNames.length < 2;
+}
+
 function closeThread() {
   talk.close();
   open.feed?.close();
@@ -146,9 +174,14 @@ function openThread(id) {
   const known = threads.title(id);
   conversation.reset(known || "Loading…", EMPTY_HINT);
   setTitle(known || "Loading…");
+  showAgent(threads.agent(id));
   if (known === null) {
     request(`/api/threads/${encodeURIComponent(id)}`, { token })
-      .then((thread) => open.id === id && setTitle(thread.title || UNTITLED))
+      .then((thread) => {
+        if (open.id !== id) return;
+        setTitle(thread.title || UNTITLED);
+        showAgent(thread.agent);
+      })
       .catch(() => {}); // the feed reports a missing thread
   }
   setStatus("feed", "connecting");
@@ -193,7 +226,11 @@ function openThread(id) {
     { token },
   );
   open.state = open.feed.state;
-  threads.onChange = () => open.id === id && threads.title(id) && setTitle(threads.title(id));
+  threads.onChange = () => {
+    if (open.id !== id || !threads.title(id)) return;
+    setTitle(threads.title(id));
+    showAgent(threads.agent(id)); // a handoff changes it
+  };
 }
 
 function startNewThread() {
@@ -202,6 +239,7 @@ function startNewThread() {
   threads.select(null);
   conversation.reset("New thread", NEW_HINT);
   setTitle("New thread");
+  showAgent(null);
 }
 
 function route() {
@@ -225,7 +263,9 @@ function titleFrom(text) {
 /** The open thread's id, creating the thread first when the page shows a new one. */
 async function ensureThread(title) {
   if (open.id) return open.id;
-  const { id } = await request("/api/threads", { method: "POST", body: { title }, token });
+  const agent = agentPicker.value || undefined;
+  const body = { title, agent };
+  const { id } = await request("/api/threads", { method: "POST", body, token });
   history.pushState(null, "", `#${id}`);
   openThread(id);
   return id;

@@ -28,6 +28,11 @@ export class ThreadList {
     return thread ? thread.title || UNTITLED : null;
   }
 
+  /** The agent that answers the thread as the list knows it, or null when it is not listed. */
+  agent(id) {
+    return this.threads.find((t) => t.id === id)?.agent ?? null;
+  }
+
   select(id) {
     this.current = id;
     this.render(this.threads);
