@@ -16,7 +16,7 @@ import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 
 # How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
 # trusting its view and re-runs every subscription.
+T = TypeVar("T")
+
 CHANGESET_WAIT_S = 2.0
+# A batch whose commits changed at most this many (listed) rows, that re-runs no query and
+# admits no subscriber, reads what its listeners need on the event loop itself.
+INLINE_ROWS = 256
 
 
 class Hub:
@@ -69,6 +74,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: ReaderConnection | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
+        self._reader_calls = 0  # calls on the reader queued or running on the hub's thread
         self._poll_s = poll_s
         self.version = 0
         self.batches = 0
@@ -223,7 +229,10 @@ class Hub:
         loop = asyncio.get_running_loop()
         reader = self._reader
         assert reader is not None
-        snapshot = await loop.run_in_executor(self._executor, reader.begin)
+        # Each trip to the hub's thread and back waits its turn on a busy event loop; a small
+        # batch (a message, a delta) skips them: opening a snapshot and reading a few rows by
+        # rowid take microseconds. The reader is never used from both threads at once.
+        snapshot = reader.begin() if self._reader_idle() else await self._on_reader(reader.begin)
         ended = False
 
         def execute_then_end(
@@ -251,12 +260,28 @@ class Hub:
             self._in_flight = {j.shared for j in joins}
             to_run = stale | {j.shared for j in joins if j.shared.payload is None}
             listeners = self._listeners.take(changes)
-            outcomes, current = await loop.run_in_executor(
-                self._executor, lambda: execute_then_end(to_run, joins, listeners)
-            )
+            if (
+                not to_run
+                and not joins
+                and listeners.light
+                and self._reader_idle()
+                and _small(changes)
+            ):
+                listeners.collect(snapshot)
+                outcomes: dict[SharedQuery, Outcome] = {}
+                current: set[int] = set()
+                ended = True
+                reader.end()
+            else:
+                outcomes, current = await self._on_reader(
+                    lambda: execute_then_end(to_run, joins, listeners)
+                )
         finally:
             if not ended:
-                await loop.run_in_executor(self._executor, reader.end)
+                if self._reader_idle():
+                    reader.end()
+                else:
+                    await self._on_reader(reader.end)
         self.version = max(self.version, version)
         self.batches += 1
         self.reruns += len(outcomes)
@@ -271,6 +296,17 @@ class Hub:
         for shared in in_flight:
             if not shared.subscriptions and not self._awaited(shared):
                 self._queries.drop(shared)
+
+    def _reader_idle(self) -> bool:
+        return self._reader_calls == 0
+
+    async def _on_reader(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which uses the hub's reader) on the hub's thread."""
+        self._reader_calls += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        finally:
+            self._reader_calls -= 1
 
     def _relevant(self, changes: list[ChangeSet]) -> bool:
         watched = self._listeners.watched_tables()
@@ -332,11 +368,10 @@ class Hub:
     async def _foreign_commit_loop(self) -> None:
         # apsw hooks only see this process's writer; another process on the same file shows up
         # as a new `PRAGMA data_version` on our reader, and its commits are in the change log.
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._poll_s)
             try:
-                changesets = await loop.run_in_executor(self._executor, self._read_foreign)
+                changesets = await self._on_reader(self._read_foreign)
             except Exception:
                 log.exception("reading the change log failed")
                 continue
@@ -369,3 +404,15 @@ class Hub:
             self._reader = None
             await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
         self._executor.shutdown(wait=True)
+
+
+def _small(changes: list[ChangeSet]) -> bool:
+    """Whether the commits list every row they changed, and few of them."""
+    rows = 0
+    for changeset in changes:
+        if len(changeset.rows) < len(changeset.tables):
+            return False  # a table changed in rows too many to list
+        rows += sum(map(len, changeset.rows.values()))
+        if rows > INLINE_ROWS:
+            return False
+    return True

@@ -23,8 +23,9 @@ Collected = TypeVar("Collected")
 class Feed(Protocol[Collected]):
     """Turns commits into appended events for the outboxes that joined it.
 
-    `collect` runs on the hub's reader thread inside the batch's snapshot with the batch's
-    commits that touched `tables` and the batch's joins; `deliver` runs on the event loop with
+    `collect` runs inside the batch's snapshot (on the hub's reader thread, or on the event
+    loop for a small batch without joins) with the batch's commits that touched `tables` and
+    the batch's joins; `deliver` runs on the event loop with
     what `collect` returned, after the batch's query values, and resolves the joins' futures.
     """
 
@@ -83,8 +84,15 @@ class BatchListeners:
     feeds: list[_Fed] = field(default_factory=list)
     observers: list[_Observed] = field(default_factory=list)
 
+    @property
+    def light(self) -> bool:
+        """Whether collecting is a few reads by rowid: no gate re-judges its streams (auth or
+        membership changed) and no feed catches a joining client up."""
+        return not self.gates and not any(fed.joins for fed in self.feeds)
+
     def collect(self, snapshot: Snapshot) -> None:
-        """Let each one read the batch's snapshot (on the hub's reader thread)."""
+        """Let each one read the batch's snapshot (on the hub's reader thread, or on the event
+        loop for a small, light batch)."""
         for observed in (*self.gates, *self.observers):
             observed.collected = observed.observer.collect(snapshot, observed.changes)
         for fed in self.feeds:
