@@ -68,7 +68,8 @@ def list_(
     server: ServerOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
-    """List threads, most recently active first (plain: id, title, updated, tab-separated).
+    """List threads, most recently active first (plain: id, title, updated, agent,
+    tab-separated).
 
     Example: voicestack thread list --limit 5
     """
@@ -80,8 +81,11 @@ def list_(
     if as_json:
         out.json(threads)
         return
-    rows = [[t["id"], t.get("title") or "", out.when(t.get("updatedAt"))] for t in threads]
-    out.table(["id", "title", "updated"], rows)
+    rows = [
+        [t["id"], t.get("title") or "", out.when(t.get("updatedAt")), t.get("agent") or ""]
+        for t in threads
+    ]
+    out.table(["id", "title", "updated", "agent"], rows)
 
 
 @app.command("show")

@@ -163,6 +163,8 @@ def rich_thread(thread: dict[str, Any], when: str) -> RenderableType:
     header = Text.assemble(
         (thread_title(thread), "bold"), ("  ", ""), (thread["id"], "dim"), (f"  {when}", "dim")
     )
+    if thread.get("agent"):
+        header.append(f"  agent {thread['agent']}", style="dim")
     parts: list[RenderableType] = [header]
     usage = usage_line(thread.get("usage"))
     if usage:
@@ -177,7 +179,8 @@ def rich_thread(thread: dict[str, Any], when: str) -> RenderableType:
 def plain_thread(thread: dict[str, Any], when: str) -> str:
     """`thread show` as plain text: a heading line per message, its text, its tool calls."""
     calls = calls_by_message(thread.get("toolCalls", []))
-    lines = [f"{thread_title(thread)} ({thread['id']}, created {when})"]
+    agent = f", agent {thread['agent']}" if thread.get("agent") else ""
+    lines = [f"{thread_title(thread)} ({thread['id']}, created {when}{agent})"]
     usage = usage_line(thread.get("usage"))
     if usage:
         lines.append(f"usage: {usage}")
@@ -201,6 +204,8 @@ def markdown_thread(thread: dict[str, Any], when: str) -> str:
     """`thread export --format md`: a Markdown document of the whole thread."""
     calls = calls_by_message(thread.get("toolCalls", []))
     lines = [f"# {thread_title(thread)}", "", f"- thread: `{thread['id']}`", f"- created: {when}"]
+    if thread.get("agent"):
+        lines.append(f"- agent: {thread['agent']}")
     usage = usage_line(thread.get("usage"))
     if usage:
         lines.append(f"- usage: {usage}")

@@ -53,7 +53,7 @@ def test_thread_list_prints_one_tab_separated_line_per_thread(server: ServerProc
     threads = get(server, "/api/threads?limit=2")
     assert [t["id"] for t in threads] == [newer, older]
     assert cli(server, "thread", "list", "--limit", "2") == "".join(
-        f"{t['id']}\t{t['title']}\t{iso(t['updatedAt'])}\n" for t in threads
+        f"{t['id']}\t{t['title']}\t{iso(t['updatedAt'])}\t{t['agent']}\n" for t in threads
     )
     assert json.loads(cli(server, "thread", "list", "--limit", "2", "--json")) == threads
 
@@ -80,7 +80,7 @@ def test_send_prints_the_reply_and_show_and_export_write_the_thread(
     assert (call["messageId"], reply["status"]) == (reply["id"], "complete")
 
     assert cli(server, "thread", "show", thread_id) == (
-        f"counting ({thread_id}, created {iso(thread['createdAt'])})\n"
+        f"counting ({thread_id}, created {iso(thread['createdAt'])}, agent assistant)\n"
         f"usage: {tokens}, 1 tool call, {seconds}\n"
         "\n"
         f"user (complete) {user['id']}\n"
@@ -94,6 +94,7 @@ def test_send_prints_the_reply_and_show_and_export_write_the_thread(
         "# counting\n\n"
         f"- thread: `{thread_id}`\n"
         f"- created: {iso(thread['createdAt'])}\n"
+        "- agent: assistant\n"
         f"- usage: {tokens}, 1 tool call, {seconds}\n"
         "\n## user\n\n"
         f"{mark} count\n"
