@@ -5,10 +5,11 @@ implement the protocol. It lives beside the change feed because the hub (reactiv
 scheduler both need it, and those siblings may not import each other.
 
 `collect` runs inside the batch's snapshot (on the hub's reader thread, or on the event loop for
-a small batch: it must not block), with the batch's commits that touched `tables`; `deliver` runs on the event loop with what `collect` returned. An observer
-registered as a gate (the access guard) is delivered before anything else of its batch, so that
-the streams it holds or ends get nothing of the batch's version; every other observer is
-delivered after the batch's query values and feed events went out.
+a small batch: it must not block), with the batch's commits that touched `tables`; `deliver`
+runs on the event loop with what `collect` returned. An observer registered as a gate (the
+access guard) is delivered before anything else of its batch, so that the streams it holds or
+ends get nothing of the batch's version; every other observer is delivered after the batch's
+query values and feed events went out.
 """
 
 from __future__ import annotations
