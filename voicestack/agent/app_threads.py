@@ -16,14 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from voicestack.agent.membership import require_thread
 from voicestack.agent.reply_ends import EndedReply, ReplyEnds
-from voicestack.agent.threads import (
-    CreateThreadArgs,
-    SendArgs,
-    insert_thread,
-    post_message,
-    send_message,
-    thread_messages,
-)
+from voicestack.agent.thread_args import CreateThreadArgs, SendArgs
+from voicestack.agent.threads import insert_thread, post_message, send_message, thread_messages
 from voicestack.functions.context import MutationCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.identity import Caller

@@ -12,23 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
-from voicestack import jsoncodec
-from voicestack.agent.acting_user import reply_user
-from voicestack.agent.agents import AgentProfile, Agents
+from voicestack.agent.agents import Agents
 from voicestack.agent.context import build_context
 from voicestack.agent.cost import Pricing
-from voicestack.agent.handoff import (
-    AgentTools,
-    Transfer,
-    hand_off,
-    instructions_of,
-    transfer_note,
-)
+from voicestack.agent.handoff import instructions_of, transfer_note
 from voicestack.agent.llm import (
     NOT_CONFIGURED_MESSAGE,
     CallOptions,
@@ -42,19 +33,20 @@ from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits, ToolCal
 from voicestack.agent.records import emit_message
 from voicestack.agent.reply_state import (
     Claim,
-    NewToolCall,
     ReplyUsage,
     append_delta,
     finish_reply,
-    insert_tool_calls,
     still_streaming,
-    update_tool_call,
+)
+from voicestack.agent.reply_tools import (
+    Approval,
+    CallFunction,
+    ReplyStopped,
+    ReplyTools,
 )
 from voicestack.agent.stream import DeltaCoalescer
 from voicestack.agent.tool_loading import ToolSet
-from voicestack.agent.tools import ToolArgsError, ToolCtx, parse_tool_args, run_tool
 from voicestack.config import Settings
-from voicestack.identity import Caller
 from voicestack.store.db import WriteDB
 from voicestack.store.store import Store
 
@@ -80,14 +72,6 @@ class AgentSettings:
     def from_settings(cls, settings: Settings) -> AgentSettings:
         """The server settings' values of these fields (the names are the same)."""
         return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
-
-
-class ReplyStopped(Exception):
-    """Someone stopped the reply (cancel, hand-off) while it streamed."""
-
-
-Approval = Callable[[str], Awaitable[bool]]
-CallFunction = Callable[[str, Any, Caller | None], Awaitable[Any]]
 
 
 class ReplySpeaker(Protocol):
@@ -128,20 +112,23 @@ class Reply:
         self._pricing = pricing
         self._store = store
         self._provider = provider
-        self._tools = tools
-        self._agents = agents
         self._settings = settings
-        # Who answers, and with which tools: the thread's agent when the reply was claimed,
-        # until a handoff.
-        self._offer: AgentTools | None = None
-        self._handoffs = 0
-        self._wait_for_approval = wait_for_approval
-        self._run_query = run_query
-        self._run_mutation = run_mutation
         self._seq = 0
         self._usage = ReplyUsage()
         self._started = time.monotonic()
-        self._corrections: Counter[str] = Counter()
+        self._calls = ReplyTools(
+            claim,
+            store=store,
+            tools=tools,
+            agents=agents,
+            settings=settings,
+            usage=self._usage,
+            write_output=self._write_output,
+            deadline_paused=self._deadline_paused,
+            wait_for_approval=wait_for_approval,
+            run_query=run_query,
+            run_mutation=run_mutation,
+        )
         self._coalescer = DeltaCoalescer(self._save_delta, settings.flush_ms)
         self._speaker = speaker
         self._announced = False  # the `streaming` message event went out with the first output
@@ -258,7 +245,7 @@ class Reply:
     async def _steps(self) -> None:
         if not self._provider.configured:
             raise ProviderError("provider_not_configured", NOT_CONFIGURED_MESSAGE)
-        agent = self._answer_as(self.claim.agent)
+        agent = self._calls.answer_as(self.claim.agent)
         messages = await self._store.read(
             lambda snap: build_context(
                 snap.db(),
@@ -275,7 +262,7 @@ class Reply:
             agent_step += 1
             # The last step offers no tools, so the model has to answer in words.
             last = agent_step >= agent.max_steps
-            specs = self._offered().openai_specs() if not last else []
+            specs = self._calls.offered().openai_specs() if not last else []
             calls, finish = await self._stream_step(messages, specs or None)
             await self._coalescer.close()
             _check_finish(finish)
@@ -286,30 +273,14 @@ class Reply:
                 return
             if last:
                 # Its result could never reach the model: record the calls, run none.
-                await self._refuse_calls(step, calls)
+                await self._calls.refuse_calls(step, calls)
                 return
-            messages += await self._run_calls(step, calls)
-            now_answering = self._offered().agent
+            messages += await self._calls.run_calls(step, calls)
+            now_answering = self._calls.offered().agent
             if now_answering is not agent:  # handed off: go on as the new agent
                 messages = instructions_of(messages, agent, now_answering)
                 messages.append({"role": "system", "content": transfer_note(now_answering.name)})
                 agent, agent_step = now_answering, 0
-
-    def _answer_as(self, name: str) -> AgentProfile:
-        """Make the agent `name` the one that answers from now on."""
-        agent = self._agents.get(name)
-        if agent is None:
-            message = (
-                f"This thread's agent {name!r} is not defined on this server any more; define"
-                " it again, or start a new thread."
-            )
-            raise ProviderError("unknown_agent", message)
-        self._offer = AgentTools.of(agent, self._tools, self._agents)
-        return agent
-
-    def _offered(self) -> AgentTools:
-        assert self._offer is not None, "no agent answers yet"
-        return self._offer
 
     async def _stream_step(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -321,7 +292,7 @@ class Reply:
         )
         calls: list[ToolCallRequest] = []
         finish = "stop"
-        agent = self._offered().agent
+        agent = self._calls.offered().agent
         options = CallOptions(agent.model, agent.temperature)
         try:
             async for event in self._provider.stream(messages, tools, limits, options):
@@ -340,127 +311,6 @@ class Reply:
         except StreamLimitReached as exc:
             raise _limit_error(exc.what, settings) from None
         return calls, finish
-
-    @staticmethod
-    def _refused(request: ToolCallRequest, error: str) -> NewToolCall:
-        return NewToolCall(request.call_id, request.name, request.arguments, "failed", error)
-
-    def _prepare(self, request: ToolCallRequest) -> tuple[NewToolCall, Any]:
-        offer = self._offered()
-        transfer = offer.transfer(request.name)
-        if transfer is not None:
-            return NewToolCall(
-                request.call_id, request.name, request.arguments, "pending"
-            ), transfer
-        tool = offer.get(request.name)
-        if tool is None:
-            known = ", ".join(offer.names()) or "none"
-            error = f"There is no tool named {request.name!r}. Available tools: {known}."
-            return self._refused(request, error), None
-        try:
-            args = parse_tool_args(tool, request.arguments)
-        except ToolArgsError as exc:
-            self._corrections[tool.name] += 1
-            if self._corrections[tool.name] > 1:
-                error = f"{exc} The arguments were invalid again; do not call {tool.name} again."
-            else:
-                error = f"{exc} Call {tool.name} again with corrected arguments."
-            return self._refused(request, error), None
-        status = "awaiting_approval" if tool.needs_approval else "pending"
-        return NewToolCall(request.call_id, request.name, request.arguments, status), args
-
-    async def _refuse_calls(self, step: int, requests: list[ToolCallRequest]) -> None:
-        reason = "Not run: the reply reached its step limit (--max-steps)."
-        refused = [self._refused(request, reason) for request in requests]
-        await self._write_output(lambda db: insert_tool_calls(db, self.claim, step, refused))
-        self._usage.tool_calls += len(requests)
-
-    async def _run_calls(self, step: int, requests: list[ToolCallRequest]) -> list[dict[str, Any]]:
-        prepared = [self._prepare(request) for request in requests]
-        new_calls = [call for call, _ in prepared]
-        row_ids = await self._write_output(
-            lambda db: insert_tool_calls(db, self.claim, step, new_calls)
-        )
-        self._usage.tool_calls += len(requests)
-        entries: list[dict[str, Any]] = [
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": r.call_id,
-                        "type": "function",
-                        "function": {"name": r.name, "arguments": r.arguments},
-                    }
-                    for r in requests
-                ],
-            }
-        ]
-        for row_id, (call, args) in zip(row_ids, prepared, strict=True):
-            content = await self._run_call(row_id, call, args)
-            entries.append({"role": "tool", "tool_call_id": call.call_id, "content": content})
-        return entries
-
-    async def _run_call(self, row_id: str, call: NewToolCall, args: Any) -> str:
-        if call.status == "failed":
-            return f"Error: {call.error}"
-        if isinstance(args, Transfer):
-            return await self._transfer(row_id, args)
-        tool = self._tools.get(call.name)
-        assert tool is not None
-        if call.status == "awaiting_approval":
-            with self._deadline_paused():
-                approved = await self._wait_for_approval(row_id)
-            if not approved:
-                return "Error: the user denied this tool call."
-        await self._store.write(lambda db: update_tool_call(db, row_id, status="running"))
-
-        async def report(progress: Any) -> None:
-            await self._store.write(lambda db: update_tool_call(db, row_id, progress=progress))
-
-        # The tool acts as the message's author as they are now: a role or membership lost since
-        # the message was sent is lost to the tool too.
-        user = await self._store.read(lambda snap: reply_user(snap.db(), self.claim.author))
-        ctx = ToolCtx(
-            user=user,
-            thread_id=self.claim.thread_id,
-            call_id=row_id,
-            store=self._store,
-            run_query=lambda name, a: self._run_query(name, a, user),
-            run_mutation=lambda name, a: self._run_mutation(name, a, user),
-            report_progress=report,
-        )
-        timeout = tool.timeout_s if tool.timeout_s is not None else self._settings.tool_timeout_s
-        outcome = await run_tool(tool, ctx, args, timeout)
-        if outcome.ok:
-            await self._store.write(
-                lambda db: update_tool_call(db, row_id, status="done", result=outcome.result)
-            )
-            return _result_text(outcome.result)
-        await self._store.write(
-            lambda db: update_tool_call(db, row_id, status="failed", error=outcome.error)
-        )
-        return f"Error: {outcome.error}"
-
-    async def _transfer(self, row_id: str, transfer: Transfer) -> str:
-        """Hand the thread to the transfer's agent, unless the reply has used up its handoffs."""
-        limit = self._settings.max_handoffs
-        if self._handoffs >= limit:
-            error = (
-                f"Not transferred: a reply may hand off at most {limit} times (--max-handoffs),"
-                " and this one has. Answer the user yourself."
-            )
-            await self._store.write(
-                lambda db: update_tool_call(db, row_id, status="failed", error=error)
-            )
-            return f"Error: {error}"
-        target = transfer.target
-        moved = await self._store.write(lambda db: hand_off(db, self.claim, row_id, target))
-        if not moved.value:
-            raise ReplyStopped
-        self._handoffs += 1
-        self._answer_as(target.name)
-        return _result_text({"agent": target.name})
 
 
 def _check_finish(reason: str) -> None:
@@ -484,7 +334,3 @@ def _limit_error(what: str, settings: AgentSettings) -> ProviderError:
     limit = settings.max_reply_chars
     message = f"The reply reached its {limit}-character limit (--max-reply-chars) and was stopped."
     return ProviderError("reply_too_long", message)
-
-
-def _result_text(result: Any) -> str:
-    return result if isinstance(result, str) else jsoncodec.dumps(result).decode()

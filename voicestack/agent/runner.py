@@ -25,9 +25,10 @@ from voicestack.agent.agents import Agents
 from voicestack.agent.cost import Pricing
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.records import emit_message, now
-from voicestack.agent.reply import AgentSettings, CallFunction, Reply, SpeakerFactory
+from voicestack.agent.reply import AgentSettings, Reply, SpeakerFactory
 from voicestack.agent.reply_jobs import settle_reply_jobs
 from voicestack.agent.reply_state import claim_next, fail_unfinished_tool_calls, tool_call_status
+from voicestack.agent.reply_tools import CallFunction
 from voicestack.agent.tool_loading import ToolSet
 from voicestack.store.changes import ChangeSet
 from voicestack.store.db import WriteDB

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from voicestack.agent.agents import (
     AGENT_FUNCTIONS,
     DEFAULT_AGENT,
@@ -18,89 +16,34 @@ from voicestack.agent.agents import (
     find_agent,
 )
 from voicestack.agent.cost import thread_cost
-from voicestack.agent.membership import (
-    MEMBERSHIP_FUNCTIONS,
-    add_member,
-    require_thread,
-    thread_visible,
-)
+from voicestack.agent.membership import MEMBERSHIP_FUNCTIONS, add_member, require_thread
 from voicestack.agent.memory import MEMORY_FUNCTIONS
 from voicestack.agent.records import (
     MESSAGE_COLUMNS,
-    TOOL_CALL_COLUMNS,
     emit_message,
-    emit_tool_call,
     message_from_row,
     new_id,
     now,
     streamed_text,
     thread_from_row,
-    tool_call_from_row,
 )
 from voicestack.agent.reply_jobs import insert_reply_job
 from voicestack.agent.reply_state import fail_unfinished_tool_calls
+from voicestack.agent.thread_args import (
+    CreateThreadArgs,
+    InThreadArgs,
+    ListMessagesArgs,
+    ListThreadsArgs,
+    SendArgs,
+    ThreadIdArgs,
+)
+from voicestack.agent.tool_calls import TOOL_CALL_FUNCTIONS, thread_tool_calls
 from voicestack.agent.usage import USAGE_FUNCTIONS
-from voicestack.echo import echoed
 from voicestack.functions.context import MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
 from voicestack.identity import Caller
 from voicestack.store.db import ReadDB, WriteDB
-
-MAX_TEXT = 32_000
-
-
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class CreateThreadArgs(_Args):
-    """A new thread, answered by `agent` (default: `assistant`)."""
-
-    title: str | None = Field(None, max_length=200)
-    agent: str | None = Field(
-        None, min_length=1, max_length=100, description="The agent that answers (GET /api/agents)."
-    )
-
-
-class ListThreadsArgs(_Args):
-    """A page of threads, newest first."""
-
-    limit: int = Field(50, ge=1, le=200)
-    before: str | None = Field(None, description="A thread id: list the threads older than it.")
-
-
-class ThreadIdArgs(_Args):
-    """One thread."""
-
-    id: str = Field(min_length=1, max_length=100)
-
-
-class ListMessagesArgs(_Args):
-    """A page of a thread's messages: the newest `limit` before `before`, in order."""
-
-    thread_id: str = Field(alias="threadId", min_length=1, max_length=100)
-    limit: int = Field(50, ge=1, le=500)
-    before: int | None = Field(None, description="An `order`: list the messages before it.")
-
-
-class SendArgs(_Args):
-    """A user message that starts a reply."""
-
-    thread_id: str = Field(alias="threadId", min_length=1, max_length=100)
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
-
-
-class InThreadArgs(_Args):
-    """A thread, named by its id."""
-
-    thread_id: str = Field(alias="threadId", min_length=1, max_length=100)
-
-
-class ToolCallIdArgs(_Args):
-    """One tool call."""
-
-    id: str = Field(min_length=1, max_length=100)
 
 
 def _next_position(db: WriteDB, thread_id: str) -> int:
@@ -247,14 +190,6 @@ def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float | None]:
     }
 
 
-def _tool_calls(db: ReadDB, thread_id: str) -> list[dict[str, Any]]:
-    rows = db.all(
-        f"SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE thread_id = ? ORDER BY created_at, id",
-        (thread_id,),
-    )
-    return [tool_call_from_row(row) for row in rows]
-
-
 @query("threads.get")
 def get_thread(ctx: QueryCtx, args: ThreadIdArgs) -> dict[str, Any]:
     """The thread with its usage, all its messages in order, and its tool calls."""
@@ -264,7 +199,7 @@ def get_thread(ctx: QueryCtx, args: ThreadIdArgs) -> dict[str, Any]:
     )
     thread["usage"] = thread_usage(ctx.db, args.id)
     thread["messages"] = [message_from_row(ctx.db, row) for row in rows]
-    thread["toolCalls"] = _tool_calls(ctx.db, args.id)
+    thread["toolCalls"] = thread_tool_calls(ctx.db, args.id)
     return thread
 
 
@@ -379,51 +314,6 @@ def post_message(
     return insert_message(db, thread_id, role, "complete", text=text, author=author)
 
 
-@query("tool_calls.list")
-def list_tool_calls(ctx: QueryCtx, args: InThreadArgs) -> list[dict[str, Any]]:
-    """Every tool call of the thread, oldest first."""
-    require_thread(ctx.db, args.thread_id, ctx.user)
-    return _tool_calls(ctx.db, args.thread_id)
-
-
-def _awaiting_call(db: WriteDB, call_id: str, user: Caller | None) -> dict[str, Any]:
-    row = db.one("SELECT id, thread_id, status FROM tool_calls WHERE id = ?", (call_id,))
-    if row is None or not thread_visible(db, row["thread_id"], user):
-        # The same answer either way: an outsider learns nothing, not even the thread's id.
-        raise FunctionError("tool_call_not_found", f"No tool call has id {echoed(call_id)!r}.", 404)
-    if row["status"] != "awaiting_approval":
-        raise FunctionError(
-            "not_awaiting_approval",
-            f"Tool call {echoed(call_id)!r} is {row['status']}, not awaiting approval.",
-            409,
-        )
-    return row
-
-
-@mutation("tool_calls.approve")
-def approve_tool_call(ctx: MutationCtx, args: ToolCallIdArgs) -> dict[str, str]:
-    """Let a tool call that waits for approval run."""
-    _awaiting_call(ctx.db, args.id, ctx.user)
-    ctx.db.execute(
-        "UPDATE tool_calls SET status = 'pending', updated_at = ? WHERE id = ?", (now(), args.id)
-    )
-    emit_tool_call(ctx.db, args.id)
-    return {"id": args.id, "status": "pending"}
-
-
-@mutation("tool_calls.deny")
-def deny_tool_call(ctx: MutationCtx, args: ToolCallIdArgs) -> dict[str, str]:
-    """Refuse a tool call that waits for approval; the model is told it was denied."""
-    _awaiting_call(ctx.db, args.id, ctx.user)
-    ctx.db.execute(
-        "UPDATE tool_calls SET status = 'failed', error = 'denied by the user', updated_at = ?"
-        " WHERE id = ?",
-        (now(), args.id),
-    )
-    emit_tool_call(ctx.db, args.id)
-    return {"id": args.id, "status": "failed"}
-
-
 FUNCTIONS = (
     create_thread,
     list_threads,
@@ -432,9 +322,7 @@ FUNCTIONS = (
     send_message,
     cancel_reply,
     post_as_assistant,
-    list_tool_calls,
-    approve_tool_call,
-    deny_tool_call,
+    *TOOL_CALL_FUNCTIONS,
     *MEMBERSHIP_FUNCTIONS,
     *MEMORY_FUNCTIONS,
     *AGENT_FUNCTIONS,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicestack.agent.threads import MAX_TEXT, CreateThreadArgs, ListThreadsArgs
+from voicestack.agent.thread_args import MAX_TEXT, CreateThreadArgs, ListThreadsArgs
 from voicestack.functions.registry import Kind
 from voicestack.http import web
 from voicestack.http.voice_body import VoiceFields
