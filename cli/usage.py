@@ -66,8 +66,10 @@ def _cells(key: str, usage: dict[str, Any], terminal: bool) -> list[str]:
         str(usage["replies"]),
         str(usage["promptTokens"]),
         str(usage["completionTokens"]),
+        str(usage["toolCalls"]),
         f"{usage['audioInSeconds']:g}",
         str(usage["speechChars"]),
+        f"{usage['speechSeconds']:g}",
         _cost(usage["costUsd"], terminal),
     ]
 
@@ -81,7 +83,7 @@ def usage(
     server: ServerOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
-    """Show tokens, audio, speech and cost per agent, model, day or user, with totals.
+    """Show tokens, tool calls, audio, speech and cost per agent, model, day or user, with totals.
 
     An admin sees every thread; another user, the threads they own.
 
@@ -111,5 +113,15 @@ def usage(
         _cells(row["key"] if row["key"] is not None else "", row, terminal)
         for row in summary["rows"]
     ]
-    columns = [by, "replies", "input tokens", "output tokens", "audio in s", "speech chars", "cost"]
+    columns = [
+        by,
+        "replies",
+        "input tokens",
+        "output tokens",
+        "tool calls",
+        "audio in s",
+        "speech chars",
+        "speech s",
+        "cost",
+    ]
     out.table(columns, rows, total=_cells("total", summary["total"], terminal))

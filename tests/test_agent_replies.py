@@ -148,6 +148,7 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
         "title": None,
         "owner": admin,
         "agent": "assistant",
+        "metadata": None,
         "createdAt": thread["createdAt"],
         "updatedAt": thread["updatedAt"],
         "usage": {

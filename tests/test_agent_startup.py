@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.agents import AGENTS_APP
 from tests.support.server import REPO, server_env
+from voicestack.agent.agents import AgentDefaults, AgentError, build_agents
+from voicestack.config import AgentConfig
 
 TIMEOUT_S = 30.0
 
@@ -52,8 +54,14 @@ def serve(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
             "Agent 'clerk' ([agents.clerk] of the config) hands off to 'archive', which is not an"
             " agent; the agents are: assistant, billing, clerk, ping, pong, support.",
         ),
+        (
+            '[agents.clerk]\ninstructions = "File it."\n'
+            'tools = ["slow_count", "sleepy", "slow_count"]\n',
+            "Agent 'clerk' ([agents.clerk] of the config) names the tool 'slow_count' twice in its"
+            " tools; name each tool once.",
+        ),
     ],
-    ids=["duplicate_name", "unknown_tool", "unknown_handoff"],
+    ids=["duplicate_name", "unknown_tool", "unknown_handoff", "tool_named_twice"],
 )
 def test_serve_refuses_a_bad_agent_definition_with_one_line(
     tmp_path: Path, config: str, error: str
@@ -62,3 +70,20 @@ def test_serve_refuses_a_bad_agent_definition_with_one_line(
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines()[-1] == f"error: {error}"
     assert "Traceback" not in done.stderr
+
+
+def test_a_plugin_tool_named_like_a_handoff_tool_is_refused() -> None:
+    defaults = AgentDefaults("Help.", "gpt-4o-mini", "alloy", None, 8)
+    configured = {
+        "desk": AgentConfig(instructions="Hand over.", handoffs=["billing"]),
+        "billing": AgentConfig(instructions="Money."),
+    }
+
+    with pytest.raises(AgentError) as refused:
+        build_agents(defaults, configured, [], ["slow_count", "transfer_to_billing"])
+
+    assert str(refused.value) == (
+        "Agent 'desk' ([agents.desk] of the config) hands off to 'billing', but a loaded plugin"
+        " provides a tool named 'transfer_to_billing' too; rename that tool, or leave its plugin"
+        " out (VOICESTACK_LOAD_TOOLS)."
+    )

@@ -127,6 +127,7 @@ def usage_row(key: str | None, replies: int, usage: dict[str, int], cost: float 
         "speechSeconds": 0.0,
         "costUsd": cost,
         "unpricedReplies": 0 if cost is not None else replies,
+        "unreportedSteps": 0,
     }
 
 
@@ -171,12 +172,15 @@ async def test_a_model_without_a_price_shows_its_tokens_with_a_null_cost(
     ]
 
 
-async def test_a_reply_whose_provider_reported_no_usage_has_a_null_cost(
+async def test_a_step_whose_provider_reported_no_tokens_is_counted_not_priced(
     fake: FakeOpenAI, person: httpx.AsyncClient
 ) -> None:
-    _, reply = await turn(fake, person, {"prompt_tokens": 0, "completion_tokens": 0})
+    thread_id, reply = await turn(fake, person, {"prompt_tokens": 0, "completion_tokens": 0})
 
-    assert (reply["text"], reply["usage"]["costUsd"]) == ("Answered.", None)
+    assert reply["text"] == "Answered."
+    assert (reply["usage"]["unreportedSteps"], reply["usage"]["costUsd"]) == (1, 0.0)
+    usage = (await Threads(person).get(thread_id))["usage"]
+    assert (usage["unreportedSteps"], usage["costUsd"]) == (1, 0.0)
 
 
 async def test_the_summary_groups_turns_by_agent_model_day_and_user(
@@ -302,15 +306,16 @@ async def test_the_usage_command_prints_each_agent_and_the_totals(
     env = cli_env(server, VOICESTACK_TOKEN=token)
 
     plain = invoke(["usage", "--by", "agent", "--since", "7d"], env=env)
-    with TerminalCliProcess(["usage", "--by", "agent", "--since", "7d"], env) as terminal:
+    wide = 140  # every column on one line, headers unwrapped
+    with TerminalCliProcess(["usage", "--by", "agent", "--since", "7d"], env, wide) as terminal:
         assert terminal.wait() == 0
         shown = re.sub(r"\x1b\[[0-9;]*m", "", terminal.output.decode())
 
     assert (plain.exit_code, plain.stderr) == (0, "")
     assert plain.stdout == (
-        "assistant\t1\t1000\t500\t0\t0\t0.006\n"
-        "mystery\t1\t100\t50\t0\t0\t\n"
-        "total\t2\t1100\t550\t0\t0\t\n"
+        "assistant\t1\t1000\t500\t0\t0\t0\t0\t0.006\n"
+        "mystery\t1\t100\t50\t0\t0\t0\t0\t\n"
+        "total\t2\t1100\t550\t0\t0\t0\t0\t\n"
     )
     table = [line.split() for line in shown.splitlines() if line.strip()]
     assert table == [
@@ -321,18 +326,22 @@ async def test_the_usage_command_prints_each_agent_and_the_totals(
             "tokens",
             "output",
             "tokens",
+            "tool",
+            "calls",
             "audio",
             "in",
             "s",
             "speech",
             "chars",
+            "speech",
+            "s",
             "cost",
         ],
         ["─" * len(cell) for cell in table[1]],
-        ["assistant", "1", "1000", "500", "0", "0", "$0.0060"],
-        ["mystery", "1", "100", "50", "0", "0", "no", "price"],
+        ["assistant", "1", "1000", "500", "0", "0", "0", "0", "$0.0060"],
+        ["mystery", "1", "100", "50", "0", "0", "0", "0", "no", "price"],
         ["─" * len(cell) for cell in table[4]],
-        ["total", "2", "1100", "550", "0", "0", "no", "price"],
+        ["total", "2", "1100", "550", "0", "0", "0", "0", "no", "price"],
     ]
 
 

@@ -52,6 +52,7 @@ NO_USAGE = {
     "audioInSeconds": 0.0,
     "speechChars": 0,
     "speechSeconds": 0.0,
+    "unreportedSteps": 0,
     "costUsd": None,
 }
 

@@ -20,6 +20,7 @@ SpeechFormat = Literal["mp3", "wav", "flac", "opus", "pcm"]
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
+_PUBLIC_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
 
 
 class AgentConfig(BaseModel):
@@ -292,6 +293,34 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(
         600.0, gt=0, description="Seconds a scheduled job may run before the attempt fails."
     )
+    public_url: str | None = Field(
+        None,
+        description="The URL clients reach this server at (https://voice.example.com), when a"
+        " TLS proxy stands in front of it: Twilio's webhook signature covers it, and phone"
+        " calls stream to its host.",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        description="The Twilio account's auth token: POST /twilio/voice checks each webhook's"
+        " X-Twilio-Signature with it. Unset, phone calls are off (503).",
+    )
+    twilio_user: str = Field(
+        "twilio",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
+        description="The user who owns the threads of phone calls (created on the first call);"
+        " admins see them too.",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base_url(cls, url: str | None) -> str | None:
+        if url is not None and not _PUBLIC_URL.fullmatch(url):
+            raise ValueError(
+                f"{url!r} is not a public URL: give scheme://host[:port][/path], with no query"
+                " (https://voice.example.com)."
+            )
+        return url.rstrip("/") if url is not None else None
+
     quiet_token: bool = Field(
         False, description="Do not print the page URL with the first admin token at start."
     )

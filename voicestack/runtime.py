@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from voicestack import jsoncodec
 from voicestack.agent.agents import AgentDefaults, build_agents, install_agents
 from voicestack.agent.app_threads import ThreadsInAction, ThreadsInMutation, ThreadsInQuery
-from voicestack.agent.cost import Pricing
+from voicestack.agent.cost import Pricing, install_pricing
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
 from voicestack.agent.feed import ThreadFeed, open_thread_feed
 from voicestack.agent.llm import ChatProvider
@@ -117,6 +117,8 @@ class Runtime:
             (failure.entry_point for failure in self.tools.failures),
         )
         install_agents(self.agents)
+        self.pricing = Pricing.from_settings(settings)
+        install_pricing(self.pricing)
         use_query_threads(ThreadsInQuery)
         self.store = Store(
             settings.db,
@@ -158,7 +160,7 @@ class Runtime:
             self.query_value,
             self.mutation_value,
             speakers=SpeakerFactory(self.store, self.synthesizer, self.agents),
-            pricing=Pricing.from_settings(settings),
+            pricing=self.pricing,
         )
         self.hub.add_observer(self.runner)
         self.reply_ends = ReplyEnds(self.store)  # `await ctx.threads.generate(...)` waits on it

@@ -1,7 +1,8 @@
 """The whole core schema of a voicestack database, in the order it was built: the store's own
 tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
-jobs, full-text search over messages, the live conversations' per-turn metrics, and
-named agents with cost per message.
+jobs, full-text search over messages, the live conversations' per-turn metrics, named agents
+with cost per message, each reply's usage in parts (one per agent that answered), and
+threads' metadata with the one-time tokens of phone calls' media streams.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -16,11 +17,13 @@ from voicestack.agent.migrations import (
     MEMBERSHIP_MIGRATIONS,
     MEMORY_MIGRATIONS,
     REPLY_JOBS_SQL,
+    REPLY_PARTS_MIGRATIONS,
     VOICE_METRICS_MIGRATIONS,
 )
 from voicestack.auth.migrations import AUTH_MIGRATIONS
 from voicestack.scheduler.migrations import JOBS_TABLE_SQL
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration
+from voicestack.voice.telephony.migrations import TELEPHONY_MIGRATIONS
 
 ALL_MIGRATIONS: tuple[Migration, ...] = (
     *CORE_MIGRATIONS,
@@ -31,6 +34,8 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *MEMORY_MIGRATIONS,
     *VOICE_METRICS_MIGRATIONS,
     *AGENT_BINDING_MIGRATIONS,
+    *REPLY_PARTS_MIGRATIONS,
+    *TELEPHONY_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

@@ -227,7 +227,14 @@ def build_agents(
 def _check_references(profiles: list[AgentProfile], tools: set[str], failed: list[str]) -> None:
     names = {profile.name for profile in profiles}
     for profile in profiles:
-        for tool in profile.tools or ():
+        listed = profile.tools or ()
+        twice = sorted({tool for tool in listed if listed.count(tool) > 1})
+        if twice:
+            raise AgentError(
+                f"Agent {profile.name!r} ({profile.source}) names the tool {twice[0]!r} twice"
+                " in its tools; name each tool once."
+            )
+        for tool in listed:
             if tool not in tools:
                 note = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
                 raise AgentError(
@@ -241,6 +248,13 @@ def _check_references(profiles: list[AgentProfile], tools: set[str], failed: lis
                 raise AgentError(
                     f"Agent {profile.name!r} ({profile.source}) hands off to {target!r}, which is"
                     f" not an agent; the agents are: {', '.join(sorted(names))}."
+                )
+            transfer = handoff_tool_name(target)
+            if transfer in tools:
+                raise AgentError(
+                    f"Agent {profile.name!r} ({profile.source}) hands off to {target!r}, but a"
+                    f" loaded plugin provides a tool named {transfer!r} too; rename that tool,"
+                    " or leave its plugin out (VOICESTACK_LOAD_TOOLS)."
                 )
 
 

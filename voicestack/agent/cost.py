@@ -1,11 +1,19 @@
-"""What a conversation cost: a turn's usage priced with the price table of `voicestack.toml`.
+"""What a conversation cost: each reply's parts priced with the price table of `voicestack.toml`.
 
-A reply's `cost_usd` is its turn's cost, fixed when the reply ends: the transcription of the
-audio it answers (priced by the transcribe model's `audio_in_per_min`), the chat model's tokens
-(`input_per_mtok`, `output_per_mtok` of the reply's model) and its speech (the speech model's
-`speech_per_mchar`). A part the turn used whose model has no such price makes the whole cost
-unknown (NULL): a partial sum would read as the total, and a guessed price would be wrong. So
-does an answer whose provider reported no token counts.
+A reply is written in parts, one per agent that answered in it (voicestack/agent/reply_parts.py).
+A part's cost is its tokens at its own model's `input_per_mtok` and `output_per_mtok`, the
+turn's transcribed audio (on its first part) at the transcribe model's `audio_in_per_min`, and
+its speech at the speech model's `speech_per_mchar`. A reply's `cost_usd` is the sum of its
+parts', fixed when the reply ends, however it ends: finished, failed, cancelled, cut by the
+listener or a hang-up, stopped with the server, or found streaming after a crash.
+
+Two unknowns are kept apart:
+- a part that used something whose model has no price has no cost (NULL), and neither has its
+  reply, its thread or a summary group holding it: a partial sum would read as the total, and a
+  guessed price would be wrong;
+- a step that ended before its provider reported token counts (a reply stopped mid-stream, a
+  crash, a provider that reports none) is counted in `unreported_steps`, and everything known is
+  still priced: such a cost is a lower bound, never a guess.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from voicestack.agent.reply_parts import has_parts, open_part
 from voicestack.config import ModelPrice, Settings
 from voicestack.store.db import ReadDB, WriteDB
 
@@ -21,18 +30,20 @@ DIGITS = 10
 
 
 @dataclass(frozen=True)
-class TurnUsage:
-    """What one turn used: its reply's tokens and speech, and the audio its reply answers."""
+class PartUsage:
+    """What one part of a reply used, and the chat model that wrote it."""
 
+    model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    unreported_steps: int = 0
     audio_in_seconds: float = 0.0
     speech_chars: int = 0
 
 
 @dataclass(frozen=True)
 class Pricing:
-    """The price table, and the models a turn's parts are priced by."""
+    """The price table, and the models a reply's parts are priced by."""
 
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
     chat_model: str = "gpt-4o-mini"
@@ -54,20 +65,22 @@ class Pricing:
         rate: float | None = getattr(price, name) if price is not None else None
         return rate
 
-    def turn_cost(self, usage: TurnUsage, model: str | None = None) -> float | None:
-        """The turn's cost in USD, its tokens priced by `model` (default: the chat model);
-        None when a part it used has no price."""
-        chat = model or self.chat_model
+    def part_cost(self, usage: PartUsage) -> float | None:
+        """The part's cost in USD; None when something it used has no price. Its unreported
+        steps cost what is unknown, so they need the model's price but add nothing to it."""
+        chat = usage.model
         parts = (
             (usage.prompt_tokens / 1e6, chat, "input_per_mtok"),
             (usage.completion_tokens / 1e6, chat, "output_per_mtok"),
             (usage.audio_in_seconds / 60, self.transcribe_model, "audio_in_per_min"),
             (usage.speech_chars / 1e6, self.speech_model, "speech_per_mchar"),
         )
+        if usage.unreported_steps and self._rate(chat, "input_per_mtok") is None:
+            return None
         total = 0.0
         for quantity, priced_by, name in parts:
             if quantity <= 0:
-                continue  # a part the turn did not use needs no price
+                continue  # a part the reply did not use needs no price
             rate = self._rate(priced_by, name)
             if rate is None:
                 return None
@@ -75,55 +88,93 @@ class Pricing:
         return round(total, DIGITS)
 
 
+_PART_COLUMNS = (
+    "id, model, prompt_tokens, completion_tokens, unreported_steps, audio_in_seconds, speech_chars"
+)
+
+
 def price_reply(db: WriteDB, message_id: str, pricing: Pricing) -> float | None:
-    """Write the ended reply's `cost_usd` (NULL when unknown) and the model that wrote it, if
-    the row names none, in the caller's transaction; returns the cost."""
+    """Price each part of the ended reply and write its `cost_usd`, the sum of its parts' (NULL
+    when one is unknown), in the caller's transaction; returns the cost. A reply stopped before
+    it was claimed gets its one part here, with its turn's transcribed audio."""
     row = db.one(
-        "SELECT m.model, m.prompt_tokens, m.completion_tokens, m.speech_chars, m.text,"
-        " m.tool_call_count, coalesce(u.audio_in_seconds, 0) AS audio_in_seconds"
+        "SELECT m.agent, m.model, m.reply_to, coalesce(u.audio_in_seconds, 0) AS audio_in"
         " FROM messages m LEFT JOIN messages u ON u.id = m.reply_to WHERE m.id = ?",
         (message_id,),
     )
-    if row is None:
-        return None
-    model = row["model"] or pricing.chat_model
-    usage = TurnUsage(
-        row["prompt_tokens"], row["completion_tokens"], row["audio_in_seconds"], row["speech_chars"]
-    )
-    cost = pricing.turn_cost(usage, model)
-    if not usage.prompt_tokens and (row["text"] or row["tool_call_count"]):
-        cost = None  # the model answered, but its provider reported no token counts
+    if row is None or row["reply_to"] is None:
+        return None  # not a model's reply: a person's answer costs nothing
+    if not has_parts(db, message_id):
+        open_part(db, message_id, row["agent"], row["model"], row["audio_in"])
+    total: float | None = 0.0
+    for part in db.all(
+        f"SELECT {_PART_COLUMNS} FROM reply_parts WHERE message_id = ?", (message_id,)
+    ):
+        model = part["model"] or pricing.chat_model
+        usage = PartUsage(
+            model,
+            part["prompt_tokens"],
+            part["completion_tokens"],
+            part["unreported_steps"],
+            part["audio_in_seconds"],
+            part["speech_chars"],
+        )
+        cost = pricing.part_cost(usage)
+        db.execute(
+            "UPDATE reply_parts SET model = ?, cost_usd = ? WHERE id = ?", (model, cost, part["id"])
+        )
+        total = None if cost is None or total is None else total + cost
+    cost = round(total, DIGITS) if total is not None else None
     db.execute(
-        "UPDATE messages SET cost_usd = ?, model = ? WHERE id = ?", (cost, model, message_id)
+        "UPDATE messages SET cost_usd = ?, model = coalesce(model, ?) WHERE id = ?",
+        (cost, pricing.chat_model, message_id),
     )
     return cost
 
 
-# The turns an aggregate counts: model replies (a person's answer, `messages.post`, has no
-# `reply_to` and costs nothing) joined to the message each answers, whose audio is the turn's.
-TURNS = "messages m JOIN threads t ON t.id = m.thread_id LEFT JOIN messages u ON u.id = m.reply_to"
-TURN_FILTER = "m.role = 'assistant' AND m.reply_to IS NOT NULL"
-# A turn that ended with usage but no cost: a model of it has no price (or it ended without
-# being priced, as after a crash).
+# The price table of the server this process runs, for the paths that end a reply from a plain
+# function of the database (a cancel, a person's answer, a barge-in or hang-up): the Runtime
+# installs it once at start-up, as it does its agents.
+_installed: Pricing | None = None
+
+
+def install_pricing(pricing: Pricing) -> None:
+    """Make `pricing` the one replies stopped by a function of the database are priced with."""
+    global _installed
+    _installed = pricing
+
+
+def price_stopped_reply(db: WriteDB, message_id: str) -> None:
+    """Fix the cost of a reply someone stopped (before it ran, too), with the installed price
+    table; a reply still running in this server is priced again as its task ends."""
+    if _installed is not None:
+        price_reply(db, message_id, _installed)
+
+
+# The parts an aggregate counts: those of model replies (a person's answer, `messages.post`,
+# has no part and costs nothing), with their reply and its thread.
+PARTS = "reply_parts p JOIN messages m ON m.id = p.message_id JOIN threads t ON t.id = m.thread_id"
+PART_FILTER = "m.role = 'assistant' AND m.reply_to IS NOT NULL"
+# A part of an ended reply that used something and has no cost: a model of it has no price.
 UNPRICED = (
-    "m.status IN ('complete', 'failed', 'interrupted') AND m.cost_usd IS NULL"
-    " AND (m.prompt_tokens + m.completion_tokens + m.speech_chars"
-    " + coalesce(u.audio_in_seconds, 0)) > 0"
+    "m.status IN ('complete', 'failed', 'interrupted') AND p.cost_usd IS NULL"
+    " AND (p.prompt_tokens + p.completion_tokens + p.unreported_steps + p.speech_chars"
+    " + p.audio_in_seconds) > 0"
 )
 
 
 def total_cost(known: float | None, unpriced: int) -> float | None:
-    """The sum of the known costs, or None when any turn's cost is unknown."""
+    """The sum of the known costs, or None when any part's cost is unknown."""
     if unpriced:
         return None
     return round(known or 0.0, DIGITS)
 
 
 def thread_cost(db: ReadDB | WriteDB, thread_id: str) -> float | None:
-    """The thread's cost: the sum of its ended turns' costs; None when one of them has none."""
+    """The thread's cost: the sum of its replies' parts' costs; None when one has none."""
     row = db.one(
-        f"SELECT sum(m.cost_usd) AS known, count(*) FILTER (WHERE {UNPRICED}) AS unpriced"
-        f" FROM {TURNS} WHERE m.thread_id = ? AND {TURN_FILTER}",
+        f"SELECT sum(p.cost_usd) AS known, count(*) FILTER (WHERE {UNPRICED}) AS unpriced"
+        f" FROM {PARTS} WHERE m.thread_id = ? AND {PART_FILTER}",
         (thread_id,),
     )
     assert row is not None

@@ -2,8 +2,9 @@
 
 An agent's tools are every loaded tool (`tools=None`) or the ones it names, plus one
 `transfer_to_NAME` tool per agent in its `handoffs`, described by that agent's description.
-A transfer changes the thread's agent, records a `system` message ("Transferred to NAME") and
-finishes the tool call, all in one transaction; the reply then goes on as the new agent.
+A transfer changes the thread's agent, records a `system` message ("Transferred to NAME"),
+starts the reply's next usage part (priced at the new agent's model) and finishes the tool call,
+all in one transaction; the reply then goes on as the new agent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from voicestack.agent.agents import AgentProfile, Agents, handoff_tool_name
 from voicestack.agent.records import emit_message, now
+from voicestack.agent.reply_parts import open_part
 from voicestack.agent.reply_state import Claim, still_streaming, update_tool_call
 from voicestack.agent.threads import insert_message
 from voicestack.agent.tool_loading import ToolSet
@@ -83,8 +85,9 @@ class AgentTools:
 
 def hand_off(db: WriteDB, claim: Claim, call_row_id: str, target: AgentProfile) -> bool:
     """Move the claim's thread to `target`: the thread's agent, a `system` message, the reply's
-    agent and model, and the transfer's tool call done. False (nothing written) when the reply
-    was stopped meanwhile."""
+    agent and model (the last to write it), a new usage part of the reply on the target's model,
+    and the transfer's tool call done. False (nothing written) when the reply was stopped
+    meanwhile."""
     if not still_streaming(db, claim.message_id):
         return False
     db.execute(
@@ -96,6 +99,7 @@ def hand_off(db: WriteDB, claim: Claim, call_row_id: str, target: AgentProfile) 
         "UPDATE messages SET agent = ?, model = ?, updated_at = ? WHERE id = ?",
         (target.name, target.model, now(), claim.message_id),
     )
+    open_part(db, claim.message_id, target.name, target.model)
     emit_message(db, claim.message_id)
     update_tool_call(db, call_row_id, status="done", result={"agent": target.name})
     return True

@@ -55,7 +55,8 @@ def require_thread(db: ReadDB | WriteDB, thread_id: str, user: Caller | None) ->
     """The thread row, or `thread_not_found` (404) when it does not exist for this caller."""
     if thread_visible(db, thread_id, user):
         row = db.one(
-            "SELECT id, title, owner, agent, created_at, updated_at FROM threads WHERE id = ?",
+            "SELECT id, title, owner, agent, metadata, created_at, updated_at FROM threads"
+            " WHERE id = ?",
             (thread_id,),
         )
         if row is not None:

@@ -218,3 +218,49 @@ AGENT_BINDING_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+# A reply's usage in parts (core migration 11, DESIGN §8).
+REPLY_PARTS_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # A reply that hands off is written by several agents, each on its own model: one part
+        # per agent that answered, each priced at its own model, so cost and `usage.summary`
+        # by agent or model never price one agent's tokens at another's rates. Usage is written
+        # to the part as each step reports it, so a stopped or crashed reply keeps what it used;
+        # a step that ended before its provider reported usage is counted in `unreported_steps`
+        # (its tokens are unknown). A turn's transcribed audio goes with its first part, speech
+        # with the part that was answering. Replies written before this migration get one part.
+        "reply_parts",
+        """
+        CREATE TABLE reply_parts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            agent TEXT,
+            model TEXT,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            unreported_steps INTEGER NOT NULL DEFAULT 0,
+            tool_calls INTEGER NOT NULL DEFAULT 0,
+            audio_in_seconds REAL NOT NULL DEFAULT 0,
+            speech_chars INTEGER NOT NULL DEFAULT 0,
+            speech_seconds REAL NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX reply_parts_by_message ON reply_parts(message_id, id);
+        ALTER TABLE messages ADD COLUMN unreported_steps INTEGER NOT NULL DEFAULT 0;
+
+        UPDATE messages SET unreported_steps = 1
+        WHERE role = 'assistant' AND reply_to IS NOT NULL AND prompt_tokens = 0
+            AND status IN ('complete', 'failed', 'interrupted')
+            AND (text != '' OR tool_call_count > 0);
+        INSERT INTO reply_parts(message_id, agent, model, prompt_tokens, completion_tokens,
+            unreported_steps, tool_calls, audio_in_seconds, speech_chars, speech_seconds,
+            cost_usd, created_at)
+        SELECT m.id, m.agent, m.model, m.prompt_tokens, m.completion_tokens, m.unreported_steps,
+            m.tool_call_count, coalesce(u.audio_in_seconds, 0), m.speech_chars, m.speech_seconds,
+            m.cost_usd, m.created_at
+        FROM messages m LEFT JOIN messages u ON u.id = m.reply_to
+        WHERE m.role = 'assistant' AND m.reply_to IS NOT NULL AND m.status != 'pending';
+        """,
+    ),
+)

@@ -16,8 +16,10 @@ AnyDB = ReadDB | WriteDB
 MESSAGE_COLUMNS = (
     "id, thread_id, position, role, text, status, error_code, error_message, author, reply_to,"
     " prompt_tokens, completion_tokens, tool_call_count, wall_ms, created_at, updated_at,"
-    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds, voice, agent, cost_usd"
+    " audio_file_id, audio_in_seconds, speech_chars, speech_seconds, voice, agent, cost_usd,"
+    " unreported_steps"
 )
+ENDED = ("complete", "failed", "interrupted")
 TOOL_CALL_COLUMNS = (
     "id, thread_id, message_id, call_id, step, name, args, status, progress, result, error,"
     " created_at, updated_at"
@@ -87,7 +89,10 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
             "audioInSeconds": round(row["audio_in_seconds"], 3),
             "speechChars": row["speech_chars"],
             "speechSeconds": round(row["speech_seconds"], 3),
-            # A reply's turn, priced when it ended (voicestack/agent/cost.py); None otherwise.
+            # Model calls whose token counts never came (the reply ended mid-step); a step still
+            # streaming is not counted until the reply ends without them.
+            "unreportedSteps": row["unreported_steps"] if row["status"] in ENDED else 0,
+            # A reply's parts, priced when it ended (voicestack/agent/cost.py); None otherwise.
             "costUsd": row["cost_usd"],
         },
         "voice": json.loads(row["voice"]) if row["voice"] else None,
@@ -125,6 +130,8 @@ def thread_from_row(row: dict[str, Any]) -> dict[str, Any]:
         "title": row["title"],
         "owner": row["owner"],
         "agent": row["agent"],
+        # Where the thread came from, e.g. a phone call's number and SID; None for API threads.
+        "metadata": json.loads(row["metadata"]) if row["metadata"] else None,
         "createdAt": row["created_at"],
         "updatedAt": row["updated_at"],
     }

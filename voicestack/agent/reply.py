@@ -2,8 +2,9 @@
 
 The text is committed in coalesced deltas as it streams; tool calls become rows that move
 pending → (awaiting_approval →) running → done | failed, and their results go back to the model
-for the next step, up to `max_steps`. Whatever happens, the reply ends with a final status and
-keeps every bit of text it streamed.
+for the next step, up to `max_steps` (voicestack/agent/reply_tools.py runs them). Each step's
+token counts are saved as they arrive (voicestack/agent/reply_parts.py). Whatever happens, the
+reply ends with a final status and keeps every bit of text it streamed.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from voicestack.agent.llm import (
 )
 from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits, ToolCallRequest
 from voicestack.agent.records import emit_message
+from voicestack.agent.reply_parts import add_step_usage, begin_step
 from voicestack.agent.reply_state import (
     Claim,
-    ReplyUsage,
     append_delta,
     finish_reply,
     still_streaming,
@@ -114,7 +115,6 @@ class Reply:
         self._provider = provider
         self._settings = settings
         self._seq = 0
-        self._usage = ReplyUsage()
         self._started = time.monotonic()
         self._calls = ReplyTools(
             claim,
@@ -122,7 +122,6 @@ class Reply:
             tools=tools,
             agents=agents,
             settings=settings,
-            usage=self._usage,
             write_output=self._write_output,
             deadline_paused=self._deadline_paused,
             wait_for_approval=wait_for_approval,
@@ -209,9 +208,9 @@ class Reply:
         self.finishing = True
         if self._speaker is not None:
             self._speaker.discard()  # drained already when complete; stopped otherwise
-        self._usage.wall_ms = int((time.monotonic() - self._started) * 1000)
+        wall_ms = int((time.monotonic() - self._started) * 1000)
         await self._store.write(
-            lambda db: finish_reply(db, self.claim, status, self._usage, error, self._pricing)
+            lambda db: finish_reply(db, self.claim, status, wall_ms, error, self._pricing)
         )
 
     async def _steps_in_time(self) -> None:
@@ -282,6 +281,12 @@ class Reply:
                 messages.append({"role": "system", "content": transfer_note(now_answering.name)})
                 agent, agent_step = now_answering, 0
 
+    async def _save_usage(self, usage: Usage) -> None:
+        """The step's token counts, on the reply's row as they come, whatever its status."""
+        message_id = self.claim.message_id
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        await self._store.write(lambda db: add_step_usage(db, message_id, prompt, completion))
+
     async def _stream_step(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> tuple[list[ToolCallRequest], str]:
@@ -294,6 +299,13 @@ class Reply:
         finish = "stop"
         agent = self._calls.offered().agent
         options = CallOptions(agent.model, agent.temperature)
+        message_id = self.claim.message_id
+        # Counted unreported as the call starts, so a step cut before its usage arrives stays
+        # counted; submitted, not awaited, so the call (and a live turn's first word) does not
+        # wait for a commit. The writer commits in order: before the step's usage.
+        begun = asyncio.wrap_future(
+            self._store.writer.submit(lambda db: begin_step(db, message_id))
+        )
         try:
             async for event in self._provider.stream(messages, tools, limits, options):
                 if isinstance(event, TextDelta):
@@ -304,13 +316,23 @@ class Reply:
                     self._chars += len(event.name) + len(event.arguments)
                     calls.append(event)
                 elif isinstance(event, Usage):
-                    self._usage.prompt_tokens += event.prompt_tokens
-                    self._usage.completion_tokens += event.completion_tokens
+                    await self._save_usage(event)
                 elif isinstance(event, Finish):
                     finish = event.reason
         except StreamLimitReached as exc:
+            begun.add_done_callback(_outcome_seen)
             raise _limit_error(exc.what, settings) from None
+        except BaseException:
+            begun.add_done_callback(_outcome_seen)
+            raise
+        await begun
         return calls, finish
+
+
+def _outcome_seen(future: asyncio.Future[Any]) -> None:
+    """Retrieve a write's outcome that no one awaits any more (the step ended in an error)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not count a step of a reply: %s", future.exception())
 
 
 def _check_finish(reason: str) -> None:

@@ -18,6 +18,7 @@ from voicestack.agent.records import (
     streamed_text,
 )
 from voicestack.agent.reply_jobs import claim_reply_job
+from voicestack.agent.reply_parts import add_tool_calls, open_part
 from voicestack.store.db import WriteDB
 
 # The error code of a reply the listener spoke over (voice barge-in): its text was cut to what
@@ -40,16 +41,6 @@ class Claim:
     agent: str = DEFAULT_AGENT  # the thread's agent when the reply was claimed
 
 
-@dataclass(slots=True)
-class ReplyUsage:
-    """What one reply cost."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tool_calls: int = 0
-    wall_ms: int = 0
-
-
 def claim_next(
     db: WriteDB, thread_id: str, models: Mapping[str, str] | None = None
 ) -> Claim | None:
@@ -57,13 +48,15 @@ def claim_next(
     message event goes out with its first output, or its final status if it has none).
 
     The reply is written by the thread's agent as it is now, with that agent's model from
-    `models` (agent name → model), both recorded on its row.
+    `models` (agent name → model), both recorded on its row, and its first usage part opens
+    with the transcribed audio of the message it answers.
 
     None when nothing is pending, or when a reply of the thread is already streaming: replies of
     one thread run one at a time, in order.
     """
     rows = db.all(
-        "SELECT m.id, m.status, m.position, m.speak, u.author FROM messages m"
+        "SELECT m.id, m.status, m.position, m.speak, m.model, u.author,"
+        " coalesce(u.audio_in_seconds, 0) AS audio_in FROM messages m"
         " LEFT JOIN messages u ON u.id = m.reply_to"
         " WHERE m.thread_id = ? AND m.role = 'assistant' AND m.status IN ('pending', 'streaming')"
         " ORDER BY m.position LIMIT 1",
@@ -73,12 +66,13 @@ def claim_next(
         return None
     row = rows[0]
     agent: str = db.scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
+    model = (models or {}).get(agent) or row["model"]
     db.execute(
-        "UPDATE messages SET status = 'streaming', agent = ?, model = coalesce(?, model),"
-        " updated_at = ?"
+        "UPDATE messages SET status = 'streaming', agent = ?, model = ?, updated_at = ?"
         " WHERE id = ?",
-        (agent, (models or {}).get(agent), now(), row["id"]),
+        (agent, model, now(), row["id"]),
     )
+    open_part(db, row["id"], agent, model, row["audio_in"])
     claim_reply_job(db, row["id"])
     # No message event here: the reply's first output carries it (Reply._write_output).
     speak = bool(row["speak"])
@@ -114,11 +108,12 @@ def finish_reply(
     db: WriteDB,
     claim: Claim,
     status: str,
-    usage: ReplyUsage,
+    wall_ms: int,
     error: tuple[str, str] | None = None,
     pricing: Pricing | None = None,
 ) -> None:
-    """Consolidate the reply's text and usage and set its final status, once.
+    """Consolidate the reply's text and set its final status and time taken, once (its tokens
+    and tool calls were added as they came, voicestack/agent/reply_parts.py).
 
     The text is what the reply committed, read in this transaction, so a piece saved just as the
     reply was cancelled is kept too. A reply someone already stopped keeps that status, and one
@@ -136,17 +131,13 @@ def finish_reply(
         fail_unfinished_tool_calls(db, claim.message_id, f"Not finished: the reply was {final}.")
     code, message = error if error and current == "streaming" else (None, None)
     db.execute(
-        "UPDATE messages SET status = ?, text = ?, prompt_tokens = ?, completion_tokens = ?,"
-        " tool_call_count = ?, wall_ms = ?, updated_at = ?,"
+        "UPDATE messages SET status = ?, text = ?, wall_ms = ?, updated_at = ?,"
         " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message)"
         " WHERE id = ?",
         (
             final,
             text,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.tool_calls,
-            usage.wall_ms,
+            wall_ms,
             now(),
             code,
             message,
@@ -195,6 +186,7 @@ def insert_tool_calls(db: WriteDB, claim: Claim, step: int, calls: list[NewToolC
         )
         emit_tool_call(db, row_id)
         ids.append(row_id)
+    add_tool_calls(db, claim.message_id, len(calls))
     return ids
 
 

@@ -2,7 +2,9 @@
 
 A step's calls become rows that move pending → (awaiting_approval →) running → done | failed;
 their results go back to the model as the next step's tool messages. A `transfer_to_NAME` call
-hands the thread to another agent, and from then on that agent's tools are the ones offered.
+hands the thread to another agent, and from then on that agent's tools are the ones offered. A
+transfer is checked when it runs, against the agent answering then: a step's calls are prepared
+together, and an earlier call of the same step may have handed off already.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from voicestack.agent.llm_calls import ToolCallRequest
 from voicestack.agent.reply_state import (
     Claim,
     NewToolCall,
-    ReplyUsage,
     insert_tool_calls,
     update_tool_call,
 )
@@ -54,7 +55,6 @@ class ReplyTools:
         tools: ToolSet,
         agents: Agents,
         settings: AgentSettings,
-        usage: ReplyUsage,
         write_output: Callable[[Callable[[WriteDB], list[str]]], Awaitable[list[str]]],
         deadline_paused: Callable[[], contextlib.AbstractContextManager[None]],
         wait_for_approval: Approval,
@@ -66,7 +66,6 @@ class ReplyTools:
         self._tools = tools
         self._agents = agents
         self._settings = settings
-        self._usage = usage
         self._write_output = write_output
         self._deadline_paused = deadline_paused
         # Who answers, and with which tools: the thread's agent when the reply was claimed,
@@ -127,7 +126,6 @@ class ReplyTools:
         reason = "Not run: the reply reached its step limit (--max-steps)."
         refused = [self._refused(request, reason) for request in requests]
         await self._write_output(lambda db: insert_tool_calls(db, self.claim, step, refused))
-        self._usage.tool_calls += len(requests)
 
     async def run_calls(self, step: int, requests: list[ToolCallRequest]) -> list[dict[str, Any]]:
         prepared = [self._prepare(request) for request in requests]
@@ -135,7 +133,6 @@ class ReplyTools:
         row_ids = await self._write_output(
             lambda db: insert_tool_calls(db, self.claim, step, new_calls)
         )
-        self._usage.tool_calls += len(requests)
         entries: list[dict[str, Any]] = [
             {
                 "role": "assistant",
@@ -197,13 +194,11 @@ class ReplyTools:
         return f"Error: {outcome.error}"
 
     async def _transfer(self, row_id: str, transfer: Transfer) -> str:
-        """Hand the thread to the transfer's agent, unless the reply has used up its handoffs."""
-        limit = self._settings.max_handoffs
-        if self._handoffs >= limit:
-            error = (
-                f"Not transferred: a reply may hand off at most {limit} times (--max-handoffs),"
-                " and this one has. Answer the user yourself."
-            )
+        """Hand the thread to the transfer's agent, if the agent answering now may (a call made
+        in the same step as an earlier handoff was prepared for the agent before it) and the
+        reply has handoffs left."""
+        error = self._transfer_refusal(transfer)
+        if error is not None:
             await self._store.write(
                 lambda db: update_tool_call(db, row_id, status="failed", error=error)
             )
@@ -215,6 +210,25 @@ class ReplyTools:
         self._handoffs += 1
         self.answer_as(target.name)
         return _result_text({"agent": target.name})
+
+    def _transfer_refusal(self, transfer: Transfer) -> str | None:
+        """Why `transfer` may not happen now, or None."""
+        current = self.offered().agent
+        target = transfer.target.name
+        if target == current.name:
+            return f"Not transferred: you are the {target} agent already. Answer the user yourself."
+        if target not in current.handoffs:
+            return (
+                f"Not transferred: the {current.name} agent answers now, and it cannot transfer"
+                f" to {target}. Answer the user yourself."
+            )
+        limit = self._settings.max_handoffs
+        if self._handoffs >= limit:
+            return (
+                f"Not transferred: a reply may hand off at most {limit} times (--max-handoffs),"
+                " and this one has. Answer the user yourself."
+            )
+        return None
 
 
 def _result_text(result: Any) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicestack.agent.agents import Agents
-from voicestack.agent.cost import Pricing
+from voicestack.agent.cost import Pricing, price_reply
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.records import emit_message, now
 from voicestack.agent.reply import AgentSettings, Reply, SpeakerFactory
@@ -63,8 +63,9 @@ def _placeholders(ids: set[int]) -> str:
     return ",".join("?" * len(ids))
 
 
-def interrupt_leftovers(db: WriteDB) -> list[str]:
-    """Mark replies left `streaming` by a stopped process as interrupted, keeping their text."""
+def interrupt_leftovers(db: WriteDB, pricing: Pricing | None = None) -> list[str]:
+    """Mark replies left `streaming` by a stopped process as interrupted, keeping their text;
+    with `pricing`, fix their cost from the usage their finished steps wrote."""
     ids = [row["id"] for row in db.all("SELECT id FROM messages WHERE status = 'streaming'")]
     for message_id in ids:
         db.execute(
@@ -75,6 +76,8 @@ def interrupt_leftovers(db: WriteDB) -> list[str]:
             " WHERE ref = messages.id AND kind = 'delta'), '') ELSE text END WHERE id = ?",
             (now(), message_id),
         )
+        if pricing is not None:
+            price_reply(db, message_id, pricing)
         emit_message(db, message_id)
         fail_unfinished_tool_calls(db, message_id, "Not finished: the server stopped.")
     return ids
@@ -126,7 +129,7 @@ class ReplyRunner:
 
     async def start(self) -> None:
         """Interrupt replies a previous process left streaming; start the pending ones."""
-        stopped = (await self._store.write(interrupt_leftovers)).value
+        stopped = (await self._store.write(lambda db: interrupt_leftovers(db, self._pricing))).value
         if stopped:
             log.warning("marked %d replies interrupted by the last shutdown", len(stopped))
         if (await self._store.write(settle_reply_jobs)).value:

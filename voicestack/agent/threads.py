@@ -15,7 +15,7 @@ from voicestack.agent.agents import (
     check_agent_name,
     find_agent,
 )
-from voicestack.agent.cost import thread_cost
+from voicestack.agent.cost import price_stopped_reply, thread_cost
 from voicestack.agent.membership import MEMBERSHIP_FUNCTIONS, add_member, require_thread
 from voicestack.agent.memory import MEMORY_FUNCTIONS
 from voicestack.agent.records import (
@@ -106,7 +106,8 @@ def insert_message(
 def finish_message(
     db: WriteDB, message_id: str, status: str, *, error: tuple[str, str] | None = None
 ) -> None:
-    """Close an unfinished reply with `status`, keeping the text it streamed; announce it."""
+    """Close an unfinished reply with `status`, keeping the text it streamed, and fix its cost;
+    announce it."""
     text = streamed_text(db, message_id)
     fail_unfinished_tool_calls(db, message_id, f"Not finished: the reply was {status}.")
     code, message = error if error else (None, None)
@@ -115,6 +116,7 @@ def finish_message(
         " error_code = ?, error_message = ?, updated_at = ? WHERE id = ?",
         (status, text, code, message, now(), message_id),
     )
+    price_stopped_reply(db, message_id)
     emit_message(db, message_id)
 
 
@@ -157,7 +159,7 @@ def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
         params += [cursor["updated_at"], cursor["id"]]
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = ctx.db.all(
-        f"SELECT id, title, owner, agent, created_at, updated_at FROM threads {where}"
+        f"SELECT id, title, owner, agent, metadata, created_at, updated_at FROM threads {where}"
         " ORDER BY updated_at DESC, id DESC LIMIT ?",
         [*params, args.limit],
     )
@@ -166,13 +168,16 @@ def list_threads(ctx: QueryCtx, args: ListThreadsArgs) -> list[dict[str, Any]]:
 
 def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float | None]:
     """Usage summed over a thread's messages; `audioOutSeconds` is the reply audio sent in live
-    conversations, and `costUsd` the sum of its turns' costs (None when one is unknown)."""
+    conversations, `unreportedSteps` the model calls whose token counts never came, and `costUsd`
+    the sum of its replies' costs (None when a part of one has no price)."""
     row = db.one(
         "SELECT coalesce(sum(prompt_tokens), 0) AS p, coalesce(sum(completion_tokens), 0) AS c,"
         " coalesce(sum(tool_call_count), 0) AS t, coalesce(sum(wall_ms), 0) AS w,"
         " coalesce(sum(audio_in_seconds), 0) AS ai, coalesce(sum(speech_chars), 0) AS sc,"
         " coalesce(sum(speech_seconds), 0) AS ss,"
-        " coalesce(sum(json_extract(voice, '$.audioOutSeconds')), 0) AS ao"
+        " coalesce(sum(json_extract(voice, '$.audioOutSeconds')), 0) AS ao,"
+        " coalesce(sum(unreported_steps) FILTER (WHERE status IN ('complete', 'failed',"
+        " 'interrupted')), 0) AS us"
         " FROM messages WHERE thread_id = ?",
         (thread_id,),
     )
@@ -186,6 +191,7 @@ def thread_usage(db: ReadDB, thread_id: str) -> dict[str, int | float | None]:
         "speechChars": row["sc"],
         "speechSeconds": round(float(row["ss"]), 3),
         "audioOutSeconds": round(float(row["ao"]), 3),
+        "unreportedSteps": row["us"],
         "costUsd": thread_cost(db, thread_id),
     }
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from voicestack import __version__
 from voicestack.config import Settings
-from voicestack.http import audio, functions, openapi, threads, voice, watch, web
+from voicestack.http import audio, functions, openapi, threads, twilio, voice, watch, web
 from voicestack.http.auth import Authenticate
 from voicestack.http.cors import cors_middleware
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
@@ -55,6 +55,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *threads.routes,
         *voice.routes,
         *audio.routes,
+        *twilio.routes,
         *web.routes,
         *openapi.routes,
     ]

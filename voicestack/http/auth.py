@@ -3,7 +3,9 @@
 `Authorization: Bearer TOKEN` works everywhere; `?token=` only on the event-stream routes and
 the audio WebSocket, because EventSource and a browser's WebSocket cannot send headers (the page
 itself is public: it holds no data and reads the token from its own URL). The identity is put
-in the ASGI scope, where handlers find it with `voicestack.http.state.caller`.
+in the ASGI scope, where handlers find it with `voicestack.http.state.caller`. Twilio cannot
+send our tokens at all: its webhook and media stream take none and check their callers
+themselves (SELF_CHECKED_PATHS).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from voicestack.http.errors import error_response
 from voicestack.reactive.access import AccessGuard
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
+# Twilio's routes check their callers themselves: the webhook by its X-Twilio-Signature, the
+# media stream by the one-time token of the TwiML (voicestack/http/twilio.py).
+SELF_CHECKED_PATHS = frozenset({"/twilio/voice", "/twilio/stream"})
 PUBLIC_PREFIXES = ("/web/",)
 _STREAM_PATH = re.compile(r"^/api/(watch(/[^/]+)?|threads/[^/]+/events)$")
 # The WebSocket routes: a browser's WebSocket cannot send headers either.
@@ -31,8 +36,9 @@ CHECKED_AT_KEY = "voicestack.checked_at"
 
 
 def is_public(path: str) -> bool:
-    """True for routes anyone may request: health, the page and its static files."""
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    """True for routes that take no token: health, the page and its static files, and the
+    routes that check their callers themselves (Twilio's)."""
+    return path in PUBLIC_PATHS or path in SELF_CHECKED_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def accepts_query_token(method: str, path: str) -> bool:
@@ -65,7 +71,11 @@ class Authenticate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or (scope["type"] == "http" and is_public(scope["path"])):
+        if (
+            scope["type"] == "lifespan"
+            or (scope["type"] == "http" and is_public(scope["path"]))
+            or (scope["type"] == "websocket" and scope["path"] in SELF_CHECKED_PATHS)
+        ):
             await self.app(scope, receive, send)
             return
         socket = scope["type"] == "websocket"

@@ -106,6 +106,11 @@ class Thread(_Row):
     title: str | None
     owner: str | None
     agent: str = Field(description="The agent that answers the thread now.")
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Where the thread came from: a phone call's `channel` (twilio), `callSid`,"
+        " `from` and `to`; null for threads made through the API.",
+    )
     created_at: float = Field(alias="createdAt")
     updated_at: float = Field(alias="updatedAt")
 
@@ -294,6 +299,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/"): Operation(
         media=(web.CONTENT_TYPES[".html"],), extra_answers=(304,), errors=(404,)
+    ),
+    ("POST", "/twilio/voice"): Operation(
+        media=("text/xml",),
+        errors=(403, 413, 422, 503),
+        params=(
+            Param(
+                "X-Twilio-Signature",
+                "header",
+                str,
+                required=True,
+                description="Twilio's HMAC-SHA1 of --public-url + path and the sorted form fields.",
+            ),
+        ),
     ),
     ("GET", "/web/{file}"): Operation(
         media=tuple(sorted(set(web.CONTENT_TYPES.values()))), extra_answers=(304,), errors=(404,)

@@ -15,6 +15,7 @@ import logging
 from voicestack.agent.agents import Agents
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.records import emit
+from voicestack.agent.reply_parts import add_speech
 from voicestack.agent.reply_state import Claim, still_streaming
 from voicestack.store.db import WriteDB
 from voicestack.store.store import Store
@@ -37,11 +38,7 @@ def save_speech(db: WriteDB, claim: Claim, seq: int, text: str, chars: int, audi
     if not still_streaming(db, claim.message_id):
         return False
     file_id = insert_file(db, claim.thread_id, claim.message_id, "speech", audio)
-    db.execute(
-        "UPDATE messages SET speech_chars = speech_chars + ?,"
-        " speech_seconds = speech_seconds + ? WHERE id = ?",
-        (chars, audio.duration_s or 0.0, claim.message_id),
-    )
+    add_speech(db, claim.message_id, chars, audio.duration_s or 0.0)
     data = {"messageId": claim.message_id, "seq": seq, "fileId": file_id, "text": text}
     emit(db, claim.thread_id, "speech", claim.message_id, data)
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from voicestack.agent.cost import price_stopped_reply
 from voicestack.agent.records import emit_message, now, streamed_text
 from voicestack.agent.reply_state import HEARD_CUT, SHUTDOWN_CUT, fail_unfinished_tool_calls
 from voicestack.agent.threads import finish_message
@@ -43,6 +44,7 @@ def cut_to_heard(db: WriteDB, message_id: str, heard: str, why: str = HEARD_CUT)
         " error_message = ?, updated_at = ? WHERE id = ?",
         (text, why, reason, now(), message_id),
     )
+    price_stopped_reply(db, message_id)
     emit_message(db, message_id)
     return text
 
