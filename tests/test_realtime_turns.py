@@ -66,9 +66,23 @@ async def test_a_spoken_turn_is_transcribed_answered_with_audio_and_saved(
     assert said[0] == {"type": "transcript", "messageId": message_id, "text": transcript}
     assert talk.events[4] == {"type": "reply_started", "messageId": reply_id}
     audio_events = talk.events[5:7]
+    # Each sentence's `ms` is the length of the audio frames that follow it.
+    lengths = [sum(map(len, talk.audio_after(event))) / 32 for event in audio_events]
     assert audio_events == [
-        {"type": "reply_audio", "messageId": reply_id, "seq": 1, "text": "It is sunny in Paris."},
-        {"type": "reply_audio", "messageId": reply_id, "seq": 2, "text": "Enjoy your day."},
+        {
+            "type": "reply_audio",
+            "messageId": reply_id,
+            "seq": 1,
+            "text": "It is sunny in Paris.",
+            "ms": lengths[0],
+        },
+        {
+            "type": "reply_audio",
+            "messageId": reply_id,
+            "seq": 2,
+            "text": "Enjoy your day.",
+            "ms": lengths[1],
+        },
     ]
     assert stopped == {"type": "reply_stopped", "messageId": reply_id, "status": "complete"}
     for event in audio_events:

@@ -17,6 +17,7 @@ import hmac
 import json
 import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import apsw
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.agent import Threads, chat_bodies, marker
 from tests.support.server import ServerProcess
@@ -79,12 +80,14 @@ def new_call_sid() -> str:
 
 
 async def post_webhook(
-    server: ServerProcess, params: dict[str, str], signature: str | None
+    server: ServerProcess, params: dict[str, str], signature: str | None, query: str = ""
 ) -> httpx.Response:
-    """POST /twilio/voice as Twilio does (no bearer token), with `signature` if not None."""
+    """POST /twilio/voice (with `?query` if given) as Twilio does (no bearer token), with
+    `signature` if not None."""
     headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    url = f"{server.url}/twilio/voice" + (f"?{query}" if query else "")
     async with httpx.AsyncClient(timeout=10) as anonymous:
-        return await anonymous.post(f"{server.url}/twilio/voice", data=params, headers=headers)
+        return await anonymous.post(url, data=params, headers=headers)
 
 
 async def stream_token(server: ServerProcess, call_sid: str) -> str:
@@ -311,6 +314,49 @@ async def test_a_signature_covers_every_field(server: ServerProcess) -> None:
     assert response.json()["error"]["code"] == "invalid_signature"
 
 
+@pytest.mark.parametrize(
+    "signed_url",
+    [f"{PUBLIC_URL}/twilio/voice", "https://voice.example.com:443/twilio/voice"],
+    ids=["no-port", "default-port"],
+)
+async def test_a_signature_over_the_url_with_or_without_its_default_port_is_good(
+    server: ServerProcess, signed_url: str
+) -> None:
+    params = call_params(new_call_sid())
+    response = await post_webhook(server, params, twilio_signature(signed_url, params))
+
+    assert response.status_code == 200, response.text
+
+
+async def test_a_signature_covers_the_query_string(server: ServerProcess) -> None:
+    params = call_params(new_call_sid())
+    query = "tenant=acme&line=2"
+    signed = twilio_signature(f"{PUBLIC_URL}/twilio/voice?{query}", params)
+    unsigned_query = twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
+
+    assert (await post_webhook(server, params, signed, query)).status_code == 200
+    refused = await post_webhook(server, params, unsigned_query, query)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "invalid_signature")
+
+
+@pytest.mark.agent_server("--public-url", f"{PUBLIC_URL}/phone", "--twilio-auth-token", AUTH_TOKEN)
+async def test_a_public_url_with_a_path_is_signed_and_streamed_under_it(
+    server: ServerProcess,
+) -> None:
+    # The proxy serves the server under /phone and strips it: Twilio signs the URL it called.
+    params = call_params(new_call_sid())
+    bare = await post_webhook(
+        server, params, twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
+    )
+    response = await post_webhook(
+        server, params, twilio_signature(f"{PUBLIC_URL}/phone/twilio/voice", params)
+    )
+
+    assert bare.status_code == 403
+    assert response.status_code == 200, response.text
+    assert '<Stream url="wss://voice.example.com/phone/twilio/stream">' in response.text
+
+
 @pytest.mark.agent_server(provider=False)
 async def test_without_an_auth_token_phone_calls_are_off(server: ServerProcess) -> None:
     params = call_params(new_call_sid())
@@ -318,7 +364,7 @@ async def test_without_an_auth_token_phone_calls_are_off(server: ServerProcess) 
         server, params, twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
     )
 
-    assert response.status_code == 503
+    assert response.status_code == 404
     assert response.json() == {
         "error": {
             "code": "twilio_not_configured",
@@ -331,8 +377,29 @@ async def test_without_an_auth_token_phone_calls_are_off(server: ServerProcess) 
 # -- the media stream -------------------------------------------------------------------------
 
 
+async def test_a_started_call_is_a_thread_with_the_call_in_its_metadata(
+    server: ServerProcess, threads: Threads
+) -> None:
+    call_sid = new_call_sid()
+    token = await stream_token(server, call_sid)
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        assert await call.closing() == (1000, "call_ended")
+
+    thread = await call_thread(threads, call_sid)
+    assert thread["title"] == f"Call from {CALLER}"
+    assert thread["metadata"] == {
+        "channel": "twilio",
+        "callSid": call_sid,
+        "from": CALLER,
+        "to": CALLED,
+    }
+    assert thread["messages"] == []
+
+
 @requires_espeak
-async def test_a_call_is_a_thread_whose_turn_is_answered_with_media_and_marks(
+async def test_a_turn_is_answered_with_media_and_a_mark_after_each_sentence(
     fake: FakeOpenAI, server: ServerProcess, threads: Threads, tmp_path: Path
 ) -> None:
     mark = marker()
@@ -352,6 +419,11 @@ async def test_a_call_is_a_thread_whose_turn_is_answered_with_media_and_marks(
         for played in marks:
             await call.echo(played)
         thread = await settled(threads, call_sid, 2)
+        # The last mark goes with the last frame; the reply's metrics once it has played.
+        async with asyncio.timeout(10):
+            while thread["messages"][1]["voice"] is None:
+                await asyncio.sleep(0.05)
+                thread = await call_thread(threads, call_sid)
         await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
         closed = await call.closing()
 
@@ -372,13 +444,6 @@ async def test_a_call_is_a_thread_whose_turn_is_answered_with_media_and_marks(
         ("user", "complete", f"What is the weather in Paris {mark}"),
         ("assistant", "complete", answer),
     ]
-    assert thread["title"] == f"Call from {CALLER}"
-    assert thread["metadata"] == {
-        "channel": "twilio",
-        "callSid": call_sid,
-        "from": CALLER,
-        "to": CALLED,
-    }
     # The call's thread is the --twilio-user's (default `twilio`), who speaks its turns.
     assert thread["messages"][0]["author"] == thread["owner"]
     assert thread["messages"][0]["authorName"] == "twilio"
@@ -425,6 +490,51 @@ async def test_barge_in_clears_the_call_and_keeps_only_the_marked_words(
     assert thread["messages"][1]["error"]["code"] == "barge_in"
     (body,) = chat_bodies(fake, second)
     assert body["messages"][-2] == {"role": "assistant", "content": SENTENCES[0]}
+
+
+@requires_espeak
+async def test_a_sentence_is_marked_once_sent_though_the_next_is_slow_to_speak(
+    fake: FakeOpenAI, server: ServerProcess, threads: Threads, tmp_path: Path
+) -> None:
+    first, second = marker(), marker()
+    fake.script(
+        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
+        {"match": first, "text": " ".join(SENTENCES[:2])},
+        {"kind": "speech", "match": SENTENCES[1], "hang_s": 8},
+        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
+        {"match": second, "text": "Rome is old."},
+    )
+    call_sid = new_call_sid()
+    token = await stream_token(server, call_sid)
+    question = spoken_mulaw(tmp_path, "Tell me a story.")
+    interruption = spoken_mulaw(tmp_path, "Stop, tell me about Rome instead.")
+
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.say(silence(300) + question + silence(1000))
+        (first_mark,) = await call.wait_for_marks(1)
+        # The first sentence is marked with its last frame, while the second is still spoken.
+        assert first_mark.audio_bytes == len(call.audio)
+        await asyncio.sleep(0.5)
+        assert (len(call.marks), len(call.audio)) == (1, first_mark.audio_bytes)
+        await call.echo(first_mark)
+        await call.say(interruption + silence(1000))
+        await call.wait_for_event("clear")
+        # The next reply is marked in its turn, whatever the interrupted one still reports.
+        _, rome_mark = await call.wait_for_marks(2)
+        await call.echo(rome_mark)
+        thread = await settled(threads, call_sid, 4)
+
+    assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
+        ("user", "complete", f"Tell me a story {first}"),
+        ("assistant", "interrupted", SENTENCES[0]),
+        ("user", "complete", f"Stop, tell me about Rome {second}"),
+        ("assistant", "complete", "Rome is old."),
+    ]
+    reply_id = thread["messages"][1]["id"]
+    assert first_mark.name == f"{reply_id}@{-(-first_mark.audio_bytes // 8)}"
+    rome_bytes = rome_mark.audio_bytes - first_mark.audio_bytes
+    assert rome_mark.name == f"{thread['messages'][3]['id']}@{-(-rome_bytes // 8)}"
 
 
 # -- stream tokens ----------------------------------------------------------------------------
@@ -492,16 +602,112 @@ async def test_a_wrong_token_is_refused_and_creates_nothing(
         assert await call.closing() == (4401, "invalid_token")
 
     assert await thread_count(threads) == before
-    # A token offered by another call is not spent: its own call still gets through.
+    # A token offered by another call has leaked: it is spent, and its own call is refused too.
     if which == "another-call":
         async with phone_call(server) as call:
             await call.start(token, call_sid)
-            await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-            assert await call.closing() == (1000, "call_ended")
-        assert await thread_count(threads) == before + 1
+            assert await call.closing() == (4401, "invalid_token")
+        assert await thread_count(threads) == before
 
 
 async def test_a_stream_that_does_not_start_is_closed_with_1008(server: ServerProcess) -> None:
     async with phone_call(server) as call:
         await call.send("media", streamSid=call.stream_sid, media={"payload": "AAAA"})
         assert await call.closing() == (1008, "start_expected")
+
+
+async def test_dtmf_and_marks_not_ours_are_ignored(server: ServerProcess) -> None:
+    call_sid = new_call_sid()
+    token = await stream_token(server, call_sid)
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.send("dtmf", streamSid=call.stream_sid, dtmf={"track": "inbound", "digit": "7"})
+        for name in ["greeting", "msg@", "@120", "msg@12ms", ""]:
+            await call.send("mark", streamSid=call.stream_sid, mark={"name": name})
+        await call.send("mark", streamSid=call.stream_sid, mark={})
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        assert await call.closing() == (1000, "call_ended")
+    assert call.messages == []
+
+
+# -- the routes' bounds -----------------------------------------------------------------------
+
+
+async def test_only_the_exact_twilio_paths_go_without_a_bearer_token(
+    server: ServerProcess,
+) -> None:
+    url = server.url.replace("http://", "ws://", 1) + "/twilio/stream/x"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url):
+            pass
+    assert refused.value.response.status_code == 403
+
+    params = call_params(new_call_sid())
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        response = await anonymous.post(
+            f"{server.url}/twilio/voice/",
+            data=params,
+            headers={"X-Twilio-Signature": twilio_signature(f"{PUBLIC_URL}/twilio/voice/", params)},
+        )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.agent_server(
+    "--public-url", PUBLIC_URL, "--twilio-auth-token", AUTH_TOKEN, "--max-calls", "2"
+)
+async def test_call_sockets_over_max_calls_are_closed_with_1013(server: ServerProcess) -> None:
+    async with phone_call(server) as first, phone_call(server) as second:
+        await first.send("connected", protocol="Call", version="1.0.0")
+        await second.send("connected", protocol="Call", version="1.0.0")
+        # Two sockets that have not started yet hold both places.
+        async with phone_call(server) as third:
+            assert await third.closing() == (1013, "too_many_calls")
+        await first.socket.close()
+        await first.closed.wait()
+        # The place comes back once the server has seen the socket go.
+        async with asyncio.timeout(10):
+            while True:
+                call_sid = new_call_sid()
+                token = await stream_token(server, call_sid)
+                async with phone_call(server) as fourth:
+                    await fourth.start(token, call_sid)
+                    await fourth.send("stop", streamSid=fourth.stream_sid, stop={})
+                    closed = await fourth.closing()
+                if closed == (1000, "call_ended"):
+                    break
+                assert closed == (1013, "too_many_calls")
+                await asyncio.sleep(0.05)
+        assert not second.closed.is_set()
+
+
+@pytest.mark.agent_server(provider=False)
+async def test_without_an_auth_token_the_stream_is_closed_at_once(server: ServerProcess) -> None:
+    async with phone_call(server) as call:
+        assert await call.closing(timeout=2) == (1008, "twilio_not_configured")
+    assert call.messages == []
+
+
+def test_an_http_public_url_with_an_auth_token_stops_the_server(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicestack",
+            "serve",
+            "--db",
+            str(tmp_path / "voicestack.db"),
+            "--public-url",
+            "http://voice.example.com",
+            "--twilio-auth-token",
+            AUTH_TOKEN,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert (
+        "--twilio-auth-token needs an https:// --public-url: Twilio streams calls over wss://"
+        " only." in result.stderr
+    )

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -304,6 +304,12 @@ class Settings(BaseSettings):
         description="The Twilio account's auth token: POST /twilio/voice checks each webhook's"
         " X-Twilio-Signature with it. Unset, phone calls are off (503).",
     )
+    max_calls: int = Field(
+        100,
+        ge=0,
+        description="Phone call media streams open at once, started or not (counted by each"
+        " server process); over it, a stream is closed with 1013 `too_many_calls`. 0: no limit.",
+    )
     twilio_user: str = Field(
         "twilio",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
@@ -320,6 +326,21 @@ class Settings(BaseSettings):
                 " (https://voice.example.com)."
             )
         return url.rstrip("/") if url is not None else None
+
+    @model_validator(mode="after")
+    def _calls_stream_over_tls(self) -> Settings:
+        # Twilio opens media streams over wss:// only: with an http:// public URL every call
+        # would fail after its webhook, so the server does not start that way.
+        if (
+            self.twilio_auth_token is not None
+            and self.public_url is not None
+            and self.public_url.startswith("http://")
+        ):
+            raise ValueError(
+                "--twilio-auth-token needs an https:// --public-url: Twilio streams calls over"
+                " wss:// only."
+            )
+        return self
 
     quiet_token: bool = Field(
         False, description="Do not print the page URL with the first admin token at start."

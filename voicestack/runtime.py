@@ -56,6 +56,8 @@ from voicestack.voice.realtime.session import SessionSettings, VoiceClient, Voic
 from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
 from voicestack.voice.speaker import SpeakerFactory
+from voicestack.voice.telephony.calls import CallSlots, CallThread, start_call_thread
+from voicestack.voice.telephony.media import CALL_AUDIO, CallClient, StreamStart
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,7 @@ class Runtime:
         self._drain: asyncio.Task[None] | None = None
         self._voice_sessions: set[VoiceSession] = set()
         self._voice_drain: asyncio.Task[None] | None = None
+        self.call_slots = CallSlots(settings.max_calls)
 
     @staticmethod
     def _load_apps(settings: Settings) -> list[App]:
@@ -340,6 +343,29 @@ class Runtime:
             forget=self._voice_sessions.discard,
         )
         self._voice_sessions.add(session)
+        return session
+
+    async def open_call(self, start: StreamStart, client: CallClient) -> VoiceSession | None:
+        """The live conversation of a phone call's media stream, on a new thread owned by
+        --twilio-user; call `begin()` on it, and `close()` at the end. None, with nothing
+        created, when the stream's token is not good for its call.
+
+        Raises ProtocolError (close 1001) once the server is shutting down.
+        """
+        owner_name = self.settings.twilio_user
+        spent = await self.store.write(
+            lambda db: start_call_thread(db, start.token, start.call_sid, owner_name)
+        )
+        call: CallThread | None = spent.value
+        if call is None:
+            return None
+        feed = await self.open_thread_feed(call.thread_id, None, None)
+        try:
+            session = self.open_voice_session(call.thread_id, call.owner, feed, CALL_AUDIO, client)
+        except ProtocolError:
+            feed.close()
+            raise
+        client.report = session.control
         return session
 
     async def voice_sessions_ended(self) -> None:

@@ -1,8 +1,8 @@
 """The whole core schema of a voicestack database, in the order it was built: the store's own
 tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
 jobs, full-text search over messages, the live conversations' per-turn metrics, named agents
-with cost per message, each reply's usage in parts (one per agent that answered), and
-threads' metadata with the one-time tokens of phone calls' media streams.
+with cost per message, each reply's usage in parts (one per agent that answered), threads'
+metadata, and the one-time tokens of phone calls' media streams.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -18,6 +18,7 @@ from voicestack.agent.migrations import (
     MEMORY_MIGRATIONS,
     REPLY_JOBS_SQL,
     REPLY_PARTS_MIGRATIONS,
+    THREAD_METADATA_MIGRATIONS,
     VOICE_METRICS_MIGRATIONS,
 )
 from voicestack.auth.migrations import AUTH_MIGRATIONS
@@ -35,6 +36,7 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *VOICE_METRICS_MIGRATIONS,
     *AGENT_BINDING_MIGRATIONS,
     *REPLY_PARTS_MIGRATIONS,
+    *THREAD_METADATA_MIGRATIONS,
     *TELEPHONY_MIGRATIONS,
 )
 

@@ -264,3 +264,14 @@ REPLY_PARTS_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+# Threads' metadata (core migration 12, DESIGN §10).
+THREAD_METADATA_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # Where a thread came from, as a JSON object each channel fills with its own keys (a
+        # phone call's: the caller's number and the call SID); NULL for threads made through
+        # the API.
+        "thread_metadata",
+        "ALTER TABLE threads ADD COLUMN metadata TEXT;",
+    ),
+)

@@ -7,6 +7,7 @@ transactions that work the same from HTTP, an action or another process on the s
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from voicestack.agent.agents import (
@@ -121,18 +122,25 @@ def finish_message(
 
 
 def insert_thread(
-    db: WriteDB, user: Caller | None, *, title: str | None = None, agent: str | None = None
+    db: WriteDB,
+    user: Caller | None,
+    *,
+    title: str | None = None,
+    agent: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Create a thread owned by `user`, answered by `agent` (default `assistant`); returns its
-    id. Raises UnknownAgent (422 `unknown_agent`) for a name no agent of the server has."""
+    """Create a thread owned by `user`, answered by `agent` (default `assistant`), with the
+    channel's `metadata` (a JSON object; None for the API's threads); returns its id. Raises
+    UnknownAgent (422 `unknown_agent`) for a name no agent of the server has."""
     agent_name = check_agent_name(agent if agent is not None else DEFAULT_AGENT)
     thread_id = new_id("thr")
     stamp = now()
     owner = user.id if user else None
+    stored = json.dumps(metadata) if metadata is not None else None
     db.execute(
-        "INSERT INTO threads(id, title, owner, agent, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (thread_id, title, owner, agent_name, stamp, stamp),
+        "INSERT INTO threads(id, title, owner, agent, metadata, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (thread_id, title, owner, agent_name, stored, stamp, stamp),
     )
     if user is not None:
         add_member(db, thread_id, user.id, "owner")

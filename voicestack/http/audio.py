@@ -65,7 +65,7 @@ class SocketClient:
             await self.close(error.close, error.code)
 
 
-def _frame(message: Mapping[str, Any]) -> bytes | str | None:
+def received_frame(message: Mapping[str, Any]) -> bytes | str | None:
     """A received message's payload; None when the client has gone."""
     if message["type"] == "websocket.disconnect":
         return None
@@ -95,7 +95,7 @@ async def thread_audio(websocket: WebSocket) -> None:
         return
     session: VoiceSession | None = None
     try:
-        first = _frame(await websocket.receive())
+        first = received_frame(await websocket.receive())
         if first is None:
             return
         if isinstance(first, bytes):
@@ -116,7 +116,7 @@ async def thread_audio(websocket: WebSocket) -> None:
 
 
 async def _converse(websocket: WebSocket, client: SocketClient, session: VoiceSession) -> None:
-    while (frame := _frame(await websocket.receive())) is not None:
+    while (frame := received_frame(await websocket.receive())) is not None:
         if isinstance(frame, bytes):
             await session.audio(frame)
             continue

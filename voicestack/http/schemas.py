@@ -302,7 +302,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/twilio/voice"): Operation(
         media=("text/xml",),
-        errors=(403, 413, 422, 503),
+        errors=(403, 404, 413, 422),
         params=(
             Param(
                 "X-Twilio-Signature",

@@ -10,14 +10,14 @@ conversation session, through voicestack.voice.telephony.media's adapter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
+from voicestack.http.audio import SocketClient, received_frame
 from voicestack.http.body import read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.state import runtime
@@ -27,18 +27,16 @@ from voicestack.voice.realtime.wire import (
     CLOSE_BAD_TOKEN,
     CLOSE_NORMAL,
     CLOSE_POLICY,
+    CLOSE_TRY_AGAIN_LATER,
     ProtocolError,
 )
 from voicestack.voice.telephony.calls import (
     CallDetails,
-    InvalidStreamToken,
     connect_twiml,
     issue_stream_token,
-    start_call_thread,
     stream_url,
 )
 from voicestack.voice.telephony.media import (
-    CALL_AUDIO,
     Audio,
     CallClient,
     Ended,
@@ -55,11 +53,11 @@ START_TIMEOUT_S = 10.0
 
 
 def _configured(rt: Runtime) -> tuple[str, str]:
-    """(auth token, public URL), or 503 when phone calls are not set up."""
+    """(auth token, public URL), or 404 when phone calls are not set up (the route is off)."""
     token, public_url = rt.settings.twilio_auth_token, rt.settings.public_url
     if token is None or public_url is None:
         raise ApiError(
-            503,
+            404,
             "twilio_not_configured",
             "Phone calls are off: start the server with --twilio-auth-token and --public-url.",
         )
@@ -96,17 +94,21 @@ async def twilio_stream(websocket: WebSocket) -> None:
     """Twilio's Media Streams socket: the call becomes a live conversation on a new thread."""
     rt = runtime(websocket)
     await websocket.accept()
+    socket = SocketClient(websocket)
+    settings = rt.settings
+    if settings.twilio_auth_token is None or settings.public_url is None:
+        await socket.close(CLOSE_POLICY, "twilio_not_configured")
+        return
+    if not rt.call_slots.take():
+        await socket.close(CLOSE_TRY_AGAIN_LATER, "too_many_calls")
+        return
+    try:
+        await _stream(websocket, socket, rt)
+    finally:
+        rt.call_slots.give_back()
 
-    async def send(text: str) -> None:
-        if websocket.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):  # Twilio hung up mid-send
-                await websocket.send_text(text)
 
-    async def close(code: int, reason: str) -> None:
-        if websocket.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await websocket.close(code, reason)
-
+async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> None:
     session: VoiceSession | None = None
     try:
         try:
@@ -116,26 +118,11 @@ async def twilio_stream(websocket: WebSocket) -> None:
             raise ProtocolError("start_expected", "no start", CLOSE_POLICY) from None
         if start is None:
             return
-        try:
-            call = await rt.store.write(
-                lambda db: start_call_thread(
-                    db, start.token, start.call_sid, rt.settings.twilio_user
-                )
-            )
-        except InvalidStreamToken:
-            await close(CLOSE_BAD_TOKEN, "invalid_token")
+        client = CallClient(start.stream_sid, socket.send_event, socket.close)
+        session = await rt.open_call(start, client)
+        if session is None:
+            await socket.close(CLOSE_BAD_TOKEN, "invalid_token")
             return
-        client = CallClient(start.stream_sid, send, close)
-        thread = call.value
-        feed = await rt.open_thread_feed(thread.thread_id, None, None)
-        try:
-            session = rt.open_voice_session(
-                thread.thread_id, thread.owner, feed, CALL_AUDIO, client
-            )
-        except ProtocolError:
-            feed.close()
-            raise
-        client.report = session.control
         await session.begin()
         while (text := await _text(websocket)) is not None:
             found = parse_inbound(text)
@@ -145,9 +132,9 @@ async def twilio_stream(websocket: WebSocket) -> None:
                 break
             elif found is not None:
                 await session.control(found)
-        await close(CLOSE_NORMAL, "call_ended")
+        await socket.close(CLOSE_NORMAL, "call_ended")
     except ProtocolError as exc:
-        await close(exc.close or CLOSE_POLICY, exc.code)
+        await socket.close(exc.close or CLOSE_POLICY, exc.code)
     finally:
         if session is not None:
             await session.close()
@@ -164,13 +151,10 @@ async def _stream_start(websocket: WebSocket) -> StreamStart | None:
 
 async def _text(websocket: WebSocket) -> str | None:
     """The next text frame; None once the socket is gone. Twilio sends no binary frames."""
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        text = message.get("text")
-        if text is not None:
-            return str(text)
+    while (frame := received_frame(await websocket.receive())) is not None:
+        if isinstance(frame, str):
+            return frame
+    return None
 
 
 routes = [

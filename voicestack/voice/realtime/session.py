@@ -372,6 +372,7 @@ class VoiceSession:
                     messageId=reply.spoken.message_id,
                     seq=sentence["seq"],
                     text=sentence["text"],
+                    ms=len(pcm) / codec.bytes_per_ms(self._start),
                 )
             )
             start_ms = reply.spoken.sentences[-1].start_ms

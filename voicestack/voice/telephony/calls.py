@@ -4,12 +4,11 @@ and the thread the stream becomes once that token is spent.
 A token is issued when Twilio's signed webhook asks for the call's TwiML, and is good once, for
 STREAM_TOKEN_TTL_S seconds, for that call only: the stream's `start` must carry it with the same
 call SID. Spending it and creating the call's thread are one transaction, so a wrong, expired or
-reused token creates nothing.
+reused token creates nothing (a token shown by another call is spent: it has leaked).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,10 +42,6 @@ class CallThread:
     owner: Caller
 
 
-class InvalidStreamToken(Exception):
-    """A stream token that is unknown, expired, already used, or another call's."""
-
-
 def stream_url(public_url: str) -> str:
     """The media stream's WebSocket URL under the server's public URL (wss for https)."""
     parts = urlsplit(public_url)
@@ -77,11 +72,12 @@ def issue_stream_token(db: WriteDB, call: CallDetails) -> str:
     return token
 
 
-def start_call_thread(db: WriteDB, token: str, call_sid: str, owner_name: str) -> CallThread:
+def start_call_thread(db: WriteDB, token: str, call_sid: str, owner_name: str) -> CallThread | None:
     """Spend `token` on the call `call_sid` and create its thread, owned by the user
     `owner_name` (created if missing), with the call in the thread's metadata.
 
-    Raises InvalidStreamToken, having changed nothing, when the token is not good for this call.
+    None, and no thread, when the token is not good for this call; a token presented by another
+    call is spent all the same, since it has leaked.
     """
     row = db.one(
         "DELETE FROM twilio_stream_tokens WHERE token_hash = ?"
@@ -89,15 +85,33 @@ def start_call_thread(db: WriteDB, token: str, call_sid: str, owner_name: str) -
         (token_hash(token),),
     )
     if row is None or row["expires_at"] < time.time() or row["call_sid"] != call_sid:
-        raise InvalidStreamToken
+        return None
     owner = ensure_user(db, owner_name)
     title = f"Call from {row['caller']}" if row["caller"] else "Phone call"
-    thread_id = insert_thread(db, owner, title=title)
     metadata = {
         "channel": "twilio",
         "callSid": call_sid,
         "from": row["caller"],
         "to": row["called"],
     }
-    db.execute("UPDATE threads SET metadata = ? WHERE id = ?", (json.dumps(metadata), thread_id))
-    return CallThread(thread_id, owner)
+    return CallThread(insert_thread(db, owner, title=title, metadata=metadata), owner)
+
+
+class CallSlots:
+    """The phone call sockets this process holds open, started or not: at most `limit` (0: no
+    limit), so sockets that never start cannot pile up on a route without bearer tokens."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> bool:
+        """Count one more open call socket; False, counting nothing, when all are taken."""
+        if self.limit and self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        """A call socket taken with `take` has closed."""
+        self.open -= 1

@@ -146,6 +146,7 @@ class CallClient:
         self._reply: str | None = None  # the reply whose audio is being sent
         self._sent = 0  # bytes of its audio sent
         self._marked = 0  # bytes of it covered by a mark
+        self._sentence_end = 0  # bytes of it sent once the current sentence is sent whole
 
     async def send_event(self, text: str) -> None:
         """A session event: audio bookkeeping and `clear` reach Twilio, the rest is logged."""
@@ -153,11 +154,16 @@ class CallClient:
         kind = event["type"]
         if kind == "reply_started":
             self._reply, self._sent, self._marked = str(event["messageId"]), 0, 0
+            self._sentence_end = 0
             if self.report is not None:
                 # Nothing is heard until a mark comes back: the cut follows marks, not clocks.
                 await self.report(Played(self._reply, 0))
+        elif kind in ("reply_audio", "reply_stopped") and event["messageId"] != self._reply:
+            # A late event of a reply already cleared: the marks follow the current one.
+            return
         elif kind == "reply_audio":
-            await self._mark()  # the sentence before has been sent whole
+            await self._mark()  # whatever of the sentence before is not marked yet
+            self._sentence_end = self._sent + round(float(event["ms"]) * _BYTES_PER_MS)
         elif kind == "clear":
             self._reply = None
             await self._send_json({"event": "clear"})
@@ -166,13 +172,18 @@ class CallClient:
                 await self._mark()
             self._reply = None
         elif kind == "error":
-            log.warning("phone call stream %s: %s", self._stream_sid, event["message"])
+            # No words in a noise is routine on a phone line; the rest is worth a look.
+            level = logging.DEBUG if event.get("code") == "no_speech" else logging.INFO
+            log.log(level, "phone call stream %s: %s", self._stream_sid, event["message"])
 
     async def send_audio(self, data: bytes) -> None:
-        """One frame of reply audio, as a `media` message."""
+        """One frame of reply audio, as a `media` message; a `mark` follows a sentence's last."""
         self._sent += len(data)
         payload = base64.b64encode(data).decode()
         await self._send_json({"event": "media", "media": {"payload": payload}})
+        if self._sent >= self._sentence_end:
+            # Marked at once, not when the next sentence comes: that may be slow to speak.
+            await self._mark()
 
     async def close(self, code: int, reason: str) -> None:
         """End the stream's socket."""
