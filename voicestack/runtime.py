@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,8 +27,8 @@ from voicestack.agent.runner import ReplyRunner
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
-from voicestack.echo import echoed
 from voicestack.functions.apps import App, load_entry_point_apps, load_module_app
+from voicestack.functions.calls import CallResult, UnknownFunction
 from voicestack.functions.context import ActionCtx, MutationCtx, QueryCtx, use_query_threads
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
@@ -63,37 +62,6 @@ log = logging.getLogger(__name__)
 
 # After the drain, how long the hub may take to push the replies' final events to the feeds.
 FEED_FLUSH_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    """A function's value (also as JSON) and the database version it reflects."""
-
-    value: Any
-    version: int
-    value_json: bytes
-
-    def response_body(self) -> bytes:
-        """`{"value": ..., "version": N}` as the HTTP API answers a call."""
-        return b'{"value":%s,"version":%d}' % (self.value_json, self.version)
-
-
-class UnknownFunction(FunctionError):
-    """No function of that name (and kind) is registered."""
-
-    def __init__(self, name: str, kind: Kind | None = None, actual: Kind | None = None) -> None:
-        if actual is not None and kind is not None:
-            super().__init__(
-                "wrong_function_kind",
-                f"{echoed(name)!r} is a {actual}, not a {kind}: call it at /api/{actual}/{name}.",
-                400,
-            )
-        else:
-            super().__init__(
-                "unknown_function",
-                f"No function is named {echoed(name)!r}; GET /api/functions lists them.",
-                404,
-            )
 
 
 class Runtime:

@@ -9,10 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from voicestack import jsoncodec
+from voicestack.functions.calls import CallResult
 from voicestack.functions.registry import Kind
 from voicestack.http.body import read_call_args
 from voicestack.http.state import caller, runtime
-from voicestack.runtime import CallResult
 
 
 def json_response(value: object, status: int = 200) -> Response:
