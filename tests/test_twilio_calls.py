@@ -1,377 +1,48 @@
-"""Phone calls through Twilio (DESIGN §10): the signed webhook answers TwiML with a one-time
-stream token, and the call's Media Streams socket becomes a live conversation on a new thread.
-
-The tests play Twilio: they sign webhooks with the auth token as Twilio does (HMAC-SHA1 over the
-URL and the sorted form fields, written out here rather than taken from the server's code), and
-replay a call over a real WebSocket: `connected`, `start`, real speech from espeak-ng turned
-into 8 kHz μ-law by sox, sent as `media` messages, marks echoed back as if played, and `stop`.
-"""
+"""Phone calls through Twilio (DESIGN §10), the call: its Media Streams socket becomes a live
+conversation on a new thread, marked sentence by sentence, cut to what the caller heard on
+barge-in; its one-time token is spent once, by that call only; calls are capped."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import hashlib
-import hmac
-import json
-import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import apsw
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.support.agent import Threads, chat_bodies, marker
 from tests.support.server import ServerProcess
-from tests.support.voice import ESPEAK, INSTALL, SOX, requires_espeak
+from tests.support.twilio import (
+    AUTH_TOKEN,
+    CALLED,
+    CALLER,
+    FRAME,
+    PUBLIC_URL,
+    SENTENCES,
+    call_params,
+    call_thread,
+    new_call_sid,
+    phone_call,
+    settled,
+    silence,
+    spoken_mulaw,
+    stream_token,
+    thread_count,
+    twilio_signature,
+)
+from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
-
-PUBLIC_URL = "https://voice.example.com"
-AUTH_TOKEN = "twilio-auth-token-for-tests"
-CALLER, CALLED = "+15550001111", "+15550009999"
-FRAME = 160  # 20 ms of 8 kHz μ-law, as Twilio sends it
-MULAW_SILENCE = b"\xff"
-TOKEN_PARAMETER = re.compile(r'<Parameter name="token" value="([^"]+)"/>')
 
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.agent_server("--public-url", PUBLIC_URL, "--twilio-auth-token", AUTH_TOKEN),
 ]
-
-SENTENCES = [
-    "The first sentence is here.",
-    "The second sentence follows it now.",
-    "A third one comes after that.",
-    "The fourth sentence ends the reply.",
-]
-
-
-def twilio_signature(url: str, params: dict[str, str], auth_token: str = AUTH_TOKEN) -> str:
-    """X-Twilio-Signature as Twilio computes it."""
-    signed = url + "".join(name + params[name] for name in sorted(params))
-    digest = hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-def call_params(call_sid: str) -> dict[str, str]:
-    """The form fields of Twilio's webhook for an incoming call."""
-    return {
-        "AccountSid": "AC" + "0" * 32,
-        "CallSid": call_sid,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "From": CALLER,
-        "To": CALLED,
-    }
-
-
-def new_call_sid() -> str:
-    """A call SID no other test uses."""
-    return "CA" + marker()
-
-
-async def post_webhook(
-    server: ServerProcess, params: dict[str, str], signature: str | None, query: str = ""
-) -> httpx.Response:
-    """POST /twilio/voice (with `?query` if given) as Twilio does (no bearer token), with
-    `signature` if not None."""
-    headers = {} if signature is None else {"X-Twilio-Signature": signature}
-    url = f"{server.url}/twilio/voice" + (f"?{query}" if query else "")
-    async with httpx.AsyncClient(timeout=10) as anonymous:
-        return await anonymous.post(url, data=params, headers=headers)
-
-
-async def stream_token(server: ServerProcess, call_sid: str) -> str:
-    """The one-time token of the TwiML answering a signed webhook for `call_sid`."""
-    params = call_params(call_sid)
-    response = await post_webhook(
-        server, params, twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
-    )
-    assert response.status_code == 200, response.text
-    found = TOKEN_PARAMETER.search(response.text)
-    assert found is not None, response.text
-    return found.group(1)
-
-
-def spoken_mulaw(directory: Path, text: str) -> bytes:
-    """`text` spoken by espeak-ng, as 8 kHz μ-law from sox (what a phone call carries)."""
-    if ESPEAK is None or SOX is None:
-        pytest.skip(f"espeak-ng and sox are needed for real speech ({INSTALL})")
-    name = f"{abs(hash(text))}"
-    wav, raw = directory / f"{name}.wav", directory / f"{name}.ul"
-    subprocess.run([ESPEAK, "-w", str(wav), text], check=True)
-    subprocess.run([SOX, str(wav), "-r", "8000", "-c", "1", "-e", "mu-law", "-t", "raw", str(raw)])
-    return raw.read_bytes()
-
-
-def silence(ms: int) -> bytes:
-    """`ms` milliseconds of μ-law silence."""
-    return MULAW_SILENCE * (8 * ms)
-
-
-@dataclass
-class Mark:
-    """A mark the server sent, with the reply audio received before it."""
-
-    name: str
-    audio_bytes: int
-
-
-@dataclass
-class Call:
-    """A replayed call's socket: what the server sent, in order."""
-
-    socket: ClientConnection
-    stream_sid: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    audio: bytearray = field(default_factory=bytearray)
-    marks: list[Mark] = field(default_factory=list)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def read(self) -> None:
-        """Collect the server's messages until it closes the socket."""
-        try:
-            async for text in self.socket:
-                message = json.loads(text)
-                self.messages.append(message)
-                if message["event"] == "media":
-                    self.audio += base64.b64decode(message["media"]["payload"])
-                elif message["event"] == "mark":
-                    self.marks.append(Mark(message["mark"]["name"], len(self.audio)))
-                self._changed.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed.set()
-            self._changed.set()
-
-    async def send(self, event: str, **fields: Any) -> None:
-        """One Media Streams message from "Twilio"."""
-        await self.socket.send(json.dumps({"event": event, **fields}))
-
-    async def start(self, token: str, call_sid: str) -> None:
-        """`connected`, then `start` with the token as a custom parameter."""
-        await self.send("connected", protocol="Call", version="1.0.0")
-        start = {
-            "accountSid": "AC" + "0" * 32,
-            "streamSid": self.stream_sid,
-            "callSid": call_sid,
-            "tracks": ["inbound"],
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            "customParameters": {"token": token},
-        }
-        await self.send("start", sequenceNumber="1", start=start, streamSid=self.stream_sid)
-
-    async def say(self, mulaw: bytes) -> None:
-        """The caller's audio as 20 ms `media` messages, faster than real time."""
-        for n, offset in enumerate(range(0, len(mulaw), FRAME)):
-            payload = base64.b64encode(mulaw[offset : offset + FRAME]).decode()
-            media = {"track": "inbound", "chunk": str(n), "payload": payload}
-            await self.send("media", streamSid=self.stream_sid, media=media)
-            if n % 25 == 24:
-                await asyncio.sleep(0.005)
-
-    async def echo(self, mark: Mark) -> None:
-        """Twilio's echo of `mark`: the audio before it has played."""
-        await self.send("mark", streamSid=self.stream_sid, mark={"name": mark.name})
-
-    async def wait_for_marks(self, count: int, timeout: float = 20.0) -> list[Mark]:
-        """The first `count` marks, once they have come."""
-        async with asyncio.timeout(timeout):
-            while len(self.marks) < count:
-                assert not self.closed.is_set(), f"closed early: {self.messages[-3:]}"
-                self._changed.clear()
-                await self._changed.wait()
-        return self.marks[:count]
-
-    async def wait_for_event(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
-        """The first message of `event` type."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for message in self.messages:
-                    if message["event"] == event:
-                        return message
-                assert not self.closed.is_set(), f"closed without {event}"
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def closing(self, timeout: float = 10.0) -> tuple[int | None, str | None]:
-        """The server's close code and reason, once it has closed."""
-        await asyncio.wait_for(self.closed.wait(), timeout)
-        received = self.socket.protocol.close_rcvd
-        return (received.code, received.reason) if received else (None, None)
-
-
-@asynccontextmanager
-async def phone_call(server: ServerProcess) -> AsyncIterator[Call]:
-    """A Media Streams socket to the server, read by a task while the block runs."""
-    url = server.url.replace("http://", "ws://", 1) + "/twilio/stream"
-    async with connect(url, max_size=None) as socket:
-        call = Call(socket, "MZ" + marker())
-        reader = asyncio.create_task(call.read())
-        try:
-            yield call
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-
-
-async def call_thread(threads: Threads, call_sid: str) -> dict[str, Any]:
-    """The thread of the call `call_sid`, found by its metadata (the admin sees every thread)."""
-    listed = (await threads.client.get("/api/threads", params={"limit": 200})).json()
-    (found,) = [t for t in listed if (t["metadata"] or {}).get("callSid") == call_sid]
-    return await threads.get(found["id"])
-
-
-async def settled(threads: Threads, call_sid: str, count: int) -> dict[str, Any]:
-    """The call's thread once it has `count` messages, none of them unfinished."""
-    async with asyncio.timeout(20):
-        while True:
-            thread = await call_thread(threads, call_sid)
-            messages = thread["messages"]
-            if len(messages) == count and all(
-                m["status"] in ("complete", "interrupted") for m in messages
-            ):
-                return thread
-            await asyncio.sleep(0.05)
-
-
-async def thread_count(threads: Threads) -> int:
-    """How many threads the server has."""
-    return len((await threads.client.get("/api/threads", params={"limit": 200})).json())
-
-
-# -- the webhook ----------------------------------------------------------------------------
-
-
-async def test_a_signed_webhook_is_answered_with_twiml_streaming_to_the_public_host(
-    server: ServerProcess,
-) -> None:
-    params = call_params(new_call_sid())
-    signature = twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
-    response = await post_webhook(server, params, signature)
-
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "text/xml; charset=utf-8"
-    found = TOKEN_PARAMETER.search(response.text)
-    assert found is not None, response.text
-    token = found.group(1)
-    assert response.text == (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-        '<Stream url="wss://voice.example.com/twilio/stream">'
-        f'<Parameter name="token" value="{token}"/>'
-        "</Stream></Connect></Response>"
-    )
-    assert len(token) >= 40
-    # Every call gets a token of its own.
-    assert await stream_token(server, new_call_sid()) != token
-
-
-@pytest.mark.parametrize(
-    "signature",
-    [
-        None,
-        "",
-        "not-a-signature",
-        # Signed with another account's token, or over the URL the server sees itself.
-        twilio_signature(f"{PUBLIC_URL}/twilio/voice", call_params("CAx"), "another-token"),
-        twilio_signature("http://127.0.0.1/twilio/voice", call_params("CAx")),
-    ],
-    ids=["missing", "empty", "garbage", "other-token", "private-url"],
-)
-async def test_a_webhook_without_a_valid_signature_is_403(
-    server: ServerProcess, threads: Threads, signature: str | None
-) -> None:
-    response = await post_webhook(server, call_params("CAx"), signature)
-
-    assert response.status_code == 403
-    assert response.json() == {
-        "error": {
-            "code": "invalid_signature",
-            "message": "X-Twilio-Signature is missing or does not match this request; check"
-            " --twilio-auth-token and that --public-url is the URL Twilio calls.",
-        }
-    }
-
-
-async def test_a_signature_covers_every_field(server: ServerProcess) -> None:
-    params = call_params(new_call_sid())
-    signature = twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
-    response = await post_webhook(server, {**params, "From": "+15550002222"}, signature)
-
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "invalid_signature"
-
-
-@pytest.mark.parametrize(
-    "signed_url",
-    [f"{PUBLIC_URL}/twilio/voice", "https://voice.example.com:443/twilio/voice"],
-    ids=["no-port", "default-port"],
-)
-async def test_a_signature_over_the_url_with_or_without_its_default_port_is_good(
-    server: ServerProcess, signed_url: str
-) -> None:
-    params = call_params(new_call_sid())
-    response = await post_webhook(server, params, twilio_signature(signed_url, params))
-
-    assert response.status_code == 200, response.text
-
-
-async def test_a_signature_covers_the_query_string(server: ServerProcess) -> None:
-    params = call_params(new_call_sid())
-    query = "tenant=acme&line=2"
-    signed = twilio_signature(f"{PUBLIC_URL}/twilio/voice?{query}", params)
-    unsigned_query = twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
-
-    assert (await post_webhook(server, params, signed, query)).status_code == 200
-    refused = await post_webhook(server, params, unsigned_query, query)
-    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "invalid_signature")
-
-
-@pytest.mark.agent_server("--public-url", f"{PUBLIC_URL}/phone", "--twilio-auth-token", AUTH_TOKEN)
-async def test_a_public_url_with_a_path_is_signed_and_streamed_under_it(
-    server: ServerProcess,
-) -> None:
-    # The proxy serves the server under /phone and strips it: Twilio signs the URL it called.
-    params = call_params(new_call_sid())
-    bare = await post_webhook(
-        server, params, twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
-    )
-    response = await post_webhook(
-        server, params, twilio_signature(f"{PUBLIC_URL}/phone/twilio/voice", params)
-    )
-
-    assert bare.status_code == 403
-    assert response.status_code == 200, response.text
-    assert '<Stream url="wss://voice.example.com/phone/twilio/stream">' in response.text
-
-
-@pytest.mark.agent_server(provider=False)
-async def test_without_an_auth_token_phone_calls_are_off(server: ServerProcess) -> None:
-    params = call_params(new_call_sid())
-    response = await post_webhook(
-        server, params, twilio_signature(f"{PUBLIC_URL}/twilio/voice", params)
-    )
-
-    assert response.status_code == 404
-    assert response.json() == {
-        "error": {
-            "code": "twilio_not_configured",
-            "message": "Phone calls are off: start the server with --twilio-auth-token and"
-            " --public-url.",
-        }
-    }
 
 
 # -- the media stream -------------------------------------------------------------------------
