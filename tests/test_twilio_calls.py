@@ -9,6 +9,7 @@ import base64
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import apsw
 import httpx
@@ -123,21 +124,52 @@ async def test_a_turn_is_answered_with_media_and_a_mark_after_each_sentence(
     )
 
 
+STORY = "Tell me a story."
+INTERRUPTION = "Stop, tell me about Rome instead."
+
+
+def script_story_then_rome(
+    fake: FakeOpenAI, story: dict[str, Any], *more: dict[str, Any]
+) -> tuple[str, str]:
+    """Script a story (`story`: the reply's step), then an interruption answered "Rome is old.";
+    the markers of the two user turns."""
+    first, second = marker(), marker()
+    fake.script(
+        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
+        {"match": first, **story},
+        *more,
+        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
+        {"match": second, "text": "Rome is old."},
+    )
+    return first, second
+
+
+def story_cut_after_first_sentence(first: str, second: str) -> list[tuple[str, str, str]]:
+    """The thread's (role, status, text) once the story was interrupted after its first
+    sentence and the interruption answered."""
+    return [
+        ("user", "complete", f"Tell me a story {first}"),
+        ("assistant", "interrupted", SENTENCES[0]),
+        ("user", "complete", f"Stop, tell me about Rome {second}"),
+        ("assistant", "complete", "Rome is old."),
+    ]
+
+
+async def story_call(server: ServerProcess, tmp_path: Path) -> tuple[str, str, bytes, bytes]:
+    """A new call's SID and stream token, and the story question and interruption as μ-law."""
+    call_sid = new_call_sid()
+    token = await stream_token(server, call_sid)
+    return call_sid, token, spoken_mulaw(tmp_path, STORY), spoken_mulaw(tmp_path, INTERRUPTION)
+
+
 @requires_espeak
 async def test_barge_in_clears_the_call_and_keeps_only_the_marked_words(
     fake: FakeOpenAI, server: ServerProcess, threads: Threads, tmp_path: Path
 ) -> None:
-    first, second = marker(), marker()
-    fake.script(
-        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
-        {"match": first, "text": " ".join(SENTENCES), "tokens_per_second": 8},
-        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
-        {"match": second, "text": "Rome is old."},
+    first, second = script_story_then_rome(
+        fake, {"text": " ".join(SENTENCES), "tokens_per_second": 8}
     )
-    call_sid = new_call_sid()
-    token = await stream_token(server, call_sid)
-    question = spoken_mulaw(tmp_path, "Tell me a story.")
-    interruption = spoken_mulaw(tmp_path, "Stop, tell me about Rome instead.")
+    call_sid, token, question, interruption = await story_call(server, tmp_path)
 
     async with phone_call(server) as call:
         await call.start(token, call_sid)
@@ -152,12 +184,9 @@ async def test_barge_in_clears_the_call_and_keeps_only_the_marked_words(
         thread = await settled(threads, call_sid, 4)
 
     assert clear == {"event": "clear", "streamSid": call.stream_sid}
-    assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
-        ("user", "complete", f"Tell me a story {first}"),
-        ("assistant", "interrupted", SENTENCES[0]),
-        ("user", "complete", f"Stop, tell me about Rome {second}"),
-        ("assistant", "complete", "Rome is old."),
-    ]
+    assert [
+        (m["role"], m["status"], m["text"]) for m in thread["messages"]
+    ] == story_cut_after_first_sentence(first, second)
     assert thread["messages"][1]["error"]["code"] == "barge_in"
     (body,) = chat_bodies(fake, second)
     assert body["messages"][-2] == {"role": "assistant", "content": SENTENCES[0]}
@@ -167,18 +196,12 @@ async def test_barge_in_clears_the_call_and_keeps_only_the_marked_words(
 async def test_a_sentence_is_marked_once_sent_though_the_next_is_slow_to_speak(
     fake: FakeOpenAI, server: ServerProcess, threads: Threads, tmp_path: Path
 ) -> None:
-    first, second = marker(), marker()
-    fake.script(
-        {"kind": "transcription", "transcript": f"Tell me a story {first}"},
-        {"match": first, "text": " ".join(SENTENCES[:2])},
+    first, second = script_story_then_rome(
+        fake,
+        {"text": " ".join(SENTENCES[:2])},
         {"kind": "speech", "match": SENTENCES[1], "hang_s": 8},
-        {"kind": "transcription", "transcript": f"Stop, tell me about Rome {second}"},
-        {"match": second, "text": "Rome is old."},
     )
-    call_sid = new_call_sid()
-    token = await stream_token(server, call_sid)
-    question = spoken_mulaw(tmp_path, "Tell me a story.")
-    interruption = spoken_mulaw(tmp_path, "Stop, tell me about Rome instead.")
+    call_sid, token, question, interruption = await story_call(server, tmp_path)
 
     async with phone_call(server) as call:
         await call.start(token, call_sid)
@@ -196,12 +219,9 @@ async def test_a_sentence_is_marked_once_sent_though_the_next_is_slow_to_speak(
         await call.echo(rome_mark)
         thread = await settled(threads, call_sid, 4)
 
-    assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
-        ("user", "complete", f"Tell me a story {first}"),
-        ("assistant", "interrupted", SENTENCES[0]),
-        ("user", "complete", f"Stop, tell me about Rome {second}"),
-        ("assistant", "complete", "Rome is old."),
-    ]
+    assert [
+        (m["role"], m["status"], m["text"]) for m in thread["messages"]
+    ] == story_cut_after_first_sentence(first, second)
     reply_id = thread["messages"][1]["id"]
     assert first_mark.name == f"{reply_id}@{-(-first_mark.audio_bytes // 8)}"
     rome_bytes = rome_mark.audio_bytes - first_mark.audio_bytes
