@@ -42,10 +42,10 @@ from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
 
-# How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
-# trusting its view and re-runs every subscription.
 T = TypeVar("T")
 
+# How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
+# trusting its view and re-runs every subscription.
 CHANGESET_WAIT_S = 2.0
 # A batch whose commits changed at most this many (listed) rows, that re-runs no query and
 # admits no subscriber, reads what its listeners need on the event loop itself.
@@ -238,8 +238,7 @@ class Hub:
         def execute_then_end(
             to_run: set[SharedQuery], joins: list[QueryJoin], listeners: BatchListeners
         ) -> tuple[dict[SharedQuery, Outcome], set[int]]:
-            # One trip to the hub's thread, not two: each trip back waits its turn on a busy
-            # event loop, and that wait was most of a feed event's delivery latency.
+            # The snapshot ends in the same trip to the hub's thread as the queries.
             nonlocal ended
             try:
                 return self._execute(snapshot, to_run, joins, listeners)
