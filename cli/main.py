@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cli import catalog, db, thread, token, usage
+from cli.eval import eval_command
 
 # `voicestack serve`'s summary, for the root's help (tests/test_cli_help.py keeps it equal to
 # the first line of `cli.serve.serve`'s docstring).
@@ -60,6 +61,7 @@ app.add_typer(catalog.agents_app, name="agents")
 app.add_typer(db.app, name="db")
 app.add_typer(token.app, name="token")
 app.command("usage")(usage.usage)
+app.command("eval")(eval_command)
 
 
 @app.callback()
