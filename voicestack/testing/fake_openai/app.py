@@ -23,6 +23,7 @@ from voicestack.testing.fake_openai.audio import (
 from voicestack.testing.fake_openai.chat import chat_response, last_user_text
 from voicestack.testing.fake_openai.multipart import MultipartError, parse_form
 from voicestack.testing.fake_openai.plan import KINDS, Kind, Plan, parse_plans
+from voicestack.testing.fake_openai.realtime import realtime_routes
 from voicestack.testing.fake_openai.state import FakeState
 from voicestack.testing.fake_openai.wire import error_response, invalid_request, planned_error
 
@@ -238,6 +239,9 @@ def build_app(state: FakeState | None = None) -> Starlette:
         Route("/_control/reset", ep.reset, methods=["POST"]),
         Route("/_control/health", ep.health, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=[*routes, *realtime_routes(ep.state.realtime)],
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.fake = ep.state
     return app

@@ -10,6 +10,8 @@ As a process: ``python -m voicestack.testing.fake_openai --host 127.0.0.1 --port
 (prints ``fake-openai listening on http://HOST:PORT`` once it accepts connections).
 Tests drive it over HTTP with ``POST /_control/script``, ``GET|DELETE /_control/requests``
 and ``POST /_control/reset``; see fake_openai.plan.Plan for what a plan can say.
+The Realtime WebSocket ``/v1/realtime?model=...`` is scripted through ``fake.realtime`` (or
+``/_control/realtime``); see fake_openai.realtime_script.Script.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from voicestack.testing.fake_openai.app import DEFAULT_MODEL, build_app
 from voicestack.testing.fake_openai.plan import Kind, Plan, PlanInput, parse_plans
+from voicestack.testing.fake_openai.realtime_state import RealtimeState
 from voicestack.testing.fake_openai.state import FakeState
 from voicestack.testing.fake_openai.wire import StreamCut
 
@@ -159,6 +162,11 @@ class FakeOpenAI:
     def pending(self, kind: Kind | None = None) -> list[dict[str, Any]]:
         """Return the scripted plans that have not been used up yet."""
         return self.state.pending(kind)
+
+    @property
+    def realtime(self) -> RealtimeState:
+        """The Realtime WebSocket's scripts and records (`ws://.../v1/realtime?model=...`)."""
+        return self.state.realtime
 
     def clear_requests(self) -> None:
         """Forget logged requests, keeping queued plans."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicestack.testing.fake_openai.plan import KINDS, Kind, Plan
+from voicestack.testing.fake_openai.realtime_state import RealtimeState
 
 
 @dataclass
@@ -24,6 +25,8 @@ class FakeState:
         self._lock = threading.Lock()
         self._queues: dict[Kind, list[_Slot]] = {kind: [] for kind in KINDS}
         self._requests: list[dict[str, Any]] = []
+        # The Realtime WebSocket's scripts and per-connection records.
+        self.realtime = RealtimeState()
 
     def add_plans(self, plans: list[Plan]) -> None:
         """Append plans to the end of their kind's queue, in order."""
@@ -83,3 +86,4 @@ class FakeState:
             for queue in self._queues.values():
                 queue.clear()
             self._requests.clear()
+        self.realtime.reset()
