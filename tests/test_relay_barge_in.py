@@ -1,0 +1,135 @@
+"""Relay mode, barge-in: speech over a reply `clear`s the client, truncates the provider's
+audio item at the milliseconds played, and saves the reply `interrupted` with its transcript cut
+in proportion to the audio heard; on the audio socket (`played` reports) and on a phone call
+(Twilio's echoed marks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent import Threads
+from tests.support.realtime import conversation, silence, spoken_pcm
+from tests.support.relay import provider_session, relay_server, say_turn, settled_thread
+from tests.support.server import ServerProcess
+from tests.support.twilio import (
+    call_thread,
+    new_call_sid,
+    phone_call,
+    settled,
+    spoken_mulaw,
+    stream_token,
+)
+from tests.support.twilio import silence as mulaw_silence
+from tests.support.voice import requires_espeak
+from voicestack.testing.fake_openai import FakeOpenAI
+
+pytestmark = [pytest.mark.anyio, requires_espeak, relay_server]
+
+STORY = (
+    "Once upon a time a fox lived in a quiet wood by a river, and every morning"
+    " he walked to the water to watch the boats go by."
+)
+STORY_MS = 4000
+
+
+def heard(text: str, played_ms: int, audio_ms: int) -> str:
+    """The words of `text` heard after `played_ms` of `audio_ms` (the relay's proportional cut)."""
+    words = text.split()
+    return " ".join(words[: math.floor(len(words) * played_ms / audio_ms)])
+
+
+async def test_speech_over_a_reply_clears_truncates_and_saves_what_was_played(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
+) -> None:
+    fake.realtime.script(
+        {
+            "turns": ["Tell me a story", "Stop, tell me about Rome instead"],
+            "responses": [{"text": STORY, "audio_ms": STORY_MS}, {"text": "Rome is old."}],
+        }
+    )
+    thread_id = await threads.create()
+    question = spoken_pcm(tmp_path, "Tell me a story.")
+    interruption = spoken_pcm(tmp_path, "Stop, tell me about Rome instead.")
+
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        story_id = (await say_turn(talk, question))["messageId"]
+        await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] >= 3)
+        await talk.send_json({"type": "played", "messageId": story_id, "ms": 900})
+        mark = len(talk.events)
+        await talk.say(interruption + silence(1000))
+        cut = await talk.next_event("reply_stopped", after=mark)
+        answer = await talk.wait_for(
+            lambda e: e["type"] == "reply_stopped" and e["messageId"] != story_id, after=mark
+        )
+
+    # The story's audio may still be arriving as the user speaks: the events that follow count.
+    after = [kind for kind in talk.kinds()[mark:] if kind != "reply_audio"]
+    assert after[:3] == ["user_speech_started", "clear", "reply_stopped"]
+    assert cut == {"type": "reply_stopped", "messageId": story_id, "status": "interrupted"}
+    assert answer["status"] == "complete"
+    (truncation,) = provider_session(fake)["truncations"]
+    assert truncation["audio_end_ms"] == 900
+    assert truncation["content_index"] == 0
+    thread = await settled_thread(threads, thread_id, 4)
+    texts = [(m["role"], m["text"], m["status"]) for m in thread["messages"]]
+    assert texts == [
+        ("user", "Tell me a story", "complete"),
+        ("assistant", heard(STORY, 900, STORY_MS), "interrupted"),
+        ("user", "Stop, tell me about Rome instead", "complete"),
+        ("assistant", "Rome is old.", "complete"),
+    ]
+    story = thread["messages"][1]
+    assert story["error"]["code"] == "barge_in"
+    assert story["voice"]["interrupted"] is True
+    assert thread["messages"][3]["voice"]["interrupted"] is False
+
+
+async def test_a_phone_call_is_relayed_and_its_marks_give_the_cut(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
+) -> None:
+    fake.realtime.script(
+        {
+            "turns": ["Tell me a story", "Stop"],
+            "responses": [{"text": STORY, "audio_ms": STORY_MS}, {"text": "Fine."}],
+        }
+    )
+    call_sid = new_call_sid()
+    token = await stream_token(server, call_sid)
+    question = spoken_mulaw(tmp_path, "Tell me a story.")
+    interruption = spoken_mulaw(tmp_path, "Stop!")
+
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.say(mulaw_silence(300) + question + mulaw_silence(1000))
+        marks = await call.wait_for_marks(4)
+        # Twilio echoes a mark once the audio before it has played: the first three have.
+        for mark in marks[:3]:
+            await call.echo(mark)
+        played_ms = int(marks[2].name.rpartition("@")[2])
+        await asyncio.sleep(0.2)
+        await call.say(interruption + mulaw_silence(1000))
+        await call.wait_for_event("clear")
+        thread = await settled(threads, call_sid, 4)
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        assert await call.closing() == (1000, "call_ended")
+
+    # The reply's audio went out as 8 kHz μ-law media frames of the stream.
+    media = [m for m in call.messages if m["event"] == "media"]
+    assert all(m["streamSid"] == call.stream_sid for m in media)
+    assert marks[0].audio_bytes > 0
+    (truncation,) = provider_session(fake)["truncations"]
+    assert truncation["audio_end_ms"] == played_ms
+    texts = [(m["role"], m["text"], m["status"]) for m in thread["messages"]]
+    assert texts == [
+        ("user", "Tell me a story", "complete"),
+        ("assistant", heard(STORY, played_ms, STORY_MS), "interrupted"),
+        ("user", "Stop", "complete"),
+        ("assistant", "Fine.", "complete"),
+    ]
+    assert (await call_thread(threads, call_sid))["metadata"]["callSid"] == call_sid
