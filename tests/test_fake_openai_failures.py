@@ -136,5 +136,5 @@ async def test_bad_requests_get_the_real_error_envelope(openai_client: openai.As
         await openai_client.chat.completions.create(model="gpt-4o-mini", messages=[])
     assert caught.value.param == "messages"
 
-    with pytest.raises(openai.NotFoundError):
-        await openai_client.embeddings.create(model="text-embedding-3-small", input="hi")
+    with pytest.raises(openai.NotFoundError):  # a route the fake does not serve
+        await openai_client.images.generate(model="dall-e-3", prompt="hi")

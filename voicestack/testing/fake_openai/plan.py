@@ -12,6 +12,8 @@ Chat: text, chunk_chars, tool_calls [{name, arguments, id}], tokens_per_second,
   some compatible servers do).
   Without text and tool_calls the reply is the default echo of the last user message.
 Transcription: transcript, expect_sha256.
+Embedding (match text: the inputs, one per line): vector_dimensions (answer vectors of this size
+  whatever was asked, as a misconfigured provider does).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Kind = Literal["chat", "transcription", "speech"]
-KINDS: tuple[Kind, ...] = ("chat", "transcription", "speech")
+Kind = Literal["chat", "transcription", "speech", "embedding"]
+KINDS: tuple[Kind, ...] = ("chat", "transcription", "speech", "embedding")
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 _CHAT_ONLY = (
@@ -43,6 +45,7 @@ _CHAT_ONLY = (
     "whole_completion",
 )
 _TRANSCRIPTION_ONLY = ("transcript", "expect_sha256")
+_EMBEDDING_ONLY = ("vector_dimensions",)
 
 
 class ToolCallPlan(BaseModel):
@@ -113,6 +116,8 @@ class Plan(BaseModel):
     transcript: str | None = None
     expect_sha256: str | None = None
 
+    vector_dimensions: int | None = Field(default=None, ge=1, le=65536)
+
     @model_validator(mode="before")
     @classmethod
     def _infer_kind(cls, data: Any) -> Any:
@@ -127,10 +132,15 @@ class Plan(BaseModel):
 
     @model_validator(mode="after")
     def _fields_fit_kind(self) -> Plan:
-        allowed = {"chat": _CHAT_ONLY, "transcription": _TRANSCRIPTION_ONLY, "speech": ()}
+        allowed = {
+            "chat": _CHAT_ONLY,
+            "transcription": _TRANSCRIPTION_ONLY,
+            "speech": (),
+            "embedding": _EMBEDDING_ONLY,
+        }
         misplaced = [
             name
-            for name in (*_CHAT_ONLY, *_TRANSCRIPTION_ONLY)
+            for name in (*_CHAT_ONLY, *_TRANSCRIPTION_ONLY, *_EMBEDDING_ONLY)
             if name in self.model_fields_set and name not in allowed[self.kind]
         ]
         if misplaced:

@@ -1,0 +1,212 @@
+"""Embeddings from any OpenAI-compatible provider: `embeddings.create` on the chat's client kind.
+
+`--embedding-model` (default text-embedding-3-small; '' turns semantic memory off),
+`--embedding-dimensions` (sent as `dimensions` only when given: many compatible servers refuse
+it), `--embedding-base-url` and `--embedding-api-key` (default: the chat's server and key; the
+chat's key never goes to another server). The provider gets no retries of its own: a failed
+embedding fails its job, and the scheduler's backoff is the retry, visible in `scheduler.jobs`.
+Concurrent jobs' texts share requests (voicestack.agent.embedding_batch).
+
+Queries embed their words too. A query runs on a reader thread, not on the event loop, so it
+asks through a blocking client; every text's vector is kept in a small cache, so a watched
+search re-run by a commit never calls the provider again, and the job that embeds a message
+just recalled from finds its vector there.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+
+import openai
+
+from voicestack.agent.embedding_batch import EmbeddingBatcher
+from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
+from voicestack.agent.llm_errors import ProviderRole, describe_failure
+from voicestack.config import Settings
+
+# The sizes of well-known models' vectors, so the index can be made before the first answer.
+KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+CACHE_SIZE = 2048
+
+EMBEDDING_ROLE = ProviderRole(
+    name="embedding",
+    key_setting="--embedding-api-key (VOICESTACK_EMBEDDING_API_KEY)",
+    not_configured="No embedding provider is configured: set --embedding-base-url, or"
+    " OPENAI_API_KEY or --openai-base-url, which it defaults to; --embedding-model '' turns"
+    " semantic memory off.",
+)
+
+
+class EmbeddingSizeError(ProviderError):
+    """The provider answered vectors of another size than the memory index holds."""
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """Which model embeds, at what size, through which provider."""
+
+    model: str
+    dimensions: int | None
+    provider: ProviderSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddingSettings:
+        """The --embedding-* flags, the provider defaulting to the chat's server and key."""
+        own_server = bool(settings.embedding_base_url)
+        key = settings.embedding_api_key
+        if key is None and not own_server:
+            key = settings.openai_api_key
+        provider = ProviderSettings(
+            base_url=settings.embedding_base_url if own_server else settings.openai_base_url,
+            api_key=key.get_secret_value() if key is not None else None,
+            model=settings.embedding_model,
+            timeout_s=settings.provider_timeout_s,
+            max_retries=0,
+            role=EMBEDDING_ROLE,
+        )
+        return cls(settings.embedding_model, settings.embedding_dimensions, provider)
+
+    @property
+    def expected_dimensions(self) -> int | None:
+        """The vectors' size as far as it is known before any answer."""
+        return self.dimensions or KNOWN_DIMENSIONS.get(self.model)
+
+
+class Embedder:
+    """Turns texts into vectors with one model, checking each answer's shape."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        """Prepare the clients; nothing touches the network yet."""
+        self.settings = settings
+        self._provider = ChatProvider(settings.provider)
+        self._sync: openai.OpenAI | None = None
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._batcher = EmbeddingBatcher(self._request)
+
+    @property
+    def enabled(self) -> bool:
+        """True when a model is named and a provider is configured."""
+        return bool(self.settings.model) and self._provider.configured
+
+    @property
+    def model(self) -> str:
+        """The embedding model's name."""
+        return self.settings.model
+
+    def _kwargs(self, texts: list[str]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.settings.model, "input": texts}
+        if self.settings.dimensions is not None:
+            kwargs["dimensions"] = self.settings.dimensions
+        return kwargs
+
+    def cached(self, text: str) -> list[float] | None:
+        """The vector of `text` if this process has it already."""
+        with self._lock:
+            vector = self._cache.get(text)
+            if vector is not None:
+                self._cache.move_to_end(text)
+            return vector
+
+    def _remember(self, text: str, vector: list[float]) -> None:
+        with self._lock:
+            self._cache[text] = vector
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order; raises ProviderError (a failed call, or an answer
+        that is not one vector per text)."""
+        vectors: list[list[float] | None] = [self.cached(text) for text in texts]
+        missing = [i for i, vector in enumerate(vectors) if vector is None]
+        if missing:
+            found = await self._batcher.embed([texts[i] for i in missing])
+            for i, vector in zip(missing, found, strict=True):
+                vectors[i] = vector
+                self._remember(texts[i], vector)
+        return [vector for vector in vectors if vector is not None]
+
+    async def _request(self, texts: list[str]) -> list[list[float]]:
+        async def send(client: openai.AsyncOpenAI) -> Any:
+            return await client.embeddings.create(**self._kwargs(texts))
+
+        answer = await self._provider.request(self.settings.model, send)
+        return self._vectors(answer, len(texts))
+
+    def embed_query(self, text: str, timeout_s: float = 10.0) -> list[float]:
+        """The vector of `text`, blocking (for queries on reader threads); raises
+        ProviderError with the same codes as the jobs'."""
+        vector = self.cached(text)
+        if vector is not None:
+            return vector
+        if not self.enabled:
+            raise ProviderError("provider_not_configured", EMBEDDING_ROLE.not_configured)
+        client = self._sync_client()
+        try:
+            answer = client.embeddings.create(**self._kwargs([text]), timeout=timeout_s)
+        except openai.OpenAIError as exc:
+            code, message, retryable = describe_failure(
+                exc,
+                EMBEDDING_ROLE,
+                self._provider.where,
+                responded=False,
+                after="",
+                model=self.settings.model,
+                timeout_s=timeout_s,
+            )
+            raise ProviderError(code, message, retryable=retryable) from exc
+        (vector,) = self._vectors(answer, 1)
+        self._remember(text, vector)
+        return vector
+
+    def _sync_client(self) -> openai.OpenAI:
+        with self._lock:
+            if self._sync is None:
+                provider = self.settings.provider
+                self._sync = openai.OpenAI(
+                    base_url=provider.base_url,
+                    api_key=provider.api_key or "no-key-needed",
+                    max_retries=0,
+                    timeout=provider.timeout_s,
+                )
+            return self._sync
+
+    def _vectors(self, answer: Any, count: int) -> list[list[float]]:
+        data = sorted(getattr(answer, "data", None) or [], key=lambda item: item.index)
+        if len(data) != count:
+            raise ProviderError(
+                "provider_bad_response",
+                f"The embedding provider at {self._provider.where} answered {len(data)} vectors"
+                f" for {count} texts.",
+            )
+        return [[float(v) for v in item.embedding] for item in data]
+
+    def check_size(self, vectors: list[list[float]], dimensions: int) -> None:
+        """Raise EmbeddingSizeError unless every vector has `dimensions` numbers."""
+        for vector in vectors:
+            if len(vector) != dimensions:
+                raise EmbeddingSizeError(
+                    "embedding_wrong_size",
+                    f"The embedding provider at {self._provider.where} returned a vector of"
+                    f" {len(vector)} dimensions from {self.settings.model!r}, but the memory"
+                    f" index holds {dimensions}: check --embedding-dimensions and the model, or"
+                    " run `voicestack memory reindex` to re-embed everything at the new size.",
+                )
+
+    def with_settings(self, **changes: Any) -> Embedder:
+        """Another embedder with some settings changed (the CLI's reindex)."""
+        return Embedder(replace(self.settings, **changes))
+
+    async def aclose(self) -> None:
+        """Stop the requests under way and close the provider's connections."""
+        await self._batcher.aclose()
+        await self._provider.aclose()
+        if self._sync is not None:
+            self._sync.close()

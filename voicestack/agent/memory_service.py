@@ -1,0 +1,210 @@
+"""Semantic memory of a running server: embedding jobs, notes, and the index's start-up check.
+
+A completed message, or a note, queues a `memory.embed` job in its own transaction (the
+triggers of voicestack.agent.memory_migrations), so a reply never waits for an embedding. The
+job reads the text, splits it into chunks, asks the provider for their vectors and stores them;
+a provider error, or vectors of the wrong size, fails the attempt with its reason, and the
+scheduler retries it with backoff until its last attempt (`scheduler.jobs` shows both).
+
+Without an embedding model, a provider or sqlite-vec, memory is full-text only, and says so in
+the start-up log and in `GET /healthz?details=1`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicestack.agent.embedding import Embedder
+from voicestack.agent.llm import ProviderError
+from voicestack.agent.memory_chunks import split_text
+from voicestack.agent.memory_index import (
+    IndexState,
+    check_index,
+    create_vector_table,
+    index_details,
+    load_source,
+    read_index,
+    set_active,
+    set_index,
+    store_chunks,
+    vector_search_available,
+)
+from voicestack.functions.context import ActionCtx
+from voicestack.functions.errors import FunctionError
+from voicestack.functions.registry import action
+from voicestack.identity import Caller
+from voicestack.store.db import ReadDB, WriteDB
+from voicestack.store.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_NOTE_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class MemoryMode:
+    """How memory searches: `hybrid` with embeddings, else `fts` and why."""
+
+    mode: Literal["hybrid", "fts"]
+    reason: str = ""
+
+
+class Memory:
+    """The server's embedder and vector index; `prepare` once at start-up."""
+
+    def __init__(self, store: Store | None, embedder: Embedder | None, db_label: str = "") -> None:
+        """Nothing is read or called until `prepare`."""
+        self._store = store
+        self.embedder = embedder
+        self._db_label = db_label
+        self.mode = MemoryMode("fts", "not prepared")
+
+    @property
+    def enabled(self) -> bool:
+        """True when messages are embedded and searches may use vectors."""
+        return self.mode.mode == "hybrid"
+
+    def prepare(self, db: WriteDB) -> MemoryMode:
+        """Decide the mode; with embeddings, check the index against the configuration (raises
+        MemoryMismatch) and make its vector table when the size is known."""
+        embedder = self.embedder
+        if embedder is None or not embedder.model:
+            self.mode = MemoryMode("fts", "--embedding-model is empty")
+        elif not embedder.enabled:
+            self.mode = MemoryMode("fts", "no embedding provider is configured")
+        elif not vector_search_available(db):
+            self.mode = MemoryMode("fts", "sqlite-vec is not installed")
+        else:
+            stored = read_index(db)
+            expected = embedder.settings.expected_dimensions
+            check_index(stored, embedder.model, expected, self._db_label)
+            dimensions = expected or stored.dimensions
+            if dimensions is not None:
+                create_vector_table(db, dimensions)
+            set_index(db, embedder.model, dimensions, True)
+            self.mode = MemoryMode("hybrid")
+            return self.mode
+        set_active(db, False)
+        return self.mode
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        if self.enabled and self.embedder is not None:
+            return f"memory: hybrid search, embeddings from {self.embedder.model!r}"
+        return f"memory: full-text only ({self.mode.reason})"
+
+    def details(self, db: ReadDB) -> dict[str, Any]:
+        """Memory's part of GET /healthz?details=1."""
+        model = self.embedder.model if self.embedder is not None else ""
+        details = index_details(db, self.enabled, model)
+        if not self.enabled:
+            details["reason"] = self.mode.reason
+        return details
+
+    async def embed_source(self, kind: str, source_id: str) -> int:
+        """Embed one message or note now; returns how many chunks were stored (0: nothing to
+        embed). Raises FunctionError with the provider's or the size check's reason."""
+        if self._store is None or self.embedder is None:
+            return 0
+        embedder = self.embedder
+        source = await self._store.read(lambda snap: load_source(snap.db(), kind, source_id))
+        if source is None:
+            return 0
+        chunks = split_text(source.text)
+        try:
+            vectors = await embedder.embed(chunks)
+        except ProviderError as exc:
+            raise FunctionError(exc.code, exc.message, 502) from None
+
+        def save(db: WriteDB) -> int:
+            state: IndexState = read_index(db)
+            if state.model not in (None, embedder.model):
+                raise FunctionError(
+                    "embedding_model_changed",
+                    f"The memory index now holds {state.model!r}, not {embedder.model!r}:"
+                    " restart the server with the settings it was reindexed with.",
+                    409,
+                )
+            dimensions = state.dimensions
+            if dimensions is None:
+                # A model of unknown size: its first answer fixes the index's size.
+                dimensions = len(vectors[0])
+                create_vector_table(db, dimensions)
+                set_index(db, embedder.model, dimensions, True)
+            try:
+                embedder.check_size(vectors, dimensions)
+            except ProviderError as exc:
+                raise FunctionError(exc.code, exc.message, 502) from None
+            return store_chunks(db, source, chunks, vectors, embedder.model, dimensions)
+
+        return (await self._store.write(save)).value
+
+
+_installed = Memory(None, None)
+
+
+def install_memory(memory: Memory) -> None:
+    """Make `memory` the one this process's memory functions use."""
+    global _installed
+    _installed = memory
+
+
+def installed_memory() -> Memory:
+    """The memory of this process's server (full-text only before the Runtime installs one)."""
+    return _installed
+
+
+class EmbedArgs(BaseModel):
+    """Which message or note to embed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["message", "note"]
+    id: str = Field(min_length=1, max_length=100)
+
+
+@action("memory.embed")
+async def embed(ctx: ActionCtx, args: EmbedArgs) -> dict[str, Any]:
+    """Embed a message or note into semantic memory (run by the scheduler only)."""
+    if ctx.job is None:
+        raise FunctionError(
+            "job_only",
+            "memory.embed runs only as a scheduled job: messages and notes are embedded on"
+            " their own once saved.",
+            403,
+        )
+    memory = installed_memory()
+    if not memory.enabled:
+        return {"chunks": 0}
+    return {"chunks": await memory.embed_source(args.source, args.id)}
+
+
+def remember(
+    db: WriteDB, text: str, *, thread_id: str | None = None, user: Caller | None = None
+) -> str:
+    """Save a note to semantic memory, in the caller's transaction; returns its id.
+
+    A note of a thread is found by whoever may read the thread; a note without one by `user`
+    alone (and admins). With embeddings on, it is embedded by a job after the commit.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("A note needs some text.")
+    if len(text) > MAX_NOTE_CHARS:
+        raise ValueError(f"A note is at most {MAX_NOTE_CHARS} characters.")
+    if thread_id is None and user is None:
+        raise ValueError("A note belongs to a thread or to a user: give thread_id or user.")
+    note_id = f"note_{secrets.token_hex(10)}"
+    db.execute(
+        "INSERT INTO memory_notes(id, thread_id, user_id, text, created_at) VALUES (?, ?, ?, ?, ?)",
+        (note_id, thread_id, user.id if user is not None else None, text, time.time()),
+    )
+    return note_id
+
+
+MEMORY_JOB_FUNCTIONS = (embed,)
