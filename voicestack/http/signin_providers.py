@@ -1,0 +1,165 @@
+"""The identity providers of the sign-in, as Authlib clients: OpenID Connect ones by discovery,
+GitHub by its OAuth2 API.
+
+Authlib does the protocol: the authorization URL with `state`, `nonce` and a PKCE S256
+challenge, the code exchange, and the id_token's check (signature against the provider's JWKS,
+issuer, audience, expiry, nonce); discovery and the JWKS are fetched once per process and kept
+(the JWKS again when a token names a key it does not hold). What Authlib keeps between the two
+requests (state, nonce, verifier) waits in the database (`PendingLogins`), usable once; the
+browser holds only the state, in a short-lived HttpOnly cookie that proves the callback comes
+from the browser that started the sign-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from authlib.integrations.starlette_client import OAuth
+
+from voicestack.auth.signin_pending import put_pending, take_pending
+from voicestack.auth.signin_users import Profile
+from voicestack.config import GithubConfig, OidcProviderConfig, Settings
+from voicestack.store.db import WriteDB
+
+# What a provider's failure to answer raises: Authlib talks through httpx2 where it is
+# installed (the openai client brings it), else through httpx.
+try:
+    import httpx2
+
+    HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
+except ImportError:  # pragma: no cover - depends on what is installed
+    HTTP_ERRORS = (httpx.HTTPError,)
+# How long a started sign-in may take at the provider.
+LOGIN_TTL_S = 600
+LOGIN_COOKIE = "vs_login"
+GITHUB_SCOPE = "read:user user:email"
+
+Write = Callable[[Callable[[WriteDB], Any]], Awaitable[Any]]
+
+
+class PendingLogins:
+    """Authlib's cache interface over the database: each entry is taken at most once."""
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
+
+    async def get(self, key: str) -> str | None:
+        """The entry, removed as it is read (a replayed callback finds nothing)."""
+        value: str | None = await self._write(lambda db: take_pending(db, f"login:{key}"))
+        return value
+
+    async def set(self, key: str, value: str, expires_in: int | None = None) -> None:
+        """Keep an entry for the sign-in's lifetime."""
+        await self._write(lambda db: put_pending(db, f"login:{key}", value, LOGIN_TTL_S))
+
+    async def delete(self, key: str) -> None:
+        """Drop an entry (already gone once read)."""
+        await self._write(lambda db: take_pending(db, f"login:{key}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """One provider people may sign in with: its name in URLs, its button's text, its kind."""
+
+    name: str
+    title: str
+    kind: str  # "oidc" or "github"
+    issuer: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        """What the page shows: `{"name", "title", "url"}`."""
+        return {"name": self.name, "title": self.title, "url": f"/auth/login/{self.name}"}
+
+
+class Providers:
+    """The configured providers and their Authlib clients."""
+
+    def __init__(self, settings: Settings, write: Write) -> None:
+        self.oauth = OAuth(cache=PendingLogins(write))
+        self.providers: dict[str, Provider] = {}
+        for name, config in settings.oidc_providers().items():
+            self._add_oidc(name, config)
+        if settings.auth.github is not None:
+            self._add_github(settings.auth.github)
+
+    def _add_oidc(self, name: str, config: OidcProviderConfig) -> None:
+        issuer = config.issuer.rstrip("/")
+        client_kwargs: dict[str, Any] = {
+            "scope": " ".join(config.scopes),
+            "code_challenge_method": "S256",
+            "timeout": 15.0,
+        }
+        secret = config.client_secret.get_secret_value() if config.client_secret else None
+        if secret is None:
+            client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105 - a public client
+        self.oauth.register(
+            name,
+            client_id=config.client_id,
+            client_secret=secret,
+            server_metadata_url=f"{issuer}/.well-known/openid-configuration",
+            client_kwargs=client_kwargs,
+        )
+        title = config.title or name.replace("_", " ").replace("-", " ").title()
+        self.providers[name] = Provider(name, title, "oidc", issuer)
+
+    def _add_github(self, config: GithubConfig) -> None:
+        web = config.web_url.rstrip("/")
+        self.oauth.register(
+            "github",
+            client_id=config.client_id,
+            client_secret=config.client_secret.get_secret_value(),
+            authorize_url=f"{web}/login/oauth/authorize",
+            access_token_url=f"{web}/login/oauth/access_token",
+            api_base_url=config.api_url.rstrip("/") + "/",
+            client_kwargs={
+                "scope": GITHUB_SCOPE,
+                "code_challenge_method": "S256",
+                "timeout": 15.0,
+            },
+        )
+        self.providers["github"] = Provider("github", config.title, "github")
+
+    def client(self, name: str) -> Any:
+        """The Authlib client of provider `name` (a StarletteOAuth2App)."""
+        return self.oauth.create_client(name)
+
+    def claims_options(self, provider: Provider) -> dict[str, Any]:
+        """The id_token's issuer must be the configured one, not only what discovery said."""
+        assert provider.issuer is not None
+        return {"iss": {"essential": True, "values": [provider.issuer, provider.issuer + "/"]}}
+
+
+def oidc_profile(provider: str, claims: dict[str, Any]) -> Profile:
+    """The user an id_token's (checked) claims describe."""
+    email = claims.get("email")
+    verified = claims.get("email_verified")
+    return Profile(
+        provider=provider,
+        subject=str(claims["sub"]),
+        email=email if isinstance(email, str) else None,
+        email_verified=verified if isinstance(verified, bool) else None,
+        username=claims.get("preferred_username"),
+        name=claims.get("name"),
+    )
+
+
+async def github_profile(client: Any, token: dict[str, Any]) -> Profile:
+    """The GitHub user behind an access token, with their primary verified email if any."""
+    user = (await client.get("user", token=token)).raise_for_status().json()
+    email, verified = user.get("email"), None
+    emails = await client.get("user/emails", token=token)
+    if emails.status_code == 200:
+        for entry in emails.json():
+            if entry.get("primary"):
+                email, verified = entry.get("email"), bool(entry.get("verified"))
+    return Profile(
+        provider="github",
+        subject=str(user["id"]),
+        email=email if isinstance(email, str) else None,
+        email_verified=verified,
+        username=user.get("login"),
+        name=user.get("name"),
+    )
