@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.errors import FAILURE, USAGE, CliError, print_error, reports_errors
+from cli.errors import FAILURE, INTERRUPTED, USAGE, CliError, print_error, reports_errors
 from cli.options import DEFAULT_URL, ServerOption, TokenOption
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 VOICE_PATHS = ("http", "realtime")
 DEFAULT_SPEECH_MODEL = "gpt-4o-mini-tts"
+DEFAULT_TURN_TIMEOUT_S = 120.0
 
 
 @reports_errors
@@ -38,6 +39,15 @@ def eval_command(
         int, typer.Option(min=1, help="Run each scenario N times and report its pass rate.")
     ] = 1,
     concurrency: Annotated[int, typer.Option(min=1, help="Runs at a time.")] = 1,
+    turn_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=86_400,
+            help="Seconds a reply may take to end (a tool call awaiting approval never does);"
+            " then its run fails.",
+        ),
+    ] = DEFAULT_TURN_TIMEOUT_S,
     json_file: Annotated[
         Path | None,
         typer.Option(
@@ -92,7 +102,8 @@ def eval_command(
     """Replay scenario files against an agent and check every reply; exit 1 when any fails.
 
     Each scenario runs in a fresh thread titled "eval: NAME". A bad scenario file is reported
-    with its file and line before anything runs (exit 2).
+    with its file and line before anything runs (exit 2). Ctrl-C stops every run, writes the
+    reports of those that ended and exits 130.
 
     Example: voicestack eval examples/evals --repeat 3 --junit eval.xml
     """
@@ -105,15 +116,20 @@ def eval_command(
         json_report,
         junit_xml,
         show_table,
+        unwritable,
         write_report,
     )
-    from cli.evals.runner import Helpers, Target, run_all
+    from cli.evals.runner import Helpers, Interrupted, Target, run_all
     from cli.evals.scenario import load_scenarios
     from cli.evals.speech import Speaker
     from cli.output import Output
 
     if voice not in VOICE_PATHS:
         raise CliError(f"--voice takes {', '.join(VOICE_PATHS)}, not {voice!r}.", USAGE)
+    for option, report_file in (("--json", json_file), ("--junit", junit_file)):
+        why = unwritable(report_file) if report_file is not None else None
+        if why is not None:
+            raise CliError(f"{option}: cannot write {report_file}: {why}.", USAGE)
     scenarios, problems = load_scenarios(paths)
     if problems:
         for problem in problems:
@@ -132,10 +148,13 @@ def eval_command(
     out = Output()
     if helpers.speaker is not None:
         out.note(f"[dim]spoken turns: {helpers.speaker.source}[/]")
-    target = Target(server, token, agent, voice)
+    target = Target(server, token, agent, voice, turn_timeout)
+    interrupted = False
     try:
         with RunProgress(out, len(scenarios) * repeat) as progress:
             runs = run_all(target, helpers, scenarios, repeat, concurrency, progress.done)
+    except Interrupted as stop:
+        runs, interrupted = stop.runs, True
     finally:
         for helper in (helpers.speaker, helpers.judge):
             if helper is not None:
@@ -146,6 +165,9 @@ def eval_command(
         write_report(json_file, json_bytes(json_report(results, repeat)))
     if junit_file is not None:
         write_report(junit_file, junit_xml(results, repeat))
+    if interrupted:
+        out.err.print("interrupted", markup=False)
+        raise typer.Exit(INTERRUPTED)
     if not all(result.passed for result in results):
         raise typer.Exit(FAILURE)
 

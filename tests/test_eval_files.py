@@ -60,7 +60,7 @@ def test_every_problem_of_every_file_is_reported_with_its_line_before_anything_r
         " allowed: reply_contains, reply_not_contains, reply_matches, tool_calls,"
         " no_tool_calls, status, max_first_token_ms, judge",
         f"error: {bad}:9: status must be one of complete, failed, interrupted",
-        f"error: {bad}:10: max_first_token_ms must be a positive number, not -3",
+        f"error: {bad}:10: max_first_token_ms must be a positive finite number, not -3",
         f"error: {bad}:11: reply_matches is not a regex: missing ), unterminated subpattern at"
         " position 0",
         f"error: {bad}:12: a tool call's args must be a mapping, not [2]",
@@ -75,6 +75,36 @@ def test_every_problem_of_every_file_is_reported_with_its_line_before_anything_r
         f"error: {missing}: no such file or folder",
         f"error: {twice}:1: the name 'dup' is used at {bad}:20",
     ]
+
+
+def test_yaml_tags_and_endless_limits_are_problems_and_unwritable_reports_are_refused(
+    tmp_path: Path,
+) -> None:
+    tagged = scenario_file(
+        tmp_path,
+        "tagged.yaml",
+        "name: tagged\nturns:\n  - user: !foo hello\n---\nname: typed\nturns:\n"
+        "  - user: !!int many\n---\nname: endless\nturns:\n  - user: hi\n"
+        "    expect: {max_first_token_ms: .inf}\n",
+    )
+    result = run_eval(None, tagged, env=NOWHERE)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"error: {tagged}:3: not valid YAML: could not determine a constructor for the tag '!foo'",
+        f"error: {tagged}:7: not valid YAML: invalid literal for int() with base 10: 'many'",
+        f"error: {tagged}:12: max_first_token_ms must be a positive finite number, not inf",
+    ]
+
+    good = scenario_file(tmp_path, "good.yaml", "name: good\nturns: [{user: hi}]\n")
+    for option, path in [
+        ("--json", tmp_path / "nowhere" / "r.json"),
+        ("--junit", good / "r.xml"),  # a file is no folder
+    ]:
+        result = run_eval(None, good, option, path, env=NOWHERE)
+        assert (result.exit_code, result.stderr) == (
+            2,
+            f"error: {option}: cannot write {path}: no folder {path.parent}.\n",
+        )
 
 
 def test_judge_expectations_need_a_judge_model(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 - `reply_contains` / `reply_not_contains`: each text is looked for in the reply, ignoring case.
 - `reply_matches`: a Python regular expression searched in the reply (case counts; `(?i)`).
 - `tool_calls`: each expected call is matched by a different call of the reply, in any order,
-  with the same name and arguments that include the expected ones (a subset, recursively).
+  with the same name and arguments that include the expected ones (mappings are a subset,
+  recursively; lists must match item for item). The matching is a maximum one: an expected
+  call that several calls fit never takes the only call another one fits.
 - `no_tool_calls`: the reply called no tool (a handoff's `transfer_to_…` counts).
 - `status`: the reply's final status. A turn that does not say expects `complete`, so a failed
   reply never passes by accident.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from cli.evals.results import Check, TurnOutcome, shown
@@ -47,22 +50,40 @@ def _reply_seen(outcome: TurnOutcome) -> str:
     return shown(outcome.reply, 120) if outcome.reply else "an empty reply"
 
 
+def match_calls(
+    expected: Sequence[ToolCallSpec], calls: Sequence[dict[str, Any]]
+) -> list[int | None]:
+    """For each expected call, the index of the call matched with it (None: none left): as
+    many expected calls matched as can be, each with a different call."""
+    fits = [
+        [
+            n
+            for n, call in enumerate(calls)
+            if call.get("name") == spec.name and is_subset(spec.args, call.get("args"))
+        ]
+        for spec in expected
+    ]
+    owner: dict[int, int] = {}  # call index -> expected index
+
+    def place(spec: int, tried: set[int]) -> bool:
+        # Take a free call, or one whose owner can move to another (backtracking).
+        for call in fits[spec]:
+            if call not in tried:
+                tried.add(call)
+                if call not in owner or place(owner[call], tried):
+                    owner[call] = spec
+                    return True
+        return False
+
+    for spec in range(len(expected)):
+        place(spec, set())
+    matched = {spec: call for call, spec in owner.items()}
+    return [matched.get(spec) for spec in range(len(expected))]
+
+
 def _tool_calls(expected: tuple[ToolCallSpec, ...], outcome: TurnOutcome) -> Check:
-    unused = list(outcome.tool_calls)
-    missing = []
-    for spec in expected:
-        found = next(
-            (
-                c
-                for c in unused
-                if c.get("name") == spec.name and is_subset(spec.args, c.get("args"))
-            ),
-            None,
-        )
-        if found is None:
-            missing.append(spec)
-        else:
-            unused.remove(found)
+    matches = match_calls(expected, outcome.tool_calls)
+    missing = [spec for spec, call in zip(expected, matches, strict=True) if call is None]
     wanted = [{"name": spec.name, "args": spec.args} for spec in expected]
     seen = _calls_seen(outcome.tool_calls)
     if missing:

@@ -4,6 +4,8 @@ expectation's result, and JUnit XML for CI systems."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import statistics
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -18,6 +20,10 @@ from cli.errors import CliError
 from cli.evals.results import RunResult
 from cli.evals.scenario import Scenario
 from cli.output import Output, one_line
+
+# What XML 1.0 does not allow anywhere, even escaped: most control characters, lone surrogates,
+# U+FFFE and U+FFFF. Replies and server errors may hold them.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True)
@@ -199,9 +205,25 @@ def junit_xml(results: list[ScenarioResult], repeat: int) -> bytes:
             element.text = "\n".join(failed)
         if run.thread_id is not None:
             ET.SubElement(case, "system-out").text = f"thread {run.thread_id}"
+    for element in root.iter():
+        element.attrib = {key: _NOT_XML.sub("", value) for key, value in element.attrib.items()}
+        if element.text:
+            element.text = _NOT_XML.sub("", element.text)
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a report cannot be written to `path` (checked before the runs), or None."""
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "permission denied"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"no folder {folder}"
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"the folder {folder} is read-only"
 
 
 def write_report(path: Path, content: bytes) -> None:
@@ -214,4 +236,5 @@ def write_report(path: Path, content: bytes) -> None:
 
 def json_bytes(report: dict[str, Any]) -> bytes:
     """The JSON report as written to --json."""
-    return (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()
+    # default=str: a YAML value the scenario gave that JSON has no type for (a `!!timestamp`).
+    return (json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n").encode()

@@ -8,14 +8,20 @@ the reply's first streamed text is the first-token latency, measured from sendin
 a spoken turn that includes the upload and the transcription). The reply's row and tool calls are
 then read from `GET /api/threads/{id}`. Judges run after the last turn, so the conversation is
 never held up by them.
+
+A reply that does not end within `--turn-timeout` (a tool call awaiting approval, a stuck model)
+ends its run with an error. The feed is read on a thread of its own so that a turn can stop
+waiting at its deadline, or at once after Ctrl-C (the shared `cancel` event), while a read
+blocks.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,27 +29,33 @@ import httpx
 from cli.client import ApiClient
 from cli.errors import CliError
 from cli.evals.expectations import check_turn
+from cli.evals.feedqueue import FeedQueue
 from cli.evals.judge import Judge
 from cli.evals.live import LiveTurn, pcm16_16k
 from cli.evals.results import RunResult, TurnOutcome
 from cli.evals.scenario import Scenario, Turn
 from cli.evals.speech import Speaker
-from cli.feed import FINAL_STATUSES, FeedEvent, FeedFollower
+from cli.feed import FINAL_STATUSES
 
 # A JSON call may wait behind replies on a busy server: more than the CLI's usual 10 s.
 TIMEOUT_S = 60.0
 RATE_LIMIT_TRIES = 20
 RATE_LIMIT_MAX_WAIT_S = 60.0
+TURN_TIMEOUT_S = 120.0
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where and how scenarios run: the server, the token, the default agent, the voice path."""
+    """Where and how scenarios run: the server, the token, the default agent, the voice path,
+    how long a reply may take, and the event that stops every run (Ctrl-C)."""
 
     server: str
     token: str | None
     agent: str | None = None
     voice: str = "http"
+    turn_timeout_s: float = TURN_TIMEOUT_S
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -54,20 +66,35 @@ class Helpers:
     judge: Judge | None
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped the runs; `runs` are those that had ended, in scenario order."""
+
+    def __init__(self, runs: list[RunResult]) -> None:
+        super().__init__(INTERRUPTED)
+        self.runs = runs
+
+
 class _Conversation:
     """One run's thread and its followed feed."""
 
-    def __init__(self, api: ApiClient, thread_id: str, voice: str) -> None:
+    def __init__(self, api: ApiClient, thread_id: str, target: Target) -> None:
         self.api = api
         self.thread_id = thread_id
-        self.voice = voice
-        self.events: Generator[FeedEvent, None, None] = FeedFollower(api, thread_id).events()
-        for event in self.events:
+        self.voice = target.voice
+        self.timeout_s = target.turn_timeout_s
+        self.cancel = target.cancel
+        self.feed = FeedQueue(api, thread_id)
+        deadline = time.monotonic() + max(self.timeout_s, TIMEOUT_S)
+        while (event := self.feed.next(deadline, self.cancel)) is not None:
             if event.event == "ready":
-                break
+                return
+        self.close()
+        if self.cancel.is_set():
+            raise CliError(INTERRUPTED)
+        raise CliError("The thread's feed sent no `ready` event.")
 
     def close(self) -> None:
-        self.events.close()
+        self.feed.close()
 
     def post(self, path: str, **kwargs: Any) -> dict[str, Any]:
         """POST, waiting out `429 rate_limited` (a long suite may spend a minute's replies)."""
@@ -78,7 +105,8 @@ class _Conversation:
                 self.api.transport_failed(exc)
             if response.status_code == 429 and attempt < RATE_LIMIT_TRIES:
                 wait = float(response.headers.get("retry-after") or 1)
-                time.sleep(min(max(wait, 0.1), RATE_LIMIT_MAX_WAIT_S))
+                if self.cancel.wait(min(max(wait, 0.1), RATE_LIMIT_MAX_WAIT_S)):
+                    raise CliError(INTERRUPTED)
                 continue
             self.api.check(response)
             body: dict[str, Any] = response.json()
@@ -114,16 +142,31 @@ class _Conversation:
         """Read the feed until the reply ends; its last row, and the ms from `started` to its
         first text."""
         first_ms = None
-        for event in self.events:
+        awaiting: dict[str, str] = {}  # the reply's tool calls awaiting approval: id -> name
+        deadline = started + self.timeout_s
+        while (event := self.feed.next(deadline, self.cancel)) is not None:
             data = event.data
-            if event.event == "delta" and data.get("messageId") == reply_id and data.get("text"):
+            if event.event == "tool_call" and data.get("messageId") == reply_id:
+                if data.get("status") == "awaiting_approval":
+                    awaiting[str(data.get("id"))] = str(data.get("name"))
+                else:
+                    awaiting.pop(str(data.get("id")), None)
+            elif event.event == "delta" and data.get("messageId") == reply_id and data.get("text"):
                 first_ms = first_ms or (time.monotonic() - started) * 1000
             elif event.event == "message" and data.get("id") == reply_id:
                 if data.get("text") and first_ms is None:
                     first_ms = (time.monotonic() - started) * 1000
                 if data.get("status") in FINAL_STATUSES:
                     return data, first_ms
-        raise AssertionError("unreachable: a feed only ends when closed")
+        if self.cancel.is_set():
+            raise CliError(INTERRUPTED)
+        message = f"no final reply within {self.timeout_s:g}s"
+        if awaiting:
+            names = ", ".join(sorted(set(awaiting.values())))
+            calls = "the tool call" if len(awaiting) == 1 else "the tool calls"
+            verb = "awaits" if len(awaiting) == 1 else "await"
+            message += f" ({calls} {names} {verb} approval)"
+        raise CliError(message)
 
     def play(self, index: int, turn: Turn, speaker: Speaker | None) -> TurnOutcome:
         """Send one turn and read its reply, tool calls and usage."""
@@ -179,9 +222,12 @@ def play_run(target: Target, helpers: Helpers, scenario: Scenario, run: int) -> 
             agent = scenario.agent or target.agent
             body = {"title": f"eval: {scenario.name}", **({"agent": agent} if agent else {})}
             result.thread_id = str(api.post("/api/threads", body)["id"])
-            conversation = _Conversation(api, result.thread_id, target.voice)
+            conversation = _Conversation(api, result.thread_id, target)
             try:
                 for index, turn in enumerate(scenario.turns, start=1):
+                    if target.cancel.is_set():
+                        result.error = f"turn {index}: {INTERRUPTED}"
+                        break
                     try:
                         result.turns.append(conversation.play(index, turn, helpers.speaker))
                     except CliError as exc:
@@ -191,7 +237,8 @@ def play_run(target: Target, helpers: Helpers, scenario: Scenario, run: int) -> 
                 conversation.close()
     except CliError as exc:
         result.error = result.error or exc.message
-    _judge(result, helpers.judge)
+    if not target.cancel.is_set():
+        _judge(result, helpers.judge)
     result.seconds = time.monotonic() - started
     return result
 
@@ -215,14 +262,24 @@ def run_all(
 ) -> list[RunResult]:
     """Every scenario `repeat` times, `concurrency` runs at a time; the results in scenario
     order, each scenario's runs in order. `on_done` is called (in one thread at a time) as each
-    run ends."""
+    run ends. On Ctrl-C (KeyboardInterrupt) `target.cancel` is set, so that no run starts and
+    running ones stop at once, and Interrupted is raised with the runs that had ended."""
     jobs = [(scenario, run) for scenario in scenarios for run in range(1, repeat + 1)]
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval")
+    futures = [pool.submit(play_run, target, helpers, s, run) for s, run in jobs]
     try:
-        futures = [pool.submit(play_run, target, helpers, s, run) for s, run in jobs]
         for future in as_completed(futures):
             on_done(future.result())
-    finally:
-        # After Ctrl-C no run starts; those running end with their reply.
-        pool.shutdown(wait=True, cancel_futures=True)
+    except KeyboardInterrupt:
+        target.cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        ended = [
+            f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()
+        ]
+        raise Interrupted(ended) from None
+    except BaseException:
+        target.cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return [future.result() for future in futures]

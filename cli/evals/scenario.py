@@ -8,6 +8,7 @@ their line) and turned into Scenario objects by hand, key by key.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,22 @@ EXPECT_KEYS = (
 STATUSES = ("complete", "failed", "interrupted")
 SUFFIXES = (".yaml", ".yml")
 MAX_NAME = 194  # the thread's title, `eval: NAME`, may have 200 characters
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, except that an unquoted date stays text (`day: 2026-12-04` is the
+    string a tool call's arguments hold, never a date object)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != TIMESTAMP_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _BadValue(Exception):
+    """A value that cannot be constructed (an unknown `!tag`); the problem is noted."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +178,7 @@ class _FileReader:
             self.problems.append(Problem(self.file, None, f"cannot read it: {exc}"))
             return []
         try:
-            documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+            documents = list(yaml.compose_all(text, Loader=_Loader))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
@@ -176,13 +193,24 @@ class _FileReader:
         for node in documents:
             if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
                 continue  # an empty document, as after a trailing `---`
-            scenario = self.scenario(node)
+            try:
+                scenario = self.scenario(node)
+            except _BadValue:
+                continue
             if scenario is not None:
                 found.append(scenario)
         return found
 
     def value(self, node: yaml.Node) -> Any:
-        return self.constructor.construct_object(node, deep=True)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else node.start_mark.line + 1
+            self.problems.append(Problem(self.file, line, f"not valid YAML: {exc.problem}"))
+        except (yaml.YAMLError, ValueError, TypeError) as exc:  # `!!int abc`, say
+            self.problem(node, f"not valid YAML: {exc}")
+        raise _BadValue
 
     def mapping(self, node: yaml.Node, what: str, keys: Sequence[str]) -> dict[str, yaml.Node]:
         """The mapping's value nodes by key; unknown and repeated keys are problems."""
@@ -289,10 +317,15 @@ class _FileReader:
             fields["status"] = status
         if "max_first_token_ms" in parts:
             limit = self.value(parts["max_first_token_ms"])
-            if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
+            if (
+                isinstance(limit, bool)
+                or not isinstance(limit, int | float)
+                or not math.isfinite(limit)
+                or limit <= 0
+            ):
                 self.problem(
                     parts["max_first_token_ms"],
-                    f"max_first_token_ms must be a positive number, not {limit!r}",
+                    f"max_first_token_ms must be a positive finite number, not {limit!r}",
                 )
             fields["max_first_token_ms"] = limit
         if "judge" in parts:

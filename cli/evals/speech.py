@@ -24,7 +24,8 @@ class Speaker:
         self.espeak = shutil.which("espeak-ng")
         self.provider = provider
         self.model = model
-        self._client: openai.OpenAI | None = None
+        # Made here, not on first use: runs speak from several threads at once.
+        self._client = provider.client() if self.espeak is None else None
 
     @property
     def source(self) -> str:
@@ -35,8 +36,7 @@ class Speaker:
         """`text` spoken, as WAV bytes; a CliError when it cannot be made."""
         if self.espeak is not None:
             return self._espeak(self.espeak, text)
-        if self._client is None:
-            self._client = self.provider.client()
+        assert self._client is not None, "without espeak-ng the client is made up front"
         try:
             speech = self._client.audio.speech.create(
                 model=self.model, voice=VOICE, input=text, response_format="wav"
