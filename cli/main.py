@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from cli import catalog, db, thread, token, usage
+from cli import catalog, db, memory, thread, token, usage, user
 from cli.eval import eval_command
 
 # `voicestack serve`'s summary, for the root's help (tests/test_cli_help.py keeps it equal to
@@ -59,7 +59,9 @@ app.add_typer(catalog.tools_app, name="tools")
 app.add_typer(catalog.functions_app, name="functions")
 app.add_typer(catalog.agents_app, name="agents")
 app.add_typer(db.app, name="db")
+app.add_typer(memory.app, name="memory")
 app.add_typer(token.app, name="token")
+app.add_typer(user.app, name="user")
 app.command("usage")(usage.usage)
 app.command("eval")(eval_command)
 

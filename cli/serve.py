@@ -36,6 +36,10 @@ def serve(
     """Run the voicestack server.
 
     Example: voicestack serve --port 8000 --db ./voicestack.db --app voicestack.examples.todos
+
+    Sign-in (README, Sign-in) with Google: --oidc-issuer https://accounts.google.com
+    or Keycloak: --oidc-issuer https://keycloak.example.com/realms/NAME
+    and --oidc-client-id ID --oidc-client-secret SECRET --public-url https://voice.example.com
     """
     from voicestack.serve import workers  # the server stack loads only for `serve`
 

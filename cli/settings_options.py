@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from voicestack.config import Settings
 
@@ -46,8 +46,10 @@ def settings_parameters() -> list[inspect.Parameter]:
     """One keyword parameter per Settings field, annotated for Typer."""
     parameters = []
     for name, field in Settings.model_fields.items():
-        if typing.get_origin(field.annotation) is dict:
-            continue  # tables ([agents.NAME]) are set in the config file, not by flags
+        if typing.get_origin(field.annotation) is dict or (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            continue  # tables ([agents.NAME], [auth]) are set in the config file, not by flags
         kind = _option_type(field.annotation)
         flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
         help_text = field.description or ""

@@ -28,9 +28,17 @@ INTERNAL = {
 
 
 # What anyone may request: health, the page and its files, the API's description.
-PUBLIC = {"/healthz", "/", "/web/{file}", "/openapi.json"}
+PUBLIC = {"/healthz", "/", "/web/{file}", "/openapi.json", "/auth/providers", "/auth/logout"}
 # Twilio's webhook takes no token: it is checked by its signature (tests/test_twilio.py).
-SIGNED = {"/twilio/voice"}
+# Sign-in's browser navigations take none either: they answer HTML pages
+# (tests/test_signin_oidc.py).
+SIGNED = {
+    "/twilio/voice",
+    "/auth/login/{provider}",
+    "/auth/callback/{provider}",
+    "/auth/email",
+    "/auth/email/verify",
+}
 
 
 def routes() -> list[tuple[str, str]]:

@@ -10,7 +10,9 @@ The public API for apps and plugins, and the only module they import:
 - agents: `Agent(name, instructions, model=..., tools=[...], handoffs=[...])`, published by an
   app as `AGENTS = [...]`;
 - the database handles functions and tools receive: `ReadDB`, `WriteDB`;
-- `match_expression`: a safe FTS5 query from a person's or a model's words.
+- `match_expression`: a safe FTS5 query from a person's or a model's words;
+- `remember(db, text, thread_id=..., user=...)`: a note for semantic memory (`memory.search`,
+  recall), embedded after the commit when embeddings are on.
 
 Names are imported on first use, so that a command that needs none of them (`voicestack --help`,
 `voicestack token list`) starts without loading the server.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from voicestack.agent.agents import Agent
+    from voicestack.agent.memory_service import remember
     from voicestack.agent.tools import Tool, ToolCtx, tool
     from voicestack.functions import (
         ActionCtx,
@@ -59,6 +62,7 @@ _EXPORTS = {
     "match_expression": "voicestack.store.search",
     "mutation": "voicestack.functions",
     "query": "voicestack.functions",
+    "remember": "voicestack.agent.memory_service",
     "tool": "voicestack.agent.tools",
 }
 
@@ -80,6 +84,7 @@ __all__ = [
     "match_expression",
     "mutation",
     "query",
+    "remember",
     "tool",
 ]
 

@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 SpeechFormat = Literal["mp3", "wav", "flac", "opus", "pcm"]
+VoiceMode = Literal["pipeline", "realtime"]
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
@@ -36,6 +37,8 @@ class AgentConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, le=50)
     handoffs: list[str] = Field(default_factory=list)
     description: str = ""
+    recall: int | None = Field(None, ge=0, le=20)
+    voice_mode: VoiceMode | None = None
 
 
 class ModelPrice(BaseModel):
@@ -47,6 +50,62 @@ class ModelPrice(BaseModel):
     output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
     audio_in_per_min: float | None = Field(None, ge=0, allow_inf_nan=False)
     speech_per_mchar: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+class OidcProviderConfig(BaseModel):
+    """An `[auth.oidc.NAME]` table: an OpenID Connect provider people may sign in with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(pattern=r"^https?://\S+$")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    title: str | None = None  # what the sign-in button says; default: the provider's name
+
+
+class GithubConfig(BaseModel):
+    """The `[auth.github]` table: sign-in with GitHub's OAuth2 API (an OAuth app)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    title: str = "GitHub"
+    # GitHub Enterprise Server answers at its own addresses.
+    web_url: str = Field("https://github.com", pattern=r"^https?://\S+$")
+    api_url: str = Field("https://api.github.com", pattern=r"^https?://\S+$")
+
+
+class AuthConfig(BaseModel):
+    """The `[auth]` table: the identity providers of the page's sign-in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    oidc: dict[str, OidcProviderConfig] = Field(default_factory=dict)
+    github: GithubConfig | None = None
+
+    @field_validator("oidc")
+    @classmethod
+    def _names_are_path_segments(
+        cls, providers: dict[str, OidcProviderConfig]
+    ) -> dict[str, OidcProviderConfig]:
+        for name in providers:
+            if not _PROVIDER_NAME.fullmatch(name) or name in ("github", "email"):
+                raise ValueError(
+                    f"{name!r} cannot name a provider: use 1-32 lowercase letters, digits, _ or -,"
+                    " and neither github nor email."
+                )
+        return providers
+
+    def secret_values(self) -> list[str]:
+        """The client secrets that are set, for the log to mask."""
+        secrets = [p.client_secret for p in self.oidc.values()]
+        secrets.append(self.github.client_secret if self.github else None)
+        return [s.get_secret_value() for s in secrets if s is not None]
 
 
 class Settings(BaseSettings):
@@ -189,6 +248,38 @@ class Settings(BaseSettings):
         description="Audio format of spoken replies; pcm asks the provider for raw 24 kHz PCM"
         " and stores it as WAV, with no encoding or decoding anywhere.",
     )
+    # Semantic memory (voicestack.agent.embedding): like audio, embeddings may come from another
+    # server than the chat; the chat's key goes only to the chat's server.
+    embedding_model: str = Field(
+        "text-embedding-3-small",
+        max_length=200,
+        description="Embedding model of semantic memory: messages and notes are embedded by"
+        " background jobs for hybrid search and recall. An empty value ('') turns it off:"
+        " memory is then full-text only.",
+    )
+    embedding_dimensions: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="Vector size asked of the embedding model (its `dimensions`); default: the"
+        " model's own.",
+    )
+    embedding_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL for embeddings; default: --openai-base-url.",
+    )
+    embedding_api_key: SecretStr | None = Field(
+        None,
+        description="API key for the embedding provider; default: the chat's key, when"
+        " --embedding-base-url is not set.",
+    )
+    recall: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="How many matches from the user's other threads a reply's context recalls"
+        " (semantic memory); 0: none.",
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description='Model prices in USD: `[prices."MODEL"]` tables of the config file with'
@@ -239,6 +330,27 @@ class Settings(BaseSettings):
         ge=32,
         le=10_000,
         description="Live conversation: speech during a reply that interrupts it, in ms.",
+    )
+    voice_mode: VoiceMode = Field(
+        "pipeline",
+        description="Live conversations (the audio socket, phone calls): `pipeline` (VAD,"
+        " transcription, chat, speech) or `realtime` (relayed to a speech-to-speech model);"
+        " an agent's voice_mode overrides it.",
+    )
+    realtime_url: str | None = Field(
+        None,
+        description="WebSocket URL of the OpenAI Realtime-compatible provider; default:"
+        " --openai-base-url as ws(s)://.../realtime?model=--realtime-model.",
+    )
+    realtime_model: str = Field(
+        "gpt-realtime", description="Speech-to-speech model of relay mode (--voice-mode realtime)."
+    )
+    realtime_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="Relay mode: seconds the provider may stay silent during a turn (and take to"
+        " connect) before the turn fails.",
     )
     drain_s: float = Field(
         5.0,
@@ -317,6 +429,16 @@ class Settings(BaseSettings):
         " admins see them too.",
     )
 
+    @field_validator("realtime_url")
+    @classmethod
+    def _realtime_url_is_a_websocket(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"{url!r} is not a WebSocket URL: give ws://host/... or wss://host/..."
+                " (wss://api.openai.com/v1/realtime?model=gpt-realtime)."
+            )
+        return url
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_a_base_url(cls, url: str | None) -> str | None:
@@ -345,11 +467,75 @@ class Settings(BaseSettings):
     quiet_token: bool = Field(
         False, description="Do not print the page URL with the first admin token at start."
     )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,
+        description="Sign-in providers: `[auth.oidc.NAME]` tables (issuer, client_id,"
+        " client_secret, scopes) and `[auth.github]` (client_id, client_secret).",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="An OpenID Connect issuer people sign in with, as the provider `oidc`"
+        " (https://accounts.google.com, https://keycloak.example.com/realms/NAME); its"
+        " redirect URI is --public-url + /auth/callback/oidc.",
+    )
+    oidc_client_id: str | None = Field(None, description="The client id of --oidc-issuer.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="The client secret of --oidc-issuer."
+    )
+    signin_allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Email domains whose people may sign up by signing in (example.com);"
+        " repeat or separate with commas. None: anyone the providers accept.",
+    )
+    session_days: float = Field(
+        14.0,
+        gt=0,
+        le=366,
+        description="Days a sign-in session lasts unused; each use extends it.",
+    )
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="An SMTP server for email sign-in links (smtp://user:pass@host:587,"
+        " smtps://host:465); unset, there is no email sign-in.",
+    )
+    smtp_from: str = Field(
+        "voicestack@localhost", description="The From address of email sign-in links."
+    )
+
+    @field_validator("signin_allowed_domains")
+    @classmethod
+    def _split_domains(cls, domains: list[str]) -> list[str]:
+        return [d.strip().lower() for item in domains for d in item.split(",") if d.strip()]
+
+    @model_validator(mode="after")
+    def _oidc_flags_together(self) -> Settings:
+        given = [self.oidc_issuer, self.oidc_client_id]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ValueError("--oidc-issuer and --oidc-client-id go together.")
+        if self.oidc_issuer is not None and "oidc" in self.auth.oidc:
+            raise ValueError(
+                "--oidc-issuer names the provider `oidc`, which [auth.oidc.oidc] names too."
+            )
+        return self
+
+    def oidc_providers(self) -> dict[str, OidcProviderConfig]:
+        """Every OpenID Connect provider: the config file's, and `oidc` from the flags."""
+        providers = dict(self.auth.oidc)
+        if self.oidc_issuer is not None and self.oidc_client_id is not None:
+            providers["oidc"] = OidcProviderConfig(
+                issuer=self.oidc_issuer,
+                client_id=self.oidc_client_id,
+                client_secret=self.oidc_client_secret,
+                title="SSO",
+            )
+        return providers
 
     def secret_values(self) -> list[str]:
         """The values of every secret setting that is set (API keys), for the log to mask."""
         values = (getattr(self, name) for name in type(self).model_fields)
-        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+        own = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+        return own + self.auth.secret_values()
 
     @property
     def max_audio_bytes(self) -> int:

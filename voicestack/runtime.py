@@ -18,9 +18,11 @@ from voicestack import jsoncodec
 from voicestack.agent.agents import AgentDefaults, build_agents, install_agents
 from voicestack.agent.app_threads import ThreadsInAction, ThreadsInMutation, ThreadsInQuery
 from voicestack.agent.cost import Pricing, install_pricing
+from voicestack.agent.embedding import Embedder, EmbeddingSettings
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
 from voicestack.agent.feed import ThreadFeed, open_thread_feed
 from voicestack.agent.llm import ChatProvider
+from voicestack.agent.memory_service import Memory, install_memory
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
@@ -54,11 +56,20 @@ from voicestack.voice.provider import Synthesizer, Transcriber
 from voicestack.voice.realtime.session import SessionSettings, VoiceClient, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
+from voicestack.voice.relay.context import RelayContext
+from voicestack.voice.relay.provider import realtime_url
+from voicestack.voice.relay.session import RelaySession
+from voicestack.voice.relay.session_config import RelaySettings
+from voicestack.voice.relay.tools import RelayTools
 from voicestack.voice.speaker import SpeakerFactory
 from voicestack.voice.telephony.calls import CallSlots, CallThread, start_call_thread
 from voicestack.voice.telephony.media import CALL_AUDIO, CallClient, StreamStart
 
 log = logging.getLogger(__name__)
+
+# A live conversation: the pipeline's (VAD, transcription, chat, speech), or relayed to a
+# speech-to-speech model (--voice-mode realtime); the sockets drive both the same way.
+LiveSession = VoiceSession | RelaySession
 
 # After the drain, how long the hub may take to push the replies' final events to the feeds.
 FEED_FLUSH_S = 2.0
@@ -108,6 +119,7 @@ class Runtime:
             self.store.close()
             raise
         self.store.start()
+        self.memory = self._open_memory(settings)
         self.hub = Hub(self.store, settings.ping_s, settings.send_timeout_s)
         self.access = AccessGuard(self.store, THREAD_ACCESS_TABLES)
         self.hub.add_observer(self.access, gate=True)
@@ -141,9 +153,34 @@ class Runtime:
         self.hub.add_observer(self.scheduler)
         self.leader = LeaderLease(settings.db)
         self._drain: asyncio.Task[None] | None = None
-        self._voice_sessions: set[VoiceSession] = set()
+        self._voice_sessions: set[LiveSession] = set()
         self._voice_drain: asyncio.Task[None] | None = None
         self.call_slots = CallSlots(settings.max_calls)
+        self.relay_tools = RelayTools(
+            store=self.store,
+            tools=self.tools,
+            agents=self.agents,
+            settings=AgentSettings.from_settings(settings),
+            run_query=self.query_value,
+            run_mutation=self.mutation_value,
+        )
+
+    def _open_memory(self, settings: Settings) -> Memory:
+        """Semantic memory, checked against the stored index: a mismatch stops the start."""
+        embedder = Embedder(EmbeddingSettings.from_settings(settings))
+        memory = Memory(self.store, embedder, str(settings.db))
+        try:
+            self.store.write_sync(memory.prepare)
+        except BaseException:
+            self.store.close()
+            raise
+        install_memory(memory)
+        log.info("%s", memory.describe())
+        return memory
+
+    async def health_details(self) -> dict[str, Any]:
+        """What GET /healthz?details=1 adds: the state of memory."""
+        return {"memory": await self.store.read(lambda s: self.memory.details(s.db()))}
 
     @staticmethod
     def _load_apps(settings: Settings) -> list[App]:
@@ -313,7 +350,53 @@ class Runtime:
         self._voice_sessions.add(session)
         return session
 
-    async def open_call(self, start: StreamStart, client: CallClient) -> VoiceSession | None:
+    async def open_live_session(
+        self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
+    ) -> LiveSession:
+        """A live conversation on the thread as its agent's voice mode says (--voice-mode, or
+        the agent's `voice_mode`): the pipeline's VoiceSession, or a RelaySession to the realtime
+        provider. As open_voice_session otherwise."""
+        agent_name = await self.store.read(
+            lambda snap: snap.db().scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
+        )
+        agent = self.agents.get(str(agent_name)) or self.agents.profiles[0]
+        if agent.voice_mode != "realtime":
+            return self.open_voice_session(thread_id, user, feed, start, client)
+        if self._drain is not None:
+            raise ProtocolError(
+                "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
+            )
+        settings = self.settings
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        relay = RelaySettings(
+            url=realtime_url(
+                settings.openai_base_url, settings.realtime_url, settings.realtime_model
+            ),
+            api_key=key,
+            model=settings.realtime_model,
+            timeout_s=settings.realtime_timeout_s,
+            transcribe_model=settings.transcribe_model,
+            silence_ms=settings.vad_silence_ms,
+            context_messages=settings.context_messages,
+        )
+        context = RelayContext(
+            thread_id=thread_id,
+            user=user,
+            agent=agent,
+            store=self.store,
+            start=start,
+            client=client,
+            settings=relay,
+            tools=self.relay_tools,
+            pricing=self.pricing,
+            flush_ms=settings.flush_ms,
+            forget=self._voice_sessions.discard,
+        )
+        session = RelaySession(context, feed)
+        self._voice_sessions.add(session)
+        return session
+
+    async def open_call(self, start: StreamStart, client: CallClient) -> LiveSession | None:
         """The live conversation of a phone call's media stream, on a new thread owned by
         --twilio-user; call `begin()` on it, and `close()` at the end. None, with nothing
         created, when the stream's token is not good for its call.
@@ -329,7 +412,9 @@ class Runtime:
             return None
         feed = await self.open_thread_feed(call.thread_id, None, None)
         try:
-            session = self.open_voice_session(call.thread_id, call.owner, feed, CALL_AUDIO, client)
+            session = await self.open_live_session(
+                call.thread_id, call.owner, feed, CALL_AUDIO, client
+            )
         except ProtocolError:
             feed.close()
             raise
@@ -416,6 +501,8 @@ class Runtime:
         await self.provider.aclose()
         await self.transcription_provider.aclose()
         await self.speech_provider.aclose()
+        if self.memory.embedder is not None:
+            await self.memory.embedder.aclose()
         self.store.close()
         self.leader.release()
 

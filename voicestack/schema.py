@@ -2,7 +2,8 @@
 tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
 jobs, full-text search over messages, the live conversations' per-turn metrics, named agents
 with cost per message, each reply's usage in parts (one per agent that answered), threads'
-metadata, and the one-time tokens of phone calls' media streams.
+metadata, the one-time tokens of phone calls' media streams, and sign-in's identities and
+sessions.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -11,6 +12,7 @@ records how many of these it has had, so a change is always a new migration at t
 
 from __future__ import annotations
 
+from voicestack.agent.memory_migrations import SEMANTIC_MEMORY_MIGRATIONS
 from voicestack.agent.migrations import (
     AGENT_BINDING_MIGRATIONS,
     AGENT_MIGRATIONS,
@@ -22,6 +24,7 @@ from voicestack.agent.migrations import (
     VOICE_METRICS_MIGRATIONS,
 )
 from voicestack.auth.migrations import AUTH_MIGRATIONS
+from voicestack.auth.signin_migrations import SIGNIN_MIGRATIONS
 from voicestack.scheduler.migrations import JOBS_TABLE_SQL
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration
 from voicestack.voice.telephony.migrations import TELEPHONY_MIGRATIONS
@@ -38,6 +41,8 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *REPLY_PARTS_MIGRATIONS,
     *THREAD_METADATA_MIGRATIONS,
     *TELEPHONY_MIGRATIONS,
+    *SIGNIN_MIGRATIONS,
+    *SEMANTIC_MEMORY_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

@@ -41,6 +41,9 @@ def server_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     # Only the apps a test names: no installed entry-point apps.
     env["VOICESTACK_LOAD_APPS"] = ""
+    # No embedding jobs unless a test asks for them (--embedding-model): the other tests'
+    # exact provider requests, jobs and commits stay as they were.
+    env["VOICESTACK_EMBEDDING_MODEL"] = ""
     return env
 
 

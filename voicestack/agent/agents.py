@@ -22,6 +22,7 @@ from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import query
 
 DEFAULT_AGENT = "assistant"
+VOICE_MODES = ("pipeline", "realtime")
 HANDOFF_PREFIX = "transfer_to_"
 # A handoff tool is `transfer_to_NAME`, and tool names are at most 64 characters.
 MAX_AGENT_NAME = 64 - len(HANDOFF_PREFIX)
@@ -59,6 +60,8 @@ class Agent:
     max_steps: int | None = None
     handoffs: Sequence[str] = ()
     description: str = ""
+    voice_mode: str | None = None  # "pipeline" or "realtime" (relay); None: --voice-mode
+    recall: int | None = None  # matches from the user's other threads in context; None: --recall
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _AGENT_NAME.fullmatch(self.name):
@@ -72,6 +75,10 @@ class Agent:
             raise ValueError(f"Agent {self.name!r}: temperature must be from 0 to 2.")
         if self.max_steps is not None and not 1 <= self.max_steps <= 50:
             raise ValueError(f"Agent {self.name!r}: max_steps must be from 1 to 50.")
+        if self.voice_mode not in (None, *VOICE_MODES):
+            raise ValueError(f"Agent {self.name!r}: voice_mode must be 'pipeline' or 'realtime'.")
+        if self.recall is not None and not 0 <= self.recall <= 20:
+            raise ValueError(f"Agent {self.name!r}: recall must be from 0 to 20.")
         # Frozen and hashable, whatever sequence the app wrote.
         if self.tools is not None:
             object.__setattr__(self, "tools", _names(self.tools, "tools", self.name))
@@ -87,6 +94,8 @@ class AgentDefaults:
     voice: str
     temperature: float | None
     max_steps: int
+    voice_mode: str = "pipeline"
+    recall: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentDefaults:
@@ -97,6 +106,8 @@ class AgentDefaults:
             settings.voice,
             settings.temperature,
             settings.max_steps,
+            settings.voice_mode,
+            settings.recall,
         )
 
 
@@ -114,6 +125,8 @@ class AgentProfile:
     handoffs: tuple[str, ...]
     description: str
     source: str = ""  # where it was defined, for start-up errors
+    voice_mode: str = "pipeline"  # how its live conversations run: pipeline, or realtime relay
+    recall: int = 0  # how many matches from the user's other threads its context gets
 
     def describe(self) -> dict[str, Any]:
         """The agent as listed by GET /api/agents and `agents.list`."""
@@ -139,6 +152,8 @@ def _profile(agent: Agent, defaults: AgentDefaults, source: str) -> AgentProfile
         handoffs=tuple(agent.handoffs),
         description=agent.description,
         source=source,
+        voice_mode=agent.voice_mode or defaults.voice_mode,
+        recall=agent.recall if agent.recall is not None else defaults.recall,
     )
 
 

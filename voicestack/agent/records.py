@@ -17,7 +17,7 @@ MESSAGE_COLUMNS = (
     "id, thread_id, position, role, text, status, error_code, error_message, author, reply_to,"
     " prompt_tokens, completion_tokens, tool_call_count, wall_ms, created_at, updated_at,"
     " audio_file_id, audio_in_seconds, speech_chars, speech_seconds, voice, agent, cost_usd,"
-    " unreported_steps"
+    " unreported_steps, recalled"
 )
 ENDED = ("complete", "failed", "interrupted")
 TOOL_CALL_COLUMNS = (
@@ -94,6 +94,9 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
             "unreportedSteps": row["unreported_steps"] if row["status"] in ENDED else 0,
             # A reply's parts, priced when it ended (voicestack/agent/cost.py); None otherwise.
             "costUsd": row["cost_usd"],
+            # What the reply recalled from its user's other threads (voicestack/agent/recall.py);
+            # only replies of an agent with recall have it.
+            **({"recalled": json.loads(row["recalled"])} if row.get("recalled") else {}),
         },
         "voice": json.loads(row["voice"]) if row["voice"] else None,
     }

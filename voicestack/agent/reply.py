@@ -31,6 +31,7 @@ from voicestack.agent.llm import (
     Usage,
 )
 from voicestack.agent.llm_calls import StreamLimitReached, StreamLimits, ToolCallRequest
+from voicestack.agent.recall import with_recall
 from voicestack.agent.records import emit_message
 from voicestack.agent.reply_parts import add_step_usage, begin_step
 from voicestack.agent.reply_state import (
@@ -253,6 +254,14 @@ class Reply:
                 agent.instructions,
                 self._settings.context_messages,
             )
+        )
+        messages = await with_recall(
+            self._store,
+            messages,
+            message_id=self.claim.message_id,
+            thread_id=self.claim.thread_id,
+            user_id=self.claim.author,
+            limit=agent.recall,
         )
         step = 0
         agent_step = 0  # each agent the reply hands off to gets its own --max-steps

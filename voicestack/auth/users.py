@@ -164,11 +164,14 @@ class Identity:
 
 
 def identify(db: ReadDB | WriteDB, token: str) -> Identity | None:
-    """The identity behind `token`, or None when it is unknown, malformed or revoked."""
+    """The identity behind `token`, or None when it is unknown, malformed or revoked, or its
+    user is disabled (`voicestack user disable`)."""
     if not looks_like_token(token):
         return None
     row = db.one(
-        f"{_SELECT_CREDENTIALS} WHERE t.hash = ? AND t.revoked_at IS NULL", (token_hash(token),)
+        f"{_SELECT_CREDENTIALS} WHERE t.hash = ? AND t.revoked_at IS NULL"
+        " AND u.disabled_at IS NULL",
+        (token_hash(token),),
     )
     if row is None:
         return None

@@ -14,7 +14,19 @@ from starlette.routing import Route
 
 from voicestack import __version__
 from voicestack.config import Settings
-from voicestack.http import audio, functions, openapi, threads, twilio, voice, watch, web
+from voicestack.http import (
+    audio,
+    functions,
+    openapi,
+    signin,
+    signin_email,
+    signin_session,
+    threads,
+    twilio,
+    voice,
+    watch,
+    web,
+)
 from voicestack.http.auth import Authenticate
 from voicestack.http.cors import cors_middleware
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
@@ -28,8 +40,13 @@ from voicestack.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-async def healthz(_request: Request) -> Response:
-    """GET /healthz: liveness, with the server's version; no authentication."""
+async def healthz(request: Request) -> Response:
+    """GET /healthz: liveness, with the server's version; no authentication.
+
+    `?details=1` adds `details`: the state of memory (hybrid or full-text only, and why)."""
+    if request.query_params.get("details") in ("1", "true"):
+        details = await request.app.state.runtime.health_details()
+        return json_response({"ok": True, "version": __version__, "details": details})
     return json_response({"ok": True, "version": __version__})
 
 
@@ -58,6 +75,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *twilio.routes,
         *web.routes,
         *openapi.routes,
+        *signin.routes,
+        *signin_email.routes,
+        *signin_session.routes,
     ]
     return Starlette(
         routes=routes,

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from voicestack.functions.errors import FunctionError
 from voicestack.http.state import caller, runtime, viewer
-from voicestack.voice.realtime.session import VoiceSession
+from voicestack.runtime import LiveSession
 from voicestack.voice.realtime.wire import (
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
@@ -93,7 +93,7 @@ async def thread_audio(websocket: WebSocket) -> None:
     except FunctionError as exc:
         await client.refuse(ProtocolError(exc.code, exc.message, CLOSE_NOT_FOUND))
         return
-    session: VoiceSession | None = None
+    session: LiveSession | None = None
     try:
         first = received_frame(await websocket.receive())
         if first is None:
@@ -103,7 +103,7 @@ async def thread_audio(websocket: WebSocket) -> None:
                 "start_expected", "Send the start message before any audio.", CLOSE_POLICY
             )
         start = parse_start(first)
-        session = rt.open_voice_session(thread_id, caller(websocket), feed, start, client)
+        session = await rt.open_live_session(thread_id, caller(websocket), feed, start, client)
         await session.begin()
         await _converse(websocket, client, session)
     except ProtocolError as exc:
@@ -115,7 +115,7 @@ async def thread_audio(websocket: WebSocket) -> None:
             feed.close()
 
 
-async def _converse(websocket: WebSocket, client: SocketClient, session: VoiceSession) -> None:
+async def _converse(websocket: WebSocket, client: SocketClient, session: LiveSession) -> None:
     while (frame := received_frame(await websocket.receive())) is not None:
         if isinstance(frame, bytes):
             await session.audio(frame)

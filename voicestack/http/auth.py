@@ -2,10 +2,11 @@
 
 `Authorization: Bearer TOKEN` works everywhere; `?token=` only on the event-stream routes and
 the audio WebSocket, because EventSource and a browser's WebSocket cannot send headers (the page
-itself is public: it holds no data and reads the token from its own URL). The identity is put
-in the ASGI scope, where handlers find it with `voicestack.http.state.caller`. Twilio cannot
-send our tokens at all: its webhook and media stream take none and check their callers
-themselves (SELF_CHECKED_PATHS).
+itself is public: it holds no data and reads the token from its own URL). A request with no
+token may carry the sign-in cookie `vs_session` instead (voicestack/http/signin_auth.py: its
+writes need X-CSRF-Token). The identity is put in the ASGI scope, where handlers find it with
+`voicestack.http.state.caller`. Twilio cannot send our tokens at all: its webhook and media
+stream take none and check their callers themselves (SELF_CHECKED_PATHS).
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voicestack import jsoncodec
 from voicestack.http.errors import error_response
+from voicestack.http.signin_auth import (
+    DAY_S,
+    check_cookie,
+    is_secure,
+    session_cookie,
+    session_cookie_headers,
+    with_cookies,
+)
 from voicestack.reactive.access import AccessGuard
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
 # Twilio's routes check their callers themselves: the webhook by its X-Twilio-Signature, the
 # media stream by the one-time token of the TwiML (voicestack/http/twilio.py).
 SELF_CHECKED_PATHS = frozenset({"/twilio/voice", "/twilio/stream"})
-PUBLIC_PREFIXES = ("/web/",)
+# Sign-in's routes (voicestack/http/signin*.py) are for people who have no credential yet.
+PUBLIC_PREFIXES = ("/web/", "/auth/")
 _STREAM_PATH = re.compile(r"^/api/(watch(/[^/]+)?|threads/[^/]+/events)$")
 # The WebSocket routes: a browser's WebSocket cannot send headers either.
 SOCKET_PATH = re.compile(r"^/api/threads/[^/]+/audio$")
@@ -84,6 +94,10 @@ class Authenticate:
             await send({"type": "websocket.close", "code": 1008})
             return
         token, problem = presented_token(scope)
+        secret = session_cookie(scope) if token is None and problem is None else None
+        if secret is not None:
+            await self._signed_in(scope, receive, send, secret)
+            return
         if token is None:
             message = problem or "This route needs a token: send `Authorization: Bearer TOKEN`."
             refusal = _socket_refusal if socket else _unauthorized
@@ -100,6 +114,30 @@ class Authenticate:
         scope[IDENTITY_KEY] = identity
         scope[CALLER_KEY] = identity.caller
         scope[CHECKED_AT_KEY] = checked_at
+        await self.app(scope, receive, send)
+
+    async def _signed_in(self, scope: Scope, receive: Receive, send: Send, secret: str) -> None:
+        """A request with no token but the sign-in cookie (voicestack/http/signin_auth.py)."""
+        runtime = scope["app"].state.runtime
+        guard: AccessGuard = runtime.access
+        checked_at = guard.generation
+        settings = runtime.settings
+        check = await check_cookie(scope, secret, guard, settings.session_days, runtime.store.write)
+        if check.identity is None:
+            if scope["type"] == "websocket":
+                await _socket_refusal(check.code, check.message)(scope, receive, send)
+            elif check.status == 401:
+                await _unauthorized(check.code, check.message)(scope, receive, send)
+            else:
+                await error_response(check.status, check.code, check.message)(scope, receive, send)
+            return
+        scope[IDENTITY_KEY] = check.identity
+        scope[CALLER_KEY] = check.identity.caller
+        scope[CHECKED_AT_KEY] = checked_at
+        if check.renewed is not None and scope["type"] == "http":
+            secure = is_secure(scope, settings.public_url)
+            lifetime = settings.session_days * DAY_S
+            send = with_cookies(send, session_cookie_headers(check.renewed, lifetime, secure))
         await self.app(scope, receive, send)
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicestack.agent.thread_args import MAX_TEXT, CreateThreadArgs, ListThreadsArgs
 from voicestack.functions.registry import Kind
 from voicestack.http import web
+from voicestack.http.signin_schemas import Done, EmailLinkBody, Me, SignInOptions
 from voicestack.http.voice_body import VoiceFields
 from voicestack.http.watch import MAX_WATCHES_PER_STREAM, WatchItem
 
@@ -53,6 +54,9 @@ class Health(BaseModel):
 
     ok: bool
     version: str
+    details: dict[str, Any] | None = Field(
+        None, description="With ?details=1: the state of memory (hybrid or full-text only)."
+    )
 
 
 class FunctionInfo(_Row):
@@ -316,6 +320,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/web/{file}"): Operation(
         media=tuple(sorted(set(web.CONTENT_TYPES.values()))), extra_answers=(304,), errors=(404,)
     ),
+    ("GET", "/api/me"): Operation(answer=Me),
+    ("GET", "/auth/providers"): Operation(answer=SignInOptions),
+    ("POST", "/auth/logout"): Operation(answer=Done, errors=(403,)),
+    # Browser navigations: a redirect, or an HTML page (not JSON) saying why the sign-in was
+    # refused.
+    ("GET", "/auth/login/{provider}"): Operation(
+        media=(web.CONTENT_TYPES[".html"],), status=302, extra_answers=(404, 502)
+    ),
+    ("GET", "/auth/callback/{provider}"): Operation(
+        media=(web.CONTENT_TYPES[".html"],), status=303, extra_answers=(400, 403, 404, 502)
+    ),
+    ("POST", "/auth/email"): Operation(
+        answer=Done, status=202, body=EmailLinkBody, errors=(*_BODY_ERRORS, 404, 502)
+    ),
+    ("GET", "/auth/email/verify"): Operation(
+        media=(web.CONTENT_TYPES[".html"],),
+        status=303,
+        extra_answers=(400, 403),
+        params=(Param("token", "query", str, description="The token of the emailed link."),),
+    ),
 }
 
 # The function routes, documented as one path per registered function of their kind.
@@ -331,6 +355,8 @@ FUNCTION_ERRORS = (400, 404, 413, 422)
 REFUSALS = {
     400: "The request is malformed (bad JSON, a wrong kind of function, a bad form).",
     401: "No token, or one that is unknown or revoked.",
+    403: "Refused: a bad signature, a write signed in by cookie without X-CSRF-Token, or a"
+    " sign-in this server refuses.",
     404: "Nothing by that name or id is visible to the caller.",
     409: "The request conflicts with the current state.",
     413: "The body is over the server's size limit.",

@@ -21,8 +21,7 @@ from voicestack.http.audio import SocketClient, received_frame
 from voicestack.http.body import read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.state import runtime
-from voicestack.runtime import Runtime
-from voicestack.voice.realtime.session import VoiceSession
+from voicestack.runtime import LiveSession, Runtime
 from voicestack.voice.realtime.wire import (
     CLOSE_BAD_TOKEN,
     CLOSE_NORMAL,
@@ -109,7 +108,7 @@ async def twilio_stream(websocket: WebSocket) -> None:
 
 
 async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> None:
-    session: VoiceSession | None = None
+    session: LiveSession | None = None
     try:
         try:
             async with asyncio.timeout(START_TIMEOUT_S):

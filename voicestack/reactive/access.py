@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from voicestack.auth.sessions import SessionLookup, credential_state, find_session, session_hash
 from voicestack.auth.users import Identity, identify, token_hash
 from voicestack.identity import Caller
 from voicestack.reactive.channel import Outbox
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 # A stream's extra condition, checked in the commit's snapshot: may its caller still see it?
 StillAllowed = Callable[[ReadDB], bool]
 CACHE_LIMIT = 10_000
-AUTH_TABLES = frozenset({"auth_tokens", "auth_users"})
+AUTH_TABLES = frozenset({"auth_tokens", "auth_users", "auth_sessions"})
 # Why the guard ended a stream (Outbox.ended_by).
 TOKEN_REVOKED = "token_revoked"  # noqa: S105 (a reason, not a secret)
 ACCESS_REMOVED = "access_removed"
@@ -94,6 +96,7 @@ class AccessGuard:
         self._condition_tables = condition_tables
         self.tables = AUTH_TABLES | condition_tables
         self._cache: dict[bytes, Identity | None] = {}
+        self._sessions: dict[bytes, SessionLookup | None] = {}
         self._generation = 0
         self._streams: dict[Outbox, _Watched] = {}
         self._prune_at = 64
@@ -117,6 +120,23 @@ class AccessGuard:
                 self._cache.clear()
             self._cache[key] = identity
         return identity
+
+    async def identify_session(self, secret: str) -> SessionLookup | None:
+        """The live session behind a `vs_session` cookie (None: unknown, ended, expired or its
+        user disabled), from the cache when it can; its expiry is judged now, on every call."""
+        key = session_hash(secret)
+        if key in self._sessions:
+            lookup = self._sessions[key]
+        else:
+            generation = self._generation
+            lookup = await self._store.read(
+                lambda snapshot: find_session(snapshot.db(), secret, time.time())
+            )
+            if generation == self._generation:
+                if len(self._sessions) >= CACHE_LIMIT:
+                    self._sessions.clear()
+                self._sessions[key] = lookup
+        return lookup if lookup is not None and lookup.expires_at > time.time() else None
 
     def watch(
         self, outbox: Outbox, viewer: Viewer | None, still_allowed: StillAllowed | None = None
@@ -182,6 +202,7 @@ class AccessGuard:
         if verdict.auth_changed:
             self._generation += 1
             self._cache.clear()
+            self._sessions.clear()
         for outbox in list(self._streams):
             if outbox.closed:
                 del self._streams[outbox]
@@ -244,6 +265,6 @@ def _refusal(db: ReadDB, watched: _Watched) -> str | None:
 
 
 def _token_state(db: ReadDB, token_id: str) -> bool | None:
-    """True: live; False: revoked; None: not in this snapshot (created after it)."""
-    row = db.one("SELECT revoked_at FROM auth_tokens WHERE id = ?", (token_id,))
-    return None if row is None else row["revoked_at"] is None
+    """True: live; False: revoked (or its user disabled); None: not in this snapshot (created
+    after it). Sign-in sessions stand where tokens do (voicestack.auth.sessions)."""
+    return credential_state(db, token_id)

@@ -39,8 +39,22 @@ def open_connection(path: Path, *, readonly: bool = False) -> apsw.Connection:
         ) from None
 
 
+def load_vector_search(conn: apsw.Connection) -> None:
+    """Load sqlite-vec on `conn` (its `vec0` tables hold memory's vectors), when installed."""
+    try:
+        import sqlite_vec  # optional: without it, memory is full-text only
+    except ImportError:
+        return
+    conn.enable_load_extension(True)
+    try:
+        conn.load_extension(sqlite_vec.loadable_path())
+    finally:
+        conn.enable_load_extension(False)
+
+
 def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> apsw.Connection:
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    load_vector_search(conn)
     if writer:
         # Setting WAL once is persistent in the file; never switching back keeps Litestream happy.
         mode = conn.pragma("journal_mode", "WAL")

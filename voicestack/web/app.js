@@ -1,6 +1,7 @@
 // The voicestack page: thread list, the open thread (live), tool calls, send box, microphone and
 // Talk mode (a spoken conversation).
-// The token comes from the page's own URL (`/?token=...`); the open thread is the URL's hash.
+// The token comes from the page's own URL (`/?token=...`), or else the sign-in cookie (signin.js);
+// the open thread is the URL's hash.
 
 import { Composer } from "./composer.js";
 import { Conversation, isActive } from "./conversation.js";
@@ -9,10 +10,13 @@ import { toast } from "./notice.js";
 import { Talk } from "./talk.js";
 import { ThreadList, UNTITLED } from "./threadlist.js";
 import { ToolPanel } from "./toolpanel.js";
+import { signedIn } from "./signin.js";
 import { MicButton, SpeechPlayer } from "./voice.js";
 import { request, threadFeed } from "./voicestack.js";
 
 const token = new URLSearchParams(location.search).get("token") || undefined;
+// Without a token, the sign-in cookie: nobody signed in sees the sign-in screen and no app.
+await signedIn(token);
 const shell = document.querySelector(".app");
 const NEW_HINT = "Send a message to start a new thread.";
 const EMPTY_HINT = "No messages yet. Say something to start.";

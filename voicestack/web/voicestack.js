@@ -33,10 +33,23 @@ export function withToken(path, token, params = {}) {
   return url.pathname + url.search;
 }
 
-/** fetch() a voicestack route: JSON or FormData body, bearer token; resolves to the JSON. */
+/** The value of the page's `vs_csrf` cookie (set at sign-in), or null. */
+export function csrfToken() {
+  const found = document.cookie.split("; ").find((c) => c.startsWith("vs_csrf="));
+  return found ? found.slice("vs_csrf=".length) : null;
+}
+
+/**
+ * fetch() a voicestack route: JSON or FormData body, bearer token; resolves to the JSON.
+ * Without a token the browser's sign-in cookie authenticates, and a write carries the
+ * `X-CSRF-Token` header the server asks of it.
+ */
 export async function request(path, { method = "GET", body, token, signal } = {}) {
   const init = { method, headers: {}, signal };
   if (token) init.headers.Authorization = `Bearer ${token}`;
+  else if (!["GET", "HEAD"].includes(method.toUpperCase()) && csrfToken()) {
+    init.headers["X-CSRF-Token"] = csrfToken();
+  }
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {

@@ -21,6 +21,11 @@ from voicestack.testing.fake_openai.audio import (
     validate_speech,
 )
 from voicestack.testing.fake_openai.chat import chat_response, last_user_text
+from voicestack.testing.fake_openai.embeddings import (
+    embeddings_match_text,
+    embeddings_response,
+    validate_embeddings,
+)
 from voicestack.testing.fake_openai.multipart import MultipartError, parse_form
 from voicestack.testing.fake_openai.plan import KINDS, Kind, Plan, parse_plans
 from voicestack.testing.fake_openai.realtime import realtime_routes
@@ -163,6 +168,12 @@ class _Endpoints:
             lambda _plan, body: speech_response(body),
         )
 
+    async def embeddings(self, request: Request) -> Response:
+        """POST /v1/embeddings."""
+        return await self._serve_json(
+            request, "embedding", validate_embeddings, embeddings_match_text, embeddings_response
+        )
+
     async def models(self, request: Request) -> Response:
         """GET /v1/models."""
         return JSONResponse({"object": "list", "data": [_model(m) for m in MODELS]})
@@ -230,6 +241,7 @@ def build_app(state: FakeState | None = None) -> Starlette:
         Route("/v1/chat/completions", ep.chat, methods=["POST"]),
         Route("/v1/audio/transcriptions", ep.transcription, methods=["POST"]),
         Route("/v1/audio/speech", ep.speech, methods=["POST"]),
+        Route("/v1/embeddings", ep.embeddings, methods=["POST"]),
         Route("/v1/models", ep.models, methods=["GET"]),
         Route("/v1/models/{model:path}", ep.model, methods=["GET"]),
         Route("/_control/script", ep.script, methods=["POST"]),
