@@ -179,6 +179,17 @@ TOKEN = "vs_" + "A" * 40 + "b-_"
         (f"key {API_KEY} refused", "key [redacted] refused"),
         ("GET /api/threads?limit=5&before=thr_1", "GET /api/threads?limit=5&before=thr_1"),
     ],
+    # Fixed ids: API_KEY is random, and parallel runners must collect the same names.
+    ids=[
+        "watch",
+        "encoded-name",
+        "upper-name",
+        "encoded-value",
+        "bearer",
+        "prose",
+        "api-key",
+        "none",
+    ],
 )
 def test_redact(line: str, logged: str) -> None:
     assert redact(line) == logged
