@@ -68,6 +68,8 @@ class Server:
             "-m",
             "voicestack",
             "serve",
+            # Semantic memory off: these figures are the feed's alone.
+            "--embedding-model=",
             "--host",
             HOST,
             "--port",

@@ -190,6 +190,7 @@ class Voicestack:
         cmd += ["--db", str(db), "--config", str(config), "--workers", str(self.workers)]
         cmd += ["--openai-base-url", f"http://{HOST}:{self.fake_port}/v1"]
         cmd += ["--provider-retries", "0", "--no-access-log", "--log-level", "warning"]
+        cmd += ["--embedding-model="]  # semantic memory off: PocketBase does no embedding
         env = {**child_env(REPO), **NO_LIMITS_ENV}
         ready = rb"serving \S*http://127\.0\.0\.1:(\d+)"
         self.port = int(self.child.start(cmd, env, REPO, ready))

@@ -88,7 +88,7 @@ class ServerGroup:
             cmd = [sys.executable, "-m", "voicestack", "serve", "--host", HOST, "--port", "0"]
             cmd += ["--db", str(self.db), "--app", APP, "--workers", str(workers)]
             cmd += ["--config", str(self.workdir / "voicestack.toml"), "--no-access-log"]
-            cmd += ["--log-level", "warning"]
+            cmd += ["--log-level", "warning", "--embedding-model="]  # no semantic memory
             # One token holds every stream here: no per-token limits.
             cmd += ["--max-streams-per-token", "0", "--rate-mutations-per-min", "0"]
             log_path = self.workdir / f"server{n}.log"

@@ -128,6 +128,7 @@ def start_server(
         "-m",
         "voicestack",
         "serve",
+        "--embedding-model=",  # semantic memory off: these figures are the stream's alone
         "--host",
         HOST,
         "--port",

@@ -81,6 +81,7 @@ def voice_children(
                 *("--db", str(db), "--config", str(config)),
                 *("--openai-base-url", f"{fake_url}/v1", "--provider-retries", "0"),
                 *("--no-access-log", "--log-level", "warning", *server_args),
+                "--embedding-model=",  # semantic memory off: the voice path alone
             ],
             cwd=REPO,
             env={**child_env(), **NO_LIMITS_ENV},

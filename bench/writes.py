@@ -120,6 +120,7 @@ class Server:
             *(sys.executable, "-m", "voicestack", "serve", "--host", HOST),
             *("--port", str(self.port), "--db", str(self.db), "--app", APP),
             *("--config", str(config), "--no-access-log", "--log-level", "warning"),
+            "--embedding-model=",  # semantic memory off: the write path alone
         ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.token: str | None = None  # the first admin token, once started
