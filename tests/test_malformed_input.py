@@ -122,6 +122,15 @@ OTHER_ROUTES = {
     ("GET", "/api/agents"): "",
     # Signed by Twilio: anything unsigned is 403 (tests/test_twilio.py).
     ("POST", "/twilio/voice"): "",
+    # Sign-in (tests/test_signin_*.py): browser navigations answering HTML pages, a cookie's
+    # own routes, and the email form (on only with --smtp-url).
+    ("GET", "/auth/login/{provider}"): "",
+    ("GET", "/auth/callback/{provider}"): "",
+    ("GET", "/auth/email/verify"): "",
+    ("POST", "/auth/email"): "",
+    ("POST", "/auth/logout"): "",
+    ("GET", "/auth/providers"): "",
+    ("GET", "/api/me"): "",
 }
 
 

@@ -177,7 +177,9 @@ class TerminalCliProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicestack", *self.args],
             cwd=REPO,
-            env={**env, "TERM": "xterm-256color"},
+            # The size in the environment too: rich reads COLUMNS/LINES first, and a parent
+            # (a parallel test runner) may have set them to its own.
+            env={**env, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": "30"},
             stdin=child_end,
             stdout=child_end,
             stderr=child_end,
