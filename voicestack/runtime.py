@@ -53,7 +53,8 @@ from voicestack.voice.capabilities import (
     transcription_provider_settings,
 )
 from voicestack.voice.provider import Synthesizer, Transcriber
-from voicestack.voice.realtime.session import SessionSettings, VoiceClient, VoiceSession
+from voicestack.voice.realtime.client import VoiceClient
+from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
 from voicestack.voice.relay.context import RelayContext

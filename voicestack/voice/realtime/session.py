@@ -23,7 +23,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.membership import require_thread
@@ -31,7 +30,6 @@ from voicestack.agent.reply_state import HEARD_CUT, SHUTDOWN_CUT
 from voicestack.agent.threads import start_turn
 from voicestack.functions.errors import FunctionError
 from voicestack.identity import Caller
-from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.streams import Stream
 from voicestack.store.db import WriteDB
 from voicestack.store.readers import Snapshot
@@ -40,6 +38,7 @@ from voicestack.voice.files import Audio
 from voicestack.voice.formats import format_named
 from voicestack.voice.provider import Transcriber
 from voicestack.voice.realtime import codec
+from voicestack.voice.realtime.client import VoiceClient, close_at_feed_end
 from voicestack.voice.realtime.feed_events import FeedEvent, feed_events
 from voicestack.voice.realtime.heard import SpokenReply
 from voicestack.voice.realtime.metrics import TurnClock, save_cut, save_hung_up, save_spoken
@@ -50,9 +49,7 @@ from voicestack.voice.realtime.turns import (
     TurnSettings,
 )
 from voicestack.voice.realtime.wire import (
-    CLOSE_BAD_TOKEN,
     CLOSE_GOING_AWAY,
-    CLOSE_NOT_FOUND,
     Control,
     Played,
     Start,
@@ -68,24 +65,6 @@ FRAME_MS = 20
 # How far ahead of real time reply audio is sent: enough to ride out a slow sentence.
 LEAD_MS = 300
 _FINAL = frozenset({"complete", "failed", "interrupted"})
-# Why a feed ends (its outbox's `ended_by`), as the socket's close code and reason.
-_FEED_ENDS = {
-    ACCESS_REMOVED: (CLOSE_NOT_FOUND, "thread_not_found"),
-    TOKEN_REVOKED: (CLOSE_BAD_TOKEN, "invalid_token"),
-}
-
-
-class VoiceClient(Protocol):
-    """The far end of a session: JSON events and binary audio frames."""
-
-    async def send_event(self, text: str) -> None:
-        """Send one JSON event."""
-
-    async def send_audio(self, data: bytes) -> None:
-        """Send one binary audio frame."""
-
-    async def close(self, code: int, reason: str) -> None:
-        """End the connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,15 +296,7 @@ class VoiceSession:
         if self._winding_down:
             return  # wind_down closes the socket once the reply is saved
         # The feed ends when the caller may no longer see the thread, or at shutdown.
-        code, reason = _FEED_ENDS.get(
-            self._feed.outbox.ended_by or "", (CLOSE_GOING_AWAY, "server_shutting_down")
-        )
-        if code != CLOSE_GOING_AWAY:
-            message = "You can no longer see this thread."
-            if code == CLOSE_BAD_TOKEN:
-                message = "The token of this conversation was revoked."
-            await self._client.send_event(event("error", code=reason, message=message))
-        await self._client.close(code, reason)
+        await close_at_feed_end(self._client, self._feed.outbox.ended_by)
 
     def _on_feed(self, item: FeedEvent) -> None:
         reply = self._reply

@@ -10,7 +10,7 @@ from voicestack.agent.agents import AgentProfile
 from voicestack.agent.cost import Pricing
 from voicestack.identity import Caller
 from voicestack.store.store import Store
-from voicestack.voice.realtime.session import VoiceClient
+from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.wire import Start
 from voicestack.voice.relay.session_config import RelaySettings
 from voicestack.voice.relay.tools import RelayTools

@@ -17,8 +17,8 @@ from voicestack.agent.llm_calls import ToolCallRequest
 from voicestack.agent.reply_state import Claim
 from voicestack.agent.reply_tools import ReplyTools
 from voicestack.agent.stream import DeltaCoalescer
+from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.metrics import TurnClock
-from voicestack.voice.realtime.session import VoiceClient
 from voicestack.voice.realtime.wire import Start, event
 from voicestack.voice.relay.audio import ReplyAudio
 

@@ -22,13 +22,11 @@ import contextlib
 import logging
 
 from voicestack.agent.reply_state import SHUTDOWN_CUT
-from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.streams import Stream
+from voicestack.voice.realtime.client import close_at_feed_end
 from voicestack.voice.realtime.feed_events import feed_events
 from voicestack.voice.realtime.wire import (
-    CLOSE_BAD_TOKEN,
     CLOSE_GOING_AWAY,
-    CLOSE_NOT_FOUND,
     CLOSE_TRY_AGAIN_LATER,
     Control,
     Played,
@@ -50,10 +48,6 @@ MAX_PENDING_MS = 5000
 MAX_DROPS = 3
 # After a drop, attempts to reach the provider again before the session gives up.
 RECONNECT_RETRIES = 2
-_FEED_ENDS = {
-    ACCESS_REMOVED: (CLOSE_NOT_FOUND, "thread_not_found"),
-    TOKEN_REVOKED: (CLOSE_BAD_TOKEN, "invalid_token"),
-}
 
 
 class ProviderSilent(Exception):
@@ -261,12 +255,4 @@ class RelaySession:
         if self._winding_down or self._closing:
             return
         # The feed ends when the caller may no longer see the thread, or at shutdown.
-        code, reason = _FEED_ENDS.get(
-            self._feed.outbox.ended_by or "", (CLOSE_GOING_AWAY, "server_shutting_down")
-        )
-        if code != CLOSE_GOING_AWAY:
-            message = "You can no longer see this thread."
-            if code == CLOSE_BAD_TOKEN:
-                message = "The token of this conversation was revoked."
-            await self._client.send_event(event("error", code=reason, message=message))
-        await self._client.close(code, reason)
+        await close_at_feed_end(self._client, self._feed.outbox.ended_by)
