@@ -96,6 +96,21 @@ class ResponseRun:
     def _event(self, ga_name: str, /, **fields: Any) -> dict[str, Any]:
         return event(ga_name, self.host.naming, **fields)
 
+    async def _item_done(
+        self, host: Host, index: int, previous: str | None, done: dict[str, Any]
+    ) -> None:
+        """Finish an output item: response.output_item.done (and GA's conversation.item.done)."""
+        self._output.append(done)
+        await host.send(
+            self._event(
+                "response.output_item.done", response_id=self.id, output_index=index, item=done
+            )
+        )
+        if host.naming == "ga":
+            await host.send(
+                self._event("conversation.item.done", previous_item_id=previous, item=done)
+            )
+
     async def cancel(self, reason: str) -> None:
         """Ask the response to stop at its next chunk with status cancelled."""
         self.reason = self.reason or reason
@@ -173,16 +188,7 @@ class ResponseRun:
         await host.send(self._event("response.content_part.done", **where, part=part))
         status = "completed" if self.reason is None else "incomplete"
         done = assistant_item(item_id, host.naming, status, transcript)
-        self._output.append(done)
-        await host.send(
-            self._event(
-                "response.output_item.done", response_id=self.id, output_index=index, item=done
-            )
-        )
-        if host.naming == "ga":
-            await host.send(
-                self._event("conversation.item.done", previous_item_id=previous, item=done)
-            )
+        await self._item_done(host, index, previous, done)
 
     async def _stream(self, item_id: str, where: dict[str, Any]) -> None:
         host, plan = self.host, self.plan
@@ -248,16 +254,7 @@ class ResponseRun:
             )
         )
         done = function_call_item(item_id, call_id, name, arguments, "completed")
-        self._output.append(done)
-        await host.send(
-            self._event(
-                "response.output_item.done", response_id=self.id, output_index=index, item=done
-            )
-        )
-        if host.naming == "ga":
-            await host.send(
-                self._event("conversation.item.done", previous_item_id=previous, item=done)
-            )
+        await self._item_done(host, index, previous, done)
 
     def _usage(self) -> dict[str, Any]:
         host, override = self.host, self.plan.usage
