@@ -21,6 +21,13 @@ server pointed at it with a fresh database and `--speech-format pcm`. All client
     python -m bench.realtime
     python -m bench.realtime --turns 10 --sessions 20 --speaking 4 --floors -50
 
+`--mode relay` and `--mode twilio-relay` (or `relay-both`) measure relay mode instead
+(`--voice-mode realtime`, the audio socket or a Twilio call bridged to a Realtime-compatible
+provider): voicestack's added latency per audio frame each way and its CPU per relayed call,
+for `--calls` concurrent calls (bench/realtime_relay.py says how).
+
+    python -m bench.realtime --mode relay-both --calls 1,50 --repeat 3
+
 Only 127.0.0.1 is contacted; every wait is bounded and both children are always stopped.
 """
 
@@ -52,6 +59,7 @@ from bench.realtime_audio import (
     vad_tail_ms,
 )
 from bench.realtime_provider import provider_round_trips
+from bench.realtime_relay import bench as relay_bench
 from bench.server_access import auth_headers
 from bench.voice_procs import voice_children
 
@@ -302,6 +310,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.realtime", description=__doc__.split("\n")[0]
     )
+    parser.add_argument(
+        "--mode",
+        choices=["pipeline", "relay", "twilio-relay", "relay-both"],
+        default="pipeline",
+        help="pipeline (the server's own turn-taking), or relay mode through the audio socket,"
+        " a Twilio call, or both",
+    )
+    parser.add_argument("--calls", default="1,50", help="relay modes: concurrent calls per run")
+    parser.add_argument("--repeat", type=int, default=1, help="relay modes: runs of each row")
+    parser.add_argument(
+        "--relay-gap-ms", type=int, default=3000, help="relay modes: silence after each sentence"
+    )
+    parser.add_argument("--reply-ms", type=int, default=1500, help="relay modes: reply audio")
+    parser.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=30,
+        help="relay modes: before each run, wait (30 s at most) for the machine to be busy"
+        " less than this %% of one core",
+    )
+    parser.add_argument(
+        "--relay-rate",
+        default="24000",
+        help="--mode relay: the audio socket's PCM rates, 24000 and/or 16000 (the browser"
+        " page's Talk sends 24000)",
+    )
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--speaking", type=int, default=10)
@@ -318,7 +352,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run and print the report."""
-    print(asyncio.run(bench(parse_args(argv))))
+    args = parse_args(argv)
+    if args.mode != "pipeline":
+        print(asyncio.run(relay_bench(args)))
+        return 0
+    print(asyncio.run(bench(args)))
     return 0
 
 

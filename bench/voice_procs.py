@@ -51,14 +51,18 @@ class Children:
 
 @contextlib.contextmanager
 def voice_children(
-    workdir: Path, server_args: Sequence[str], script: list[dict[str, Any]] | None = None
+    workdir: Path,
+    server_args: Sequence[str],
+    script: list[dict[str, Any]] | None = None,
+    fake_module: str = "voicestack.testing.fake_openai",
 ) -> Iterator[Children]:
     """Start the fake provider (with `script` as its standing plans, if given) and `voicestack
-    serve SERVER_ARGS` on a fresh database in `workdir`; stop both afterwards."""
+    serve SERVER_ARGS` on a fresh database in `workdir`; stop both afterwards. `fake_module` is
+    the provider's module (a bench's instrumented variant of the fake takes the same flags)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         fake = subprocess.Popen(
-            [sys.executable, "-m", "voicestack.testing.fake_openai", "--port", "0"],
+            [sys.executable, "-m", fake_module, "--port", "0"],
             cwd=REPO,
             env=child_env(),
             stdout=subprocess.PIPE,
