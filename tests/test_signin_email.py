@@ -14,13 +14,18 @@ from typing import Any
 import apsw
 import pytest
 from aiosmtpd.controller import Controller
+from pydantic import ValidationError
 
 from tests.support.api import error_of
 from tests.support.oidc_provider import browser, csrf_header
 from tests.support.server import TEST_APP, ServerProcess, free_port, running_server
+from voicestack.config import Settings
 
 pytestmark = pytest.mark.anyio
 MAIL_WAIT_S = 10.0
+# Links point at --public-url only (never at a request's Host); the tests open them on the
+# server's loopback address.
+PUBLIC_URL = "http://voice.invalid"
 
 
 class Inbox:
@@ -29,17 +34,20 @@ class Inbox:
     def __init__(self, port: int) -> None:
         self.port = port
         self.mails: list[Message] = []
+        self.recipients: list[list[str]] = []
         self.arrived = threading.Condition()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """aiosmtpd's hook for a received message."""
         with self.arrived:
             self.mails.append(email.message_from_bytes(envelope.content))
+            self.recipients.append(list(envelope.rcpt_tos))
             self.arrived.notify_all()
         return "250 OK"
 
     def next_link(self, to: str) -> str:
-        """The sign-in link of the next mail to `to` (waits for it)."""
+        """The path of the sign-in link of the next mail to `to` (waits for it); the link
+        itself is under PUBLIC_URL."""
         with self.arrived:
             found = self.arrived.wait_for(
                 lambda: any(m["To"] == to for m in self.mails), MAIL_WAIT_S
@@ -50,7 +58,8 @@ class Inbox:
         body = mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
         match = re.search(r"http://\S+/auth/email/verify\?token=\S+", body)
         assert match, body
-        return match.group(0)
+        assert match.group(0).startswith(f"{PUBLIC_URL}/auth/email/verify?token="), body
+        return match.group(0).removeprefix(PUBLIC_URL)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +78,7 @@ def mail_site(inbox: Inbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     workdir = tmp_path_factory.mktemp("signin-email")
     args = ["--smtp-url", f"smtp://127.0.0.1:{inbox.port}"]
     args += ["--signin-allowed-domains", "example.com"]
-    args += ["--smtp-from", "voicestack@example.com"]
+    args += ["--smtp-from", "voicestack@example.com", "--public-url", PUBLIC_URL]
     with running_server(workdir, TEST_APP, args) as server:
         yield server
 
@@ -131,3 +140,33 @@ async def test_sign_up_by_email_keeps_to_the_allowed_domains(
         assert [m["To"] for m in inbox.mails] == ["fay@example.com"] * 5
         inbox.mails.clear()
         error_of(await http.post("/auth/email", json={"email": "no"}), 422, "invalid_email")
+
+
+async def test_links_point_at_the_public_url_and_go_to_one_plain_address(
+    mail_site: ServerProcess, inbox: Inbox
+) -> None:
+    async with browser(mail_site) as http:
+        # A forged Host header does not move the link off --public-url (next_link checks).
+        forged = {"Host": "evil.example"}
+        asked = await http.post("/auth/email", json={"email": "gus@example.com"}, headers=forged)
+        assert asked.status_code == 202
+        assert inbox.next_link("gus@example.com").startswith("/auth/email/verify?token=")
+        assert inbox.recipients.pop() == ["gus@example.com"]
+        # Address lists, display names and header syntax are not one address.
+        for bad in [
+            "hal@example.com,eve@elsewhere.org",
+            "hal@example.com;eve@elsewhere.org",
+            "Hal <hal@example.com>",
+            "<eve@elsewhere.org>hal@example.com",
+            '"eve@elsewhere.org"@example.com',
+            "hal@example.com (eve@elsewhere.org)",
+        ]:
+            refused = await http.post("/auth/email", json={"email": bad})
+            error_of(refused, 422, "invalid_email")
+    assert inbox.mails == []
+
+
+def test_email_links_need_a_public_url() -> None:
+    with pytest.raises(ValidationError, match="--smtp-url needs --public-url"):
+        Settings(smtp_url="smtp://127.0.0.1:25")
+    assert Settings(smtp_url="smtp://127.0.0.1:25", public_url=PUBLIC_URL).smtp_url is not None

@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,7 +36,13 @@ from tests.support.oidc_provider import (
 from tests.support.server import ServerProcess
 from tests.support.sse import watch
 from voicestack.auth.sessions import session_hash
+from voicestack.auth.signin_users import Profile, sign_in_user
+from voicestack.http.redact import redact
 from voicestack.http.signin_auth import session_cookie_headers
+from voicestack.schema import ALL_MIGRATIONS
+from voicestack.store.connection import open_connection
+from voicestack.store.db import WriteDB
+from voicestack.store.migrations import migrate_core
 
 pytestmark = pytest.mark.anyio
 # Streams end at the commit that revokes their access; the wait only bounds a slow machine.
@@ -264,6 +271,10 @@ async def test_a_replayed_code_is_refused(
         replay = f"/auth/callback/oidc?code={code}&state={fresh}"
         page = refusal(await http.get(replay), 400, "provider_refused")
         assert "invalid_grant" in page
+    # A log line with the callback's URL (uvicorn's access log) masks its code and state.
+    assert redact(f"GET {replay} 400") == (
+        "GET /auth/callback/oidc?code=[redacted]&state=[redacted] 400"
+    )
 
 
 FORGERIES: list[tuple[str, dict[str, Any], bool, str]] = [
@@ -271,6 +282,12 @@ FORGERIES: list[tuple[str, dict[str, Any], bool, str]] = [
     ("bad signature", {}, True, "id_token_bad_signature"),
     ("expired", {"exp": 1_000_000_000, "iat": 999_999_000}, False, "id_token_expired"),
     ("other audience", {"aud": "another-client"}, False, "id_token_invalid"),
+    (
+        "other audience, our azp",
+        {"aud": "another-client", "azp": CLIENT_ID},
+        False,
+        "id_token_invalid",
+    ),
     ("other issuer", {"iss": "https://issuer.example"}, False, "id_token_invalid"),
 ]
 
@@ -319,6 +336,59 @@ async def test_sign_up_is_open_only_to_the_allowed_domains(
     async with browser(site) as http:
         page = refusal(await sign_in(http), 403, "signup_not_allowed")
         assert "example.com" in page
+
+
+async def test_an_email_counts_only_when_the_provider_says_it_verified_it(
+    site: ServerProcess, provider: OidcProvider
+) -> None:
+    # Missing, `false`, or a string: not verified, so not an allowed domain's email.
+    for claim in [None, False, "false", "true"]:
+        provider.login_as(f"sub-{secrets.token_hex(4)}", "ivy@example.com", "Ivy")
+        provider.forge = {"email_verified": claim}
+        async with browser(site) as http:
+            refusal(await sign_in(http), 403, "signup_not_allowed")
+    provider.honest()
+    # GitHub: an unverified email is not used, not even the profile's own.
+    number = secrets.randbelow(10**9)
+    provider.login_as(str(number), f"gh{number}@example.com", f"octo{number}", verified=False)
+    async with browser(site) as http:
+        refusal(await sign_in(http, "github"), 403, "signup_not_allowed")
+    # A provider user name that is not a string is ignored, not a crash.
+    person = f"jo{secrets.token_hex(4)}@example.com"
+    provider.login_as(f"sub-{secrets.token_hex(4)}", person, "Jo")
+    provider.forge = {"preferred_username": {"not": "a string"}}
+    try:
+        async with browser(site) as http:
+            assert (await sign_in(http)).status_code == 303
+            assert (await http.get("/api/me")).json()["name"] == person
+    finally:
+        provider.honest()
+
+
+def test_new_names_come_from_verified_emails_and_never_take_a_reserved_one(
+    tmp_path: Path,
+) -> None:
+    conn = open_connection(tmp_path / "names.db")
+    migrate_core(conn, ALL_MIGRATIONS)
+    db = WriteDB(conn)
+    taken = {"twilio"}
+
+    def name(profile: Profile) -> str:
+        with conn:
+            return sign_in_user(db, profile, [], taken).name
+
+    assert name(Profile("oidc", "1", "ann@example.com", True, "twilio")) == "ann@example.com"
+    # An unverified email, or a provider's user name, is not a name: anyone could claim it.
+    assert name(Profile("oidc", "2", "ann@example.com", None, "ann")) == "oidc-2"
+    assert name(Profile("oidc", "3", "bob@example.com", False, "twilio")) == "oidc-3"
+    # Never the phone calls' user, never another user's name.
+    assert name(Profile("twilio", "", None, None)) == "twilio-2"
+    taken.add("oidc-4")
+    assert name(Profile("oidc", "4")) == "oidc-4-2"
+    assert name(Profile("oidc", "2", "x@example.com", True)) == "oidc-2"  # found, not renamed
+    assert name(Profile("gh", "x" * 300)).startswith("gh-xxx")
+    assert len(name(Profile("gh", "x" * 300 + "y"))) <= 64
+    conn.close()
 
 
 async def test_an_unknown_or_unreachable_provider_is_a_page_that_says_so(

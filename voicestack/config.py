@@ -497,7 +497,7 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = Field(
         None,
         description="An SMTP server for email sign-in links (smtp://user:pass@host:587,"
-        " smtps://host:465); unset, there is no email sign-in.",
+        " smtps://host:465); unset, there is no email sign-in. Needs --public-url.",
     )
     smtp_from: str = Field(
         "voicestack@localhost", description="The From address of email sign-in links."
@@ -516,6 +516,17 @@ class Settings(BaseSettings):
         if self.oidc_issuer is not None and "oidc" in self.auth.oidc:
             raise ValueError(
                 "--oidc-issuer names the provider `oidc`, which [auth.oidc.oidc] names too."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _email_links_need_a_public_url(self) -> Settings:
+        # Links are built from --public-url alone: from a request's Host header, anyone could
+        # have a link to someone else's sign-in mailed pointing at their own server.
+        if self.smtp_url is not None and self.public_url is None:
+            raise ValueError(
+                "--smtp-url needs --public-url: email sign-in links point at it"
+                " (https://voice.example.com)."
             )
         return self
 

@@ -85,9 +85,11 @@ class OidcProvider:
         """The issuer URL (also the base of every endpoint)."""
         return self.url
 
-    def login_as(self, subject: str, email: str | None, name: str | None = None) -> None:
-        """Approve the next sign-ins as this person."""
-        self.person = Person(subject, email, name)
+    def login_as(
+        self, subject: str, email: str | None, name: str | None = None, verified: bool = True
+    ) -> None:
+        """Approve the next sign-ins as this person (whose email the provider verified or not)."""
+        self.person = Person(subject, email, name, verified)
 
     def honest(self) -> None:
         """Stop forging."""
@@ -216,11 +218,12 @@ class _Handler(BaseHTTPRequestHandler):
             if person is None:
                 self._json(401, {"message": "Bad credentials"})
             elif url.path.endswith("/emails"):
-                emails = [{"email": person.email, "primary": True, "verified": True}]
+                verified = person.email_verified
+                emails = [{"email": person.email, "primary": True, "verified": verified}]
                 self._json(200, emails if person.email else [])
             else:
                 user = {"id": int(person.subject), "login": person.name, "name": person.name}
-                self._json(200, {**user, "email": None})
+                self._json(200, {**user, "email": person.email})
         else:
             self._json(404, {"error": "not_found"})
 

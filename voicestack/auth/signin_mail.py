@@ -74,9 +74,10 @@ def link_message(sender: str, to: str, link: str) -> EmailMessage:
     return message
 
 
-def send_mail(smtp_url: str, message: EmailMessage) -> None:
-    """Send `message` through `smtp_url`: smtp://[user:pass@]host[:port] (STARTTLS when the
-    server offers it) or smtps://... (TLS from the start). Blocks: run it in a thread."""
+def send_mail(smtp_url: str, message: EmailMessage, to: str) -> None:
+    """Send `message` to `to` alone (whatever its headers say) through `smtp_url`:
+    smtp://[user:pass@]host[:port] (STARTTLS when the server offers it) or smtps://... (TLS
+    from the start). Blocks: run it in a thread."""
     url = urlsplit(smtp_url)
     if url.scheme not in ("smtp", "smtps") or not url.hostname:
         raise ValueError("--smtp-url must be smtp://[user:pass@]host[:port] or smtps://...")
@@ -95,4 +96,4 @@ def send_mail(smtp_url: str, message: EmailMessage) -> None:
             client.ehlo()
         if url.username:
             client.login(unquote(url.username), unquote(url.password or ""))
-        client.send_message(message)
+        client.send_message(message, to_addrs=[to])

@@ -1,9 +1,11 @@
 """People who sign in: found or created by (provider, subject), listed, promoted and disabled.
 
-A new user's name is their email when it makes a valid user name (else the provider's user
-name, else the provider and subject), made unique with a number; it is a label, never what
-identifies them. Signing in never links two providers' accounts by their email: a provider that
-does not verify emails would otherwise let anyone take over an account.
+A new user's name is their verified email when it makes a valid user name, else the provider
+and subject, made unique with a number and never a reserved name (the phone calls' user); it is
+a label, never what identifies them: a provider's user name or an unverified email would let
+anyone pick a name that looks like someone else's. Signing in never links two providers'
+accounts by their email: a provider that does not verify emails would otherwise let anyone take
+over an account.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,30 +73,35 @@ def email_domain_allowed(email: str | None, verified: bool | None, domains: list
     """True when sign-up is open to everyone, or the verified email is in one of `domains`."""
     if not domains:
         return True
-    if email is None or verified is False or "@" not in email:
+    # Only an explicit True: a missing claim or the string "false" is no verification.
+    if email is None or verified is not True or "@" not in email:
         return False
     return email.rsplit("@", 1)[1].lower() in {d.lower().lstrip("@") for d in domains}
 
 
-def _name_for(db: WriteDB, profile: Profile) -> str:
-    candidates = [profile.email, profile.username, f"{profile.provider}-{profile.subject}"]
+def _name_for(db: WriteDB, profile: Profile, reserved: Collection[str]) -> str:
+    fallback = f"{profile.provider}-{profile.subject}"
+    candidates = [profile.email if profile.email_verified is True else None, fallback]
     base = "user"
     for candidate in candidates:
-        cleaned = _NOT_IN_NAME.sub("-", candidate or "").strip("-._@")[:56]
+        cleaned = _NOT_IN_NAME.sub("-", candidate or "")[:56].strip("-._@")
         if cleaned and USER_NAME_RE.match(cleaned):
             base = cleaned
             break
     name, number = base, 1
-    while db.one("SELECT 1 FROM auth_users WHERE name = ?", (name,)) is not None:
+    while name in reserved or db.one("SELECT 1 FROM auth_users WHERE name = ?", (name,)):
         number += 1
         name = f"{base}-{number}"
     return name
 
 
-def sign_in_user(db: WriteDB, profile: Profile, allowed_domains: list[str]) -> Caller:
+def sign_in_user(
+    db: WriteDB, profile: Profile, allowed_domains: list[str], reserved: Collection[str] = ()
+) -> Caller:
     """The user `profile` signs in as: found by (provider, subject), or created with the role
-    `user` when sign-up allows their email; raises SignInRefused for a disabled user or an
-    email sign-up does not allow."""
+    `user` when sign-up allows their email, under a name that is none of `reserved` nor any
+    other user's; raises SignInRefused for a disabled user or an email sign-up does not
+    allow."""
     row = db.one(
         "SELECT u.id, u.name, u.role, u.disabled_at FROM auth_identities i"
         " JOIN auth_users u ON u.id = i.user_id WHERE i.provider = ? AND i.subject = ?",
@@ -116,7 +124,7 @@ def sign_in_user(db: WriteDB, profile: Profile, allowed_domains: list[str]) -> C
             + ".",
         )
     user_id = f"usr_{secrets.token_hex(8)}"
-    name = _name_for(db, profile)
+    name = _name_for(db, profile, reserved)
     now = time.time()
     db.execute(
         "INSERT INTO auth_users(id, name, role, created_at, email) VALUES (?, ?, 'user', ?, ?)",

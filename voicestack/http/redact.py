@@ -10,7 +10,8 @@ from urllib.parse import unquote_plus
 
 # Query parameters whose value is a secret, by their decoded name: the server decodes
 # `?%74oken=` to `token` too, so the log must see through the encoding as well.
-SECRET_PARAMS = frozenset({"token", "api_key", "apikey", "access_token"})
+# `code` and `state` are a sign-in's authorization code and its state (/auth/callback/NAME).
+SECRET_PARAMS = frozenset({"token", "api_key", "apikey", "access_token", "code", "state"})
 _PARAM = re.compile(r"(?P<head>(?:^|[?&\s])(?P<name>[^=&\s\"'?#]+)=)(?P<value>[^&\s\"'#]+)")
 # A bearer header, or anything shaped like one of our tokens or an OpenAI key, even
 # percent-encoded (`vs%5F...`).

@@ -178,7 +178,7 @@ async def finish_sign_in(request: Request, profile: Profile) -> Response:
     domains = rt.settings.signin_allowed_domains
 
     def sign_in(db: WriteDB) -> str:
-        user = sign_in_user(db, profile, domains)
+        user = sign_in_user(db, profile, domains, {rt.settings.twilio_user})
         return create_session(db, user.id, profile.provider, lifetime)
 
     try:

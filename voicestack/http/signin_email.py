@@ -27,7 +27,7 @@ from voicestack.http.body import parse_json, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.signin import finish_sign_in
-from voicestack.http.signin_pages import base_url, refusal_page
+from voicestack.http.signin_pages import refusal_page
 from voicestack.http.signin_schemas import EmailLinkBody
 from voicestack.http.state import runtime
 from voicestack.store.db import WriteDB
@@ -66,10 +66,15 @@ async def send_link(request: Request) -> Response:
 
     token: str | None = (await rt.store.write(issue)).value
     if token is not None:
-        link = f"{base_url(request)}/auth/email/verify?token={token}"
+        # Only --public-url (required with --smtp-url): a Host header would let anyone mail
+        # a link to someone else's sign-in that points at their own server.
+        public_url = rt.settings.public_url
+        if public_url is None:  # pragma: no cover - Settings refuses --smtp-url without it
+            raise ApiError(404, "email_signin_off", "Email sign-in needs --public-url.")
+        link = f"{public_url}/auth/email/verify?token={token}"
         message = link_message(rt.settings.smtp_from, email, link)
         try:
-            await asyncio.to_thread(send_mail, smtp_url.get_secret_value(), message)
+            await asyncio.to_thread(send_mail, smtp_url.get_secret_value(), message, email)
         except (OSError, ValueError) as exc:
             log.warning("sending a sign-in link failed: %s", exc)
             raise ApiError(

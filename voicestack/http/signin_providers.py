@@ -127,39 +127,54 @@ class Providers:
         return self.oauth.create_client(name)
 
     def claims_options(self, provider: Provider) -> dict[str, Any]:
-        """The id_token's issuer must be the configured one, not only what discovery said."""
+        """The id_token's issuer must be the configured one, not only what discovery said, and
+        its audience must include this server's client id (an `azp` naming it is not enough)."""
         assert provider.issuer is not None
-        return {"iss": {"essential": True, "values": [provider.issuer, provider.issuer + "/"]}}
+        client_id = self.client(provider.name).client_id
+        return {
+            "iss": {"essential": True, "values": [provider.issuer, provider.issuer + "/"]},
+            "aud": {"essential": True, "values": [client_id]},
+        }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def oidc_profile(provider: str, claims: dict[str, Any]) -> Profile:
-    """The user an id_token's (checked) claims describe."""
-    email = claims.get("email")
-    verified = claims.get("email_verified")
+    """The user an id_token's (checked) claims describe; the email counts as verified only
+    when `email_verified` is the JSON `true`."""
     return Profile(
         provider=provider,
         subject=str(claims["sub"]),
-        email=email if isinstance(email, str) else None,
-        email_verified=verified if isinstance(verified, bool) else None,
-        username=claims.get("preferred_username"),
-        name=claims.get("name"),
+        email=_text(claims.get("email")),
+        email_verified=claims.get("email_verified") is True,
+        username=_text(claims.get("preferred_username")),
+        name=_text(claims.get("name")),
     )
 
 
 async def github_profile(client: Any, token: dict[str, Any]) -> Profile:
-    """The GitHub user behind an access token, with their primary verified email if any."""
+    """The GitHub user behind an access token, with a verified email of theirs (the primary
+    one first) or none: the profile's own email is not known to be verified."""
     user = (await client.get("user", token=token)).raise_for_status().json()
-    email, verified = user.get("email"), None
+    email: str | None = None
     emails = await client.get("user/emails", token=token)
-    if emails.status_code == 200:
-        for entry in emails.json():
-            if entry.get("primary"):
-                email, verified = entry.get("email"), bool(entry.get("verified"))
+    if emails.status_code == 200 and isinstance(listed := emails.json(), list):
+        verified = [
+            entry["email"]
+            for entry in sorted(
+                (e for e in listed if isinstance(e, dict)),
+                key=lambda e: e.get("primary") is not True,
+            )
+            if entry.get("verified") is True and isinstance(entry.get("email"), str)
+        ]
+        email = verified[0] if verified else None
     return Profile(
         provider="github",
         subject=str(user["id"]),
-        email=email if isinstance(email, str) else None,
-        email_verified=verified,
-        username=user.get("login"),
-        name=user.get("name"),
+        email=email,
+        email_verified=email is not None,
+        username=_text(user.get("login")),
+        name=_text(user.get("name")),
     )

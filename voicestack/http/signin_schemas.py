@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# local@domain.tld, without the characters of address lists, display names or comments.
+_ADDRESS = r"^[^@\s<>,;:()\[\]\\\"]+@[^@\s<>,;:()\[\]\\\"]+\.[^@\s<>,;:()\[\]\\\"]+$"
 
 
 class Me(BaseModel):
@@ -46,4 +50,12 @@ class EmailLinkBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: str = Field(min_length=3, max_length=254, pattern=_ADDRESS)
+
+    @field_validator("email")
+    @classmethod
+    def _one_plain_address(cls, email: str) -> str:
+        # One bare addr-spec: no display name, list or header syntax to smuggle recipients.
+        if parseaddr(email)[1] != email:
+            raise ValueError("not a single email address")
+        return email
