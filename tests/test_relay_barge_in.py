@@ -133,3 +133,99 @@ async def test_a_phone_call_is_relayed_and_its_marks_give_the_cut(
         ("assistant", "Fine.", "complete"),
     ]
     assert (await call_thread(threads, call_sid))["metadata"]["callSid"] == call_sid
+
+
+async def test_a_barge_in_after_a_function_call_truncates_the_current_audio_item(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess
+) -> None:
+    fake.realtime.script(
+        {
+            "responses": [
+                {
+                    "text": "Let me think.",
+                    "audio_ms": 500,
+                    "function_calls": [
+                        {"name": "slow_count", "arguments": {"n": 1, "delay_s": 0}, "call_id": "c3"}
+                    ],
+                },
+                {"text": STORY, "audio_ms": STORY_MS},
+                {"text": "Fine."},
+            ]
+        }
+    )
+    thread_id = await threads.create()
+
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        await talk.send_json({"type": "text", "text": "Tell me a story."})
+        started = await talk.next_event("reply_started")
+        story_id = started["messageId"]
+        # The story's audio follows the first response's 500 ms.
+        await talk.wait_for(lambda e: e["type"] == "reply_audio" and "Once" in e["text"])
+        await talk.send_json({"type": "played", "messageId": story_id, "ms": 1400})
+        mark = len(talk.events)
+        await talk.send_json({"type": "text", "text": "Stop."})
+        cut = await talk.next_event("reply_stopped", after=mark)
+        answer = await talk.wait_for(
+            lambda e: e["type"] == "reply_stopped" and e["messageId"] != story_id, after=mark
+        )
+
+    assert cut == {"type": "reply_stopped", "messageId": story_id, "status": "interrupted"}
+    assert answer["status"] == "complete"
+    # 1400 ms of the reply played: the first response's 500, then 900 of the story's item.
+    (truncation,) = provider_session(fake)["truncations"]
+    assert abs(truncation["audio_end_ms"] - 900) <= 1
+    assert truncation["item_audio_ms"] == STORY_MS
+    thread = await settled_thread(threads, thread_id, 4)
+    story = thread["messages"][1]
+    assert story["status"] == "interrupted"
+    assert story["text"].startswith("Let me think. Once upon")
+
+
+async def test_a_barge_in_during_a_function_call_cancels_the_call(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess
+) -> None:
+    fake.realtime.script(
+        {
+            "responses": [
+                {
+                    "function_calls": [
+                        {
+                            "name": "slow_count",
+                            "arguments": {"n": 4, "delay_s": 0.25},
+                            "call_id": "c4",
+                        }
+                    ]
+                },
+                {"text": "Stopped."},
+            ]
+        }
+    )
+    thread_id = await threads.create()
+
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        await talk.send_json({"type": "text", "text": "Count slowly."})
+        counting_id = (await talk.next_event("reply_started"))["messageId"]
+        async with asyncio.timeout(10):
+            while not (calls := (await threads.get(thread_id))["toolCalls"]) or (
+                calls[0]["status"] != "running"
+            ):
+                await asyncio.sleep(0.02)
+        mark = len(talk.events)
+        await talk.send_json({"type": "text", "text": "Stop."})
+        cut = await talk.next_event("reply_stopped", after=mark)
+        answer = await talk.wait_for(
+            lambda e: e["type"] == "reply_stopped" and e["messageId"] != counting_id, after=mark
+        )
+        await asyncio.sleep(1.2)  # the count would have finished by now
+
+    assert cut == {"type": "reply_stopped", "messageId": counting_id, "status": "interrupted"}
+    assert answer["status"] == "complete"
+    thread = await settled_thread(threads, thread_id, 4)
+    (call,) = thread["toolCalls"]
+    assert call["status"] == "failed"
+    assert call["result"] is None
+    # The call was cancelled: no output went back to the provider.
+    assert provider_session(fake)["function_call_outputs"] == []
+    assert thread["messages"][3]["text"] == "Stopped."

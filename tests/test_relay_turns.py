@@ -253,3 +253,42 @@ async def test_a_function_call_that_needs_approval_waits_for_a_person(
     assert provider_session(fake)["function_call_outputs"] == [
         {"call_id": "g1", "output": '{"echo":"hi"}'}
     ]
+
+
+async def test_a_reply_that_speaks_before_and_after_a_function_call_plays_both_responses(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess
+) -> None:
+    # A 16 kHz client: each response's audio item is resampled and flushed on its own.
+    fake.realtime.script(
+        {
+            "responses": [
+                {
+                    "text": "Let me count.",
+                    "audio_ms": 200,
+                    "function_calls": [
+                        {"name": "slow_count", "arguments": {"n": 2, "delay_s": 0}, "call_id": "c2"}
+                    ],
+                },
+                {"text": "I counted to two.", "audio_ms": 300},
+            ],
+        }
+    )
+    thread_id = await threads.create()
+
+    async with conversation(server, thread_id) as talk:
+        ready = await talk.start()
+        await talk.send_json({"type": "text", "text": "Count to two, please."})
+        stopped = await talk.next_event("reply_stopped")
+
+    assert ready["sampleRate"] == 16000
+    assert stopped["status"] == "complete"
+    assert "error" not in talk.kinds()
+    audio = b"".join(frame for frames in talk.audio.values() for frame in frames)
+    assert abs(len(audio) / 32 - 500) < 30
+    # The responses' transcripts are set apart by a space.
+    captions = "".join(e["text"] for e in talk.events if e["type"] == "reply_audio")
+    assert captions == "Let me count. I counted to two."
+    thread = await settled_thread(threads, thread_id, 2)
+    reply = thread["messages"][1]
+    assert (reply["text"], reply["status"]) == ("Let me count. I counted to two.", "complete")
+    assert thread["toolCalls"][0]["status"] == "done"

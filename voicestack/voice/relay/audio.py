@@ -47,20 +47,40 @@ class ReplyAudio:
 
     def __init__(self, start: Start) -> None:
         self._start = start
-        self._resample = codec.Resampler(PROVIDER_RATE, start.sample_rate)
+        self._resample = self._resampler()
         self._bytes_per_ms = codec.bytes_per_ms(start)
         step = round(self._bytes_per_ms * FRAME_MS)
         self._step = step - step % 2 if start.format == "pcm16" else step
-        self.item_id: str | None = None  # the provider's audio item, for truncation
+        self.item_id: str | None = None  # the provider's current audio item, for truncation
+        self.item_start_ms = 0.0  # audio sent to the client before that item
+        self.item_provider_start_ms = 0.0  # audio the provider sent before that item
         self.provider_ms = 0.0  # audio the provider sent
         self.sent_ms = 0.0  # audio sent to the client
         self.first_sent: float | None = None  # loop time of the first frame sent
         self.reported_ms: int | None = None  # what the client says it played
 
+    def _resampler(self) -> codec.Resampler:
+        return codec.Resampler(PROVIDER_RATE, self._start.sample_rate)
+
+    def begin_item(self, item_id: str) -> None:
+        """The provider's audio item `item_id` begins (after what was sent so far)."""
+        if item_id != self.item_id:
+            self.item_id = item_id
+            self.item_start_ms = self.sent_ms
+            self.item_provider_start_ms = self.provider_ms
+
+    @property
+    def item_ms(self) -> float:
+        """How much audio the provider sent in its current item."""
+        return self.provider_ms - self.item_provider_start_ms
+
     def convert(self, pcm: bytes, last: bool = False) -> bytes:
-        """Provider PCM in the client's format and rate; `last` flushes the resampler."""
+        """Provider PCM in the client's format and rate; `last` flushes the resampler at the
+        end of an audio item, and the next item (a later response's) gets a fresh one."""
         self.provider_ms += len(pcm) / _PROVIDER_BYTES_PER_MS
         out = self._resample(pcm, last=last)
+        if last:
+            self._resample = self._resampler()
         return codec.pcm16_to_mulaw(out) if self._start.format == "mulaw" else out
 
     def frames(self, data: bytes) -> list[bytes]:
@@ -90,6 +110,10 @@ class ReplyAudio:
         else:
             played = (now - self.first_sent) * 1000
         return math.floor(max(0.0, min(played, self.sent_ms, self.provider_ms)))
+
+    def item_played_ms(self, played_ms: int) -> int:
+        """How much of the current item was heard, when `played_ms` of the reply was."""
+        return math.floor(max(0.0, min(played_ms - self.item_start_ms, self.item_ms)))
 
     def played_out_at(self) -> float | None:
         """Loop time at which everything sent has played (None: nothing was sent)."""

@@ -135,10 +135,10 @@ class Conversation:
         await self._users.typed(text)
         self._audio_in_s = 0.0
         self._clock = TurnClock.ended_now()
+        self._expecting = True  # set first: the answer may come while the sends run
         with contextlib.suppress(ProviderGone):
             await link.send(user_text(text))
             await link.send({"type": "response.create"})
-            self._expecting = True
 
     async def interrupt(self, link: ProviderLink | None, why: str) -> None:
         """Barge-in (or shutdown, `why`): `clear` the client, truncate the provider's audio to
@@ -148,12 +148,15 @@ class Conversation:
             return
         self._set_reply(None)
         reply.cut = True
+        if reply.tools is not None and not reply.tools.done():
+            reply.tools.cancel()  # its calls were for the reply nobody listens to any more
         await self._send("clear")
         played = reply.audio.played_ms(self._loop_time())
         if link is not None:
             with contextlib.suppress(ProviderGone):
-                if reply.audio.item_id is not None and reply.audio.provider_ms > 0:
-                    await link.send(truncate(reply.audio.item_id, played))
+                if reply.audio.item_id is not None and reply.audio.item_ms > 0:
+                    item_played = reply.audio.item_played_ms(played)
+                    await link.send(truncate(reply.audio.item_id, item_played))
                 if reply.responding:
                     await link.send(cancel())
         with contextlib.suppress(Exception):
@@ -161,6 +164,9 @@ class Conversation:
         heard = heard_words(reply.transcript, played, reply.audio.provider_ms)
         message_id, clock = reply.message_id, reply.clock
         await self._write(lambda db: save_cut(db, message_id, clock, heard, why))
+        reply.cut_saved = True
+        if not reply.responding:  # its response ended while the cut was being made
+            await self._end(reply, "interrupted")
         await self._send("reply_stopped", messageId=message_id, status="interrupted")
 
     # -- provider events -----------------------------------------------------------------------
@@ -274,14 +280,14 @@ class Conversation:
             and item.get("type") == "message"
             and isinstance(item.get("id"), str)
         ):
-            reply.audio.item_id = item["id"]
+            reply.audio.begin_item(item["id"])
 
     async def _audio(self, received: dict[str, Any], pcm: bytes, last: bool = False) -> None:
         reply = self._of(received)
         if reply is None or reply is not self._reply:
             return
-        if reply.audio.item_id is None and isinstance(received.get("item_id"), str):
-            reply.audio.item_id = received["item_id"]
+        if isinstance(received.get("item_id"), str):
+            reply.audio.begin_item(received["item_id"])
         await reply.forward(self._client, reply.audio.convert(pcm, last=last))
 
     async def _transcript(self, received: dict[str, Any], text: str) -> None:
@@ -310,6 +316,8 @@ class Conversation:
         usage, message_id = usage_of(received), reply.message_id
         await self._write(lambda db: transcripts.add_response_usage(db, message_id, usage))
         status = response_status(received)
+        if reply.cut and not reply.cut_saved:
+            return  # the interrupt under way saves the cut, then ends the reply
         if reply.cut or reply.ended:
             await self._end(reply, "interrupted")
             return
@@ -323,6 +331,7 @@ class Conversation:
             return
         if reply.requests:
             task = asyncio.create_task(self._run_calls(reply, link), name="voicestack-relay-tools")
+            reply.tools = task
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return
@@ -378,8 +387,8 @@ class Conversation:
             for call_id, output in results.outputs:
                 await link.send(function_output(call_id, output))
             if self._reply is reply:
+                self._expecting = True  # set first: the answer may come while the send runs
                 await link.send({"type": "response.create"})
-                self._expecting = True
 
     async def _error(self, received: dict[str, Any]) -> None:
         code, message = error_of(received)
@@ -416,8 +425,12 @@ class Conversation:
 
     async def hang_up(self) -> None:
         """The conversation ended: stop background work, keep every text, save the metrics."""
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self._users.end_all()
         reply, self._reply = self._reply, None
         if reply is None or reply.cut:

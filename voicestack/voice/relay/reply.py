@@ -37,11 +37,14 @@ class RelayReply:
     responding: bool = False  # that response has not ended
     step: int = 0  # provider responses so far
     requests: list[ToolCallRequest] = field(default_factory=list)  # this response's calls
+    tools: asyncio.Task[None] | None = None  # running those calls (a barge-in cancels it)
     transcript: str = ""  # everything the provider said, for the cut at barge-in
+    said_step: int = 0  # the response whose transcript came last
     caption: str = ""  # transcript received since the last `reply_audio`
     audio_seq: int = 0
     delta_seq: int = 0
     cut: bool = False  # interrupted: cut to what was heard
+    cut_saved: bool = False  # that cut is written (until then, the interrupt ends the reply)
     ended: bool = False  # its final status is written
 
     @classmethod
@@ -97,8 +100,17 @@ class RelayReply:
             self.clock.sent(self.audio.ms_of(frame) / 1000)
 
     async def said(self, text: str) -> None:
-        """A piece of the provider's transcript: saved (coalesced), and captioned."""
+        """A piece of the provider's transcript: saved (coalesced), and captioned; a later
+        response's transcript is set apart from the earlier ones' by a space."""
         self.clock.token()
+        if (
+            self.said_step != self.step
+            and self.transcript
+            and not self.transcript[-1].isspace()
+            and not text[0].isspace()
+        ):
+            text = " " + text
+        self.said_step = self.step
         self.transcript += text
         self.caption += text
         await self.text.add(text)

@@ -48,6 +48,7 @@ MAX_PENDING_MS = 5000
 MAX_DROPS = 3
 # After a drop, attempts to reach the provider again before the session gives up.
 RECONNECT_RETRIES = 2
+CLOSE_INTERNAL_ERROR = 1011  # the relay itself failed
 
 
 class ProviderSilent(Exception):
@@ -189,6 +190,10 @@ class RelaySession:
                     f"The realtime provider sent nothing for {settings.timeout_s:g} s"
                     " (--realtime-timeout-s) during the turn."
                 )
+            except Exception:
+                log.exception("relay of %s failed", self.thread_id)
+                await self._break_down()
+                return
             finally:
                 self._link = None
                 self._connected.clear()
@@ -241,6 +246,20 @@ class RelaySession:
                     "The relay could not handle the provider's answer; the server log says why."
                 )
                 await self._talk.fail_turn("internal_error", message)
+
+    async def _break_down(self) -> None:
+        """The relay itself failed: the turn fails, and the client is told and let go."""
+        message = "The relay failed; the server log says why."
+        try:
+            await self._talk.fail_turn("internal_error", message, link_lost=True)
+        except Exception:
+            log.exception("relay of %s could not fail its turn", self.thread_id)
+            with contextlib.suppress(Exception):
+                await self._client.send_event(
+                    event("error", code="internal_error", message=message)
+                )
+        with contextlib.suppress(Exception):
+            await self._client.close(CLOSE_INTERNAL_ERROR, "internal_error")
 
     async def _give_up(self, message: str) -> None:
         await self._client.send_event(event("error", code="realtime_unavailable", message=message))
