@@ -178,10 +178,11 @@ async def test_a_watched_search_updates_when_a_matching_message_is_embedded(
 async def test_embedding_jobs_fail_with_the_providers_reason_and_are_retried(
     server: ServerProcess, provider: FakeOpenAI
 ) -> None:
-    flaky, wrong = marker(), marker()
+    flaky, wrong, once = marker(), marker(), marker()
     provider.script(
         {"kind": "embedding", "match": flaky, "error": {"status": 500}},
         {"kind": "embedding", "match": wrong, "vector_dimensions": 3, "times": None},
+        {"kind": "embedding", "match": once, "vector_dimensions": 3},
     )
     async with server.client() as http:
         api = Api(http)
@@ -195,6 +196,11 @@ async def test_embedding_jobs_fail_with_the_providers_reason_and_are_retried(
         refused = await http.post(
             "/api/action/memory.embed", json={"args": {"source": "message", "id": recovered}}
         )
+        # A query vector of the wrong size is the query's error; it is not cached, so the same
+        # query asks again and, answered at the right size, succeeds.
+        args = {"query": f"{once} boiler", "mode": "vector", "threadId": thread_id}
+        wrong_query = await http.post("/api/query/memory.search", json={"args": args})
+        again = await search(http, **args)
 
     done, failed = jobs[recovered], jobs[broken]
     assert (done["status"], done["attempts"]) == ("done", 2)
@@ -213,3 +219,6 @@ async def test_embedding_jobs_fail_with_the_providers_reason_and_are_retried(
     assert ids(found)[0] == recovered
     assert broken not in ids(found)
     error_of(refused, 403, "job_only")
+    error = error_of(wrong_query, 502, "embedding_wrong_size")
+    assert "returned a vector of 3 dimensions" in error["message"]
+    assert ids(again)[0] == recovered

@@ -1,9 +1,11 @@
-"""The memory index is never silently wrong (issue 17): a server without embeddings says it is
-full-text only; a changed model or vector size stops `serve` with an error that names
-`voicestack memory reindex`, which re-embeds everything and resumes after a stop."""
+"""The memory index is never silently wrong (issue 17): a server without embeddings, or whose
+sqlite-vec library does not load, says it is full-text only and why; a changed model or vector
+size stops `serve` with an error that names `voicestack memory reindex`, which re-embeds
+everything and resumes after a stop."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from tests.support.memory import (
     memory_server,
     search,
 )
-from tests.support.server import REPO, ServerProcess
+from tests.support.server import REPO, ServerProcess, running_server
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
@@ -65,6 +67,37 @@ async def test_without_an_embedding_model_memory_is_full_text_only_and_says_so(
     assert "memory: full-text only (--embedding-model is empty)" in server.log()
     assert jobs == []
     assert fake.requests("embedding") == []
+
+
+async def test_a_sqlite_vec_library_that_does_not_load_leaves_memory_full_text_saying_why(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    # An installed sqlite-vec whose library is missing, as in a binary that left it out.
+    package = tmp_path / "site" / "sqlite_vec"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        f"def loadable_path():\n    return {str(tmp_path / 'missing' / 'vec0')!r}\n"
+    )
+    env = {**AGENT_ENV, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path / "site")])}
+    args = memory_args(fake.api_base)
+    with running_server(tmp_path, NOTES_APP, args, env) as server:
+        async with server.client() as http:
+            api = Api(http)
+            thread_id = (await api.mutation("threads.create", {})).value["id"]
+            said = await api.mutation(
+                "notes.say", {"threadId": thread_id, "text": "The wombat dug a burrow."}
+            )
+            hits = await search(http, query="wombat", threadId=thread_id)
+            health = (await http.get("/healthz?details=1")).json()
+        log = server.log()
+
+    assert ids(hits) == [said.value["id"]]
+    memory = health["details"]["memory"]
+    assert memory["mode"] == "fts"
+    assert memory["reason"].startswith("sqlite-vec's library does not load: ")
+    assert "memory: full-text only (sqlite-vec's library does not load: " in log
+    assert log.count("memory is full-text only: sqlite-vec's library does not load") == 1
+    assert "Traceback" not in log
 
 
 def refused_serves(

@@ -1,13 +1,16 @@
 """Recall (issue 17): a reply's context gets the best matches from its user's other threads,
 each marked with its thread and message, and the reply's usage lists them; other users'
-threads are never recalled."""
+threads are never recalled, nor shared threads or phone calls, and a reply in a shared thread
+or a phone call recalls nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import apsw
 import pytest
 
 from tests.support.agent import chat_bodies, marker
@@ -107,3 +110,53 @@ async def test_a_reply_recalls_its_users_other_threads_marked_and_noted_in_usage
     assert from_threads
     assert from_threads <= {asking, librarians}
     assert all(rex not in str(body) for body in chat_bodies(provider, w))
+
+
+async def test_recall_keeps_to_private_threads_and_skips_shared_threads_and_phone_calls(
+    server: ServerProcess, provider: FakeOpenAI
+) -> None:
+    w = marker()
+    fay_token, gus_token = server.create_token("fay"), server.create_token("gus")
+    async with (
+        server.client(token=fay_token) as fay_http,
+        server.client(token=gus_token) as gus_http,
+    ):
+        fay, gus = Api(fay_http), Api(gus_http)
+        private, shared, call = [
+            (await fay.mutation("threads.create", {})).value["id"] for _ in range(3)
+        ]
+        await fay.mutation("threads.invite", {"id": shared, "user": "gus"})
+        # Phone calls are threads of the telephony user marked with their channel.
+        conn = apsw.Connection(str(server.db_path))
+        conn.set_busy_timeout(5000)
+        conn.execute(
+            "UPDATE threads SET metadata = ? WHERE id = ?",
+            (json.dumps({"channel": "twilio", "callSid": "CA1"}), call),
+        )
+        conn.close()
+        said: dict[str, str] = {}
+        for thread, text in (
+            (private, f"My {w} passport number ends in 42."),
+            (shared, f"The {w} passport office opens at nine."),
+            (call, f"Caller says the {w} passport is lost."),
+        ):
+            args = {"threadId": thread, "text": text, "role": "user"}
+            said[thread] = (await fay.mutation("notes.say", args)).value["id"]
+        async with server.client() as admin_http:
+            await jobs_ended(Api(admin_http), list(said.values()))
+
+        asking = (await fay.mutation("threads.create", {})).value["id"]
+        mine = await reply_of(fay, asking, f"What about my {w} passport?")
+        in_shared_by_gus = await reply_of(gus, shared, f"Where is the {w} passport?")
+        in_shared_by_fay = await reply_of(fay, shared, f"Is my {w} passport safe?")
+        in_call = await reply_of(fay, call, f"Which {w} passport number?")
+
+    # Only fay's private thread is recalled: never the shared thread nor the phone call.
+    assert [r["threadId"] for r in mine["usage"]["recalled"]] == [private]
+    for reply in (in_shared_by_gus, in_shared_by_fay, in_call):
+        assert reply["status"] == "complete"
+        assert not reply["usage"].get("recalled")
+    for question in ("Where is the", "Is my", "Which"):
+        body = chat_bodies(provider, f"{question} {w} passport")[0]
+        assert all(RECALL_HEADER not in str(m["content"]) for m in body["messages"])
+        assert "ends in 42" not in str(body)

@@ -121,17 +121,23 @@ class Embedder:
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text, in order; raises ProviderError (a failed call, or an answer
-        that is not one vector per text)."""
+    async def embed(self, texts: list[str], dimensions: int | None = None) -> list[list[float]]:
+        """One vector per text, in order, each of `dimensions` numbers when given; raises
+        ProviderError (a failed call, or an answer that is not one vector per text) or
+        EmbeddingSizeError. Only vectors that passed the size check are cached."""
         vectors: list[list[float] | None] = [self.cached(text) for text in texts]
         missing = [i for i, vector in enumerate(vectors) if vector is None]
         if missing:
             found = await self._batcher.embed([texts[i] for i in missing])
+            if dimensions is not None:
+                self.check_size(found, dimensions)
             for i, vector in zip(missing, found, strict=True):
                 vectors[i] = vector
                 self._remember(texts[i], vector)
-        return [vector for vector in vectors if vector is not None]
+        result = [vector for vector in vectors if vector is not None]
+        if dimensions is not None:
+            self._check_cached(texts, result, dimensions)
+        return result
 
     async def _request(self, texts: list[str]) -> list[list[float]]:
         async def send(client: openai.AsyncOpenAI) -> Any:
@@ -140,11 +146,16 @@ class Embedder:
         answer = await self._provider.request(self.settings.model, send)
         return self._vectors(answer, len(texts))
 
-    def embed_query(self, text: str, timeout_s: float = 10.0) -> list[float]:
-        """The vector of `text`, blocking (for queries on reader threads); raises
-        ProviderError with the same codes as the jobs'."""
+    def embed_query(
+        self, text: str, timeout_s: float = 10.0, dimensions: int | None = None
+    ) -> list[float]:
+        """The vector of `text`, of `dimensions` numbers when given, blocking (for queries on
+        reader threads); raises ProviderError with the same codes as the jobs', or
+        EmbeddingSizeError. Only a vector that passed the size check is cached."""
         vector = self.cached(text)
         if vector is not None:
+            if dimensions is not None:
+                self._check_cached([text], [vector], dimensions)
             return vector
         if not self.enabled:
             raise ProviderError("provider_not_configured", EMBEDDING_ROLE.not_configured)
@@ -163,8 +174,22 @@ class Embedder:
             )
             raise ProviderError(code, message, retryable=retryable) from exc
         (vector,) = self._vectors(answer, 1)
+        if dimensions is not None:
+            self.check_size([vector], dimensions)
         self._remember(text, vector)
         return vector
+
+    def _check_cached(self, texts: list[str], vectors: list[list[float]], dimensions: int) -> None:
+        # A vector cached before the index changed size must not stick: forget it, so the
+        # next attempt asks the provider again.
+        try:
+            self.check_size(vectors, dimensions)
+        except EmbeddingSizeError:
+            with self._lock:
+                for text, vector in zip(texts, vectors, strict=True):
+                    if len(vector) != dimensions:
+                        self._cache.pop(text, None)
+            raise
 
     def _sync_client(self) -> openai.OpenAI:
         with self._lock:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.membership import require_thread
+from voicestack.agent.memory_index import read_index
 from voicestack.agent.memory_retrieval import (
     Candidate,
     Scope,
@@ -77,12 +78,13 @@ def search_scope(db: ReadDB, user: Caller | None, thread_id: str | None) -> Scop
     return Scope()
 
 
-def query_vector(memory: Memory, text: str) -> list[float]:
-    """The query's vector; a provider failure is the query's error (502), never a silent
-    fall-back to words alone."""
+def query_vector(db: ReadDB, memory: Memory, text: str) -> list[float]:
+    """The query's vector, of the index's size; a provider failure or a vector of another size
+    is the query's error (502), never a silent fall-back to words alone."""
     assert memory.embedder is not None
+    dimensions = read_index(db).dimensions
     try:
-        return memory.embedder.embed_query(text)
+        return memory.embedder.embed_query(text, dimensions=dimensions)
     except ProviderError as exc:
         raise FunctionError(exc.code, exc.message, 502) from None
 
@@ -98,7 +100,7 @@ def ranked(
         words = text_candidates(db, match, scope, wanted) if match is not None else []
         if mode == "text":
             return [(c, c.text_score or 0.0) for c in words]
-    meaning = vector_candidates(db, query_vector(memory, text), scope, wanted)
+    meaning = vector_candidates(db, query_vector(db, memory, text), scope, wanted)
     if mode == "vector":
         return [(c, c.similarity or 0.0) for c in meaning]
     return fuse(words, meaning)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 
-from voicestack.agent.embedding import Embedder
+from voicestack.agent.embedding import Embedder, EmbeddingSizeError
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.memory_chunks import split_text
 from voicestack.agent.memory_index import (
@@ -28,7 +28,7 @@ from voicestack.agent.memory_index import (
     store_chunks,
     vector_search_available,
 )
-from voicestack.store.connection import open_connection
+from voicestack.store.connection import open_connection, vector_search_unavailable
 from voicestack.store.db import WriteDB
 from voicestack.store.migrations import Migration, migrate_core
 
@@ -88,7 +88,8 @@ async def reindex(
         migrate_core(conn, migrations)
         db = WriteDB(conn)
         if not vector_search_available(db):
-            raise ReindexError("sqlite-vec is not installed: pip install sqlite-vec.")
+            reason = vector_search_unavailable() or "sqlite-vec is not loaded"
+            raise ReindexError(f"{reason}: reindexing needs sqlite-vec (pip install sqlite-vec).")
         cleared, dimensions = _prepare(conn, db, embedder)
         already = int(db.scalar(_EMBEDDED) or 0)
         pending = [(row["kind"], row["id"]) for row in db.all(_PENDING)]
@@ -140,7 +141,9 @@ async def _embed_batch(
     if not texts:
         return 0
     try:
-        vectors = await embedder.embed(texts)
+        vectors = await embedder.embed(texts, dimensions)
+    except EmbeddingSizeError as exc:
+        raise ReindexError(exc.message) from None
     except ProviderError as exc:
         raise ReindexError(f"{exc.message} Run the reindex again to resume.") from None
     size = dimensions if dimensions is not None else len(vectors[0])

@@ -34,6 +34,9 @@ class Scope:
     thread_id: str | None = None
     user_id: str | None = None
     exclude: str | None = None
+    # Recall's scope: only `user_id`'s private threads (no other member, not a phone call,
+    # whose threads all share the telephony user) and notes, so nothing reaches another person.
+    private: bool = False
 
 
 @dataclass
@@ -50,12 +53,31 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# The threads whose only member is the user (?), phone calls left out.
+PRIVATE_THREADS = (
+    "SELECT m.thread_id FROM thread_members m JOIN threads t ON t.id = m.thread_id"
+    " WHERE m.user_id = ?"
+    " AND NOT EXISTS (SELECT 1 FROM thread_members o"
+    " WHERE o.thread_id = m.thread_id AND o.user_id != m.user_id)"
+    " AND coalesce(json_extract(t.metadata, '$.channel'), '') != 'twilio'"
+)
+
+
+def is_private_thread(db: ReadDB, thread_id: str, user_id: str) -> bool:
+    """True when `thread_id` is one of `user_id`'s private threads (recall's condition)."""
+    row = db.one(f"SELECT 1 FROM ({PRIVATE_THREADS}) WHERE thread_id = ?", (user_id, thread_id))
+    return row is not None
+
+
 def _owner_filter(scope: Scope, column: str) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
     if scope.thread_id is not None:
         conditions.append(f"{column} = ?")
         params.append(scope.thread_id)
+    elif scope.user_id is not None and scope.private:
+        conditions.append(f"({column} IN ({PRIVATE_THREADS}) OR {column} = 'user:' || ?)")
+        params += [scope.user_id, scope.user_id]
     elif scope.user_id is not None:
         conditions.append(
             f"{column} IN (SELECT thread_id FROM thread_members WHERE user_id = ?"

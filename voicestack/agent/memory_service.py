@@ -39,6 +39,7 @@ from voicestack.functions.context import ActionCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import action
 from voicestack.identity import Caller
+from voicestack.store.connection import vector_search_unavailable
 from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.store import Store
 
@@ -79,7 +80,7 @@ class Memory:
         elif not embedder.enabled:
             self.mode = MemoryMode("fts", "no embedding provider is configured")
         elif not vector_search_available(db):
-            self.mode = MemoryMode("fts", "sqlite-vec is not installed")
+            self.mode = MemoryMode("fts", vector_search_unavailable() or "sqlite-vec is not loaded")
         else:
             stored = read_index(db)
             expected = embedder.settings.expected_dimensions
@@ -117,8 +118,9 @@ class Memory:
         if source is None:
             return 0
         chunks = split_text(source.text)
+        known = await self._store.read(lambda snap: read_index(snap.db()).dimensions)
         try:
-            vectors = await embedder.embed(chunks)
+            vectors = await embedder.embed(chunks, known or embedder.settings.expected_dimensions)
         except ProviderError as exc:
             raise FunctionError(exc.code, exc.message, 502) from None
 

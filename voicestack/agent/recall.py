@@ -1,12 +1,14 @@
 """Recall: a reply's context gets the best matches from its user's other threads.
 
-With `--recall N` (or an agent's `recall=N`), before its first model call a reply searches what
-its user may read, other than this thread, for the message it answers: hybrid search with
-embeddings, full-text without. The top N go to the model as one system message after the
-instructions, each marked with its thread and message (or note) id, and the reply's `usage`
-gets `recalled`, the list of what was recalled and its score. A search that fails (the
-embedding provider is down) leaves the reply without recall and says so in the log; it never
-fails the reply.
+With `--recall N` (or an agent's `recall=N`), before its first model call a reply searches its
+user's private threads (no other member, no phone calls) and notes, other than this thread, for
+the message it answers; a reply in a shared thread or a phone call recalls nothing, since what
+it recalls would reach the other people there (every call shares the telephony user). It uses
+hybrid search with embeddings, full-text without. The top N go to the model as one system
+message after the instructions, each marked with its thread and message (or note) id, and the
+reply's `usage` gets `recalled`, the list of what was recalled and its score. A search that
+fails (the embedding provider is down) leaves the reply without recall and says so in the log;
+it never fails the reply.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 from typing import Any
 
 from voicestack.agent.memory import SearchMode, ranked
-from voicestack.agent.memory_retrieval import Scope, hydrate
+from voicestack.agent.memory_retrieval import Scope, hydrate, is_private_thread
 from voicestack.agent.memory_service import installed_memory
 from voicestack.agent.records import now
 from voicestack.functions.errors import FunctionError
@@ -36,10 +38,14 @@ MAX_RECALLED_CHARS = 1000
 def find_recalled(
     db: ReadDB, user_id: str, thread_id: str, text: str, limit: int
 ) -> list[dict[str, Any]]:
-    """The best `limit` messages and notes `user_id` may read outside `thread_id` for `text`."""
+    """The best `limit` messages and notes from `user_id`'s private threads (theirs alone, no
+    phone calls) and notes, outside `thread_id`, for `text`; nothing when `thread_id` is not
+    private itself, since a shared thread or a phone call would show them to someone else."""
+    if not is_private_thread(db, thread_id, user_id):
+        return []
     memory = installed_memory()
     mode: SearchMode = "hybrid" if memory.enabled else "text"
-    scope = Scope(user_id=user_id, exclude=thread_id)
+    scope = Scope(user_id=user_id, exclude=thread_id, private=True)
     return hydrate(db, ranked(db, text, mode, scope, limit, memory)[:limit])
 
 
@@ -100,10 +106,13 @@ async def with_recall(
         hits = await store.read(
             lambda snap: find_recalled(snap.db(), user_id, thread_id, text, limit)
         )
+        await store.write(lambda db: record_recalled(db, message_id, hits))
     except FunctionError as exc:
         log.warning("reply %s recalls nothing: %s", message_id, exc.message)
         return messages
-    await store.write(lambda db: record_recalled(db, message_id, hits))
+    except Exception:  # recall only informs a reply: whatever fails, the reply goes on
+        log.exception("reply %s recalls nothing: the search failed", message_id)
+        return messages
     if not hits:
         return messages
     at = 1 if messages and messages[0].get("role") == "system" else 0

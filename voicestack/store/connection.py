@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import apsw
 
+log = logging.getLogger(__name__)
+
 # Litestream takes short write locks; apsw.bestpractice's 100 ms would surface them as errors.
 BUSY_TIMEOUT_MS = 5000
+
+
+# Why sqlite-vec is not loaded, from the last attempt (None: it loaded, or none was made yet).
+_unavailable: str | None = None
 
 
 class DatabaseNotWritable(RuntimeError):
@@ -40,16 +47,36 @@ def open_connection(path: Path, *, readonly: bool = False) -> apsw.Connection:
 
 
 def load_vector_search(conn: apsw.Connection) -> None:
-    """Load sqlite-vec on `conn` (its `vec0` tables hold memory's vectors), when installed."""
+    """Load sqlite-vec on `conn` (its `vec0` tables hold memory's vectors), when installed.
+
+    Never raises: when the package is missing or its library will not load, memory is
+    full-text only, and `vector_search_unavailable()` says why (a failed load is logged once).
+    """
+    global _unavailable
     try:
         import sqlite_vec  # optional: without it, memory is full-text only
     except ImportError:
+        _unavailable = "sqlite-vec is not installed"
         return
-    conn.enable_load_extension(True)
     try:
-        conn.load_extension(sqlite_vec.loadable_path())
-    finally:
-        conn.enable_load_extension(False)
+        conn.enable_load_extension(True)
+        try:
+            conn.load_extension(sqlite_vec.loadable_path())
+        finally:
+            conn.enable_load_extension(False)
+    except (apsw.ExtensionLoadingError, OSError) as exc:
+        reason = f"sqlite-vec's library does not load: {exc}"
+        if _unavailable != reason:
+            log.warning("memory is full-text only: %s", reason)
+        _unavailable = reason
+        return
+    _unavailable = None
+
+
+def vector_search_unavailable() -> str:
+    """Why sqlite-vec did not load on the last connection opened ("" when it did, or none was
+    opened yet)."""
+    return _unavailable or ""
 
 
 def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> apsw.Connection:
