@@ -18,11 +18,10 @@ from voicestack import jsoncodec
 from voicestack.agent.agents import AgentDefaults, build_agents, install_agents
 from voicestack.agent.app_threads import ThreadsInAction, ThreadsInMutation, ThreadsInQuery
 from voicestack.agent.cost import Pricing, install_pricing
-from voicestack.agent.embedding import Embedder, EmbeddingSettings
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
 from voicestack.agent.feed import ThreadFeed, open_thread_feed
 from voicestack.agent.llm import ChatProvider
-from voicestack.agent.memory_service import Memory, install_memory
+from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
@@ -58,7 +57,6 @@ from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
 from voicestack.voice.relay.context import RelayContext
-from voicestack.voice.relay.provider import realtime_url
 from voicestack.voice.relay.session import RelaySession
 from voicestack.voice.relay.session_config import RelaySettings
 from voicestack.voice.relay.tools import RelayTools
@@ -120,7 +118,7 @@ class Runtime:
             self.store.close()
             raise
         self.store.start()
-        self.memory = self._open_memory(settings)
+        self.memory = open_memory(self.store, settings)
         self.hub = Hub(self.store, settings.ping_s, settings.send_timeout_s)
         self.access = AccessGuard(self.store, THREAD_ACCESS_TABLES)
         self.hub.add_observer(self.access, gate=True)
@@ -165,19 +163,6 @@ class Runtime:
             run_query=self.query_value,
             run_mutation=self.mutation_value,
         )
-
-    def _open_memory(self, settings: Settings) -> Memory:
-        """Semantic memory, checked against the stored index: a mismatch stops the start."""
-        embedder = Embedder(EmbeddingSettings.from_settings(settings))
-        memory = Memory(self.store, embedder, str(settings.db))
-        try:
-            self.store.write_sync(memory.prepare)
-        except BaseException:
-            self.store.close()
-            raise
-        install_memory(memory)
-        log.info("%s", memory.describe())
-        return memory
 
     async def health_details(self) -> dict[str, Any]:
         """What GET /healthz?details=1 adds: the state of memory."""
@@ -368,18 +353,6 @@ class Runtime:
                 "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
             )
         settings = self.settings
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        relay = RelaySettings(
-            url=realtime_url(
-                settings.openai_base_url, settings.realtime_url, settings.realtime_model
-            ),
-            api_key=key,
-            model=settings.realtime_model,
-            timeout_s=settings.realtime_timeout_s,
-            transcribe_model=settings.transcribe_model,
-            silence_ms=settings.vad_silence_ms,
-            context_messages=settings.context_messages,
-        )
         context = RelayContext(
             thread_id=thread_id,
             user=user,
@@ -387,7 +360,7 @@ class Runtime:
             store=self.store,
             start=start,
             client=client,
-            settings=relay,
+            settings=RelaySettings.from_settings(settings),
             tools=self.relay_tools,
             pricing=self.pricing,
             flush_ms=settings.flush_ms,

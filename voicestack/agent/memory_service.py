@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicestack.agent.embedding import Embedder
+from voicestack.agent.embedding import Embedder, EmbeddingSettings
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.memory_chunks import split_text
 from voicestack.agent.memory_index import (
@@ -35,6 +35,7 @@ from voicestack.agent.memory_index import (
     store_chunks,
     vector_search_available,
 )
+from voicestack.config import Settings
 from voicestack.functions.context import ActionCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import action
@@ -155,6 +156,20 @@ def install_memory(memory: Memory) -> None:
     """Make `memory` the one this process's memory functions use."""
     global _installed
     _installed = memory
+
+
+def open_memory(store: Store, settings: Settings) -> Memory:
+    """This server's semantic memory, checked against the stored index and installed; a
+    mismatch raises (the store is closed first), stopping the start."""
+    memory = Memory(store, Embedder(EmbeddingSettings.from_settings(settings)), str(settings.db))
+    try:
+        store.write_sync(memory.prepare)
+    except BaseException:
+        store.close()
+        raise
+    install_memory(memory)
+    log.info("%s", memory.describe())
+    return memory
 
 
 def installed_memory() -> Memory:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicestack.agent.handoff import AgentTools
+from voicestack.config import Settings
+from voicestack.voice.relay.provider import realtime_url
 
 PROVIDER_RATE = 24000
 
@@ -27,6 +29,22 @@ class RelaySettings:
     transcribe_model: str
     silence_ms: int
     context_messages: int = 50  # earlier messages of the thread a new provider session gets
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RelaySettings:
+        """The --realtime-* flags; the chat's key goes to the provider."""
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return cls(
+            url=realtime_url(
+                settings.openai_base_url, settings.realtime_url, settings.realtime_model
+            ),
+            api_key=key,
+            model=settings.realtime_model,
+            timeout_s=settings.realtime_timeout_s,
+            transcribe_model=settings.transcribe_model,
+            silence_ms=settings.vad_silence_ms,
+            context_messages=settings.context_messages,
+        )
 
 
 def realtime_tools(offer: AgentTools) -> list[dict[str, Any]]:
