@@ -52,6 +52,9 @@ def serve(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.role == "edge":
+        _serve_edge(settings, access_log)
+        return
     worker = workers.inherited_socket()  # set when this process is one of `--workers N`
     page_token = _prepare_tokens(settings) if worker is None else None  # once, in the parent
     if worker is None and settings.workers > 1:
@@ -65,9 +68,24 @@ def serve(
     except Exception as exc:  # a bad --app or agent, an unreadable database: one line
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
-    asgi_app = create_app(settings, runtime)
+    services = []
+    if settings.role == "primary":
+        from voicestack.scale.primary import serve_edges
+
+        assert settings.nats is not None  # Settings checks it
+        services.append(serve_edges(settings.nats))
+    asgi_app = create_app(settings, runtime, services)
     asgi_app.state.page_token = page_token
     if not run_server(asgi_app, settings, access_log, worker):
+        raise typer.Exit(1)
+
+
+def _serve_edge(settings: Any, access_log: bool) -> None:
+    """An edge: no database file, no tokens of its own; the primaries answer for both."""
+    from voicestack.scale.edge_app import create_edge_app
+    from voicestack.serve.server import run_server
+
+    if not run_server(create_edge_app(settings), settings, access_log):
         raise typer.Exit(1)
 
 

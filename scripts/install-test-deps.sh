@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite uses, so that `make test` passes on a fresh machine:
 #   - Debian's chromium (the page's tests drive it through Playwright; never `playwright
-#     install`), espeak-ng, sox and ffmpeg (real speech in every container format), when they are
-#     missing and apt-get can run (as root, or through sudo). Tests that still lack one skip,
+#     install`), espeak-ng, sox and ffmpeg (real speech in every container format), and haproxy
+#     (in front of two edges in the scale-out tests), when they are missing and apt-get can run (as root, or through sudo). Tests that still lack one skip,
 #     saying which;
 #   - voicestack itself with its test and binary extras, the first-party tool plugins and the
 #     test-only tool plugin, into the Python that runs `python3` (a venv if one is active);
@@ -13,11 +13,11 @@ cd "$(dirname "$0")/.."
 say() { printf '== %s\n' "$*"; }
 
 missing=()
-for tool in chromium espeak-ng sox ffmpeg; do
+for tool in chromium espeak-ng sox ffmpeg haproxy; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  say "Debian packages: chromium, espeak-ng, sox and ffmpeg are installed"
+  say "Debian packages: chromium, espeak-ng, sox, ffmpeg and haproxy are installed"
 elif ! command -v apt-get >/dev/null; then
   say "Debian packages: no apt-get here; the tests that need ${missing[*]} will skip"
 else

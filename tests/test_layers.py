@@ -2,7 +2,7 @@
 below it, and plugins and example apps import only the public API, `voicestack`.
 
 identity/config ← store ← functions ← auth ← reactive, scheduler ← agent ← voice ← runtime ←
-http ← serve ← cli. Imports under `if TYPE_CHECKING:` do not count: they cost nothing at run
+http ← scale ← serve ← cli. Imports under `if TYPE_CHECKING:` do not count: they cost nothing at run
 time and let a lower layer name a higher one's types.
 """
 
@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"voicestack.schema"},
     {"voicestack.runtime"},
     {"voicestack.http"},
+    {"voicestack.scale"},
     {"voicestack.serve"},
     {"cli"},
     {"voicestack.__main__"},

@@ -26,6 +26,7 @@ from voicestack.config_tables import (
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 SpeechFormat = Literal["mp3", "wav", "flac", "opus", "pcm"]
+Role = Literal["single", "primary", "edge"]
 
 
 DEFAULT_CONFIG_FILE = Path("voicestack.toml")
@@ -55,6 +56,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Server processes sharing the port and the database file (each with its own"
         " connections); 1 serves from this process.",
+    )
+    role: Role = Field(
+        "single",
+        description="`single`: one server on its database file. `primary`: also serves edges"
+        " over --nats. `edge`: no database file; holds the connections and forwards the rest"
+        " to the primaries over --nats.",
+    )
+    nats: str | None = Field(
+        None, description="NATS server URL joining primaries and edges (nats://host:4222)."
     )
     ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
     no_feed_compression: bool = Field(
@@ -445,6 +455,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _scale_out_needs_nats(self) -> Settings:
+        if self.role != "single" and not self.nats:
+            raise ValueError(f"--role {self.role} needs --nats URL (nats://host:4222).")
+        if self.role == "edge" and self.workers > 1:
+            raise ValueError("--role edge runs one process: start more edges instead of --workers.")
+        return self
+
+    @model_validator(mode="after")
     def _email_links_need_a_public_url(self) -> Settings:
         # Links are built from --public-url alone: from a request's Host header, anyone could
         # have a link to someone else's sign-in mailed pointing at their own server.
@@ -525,6 +543,7 @@ __all__ = [
     "LogLevel",
     "ModelPrice",
     "OidcProviderConfig",
+    "Role",
     "Settings",
     "SpeechFormat",
     "VoiceMode",

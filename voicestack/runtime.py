@@ -19,7 +19,7 @@ from voicestack.agent.agents import AgentDefaults, build_agents, install_agents
 from voicestack.agent.app_threads import ThreadsInAction, ThreadsInMutation, ThreadsInQuery
 from voicestack.agent.cost import Pricing, install_pricing
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
-from voicestack.agent.feed import ThreadFeed, open_thread_feed
+from voicestack.agent.feed import ThreadFeed, open_thread_feed, read_catch_up
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
@@ -304,6 +304,15 @@ class Runtime:
             self.hub, self.access, self.store, self.feed, thread_id, viewer, cursor, deflate
         )
 
+    async def feed_catch_up(
+        self, thread_id: str, viewer: Viewer | None, cursor: int | None
+    ) -> tuple[bytes, int]:
+        """What `open_thread_feed` would send first (the snapshot, or the events after
+        `cursor`) as SSE bytes, with the event id live events continue after; raises
+        `thread_not_found` if the viewer cannot see the thread."""
+        user = viewer.caller if viewer is not None else None
+        return await read_catch_up(self.store, self.feed, thread_id, user, cursor)
+
     def open_voice_session(
         self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
     ) -> VoiceSession:
@@ -418,6 +427,11 @@ class Runtime:
     async def mutation_value(self, name: str, args: Any, user: Caller | None) -> Any:
         """The value of mutation `name` after its commit (for actions and tools)."""
         return (await self.mutation(name, args, user)).value
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether a shutdown signal has arrived (the drain has begun)."""
+        return self._drain is not None
 
     def begin_shutdown(self) -> None:
         """A shutdown signal arrived (call on the event loop): start the drain, once.

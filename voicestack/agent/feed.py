@@ -26,6 +26,7 @@ from voicestack.agent.records import (
     message_from_row,
     tool_call_from_row,
 )
+from voicestack.identity import Caller
 from voicestack.reactive.access import AccessGuard, Viewer
 from voicestack.reactive.channel import FeedChannel
 from voicestack.reactive.deflate import Cohort, Opening, Segment, opening
@@ -131,6 +132,12 @@ class ThreadFeed:
             compressed = opening(catch_up) if join.outbox.deflated is not None else catch_up
             collected.catch_ups.append((compressed, cursor))
         return collected
+
+    def catch_up(self, snapshot: Snapshot, thread_id: str, cursor: int | None) -> tuple[bytes, int]:
+        """What a client at `cursor` (None: none yet) is missing of the thread in `snapshot`,
+        as SSE bytes, and the event id live events continue after."""
+        newest: int = snapshot.conn.execute("SELECT coalesce(max(id), 0) FROM thread_events").get
+        return self._catch_up(snapshot, thread_id, cursor, newest)
 
     def _catch_up(
         self, snapshot: Snapshot, thread_id: str, cursor: int | None, newest: int
@@ -257,3 +264,17 @@ async def open_thread_feed(
         release()
         raise
     return Stream(outbox, release)
+
+
+async def read_catch_up(
+    store: Store, feed: ThreadFeed, thread_id: str, user: Caller | None, cursor: int | None
+) -> tuple[bytes, int]:
+    """ThreadFeed.catch_up in a fresh snapshot, for a viewer who may see the thread (else
+    `thread_not_found`)."""
+
+    def read(snapshot: Snapshot) -> tuple[bytes, int]:
+        require_thread(snapshot.db(), thread_id, user)
+        return feed.catch_up(snapshot, thread_id, cursor)
+
+    result: tuple[bytes, int] = await store.read(read)
+    return result

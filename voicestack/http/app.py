@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,6 +40,10 @@ from voicestack.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+# Something that runs beside the application while it serves (the primary's link to edges):
+# entered once the Runtime has started, left before it closes.
+AppService = Callable[[Starlette, Runtime], AbstractAsyncContextManager[object]]
+
 
 async def healthz(request: Request) -> Response:
     """GET /healthz: liveness, with the server's version; no authentication.
@@ -50,8 +55,11 @@ async def healthz(request: Request) -> Response:
     return json_response({"ok": True, "version": __version__})
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
-    """The ASGI app for `settings`; the Runtime opens on startup and closes on shutdown."""
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, services: Sequence[AppService] = ()
+) -> Starlette:
+    """The ASGI app for `settings`; the Runtime opens on startup and closes on shutdown, and
+    `services` run between the two."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,7 +69,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         await rt.start()
         log.info("serving %s (%d functions)", settings.db, len(rt.registry.functions))
         try:
-            yield
+            async with contextlib.AsyncExitStack() as running:
+                for service in services:
+                    await running.enter_async_context(service(app, rt))
+                yield
         finally:
             await rt.close()
 

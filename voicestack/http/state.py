@@ -10,6 +10,13 @@ from voicestack.identity import Caller
 from voicestack.reactive.access import Viewer
 from voicestack.runtime import Runtime
 
+# The scope key of a request an edge forwarded over NATS (voicestack/scale/asgi_call.py).
+FROM_EDGE_KEY = "voicestack.from_edge"
+# The request header by which an edge asks a thread feed's route for its catch-up alone.
+CATCH_UP_HEADER = "voicestack-catch-up"
+# The response header that carries the event id live events continue after.
+CURSOR_HEADER = "voicestack-cursor"
+
 
 def runtime(conn: HTTPConnection) -> Runtime:
     """The Runtime serving this request."""

@@ -12,7 +12,14 @@ from voicestack.http.body import parse_int64, parse_json, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
-from voicestack.http.state import caller, runtime, viewer
+from voicestack.http.state import (
+    CATCH_UP_HEADER,
+    CURSOR_HEADER,
+    FROM_EDGE_KEY,
+    caller,
+    runtime,
+    viewer,
+)
 from voicestack.http.watch import last_event_id
 from voicestack.reactive.deflate import accepts_deflate
 
@@ -83,13 +90,20 @@ async def cancel_reply(request: Request) -> Response:
     return await _call(request, "mutation", "messages.cancel", args)
 
 
-async def thread_events(request: Request) -> ChannelResponse:
+async def thread_events(request: Request) -> Response | ChannelResponse:
     """GET /api/threads/{id}/events: the thread feed, resumable with Last-Event-ID or `?since=`;
-    deflated when the client accepts it (unless --no-feed-compression)."""
+    deflated when the client accepts it (unless --no-feed-compression).
+
+    An edge's request for the catch-up alone gets it as one response, with the event id live
+    events continue after (the edge joins those from its own stream of the thread)."""
     resumed = last_event_id(request)
     cursor = resumed if resumed is not None else _query_int(request, "since")
     thread_id = request.path_params["thread_id"]
     rt = runtime(request)
+    if request.scope.get(FROM_EDGE_KEY) and CATCH_UP_HEADER in request.headers:
+        events, after = await rt.feed_catch_up(thread_id, viewer(request), cursor)
+        headers = {"content-type": "text/event-stream", CURSOR_HEADER: str(after)}
+        return Response(events, headers=headers)
     negotiated = not rt.settings.no_feed_compression
     deflate = negotiated and accepts_deflate(", ".join(request.headers.getlist("accept-encoding")))
     stream = await rt.open_thread_feed(thread_id, viewer(request), cursor, deflate)

@@ -57,9 +57,12 @@ class VoicestackServer(uvicorn.Server):
         elif self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-            err.print(
-                f"voicestack serving [bold]http://{shown}:{port}[/] (database {self.settings.db})"
+            where = (
+                "an edge: no database file"
+                if self.settings.role == "edge"
+                else f"database {self.settings.db}"
             )
+            err.print(f"voicestack serving [bold]http://{shown}:{port}[/] ({where})")
             state = getattr(_inner_app(self.config.loaded_app), "state", None)
             token = getattr(state, "page_token", None)
             if token:

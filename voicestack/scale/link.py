@@ -1,0 +1,218 @@
+"""An edge's link to the primaries over NATS: forwarded calls, stream openings, and the
+routing of each stream's events to the upstream that holds it.
+
+The link notices a primary's loss by its missing hellos, and NATS's loss by the connection:
+either way the streams stay open to their clients, writes are answered 503 with Retry-After,
+and every upstream resyncs once a primary answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from voicestack import jsoncodec
+from voicestack.scale import subjects
+from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.primary import END_HEADER
+
+log = logging.getLogger(__name__)
+
+# How long an edge waits for a primary's answer to a forwarded call (replies may take long:
+# an action can wait on a model).
+CALL_TIMEOUT_S = 120.0
+OPEN_TIMEOUT_S = 15.0
+RENEW_S = 1.0
+
+
+class PrimaryUnavailable(Exception):
+    """No primary answered (NATS is down, or no primary is subscribed, or it timed out)."""
+
+
+class Upstream(Protocol):
+    """What the link routes a stream's messages to."""
+
+    primary: str | None
+
+    def receive(self, chunk: bytes) -> None:
+        """A chunk of the stream's SSE bytes."""
+        ...
+
+    def ended(self, reason: str) -> None:
+        """The primary ended the stream (`closed`, or `primary_stopping`)."""
+        ...
+
+    def primary_lost(self) -> None:
+        """The stream's primary or NATS went away: reopen it when one answers."""
+        ...
+
+
+class EdgeLink:
+    """This edge's NATS connection, and the streams it holds open on primaries."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.id = uuid.uuid4().hex[:16]
+        self._nc: Client | None = None
+        self._streams: dict[str, Upstream] = {}
+        self._seen: dict[str, float] = {}  # primary id -> when it last said hello
+        self._loops: list[asyncio.Task[None]] = []
+        self.on_reconnect: list[Callable[[], None]] = []
+
+    @property
+    def connected(self) -> bool:
+        """Whether NATS is reachable now."""
+        return self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        """Connect to NATS (retrying in the background until it answers)."""
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._connect(), name="voicestack-edge-connect"),
+            loop.create_task(self._renew(), name="voicestack-edge-renew"),
+        ]
+
+    async def _connect(self) -> None:
+        while self._nc is None:
+            try:
+                nc = await nats.connect(
+                    self.url,
+                    name=f"voicestack-edge-{self.id}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    error_cb=_log_error,
+                )
+            except Exception as exc:  # not up yet: keep trying, streams wait
+                log.warning("cannot reach NATS at %s (%s); retrying", self.url, exc)
+                await asyncio.sleep(0.5)
+                continue
+            await nc.subscribe(subjects.edge_streams(self.id), cb=self._on_stream)
+            await nc.subscribe(subjects.HELLO, cb=self._on_hello)
+            self._nc = nc
+            log.info("edge %s linked to NATS at %s", self.id, self.url)
+
+    async def _disconnected(self) -> None:
+        log.warning("edge lost NATS; streams stay open, writes get 503 until it is back")
+
+    async def _reconnected(self) -> None:
+        log.info("edge reconnected to NATS; resyncing its streams")
+        # Messages published while the link was down are lost: every stream reopens.
+        for upstream in list(self._streams.values()):
+            upstream.primary_lost()
+
+    async def call(self, request: RequestEnvelope) -> ResponseEnvelope:
+        """A primary's response to `request`; PrimaryUnavailable when none answers."""
+        msg = await self._request(subjects.CALL, request.encode(), CALL_TIMEOUT_S)
+        return ResponseEnvelope.decode(msg.data)
+
+    def max_payload(self) -> int:
+        """The largest message NATS carries (a forwarded body must fit)."""
+        return self._nc.max_payload if self._nc is not None else 1024 * 1024
+
+    async def open(
+        self, request: RequestEnvelope, upstream: Upstream
+    ) -> tuple[str, ResponseEnvelope]:
+        """Open `request`'s stream on a primary, its events routed to `upstream`; returns the
+        stream's id and the primary's answer (a head when it streams, else its refusal)."""
+        stream_id = uuid.uuid4().hex[:16]
+        request.stream_subject = subjects.stream_subject(self.id, stream_id)
+        self._streams[stream_id] = upstream
+        try:
+            msg = await self._request(subjects.OPEN, request.encode(), OPEN_TIMEOUT_S)
+            head = ResponseEnvelope.decode(msg.data)
+        except BaseException:
+            self._streams.pop(stream_id, None)
+            raise
+        if head.status != 200:
+            self._streams.pop(stream_id, None)
+        elif head.primary is not None:
+            self._seen.setdefault(head.primary, asyncio.get_running_loop().time())
+        return stream_id, head
+
+    async def close_stream(self, stream_id: str, primary: str | None) -> None:
+        """Let go of a stream: its primary ends it."""
+        self._streams.pop(stream_id, None)
+        nc = self._nc
+        if primary is None or nc is None or not nc.is_connected:
+            return  # the primary's lease ends it
+        note = jsoncodec.dumps({"edge": self.id, "close": [stream_id]})
+        with contextlib.suppress(NatsError):
+            await nc.publish(subjects.primary_inbox(primary), note)
+
+    def forget_stream(self, stream_id: str) -> None:
+        """Stop routing a stream's messages (it is being replaced, or has ended)."""
+        self._streams.pop(stream_id, None)
+
+    async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise PrimaryUnavailable("NATS is not reachable.")
+        try:
+            return await nc.request(subject, payload, timeout=timeout)
+        except NatsError as exc:
+            raise PrimaryUnavailable(f"No primary answered ({type(exc).__name__}).") from None
+
+    async def _on_stream(self, msg: Msg) -> None:
+        stream_id = msg.subject.rsplit(".", 1)[1]
+        upstream = self._streams.get(stream_id)
+        if upstream is None:
+            return  # a stream this edge let go of, or replaced
+        if msg.headers and END_HEADER in msg.headers:
+            self._streams.pop(stream_id, None)
+            upstream.ended(msg.headers[END_HEADER])
+        elif msg.data:
+            upstream.receive(msg.data)
+
+    async def _on_hello(self, msg: Msg) -> None:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            primary = str(json.loads(msg.data)["primary"])
+            self._seen[primary] = asyncio.get_running_loop().time()
+
+    async def _renew(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(RENEW_S)
+            now = loop.time()
+            by_primary: dict[str, list[str]] = {}
+            for stream_id, upstream in list(self._streams.items()):
+                primary = upstream.primary
+                if primary is None:
+                    continue
+                if now - self._seen.get(primary, now) > subjects.PRIMARY_GONE_S:
+                    self._streams.pop(stream_id, None)
+                    upstream.primary_lost()
+                else:
+                    by_primary.setdefault(primary, []).append(stream_id)
+            nc = self._nc
+            if nc is None or not nc.is_connected:
+                continue
+            for primary, held in by_primary.items():
+                note = jsoncodec.dumps({"edge": self.id, "hold": held})
+                with contextlib.suppress(NatsError):
+                    await nc.publish(subjects.primary_inbox(primary), note)
+
+    async def close(self) -> None:
+        """Leave NATS (primaries end this edge's streams when their leases lapse)."""
+        for task in self._loops:
+            task.cancel()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("NATS: %s", exc)

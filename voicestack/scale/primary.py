@@ -1,0 +1,220 @@
+"""The primary's side of scale-out: it answers edges' requests and pumps their streams.
+
+Every request an edge forwards (a call, an upload, a token check, a stream's opening) runs
+through this process's own application, so an edge serves exactly the public API a single
+server does. A stream an edge opens is one stream here, whatever number of the edge's clients
+share it: the hub evaluates each distinct subscription once, and the access guard ends the
+stream at the commit that revokes its token or removes its viewer, as for any client.
+
+Edges renew their streams every second or so (`hold`); a stream not renewed for LEASE_S, whose
+edge died, ends here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from starlette.types import ASGIApp
+
+from voicestack import jsoncodec
+from voicestack.http.app import AppService
+from voicestack.runtime import Runtime
+from voicestack.scale import subjects
+from voicestack.scale.asgi_call import PumpedStream, call_app
+from voicestack.scale.envelope import RequestEnvelope
+from voicestack.scale.errors import error_envelope
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 10.0
+# The header on a stream's last message: why it ended.
+END_HEADER = "Voicestack-End"
+END_STOPPING = "primary_stopping"  # the primary is shutting down: resume on another one
+END_CLOSED = "closed"  # the stream is over (its viewer lost access, or it failed)
+
+
+@dataclass(eq=False)
+class _Held:
+    stream: PumpedStream
+    edge: str
+    renewed: float
+
+
+class PrimaryBridge:
+    """Connects to NATS, serves edges with `app`, and announces this primary while it runs."""
+
+    def __init__(self, app: ASGIApp, url: str, stopping: Callable[[], bool]) -> None:
+        """`stopping()`: whether this process is shutting down (its streams then end as
+        `primary_stopping`, so that edges resume them elsewhere)."""
+        self.app = app
+        self.url = url
+        self.id = uuid.uuid4().hex[:16]
+        self._stopping = stopping
+        self._nc: Client | None = None
+        self._streams: dict[tuple[str, str], _Held] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Connect (retrying until NATS answers) and start answering edges."""
+        self._nc = await nats.connect(
+            self.url,
+            name=f"voicestack-primary-{self.id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            error_cb=_log_error,
+        )
+        nc = self._nc
+        await nc.subscribe(subjects.CALL, queue=subjects.PRIMARIES, cb=self._on_call)
+        await nc.subscribe(subjects.OPEN, queue=subjects.PRIMARIES, cb=self._on_open)
+        await nc.subscribe(subjects.primary_inbox(self.id), cb=self._on_inbox)
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._announce(), name="voicestack-primary-hello"),
+            loop.create_task(self._expire_leases(), name="voicestack-primary-leases"),
+        ]
+        log.info("primary %s serving edges over %s", self.id, self.url)
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_call(self, msg: Msg) -> None:
+        self._spawn(self._answer_call(msg))
+
+    async def _answer_call(self, msg: Msg) -> None:
+        try:
+            request = RequestEnvelope.decode(msg.data)
+        except (ValueError, KeyError, TypeError):
+            await msg.respond(error_envelope(400, "bad_envelope", "Not a request.").encode())
+            return
+        response = await call_app(self.app, request)
+        encoded = response.encode()
+        if self._nc is not None and len(encoded) > self._nc.max_payload:
+            encoded = error_envelope(
+                502,
+                "response_too_large",
+                f"The response is larger than NATS's max_payload ({self._nc.max_payload} bytes)"
+                " allows.",
+            ).encode()
+        await msg.respond(encoded)
+
+    async def _on_open(self, msg: Msg) -> None:
+        self._spawn(self._open(msg))
+
+    async def _open(self, msg: Msg) -> None:
+        nc = self._nc
+        assert nc is not None
+        try:
+            request = RequestEnvelope.decode(msg.data)
+            subject = request.stream_subject
+            if subject is None or not subject.startswith(f"{subjects.PREFIX}.stream."):
+                raise ValueError("no stream subject")
+            _, _, edge, stream_id = subject.rsplit(".", 3)
+        except (ValueError, KeyError, TypeError):
+            await msg.respond(error_envelope(400, "bad_envelope", "Not a stream.").encode())
+            return
+
+        async def publish(chunk: bytes) -> None:
+            await nc.publish(subject, chunk)
+
+        async def ended() -> None:
+            self._streams.pop((edge, stream_id), None)
+            reason = END_STOPPING if self._stopping() else END_CLOSED
+            await nc.publish(subject, b"", headers={END_HEADER: reason})
+
+        stream = PumpedStream(self.app, request, publish, ended)
+        loop = asyncio.get_running_loop()
+        self._streams[(edge, stream_id)] = _Held(stream, edge, loop.time())
+        head = await stream.opened()
+        if not stream.streaming:
+            self._streams.pop((edge, stream_id), None)
+        head.primary = self.id
+        await msg.respond(head.encode())
+
+    async def _on_inbox(self, msg: Msg) -> None:
+        try:
+            note = json.loads(msg.data)
+            edge = str(note["edge"])
+            hold = [str(s) for s in note.get("hold", [])]
+            close = [str(s) for s in note.get("close", [])]
+        except (ValueError, KeyError, TypeError):
+            return
+        now = asyncio.get_running_loop().time()
+        for stream_id in hold:
+            held = self._streams.get((edge, stream_id))
+            if held is not None:
+                held.renewed = now
+        for stream_id in close:
+            held = self._streams.pop((edge, stream_id), None)
+            if held is not None:
+                held.stream.close()
+
+    async def _announce(self) -> None:
+        hello = jsoncodec.dumps({"primary": self.id})
+        while True:
+            nc = self._nc
+            if nc is not None and nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await nc.publish(subjects.HELLO, hello)
+            await asyncio.sleep(subjects.HELLO_S)
+
+    async def _expire_leases(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(LEASE_S / 4)
+            now = loop.time()
+            for key, held in list(self._streams.items()):
+                if now - held.renewed > LEASE_S:
+                    log.info("edge %s stopped renewing a stream; ending it", held.edge)
+                    self._streams.pop(key, None)
+                    held.stream.close()
+
+    @property
+    def stream_count(self) -> int:
+        """Streams edges hold open on this primary."""
+        return len(self._streams)
+
+    async def close(self) -> None:
+        """End every edge stream, stop answering, and leave NATS."""
+        for task in self._loops:
+            task.cancel()
+        for held in list(self._streams.values()):
+            held.stream.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("NATS: %s", exc)
+
+
+def serve_edges(url: str) -> AppService:
+    """An app service (voicestack/http/app.py) that serves edges over NATS at `url` while the
+    application runs."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: ASGIApp, runtime: Runtime) -> AsyncIterator[PrimaryBridge]:
+        bridge = PrimaryBridge(app, url, lambda: runtime.shutting_down)
+        await bridge.start()
+        try:
+            yield bridge
+        finally:
+            await bridge.close()
+
+    return run

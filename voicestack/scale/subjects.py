@@ -1,0 +1,29 @@
+"""The NATS subjects primaries and edges speak on (one place, so both sides agree)."""
+
+from __future__ import annotations
+
+PREFIX = "voicestack"
+# Requests from edges, answered by any primary (a queue group): calls and stream openings.
+CALL = f"{PREFIX}.call"
+OPEN = f"{PREFIX}.open"
+PRIMARIES = "primaries"  # the queue group
+# A primary announces itself here every HELLO_S seconds: `{"primary": id}`.
+HELLO = f"{PREFIX}.hello"
+HELLO_S = 1.0
+# Missed hellos after which edges take a primary for gone and reopen its streams elsewhere.
+PRIMARY_GONE_S = 4.0
+
+
+def stream_subject(edge: str, stream: str) -> str:
+    """Where the events of an edge's stream are published."""
+    return f"{PREFIX}.stream.{edge}.{stream}"
+
+
+def edge_streams(edge: str) -> str:
+    """What an edge subscribes to: every stream of its own, in one ordered subscription."""
+    return f"{PREFIX}.stream.{edge}.*"
+
+
+def primary_inbox(primary: str) -> str:
+    """Where an edge tells one primary which of its streams it still holds, or closes."""
+    return f"{PREFIX}.primary.{primary}"

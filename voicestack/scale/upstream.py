@@ -1,0 +1,267 @@
+"""An edge's upstreams: one stream on a primary per distinct subscription, shared by every
+client of this edge that watches it.
+
+A watch upstream keeps the newest event of each subscription, so that a client joining late
+gets the current values at once, and a resync (after the primary or NATS came back) sends
+clients only what changed meanwhile. A feed upstream follows a thread after the event id its
+first catch-up ended at; each client is caught up by the primary on its own and then joins the
+shared events, so nothing is missed and nothing is sent twice. A resync reopens the thread
+after the last event this edge saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+from voicestack.reactive.channel import FeedChannel, Outbox
+from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.link import EdgeLink, PrimaryUnavailable
+from voicestack.scale.primary import END_STOPPING
+
+log = logging.getLogger(__name__)
+
+RESYNC_WAIT_S = 0.5
+RING_EVENTS = 1024  # recent feed events kept for clients that join while the upstream runs
+
+
+def sse_events(chunk: bytes) -> Iterator[tuple[int | None, bytes, bytes]]:
+    """Each event in a chunk of SSE bytes: (its id, its data line's JSON, the event's bytes);
+    comments (keep-alives) are skipped."""
+    for block in chunk.split(b"\n\n"):
+        if not block or block.startswith(b":"):
+            continue
+        event_id: int | None = None
+        data = b""
+        for line in block.split(b"\n"):
+            if line.startswith(b"id:"):
+                with contextlib.suppress(ValueError):
+                    event_id = int(line[3:].strip())
+            elif line.startswith(b"data:"):
+                data = line[5:].strip()
+        yield event_id, data, block + b"\n\n"
+
+
+class RelayChannel(Outbox):
+    """An edge client's outbox of a watch stream: the newest event per subscription, as the
+    primary encoded it (a slow client skips to the latest value, as on a single server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str | None, bytes] = {}
+        self._held: dict[str | None, bytes] = {}
+
+    def push(self, sub_id: str | None, event: bytes) -> None:
+        """Make `event` the next thing sent for `sub_id`, replacing an unsent older one."""
+        if self.closed:
+            return
+        if self.held:
+            self._held[sub_id] = event
+            return
+        self._pending[sub_id] = event
+        self._wake()
+
+    def _release_held(self) -> None:
+        self._pending.update(self._held)
+        self._held = {}
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def _take(self) -> bytes:
+        pending, self._pending = self._pending, {}
+        return b"".join(pending.values())
+
+
+class Upstream:
+    """One stream on a primary and the edge clients it feeds."""
+
+    def __init__(
+        self, link: EdgeLink, request: RequestEnvelope, forget: Callable[[Upstream], None]
+    ) -> None:
+        self.link = link
+        self.request = request
+        self.primary: str | None = None
+        self.stream_id: str | None = None
+        self.head = ResponseEnvelope(200)
+        self._forget = forget
+        self._resync: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def opening(self) -> RequestEnvelope:
+        """The request that (re)opens this stream on a primary."""
+        return self.request
+
+    def clients(self) -> list[Outbox]:
+        """The edge clients this upstream feeds."""
+        raise NotImplementedError
+
+    async def open(self) -> ResponseEnvelope:
+        """Open (or reopen) the stream on a primary; its answer (200: streaming)."""
+        stream_id, head = await self.link.open(self.opening(), self)
+        if head.status == 200:
+            self.stream_id, self.primary, self.head = stream_id, head.primary, head
+        return head
+
+    def ended(self, reason: str) -> None:
+        """The primary ended the stream: resume elsewhere if it is stopping, else end."""
+        self.stream_id = None
+        if reason == END_STOPPING:
+            self.primary_lost()
+        else:
+            self.close()
+
+    def primary_lost(self) -> None:
+        """Reopen the stream once a primary answers; clients stay connected meanwhile."""
+        if self.closed or self._resync is not None:
+            return
+        if self.stream_id is not None:
+            self.link.forget_stream(self.stream_id)
+        self.primary = None
+        self._resync = asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        try:
+            while not self.closed:
+                try:
+                    head = await self.open()
+                except PrimaryUnavailable:
+                    await asyncio.sleep(RESYNC_WAIT_S)
+                    continue
+                if head.status != 200:
+                    # Refused now: the token was revoked or access removed while away.
+                    log.info("a stream could not be resumed (%d); ending it", head.status)
+                    self.close()
+                return
+        finally:
+            self._resync = None
+
+    def close(self) -> None:
+        """End every client and let go of the stream."""
+        if self.closed:
+            return
+        self.closed = True
+        for outbox in self.clients():
+            outbox.close()
+        if self._resync is not None:
+            self._resync.cancel()
+        self._forget(self)
+        if self.stream_id is not None:
+            stream_id, primary = self.stream_id, self.primary
+            self.stream_id = None
+            asyncio.get_running_loop().create_task(self.link.close_stream(stream_id, primary))
+
+    def receive(self, chunk: bytes) -> None:
+        """A chunk of the stream's SSE bytes, for the clients."""
+        raise NotImplementedError
+
+
+class WatchUpstream(Upstream):
+    """A query watch stream (one query, or several by id) shared by this edge's clients."""
+
+    def __init__(
+        self,
+        link: EdgeLink,
+        request: RequestEnvelope,
+        forget: Callable[[Upstream], None],
+        multi: bool,
+    ) -> None:
+        super().__init__(link, request, forget)
+        self.multi = multi
+        # The newest event per subscription: (version, what it says, its bytes).
+        self.latest: dict[str | None, tuple[int, object, bytes]] = {}
+        self._clients: set[RelayChannel] = set()
+
+    def clients(self) -> list[Outbox]:
+        """The edge clients this upstream feeds."""
+        return list(self._clients)
+
+    def join(self, outbox: RelayChannel, last_version: int | None) -> None:
+        """Feed `outbox` from now on, starting with every value newer than `last_version`."""
+        self._clients.add(outbox)
+        for sub_id, (version, _, event) in self.latest.items():
+            if last_version is None or version > last_version:
+                outbox.push(sub_id, event)
+
+    def leave(self, outbox: RelayChannel) -> None:
+        """Stop feeding `outbox`; the last client to leave closes the upstream."""
+        self._clients.discard(outbox)
+        if not self._clients:
+            self.close()
+
+    def receive(self, chunk: bytes) -> None:
+        """Keep and pass on each event that says something new."""
+        for version, data, event in sse_events(chunk):
+            if version is None:
+                continue
+            try:
+                body = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(body, dict):
+                continue
+            sub_id = str(body["id"]) if self.multi and "id" in body else None
+            said = body.get("value", body.get("error"))
+            known = self.latest.get(sub_id)
+            if known is not None and (known[0] >= version or known[1] == said):
+                # Older, or the same value again (a resync's snapshot): nothing new.
+                self.latest[sub_id] = (max(known[0], version), known[1], known[2])
+                continue
+            self.latest[sub_id] = (version, said, event)
+            for outbox in list(self._clients):
+                outbox.push(sub_id, event)
+
+
+class FeedUpstream(Upstream):
+    """A thread feed after a given event id, shared by this edge's clients of the thread."""
+
+    def __init__(
+        self,
+        link: EdgeLink,
+        request: RequestEnvelope,
+        forget: Callable[[Upstream], None],
+        after: int,
+    ) -> None:
+        super().__init__(link, request, forget)
+        self.last = after  # the newest event id this edge has from the primary
+        self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RING_EVENTS)
+        self._clients: set[FeedChannel] = set()
+
+    def opening(self) -> RequestEnvelope:
+        """The thread's feed after the last event this edge has."""
+        request = self.request
+        query = f"since={self.last}".encode()
+        return RequestEnvelope(
+            request.method, request.path, query, request.headers, b"", request.client
+        )
+
+    def clients(self) -> list[Outbox]:
+        """The edge clients this upstream feeds."""
+        return list(self._clients)
+
+    def join(self, outbox: FeedChannel, catch_up: bytes, after: int) -> None:
+        """Send `outbox` its catch-up, then every event after `after`."""
+        self._clients.add(outbox)
+        outbox.preload(catch_up, after)
+        for event_id, event in self._recent:
+            outbox.append(event_id, event)  # those at or before its cursor are skipped
+
+    def leave(self, outbox: FeedChannel) -> None:
+        """Stop feeding `outbox`; the last client to leave closes the upstream."""
+        self._clients.discard(outbox)
+        if not self._clients:
+            self.close()
+
+    def receive(self, chunk: bytes) -> None:
+        """Pass on each event after the last one this edge has."""
+        for event_id, _, event in sse_events(chunk):
+            if event_id is None or event_id <= self.last:
+                continue
+            self.last = event_id
+            self._recent.append((event_id, event))
+            for outbox in list(self._clients):
+                outbox.append(event_id, event)
