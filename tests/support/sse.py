@@ -70,6 +70,17 @@ class Watch:
                 return
         raise AssertionError(f"expected the stream to end, got {event}")
 
+    async def cut(self, timeout: float = 5.0) -> list[Event]:
+        """Every event still to come, once the stream has ended within `timeout`, cleanly or
+        not (its server died)."""
+        events: list[Event] = []
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    events.append(await self._receive.receive())
+                except anyio.EndOfStream:
+                    return events
+
     async def until_end(self, timeout: float = 5.0) -> list[Event]:
         """Every event still to come, once the server has ended the stream cleanly within
         `timeout`."""

@@ -9,6 +9,7 @@ streams stay open and requests are answered 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -25,6 +26,7 @@ from starlette.websockets import WebSocket
 from voicestack import __version__, jsoncodec
 from voicestack.config import Settings
 from voicestack.http.errors import CatchAll
+from voicestack.http.limits import STREAM_RETRY_AFTER_S
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER
 from voicestack.http.watch import last_event_id
@@ -75,6 +77,8 @@ class Edge:
         self.streams = Streams(settings.ping_s, settings.send_timeout_s)
         self.upstreams: dict[str, Upstream] = {}
         self._opening: dict[str, asyncio.Future[Upstream]] = {}
+        # Streams open per credential, held to --max-streams-per-token as on a single server.
+        self.open_streams: collections.Counter[str] = collections.Counter()
         self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -202,22 +206,50 @@ def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEn
     return opening
 
 
-def _key(kind: str, opening: RequestEnvelope) -> str:
-    digest = hashlib.sha256(
-        b"%s\0%s\0%s" % (kind.encode(), opening.path.encode(), opening.query_string)
-    )
+def _credential(opening: RequestEnvelope) -> str:
+    digest = hashlib.sha256()
     for name, value in sorted(opening.headers):
         if name.lower() in (b"authorization", b"cookie"):
             digest.update(b"\0%s:%s" % (name.lower(), value))
     return digest.hexdigest()
 
 
+def _key(kind: str, opening: RequestEnvelope) -> str:
+    digest = hashlib.sha256(b"%s\0%s\0" % (kind.encode(), opening.path.encode()))
+    digest.update(opening.query_string + b"\0" + _credential(opening).encode())
+    return digest.hexdigest()
+
+
+def _over_stream_limit(edge: Edge, opening: RequestEnvelope) -> Response | None:
+    """429 when this credential already holds --max-streams-per-token streams on this edge."""
+    limit = edge.settings.max_streams_per_token
+    if limit and edge.open_streams[_credential(opening)] >= limit:
+        refusal = error_envelope(
+            429,
+            "too_many_streams",
+            f"This token already has {limit} event streams open, the most it may: close one first.",
+        )
+        refusal.headers.append((b"retry-after", str(STREAM_RETRY_AFTER_S).encode()))
+        return _as_response(refusal)
+    return None
+
+
 def _stream_response(
-    edge: Edge, upstream: Upstream, outbox: Outbox, leave: Callable[[], None]
+    edge: Edge,
+    upstream: Upstream,
+    opening: RequestEnvelope,
+    outbox: Outbox,
+    leave: Callable[[], None],
 ) -> ChannelResponse:
+    credential = _credential(opening)
+    edge.open_streams[credential] += 1
+
     def release() -> None:
         leave()
         edge.streams.discard(outbox)
+        edge.open_streams[credential] -= 1
+        if edge.open_streams[credential] <= 0:
+            del edge.open_streams[credential]
 
     response = ChannelResponse(Stream(outbox, release))
     response.headers += [
@@ -232,6 +264,8 @@ async def watch(request: Request) -> Response | ChannelResponse:
     multi = request.url.path == "/api/watch"
     params = [(k, v) for k, v in parse_qsl(request.url.query) if k not in _CLIENT_ONLY_PARAMS]
     opening = _stream_opening(request, sorted(params))
+    if (too_many := _over_stream_limit(edge, opening)) is not None:
+        return too_many
     key = _key("watch", opening)
 
     async def make() -> tuple[Upstream, ResponseEnvelope]:
@@ -249,7 +283,7 @@ async def watch(request: Request) -> Response | ChannelResponse:
     outbox = RelayChannel()
     edge.streams.add(outbox)
     upstream.join(outbox, last_event_id(request))
-    return _stream_response(edge, upstream, outbox, lambda: upstream.leave(outbox))
+    return _stream_response(edge, upstream, opening, outbox, lambda: upstream.leave(outbox))
 
 
 async def thread_events(request: Request) -> Response | ChannelResponse:
@@ -261,6 +295,8 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     cursor = resumed if resumed is not None else since
     catch_up = _stream_opening(request, [] if cursor is None else [("since", str(cursor))])
     catch_up.headers.append((CATCH_UP_HEADER.encode(), b"1"))
+    if (too_many := _over_stream_limit(edge, catch_up)) is not None:
+        return too_many
     try:
         answer = await edge.link.call(catch_up)
     except PrimaryUnavailable as exc:
@@ -286,7 +322,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     outbox = FeedChannel()
     edge.streams.add(outbox)
     upstream.join(outbox, answer.body, after)
-    return _stream_response(edge, upstream, outbox, lambda: upstream.leave(outbox))
+    return _stream_response(edge, upstream, opening, outbox, lambda: upstream.leave(outbox))
 
 
 async def healthz(request: Request) -> Response:

