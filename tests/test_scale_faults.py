@@ -13,6 +13,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.support.realtime import conversation, typed_turn
 from tests.support.scale import Haproxy, running_cluster
 from tests.support.server import ServerProcess
 from tests.support.sse import Event, Watch, watch
@@ -182,3 +183,17 @@ async def test_haproxy_in_front_of_two_edges_survives_a_killed_edge(tmp_path: Pa
             assert numbered(seen) == numbered(expected[: len(seen)])
         finally:
             proxy.stop()
+
+
+async def test_a_live_conversation_through_an_edge(tmp_path: Path, provider: FakeOpenAI) -> None:
+    with running_cluster(tmp_path, provider.api_base) as cluster:
+        edge = cluster.edges[1]
+        async with client(edge.url, cluster.primary.token) as http:
+            thread_id = (await http.post("/api/threads", json={"title": "talk"})).json()["id"]
+        turn = await typed_turn(edge, provider, thread_id, "Spoken through the edge.")
+        assert turn.stopped["status"] == "complete"
+        spoken = await turn.talk.next_event("reply_audio")
+        assert spoken["text"] == "Spoken through the edge."
+        assert b"".join(turn.talk.audio_after(spoken))  # the sentence's audio came through
+        async with conversation(edge, "thr_nosuchthread") as refused:
+            assert await refused.closing() == (4404, "thread_not_found")

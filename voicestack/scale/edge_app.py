@@ -33,6 +33,7 @@ from voicestack.http.watch import last_event_id
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.keepalive import Streams
 from voicestack.reactive.streams import Stream
+from voicestack.scale.edge_sockets import SocketRelay, socket_request
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
@@ -332,17 +333,10 @@ async def healthz(request: Request) -> Response:
     return Response(jsoncodec.dumps(body), media_type="application/json")
 
 
-async def voice_socket(websocket: WebSocket) -> None:
-    """Live conversations run on the primary: an edge refuses the socket, saying so."""
-    await websocket.accept()
-    await websocket.send_json(
-        {
-            "type": "error",
-            "code": "not_on_edge",
-            "message": "Live conversations are served by the primary; connect to it directly.",
-        }
-    )
-    await websocket.close(1013, "live conversations are served by the primary")
+async def relay_socket(websocket: WebSocket) -> None:
+    """The live-conversation socket and Twilio's media stream: relayed to a primary."""
+    edge: Edge = websocket.app.state.edge
+    await SocketRelay(edge.link, websocket).run(socket_request(websocket))
 
 
 def create_edge_app(settings: Settings) -> Starlette:
@@ -365,8 +359,8 @@ def create_edge_app(settings: Settings) -> Starlette:
         Route("/api/watch", watch, methods=["GET"]),
         Route("/api/watch/{name}", watch, methods=["GET"]),
         Route("/api/threads/{thread_id}/events", thread_events, methods=["GET"]),
-        WebSocketRoute("/api/threads/{thread_id}/audio", voice_socket),
-        WebSocketRoute("/twilio/stream", voice_socket),
+        WebSocketRoute("/api/threads/{thread_id}/audio", relay_socket),
+        WebSocketRoute("/twilio/stream", relay_socket),
         Route("/{path:path}", forward, methods=_METHODS),
     ]
     return Starlette(routes=routes, middleware=[Middleware(CatchAll)], lifespan=lifespan)

@@ -25,6 +25,7 @@ from voicestack import jsoncodec
 from voicestack.scale import subjects
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.primary import END_HEADER
+from voicestack.scale.sockets import FRAME_HEADER, SocketAnswer
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ class Upstream(Protocol):
 
     def primary_lost(self) -> None:
         """The stream's primary or NATS went away: reopen it when one answers."""
+        ...
+
+    def frame(self, kind: str, payload: bytes) -> None:
+        """A frame of a relayed WebSocket (only sockets get these)."""
         ...
 
 
@@ -142,6 +147,38 @@ class EdgeLink:
             self._seen.setdefault(head.primary, asyncio.get_running_loop().time())
         return stream_id, head
 
+    async def open_socket(
+        self, request: RequestEnvelope, relay: Upstream
+    ) -> tuple[str, SocketAnswer]:
+        """Open a relayed WebSocket on a primary, its frames routed to `relay`; returns the
+        socket's id and how the primary's application answered."""
+        stream_id = uuid.uuid4().hex[:16]
+        request.stream_subject = subjects.stream_subject(self.id, stream_id)
+        self._streams[stream_id] = relay
+        try:
+            msg = await self._request(subjects.SOCKET, request.encode(), OPEN_TIMEOUT_S)
+            answer = SocketAnswer.decode(msg.data)
+        except BaseException:
+            self._streams.pop(stream_id, None)
+            raise
+        if not answer.accepted:
+            self._streams.pop(stream_id, None)
+        elif answer.primary is not None:
+            self._seen.setdefault(answer.primary, asyncio.get_running_loop().time())
+        return stream_id, answer
+
+    async def send_frame(self, primary: str, stream_id: str, kind: str, payload: bytes) -> bool:
+        """Send a client's frame to the primary holding its socket; False when NATS is down."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        subject = subjects.socket_frames(primary, self.id, stream_id)
+        try:
+            await nc.publish(subject, payload, headers={FRAME_HEADER: kind})
+        except NatsError:
+            return False
+        return True
+
     async def close_stream(self, stream_id: str, primary: str | None) -> None:
         """Let go of a stream: its primary ends it."""
         self._streams.pop(stream_id, None)
@@ -170,7 +207,9 @@ class EdgeLink:
         upstream = self._streams.get(stream_id)
         if upstream is None:
             return  # a stream this edge let go of, or replaced
-        if msg.headers and END_HEADER in msg.headers:
+        if msg.headers and FRAME_HEADER in msg.headers:
+            upstream.frame(msg.headers[FRAME_HEADER], msg.data)
+        elif msg.headers and END_HEADER in msg.headers:
             self._streams.pop(stream_id, None)
             upstream.ended(msg.headers[END_HEADER])
         elif msg.data:

@@ -32,6 +32,7 @@ from voicestack.scale import subjects
 from voicestack.scale.asgi_call import PumpedStream, call_app
 from voicestack.scale.envelope import RequestEnvelope
 from voicestack.scale.errors import error_envelope
+from voicestack.scale.sockets import FRAME_HEADER, PumpedSocket, SocketAnswer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ END_CLOSED = "closed"  # the stream is over (its viewer lost access, or it faile
 
 @dataclass(eq=False)
 class _Held:
-    stream: PumpedStream
+    stream: PumpedStream | PumpedSocket
     edge: str
     renewed: float
 
@@ -77,7 +78,9 @@ class PrimaryBridge:
         nc = self._nc
         await nc.subscribe(subjects.CALL, queue=subjects.PRIMARIES, cb=self._on_call)
         await nc.subscribe(subjects.OPEN, queue=subjects.PRIMARIES, cb=self._on_open)
+        await nc.subscribe(subjects.SOCKET, queue=subjects.PRIMARIES, cb=self._on_socket)
         await nc.subscribe(subjects.primary_inbox(self.id), cb=self._on_inbox)
+        await nc.subscribe(subjects.primary_frames(self.id), cb=self._on_frame)
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._announce(), name="voicestack-primary-hello"),
@@ -118,10 +121,7 @@ class PrimaryBridge:
         assert nc is not None
         try:
             request = RequestEnvelope.decode(msg.data)
-            subject = request.stream_subject
-            if subject is None or not subject.startswith(f"{subjects.PREFIX}.stream."):
-                raise ValueError("no stream subject")
-            _, _, edge, stream_id = subject.rsplit(".", 3)
+            edge, stream_id, subject = _stream_of(request)
         except (ValueError, KeyError, TypeError):
             await msg.respond(error_envelope(400, "bad_envelope", "Not a stream.").encode())
             return
@@ -142,6 +142,40 @@ class PrimaryBridge:
             self._streams.pop((edge, stream_id), None)
         head.primary = self.id
         await msg.respond(head.encode())
+
+    async def _on_socket(self, msg: Msg) -> None:
+        self._spawn(self._open_socket(msg))
+
+    async def _open_socket(self, msg: Msg) -> None:
+        nc = self._nc
+        assert nc is not None
+        try:
+            request = RequestEnvelope.decode(msg.data)
+            edge, stream_id, subject = _stream_of(request)
+        except (ValueError, KeyError, TypeError):
+            await msg.respond(SocketAnswer(False, None, 1008, "bad_envelope").encode())
+            return
+
+        async def send_frame(kind: str, payload: bytes) -> None:
+            await nc.publish(subject, payload, headers={FRAME_HEADER: kind})
+
+        socket = PumpedSocket(self.app, request, send_frame)
+        loop = asyncio.get_running_loop()
+        self._streams[(edge, stream_id)] = _Held(socket, edge, loop.time())
+        answer = await socket.opened()
+        if answer.accepted and socket.task is not None:
+            socket.task.add_done_callback(lambda _: self._streams.pop((edge, stream_id), None))
+        else:
+            self._streams.pop((edge, stream_id), None)
+        answer.primary = self.id
+        await msg.respond(answer.encode())
+
+    async def _on_frame(self, msg: Msg) -> None:
+        edge, stream_id = msg.subject.rsplit(".", 2)[1:]
+        held = self._streams.get((edge, stream_id))
+        if held is not None and isinstance(held.stream, PumpedSocket):
+            kind = (msg.headers or {}).get(FRAME_HEADER, "")
+            held.stream.deliver(kind, msg.data)
 
     async def _on_inbox(self, msg: Msg) -> None:
         try:
@@ -198,6 +232,15 @@ class PrimaryBridge:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._nc = None
+
+
+def _stream_of(request: RequestEnvelope) -> tuple[str, str, str]:
+    """The edge, stream id and subject of a stream's or socket's opening; ValueError if none."""
+    subject = request.stream_subject
+    if subject is None or not subject.startswith(f"{subjects.PREFIX}.stream."):
+        raise ValueError("no stream subject")
+    edge, stream_id = subject.rsplit(".", 2)[1:]
+    return edge, stream_id, subject
 
 
 async def _log_error(exc: Exception) -> None:

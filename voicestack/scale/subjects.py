@@ -6,6 +6,7 @@ PREFIX = "voicestack"
 # Requests from edges, answered by any primary (a queue group): calls and stream openings.
 CALL = f"{PREFIX}.call"
 OPEN = f"{PREFIX}.open"
+SOCKET = f"{PREFIX}.socket"  # a WebSocket's opening
 PRIMARIES = "primaries"  # the queue group
 # A primary announces itself here every HELLO_S seconds: `{"primary": id}`.
 HELLO = f"{PREFIX}.hello"
@@ -27,3 +28,13 @@ def edge_streams(edge: str) -> str:
 def primary_inbox(primary: str) -> str:
     """Where an edge tells one primary which of its streams it still holds, or closes."""
     return f"{PREFIX}.primary.{primary}"
+
+
+def socket_frames(primary: str, edge: str, stream: str) -> str:
+    """Where an edge sends its client's frames of a relayed WebSocket."""
+    return f"{PREFIX}.frames.{primary}.{edge}.{stream}"
+
+
+def primary_frames(primary: str) -> str:
+    """What a primary subscribes to: the frames of every socket it holds."""
+    return f"{PREFIX}.frames.{primary}.>"

@@ -159,6 +159,9 @@ class Upstream:
         """A chunk of the stream's SSE bytes, for the clients."""
         raise NotImplementedError
 
+    def frame(self, kind: str, payload: bytes) -> None:
+        """Event streams get no WebSocket frames."""
+
 
 class WatchUpstream(Upstream):
     """A query watch stream (one query, or several by id) shared by this edge's clients."""
