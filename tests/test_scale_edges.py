@@ -218,3 +218,62 @@ async def test_an_edge_writes_nothing_to_disk(cluster: Cluster) -> None:
         logs = sorted(p.name for p in (edge.state_dir / "edge-logs").iterdir())
         assert logs == ["server.log", "voicestack.toml"]
         assert not edge.db_path.exists()
+
+
+async def test_values_larger_than_a_nats_message_pass_through_edges(cluster: Cluster) -> None:
+    # nats-server's max_payload is 1 MiB here: values and responses over it go in parts.
+    token = cluster.primary.token
+    assert token is not None
+    first, second = cluster.edges
+    note = "n" * 240_000  # five make 1.2 MB
+    async with client(first.url, token) as a, client(second.url, token) as b:
+        async with watch(b, "/api/watch/audit.list") as notes:
+            before = len((await notes.next()).json["value"])
+            for _ in range(5):
+                added = await a.post("/api/mutation/audit.add", json={"args": {"note": note}})
+                assert added.status_code == 200, added.text
+            while len(value := (await notes.next(timeout=10)).json["value"]) < before + 5:
+                pass
+            assert [row["note"] for row in value[-5:]] == [note] * 5
+            async with watch(b, "/api/watch/audit.list") as late:  # from the edge's copy
+                assert (await late.next()).json["value"] == value
+        listed = await a.post("/api/query/audit.list", json={"args": {}})
+        assert listed.status_code == 200
+        assert listed.json() == {"value": value, "version": listed.json()["version"]}
+
+
+async def test_each_client_of_a_shared_stream_gets_its_own_cors_answer(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    origins = ["https://a.example", "https://b.example"]
+    args = [flag for origin in origins for flag in ("--cors-origin", origin)]
+    edge = EdgeProcess(edge_workdir(tmp_path, "cors"), cluster.primary, cluster.nats.url, *args)
+    edge.start()
+    try:
+        assert cluster.primary.token is not None
+        async with client(edge.url, cluster.primary.token) as http:
+            for origin in origins:  # the second shares the first one's upstream
+                async with watch(
+                    http, "/api/watch/items.count", headers={"Origin": origin}
+                ) as counted:
+                    await counted.next()
+                    assert counted.response.headers["access-control-allow-origin"] == origin
+                    assert counted.response.headers["x-content-type-options"] == "nosniff"
+    finally:
+        assert edge.stop() == 0, edge.log()
+
+
+async def test_internal_headers_from_clients_are_ignored(cluster: Cluster) -> None:
+    token = cluster.primary.token
+    assert token is not None
+    async with client(cluster.edges[0].url, token) as http:
+        thread_id = await new_thread(http, "no smuggling")
+        headers = {"voicestack-catch-up": "1"}
+        async with watch(http, f"/api/threads/{thread_id}/events", headers=headers) as feed:
+            assert (await feed.next()).event == "ready"
+            assert "voicestack-cursor" not in feed.response.headers
+            await http.post(f"/api/threads/{thread_id}/messages", json={"text": "still live"})
+            assert (await feed.next()).json["text"] == "still live"
+        head = await http.head(f"/api/threads/{thread_id}/events")
+        assert head.status_code == 200
+        assert head.headers["content-type"] == "text/event-stream; charset=utf-8"

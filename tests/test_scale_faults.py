@@ -30,9 +30,10 @@ def provider() -> Iterator[FakeOpenAI]:
 
 
 def client(url: str, token: str | None) -> httpx.AsyncClient:
+    # Streams stay quiet while a primary restarts (keep-alives come every 15 s): wait longer.
     assert token is not None
     return httpx.AsyncClient(
-        base_url=url, timeout=10.0, headers={"Authorization": f"Bearer {token}"}
+        base_url=url, timeout=30.0, headers={"Authorization": f"Bearer {token}"}
     )
 
 

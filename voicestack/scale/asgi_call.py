@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Scope
 
 from voicestack.http.state import FROM_EDGE_KEY
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+
+log = logging.getLogger(__name__)
 
 # Where the primary's HTTP server would have put the request: none, it came over NATS.
 _SERVER = ("edge-forwarded", 0)
@@ -27,7 +30,7 @@ def request_scope(request: RequestEnvelope) -> Scope:
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": request.method,
-        "scheme": "http",
+        "scheme": request.scheme,
         "path": request.path,
         "raw_path": request.path.encode(),
         "query_string": request.query_string,
@@ -104,6 +107,7 @@ class PumpedStream:
     async def opened(self) -> ResponseEnvelope:
         """Start the application on the request; its answer to the opening."""
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(_log_failure)
         return await self._head
 
     def close(self) -> None:
@@ -149,3 +153,8 @@ class PumpedStream:
             if self.streaming:
                 with contextlib.suppress(Exception):
                     await self._ended()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("an edge's stream failed on this primary", exc_info=exc)

@@ -52,8 +52,10 @@ class RequestEnvelope:
     headers: Headers
     body: bytes = b""
     client: tuple[str, int] | None = None
-    # For a stream: the subject its events are published to, and the stream's id there.
+    # For a stream: the subject its events are published to (for a call: where a response
+    # too large for one message is sent, in parts).
     stream_subject: str | None = None
+    scheme: str = "http"
 
     def encode(self) -> bytes:
         """The envelope as one NATS payload."""
@@ -64,6 +66,7 @@ class RequestEnvelope:
             "h": _headers_out(self.headers),
             "c": list(self.client) if self.client else None,
             "s": self.stream_subject,
+            "x": self.scheme,
         }
         return _pack(head, self.body)
 
@@ -81,6 +84,7 @@ class RequestEnvelope:
             body=body,
             client=(str(client[0]), int(client[1])) if isinstance(client, list) else None,
             stream_subject=str(subject) if isinstance(subject, str) else None,
+            scheme="https" if head.get("x") == "https" else "http",
         )
 
 
@@ -93,10 +97,17 @@ class ResponseEnvelope:
     body: bytes = b""
     # Set on the answer to a stream's opening: the primary process that holds it.
     primary: str | None = None
+    # The body did not fit one message: it was published in parts to the call's stream subject.
+    streamed: bool = False
 
     def encode(self) -> bytes:
         """The envelope as one NATS payload."""
-        head = {"s": self.status, "h": _headers_out(self.headers), "p": self.primary}
+        head = {
+            "s": self.status,
+            "h": _headers_out(self.headers),
+            "p": self.primary,
+            "b": self.streamed,
+        }
         return _pack(head, self.body)
 
     @classmethod
@@ -109,6 +120,7 @@ class ResponseEnvelope:
             headers=_headers_in(head.get("h", [])),
             body=body,
             primary=str(primary) if isinstance(primary, str) else None,
+            streamed=head.get("b") is True,
         )
 
     def header(self, name: bytes) -> bytes | None:

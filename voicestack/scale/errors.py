@@ -9,10 +9,10 @@ from voicestack.scale.envelope import ResponseEnvelope
 RETRY_AFTER_S = 2
 
 
-def error_envelope(status: int, code: str, message: str) -> ResponseEnvelope:
-    """`{"error": {"code", "message"}}` with `status`; a 503 says when to retry."""
+def error_envelope(status: int, code: str, message: str, **extra: object) -> ResponseEnvelope:
+    """`{"error": {"code", "message", **extra}}` with `status`; a 503 says when to retry."""
     headers = [(b"content-type", b"application/json")]
     if status == 503:
         headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
-    body = jsoncodec.dumps({"error": {"code": code, "message": message}})
+    body = jsoncodec.dumps({"error": {"code": code, "message": message, **extra}})
     return ResponseEnvelope(status, headers, body)

@@ -26,6 +26,7 @@ from voicestack.scale import subjects
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.primary import END_HEADER
 from voicestack.scale.sockets import FRAME_HEADER, SocketAnswer
+from voicestack.scale.stream_wire import Reassembly
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class EdgeLink:
         self.id = uuid.uuid4().hex[:16]
         self._nc: Client | None = None
         self._streams: dict[str, Upstream] = {}
+        self._wire: dict[str, Reassembly] = {}
+        self._opening: set[str] = set()  # streams whose opening is still unanswered
         self._seen: dict[str, float] = {}  # primary id -> when it last said hello
         self._loops: list[asyncio.Task[None]] = []
         self.on_reconnect: list[Callable[[], None]] = []
@@ -114,14 +117,30 @@ class EdgeLink:
 
     async def _reconnected(self) -> None:
         log.info("edge reconnected to NATS; resyncing its streams")
-        # Messages published while the link was down are lost: every stream reopens.
-        for upstream in list(self._streams.values()):
-            upstream.primary_lost()
+        # Messages published while the link was down are lost: every stream reopens (one
+        # still opening is judged by its answer, and by its numbering if it opened).
+        for stream_id, upstream in list(self._streams.items()):
+            if stream_id not in self._opening:
+                self.forget_stream(stream_id)
+                upstream.primary_lost()
 
     async def call(self, request: RequestEnvelope) -> ResponseEnvelope:
         """A primary's response to `request`; PrimaryUnavailable when none answers."""
-        msg = await self._request(subjects.CALL, request.encode(), CALL_TIMEOUT_S)
-        return ResponseEnvelope.decode(msg.data)
+        body = _Body()
+        stream_id = uuid.uuid4().hex[:16]
+        request.stream_subject = subjects.stream_subject(self.id, stream_id)
+        self._streams[stream_id] = body
+        try:
+            msg = await self._request(subjects.CALL, request.encode(), CALL_TIMEOUT_S)
+            response = ResponseEnvelope.decode(msg.data)
+            if response.streamed:
+                try:
+                    response.body = await asyncio.wait_for(body.whole, OPEN_TIMEOUT_S)
+                except TimeoutError:
+                    raise PrimaryUnavailable("a large response did not arrive whole") from None
+            return response
+        finally:
+            self.forget_stream(stream_id)
 
     def max_payload(self) -> int:
         """The largest message NATS carries (a forwarded body must fit)."""
@@ -135,14 +154,17 @@ class EdgeLink:
         stream_id = uuid.uuid4().hex[:16]
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
         self._streams[stream_id] = upstream
+        self._opening.add(stream_id)
         try:
             msg = await self._request(subjects.OPEN, request.encode(), OPEN_TIMEOUT_S)
             head = ResponseEnvelope.decode(msg.data)
         except BaseException:
-            self._streams.pop(stream_id, None)
+            self.forget_stream(stream_id)
             raise
+        finally:
+            self._opening.discard(stream_id)
         if head.status != 200:
-            self._streams.pop(stream_id, None)
+            self.forget_stream(stream_id)
         elif head.primary is not None:
             self._seen.setdefault(head.primary, asyncio.get_running_loop().time())
         return stream_id, head
@@ -155,14 +177,17 @@ class EdgeLink:
         stream_id = uuid.uuid4().hex[:16]
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
         self._streams[stream_id] = relay
+        self._opening.add(stream_id)
         try:
             msg = await self._request(subjects.SOCKET, request.encode(), OPEN_TIMEOUT_S)
             answer = SocketAnswer.decode(msg.data)
         except BaseException:
-            self._streams.pop(stream_id, None)
+            self.forget_stream(stream_id)
             raise
+        finally:
+            self._opening.discard(stream_id)
         if not answer.accepted:
-            self._streams.pop(stream_id, None)
+            self.forget_stream(stream_id)
         elif answer.primary is not None:
             self._seen.setdefault(answer.primary, asyncio.get_running_loop().time())
         return stream_id, answer
@@ -181,7 +206,7 @@ class EdgeLink:
 
     async def close_stream(self, stream_id: str, primary: str | None) -> None:
         """Let go of a stream: its primary ends it."""
-        self._streams.pop(stream_id, None)
+        self.forget_stream(stream_id)
         nc = self._nc
         if primary is None or nc is None or not nc.is_connected:
             return  # the primary's lease ends it
@@ -192,6 +217,7 @@ class EdgeLink:
     def forget_stream(self, stream_id: str) -> None:
         """Stop routing a stream's messages (it is being replaced, or has ended)."""
         self._streams.pop(stream_id, None)
+        self._wire.pop(stream_id, None)
 
     async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
         nc = self._nc
@@ -207,13 +233,21 @@ class EdgeLink:
         upstream = self._streams.get(stream_id)
         if upstream is None:
             return  # a stream this edge let go of, or replaced
-        if msg.headers and FRAME_HEADER in msg.headers:
-            upstream.frame(msg.headers[FRAME_HEADER], msg.data)
-        elif msg.headers and END_HEADER in msg.headers:
-            self._streams.pop(stream_id, None)
-            upstream.ended(msg.headers[END_HEADER])
-        elif msg.data:
-            upstream.receive(msg.data)
+        payload = self._wire.setdefault(stream_id, Reassembly()).take(msg.headers, msg.data)
+        if payload is None:
+            return  # more parts to come
+        headers = msg.headers or {}
+        if payload is False:
+            log.warning("a stream missed a message (slow edge?); resyncing it")
+            self.forget_stream(stream_id)
+            upstream.primary_lost()
+        elif FRAME_HEADER in headers:
+            upstream.frame(headers[FRAME_HEADER], bytes(payload))
+        elif END_HEADER in headers:
+            self.forget_stream(stream_id)
+            upstream.ended(headers[END_HEADER])
+        elif payload:
+            upstream.receive(bytes(payload))
 
     async def _on_hello(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -231,7 +265,7 @@ class EdgeLink:
                 if primary is None:
                     continue
                 if now - self._seen.get(primary, now) > subjects.PRIMARY_GONE_S:
-                    self._streams.pop(stream_id, None)
+                    self.forget_stream(stream_id)
                     upstream.primary_lost()
                 else:
                     by_primary.setdefault(primary, []).append(stream_id)
@@ -251,6 +285,32 @@ class EdgeLink:
             with contextlib.suppress(Exception):
                 await self._nc.close()
             self._nc = None
+
+
+class _Body:
+    """Where a call's response body arrives when it was too large for the reply."""
+
+    primary: str | None = None
+
+    def __init__(self) -> None:
+        self.whole: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def receive(self, chunk: bytes) -> None:
+        """The body, joined from its parts."""
+        if not self.whole.done():
+            self.whole.set_result(chunk)
+
+    def ended(self, reason: str) -> None:
+        """Not sent for bodies."""
+
+    def primary_lost(self) -> None:
+        """A part was missed: the call fails as if no primary answered."""
+        if not self.whole.done():
+            self.whole.set_exception(PrimaryUnavailable("a large response lost a part"))
+            self.whole.exception()  # retrieved: nobody may be waiting for a body
+
+    def frame(self, kind: str, payload: bytes) -> None:
+        """Not sent for bodies."""
 
 
 async def _log_error(exc: Exception) -> None:

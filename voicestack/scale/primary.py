@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from starlette.types import ASGIApp
 
 from voicestack import jsoncodec
@@ -33,6 +34,7 @@ from voicestack.scale.asgi_call import PumpedStream, call_app
 from voicestack.scale.envelope import RequestEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.sockets import FRAME_HEADER, PumpedSocket, SocketAnswer
+from voicestack.scale.stream_wire import StreamPublisher
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class PrimaryBridge:
         self._streams: dict[tuple[str, str], _Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._serving: list[Subscription] = []
 
     async def start(self) -> None:
         """Connect (retrying until NATS answers) and start answering edges."""
@@ -76,9 +79,11 @@ class PrimaryBridge:
             error_cb=_log_error,
         )
         nc = self._nc
-        await nc.subscribe(subjects.CALL, queue=subjects.PRIMARIES, cb=self._on_call)
-        await nc.subscribe(subjects.OPEN, queue=subjects.PRIMARIES, cb=self._on_open)
-        await nc.subscribe(subjects.SOCKET, queue=subjects.PRIMARIES, cb=self._on_socket)
+        self._serving = [
+            await nc.subscribe(subjects.CALL, queue=subjects.PRIMARIES, cb=self._on_call),
+            await nc.subscribe(subjects.OPEN, queue=subjects.PRIMARIES, cb=self._on_open),
+            await nc.subscribe(subjects.SOCKET, queue=subjects.PRIMARIES, cb=self._on_socket),
+        ]
         await nc.subscribe(subjects.primary_inbox(self.id), cb=self._on_inbox)
         await nc.subscribe(subjects.primary_frames(self.id), cb=self._on_frame)
         loop = asyncio.get_running_loop()
@@ -104,13 +109,16 @@ class PrimaryBridge:
             return
         response = await call_app(self.app, request)
         encoded = response.encode()
-        if self._nc is not None and len(encoded) > self._nc.max_payload:
-            encoded = error_envelope(
-                502,
-                "response_too_large",
-                f"The response is larger than NATS's max_payload ({self._nc.max_payload} bytes)"
-                " allows.",
-            ).encode()
+        nc = self._nc
+        if nc is not None and len(encoded) > nc.max_payload - 4096:
+            if request.stream_subject is None:
+                encoded = error_envelope(
+                    502, "response_too_large", "The response does not fit one NATS message."
+                ).encode()
+            else:  # the body goes in parts to where the edge waits for it
+                await StreamPublisher(nc, request.stream_subject).send(response.body)
+                response.body, response.streamed = b"", True
+                encoded = response.encode()
         await msg.respond(encoded)
 
     async def _on_open(self, msg: Msg) -> None:
@@ -126,15 +134,14 @@ class PrimaryBridge:
             await msg.respond(error_envelope(400, "bad_envelope", "Not a stream.").encode())
             return
 
-        async def publish(chunk: bytes) -> None:
-            await nc.publish(subject, chunk)
+        publisher = StreamPublisher(nc, subject)
 
         async def ended() -> None:
             self._streams.pop((edge, stream_id), None)
             reason = END_STOPPING if self._stopping() else END_CLOSED
-            await nc.publish(subject, b"", headers={END_HEADER: reason})
+            await publisher.send(b"", {END_HEADER: reason})
 
-        stream = PumpedStream(self.app, request, publish, ended)
+        stream = PumpedStream(self.app, request, publisher.send, ended)
         loop = asyncio.get_running_loop()
         self._streams[(edge, stream_id)] = _Held(stream, edge, loop.time())
         head = await stream.opened()
@@ -156,8 +163,10 @@ class PrimaryBridge:
             await msg.respond(SocketAnswer(False, None, 1008, "bad_envelope").encode())
             return
 
+        publisher = StreamPublisher(nc, subject)
+
         async def send_frame(kind: str, payload: bytes) -> None:
-            await nc.publish(subject, payload, headers={FRAME_HEADER: kind})
+            await publisher.send(payload, {FRAME_HEADER: kind})
 
         socket = PumpedSocket(self.app, request, send_frame)
         loop = asyncio.get_running_loop()
@@ -199,10 +208,16 @@ class PrimaryBridge:
         hello = jsoncodec.dumps({"primary": self.id})
         while True:
             nc = self._nc
+            if self._serving and self._stopping():
+                # Draining: new calls and streams go to the other primaries (or get 503).
+                for subscription in self._serving:
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
+                self._serving = []
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(Exception):
                     await nc.publish(subjects.HELLO, hello)
-            await asyncio.sleep(subjects.HELLO_S)
+            await asyncio.sleep(0.2 if self._serving else subjects.HELLO_S)
 
     async def _expire_leases(self) -> None:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 
+from voicestack import jsoncodec
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
@@ -26,6 +27,9 @@ from voicestack.scale.primary import END_STOPPING
 log = logging.getLogger(__name__)
 
 RESYNC_WAIT_S = 0.5
+RESYNC_MAX_WAIT_S = 5.0
+# Answers to a reopening that end the stream: the viewer may no longer see it.
+FINAL_REFUSALS = frozenset({400, 401, 403, 404, 410, 422})
 RING_EVENTS = 1024  # recent feed events kept for clients that join while the upstream runs
 
 
@@ -91,6 +95,7 @@ class Upstream:
         self._forget = forget
         self._resync: asyncio.Task[None] | None = None
         self.closed = False
+        self.opened = False  # a primary has answered an opening with a stream
 
     def opening(self) -> RequestEnvelope:
         """The request that (re)opens this stream on a primary."""
@@ -105,6 +110,7 @@ class Upstream:
         stream_id, head = await self.link.open(self.opening(), self)
         if head.status == 200:
             self.stream_id, self.primary, self.head = stream_id, head.primary, head
+            self.opened = True
         return head
 
     def ended(self, reason: str) -> None:
@@ -117,26 +123,35 @@ class Upstream:
 
     def primary_lost(self) -> None:
         """Reopen the stream once a primary answers; clients stay connected meanwhile."""
-        if self.closed or self._resync is not None:
-            return
+        if self.closed or self._resync is not None or not self.opened:
+            return  # an opening still unanswered is judged by its answer
         if self.stream_id is not None:
-            self.link.forget_stream(self.stream_id)
+            old, primary = self.stream_id, self.primary
+            # If that primary still holds it, it lets go now rather than at its lease's end.
+            asyncio.get_running_loop().create_task(self.link.close_stream(old, primary))
+        self.stream_id = None
         self.primary = None
         self._resync = asyncio.get_running_loop().create_task(self._reopen())
 
     async def _reopen(self) -> None:
+        wait = RESYNC_WAIT_S
         try:
             while not self.closed:
                 try:
                     head = await self.open()
                 except PrimaryUnavailable:
-                    await asyncio.sleep(RESYNC_WAIT_S)
-                    continue
-                if head.status != 200:
+                    head = None
+                if head is not None and head.status == 200:
+                    return
+                if head is not None and head.status in FINAL_REFUSALS:
                     # Refused now: the token was revoked or access removed while away.
                     log.info("a stream could not be resumed (%d); ending it", head.status)
                     self.close()
-                return
+                    return
+                # No primary yet, or a passing refusal (a draining primary, the old stream
+                # still counted against the token's limit): try again.
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RESYNC_MAX_WAIT_S)
         finally:
             self._resync = None
 
@@ -175,8 +190,8 @@ class WatchUpstream(Upstream):
     ) -> None:
         super().__init__(link, request, forget)
         self.multi = multi
-        # The newest event per subscription: (version, what it says, its bytes).
-        self.latest: dict[str | None, tuple[int, object, bytes]] = {}
+        # The newest event per subscription: (version, what it says as JSON, its bytes).
+        self.latest: dict[str | None, tuple[int, bytes, bytes]] = {}
         self._clients: set[RelayChannel] = set()
 
     def clients(self) -> list[Outbox]:
@@ -208,7 +223,7 @@ class WatchUpstream(Upstream):
             if not isinstance(body, dict):
                 continue
             sub_id = str(body["id"]) if self.multi and "id" in body else None
-            said = body.get("value", body.get("error"))
+            said = jsoncodec.dumps(body.get("value", body.get("error")))
             known = self.latest.get(sub_id)
             if known is not None and (known[0] >= version or known[1] == said):
                 # Older, or the same value again (a resync's snapshot): nothing new.
@@ -231,6 +246,9 @@ class FeedUpstream(Upstream):
     ) -> None:
         super().__init__(link, request, forget)
         self.last = after  # the newest event id this edge has from the primary
+        # Clients whose catch-up ends before this would miss events: the upstream began after
+        # it, or its recent events no longer reach back that far.
+        self.floor = after
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RING_EVENTS)
         self._clients: set[FeedChannel] = set()
 
@@ -246,12 +264,17 @@ class FeedUpstream(Upstream):
         """The edge clients this upstream feeds."""
         return list(self._clients)
 
-    def join(self, outbox: FeedChannel, catch_up: bytes, after: int) -> None:
-        """Send `outbox` its catch-up, then every event after `after`."""
+    def join(self, outbox: FeedChannel, catch_up: bytes, after: int) -> bool:
+        """Send `outbox` its catch-up, then every event after `after`; False (nothing done)
+        when events between `after` and what this upstream still has would be missing: catch
+        the client up further first."""
+        if after < self.floor:
+            return False
         self._clients.add(outbox)
         outbox.preload(catch_up, after)
         for event_id, event in self._recent:
             outbox.append(event_id, event)  # those at or before its cursor are skipped
+        return True
 
     def leave(self, outbox: FeedChannel) -> None:
         """Stop feeding `outbox`; the last client to leave closes the upstream."""
@@ -265,6 +288,8 @@ class FeedUpstream(Upstream):
             if event_id is None or event_id <= self.last:
                 continue
             self.last = event_id
+            if len(self._recent) == self._recent.maxlen:
+                self.floor = self._recent[0][0]
             self._recent.append((event_id, event))
             for outbox in list(self._clients):
                 outbox.append(event_id, event)

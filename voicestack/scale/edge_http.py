@@ -1,0 +1,105 @@
+"""An edge's forwarding of plain requests: the request as an envelope to a primary, and the
+primary's response as the edge's, with the edge's own CORS in place of the primary's."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from voicestack.scale.edge import Edge
+from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
+from voicestack.scale.errors import error_envelope
+from voicestack.scale.link import PrimaryUnavailable
+
+# Not passed on: hop-by-hop headers.
+HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"upgrade",
+    b"te",
+    b"trailer",
+    b"proxy-authorization",
+    b"proxy-connection",
+}
+# Headers that mean something between an edge and a primary only: never from a client.
+INTERNAL_PREFIX = b"voicestack-"
+
+
+def relayed_headers(headers: Headers) -> Headers:
+    """A primary's response headers as an edge sends them: no hop-by-hop or internal ones, and
+    no CORS (the edge's own middleware answers for its clients' origins)."""
+    kept: Headers = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower.startswith((INTERNAL_PREFIX, b"access-control-")):
+            continue
+        if lower == b"vary":
+            tokens = [t.strip() for t in value.split(b",") if t.strip().lower() != b"origin"]
+            if not tokens:
+                continue
+            value = b", ".join(tokens)
+        kept.append((name, value))
+    return kept
+
+
+def as_response(envelope: ResponseEnvelope) -> Response:
+    """The edge's response for a primary's (or its own) envelope."""
+    response = Response(envelope.body, envelope.status)
+    response.raw_headers = [
+        *[(n, v) for n, v in relayed_headers(envelope.headers) if n.lower() != b"content-length"],
+        (b"content-length", str(len(envelope.body)).encode()),
+    ]
+    return response
+
+
+def unavailable(why: str) -> Response:
+    """503 with Retry-After: no primary answered."""
+    return as_response(
+        error_envelope(503, "primary_unavailable", f"No primary is reachable now ({why}).")
+    )
+
+
+def forwarded(
+    request: Request, body: bytes, drop: frozenset[bytes] = frozenset()
+) -> RequestEnvelope:
+    """`request` as an envelope for a primary, without hop-by-hop, internal or `drop` headers."""
+    headers = [
+        (n, v)
+        for n, v in request.scope["headers"]
+        if n.lower() not in HOP_BY_HOP
+        and n.lower() not in drop
+        and not n.lower().startswith(INTERNAL_PREFIX)
+    ]
+    client = request.scope.get("client")
+    return RequestEnvelope(
+        method=request.method,
+        path=request.url.path,
+        query_string=request.scope.get("query_string", b""),
+        headers=headers,
+        body=body,
+        client=(str(client[0]), int(client[1])) if client else None,
+        scheme="https" if request.url.scheme == "https" else "http",
+    )
+
+
+async def forward(request: Request) -> Response:
+    """Any route the edge does not serve itself: the primary's response to the same request."""
+    edge: Edge = request.app.state.edge
+    limit = edge.link.max_payload() - 64 * 1024
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            message = (
+                f"Bodies over {limit} bytes are refused here: NATS's max_payload between edges"
+                " and primaries is the limit."
+            )
+            return as_response(error_envelope(413, "body_too_large", message))
+        chunks.append(chunk)
+    try:
+        answer = await edge.link.call(forwarded(request, b"".join(chunks)))
+    except PrimaryUnavailable as exc:
+        return unavailable(str(exc))
+    return as_response(answer)
