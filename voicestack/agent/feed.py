@@ -183,7 +183,7 @@ class ThreadFeed:
             if watchers is None:
                 continue
             if watchers.plain:
-                _send_plain(watchers.plain, events, now)
+                send_plain(watchers.plain, events, now)
             if watchers.cohort is not None and watchers.deflated:
                 data = b"".join(event for _, event in events)
                 segment = watchers.cohort.segment(data, events[-1][0])
@@ -205,7 +205,9 @@ class ThreadFeed:
             join.ready.set_result(None)
 
 
-def _send_plain(outboxes: set[FeedChannel], events: list[Event], now: float) -> None:
+def send_plain(outboxes: set[FeedChannel], events: list[Event], now: float) -> None:
+    """Send one batch of encoded events to plain feeds: one chunk, framed once and written
+    straight to every idle subscriber; a busy or paused one gets them queued instead."""
     first, last = events[0][0], events[-1][0]
     frame: bytes | None = None
     for outbox in list(outboxes):

@@ -19,7 +19,9 @@ import logging
 from collections.abc import Callable, Iterator
 
 from voicestack import jsoncodec
+from voicestack.agent.feed import send_plain
 from voicestack.reactive.channel import FeedChannel, Outbox
+from voicestack.reactive.wire import http_chunk
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
 from voicestack.scale.primary import END_STOPPING
@@ -72,6 +74,10 @@ class RelayChannel(Outbox):
     def _release_held(self) -> None:
         self._pending.update(self._held)
         self._held = {}
+
+    def has_pending(self) -> bool:
+        """Whether values wait to be sent by the writer."""
+        return bool(self._pending)
 
     def _has_pending(self) -> bool:
         return bool(self._pending)
@@ -230,8 +236,12 @@ class WatchUpstream(Upstream):
                 self.latest[sub_id] = (max(known[0], version), known[1], known[2])
                 continue
             self.latest[sub_id] = (version, said, event)
+            frame = http_chunk(event)
+            now = asyncio.get_running_loop().time()
             for outbox in list(self._clients):
-                outbox.push(sub_id, event)
+                # Straight to an idle client, as a single server does; else its newest value.
+                if outbox.has_pending() or not outbox.write_direct(frame, now):
+                    outbox.push(sub_id, event)
 
 
 class FeedUpstream(Upstream):
@@ -283,7 +293,9 @@ class FeedUpstream(Upstream):
             self.close()
 
     def receive(self, chunk: bytes) -> None:
-        """Pass on each event after the last one this edge has."""
+        """Pass on the events after the last one this edge has: one chunk written straight to
+        every idle client, as a single server does."""
+        fresh: list[tuple[int, bytes]] = []
         for event_id, _, event in sse_events(chunk):
             if event_id is None or event_id <= self.last:
                 continue
@@ -291,5 +303,6 @@ class FeedUpstream(Upstream):
             if len(self._recent) == self._recent.maxlen:
                 self.floor = self._recent[0][0]
             self._recent.append((event_id, event))
-            for outbox in list(self._clients):
-                outbox.append(event_id, event)
+            fresh.append((event_id, event))
+        if fresh and self._clients:
+            send_plain(self._clients, fresh, asyncio.get_running_loop().time())
