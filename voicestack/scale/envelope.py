@@ -123,6 +123,11 @@ class ResponseEnvelope:
             streamed=head.get("b") is True,
         )
 
+    @property
+    def ok(self) -> bool:
+        """Whether a stream's opening was answered with the stream."""
+        return self.status == 200
+
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (lower case), if any."""
         return next((v for n, v in self.headers if n.lower() == name), None)

@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 120.0
 OPEN_TIMEOUT_S = 15.0
 RENEW_S = 1.0
+
+
+class Answer(Protocol):
+    """A primary's answer to an opening: whether it streams, and which primary holds it."""
+
+    primary: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the stream (or socket) is open."""
+        ...
+
+
+Opened = TypeVar("Opened", bound=Answer)
 
 
 class PrimaryUnavailable(Exception):
@@ -151,22 +165,8 @@ class EdgeLink:
     ) -> tuple[str, ResponseEnvelope]:
         """Open `request`'s stream on a primary, its events routed to `upstream`; returns the
         stream's id and the primary's answer (a head when it streams, else its refusal)."""
-        stream_id = uuid.uuid4().hex[:16]
-        request.stream_subject = subjects.stream_subject(self.id, stream_id)
-        self._streams[stream_id] = upstream
-        self._opening.add(stream_id)
-        try:
-            msg = await self._request(subjects.OPEN, request.encode(), OPEN_TIMEOUT_S)
-            head = ResponseEnvelope.decode(msg.data)
-        except BaseException:
-            self.forget_stream(stream_id)
-            raise
-        finally:
-            self._opening.discard(stream_id)
-        if head.status != 200:
-            self.forget_stream(stream_id)
-        elif head.primary is not None:
-            self._seen.setdefault(head.primary, asyncio.get_running_loop().time())
+        stream_id, msg = await self._open(subjects.OPEN, request, upstream)
+        head = self._opened(stream_id, msg, ResponseEnvelope.decode)
         return stream_id, head
 
     async def open_socket(
@@ -174,23 +174,37 @@ class EdgeLink:
     ) -> tuple[str, SocketAnswer]:
         """Open a relayed WebSocket on a primary, its frames routed to `relay`; returns the
         socket's id and how the primary's application answered."""
+        stream_id, msg = await self._open(subjects.SOCKET, request, relay)
+        answer = self._opened(stream_id, msg, SocketAnswer.decode)
+        return stream_id, answer
+
+    async def _open(
+        self, subject: str, request: RequestEnvelope, upstream: Upstream
+    ) -> tuple[str, Msg]:
         stream_id = uuid.uuid4().hex[:16]
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
-        self._streams[stream_id] = relay
+        self._streams[stream_id] = upstream
         self._opening.add(stream_id)
         try:
-            msg = await self._request(subjects.SOCKET, request.encode(), OPEN_TIMEOUT_S)
-            answer = SocketAnswer.decode(msg.data)
+            return stream_id, await self._request(subject, request.encode(), OPEN_TIMEOUT_S)
         except BaseException:
             self.forget_stream(stream_id)
             raise
         finally:
             self._opening.discard(stream_id)
-        if not answer.accepted:
+
+    def _opened(self, stream_id: str, msg: Msg, decode: Callable[[bytes], Opened]) -> Opened:
+        """The primary's answer to an opening; a refusal stops routing the stream."""
+        try:
+            answer = decode(msg.data)
+        except BaseException:
+            self.forget_stream(stream_id)
+            raise
+        if not answer.ok:
             self.forget_stream(stream_id)
         elif answer.primary is not None:
             self._seen.setdefault(answer.primary, asyncio.get_running_loop().time())
-        return stream_id, answer
+        return answer
 
     async def send_frame(self, primary: str, stream_id: str, kind: str, payload: bytes) -> bool:
         """Send a client's frame to the primary holding its socket; False when NATS is down."""

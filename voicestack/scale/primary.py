@@ -124,29 +124,36 @@ class PrimaryBridge:
     async def _on_open(self, msg: Msg) -> None:
         self._spawn(self._open(msg))
 
-    async def _open(self, msg: Msg) -> None:
-        nc = self._nc
-        assert nc is not None
+    async def _opening(
+        self, msg: Msg, refusal: bytes
+    ) -> tuple[RequestEnvelope, tuple[str, str], StreamPublisher] | None:
+        """A stream's or socket's opening: its request, (edge, stream id) and publisher; None
+        once `refusal` has answered an opening that is not one."""
         try:
             request = RequestEnvelope.decode(msg.data)
             edge, stream_id, subject = _stream_of(request)
         except (ValueError, KeyError, TypeError):
-            await msg.respond(error_envelope(400, "bad_envelope", "Not a stream.").encode())
-            return
+            await msg.respond(refusal)
+            return None
+        assert self._nc is not None
+        return request, (edge, stream_id), StreamPublisher(self._nc, subject)
 
-        publisher = StreamPublisher(nc, subject)
+    async def _open(self, msg: Msg) -> None:
+        refusal = error_envelope(400, "bad_envelope", "Not a stream.").encode()
+        if (opening := await self._opening(msg, refusal)) is None:
+            return
+        request, key, publisher = opening
 
         async def ended() -> None:
-            self._streams.pop((edge, stream_id), None)
+            self._streams.pop(key, None)
             reason = END_STOPPING if self._stopping() else END_CLOSED
             await publisher.send(b"", {END_HEADER: reason})
 
         stream = PumpedStream(self.app, request, publisher.send, ended)
-        loop = asyncio.get_running_loop()
-        self._streams[(edge, stream_id)] = _Held(stream, edge, loop.time())
+        self._streams[key] = _Held(stream, key[0], asyncio.get_running_loop().time())
         head = await stream.opened()
         if not stream.streaming:
-            self._streams.pop((edge, stream_id), None)
+            self._streams.pop(key, None)
         head.primary = self.id
         await msg.respond(head.encode())
 
@@ -154,28 +161,21 @@ class PrimaryBridge:
         self._spawn(self._open_socket(msg))
 
     async def _open_socket(self, msg: Msg) -> None:
-        nc = self._nc
-        assert nc is not None
-        try:
-            request = RequestEnvelope.decode(msg.data)
-            edge, stream_id, subject = _stream_of(request)
-        except (ValueError, KeyError, TypeError):
-            await msg.respond(SocketAnswer(False, None, 1008, "bad_envelope").encode())
+        refusal = SocketAnswer(False, None, 1008, "bad_envelope").encode()
+        if (opening := await self._opening(msg, refusal)) is None:
             return
-
-        publisher = StreamPublisher(nc, subject)
+        request, key, publisher = opening
 
         async def send_frame(kind: str, payload: bytes) -> None:
             await publisher.send(payload, {FRAME_HEADER: kind})
 
         socket = PumpedSocket(self.app, request, send_frame)
-        loop = asyncio.get_running_loop()
-        self._streams[(edge, stream_id)] = _Held(socket, edge, loop.time())
+        self._streams[key] = _Held(socket, key[0], asyncio.get_running_loop().time())
         answer = await socket.opened()
         if answer.accepted and socket.task is not None:
-            socket.task.add_done_callback(lambda _: self._streams.pop((edge, stream_id), None))
+            socket.task.add_done_callback(lambda _: self._streams.pop(key, None))
         else:
-            self._streams.pop((edge, stream_id), None)
+            self._streams.pop(key, None)
         answer.primary = self.id
         await msg.respond(answer.encode())
 

@@ -50,6 +50,11 @@ class SocketAnswer:
     reason: str = ""
     primary: str | None = None  # the primary process that holds it
 
+    @property
+    def ok(self) -> bool:
+        """Whether the socket is open."""
+        return self.accepted
+
     def encode(self) -> bytes:
         """The answer as a NATS payload."""
         return jsoncodec.dumps(
