@@ -1,7 +1,7 @@
 """Semantic memory benchmark: search latency over many chunks, embedding throughput, and whether
 embeddings in the background move the delta latency of streaming replies.
 
-Sections (`--only search,jobs,deltas`):
+Sections (`--only search,inserts,jobs,deltas`):
 
 - **search**: a database of `--chunks` messages (default 100,000), each one chunk with a vector
   of `--dimensions` (default 1,536; random unit vectors) and 20-60 words of a 5,000-word
@@ -9,15 +9,19 @@ Sections (`--only search,jobs,deltas`):
   real Store exactly as the server runs it, as an admin (every chunk) and as a user who may read
   10 of the threads, in `hybrid` and `vector` mode; p50/p99 over `--queries` distinct queries,
   whose vectors are cached first (the provider's latency is not the search's).
+- **inserts**: `--inserts` vectors committed one at a time into a `vec0` table with sqlite-vec's
+  default storage chunks and with memory's own: how long each embedded chunk holds the writer.
 - **jobs**: a server and the fake provider on loopback; one mutation writes `--notes` notes,
   and the time until every `memory.embed` job is done gives notes/s and chunks/s.
 - **deltas**: bench/stream.py's run (`--replies` replies of 200 tokens at 50 tokens/s, one feed
   each), `--repeat` times per setting, while the app writes 20 notes a second: without
-  embeddings, then with them (the notes, the questions and the replies all embedded by jobs
-  meanwhile, from a second fake provider). Token emit → feed receive and commit → receive,
-  p50/p99.
+  embeddings and with them (the notes, the questions and the replies all embedded by jobs
+  meanwhile, from a second fake provider), alternating which runs first. Token emit → feed
+  receive and commit → receive, p50/p99, per run, their medians per setting, and the spread of
+  the runs without embeddings: the noise band (`--quiet-wait-s` waits for a calmer machine;
+  `--baseline-source DIR` adds runs of another source tree's server with embeddings).
 
-    python3 -m bench.memory                       # all three, about 5 minutes
+    python3 -m bench.memory                       # all four, about 10 minutes
     python3 -m bench.memory --only search --chunks 20000 --queries 20
 """
 
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -41,7 +46,7 @@ from bench.stream_procs import REPO, Child, start_fake, start_server
 from voicestack.agent.embedding import Embedder, EmbeddingSettings
 from voicestack.agent.llm import ProviderSettings
 from voicestack.agent.memory import search
-from voicestack.agent.memory_index import create_vector_table, set_index
+from voicestack.agent.memory_index import VECTOR_CHUNK_SIZE, create_vector_table, set_index
 from voicestack.agent.memory_service import Memory, install_memory
 from voicestack.functions.context import QueryCtx
 from voicestack.identity import Caller
@@ -172,6 +177,42 @@ def bench_search(args: argparse.Namespace, workdir: Path) -> list[list[str]]:
     return rows
 
 
+def bench_inserts(args: argparse.Namespace, workdir: Path) -> list[list[str]]:
+    """Rows of the insert table: how long one vector's commit holds the single writer, with
+    sqlite-vec's default storage chunks (1,024 vectors) and with memory's (VECTOR_CHUNK_SIZE)."""
+    rows = []
+    rng = np.random.default_rng(3)
+    for label, chunk_size in (("sqlite-vec default", None), ("memory_vectors", VECTOR_CHUNK_SIZE)):
+        conn = open_connection(workdir / f"inserts-{chunk_size}.db")
+        option = f", chunk_size={chunk_size}" if chunk_size else ""
+        conn.execute(
+            f"CREATE VIRTUAL TABLE v USING vec0(embedding float[{args.dimensions}]"
+            f" distance_metric=cosine, owner text{option})"
+        )
+        seconds = []
+        for rowid in range(1, args.inserts + 1):
+            blob = rng.standard_normal(args.dimensions).astype(np.float32).tobytes()
+            begin = time.perf_counter()
+            with conn:
+                conn.execute(
+                    "INSERT INTO v(rowid, embedding, owner) VALUES (?, ?, ?)",
+                    (rowid, blob, f"t{rowid % THREADS}"),
+                )
+            seconds.append(time.perf_counter() - begin)
+        conn.close()
+        size = chunk_size or 1024
+        rows.append(
+            [
+                f"{label} ({size:,} a chunk)",
+                f"{percentile(seconds, 50):.2f}",
+                f"{percentile(seconds, 99):.2f}",
+                f"{sum(seconds) / len(seconds) * 1000:.2f}",
+            ]
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def _server_args(flush_ms: float, extra: list[str]) -> argparse.Namespace:
     return argparse.Namespace(flush_ms=flush_ms, change_log_keep=1_000_000, server_arg=extra)
 
@@ -213,7 +254,9 @@ async def bench_jobs(args: argparse.Namespace, workdir: Path) -> list[str]:
 
 
 async def bench_deltas(args: argparse.Namespace, workdir: Path) -> list[list[str]]:
-    """Rows of the delta-latency table: without, then with, embeddings in the background.
+    """Rows of the delta-latency table: each repeat runs without and with embeddings in the
+    background (alternating which goes first), then the medians of each setting, and the spread
+    of the runs without embeddings, which is the noise band any difference is read against.
 
     The embeddings come from a fake provider of their own: sharing the chat's fake would delay
     its paced tokens (the emit times the latency is measured from) by the vectors it computes.
@@ -222,32 +265,49 @@ async def bench_deltas(args: argparse.Namespace, workdir: Path) -> list[list[str
 
     os.environ["BENCH_MEMORY_NOTES_PER_S"] = "20"
     embedder, embedder_port = start_fake(workdir, REPO)
+    settings = [("off", "", str(REPO)), ("on", MODEL, str(REPO))]
+    if args.baseline_source:
+        settings.append(("on, baseline", MODEL, args.baseline_source))
+    runs: dict[str, list[list[float]]] = {label: [] for label, _, _ in settings}
     rows = []
     try:
-        for _ in range(args.repeat):
-            for label, model in (("off", ""), ("on", MODEL)):
+        for repeat in range(args.repeat):
+            turn = repeat % len(settings)  # each setting takes its turn at going first
+            for label, model, source in settings[turn:] + settings[:turn]:
                 argv = ["--replies", str(args.replies), "--tokens", "200", "--tokens-per-s", "50"]
                 argv += [
+                    f"--source={source}",
                     "--server-arg=--app=bench.memory_app",
                     f"--server-arg=--embedding-model={model}",
                     f"--server-arg=--embedding-base-url=http://127.0.0.1:{embedder_port}/v1",
+                    f"--quiet-wait-s={args.quiet_wait_s}",
+                    f"--quiet-below={args.quiet_below}",
                 ]
                 result = await run_once(args.replies, 1, parse_args(argv))
                 figures: Any = result.figures
+                values = [
+                    figures.emit_to_receive.p50,
+                    figures.emit_to_receive.p99,
+                    figures.commit_to_receive.p50,
+                    figures.commit_to_receive.p99,
+                    result.server_cpu_pct,
+                    result.others_cpu_pct,
+                ]
+                runs[label].append(values)
+                cells = [f"{v:.0f}" for v in values]
                 rows.append(
-                    [
-                        label,
-                        f"{figures.emit_to_receive.p50:.0f}",
-                        f"{figures.emit_to_receive.p99:.0f}",
-                        f"{figures.commit_to_receive.p50:.0f}",
-                        f"{figures.commit_to_receive.p99:.0f}",
-                        f"{result.server_cpu_pct:.0f}",
-                        str(figures.incomplete_replies),
-                    ]
+                    [f"{label} (run {repeat + 1})", *cells, str(figures.incomplete_replies)]
                 )
-                print(rows[-1])
+                print(rows[-1], flush=True)
     finally:
         embedder.stop()
+    for label in runs:
+        medians = [statistics.median(column) for column in zip(*runs[label], strict=True)]
+        rows.append(
+            [f"**{label}, median of {len(runs[label])}**", *(f"{v:.0f}" for v in medians), ""]
+        )
+    spread = [f"{min(column):.0f}–{max(column):.0f}" for column in zip(*runs["off"], strict=True)]
+    rows.append(["noise band (off, min–max)", *spread, ""])
     return rows
 
 
@@ -261,13 +321,29 @@ def table(columns: list[str], rows: list[list[str]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen sections and print their tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="search,jobs,deltas", help="sections to run")
+    parser.add_argument("--only", default="search,inserts,jobs,deltas", help="sections to run")
+    parser.add_argument("--inserts", type=int, default=3000, help="vectors inserted [3000]")
     parser.add_argument("--chunks", type=int, default=100_000, help="stored chunks [100000]")
     parser.add_argument("--dimensions", type=int, default=1536, help="vector size [1536]")
     parser.add_argument("--queries", type=int, default=50, help="searches per row [50]")
     parser.add_argument("--notes", type=int, default=1000, help="notes to embed [1000]")
     parser.add_argument("--replies", type=int, default=50, help="streaming replies [50]")
-    parser.add_argument("--repeat", type=int, default=2, help="delta runs per setting [2]")
+    parser.add_argument("--repeat", type=int, default=3, help="delta runs per setting [3]")
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=0.0,
+        help="before each delta run, wait up to this long for other load to fall [0]",
+    )
+    parser.add_argument(
+        "--quiet-below", type=float, default=30.0, help="machine busy %% of one core [30]"
+    )
+    parser.add_argument(
+        "--baseline-source",
+        default="",
+        help="also run the server from this source tree with embeddings (e.g. `git archive` of"
+        " an earlier commit), interleaved, to compare",
+    )
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
     out = []
@@ -276,6 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "search" in sections:
             rows = bench_search(args, workdir)
             out.append(table(["mode", "scope", "p50 ms", "p99 ms"], rows))
+        if "inserts" in sections:
+            rows = bench_inserts(args, workdir)
+            columns = ["vector table", "commit p50 ms", "p99 ms", "mean ms"]
+            out.append(table(columns, rows))
         if "jobs" in sections:
             (workdir / "jobs").mkdir()
             row = asyncio.run(bench_jobs(args, workdir / "jobs"))
@@ -285,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (workdir / "deltas").mkdir()
             rows = asyncio.run(bench_deltas(args, workdir / "deltas"))
             columns = ["embeddings", "emit→receive p50", "p99", "commit→receive p50", "p99"]
-            out.append(table([*columns, "server CPU %", "incomplete"], rows))
+            columns += ["server CPU %", "other CPU %", "incomplete"]
+            out.append(table(columns, rows))
     print("\n\n".join(out))
     return 0
 

@@ -7,6 +7,11 @@ chat's key never goes to another server). The provider gets no retries of its ow
 embedding fails its job, and the scheduler's backoff is the retry, visible in `scheduler.jobs`.
 Concurrent jobs' texts share requests (voicestack.agent.embedding_batch).
 
+Vectors are asked for as base64 and kept as float32 arrays (`Vector`), the bytes sqlite-vec
+stores: turning each text's 1,536 numbers into Python floats, and back into bytes for the
+index, spent the event loop's and the writer's time for nothing (bench/results/memory.md), and
+a cached vector takes 6 KB instead of 50.
+
 Queries embed their words too. A query runs on a reader thread, not on the event loop, so it
 asks through a blocking client; every text's vector is kept in a small cache, so a watched
 search re-run by a commit never calls the provider again, and the job that embeds a message
@@ -15,10 +20,13 @@ just recalled from finds its vector there.
 
 from __future__ import annotations
 
+import base64
+import sys
 import threading
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import openai
 
@@ -35,6 +43,9 @@ KNOWN_DIMENSIONS = {
 }
 CACHE_SIZE = 2048
 
+# A vector as sqlite-vec stores it: float32 numbers (array("f"), little-endian in its bytes).
+Vector: TypeAlias = "array[float]"
+
 EMBEDDING_ROLE = ProviderRole(
     name="embedding",
     key_setting="--embedding-api-key (VOICESTACK_EMBEDDING_API_KEY)",
@@ -42,6 +53,22 @@ EMBEDDING_ROLE = ProviderRole(
     " OPENAI_API_KEY or --openai-base-url, which it defaults to; --embedding-model '' turns"
     " semantic memory off.",
 )
+
+
+def as_vector(embedding: Any) -> Vector:
+    """An answer's embedding (base64 of little-endian float32, or a list of numbers from a
+    server that ignores `encoding_format`) as a Vector; raises ProviderError for anything else."""
+    try:
+        if isinstance(embedding, str):
+            vector = array("f", base64.b64decode(embedding, validate=True))
+            if sys.byteorder == "big":
+                vector.byteswap()
+            return vector
+        return array("f", embedding)
+    except (TypeError, ValueError) as exc:
+        raise ProviderError(
+            "provider_bad_response", f"The embedding provider answered an unreadable vector: {exc}"
+        ) from None
 
 
 class EmbeddingSizeError(ProviderError):
@@ -87,7 +114,7 @@ class Embedder:
         self.settings = settings
         self._provider = ChatProvider(settings.provider)
         self._sync: openai.OpenAI | None = None
-        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache: OrderedDict[str, Vector] = OrderedDict()
         self._lock = threading.Lock()
         self._batcher = EmbeddingBatcher(self._request)
 
@@ -102,12 +129,16 @@ class Embedder:
         return self.settings.model
 
     def _kwargs(self, texts: list[str]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.settings.model, "input": texts}
+        kwargs: dict[str, Any] = {
+            "model": self.settings.model,
+            "input": texts,
+            "encoding_format": "base64",
+        }
         if self.settings.dimensions is not None:
             kwargs["dimensions"] = self.settings.dimensions
         return kwargs
 
-    def cached(self, text: str) -> list[float] | None:
+    def cached(self, text: str) -> Vector | None:
         """The vector of `text` if this process has it already."""
         with self._lock:
             vector = self._cache.get(text)
@@ -115,17 +146,17 @@ class Embedder:
                 self._cache.move_to_end(text)
             return vector
 
-    def _remember(self, text: str, vector: list[float]) -> None:
+    def _remember(self, text: str, vector: Vector) -> None:
         with self._lock:
             self._cache[text] = vector
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
 
-    async def embed(self, texts: list[str], dimensions: int | None = None) -> list[list[float]]:
+    async def embed(self, texts: list[str], dimensions: int | None = None) -> list[Vector]:
         """One vector per text, in order, each of `dimensions` numbers when given; raises
         ProviderError (a failed call, or an answer that is not one vector per text) or
         EmbeddingSizeError. Only vectors that passed the size check are cached."""
-        vectors: list[list[float] | None] = [self.cached(text) for text in texts]
+        vectors: list[Vector | None] = [self.cached(text) for text in texts]
         missing = [i for i, vector in enumerate(vectors) if vector is None]
         if missing:
             found = await self._batcher.embed([texts[i] for i in missing])
@@ -139,7 +170,7 @@ class Embedder:
             self._check_cached(texts, result, dimensions)
         return result
 
-    async def _request(self, texts: list[str]) -> list[list[float]]:
+    async def _request(self, texts: list[str]) -> list[Vector]:
         async def send(client: openai.AsyncOpenAI) -> Any:
             return await client.embeddings.create(**self._kwargs(texts))
 
@@ -148,7 +179,7 @@ class Embedder:
 
     def embed_query(
         self, text: str, timeout_s: float = 10.0, dimensions: int | None = None
-    ) -> list[float]:
+    ) -> Vector:
         """The vector of `text`, of `dimensions` numbers when given, blocking (for queries on
         reader threads); raises ProviderError with the same codes as the jobs', or
         EmbeddingSizeError. Only a vector that passed the size check is cached."""
@@ -179,7 +210,7 @@ class Embedder:
         self._remember(text, vector)
         return vector
 
-    def _check_cached(self, texts: list[str], vectors: list[list[float]], dimensions: int) -> None:
+    def _check_cached(self, texts: list[str], vectors: list[Vector], dimensions: int) -> None:
         # A vector cached before the index changed size must not stick: forget it, so the
         # next attempt asks the provider again.
         try:
@@ -203,7 +234,7 @@ class Embedder:
                 )
             return self._sync
 
-    def _vectors(self, answer: Any, count: int) -> list[list[float]]:
+    def _vectors(self, answer: Any, count: int) -> list[Vector]:
         data = sorted(getattr(answer, "data", None) or [], key=lambda item: item.index)
         if len(data) != count:
             raise ProviderError(
@@ -211,9 +242,9 @@ class Embedder:
                 f"The embedding provider at {self._provider.where} answered {len(data)} vectors"
                 f" for {count} texts.",
             )
-        return [[float(v) for v in item.embedding] for item in data]
+        return [as_vector(item.embedding) for item in data]
 
-    def check_size(self, vectors: list[list[float]], dimensions: int) -> None:
+    def check_size(self, vectors: list[Vector], dimensions: int) -> None:
         """Raise EmbeddingSizeError unless every vector has `dimensions` numbers."""
         for vector in vectors:
             if len(vector) != dimensions:

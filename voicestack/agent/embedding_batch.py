@@ -9,6 +9,7 @@ MAX_TEXTS a request; every caller gets its own vectors, or the request's error.
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import Awaitable, Callable
 
 from voicestack.agent.llm import ProviderError
@@ -16,8 +17,8 @@ from voicestack.agent.llm import ProviderError
 WINDOW_S = 0.02
 MAX_TEXTS = 64
 
-Send = Callable[[list[str]], Awaitable[list[list[float]]]]
-_Waiting = tuple[str, "asyncio.Future[list[float]]"]
+Send = Callable[[list[str]], Awaitable[list["array[float]"]]]
+_Waiting = tuple[str, "asyncio.Future[array[float]]"]
 
 
 def _own_copy(exc: Exception) -> Exception:
@@ -37,12 +38,12 @@ class EmbeddingBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._requests: set[asyncio.Task[None]] = set()
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
+    async def embed(self, texts: list[str]) -> list[array[float]]:
         """One vector per text, in order; raises the error of a request that failed."""
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[list[float]]] = []
+        futures: list[asyncio.Future[array[float]]] = []
         for text in texts:
-            future: asyncio.Future[list[float]] = loop.create_future()
+            future: asyncio.Future[array[float]] = loop.create_future()
             self._waiting.append((text, future))
             futures.append(future)
         if len(self._waiting) >= MAX_TEXTS:

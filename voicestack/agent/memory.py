@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicestack.agent.embedding import Vector
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.membership import require_thread
+from voicestack.agent.memory_backfill import MEMORY_BACKFILL_FUNCTIONS
 from voicestack.agent.memory_index import read_index
 from voicestack.agent.memory_retrieval import (
     Candidate,
@@ -78,7 +80,7 @@ def search_scope(db: ReadDB, user: Caller | None, thread_id: str | None) -> Scop
     return Scope()
 
 
-def query_vector(db: ReadDB, memory: Memory, text: str) -> list[float]:
+def query_vector(db: ReadDB, memory: Memory, text: str) -> Vector:
     """The query's vector, of the index's size; a provider failure or a vector of another size
     is the query's error (502), never a silent fall-back to words alone."""
     assert memory.embedder is not None
@@ -126,4 +128,4 @@ def search(ctx: QueryCtx, args: SearchArgs) -> list[dict[str, Any]]:
     return hydrate(ctx.db, scored[: args.limit])
 
 
-MEMORY_FUNCTIONS = (search, *MEMORY_JOB_FUNCTIONS)
+MEMORY_FUNCTIONS = (search, *MEMORY_JOB_FUNCTIONS, *MEMORY_BACKFILL_FUNCTIONS)

@@ -16,6 +16,23 @@ _EMBEDDABLE_MESSAGE = (
 )
 
 
+# A message's final text: complete, or cut by a barge-in or a cancel (interrupted). A message
+# with no text left (cut to nothing) still needs its job when it has chunks: they must go.
+_ENDED = "('complete', 'interrupted')"
+_FINAL_MESSAGE = (
+    f"NEW.status IN {_ENDED} AND NEW.role IN ('user', 'assistant')"
+    " AND EXISTS (SELECT 1 FROM memory_index WHERE id = 1 AND active = 1)"
+)
+_HAS_TEXT_OR_CHUNKS = (
+    "(NEW.text != '' OR EXISTS (SELECT 1 FROM memory_chunks WHERE message_id = NEW.id))"
+)
+# A job still pending reads the text when it runs, so it embeds this change too.
+_NO_PENDING_JOB = (
+    "NOT EXISTS (SELECT 1 FROM jobs WHERE ref = NEW.id AND name = 'memory.embed'"
+    " AND status = 'pending')"
+)
+
+
 def _embed_job(source: str) -> str:
     return (
         "INSERT INTO jobs(id, kind, name, args, ref, run_at, user_id, created_at)"
@@ -106,6 +123,31 @@ SEMANTIC_MEMORY_MIGRATIONS: tuple[Migration, ...] = (
         WHEN EXISTS (SELECT 1 FROM memory_index WHERE id = 1 AND active = 1)
         BEGIN
             {_embed_job("note")}
+        END;
+        """,
+    ),
+    Migration(
+        # A reply cut by a barge-in or a cancel ends `interrupted` with the text that was heard
+        # or streamed, and was never embedded; one cut after it completed kept the vectors of
+        # its uncut text. Its final text is what is remembered: a message is embedded when it
+        # ends, complete or interrupted, and again whenever its text changes afterwards (the
+        # job replaces its chunks, or removes them when no text is left); a change while its
+        # job is still pending queues nothing more, since that job reads the text it runs on.
+        "memory_embed_final_text",
+        f"""
+        DROP TRIGGER memory_embed_new_message;
+        DROP TRIGGER memory_embed_completed_message;
+        CREATE TRIGGER memory_embed_new_message AFTER INSERT ON messages
+        WHEN {_FINAL_MESSAGE} AND NEW.text != ''
+        BEGIN
+            {_embed_job("message")}
+        END;
+        CREATE TRIGGER memory_embed_ended_message AFTER UPDATE OF status, text ON messages
+        WHEN {_FINAL_MESSAGE}
+            AND (OLD.status NOT IN {_ENDED} OR OLD.text IS NOT NEW.text)
+            AND {_HAS_TEXT_OR_CHUNKS} AND {_NO_PENDING_JOB}
+        BEGIN
+            {_embed_job("message")}
         END;
         """,
     ),

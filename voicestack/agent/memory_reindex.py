@@ -23,6 +23,7 @@ from voicestack.agent.memory_index import (
     create_vector_table,
     drop_vectors,
     load_source,
+    pending_sources,
     read_index,
     set_index,
     store_chunks,
@@ -35,16 +36,6 @@ from voicestack.store.migrations import Migration, migrate_core
 # Sources per transaction: small enough that a stop loses little, big enough to batch requests.
 BATCH_SOURCES = 16
 
-# Everything memory_service's triggers would have queued, that has no chunks yet.
-_PENDING = """
-    SELECT 'message' AS kind, m.id, m.created_at FROM messages m
-    WHERE m.status = 'complete' AND m.role IN ('user', 'assistant') AND m.text != ''
-        AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.message_id = m.id)
-    UNION ALL
-    SELECT 'note', n.id, n.created_at FROM memory_notes n
-    WHERE NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.note_id = n.id)
-    ORDER BY 3, 2
-"""
 _EMBEDDED = (
     "SELECT (SELECT count(DISTINCT message_id) FROM memory_chunks)"
     " + (SELECT count(DISTINCT note_id) FROM memory_chunks)"
@@ -92,7 +83,7 @@ async def reindex(
             raise ReindexError(f"{reason}: reindexing needs sqlite-vec (pip install sqlite-vec).")
         cleared, dimensions = _prepare(conn, db, embedder)
         already = int(db.scalar(_EMBEDDED) or 0)
-        pending = [(row["kind"], row["id"]) for row in db.all(_PENDING)]
+        pending = pending_sources(db)
         todo = pending if limit is None else pending[:limit]
         total = already + len(pending)
         done = chunks = 0

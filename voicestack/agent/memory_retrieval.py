@@ -13,6 +13,7 @@ Scores, higher is better:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,9 @@ def text_candidates(db: ReadDB, match: str, scope: Scope, limit: int) -> list[Ca
     ]
 
 
-def vector_candidates(db: ReadDB, vector: list[float], scope: Scope, limit: int) -> list[Candidate]:
+def vector_candidates(
+    db: ReadDB, vector: Sequence[float], scope: Scope, limit: int
+) -> list[Candidate]:
     """Messages and notes whose chunks are nearest to `vector`, best first (one per source)."""
     if not has_vector_table(db):
         return []

@@ -1,10 +1,13 @@
 """Semantic memory of a running server: embedding jobs, notes, and the index's start-up check.
 
-A completed message, or a note, queues a `memory.embed` job in its own transaction (the
+A message that ends (complete, or interrupted with the text that was heard or streamed), a
+later change of its text, or a note queues a `memory.embed` job in its own transaction (the
 triggers of voicestack.agent.memory_migrations), so a reply never waits for an embedding. The
-job reads the text, splits it into chunks, asks the provider for their vectors and stores them;
-a provider error, or vectors of the wrong size, fails the attempt with its reason, and the
-scheduler retries it with backoff until its last attempt (`scheduler.jobs` shows both).
+job reads the text as it is then, splits it into chunks, asks the provider for their vectors
+and replaces the source's chunks with them; a provider error, or vectors of the wrong size,
+fails the attempt with its reason, and the scheduler retries it with backoff until its last
+attempt (`scheduler.jobs` shows both). What was said while embeddings were off is embedded by
+the backfill queued at start (voicestack.agent.memory_backfill).
 
 Without an embedding model, a provider or sqlite-vec, memory is full-text only, and says so in
 the start-up log and in `GET /healthz?details=1`.
@@ -20,15 +23,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicestack.agent.embedding import Embedder, EmbeddingSettings
+from voicestack.agent.embedding import Embedder, EmbeddingSettings, Vector
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.memory_chunks import split_text
 from voicestack.agent.memory_index import (
     IndexState,
+    Source,
     check_index,
     create_vector_table,
+    forget_source,
+    has_chunks,
     index_details,
     load_source,
+    pending_sources,
+    queue_backfill,
     read_index,
     set_active,
     set_index,
@@ -42,6 +50,7 @@ from voicestack.functions.registry import action
 from voicestack.identity import Caller
 from voicestack.store.connection import vector_search_unavailable
 from voicestack.store.db import ReadDB, WriteDB
+from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,6 +99,7 @@ class Memory:
             if dimensions is not None:
                 create_vector_table(db, dimensions)
             set_index(db, embedder.model, dimensions, True)
+            queue_backfill(db)
             self.mode = MemoryMode("hybrid")
             return self.mode
         set_active(db, False)
@@ -109,44 +119,90 @@ class Memory:
             details["reason"] = self.mode.reason
         return details
 
-    async def embed_source(self, kind: str, source_id: str) -> int:
-        """Embed one message or note now; returns how many chunks were stored (0: nothing to
-        embed). Raises FunctionError with the provider's or the size check's reason."""
-        if self._store is None or self.embedder is None:
+    async def embed_sources(self, keys: list[tuple[str, str]]) -> int:
+        """Embed these messages and notes, (kind, id) each, now: their chunks' vectors in as few
+        provider requests as the batcher allows, stored in one write. One with no text left
+        loses its chunks; one whose text changed meanwhile is left to the job that change
+        queued. Returns how many chunks were stored. Raises FunctionError with the provider's
+        or the size check's reason."""
+        if self._store is None or self.embedder is None or not keys:
             return 0
         embedder = self.embedder
-        source = await self._store.read(lambda snap: load_source(snap.db(), kind, source_id))
-        if source is None:
-            return 0
-        chunks = split_text(source.text)
-        known = await self._store.read(lambda snap: read_index(snap.db()).dimensions)
-        try:
-            vectors = await embedder.embed(chunks, known or embedder.settings.expected_dimensions)
-        except ProviderError as exc:
-            raise FunctionError(exc.code, exc.message, 502) from None
 
-        def save(db: WriteDB) -> int:
-            state: IndexState = read_index(db)
-            if state.model not in (None, embedder.model):
-                raise FunctionError(
-                    "embedding_model_changed",
-                    f"The memory index now holds {state.model!r}, not {embedder.model!r}:"
-                    " restart the server with the settings it was reindexed with.",
-                    409,
-                )
-            dimensions = state.dimensions
-            if dimensions is None:
-                # A model of unknown size: its first answer fixes the index's size.
-                dimensions = len(vectors[0])
-                create_vector_table(db, dimensions)
-                set_index(db, embedder.model, dimensions, True)
+        def look(snap: Snapshot) -> tuple[list[Source | None], list[tuple[str, str]], int | None]:
+            db = snap.db()
+            sources = [load_source(db, kind, source_id) for kind, source_id in keys]
+            gone = [
+                key
+                for key, source in zip(keys, sources, strict=True)
+                if source is None and has_chunks(db, *key)
+            ]
+            return sources, gone, read_index(db).dimensions
+
+        loaded, gone, known = await self._store.read(look)
+        sources = [source for source in loaded if source is not None]
+        if not sources and not gone:
+            return 0
+        pieces = [split_text(source.text) for source in sources]
+        texts = [chunk for chunks in pieces for chunk in chunks]
+        vectors: list[Vector] = []
+        if texts:
             try:
-                embedder.check_size(vectors, dimensions)
+                vectors = await embedder.embed(
+                    texts, known or embedder.settings.expected_dimensions
+                )
             except ProviderError as exc:
                 raise FunctionError(exc.code, exc.message, 502) from None
-            return store_chunks(db, source, chunks, vectors, embedder.model, dimensions)
+
+        def save(db: WriteDB) -> int:
+            for kind, source_id in gone:
+                forget_source(db, kind, source_id)
+            if not texts:
+                return 0
+            dimensions = self._index_size(db, vectors)
+            stored = at = 0
+            for source, chunks in zip(sources, pieces, strict=True):
+                part = vectors[at : at + len(chunks)]
+                at += len(chunks)
+                if load_source(db, source.kind, source.id) == source:
+                    stored += store_chunks(db, source, chunks, part, embedder.model, dimensions)
+            return stored
 
         return (await self._store.write(save)).value
+
+    async def pending(self, limit: int) -> list[tuple[str, str]]:
+        """(kind, id) of up to `limit` messages and notes with no vectors and no embedding job
+        queued, oldest first."""
+        if self._store is None:
+            return []
+        return await self._store.read(
+            lambda snap: pending_sources(snap.db(), limit, skip_queued=True)
+        )
+
+    def _index_size(self, db: WriteDB, vectors: list[Vector]) -> int:
+        """The index's vector size, checked against `vectors` and the configured model (fixed by
+        them when the model's size was unknown)."""
+        assert self.embedder is not None
+        embedder = self.embedder
+        state: IndexState = read_index(db)
+        if state.model not in (None, embedder.model):
+            raise FunctionError(
+                "embedding_model_changed",
+                f"The memory index now holds {state.model!r}, not {embedder.model!r}:"
+                " restart the server with the settings it was reindexed with.",
+                409,
+            )
+        dimensions = state.dimensions
+        if dimensions is None:
+            # A model of unknown size: its first answer fixes the index's size.
+            dimensions = len(vectors[0])
+            create_vector_table(db, dimensions)
+            set_index(db, embedder.model, dimensions, True)
+        try:
+            embedder.check_size(vectors, dimensions)
+        except ProviderError as exc:
+            raise FunctionError(exc.code, exc.message, 502) from None
+        return dimensions
 
 
 _installed = Memory(None, None)
@@ -199,7 +255,7 @@ async def embed(ctx: ActionCtx, args: EmbedArgs) -> dict[str, Any]:
     memory = installed_memory()
     if not memory.enabled:
         return {"chunks": 0}
-    return {"chunks": await memory.embed_source(args.source, args.id)}
+    return {"chunks": await memory.embed_sources([(args.source, args.id)])}
 
 
 def remember(
