@@ -54,7 +54,8 @@ from bench.realtime_relay_report import line, notes, report
 from bench.server_access import auth_headers
 from bench.voice_procs import Children, voice_children
 from voicestack.voice.realtime import codec
-from voicestack.voice.relay.session_config import PROVIDER_RATE
+from voicestack.voice.realtime.wire import Start
+from voicestack.voice.relay.session_config import provider_audio
 
 WAIT_S = 30.0
 SENTENCE = "What is the weather like today?"
@@ -182,13 +183,14 @@ async def run(
         records = (await client.get("/_control/realtime")).json()["sessions"]
     inbound: list[float] = []
     outbound: list[float] = []
+    bytes_per_ms = provider_audio(client_start(mode, rate)).bytes_per_ms
     for call, provider in zip(calls, stamps, strict=False):
-        received = provider_counts(provider["in"])
+        received = provider_counts(provider["in"], bytes_per_ms)
         inbound += delays_ms(call.stamps.sent, received, (t0, t1))
         # A reply cut by barge-in drops audio the provider sent: the counts of the rest of the
         # call no longer line up, so its outbound frames count up to the first cut only.
         until = min(t1, call.stamps.first_cut or t1)
-        sent = provider_counts(provider["out"])
+        sent = provider_counts(provider["out"], bytes_per_ms)
         outbound += delays_ms(sent, call.stamps.received, (t0, until))
     events: Counter[str] = Counter()
     for call in calls:
@@ -253,16 +255,26 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> str:
                 rows.append({"mode": label, **result})
                 print(line(rows[-1], label, count) + notes(rows[-1]), flush=True)
     alone = {
-        ("relay " if rate != 8000 else "twilio ") + f"{rate // 1000}k": resampler_alone(rate, args)
-        for _, rate in variants
+        (f"relay {rate // 1000}k" if mode == "relay" else "twilio 8k"): resampler_alone(
+            mode, rate, args
+        )
+        for mode, rate in variants
     }
     return report(rows, args, len(speech) / 32, alone)
 
 
-def resampler_alone(rate: int, args: argparse.Namespace) -> tuple[list[float], list[float]]:
-    """What the relay's resamplers alone hold each frame back, inbound and outbound, for a call
-    at `rate` (the bench's replies' length)."""
+def client_start(mode: str, rate: int) -> Start:
+    """What the calls of `mode` speak: PCM at `rate` on the audio socket, μ-law on the phone."""
+    return Start(rate, "pcm16") if mode == "relay" else Start(8000, "mulaw")
+
+
+def resampler_alone(
+    mode: str, rate: int, args: argparse.Namespace
+) -> tuple[list[float], list[float]]:
+    """What the relay's conversion alone holds each frame back, inbound and outbound, for a
+    call of `mode` at `rate` (the bench's replies' length)."""
     frames = int(args.seconds / FRAME_S)
-    inbound = resampler_delays_ms(rate, PROVIDER_RATE, frames)
-    outbound = resampler_delays_ms(PROVIDER_RATE, rate, frames, flush_every=args.reply_ms // 20)
+    start = client_start(mode, rate)
+    inbound = resampler_delays_ms(start, frames, inbound=True)
+    outbound = resampler_delays_ms(start, frames, inbound=False, flush_every=args.reply_ms // 20)
     return inbound, outbound

@@ -1,7 +1,8 @@
 """Pairing each audio frame sent with where it came out on the other side of the relay.
 
-The relay may convert audio on the way (8 kHz μ-law or 16 kHz PCM to the provider's 24 kHz PCM,
-and back), so frames cannot carry a tag through it; they are matched by counting audio instead.
+The relay may convert audio on the way (16 kHz PCM to the provider's 24 kHz PCM, and back; a
+phone's 8 kHz μ-law passes through), so frames cannot carry a tag through it; they are matched
+by counting audio instead.
 Both sides note, at each frame, the milliseconds of audio up to its end. A frame ending at `e`
 ms has arrived with the first frame on the far side that brings the far side's count to `e`:
 whatever a resampler holds back (it keeps some input until it has a block to filter) is
@@ -15,18 +16,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from voicestack.voice.realtime import codec
+from voicestack.voice.realtime.wire import Start
+from voicestack.voice.relay.audio import InboundAudio, ReplyAudio
+from voicestack.voice.relay.session_config import provider_audio
 
 EPSILON_MS = 0.5  # rounding of the counts: below one sample at 8 kHz is 0.125 ms
-PROVIDER_BYTES_PER_MS = 48  # 24 kHz 16-bit PCM
 
 
-def provider_counts(stamps: Sequence[Sequence[int]]) -> list[tuple[int, float]]:
-    """The provider's (ns, bytes) stamps as (ns, ms of audio up to the end of each)."""
+def provider_counts(
+    stamps: Sequence[Sequence[int]], bytes_per_ms: float
+) -> list[tuple[int, float]]:
+    """The provider's (ns, bytes) stamps as (ns, ms of audio up to the end of each), for audio
+    of `bytes_per_ms` (48: 24 kHz PCM; 8: μ-law)."""
     total, out = 0, []
     for ns, size in stamps:
         total += size
-        out.append((ns, total / PROVIDER_BYTES_PER_MS))
+        out.append((ns, total / bytes_per_ms))
     return out
 
 
@@ -58,22 +63,28 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def resampler_delays_ms(
-    in_rate: int, out_rate: int, frames: int, flush_every: int = 0
+    start: Start, frames: int, inbound: bool, flush_every: int = 0
 ) -> list[float]:
-    """The relay's resampler alone (voicestack.voice.realtime.codec.Resampler, as the relay
-    runs it), fed one 20 ms frame every 20 ms with no other cost: how long each frame's audio
-    waits in it. With `flush_every`, the stream is a reply flushed 20 ms after its last frame
-    (as the relay flushes when the provider's audio ends), then a new one."""
-    step = in_rate // 50
-    sources, sinks, out, now = [], [], 0, 0
-    resampler = codec.Resampler(in_rate, out_rate)
+    """The relay's conversion alone (voicestack.voice.relay.audio, as the relay runs it for a
+    client speaking `start`'s audio), inbound or outbound, fed one 20 ms frame every 20 ms with
+    no other cost: how long each frame's audio waits in it. With `flush_every`, the outbound
+    stream is a reply whose item ends after that many frames (the relay then starts the
+    filter afresh)."""
+    provider = provider_audio(start)
+    source_bytes_per_ms = start.sample_rate * (1 if start.format == "mulaw" else 2) / 1000
+    sink_bytes_per_ms = provider.bytes_per_ms
+    if not inbound:
+        source_bytes_per_ms, sink_bytes_per_ms = sink_bytes_per_ms, source_bytes_per_ms
+    step = int(source_bytes_per_ms * 20)
+    sources, sinks, out, now = [], [], 0.0, 0
+    into_provider = InboundAudio(start, provider)
+    reply = ReplyAudio(start, provider)
     for n in range(frames):
         now = n * 20_000_000
         sources.append((now, (n + 1) * 20.0))
-        out += len(resampler(bytes(2 * step))) // 2
-        sinks.append((now, out * 1000 / out_rate))
-        if flush_every and (n + 1) % flush_every == 0:
-            out += len(resampler(b"", last=True)) // 2
-            sinks.append((now + 20_000_000, out * 1000 / out_rate))
-            resampler = codec.Resampler(in_rate, out_rate)
+        last = bool(flush_every) and (n + 1) % flush_every == 0
+        frame = bytes(step) if start.format == "pcm16" or not inbound else b"\xff" * step
+        converted = into_provider(frame) if inbound else reply.convert(frame, last=last)
+        out += len(converted) / sink_bytes_per_ms
+        sinks.append((now, out))
     return delays_ms(sources, sinks, (0, now))

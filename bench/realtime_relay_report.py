@@ -47,8 +47,8 @@ def report(
         lines.append(line(median, mode, count))
     lines += [
         "",
-        "of which the relay's resamplers alone hold back (frames every 20 ms, no other cost;"
-        " the provider speaks 24 kHz PCM)",
+        "of which the relay's conversion alone holds back (frames every 20 ms, no other cost;"
+        " the provider speaks 24 kHz PCM, or a phone's μ-law as is)",
     ]
     for label, (inbound, outbound) in alone.items():
         lines.append(

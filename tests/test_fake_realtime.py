@@ -162,6 +162,9 @@ async def test_beta_names_and_mulaw_audio(fake: FakeOpenAI, speech_dir: Path) ->
     fake.realtime.script({"naming": "beta"})
     async with realtime(fake) as rt:
         assert "input_audio_format" in (await rt.recv())["session"]
+        await rt.send("session.update", session={"type": "realtime", "instructions": "Hi."})
+        refused = (await rt.recv())["error"]
+    assert (refused["code"], refused["param"]) == ("unknown_parameter", "session.type")
 
     async with realtime(fake) as rt:
         await rt.recv()

@@ -3,12 +3,22 @@ provider's event names, and the proportional cut of a transcript at barge-in."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from voicestack.agent.agents import Agent, AgentDefaults, build_agents
 from voicestack.config import AgentConfig
 from voicestack.voice.relay.audio import heard_words
-from voicestack.voice.relay.events import error_of, is_aftermath, normalized, truncate, usage_of
+from voicestack.voice.relay.events import (
+    append_audio_text,
+    error_of,
+    is_aftermath,
+    normalized,
+    truncate,
+    usage_of,
+)
 from voicestack.voice.relay.provider import realtime_url
 
 
@@ -76,3 +86,14 @@ def test_an_error_caused_by_a_barge_ins_truncate_is_told_apart() -> None:
     assert sent["type"] == "conversation.item.truncate"
     assert is_aftermath(caused) is True
     assert is_aftermath(other) is False
+
+
+def test_an_audio_append_is_written_as_the_json_event_it_is() -> None:
+    audio = bytes(range(256)) * 3
+
+    text = append_audio_text(audio)
+
+    assert json.loads(text) == {
+        "type": "input_audio_buffer.append",
+        "audio": base64.b64encode(audio).decode(),
+    }

@@ -131,6 +131,8 @@ async def test_a_spoken_turn_is_relayed_and_saved_live_in_the_thread(
     assert config["audio"]["input"]["turn_detection"]["type"] == "server_vad"
     assert {tool["name"] for tool in config["tools"]} >= {"slow_count", "guarded_echo"}
     assert session["headers"]["authorization"].startswith("Bearer ")
+    # No permessage-deflate: compressing base64 audio cost more than it saved.
+    assert "sec-websocket-extensions" not in session["headers"]
     assert session["input_audio_ms"] > 2000
 
 
@@ -190,6 +192,11 @@ async def test_a_typed_turn_with_a_function_call_in_beta_names_runs_the_tool_as_
     }
     session = provider_session(fake)
     assert session["naming"] == "beta"
+    # It said so in session.created, so it was configured in the beta shape.
+    (update,) = client_events(fake, "session.update")
+    assert "type" not in update["session"]
+    assert update["session"]["input_audio_format"] == "pcm16"
+    assert update["session"]["input_audio_transcription"] == {"model": "gpt-4o-mini-transcribe"}
     assert "response.audio.delta" in session["sent"]
     assert session["function_call_outputs"] == [{"call_id": "c1", "output": '{"counted":2}'}]
     kinds = [

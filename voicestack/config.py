@@ -280,6 +280,10 @@ class Settings(BaseSettings):
     realtime_model: str = Field(
         "gpt-realtime", description="Speech-to-speech model of relay mode (--voice-mode realtime)."
     )
+    realtime_api_key: SecretStr | None = Field(
+        None,
+        description="API key for the realtime provider (relay mode); default: the chat's key.",
+    )
     realtime_timeout_s: float = Field(
         15.0,
         gt=0,

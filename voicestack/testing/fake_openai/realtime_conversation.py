@@ -43,6 +43,36 @@ _GA_FIELDS: dict[str, tuple[str, ...]] = {
     "session.audio.output": ("format", "voice", "speed"),
 }
 
+# The beta session's fields: a GA-shaped update (`type`, `audio`, ...) is refused likewise.
+_BETA_FIELDS = frozenset(
+    {
+        "model",
+        "modalities",
+        "instructions",
+        "voice",
+        "input_audio_format",
+        "output_audio_format",
+        "input_audio_transcription",
+        "input_audio_noise_reduction",
+        "turn_detection",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "max_response_output_tokens",
+        "speed",
+        "tracing",
+        "include",
+        "id",
+        "object",
+        "expires_at",
+    }
+)
+
+
+def unknown_beta_parameter(update: dict[str, Any]) -> str | None:
+    """The dotted path of the first field a beta session.update may not carry, if any."""
+    return next((f"session.{key}" for key in update if key not in _BETA_FIELDS), None)
+
 
 def unknown_ga_parameter(update: dict[str, Any], path: str = "session") -> str | None:
     """The dotted path of the first field a GA session.update may not carry, if any."""
@@ -82,7 +112,9 @@ async def session_update(conn: Connection, message: dict[str, Any]) -> None:
                 "session.type",
             )
         raise Refuse(error)
-    unknown = unknown_ga_parameter(update) if conn.naming == "ga" else None
+    unknown = (
+        unknown_ga_parameter(update) if conn.naming == "ga" else unknown_beta_parameter(update)
+    )
     if unknown is not None:
         raise Refuse(invalid(f"Unknown parameter: '{unknown}'.", "unknown_parameter", unknown))
     fixed = {k: v for k, v in update.items() if k not in ("id", "object", "expires_at")}

@@ -1,8 +1,10 @@
 """Audio between the client and the provider, and how much of a reply the listener has heard.
 
-The provider hears and speaks 24 kHz 16-bit PCM; the client speaks its session's format and
-rate (16/24 kHz PCM from a browser, 8 kHz μ-law from a phone), so both ways are converted with
-the live conversation's codec (μ-law tables, soxr's streaming resampler).
+The provider hears and speaks the client's own audio when the protocol allows (8 kHz μ-law for
+a phone, 24 kHz PCM; session_config.provider_audio): then every frame passes through as it is,
+with no codec and no resampler. Otherwise (16 kHz PCM from a browser, say) both ways are
+converted: μ-law by table, and rates by the relay's polyphase resampler (resample.py), which
+holds no audio back, so a frame leaves the relay as soon as it arrives.
 
 Reply audio is forwarded as it arrives, not paced: a relay adds no wait of its own, and the
 client (or Twilio) buffers it. What has been heard is therefore what the client reports
@@ -17,37 +19,67 @@ import math
 
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.wire import Start
-from voicestack.voice.relay.session_config import PROVIDER_RATE
+from voicestack.voice.relay.resample import PolyphaseResampler
+from voicestack.voice.relay.session_config import ProviderAudio
 
 FRAME_MS = 20
-_PROVIDER_BYTES_PER_MS = PROVIDER_RATE * 2 / 1000
+
+
+class _Conversion:
+    """Audio of one format and rate as another's, streaming (identity when they match)."""
+
+    def __init__(self, source: Start | ProviderAudio, target: Start | ProviderAudio) -> None:
+        self._decode = source.format == "mulaw"
+        self._encode = target.format == "mulaw"
+        self._identity = source.format == target.format and source.sample_rate == target.sample_rate
+        self._rates = (source.sample_rate, target.sample_rate)
+        self._resample = self._resampler()
+        self._odd = b""
+
+    def _resampler(self) -> PolyphaseResampler | None:
+        source, target = self._rates
+        return PolyphaseResampler(source, target) if source != target else None
+
+    def __call__(self, data: bytes) -> bytes:
+        """The next piece of audio converted (a PCM piece may split a sample: the byte waits)."""
+        if self._decode:
+            if self._identity:
+                return data
+            pcm = codec.mulaw_to_pcm16(data)
+        else:
+            data = self._odd + data
+            cut = len(data) // 2 * 2
+            pcm, self._odd = data[:cut], data[cut:]
+            if self._identity:
+                return pcm
+        if self._resample is not None:
+            pcm = self._resample(pcm)
+        return codec.pcm16_to_mulaw(pcm) if self._encode else pcm
+
+    def restart(self) -> None:
+        """Forget the filter's history (a new audio item starts from silence)."""
+        self._resample = self._resampler()
+        self._odd = b""
 
 
 class InboundAudio:
-    """The client's frames as 24 kHz PCM for the provider."""
+    """The client's frames as the provider hears them."""
 
-    def __init__(self, start: Start) -> None:
-        self._mulaw = start.format == "mulaw"
-        self._resample = codec.Resampler(start.sample_rate, PROVIDER_RATE)
-        self._odd = b""
+    def __init__(self, start: Start, provider: ProviderAudio) -> None:
+        self._convert = _Conversion(start, provider)
 
     def __call__(self, frame: bytes) -> bytes:
-        """24 kHz PCM of one frame (a PCM frame may split a sample: the byte waits)."""
-        if self._mulaw:
-            pcm = codec.mulaw_to_pcm16(frame)
-        else:
-            data = self._odd + frame
-            cut = len(data) // 2 * 2
-            pcm, self._odd = data[:cut], data[cut:]
-        return self._resample(pcm)
+        """One frame in the provider's format (the frame itself when the formats match)."""
+        return self._convert(frame)
 
 
 class ReplyAudio:
     """One reply's audio on its way to the client: converted, cut in frames, and accounted."""
 
-    def __init__(self, start: Start) -> None:
+    def __init__(self, start: Start, provider: ProviderAudio) -> None:
         self._start = start
-        self._resample = self._resampler()
+        self._convert = _Conversion(provider, start)
+        self._provider_bytes_per_ms = provider.bytes_per_ms
         self._bytes_per_ms = codec.bytes_per_ms(start)
         step = round(self._bytes_per_ms * FRAME_MS)
         self._step = step - step % 2 if start.format == "pcm16" else step
@@ -58,9 +90,6 @@ class ReplyAudio:
         self.sent_ms = 0.0  # audio sent to the client
         self.first_sent: float | None = None  # loop time of the first frame sent
         self.reported_ms: int | None = None  # what the client says it played
-
-    def _resampler(self) -> codec.Resampler:
-        return codec.Resampler(PROVIDER_RATE, self._start.sample_rate)
 
     def begin_item(self, item_id: str) -> None:
         """The provider's audio item `item_id` begins (after what was sent so far)."""
@@ -74,14 +103,14 @@ class ReplyAudio:
         """How much audio the provider sent in its current item."""
         return self.provider_ms - self.item_provider_start_ms
 
-    def convert(self, pcm: bytes, last: bool = False) -> bytes:
-        """Provider PCM in the client's format and rate; `last` flushes the resampler at the
-        end of an audio item, and the next item (a later response's) gets a fresh one."""
-        self.provider_ms += len(pcm) / _PROVIDER_BYTES_PER_MS
-        out = self._resample(pcm, last=last)
+    def convert(self, audio: bytes, last: bool = False) -> bytes:
+        """Provider audio in the client's format and rate (as is when they match); after
+        `last`, the end of an audio item, the next item starts the filter afresh."""
+        self.provider_ms += len(audio) / self._provider_bytes_per_ms
+        out = self._convert(audio)
         if last:
-            self._resample = self._resampler()
-        return codec.pcm16_to_mulaw(out) if self._start.format == "mulaw" else out
+            self._convert.restart()
+        return out
 
     def frames(self, data: bytes) -> list[bytes]:
         """`data` in frames of 20 ms."""

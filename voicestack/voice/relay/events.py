@@ -109,9 +109,10 @@ def response_status(event: dict[str, Any]) -> str:
     return status if isinstance(status, str) else "completed"
 
 
-def append_audio(pcm: bytes) -> dict[str, Any]:
-    """`input_audio_buffer.append` of 24 kHz 16-bit PCM."""
-    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+def append_audio_text(audio: bytes) -> str:
+    """`input_audio_buffer.append` of `audio` as JSON text, written directly: base64 needs no
+    escaping, and the JSON encoder was a tenth of the relay's time per frame."""
+    return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(audio).decode() + '"}'
 
 
 def user_text(text: str) -> dict[str, Any]:

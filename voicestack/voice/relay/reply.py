@@ -21,6 +21,7 @@ from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.wire import Start, event
 from voicestack.voice.relay.audio import ReplyAudio
+from voicestack.voice.relay.session_config import ProviderAudio
 
 
 @dataclass(slots=True)
@@ -53,17 +54,21 @@ class RelayReply:
         claim: Claim,
         clock: TurnClock,
         start: Start,
+        provider: ProviderAudio,
         calls: ReplyTools,
         save_delta: Callable[[RelayReply, str], Awaitable[None]],
         flush_ms: float,
     ) -> RelayReply:
-        """A reply whose transcript pieces are saved by `save_delta`."""
+        """A reply whose transcript pieces are saved by `save_delta`, its audio coming as
+        `provider` and going out as `start`."""
         holder: list[RelayReply] = []
 
         async def flush(text: str) -> None:
             await save_delta(holder[0], text)
 
-        reply = cls(claim, clock, ReplyAudio(start), DeltaCoalescer(flush, flush_ms), calls)
+        reply = cls(
+            claim, clock, ReplyAudio(start, provider), DeltaCoalescer(flush, flush_ms), calls
+        )
         holder.append(reply)
         return reply
 

@@ -5,7 +5,9 @@ RelaySession has the surface of the pipeline's VoiceSession (`begin`, `audio`, `
 transcribing and answering itself, it holds one WebSocket to an OpenAI Realtime-compatible
 provider (provider.py): the client's audio goes there, the provider's turn-taking (server VAD),
 audio and transcripts come back, and the provider events are turned into the client events of
-DESIGN §9 and into thread messages (conversation.py does that part).
+DESIGN §9 and into thread messages (conversation.py does that part). The provider's first
+event, `session.created`, says which protocol it speaks (GA or beta), and the `session.update`
+that configures it takes that shape.
 
 Failures end the turn, never the server: a provider `error`, a failed response, a provider that
 stays silent for `--realtime-timeout-s` while a turn waits on it, or a dropped socket make the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from voicestack.agent.reply_state import SHUTDOWN_CUT
 from voicestack.reactive.streams import Stream
@@ -36,14 +39,16 @@ from voicestack.voice.realtime.wire import (
 )
 from voicestack.voice.relay.context import RelayContext, TurnFailed
 from voicestack.voice.relay.conversation import Conversation
-from voicestack.voice.relay.events import append_audio
 from voicestack.voice.relay.provider import ProviderGone, ProviderLink, ProviderUnavailable
-from voicestack.voice.relay.session_config import PROVIDER_RATE, session_update
+from voicestack.voice.relay.session_config import protocol_of
 
 log = logging.getLogger(__name__)
 
 # Client audio kept while the provider connects (a caller's first words come right away).
 MAX_PENDING_MS = 5000
+# How long a new provider session may take to announce itself (session.created, which says
+# the protocol it speaks); a provider that says nothing is taken to speak GA.
+GREETING_WAIT_S = 3.0
 # Connections that may drop in a row, none finishing a turn, before the session gives up.
 MAX_DROPS = 3
 # After a drop, attempts to reach the provider again before the session gives up.
@@ -93,11 +98,11 @@ class RelaySession:
         if link is None:
             self._pending.append(pcm)
             self._pending_bytes += len(pcm)
-            while self._pending_bytes > MAX_PENDING_MS * PROVIDER_RATE * 2 // 1000:
+            while self._pending_bytes > MAX_PENDING_MS * self._talk.provider_audio.bytes_per_ms:
                 self._pending_bytes -= len(self._pending.pop(0))
             return
         with contextlib.suppress(ProviderGone):  # the relay task notices and reconnects
-            await link.send(append_audio(pcm))
+            await link.send_audio(pcm)
 
     async def control(self, message: Control) -> bool:
         """A control message; False when the client asked to end the session."""
@@ -167,20 +172,22 @@ class RelaySession:
                 return
             finished = self._talk.finished_turns
             try:
-                await link.send(session_update(self._talk.offer(), settings))
+                first = await self._greeting(link)
+                self._talk.protocol = protocol_of(first)
+                await link.send(self._talk.session_update())
                 for item in await self._talk.history():
                     await link.send(item)
                 while self._pending:  # what the client said meanwhile, in order
                     pcm = self._pending.pop(0)
                     self._pending_bytes -= len(pcm)
-                    await link.send(append_audio(pcm))
+                    await link.send_audio(pcm)
                 self._link = link
                 self._connected.set()
                 if not announced:
                     announced = True
                     rate = self._context.start.sample_rate
                     await self._client.send_event(event("ready", sampleRate=rate))
-                await self._pump(link)
+                await self._pump(link, first)
             except ProviderGone as exc:
                 code = "realtime_disconnected"
                 message = f"The realtime provider went away: {exc.reason}."
@@ -222,11 +229,22 @@ class RelaySession:
         await self._give_up(f"The realtime provider is unavailable: {reason}.")
         return None
 
-    async def _pump(self, link: ProviderLink) -> None:
-        """Handle the provider's events until its socket closes or it falls silent mid-turn."""
+    async def _greeting(self, link: ProviderLink) -> dict[str, Any] | None:
+        """The provider's first event (None when it sends none within GREETING_WAIT_S)."""
+        try:
+            async with asyncio.timeout(min(GREETING_WAIT_S, self._context.settings.timeout_s)):
+                return await link.receive()
+        except TimeoutError:
+            return None
+
+    async def _pump(self, link: ProviderLink, first: dict[str, Any] | None) -> None:
+        """Handle the provider's events (from `first`, already read) until its socket closes or
+        it falls silent mid-turn."""
         timeout = self._context.settings.timeout_s
         while True:
-            if self._talk.waiting:
+            if first is not None:
+                received, first = first, None
+            elif self._talk.waiting:
                 try:
                     async with asyncio.timeout(timeout):
                         received = await link.receive()

@@ -1,0 +1,251 @@
+"""The state of a relayed conversation, and the life of its replies.
+
+TurnState holds what the provider's events change: the user turns, the reply being spoken (at
+most one is the session's), the provider responses writing replies, the turn clock, and the
+provider's audio format and protocol. It opens a reply (the assistant message and
+`reply_started`), ends it with a status, releases it once its audio has played
+(`reply_stopped`), cuts it at barge-in, fails the turn, and hangs up.
+
+Barge-in: speech while a reply is the session's sends `clear`, truncates the provider's audio
+item to the played milliseconds, and saves the reply `interrupted`, its transcript cut in
+proportion to the audio heard (audio.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from voicestack.agent.handoff import AgentTools
+from voicestack.store.db import WriteDB
+from voicestack.voice.realtime.metrics import TurnClock, save_cut, save_hung_up, save_spoken
+from voicestack.voice.realtime.wire import event
+from voicestack.voice.relay import transcripts
+from voicestack.voice.relay.audio import InboundAudio, heard_words
+from voicestack.voice.relay.context import RelayContext
+from voicestack.voice.relay.events import cancel, truncate
+from voicestack.voice.relay.provider import ProviderGone, ProviderLink
+from voicestack.voice.relay.reply import RelayReply
+from voicestack.voice.relay.session_config import Protocol, provider_audio, session_update
+from voicestack.voice.relay.tools import Approvals
+from voicestack.voice.relay.user_turns import UserTurns
+
+
+class TurnState:
+    """The relayed conversation's state: user turns, the reply being spoken, the turn clock."""
+
+    def __init__(self, context: RelayContext) -> None:
+        self._context = context
+        self._store = context.store
+        self._client = context.client
+        self._agent = context.agent
+        self._author = context.user.id if context.user else None
+        self.provider_audio = provider_audio(context.start)  # what the provider hears, speaks
+        self.protocol: Protocol = "ga"  # the provider's, once its session.created told
+        self.inbound = InboundAudio(context.start, self.provider_audio)
+        self.approvals = Approvals(context.store)
+        self._reply: RelayReply | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._responses: dict[str, RelayReply] = {}
+        self._users = UserTurns(context.thread_id, self._author, self._write, self._send)
+        self._speech_start_ms: int | None = None
+        self._audio_in_s = 0.0
+        self._clock: TurnClock | None = None  # the turn whose speech just ended
+        self._expecting = False  # a turn waits for the provider's response
+        self._background: set[asyncio.Task[None]] = set()
+        self.finished_turns = 0
+
+    @property
+    def reply_id(self) -> str | None:
+        """The reply the session is speaking, if any."""
+        return self._reply.message_id if self._reply else None
+
+    @property
+    def waiting(self) -> bool:
+        """True while a turn waits on the provider (its silence then fails the turn)."""
+        return self._expecting or any(reply.responding for reply in self._responses.values())
+
+    def offer(self) -> AgentTools:
+        """What the answering agent offers the model."""
+        return self._context.tools.offer(self._agent)
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The thread so far, as items for a new provider session."""
+        thread_id, limit = self._context.thread_id, self._context.settings.context_messages
+        items: list[dict[str, Any]] = await self._store.read(
+            lambda snap: transcripts.history_items(snap.db(), thread_id, limit)
+        )
+        if self.protocol == "beta":  # the beta protocol's assistant content is "text"
+            for item in items:
+                for part in item.get("content", []):
+                    if part.get("type") == "output_text":
+                        part["type"] = "text"
+        return items
+
+    def session_update(self) -> dict[str, Any]:
+        """The `session.update` for the answering agent, in the provider's protocol."""
+        settings = self._context.settings
+        return session_update(self.offer(), settings, self.provider_audio, self.protocol)
+
+    async def reply_over(self) -> None:
+        """Wait until no reply is the session's."""
+        await self._idle.wait()
+
+    def _set_reply(self, reply: RelayReply | None) -> None:
+        self._reply = reply
+        if reply is None:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    async def _write(self, fn: Callable[[WriteDB], Any]) -> Any:
+        return (await self._store.write(fn)).value
+
+    async def _send(self, kind: str, **fields: Any) -> None:
+        await self._client.send_event(event(kind, **fields))
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `work` in the background until it ends or the conversation hangs up."""
+        task = asyncio.create_task(work, name=f"voicestack-relay-{name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- replies -----------------------------------------------------------------------------
+
+    async def _open_reply(self) -> RelayReply:
+        clock = self._clock or TurnClock.ended_now()
+        self._clock = None
+        if clock.transcript is None:
+            clock.transcribed(self._audio_in_s)
+        context, agent, reply_to = self._context, self._agent, self._users.take_last()
+        claim = await self._write(
+            lambda db: transcripts.open_reply(
+                db,
+                context.thread_id,
+                self._author,
+                reply_to,
+                agent,
+                context.settings.model,
+                clock.audio_in_seconds,
+            )
+        )
+        calls = context.tools.for_reply(claim, self.approvals.wait)
+        reply = RelayReply.of(
+            claim,
+            clock,
+            context.start,
+            self.provider_audio,
+            calls,
+            self._save_delta,
+            context.flush_ms,
+        )
+        self._set_reply(reply)
+        await self._send("reply_started", messageId=reply.message_id)
+        return reply
+
+    async def _save_delta(self, reply: RelayReply, text: str) -> None:
+        reply.delta_seq += 1
+        claim, seq = reply.claim, reply.delta_seq
+        await self._write(lambda db: transcripts.add_reply_delta(db, claim, text, seq))
+
+    async def _end(
+        self, reply: RelayReply, status: str, error: tuple[str, str] | None = None
+    ) -> None:
+        if reply.ended:
+            return
+        reply.ended = True
+        claim, wall_ms, pricing = reply.claim, reply.wall_ms(), self._context.pricing
+        await self._write(
+            lambda db: transcripts.end_reply(db, claim, status, wall_ms, error, pricing)
+        )
+
+    async def _play_out(self, reply: RelayReply) -> None:
+        """Once the reply's audio has played, it stops being the session's."""
+        done_at = reply.audio.played_out_at()
+        if done_at is not None:
+            await asyncio.sleep(max(0.0, done_at - self._loop_time()))
+        if self._reply is reply:
+            await self._release(reply)
+
+    async def _release(self, reply: RelayReply) -> None:
+        """A reply spoken to its end: save its metrics, tell the client."""
+        if self._reply is reply:
+            self._set_reply(None)
+        message_id, clock = reply.message_id, reply.clock
+        await self._write(lambda db: save_spoken(db, message_id, clock, "complete"))
+        await self._send("reply_stopped", messageId=message_id, status="complete")
+
+    async def interrupt(self, link: ProviderLink | None, why: str) -> None:
+        """Barge-in (or shutdown, `why`): `clear` the client, truncate the provider's audio to
+        what was played, and save the reply cut to the words heard."""
+        reply = self._reply
+        if reply is None:
+            return
+        self._set_reply(None)
+        reply.cut = True
+        if reply.tools is not None and not reply.tools.done():
+            reply.tools.cancel()  # its calls were for the reply nobody listens to any more
+        await self._send("clear")
+        played = reply.audio.played_ms(self._loop_time())
+        if link is not None:
+            with contextlib.suppress(ProviderGone):
+                if reply.audio.item_id is not None and reply.audio.item_ms > 0:
+                    item_played = reply.audio.item_played_ms(played)
+                    await link.send(truncate(reply.audio.item_id, item_played))
+                if reply.responding:
+                    await link.send(cancel())
+        with contextlib.suppress(Exception):
+            await reply.text.close()
+        heard = heard_words(reply.transcript, played, reply.audio.provider_ms)
+        message_id, clock = reply.message_id, reply.clock
+        await self._write(lambda db: save_cut(db, message_id, clock, heard, why))
+        reply.cut_saved = True
+        if not reply.responding:  # its response ended while the cut was being made
+            await self._end(reply, "interrupted")
+        await self._send("reply_stopped", messageId=message_id, status="interrupted")
+
+    # -- endings -------------------------------------------------------------------------------
+
+    async def fail_turn(self, code: str, message: str, link_lost: bool = False) -> None:
+        """End the current turn `failed` with the reason, and tell the client."""
+        expecting, self._expecting = self._expecting, False
+        if link_lost:
+            self._responses.clear()
+            await self._users.end_all()
+        reply = self._reply
+        if reply is None and expecting:
+            reply = await self._open_reply()
+        if reply is not None and not reply.ended:
+            self._set_reply(None)
+            with contextlib.suppress(Exception):
+                await reply.text.close()
+            await self._end(reply, "failed", (code, message))
+            message_id, clock = reply.message_id, reply.clock
+            await self._write(lambda db: save_spoken(db, message_id, clock, "failed"))
+            await self._send("reply_stopped", messageId=message_id, status="failed")
+        await self._send("error", code=code, message=message)
+
+    async def hang_up(self) -> None:
+        """The conversation ended: stop background work, keep every text, save the metrics."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._users.end_all()
+        reply, self._reply = self._reply, None
+        if reply is None or reply.cut:
+            return
+        with contextlib.suppress(Exception):
+            await reply.text.close()
+        message_id, clock = reply.message_id, reply.clock
+        status = "complete" if reply.ended else None
+        await self._write(lambda db: save_hung_up(db, message_id, clock, status))
