@@ -26,13 +26,22 @@ SAID = [
 
 
 async def text_only_period(
-    workdir: Path, api_base: str, more_notes: int = 0
+    workdir: Path, api_base: str, more_notes: int = 0, blank_notes: int = 0
 ) -> tuple[str, list[str], str]:
-    """Messages and notes written while the server embeds nothing; (thread, messages, the
-    first note)."""
+    """Messages and notes written while the server embeds nothing (first `blank_notes`
+    messages of only whitespace); (thread, messages, the first note)."""
     with running_server(workdir, NOTES_APP, agent_args(api_base), AGENT_ENV) as server:
         async with server.client() as http:
             api = Api(http)
+            if blank_notes:
+                blank_thread = (await api.mutation("threads.create", {})).value["id"]
+            for _ in range(blank_notes):  # a reply of only whitespace, as some models send
+                await api.mutation("notes.say", {"threadId": blank_thread, "text": " \n\n "})
+            refused = await http.post(
+                "/api/mutation/notes.remember", json={"args": {"text": " \n "}}
+            )
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["code"] == "invalid_note"
             thread_id = (await api.mutation("threads.create", {})).value["id"]
             messages = [
                 (await api.mutation("notes.say", {"threadId": thread_id, "text": text})).value["id"]
@@ -106,3 +115,15 @@ async def test_a_backfill_stopped_by_a_failing_provider_goes_on_at_the_next_star
     assert first["details"]["memory"]["chunks"] == 0
     assert [run["status"] for run in runs] == ["done", "failed"]
     assert second["details"]["memory"]["chunks"] == len(messages) + 1
+
+
+async def test_sources_with_nothing_to_embed_never_hold_the_backfill_up(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        # Oldest first: more blank notes than a run takes, then what is worth remembering.
+        _, messages, _ = await text_only_period(tmp_path, fake.api_base, 0, blank_notes=40)
+        with running_server(tmp_path, NOTES_APP, memory_args(fake.api_base), AGENT_ENV) as server:
+            async with server.client() as http:
+                runs = await backfills(Api(http), ("done", "failed"))
+                health = (await http.get("/healthz?details=1")).json()
+    assert [run["status"] for run in runs] == ["done"]
+    assert health["details"]["memory"]["chunks"] == len(messages) + 1

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from voicestack.agent.agents import Agent, AgentDefaults, build_agents
-from voicestack.config import AgentConfig
+from voicestack.config import AgentConfig, Settings
 from voicestack.voice.relay.audio import heard_words
 from voicestack.voice.relay.events import (
     append_audio_text,
@@ -20,6 +20,7 @@ from voicestack.voice.relay.events import (
     usage_of,
 )
 from voicestack.voice.relay.provider import realtime_url
+from voicestack.voice.relay.session_config import RelaySettings
 
 
 def test_an_agent_takes_its_own_voice_mode_or_the_servers() -> None:
@@ -97,3 +98,14 @@ def test_an_audio_append_is_written_as_the_json_event_it_is() -> None:
         "type": "input_audio_buffer.append",
         "audio": base64.b64encode(audio).decode(),
     }
+
+
+def test_the_chat_key_goes_only_to_the_chat_providers_own_realtime_url() -> None:
+    chat = {"openai_base_url": "https://api.openai.com/v1", "openai_api_key": "sk-chat"}
+    derived = RelaySettings.from_settings(Settings(**chat))
+    assert derived.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert derived.api_key == "sk-chat"
+    elsewhere = Settings(**chat, realtime_url="wss://other.example/v1/realtime")
+    assert RelaySettings.from_settings(elsewhere).api_key is None
+    own_key = Settings(**chat, realtime_url="wss://other.example/rt", realtime_api_key="sk-rt")
+    assert RelaySettings.from_settings(own_key).api_key == "sk-rt"

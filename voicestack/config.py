@@ -282,7 +282,8 @@ class Settings(BaseSettings):
     )
     realtime_api_key: SecretStr | None = Field(
         None,
-        description="API key for the realtime provider (relay mode); default: the chat's key.",
+        description="API key for the realtime provider (relay mode); default: the chat's key,"
+        " unless --realtime-url is set.",
     )
     realtime_timeout_s: float = Field(
         15.0,

@@ -173,15 +173,18 @@ def load_source(db: ReadDB | WriteDB, kind: str, source_id: str) -> Source | Non
 # Every message and note that has something to remember and no chunks yet, oldest first: what
 # the triggers of voicestack.agent.memory_migrations would have queued while embeddings were off.
 _PENDING = """
-    SELECT 'message' AS kind, m.id, m.created_at FROM messages m
-    WHERE m.status IN ('complete', 'interrupted') AND m.role IN ('user', 'assistant')
-        AND m.text != ''
-        AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.message_id = m.id){messages}
-    UNION ALL
-    SELECT 'note', n.id, n.created_at FROM memory_notes n
-    WHERE n.text != ''
-        AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.note_id = n.id){notes}
-    ORDER BY 3, 2
+    SELECT kind, id, created_at FROM (
+        SELECT 'message' AS kind, m.id AS id, m.created_at AS created_at FROM messages m
+        WHERE m.status IN ('complete', 'interrupted') AND m.role IN ('user', 'assistant')
+            AND trim(m.text, char(32, 9, 10, 13)) != ''
+            AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.message_id = m.id){messages}
+        UNION ALL
+        SELECT 'note', n.id, n.created_at FROM memory_notes n
+        WHERE trim(n.text, char(32, 9, 10, 13)) != ''
+            AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.note_id = n.id){notes}
+    )
+    WHERE created_at > ? OR (created_at = ? AND id > ?)
+    ORDER BY created_at, id
 """
 
 
@@ -193,17 +196,23 @@ def _not_queued(alias: str) -> str:
 
 
 def pending_sources(
-    db: ReadDB | WriteDB, limit: int | None = None, skip_queued: bool = False
-) -> list[tuple[str, str]]:
-    """(kind, id) of the messages and notes not embedded yet, oldest first; with `skip_queued`,
-    not those a `memory.embed` job is queued or running for."""
+    db: ReadDB | WriteDB,
+    limit: int | None = None,
+    skip_queued: bool = False,
+    after: tuple[float, str] | None = None,
+) -> list[tuple[str, str, float]]:
+    """(kind, id, created_at) of the messages and notes not embedded yet, oldest first, after
+    `after` (created_at, id) if given; with `skip_queued`, not those a `memory.embed` job is
+    queued or running for."""
     sql = _PENDING.format(
         messages=_not_queued("m") if skip_queued else "",
         notes=_not_queued("n") if skip_queued else "",
     )
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [(row["kind"], row["id"]) for row in db.all(sql)]
+    at, source_id = after if after is not None else (float("-inf"), "")
+    rows = db.all(sql, (at, at, source_id))
+    return [(row["kind"], row["id"], float(row["created_at"])) for row in rows]
 
 
 def has_chunks(db: ReadDB | WriteDB, kind: str, source_id: str) -> bool:

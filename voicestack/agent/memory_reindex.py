@@ -90,7 +90,7 @@ async def reindex(
         if progress is not None:
             progress(already, total)
         for start in range(0, len(todo), BATCH_SOURCES):
-            batch = [load_source(db, kind, i) for kind, i in todo[start : start + BATCH_SOURCES]]
+            batch = [load_source(db, kind, i) for kind, i, _ in todo[start : start + BATCH_SOURCES]]
             sources = [source for source in batch if source is not None]
             chunks += await _embed_batch(conn, db, embedder, sources, dimensions)
             dimensions = read_index(db).dimensions

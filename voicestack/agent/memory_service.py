@@ -170,13 +170,15 @@ class Memory:
 
         return (await self._store.write(save)).value
 
-    async def pending(self, limit: int) -> list[tuple[str, str]]:
-        """(kind, id) of up to `limit` messages and notes with no vectors and no embedding job
-        queued, oldest first."""
+    async def pending(
+        self, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, str, float]]:
+        """(kind, id, created_at) of up to `limit` messages and notes with no vectors and no
+        embedding job queued, oldest first, after `after` (created_at, id) if given."""
         if self._store is None:
             return []
         return await self._store.read(
-            lambda snap: pending_sources(snap.db(), limit, skip_queued=True)
+            lambda snap: pending_sources(snap.db(), limit, skip_queued=True, after=after)
         )
 
     def _index_size(self, db: WriteDB, vectors: list[Vector]) -> int:
@@ -267,7 +269,7 @@ def remember(
     alone (and admins). With embeddings on, it is embedded by a job after the commit.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("A note needs some text.")
+        raise FunctionError("invalid_note", "A note needs some text.", 422)
     if len(text) > MAX_NOTE_CHARS:
         raise ValueError(f"A note is at most {MAX_NOTE_CHARS} characters.")
     if thread_id is None and user is None:

@@ -40,8 +40,12 @@ class RelaySettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelaySettings:
-        """The --realtime-* flags; the provider gets --realtime-api-key, else the chat's key."""
-        secret = settings.realtime_api_key or settings.openai_api_key
+        """The --realtime-* flags. The provider gets --realtime-api-key; without it, the chat's
+        key only when the URL is the chat provider's own (derived from --openai-base-url): a
+        --realtime-url on another host never gets the chat's key, as no other capability's does."""
+        secret = settings.realtime_api_key
+        if secret is None and settings.realtime_url is None:
+            secret = settings.openai_api_key
         return cls(
             url=realtime_url(
                 settings.openai_base_url, settings.realtime_url, settings.realtime_model
