@@ -68,12 +68,14 @@ def insert_message(
     speak: bool = False,
     agent: str | None = None,
     model: str | None = None,
+    touch_thread: bool = True,
 ) -> str:
     """Append a message to a thread, announce it on the feed, and return its id.
 
     A message transcribed from audio links to it (`audio_file_id`, with the seconds heard); a
     reply with `speak` is spoken sentence by sentence as it streams. A reply records the
-    `agent` that writes it and its `model`.
+    `agent` that writes it and its `model`. `touch_thread=False` leaves the thread's
+    `updated_at` to a later message of the same mutation.
     """
     message_id = new_id("msg")
     stamp = now()
@@ -99,7 +101,8 @@ def insert_message(
             stamp,
         ),
     )
-    db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
+    if touch_thread:
+        db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
     emit_message(db, message_id)
     return message_id
 
@@ -246,8 +249,11 @@ def start_turn(
     audio_file_id: str | None = None,
     audio_in_seconds: float = 0.0,
     speak: bool = False,
+    agent: str | None = None,
 ) -> dict[str, str]:
-    """Save a user message and queue the assistant's reply to it; the reply runner starts it."""
+    """Save a user message and queue the assistant's reply to it; the reply runner starts it.
+    `agent` is the thread's agent, when the caller has already read the thread's row."""
+    # The reply, inserted next in this mutation, sets the thread's updated_at.
     message_id = insert_message(
         db,
         thread_id,
@@ -257,8 +263,10 @@ def start_turn(
         author=author,
         audio_file_id=audio_file_id,
         audio_in_seconds=audio_in_seconds,
+        touch_thread=False,
     )
-    agent: str = db.scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
+    if agent is None:
+        agent = db.scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
     profile = find_agent(agent)
     reply_id = insert_message(
         db,
@@ -277,9 +285,9 @@ def start_turn(
 @mutation("messages.send")
 def send_message(ctx: MutationCtx, args: SendArgs) -> dict[str, str]:
     """Save the caller's message and queue the assistant's reply to it."""
-    require_thread(ctx.db, args.thread_id, ctx.user)
+    thread = require_thread(ctx.db, args.thread_id, ctx.user)
     author = ctx.user.id if ctx.user else None
-    return start_turn(ctx.db, args.thread_id, args.text, author)
+    return start_turn(ctx.db, args.thread_id, args.text, author, agent=thread["agent"])
 
 
 def _unfinished_replies(db: WriteDB, thread_id: str) -> list[dict[str, Any]]:

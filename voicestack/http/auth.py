@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -58,7 +57,7 @@ def accepts_query_token(method: str, path: str) -> bool:
 
 def presented_token(scope: Scope) -> tuple[str | None, str | None]:
     """(token, problem): the token the request carries, or why what it carries is unusable."""
-    header = Headers(scope=scope).get("authorization")
+    header = _authorization(scope)
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -72,6 +71,15 @@ def presented_token(scope: Scope) -> tuple[str | None, str | None]:
             return None, "?token= is accepted only on event streams; send `Authorization: Bearer`."
         return tokens[-1], None
     return None, None
+
+
+def _authorization(scope: Scope) -> str | None:
+    """The first Authorization header, as Starlette's Headers would read it (ASGI servers send
+    header names in lower case), without building the Headers on every request."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 class Authenticate:

@@ -20,8 +20,20 @@ def json_response(value: object, status: int = 200) -> Response:
     return Response(jsoncodec.dumps(value), status, media_type="application/json")
 
 
-def _result(result: CallResult) -> Response:
-    return Response(result.response_body(), media_type="application/json")
+class CallResponse(Response):
+    """A call's `{"value", "version"}` as a 200 JSON response: the headers Response would give
+    it (content-length, content-type), set directly, for the API's hottest routes."""
+
+    media_type = "application/json"
+
+    def __init__(self, result: CallResult) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body = result.response_body()
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+        ]
 
 
 async def list_functions(request: Request) -> Response:
@@ -35,8 +47,8 @@ def _caller_of(kind: Kind) -> Callable[[Request], Awaitable[Response]]:
         name = request.path_params["name"]
         rt.function(name, kind)  # 404 / wrong kind before the body is read
         args = await read_call_args(request, rt.settings.max_body_bytes)
-        run = {"query": rt.query, "mutation": rt.mutation, "action": rt.action}[kind]
-        return _result(await run(name, args, caller(request)))
+        run = rt.mutation if kind == "mutation" else rt.query if kind == "query" else rt.action
+        return CallResponse(await run(name, args, caller(request)))
 
     call.__doc__ = f"POST /api/{kind}/{{name}}: run the {kind}; its value and database version."
     return call

@@ -10,9 +10,9 @@ already past this point.
 
 from __future__ import annotations
 
-from starlette.types import Message, Receive, Scope, Send
+from collections.abc import Awaitable
 
-from voicestack.http.middleware import HTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Content-Security-Policy for everything but the page (which sets its own in http/web.py).
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
@@ -32,17 +32,23 @@ def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[byte
     return headers + [pair for pair in DEFAULT_HEADERS if pair[0] not in present]
 
 
-class SecurityHeaders(HTTPMiddleware):
+class SecurityHeaders:
     """ASGI middleware: the default security headers on every HTTP response."""
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app, adding the default headers it did not set to its response's start."""
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-        async def send_with_headers(message: Message) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # The app's awaitable is handed back, not awaited in a frame of this layer (see
+        # voicestack/http/middleware.py); only the response's start is touched.
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
+
+        def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 # A new list and message: a response may send a shared, constant header list.
                 headers = with_security_headers(list(message.get("headers", ())))
                 message = {**message, "headers": headers}
-            await send(message)
+            return send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return self.app(scope, receive, send_with_headers)

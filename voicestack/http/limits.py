@@ -16,6 +16,7 @@ import math
 import re
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from starlette.responses import Response
@@ -107,21 +108,19 @@ class RequestLimits:
             return self.reply_rates if path.endswith("/messages") else self.mutation_rates
         return ()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Each way hands back the awaitable that serves the request, not awaiting it in a frame
+        # of this layer (see voicestack/http/middleware.py).
         who: Identity | None = scope.get(IDENTITY_KEY)
         if who is None:  # public routes, and anything that is not HTTP
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         if scope["type"] == "websocket":
             if self.max_streams and _SOCKET.fullmatch(scope["path"]):
-                await self._stream(who.token_id, scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
+                return self._stream(who.token_id, scope, receive, send)
+            return self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
         if method in ("GET", "HEAD") and self.max_streams and _STREAM.fullmatch(path):
-            await self._stream(who.token_id, scope, receive, send)
-            return
+            return self._stream(who.token_id, scope, receive, send)
         rates = self.rates_of(method, path)
         if rates:
             now = time.monotonic()
@@ -135,11 +134,10 @@ class RequestLimits:
                     f"Too many {rate.what} with this token: at most {rate.per_min} a minute."
                     f" Try again in {seconds} s."
                 )
-                await _refusal("rate_limited", message, seconds)(scope, receive, send)
-                return
+                return _refusal("rate_limited", message, seconds)(scope, receive, send)
             for bucket in buckets:
                 bucket.take()
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
     async def _stream(self, token_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         if self.open_streams[token_id] >= self.max_streams:
