@@ -149,6 +149,9 @@ def run_server(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S + math.ceil(settings.drain_s),
         lifespan="on",
         http=_http_protocol(settings.header_timeout_s),
+        # Live-conversation sockets carry audio and small JSON events: deflating them costs
+        # CPU per frame and saves next to nothing.
+        ws_per_message_deflate=False,
     )
     server = VoicestackServer(uv_config, settings, worker)
     _settle_garbage_collector()
