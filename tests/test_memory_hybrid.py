@@ -222,3 +222,28 @@ async def test_embedding_jobs_fail_with_the_providers_reason_and_are_retried(
     error = error_of(wrong_query, 502, "embedding_wrong_size")
     assert "returned a vector of 3 dimensions" in error["message"]
     assert ids(again)[0] == recovered
+
+
+async def test_a_provider_that_refuses_base64_is_asked_for_numbers_from_then_on(
+    server: ServerProcess, provider: FakeOpenAI
+) -> None:
+    # Last in the module: the server keeps asking this provider for plain numbers afterwards.
+    plain = marker()
+    provider.script(
+        {"kind": "embedding", "match": plain, "encodings": ["float"], "times": None},
+    )
+    provider.state.clear_requests()
+    async with server.client() as http:
+        api = Api(http)
+        thread_id = await new_thread(api)
+        message_id = await say(api, thread_id, f"The {plain} kettle descaled overnight.")
+        jobs = await jobs_ended(api, [message_id], timeout=30)
+        found = await search(http, query=f"{plain} kettle", mode="vector", threadId=thread_id)
+
+    formats = [r["body"]["encoding_format"] for r in provider.requests("embedding")]
+    assert jobs[message_id]["status"] == "done"
+    assert jobs[message_id]["attempts"] == 1
+    assert formats[:2] == ["base64", "float"]
+    assert set(formats[2:]) == {"float"}
+    assert ids(found)[0] == message_id
+    assert "refused a base64 request (400" in server.log()

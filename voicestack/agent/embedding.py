@@ -10,7 +10,9 @@ Concurrent jobs' texts share requests (voicestack.agent.embedding_batch).
 Vectors are asked for as base64 and kept as float32 arrays (`Vector`), the bytes sqlite-vec
 stores: turning each text's 1,536 numbers into Python floats, and back into bytes for the
 index, spent the event loop's and the writer's time for nothing (bench/results/memory.md), and
-a cached vector takes 6 KB instead of 50.
+a cached vector takes 6 KB instead of 50. A compatible server that refuses `encoding_format`
+base64 (400 or 422) is asked again for plain numbers, and from then on only for those. A vector
+holding NaN or an infinity is refused: one would poison every distance computed against it.
 
 Queries embed their words too. A query runs on a reader thread, not on the event loop, so it
 asks through a blocking client; every text's vector is kept in a small cache, so a watched
@@ -21,6 +23,8 @@ just recalled from finds its vector there.
 from __future__ import annotations
 
 import base64
+import logging
+import math
 import sys
 import threading
 from array import array
@@ -43,6 +47,11 @@ KNOWN_DIMENSIONS = {
 }
 CACHE_SIZE = 2048
 
+log = logging.getLogger(__name__)
+
+# Compatible servers refuse an `encoding_format` they do not know with one of these.
+_REFUSED = (openai.BadRequestError, openai.UnprocessableEntityError)
+
 # A vector as sqlite-vec stores it: float32 numbers (array("f"), little-endian in its bytes).
 Vector: TypeAlias = "array[float]"
 
@@ -63,12 +72,19 @@ def as_vector(embedding: Any) -> Vector:
             vector = array("f", base64.b64decode(embedding, validate=True))
             if sys.byteorder == "big":
                 vector.byteswap()
-            return vector
-        return array("f", embedding)
+        else:
+            vector = array("f", embedding)
     except (TypeError, ValueError) as exc:
         raise ProviderError(
             "provider_bad_response", f"The embedding provider answered an unreadable vector: {exc}"
         ) from None
+    # A NaN or an infinity makes the sum non-finite; float32 numbers cannot overflow a double's.
+    if not vector or not math.isfinite(sum(vector)):
+        raise ProviderError(
+            "provider_bad_response",
+            "The embedding provider answered a vector that is empty or holds NaN or infinity.",
+        )
+    return vector
 
 
 class EmbeddingSizeError(ProviderError):
@@ -117,6 +133,7 @@ class Embedder:
         self._cache: OrderedDict[str, Vector] = OrderedDict()
         self._lock = threading.Lock()
         self._batcher = EmbeddingBatcher(self._request)
+        self._encoding = "base64"
 
     @property
     def enabled(self) -> bool:
@@ -132,7 +149,7 @@ class Embedder:
         kwargs: dict[str, Any] = {
             "model": self.settings.model,
             "input": texts,
-            "encoding_format": "base64",
+            "encoding_format": self._encoding,
         }
         if self.settings.dimensions is not None:
             kwargs["dimensions"] = self.settings.dimensions
@@ -170,9 +187,34 @@ class Embedder:
             self._check_cached(texts, result, dimensions)
         return result
 
+    def _retry_as_floats(self, kwargs: dict[str, Any], refusal: openai.APIStatusError) -> bool:
+        """True when the refused request asked for base64: the retry, and every later request,
+        then ask for plain numbers (said once in the log)."""
+        if kwargs["encoding_format"] != "base64":
+            return False
+        kwargs["encoding_format"] = "float"
+        with self._lock:
+            first = self._encoding == "base64"
+            self._encoding = "float"
+        if first:
+            log.warning(
+                "The embedding provider at %s refused a base64 request (%s %s); asking it for"
+                " plain numbers from now on.",
+                self._provider.where,
+                refusal.status_code,
+                refusal.message,
+            )
+        return True
+
     async def _request(self, texts: list[str]) -> list[Vector]:
         async def send(client: openai.AsyncOpenAI) -> Any:
-            return await client.embeddings.create(**self._kwargs(texts))
+            kwargs = self._kwargs(texts)
+            try:
+                return await client.embeddings.create(**kwargs)
+            except _REFUSED as refusal:
+                if not self._retry_as_floats(kwargs, refusal):
+                    raise
+                return await client.embeddings.create(**kwargs)
 
         answer = await self._provider.request(self.settings.model, send)
         return self._vectors(answer, len(texts))
@@ -192,7 +234,13 @@ class Embedder:
             raise ProviderError("provider_not_configured", EMBEDDING_ROLE.not_configured)
         client = self._sync_client()
         try:
-            answer = client.embeddings.create(**self._kwargs([text]), timeout=timeout_s)
+            kwargs = self._kwargs([text])
+            try:
+                answer = client.embeddings.create(**kwargs, timeout=timeout_s)
+            except _REFUSED as refusal:
+                if not self._retry_as_floats(kwargs, refusal):
+                    raise
+                answer = client.embeddings.create(**kwargs, timeout=timeout_s)
         except openai.OpenAIError as exc:
             code, message, retryable = describe_failure(
                 exc,

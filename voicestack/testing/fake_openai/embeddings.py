@@ -128,6 +128,10 @@ def embeddings_response(plan: Plan | None, body: dict[str, Any]) -> Response:
     if plan is not None and plan.vector_dimensions is not None:
         dimensions = plan.vector_dimensions
     encoding = body.get("encoding_format", "float")
+    if plan is not None and plan.encodings is not None and encoding not in plan.encodings:
+        return invalid_request(
+            f"'encoding_format' must be one of {plan.encodings}.", param="encoding_format"
+        )
     texts = _inputs(body["input"]) or []
     tokens = sum(max(1, len(re.findall(r"\w+", text))) for text in texts)
     data = [

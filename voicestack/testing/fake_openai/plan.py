@@ -13,7 +13,8 @@ Chat: text, chunk_chars, tool_calls [{name, arguments, id}], tokens_per_second,
   Without text and tool_calls the reply is the default echo of the last user message.
 Transcription: transcript, expect_sha256.
 Embedding (match text: the inputs, one per line): vector_dimensions (answer vectors of this size
-  whatever was asked, as a misconfigured provider does).
+  whatever was asked, as a misconfigured provider does), encodings (the `encoding_format`s it
+  answers; others get a 400 naming the parameter, as servers that know only "float" do).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _CHAT_ONLY = (
     "whole_completion",
 )
 _TRANSCRIPTION_ONLY = ("transcript", "expect_sha256")
-_EMBEDDING_ONLY = ("vector_dimensions",)
+_EMBEDDING_ONLY = ("vector_dimensions", "encodings")
 
 
 class ToolCallPlan(BaseModel):
@@ -117,6 +118,7 @@ class Plan(BaseModel):
     expect_sha256: str | None = None
 
     vector_dimensions: int | None = Field(default=None, ge=1, le=65536)
+    encodings: list[Literal["float", "base64"]] | None = None
 
     @model_validator(mode="before")
     @classmethod
