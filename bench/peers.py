@@ -90,6 +90,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout-s", type=float, default=120.0, help="wait for deliveries [120]")
     p.add_argument("--wrk-connections", default="50,200", help="wrk connection counts [50,200]")
     p.add_argument("--wrk-seconds", type=float, default=10.0, help="seconds per wrk run [10]")
+    p.add_argument(
+        "--write-workers",
+        default="1,2",
+        help="voicestack `serve --workers` values for the wrk rows [1,2]",
+    )
     p.add_argument("--wire-words", type=int, default=400, help="wire-bytes reply words [400]")
     p.add_argument("--wire-tps", type=float, default=65.0, help="its tokens per second [65]")
     p.add_argument(
@@ -118,8 +123,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         args.counts = [int(x) for x in args.subscribers.split(",") if x.strip()]
         args.wrk_connections = [int(x) for x in args.wrk_connections.split(",") if x.strip()]
+        args.write_workers = [int(x) for x in args.write_workers.split(",") if x.strip()]
     except ValueError:
-        p.error("--subscribers and --wrk-connections take comma-separated integers")
+        p.error("--subscribers, --wrk-connections, --write-workers: comma-separated integers")
     names = {"pocketbase": PB, "feed": FEED, "watch": WATCH}
     args.variants = [names[v.strip()] for v in args.servers.split(",") if v.strip() in names]
     args.sections = {s.strip() for s in args.only.split(",")}

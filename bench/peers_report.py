@@ -3,6 +3,7 @@ with voicestack/PocketBase ratios and the targets of issue 14, and the p99-again
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -115,24 +116,34 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}" if ours and theirs else "–"
 
 
+def voicestack_name(workers: int) -> str:
+    """The server column of a voicestack row: `serve`'s default, or `serve --workers N`."""
+    return "voicestack" if workers == 1 else f"voicestack --workers {workers}"
+
+
 def writes_table(rows: Sequence[WriteRow]) -> str:
     """HTTP request rates side by side."""
     by = {(r.server, r.kind, r.connections): r for r in median_rows(rows, _write_key)}
     out = [
-        "| request (voicestack vs PocketBase) | conns | voicestack /s | PocketBase /s | ratio "
-        "| p99 ms (vs / PB) | server CPU s (vs / PB) | wrk CPU s (vs / PB) | non-2xx (vs / PB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| request (voicestack vs PocketBase) | voicestack | conns | voicestack /s | PocketBase /s "
+        "| ratio | p99 ms (vs / PB) | server CPU s (vs / PB) | wrk CPU s (vs / PB) "
+        "| non-2xx (vs / PB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {
         "create": "`POST /api/mutation/threads.create` vs record create",
         "health": "for scale: `GET /healthz` vs `GET /api/health`",
     }
+    ours = sorted({r.server for r in rows if r.server != PB}, key=lambda n: (len(n), n))
     for kind in ("create", "health"):
-        for conns in sorted({r.connections for r in rows if r.kind == kind}):
-            vs = by.get(("voicestack", kind, conns)) or WriteRow("voicestack", kind, "", conns)
+        for conns, server in itertools.product(
+            sorted({r.connections for r in rows if r.kind == kind}), ours
+        ):
+            vs = by.get((server, kind, conns)) or WriteRow(server, kind, "", conns)
             pb = by.get((PB, kind, conns)) or WriteRow(PB, kind, "", conns)
+            how = "`serve`" if server == "voicestack" else f"`serve {server.split(' ', 1)[1]}`"
             out.append(
-                f"| {names[kind]} | {conns} | {_num(vs.requests_per_s)} | "
+                f"| {names[kind]} | {how} | {conns} | {_num(vs.requests_per_s)} | "
                 f"{_num(pb.requests_per_s)} | {_ratio(vs.requests_per_s, pb.requests_per_s)} | "
                 f"{vs.p99_ms:.1f} / {pb.p99_ms:.1f} | {vs.server_cpu_s:.1f} / "
                 f"{pb.server_cpu_s:.1f} | {vs.client_cpu_s:.1f} / {pb.client_cpu_s:.1f} | "
@@ -214,10 +225,12 @@ def targets_table(
             f"| {target} | {measured} | {'–' if met is None else 'yes' if met else 'no'} |"
         )
 
-    vs, pb = w.get(("voicestack", "create", 50)), w.get((PB, "create", 50))
-    if vs and pb and pb.requests_per_s:
+    pb = w.get((PB, "create", 50))
+    for (server, kind, conns), vs in sorted(w.items()):
+        if server == PB or kind != "create" or conns != 50 or not (pb and pb.requests_per_s):
+            continue
         ratio = vs.requests_per_s / pb.requests_per_s
-        add("HTTP creates/s ≥ 1.0× PocketBase (50 conns)", f"{ratio:.2f}×", ratio >= 1.0)
+        add(f"HTTP creates/s ≥ 1.0× PocketBase (50 conns; {server})", f"{ratio:.2f}×", ratio >= 1.0)
     for n in (1000, 5000, 10000):
         ours, theirs = f.get((FEED, n)), f.get((PB, n))
         if ours and theirs and theirs.p99_ms:

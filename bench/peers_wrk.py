@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.peers_report import PB, WriteRow
+from bench.peers_report import PB, WriteRow, voicestack_name
 from bench.peers_servers import COLLECTION, Fake, PocketBase, Voicestack, find_wrk, tree_cpu
 from bench.sse_client import HOST
 
@@ -112,7 +112,9 @@ async def run_writes(args: argparse.Namespace, work: Path, fake: Fake) -> list[W
         print("wrk is not installed (apt-get install wrk): no write rows", file=sys.stderr)
         return []
     rows: list[WriteRow] = []
-    servers: list[PocketBase | Voicestack] = [Voicestack(work, fake.port)]
+    servers: list[PocketBase | Voicestack] = [
+        Voicestack(work, fake.port, workers=n) for n in args.write_workers
+    ]
     if args.pocketbase:
         servers.insert(0, PocketBase(args.pocketbase, work))
     try:
@@ -139,7 +141,7 @@ def _wrk_row(
 ) -> WriteRow:
     json_type = {"Content-Type": "application/json"}
     if isinstance(server, Voicestack):
-        name, auth = "voicestack", {"Authorization": f"Bearer {server.token}"}
+        name, auth = voicestack_name(server.workers), {"Authorization": f"Bearer {server.token}"}
         path, lua = "/healthz", lua_script("GET", "", {})
         if kind == "create":
             path = "/api/mutation/threads.create"

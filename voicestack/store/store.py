@@ -15,6 +15,7 @@ from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration, migrate_app, migrate_core
 from voicestack.store.readers import ReaderConnection, ReaderPool, Snapshot
+from voicestack.store.write_lock import WriteLock
 from voicestack.store.writer import CommitListener, Writer, WriteResult
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class Store:
     def start(self) -> None:
         """Start the writer thread; from now on every write goes through `write`."""
         if self._writer is None:
-            self._writer = Writer(self._write_conn, self._max_batch, self._log_keep)
+            self._writer = Writer(
+                self._write_conn, self._max_batch, self._log_keep, WriteLock(self.path)
+            )
             self._writer.start()
 
     @property

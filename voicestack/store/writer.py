@@ -25,6 +25,7 @@ from voicestack.store.changes import (
     prune_log,
 )
 from voicestack.store.db import WriteDB
+from voicestack.store.write_lock import WriteLock
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,10 @@ class Writer:
         conn: apsw.Connection,
         max_batch: int = 256,
         log_keep: int = 10_000,
+        lock: WriteLock | None = None,
     ) -> None:
         self._conn = conn
+        self._lock = lock
         self._db = WriteDB(conn)
         self._max_batch = max_batch
         self._log_keep = log_keep
@@ -118,6 +121,13 @@ class Writer:
         self._thread = None
 
     def _run(self) -> None:
+        try:
+            self._serve_queue()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+
+    def _serve_queue(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -176,6 +186,15 @@ class Writer:
         return latest_version(self._conn)
 
     def _run_transaction(self, jobs: list[_Job]) -> tuple[ChangeSet | None, _Job | None]:
+        if self._lock is None:
+            return self._transaction(jobs)
+        self._lock.acquire()
+        try:
+            return self._transaction(jobs)
+        finally:
+            self._lock.release()
+
+    def _transaction(self, jobs: list[_Job]) -> tuple[ChangeSet | None, _Job | None]:
         conn = self._conn
         self._recorder.reset()
         conn.execute("BEGIN IMMEDIATE")
