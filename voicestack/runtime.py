@@ -51,24 +51,13 @@ from voicestack.voice.capabilities import (
     speech_provider_settings,
     transcription_provider_settings,
 )
+from voicestack.voice.live_sessions import LiveSessions
 from voicestack.voice.provider import Synthesizer, Transcriber
-from voicestack.voice.realtime.client import VoiceClient
-from voicestack.voice.realtime.session import SessionSettings, VoiceSession
-from voicestack.voice.realtime.turns import TurnSettings
-from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
-from voicestack.voice.relay.context import RelayContext
-from voicestack.voice.relay.session import RelaySession
-from voicestack.voice.relay.session_config import RelaySettings
 from voicestack.voice.relay.tools import RelayTools
 from voicestack.voice.speaker import SpeakerFactory
-from voicestack.voice.telephony.calls import CallSlots, CallThread, start_call_thread
-from voicestack.voice.telephony.media import CALL_AUDIO, CallClient, StreamStart
+from voicestack.voice.telephony.calls import CallSlots
 
 log = logging.getLogger(__name__)
-
-# A live conversation: the pipeline's (VAD, transcription, chat, speech), or relayed to a
-# speech-to-speech model (--voice-mode realtime); the sockets drive both the same way.
-LiveSession = VoiceSession | RelaySession
 
 # After the drain, how long the hub may take to push the replies' final events to the feeds.
 FEED_FLUSH_S = 2.0
@@ -152,16 +141,23 @@ class Runtime:
         self.hub.add_observer(self.scheduler)
         self.leader = LeaderLease(settings.db)
         self._drain: asyncio.Task[None] | None = None
-        self._voice_sessions: set[LiveSession] = set()
-        self._voice_drain: asyncio.Task[None] | None = None
         self.call_slots = CallSlots(settings.max_calls)
-        self.relay_tools = RelayTools(
+        relay_tools = RelayTools(
             store=self.store,
             tools=self.tools,
             agents=self.agents,
             settings=AgentSettings.from_settings(settings),
             run_query=self.query_value,
             run_mutation=self.mutation_value,
+        )
+        self.live = LiveSessions(
+            settings,
+            self.store,
+            self.transcriber,
+            self.agents,
+            relay_tools,
+            self.pricing,
+            lambda thread_id: self.open_thread_feed(thread_id, None, None),
         )
 
     async def health_details(self) -> dict[str, Any]:
@@ -313,112 +309,10 @@ class Runtime:
         user = viewer.caller if viewer is not None else None
         return await read_catch_up(self.store, self.feed, thread_id, user, cursor)
 
-    def open_voice_session(
-        self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
-    ) -> VoiceSession:
-        """A live conversation on the thread, following `feed` (from `open_thread_feed`, which
-        checked that `user` may see the thread); call `begin()` on it, and `close()` at the end.
-
-        Raises ProtocolError (close 1001) once the server is shutting down.
-        """
-        if self._drain is not None:
-            raise ProtocolError(
-                "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
-            )
-        turns = TurnSettings(
-            self.settings.vad_threshold,
-            self.settings.vad_silence_ms,
-            self.settings.vad_min_speech_ms,
-            self.settings.vad_energy_floor_dbfs,
-        )
-        session = VoiceSession(
-            thread_id=thread_id,
-            user=user,
-            store=self.store,
-            transcriber=self.transcriber,
-            feed=feed,
-            settings=SessionSettings(turns, self.settings.min_interruption_ms),
-            start=start,
-            client=client,
-            forget=self._voice_sessions.discard,
-        )
-        self._voice_sessions.add(session)
-        return session
-
-    async def open_live_session(
-        self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
-    ) -> LiveSession:
-        """A live conversation on the thread as its agent's voice mode says (--voice-mode, or
-        the agent's `voice_mode`): the pipeline's VoiceSession, or a RelaySession to the realtime
-        provider. As open_voice_session otherwise."""
-        agent_name = await self.store.read(
-            lambda snap: snap.db().scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
-        )
-        agent = self.agents.get(str(agent_name)) or self.agents.profiles[0]
-        if agent.voice_mode != "realtime":
-            return self.open_voice_session(thread_id, user, feed, start, client)
-        if self._drain is not None:
-            raise ProtocolError(
-                "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
-            )
-        settings = self.settings
-        context = RelayContext(
-            thread_id=thread_id,
-            user=user,
-            agent=agent,
-            store=self.store,
-            start=start,
-            client=client,
-            settings=RelaySettings.from_settings(settings),
-            tools=self.relay_tools,
-            pricing=self.pricing,
-            flush_ms=settings.flush_ms,
-            forget=self._voice_sessions.discard,
-        )
-        session = RelaySession(context, feed)
-        self._voice_sessions.add(session)
-        return session
-
-    async def open_call(self, start: StreamStart, client: CallClient) -> LiveSession | None:
-        """The live conversation of a phone call's media stream, on a new thread owned by
-        --twilio-user; call `begin()` on it, and `close()` at the end. None, with nothing
-        created, when the stream's token is not good for its call.
-
-        Raises ProtocolError (close 1001) once the server is shutting down.
-        """
-        owner_name = self.settings.twilio_user
-        spent = await self.store.write(
-            lambda db: start_call_thread(db, start.token, start.call_sid, owner_name)
-        )
-        call: CallThread | None = spent.value
-        if call is None:
-            return None
-        feed = await self.open_thread_feed(call.thread_id, None, None)
-        try:
-            session = await self.open_live_session(
-                call.thread_id, call.owner, feed, CALL_AUDIO, client
-            )
-        except ProtocolError:
-            feed.close()
-            raise
-        client.report = session.control
-        return session
-
     async def voice_sessions_ended(self) -> None:
         """Wait (at most `--drain-s` and a second) until the shutdown has ended every live
         conversation; the HTTP server closes its connections after this."""
-        if self._voice_drain is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._voice_drain), self.settings.drain_s + 1)
-
-    async def _wind_down_voice_sessions(self) -> None:
-        sessions = list(self._voice_sessions)
-        if sessions:
-            log.info("ending %d live conversations after their current sentence", len(sessions))
-        await asyncio.gather(
-            *(session.wind_down(self.settings.drain_s) for session in sessions),
-            return_exceptions=True,
-        )
+        await self.live.ended()
 
     async def query_value(self, name: str, args: Any, user: Caller | None) -> Any:
         """The value of query `name` (for actions and tools)."""
@@ -443,10 +337,8 @@ class Runtime:
         clients see the replies' final `message` events, and end right after them.
         """
         if self._drain is None:
+            self.live.begin_wind_down()
             loop = asyncio.get_running_loop()
-            self._voice_drain = loop.create_task(
-                self._wind_down_voice_sessions(), name="voicestack-voice-drain"
-            )
             self._drain = loop.create_task(self._drain_replies(), name="voicestack-drain")
 
     async def _drain_replies(self) -> None:

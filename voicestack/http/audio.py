@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from voicestack.functions.errors import FunctionError
 from voicestack.http.state import caller, runtime, viewer
-from voicestack.runtime import LiveSession
+from voicestack.voice.live_sessions import LiveSession
 from voicestack.voice.realtime.wire import (
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
@@ -103,7 +103,7 @@ async def thread_audio(websocket: WebSocket) -> None:
                 "start_expected", "Send the start message before any audio.", CLOSE_POLICY
             )
         start = parse_start(first)
-        session = await rt.open_live_session(thread_id, caller(websocket), feed, start, client)
+        session = await rt.live.open_live_session(thread_id, caller(websocket), feed, start, client)
         await session.begin()
         await _converse(websocket, client, session)
     except ProtocolError as exc:

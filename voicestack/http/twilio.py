@@ -21,7 +21,8 @@ from voicestack.http.audio import SocketClient, received_frame
 from voicestack.http.body import read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.state import runtime
-from voicestack.runtime import LiveSession, Runtime
+from voicestack.runtime import Runtime
+from voicestack.voice.live_sessions import LiveSession
 from voicestack.voice.realtime.wire import (
     CLOSE_BAD_TOKEN,
     CLOSE_NORMAL,
@@ -118,7 +119,7 @@ async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> No
         if start is None:
             return
         client = CallClient(start.stream_sid, socket.send_event, socket.close)
-        session = await rt.open_call(start, client)
+        session = await rt.live.open_call(start, client)
         if session is None:
             await socket.close(CLOSE_BAD_TOKEN, "invalid_token")
             return

@@ -1,0 +1,177 @@
+"""The live conversations of one server: each socket's session, the pipeline's or relayed to a
+speech-to-speech model as the thread's agent says, a phone call's on a thread of its own, and
+their wind-down when the server shuts down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from voicestack.agent.agents import Agents
+from voicestack.agent.cost import Pricing
+from voicestack.config import Settings
+from voicestack.identity import Caller
+from voicestack.reactive.streams import Stream
+from voicestack.store.store import Store
+from voicestack.voice.provider import Transcriber
+from voicestack.voice.realtime.client import VoiceClient
+from voicestack.voice.realtime.session import SessionSettings, VoiceSession
+from voicestack.voice.realtime.turns import TurnSettings
+from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
+from voicestack.voice.relay.context import RelayContext
+from voicestack.voice.relay.session import RelaySession
+from voicestack.voice.relay.session_config import RelaySettings
+from voicestack.voice.relay.tools import RelayTools
+from voicestack.voice.telephony.calls import CallThread, start_call_thread
+from voicestack.voice.telephony.media import CALL_AUDIO, CallClient, StreamStart
+
+log = logging.getLogger(__name__)
+
+# A live conversation: the pipeline's (VAD, transcription, chat, speech), or relayed to a
+# speech-to-speech model (--voice-mode realtime); the sockets drive both the same way.
+LiveSession = VoiceSession | RelaySession
+# A thread's feed for a phone call's owner (the Runtime's open_thread_feed, without a viewer).
+OpenCallFeed = Callable[[str], Awaitable[Stream]]
+
+
+class LiveSessions:
+    """Opens live conversations and ends them all, after their current sentence, at shutdown."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        transcriber: Transcriber,
+        agents: Agents,
+        relay_tools: RelayTools,
+        pricing: Pricing,
+        open_call_feed: OpenCallFeed,
+    ) -> None:
+        """Sessions use these parts of the server; `open_call_feed` follows a call's thread."""
+        self._settings = settings
+        self._store = store
+        self._transcriber = transcriber
+        self._agents = agents
+        self._relay_tools = relay_tools
+        self._pricing = pricing
+        self._open_call_feed = open_call_feed
+        self._sessions: set[LiveSession] = set()
+        self._wind_down: asyncio.Task[None] | None = None
+
+    def _refuse_when_shutting_down(self) -> None:
+        if self._wind_down is not None:
+            raise ProtocolError(
+                "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
+            )
+
+    def open_voice_session(
+        self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
+    ) -> VoiceSession:
+        """A live conversation on the thread, following `feed` (from `open_thread_feed`, which
+        checked that `user` may see the thread); call `begin()` on it, and `close()` at the end.
+
+        Raises ProtocolError (close 1001) once the server is shutting down.
+        """
+        self._refuse_when_shutting_down()
+        settings = self._settings
+        turns = TurnSettings(
+            settings.vad_threshold,
+            settings.vad_silence_ms,
+            settings.vad_min_speech_ms,
+            settings.vad_energy_floor_dbfs,
+        )
+        session = VoiceSession(
+            thread_id=thread_id,
+            user=user,
+            store=self._store,
+            transcriber=self._transcriber,
+            feed=feed,
+            settings=SessionSettings(turns, settings.min_interruption_ms),
+            start=start,
+            client=client,
+            forget=self._sessions.discard,
+        )
+        self._sessions.add(session)
+        return session
+
+    async def open_live_session(
+        self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
+    ) -> LiveSession:
+        """A live conversation on the thread as its agent's voice mode says (--voice-mode, or
+        the agent's `voice_mode`): the pipeline's VoiceSession, or a RelaySession to the realtime
+        provider. As open_voice_session otherwise."""
+        agent_name = await self._store.read(
+            lambda snap: snap.db().scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
+        )
+        agent = self._agents.get(str(agent_name)) or self._agents.profiles[0]
+        if agent.voice_mode != "realtime":
+            return self.open_voice_session(thread_id, user, feed, start, client)
+        self._refuse_when_shutting_down()
+        settings = self._settings
+        context = RelayContext(
+            thread_id=thread_id,
+            user=user,
+            agent=agent,
+            store=self._store,
+            start=start,
+            client=client,
+            settings=RelaySettings.from_settings(settings),
+            tools=self._relay_tools,
+            pricing=self._pricing,
+            flush_ms=settings.flush_ms,
+            forget=self._sessions.discard,
+        )
+        session = RelaySession(context, feed)
+        self._sessions.add(session)
+        return session
+
+    async def open_call(self, start: StreamStart, client: CallClient) -> LiveSession | None:
+        """The live conversation of a phone call's media stream, on a new thread owned by
+        --twilio-user; call `begin()` on it, and `close()` at the end. None, with nothing
+        created, when the stream's token is not good for its call.
+
+        Raises ProtocolError (close 1001) once the server is shutting down.
+        """
+        owner_name = self._settings.twilio_user
+        spent = await self._store.write(
+            lambda db: start_call_thread(db, start.token, start.call_sid, owner_name)
+        )
+        call: CallThread | None = spent.value
+        if call is None:
+            return None
+        feed = await self._open_call_feed(call.thread_id)
+        try:
+            session = await self.open_live_session(
+                call.thread_id, call.owner, feed, CALL_AUDIO, client
+            )
+        except ProtocolError:
+            feed.close()
+            raise
+        client.report = session.control
+        return session
+
+    def begin_wind_down(self) -> None:
+        """Shutdown (call on the event loop, once is enough): refuse new conversations, and end
+        each open one after its current sentence, within --drain-s."""
+        if self._wind_down is None:
+            self._wind_down = asyncio.get_running_loop().create_task(
+                self._end_all(), name="voicestack-voice-drain"
+            )
+
+    async def ended(self) -> None:
+        """Wait (at most `--drain-s` and a second) until the wind-down has ended every live
+        conversation."""
+        if self._wind_down is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._wind_down), self._settings.drain_s + 1)
+
+    async def _end_all(self) -> None:
+        sessions = list(self._sessions)
+        if sessions:
+            log.info("ending %d live conversations after their current sentence", len(sessions))
+        await asyncio.gather(
+            *(session.wind_down(self._settings.drain_s) for session in sessions),
+            return_exceptions=True,
+        )
