@@ -126,8 +126,8 @@ class EnergyVad:
         data = np.concatenate([self._pending, samples])
         whole = len(data) // window * window
         self._pending = data[whole:]
-        for frame in data[:whole].reshape(-1, window):
-            rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
+        windows = data[:whole].reshape(-1, window).astype(np.float64)
+        for rms in np.sqrt(np.einsum("ij,ij->i", windows, windows) / window).tolist():
             self.ms += WINDOW_MS
             if rms > self.threshold:
                 self._voiced_run_ms += WINDOW_MS

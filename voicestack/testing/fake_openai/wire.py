@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import string
 from typing import Any
@@ -12,6 +13,9 @@ from starlette.responses import JSONResponse
 from voicestack.testing.fake_openai.plan import ErrorPlan
 
 _ALPHABET = string.ascii_letters + string.digits
+# Ids need to be unique, not secret: one call of a seeded generator, not a system call per
+# character (the fake names every Realtime event, so this was a twentieth of its CPU).
+_IDS = random.Random(secrets.randbits(128))
 
 # Default (type, code, message) per status, as the real API words them.
 _ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
@@ -41,7 +45,7 @@ _ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
 
 def new_id(prefix: str, length: int = 24) -> str:
     """Return an id shaped like the real API's, e.g. `chatcmpl-AbC...`."""
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    return prefix + "".join(_IDS.choices(_ALPHABET, k=length))
 
 
 def request_id() -> str:

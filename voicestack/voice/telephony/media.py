@@ -7,6 +7,10 @@ taking, barge-in and replies; CallClient is its VoiceClient, turning its audio f
 `media` messages, its `clear` into Twilio's `clear`, and each spoken sentence's end into a
 `mark` named after the reply and the milliseconds of its audio sent so far. An echoed mark
 becomes the session's `played` report, so a barge-in keeps the words the caller heard.
+
+A "sentence" of under MIN_MARK_MS is marked together with what follows it: a speech-to-speech
+model's audio comes in 20 ms pieces, and a mark after each doubled the messages both ways
+(Twilio echoes every mark) for a precision no caller hears. The reply's end is always marked.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 # Twilio streams and plays μ-law at 8 kHz, one channel.
 CALL_AUDIO = Start(8000, "mulaw")
 _BYTES_PER_MS = 8  # μ-law at 8 kHz
+MIN_MARK_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +167,7 @@ class CallClient:
             # A late event of a reply already cleared: the marks follow the current one.
             return
         elif kind == "reply_audio":
-            await self._mark()  # whatever of the sentence before is not marked yet
+            await self._mark(MIN_MARK_MS)  # what of the sentences before is not marked yet
             self._sentence_end = self._sent + round(float(event["ms"]) * _BYTES_PER_MS)
         elif kind == "clear":
             self._reply = None
@@ -183,14 +188,15 @@ class CallClient:
         await self._send_json({"event": "media", "media": {"payload": payload}})
         if self._sent >= self._sentence_end:
             # Marked at once, not when the next sentence comes: that may be slow to speak.
-            await self._mark()
+            await self._mark(MIN_MARK_MS)
 
     async def close(self, code: int, reason: str) -> None:
         """End the stream's socket."""
         await self._close(code, reason)
 
-    async def _mark(self) -> None:
-        if self._reply is None or self._sent == self._marked:
+    async def _mark(self, at_least_ms: int = 0) -> None:
+        unmarked = self._sent - self._marked
+        if self._reply is None or unmarked == 0 or unmarked < at_least_ms * _BYTES_PER_MS:
             return
         self._marked = self._sent
         # Rounded up: a played mark covers its sentence whole, never a word short of it.
