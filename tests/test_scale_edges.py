@@ -166,6 +166,38 @@ async def test_a_client_resumes_on_the_other_edge_with_no_gap_or_duplicate(
         assert [(int(e.id), e.data) for e in got] == expected
 
 
+async def test_a_client_resumes_from_an_edges_own_recent_events(cluster: Cluster) -> None:
+    # Another client of the same token keeps edge two's upstream of the thread open: a client
+    # resuming there is caught up from that upstream's recent events, not by the primary.
+    token = cluster.primary.token
+    assert token is not None
+    first, second = cluster.edges
+    async with client(first.url, token) as a, client(second.url, token) as b:
+        thread_id = await new_thread(a, "resume from the edge")
+        path = f"/api/threads/{thread_id}/events"
+        async with watch(b, path) as keeper:
+            await keeper.next()
+            async with watch(a, path) as feed:
+                last = (await feed.next()).id
+                await a.post(f"/api/threads/{thread_id}/messages", json={"text": "seen 0"})
+                while True:
+                    event = await feed.next()
+                    last = event.id or last
+                    if event.event == "message" and "seen 0" in event.data:
+                        break
+            for n in range(2):
+                await a.post(f"/api/threads/{thread_id}/messages", json={"text": f"missed {n}"})
+            expected = await _events_after(cluster, token, thread_id, int(last))
+            before = (await b.get("/healthz")).json()["feedResumesHere"]
+            async with watch(b, path, headers={"Last-Event-ID": last}) as resumed:
+                got = [await resumed.next() for _ in expected]
+                await resumed.quiet(0.5)
+            resumes = (await b.get("/healthz")).json()["feedResumesHere"] - before
+    assert any("missed 1" in data for _, data in expected)
+    assert [(int(e.id), e.data) for e in got] == expected
+    assert resumes == 1
+
+
 async def _events_after(
     cluster: Cluster, token: str, thread_id: str, after: int
 ) -> list[tuple[int, str]]:

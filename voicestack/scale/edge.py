@@ -31,6 +31,9 @@ class Edge:
         self._keepalive: asyncio.Task[None] | None = None
         # Streams open per credential, held to --max-streams-per-token as on a single server.
         self.open_streams: collections.Counter[str] = collections.Counter()
+        # Feed clients resumed from an open upstream's recent events, with no catch-up asked
+        # of a primary (GET /healthz says how many).
+        self.resumed_here = 0
 
     async def start(self) -> None:
         """Link to NATS and keep the streams alive."""

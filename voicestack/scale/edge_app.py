@@ -37,9 +37,16 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now."""
+    """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now, and
+    `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events."""
     edge: Edge = request.app.state.edge
-    body = {"ok": True, "version": __version__, "role": "edge", "nats": edge.link.connected}
+    body = {
+        "ok": True,
+        "version": __version__,
+        "role": "edge",
+        "nats": edge.link.connected,
+        "feedResumesHere": edge.resumed_here,
+    }
     return Response(jsoncodec.dumps(body), media_type="application/json")
 
 

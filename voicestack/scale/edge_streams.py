@@ -212,16 +212,43 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     return _stream_response(edge, upstream, outbox, release)
 
 
+def _resume_here(
+    edge: Edge, key: str, cursor: str | int | None
+) -> tuple[FeedChannel, FeedUpstream] | None:
+    """A resuming client joined to this edge's open upstream of its thread and credentials,
+    when that upstream still has every event after the client's cursor; None otherwise.
+
+    Nothing is asked of the primary: the open upstream is the proof of access (the primary ends
+    it at the commit that revokes its token or removes its viewer), and its recent events are
+    the catch-up. A mass reconnection after an edge dies thus costs the primary nothing for
+    the clients that land beside others of the same credentials."""
+    try:
+        after = int(cursor) if cursor is not None else None
+    except ValueError:
+        return None
+    upstream = edge.upstreams.get(key)
+    if after is None or after < 0 or not isinstance(upstream, FeedUpstream) or upstream.closed:
+        return None
+    outbox = FeedChannel()
+    if not upstream.join(outbox, b"", after):
+        return None
+    edge.resumed_here += 1
+    return outbox, upstream
+
+
 async def _join_feed(
     edge: Edge, request: Request, opening: RequestEnvelope, cursor: str | int | None
 ) -> tuple[FeedChannel | None, FeedUpstream | Response]:
+    key = _key("feed", opening, [])
+    here = _resume_here(edge, key, cursor)
+    if here is not None:
+        return here
     try:
         answer, after = await _catch_up(edge, request, cursor)
     except PrimaryUnavailable as exc:
         return None, unavailable(str(exc))
     if answer.status != 200:
         return None, as_response(answer)
-    key = _key("feed", opening, [])
     upstream, refusal = await _shared(
         edge, key, lambda: FeedUpstream(edge.link, opening, edge.forget, after)
     )
