@@ -11,8 +11,11 @@ them, all at once. Each is done when it holds the last event. Two rows:
 - `one open`: another client of the same token has followed the thread on edge one all along
   (as clients that landed there earlier have).
 
-Reported: the time until every client was caught up (p50, p99, all), the primary's and the
-edge's CPU seconds over the storm, and the edge's `feedResumesHere` count. `--baseline-source
+Reported: the time until every client was caught up (p50, p99, all; counted from the first
+connection, so connecting the clients one after another is inside it, alike in both rows), the
+primary's and the edge's CPU seconds over the storm, and the edge's `feedResumesHere` count. A
+client counts as caught up when the last event arrives; tests/test_scale_edges.py checks that
+the events before it are exact. `--baseline-source
 DIR` runs the same rows with the servers of another source tree (e.g. `git archive` of an earlier
 commit) to compare.
 """

@@ -28,6 +28,7 @@ def test_base64_and_plain_numbers_give_the_same_float32_vector() -> None:
         (packed(float("inf"), 0.5), "empty or holds NaN or infinity"),
         ([0.5, float("-inf")], "empty or holds NaN or infinity"),
         ([], "empty or holds NaN or infinity"),
+        (packed(0.0, 0.0, -0.0), "a vector of zeros"),
         ([1e300], "empty or holds NaN or infinity"),  # too big for float32: infinity
         ("not base64!", "unreadable vector"),
         (base64.b64encode(b"abc").decode(), "unreadable vector"),

@@ -198,6 +198,27 @@ async def test_a_client_resumes_from_an_edges_own_recent_events(cluster: Cluster
     assert resumes == 1
 
 
+async def test_a_cursor_past_every_event_is_resumed_by_the_primary(cluster: Cluster) -> None:
+    # A Last-Event-ID beyond any event (a database restored from an older backup): the edge
+    # does not resume it from its own events, which would hold back everything up to it.
+    token = cluster.primary.token
+    assert token is not None
+    _, second = cluster.edges
+    async with client(second.url, token) as b:
+        thread_id = await new_thread(b, "cursor from the future")
+        path = f"/api/threads/{thread_id}/events"
+        async with watch(b, path) as keeper:
+            await keeper.next()
+            before = (await b.get("/healthz")).json()["feedResumesHere"]
+            async with watch(b, path, headers={"Last-Event-ID": str(10**15)}) as ahead:
+                await b.post(f"/api/threads/{thread_id}/messages", json={"text": "still heard"})
+                while "still heard" not in (event := await ahead.next()).data:
+                    pass
+            resumes = (await b.get("/healthz")).json()["feedResumesHere"] - before
+    assert event.event == "message"
+    assert resumes == 0
+
+
 async def _events_after(
     cluster: Cluster, token: str, thread_id: str, after: int
 ) -> list[tuple[int, str]]:

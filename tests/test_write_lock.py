@@ -1,5 +1,6 @@
 """The writers' cross-process lock (voicestack.store.write_lock): a second process waits for
-it and enters as soon as it is released, not after a busy handler's sleep."""
+it and enters as soon as it is released, not after a busy handler's sleep; a lock that cannot
+be had never stops a write."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from voicestack.store.store import Store
 from voicestack.store.write_lock import WriteLock
@@ -69,3 +72,35 @@ def test_the_store_takes_the_lock_around_each_transaction(tmp_path: Path) -> Non
     finally:
         outside.close()
         store.close()
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_writes_to_sqlite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "app.db-writelock").mkdir()  # in the way: it cannot be opened as a file
+    store = Store(tmp_path / "app.db")
+    store.start()
+    try:
+        store.writer.submit(lambda db: db.execute("CREATE TABLE notes (text TEXT)")).result(10)
+        done = store.writer.submit(lambda db: db.execute("INSERT INTO notes VALUES ('x')"))
+        assert done.result(timeout=10).version > 0
+    finally:
+        store.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "cannot be opened" in warnings[0]
+    assert "this process writes without it" in warnings[0]
+
+
+def test_a_holder_that_never_lets_go_is_passed_by_after_the_timeout(tmp_path: Path) -> None:
+    holder = WriteLock(tmp_path / "app.db")
+    waiter = WriteLock(tmp_path / "app.db", timeout_s=0.3)
+    holder.acquire()
+    try:
+        started = time.monotonic()
+        assert waiter.acquire() is False
+        waited = time.monotonic() - started
+    finally:
+        holder.close()
+        waiter.close()
+    assert 0.3 <= waited < 2.0

@@ -11,8 +11,9 @@ Vectors are asked for as base64 and kept as float32 arrays (`Vector`), the bytes
 stores: turning each text's 1,536 numbers into Python floats, and back into bytes for the
 index, spent the event loop's and the writer's time for nothing (bench/results/memory.md), and
 a cached vector takes 6 KB instead of 50. A compatible server that refuses `encoding_format`
-base64 (400 or 422) is asked again for plain numbers, and from then on only for those. A vector
-holding NaN or an infinity is refused: one would poison every distance computed against it.
+base64 (400 or 422) is asked again for plain numbers, and from then on only for those once it
+answered so. A vector holding NaN or an infinity, or only zeros, is refused: one would poison
+every distance computed against it.
 
 Queries embed their words too. A query runs on a reader thread, not on the event loop, so it
 asks through a blocking client; every text's vector is kept in a small cache, so a watched
@@ -83,6 +84,10 @@ def as_vector(embedding: Any) -> Vector:
         raise ProviderError(
             "provider_bad_response",
             "The embedding provider answered a vector that is empty or holds NaN or infinity.",
+        )
+    if vector.count(0.0) == len(vector):  # no direction: every cosine distance to it is NaN
+        raise ProviderError(
+            "provider_bad_response", "The embedding provider answered a vector of zeros."
         )
     return vector
 
@@ -187,24 +192,27 @@ class Embedder:
             self._check_cached(texts, result, dimensions)
         return result
 
-    def _retry_as_floats(self, kwargs: dict[str, Any], refusal: openai.APIStatusError) -> bool:
-        """True when the refused request asked for base64: the retry, and every later request,
-        then ask for plain numbers (said once in the log)."""
+    def _floats_instead(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The same request asking for plain numbers, when the refused one asked for base64;
+        None otherwise (the refusal stands)."""
         if kwargs["encoding_format"] != "base64":
-            return False
-        kwargs["encoding_format"] = "float"
+            return None
+        return {**kwargs, "encoding_format": "float"}
+
+    def _use_floats(self, refusal: openai.APIStatusError) -> None:
+        """A request refused as base64 was answered as plain numbers: ask for those from now
+        on (said once in the log)."""
         with self._lock:
             first = self._encoding == "base64"
             self._encoding = "float"
         if first:
             log.warning(
-                "The embedding provider at %s refused a base64 request (%s %s); asking it for"
-                " plain numbers from now on.",
+                "The embedding provider at %s refused a base64 request (%s %s) and answered"
+                " it in plain numbers; asking it for those from now on.",
                 self._provider.where,
                 refusal.status_code,
                 refusal.message,
             )
-        return True
 
     async def _request(self, texts: list[str]) -> list[Vector]:
         async def send(client: openai.AsyncOpenAI) -> Any:
@@ -212,9 +220,14 @@ class Embedder:
             try:
                 return await client.embeddings.create(**kwargs)
             except _REFUSED as refusal:
-                if not self._retry_as_floats(kwargs, refusal):
+                floats = self._floats_instead(kwargs)
+                if floats is None:
                     raise
-                return await client.embeddings.create(**kwargs)
+                # Any other fault of the request (a text too long, a bad size) fails again
+                # here, and nothing changes.
+                answer = await client.embeddings.create(**floats)
+                self._use_floats(refusal)
+                return answer
 
         answer = await self._provider.request(self.settings.model, send)
         return self._vectors(answer, len(texts))
@@ -238,9 +251,11 @@ class Embedder:
             try:
                 answer = client.embeddings.create(**kwargs, timeout=timeout_s)
             except _REFUSED as refusal:
-                if not self._retry_as_floats(kwargs, refusal):
+                floats = self._floats_instead(kwargs)
+                if floats is None:
                     raise
-                answer = client.embeddings.create(**kwargs, timeout=timeout_s)
+                answer = client.embeddings.create(**floats, timeout=timeout_s)
+                self._use_floats(refusal)
         except openai.OpenAIError as exc:
             code, message, retryable = describe_failure(
                 exc,

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from voicestack import jsoncodec
+from voicestack.http.body import parse_int64
 from voicestack.http.limits import STREAM_RETRY_AFTER_S
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER
@@ -223,11 +224,15 @@ def _resume_here(
     the catch-up. A mass reconnection after an edge dies thus costs the primary nothing for
     the clients that land beside others of the same credentials."""
     try:
-        after = int(cursor) if cursor is not None else None
-    except ValueError:
-        return None
+        after = parse_int64(str(cursor)) if cursor is not None else None
+    except (ValueError, OverflowError):
+        return None  # the primary answers it, as it answers a bad cursor
     upstream = edge.upstreams.get(key)
-    if after is None or after < 0 or not isinstance(upstream, FeedUpstream) or upstream.closed:
+    if after is None or not isinstance(upstream, FeedUpstream) or upstream.closed:
+        return None
+    if not 0 <= after <= upstream.last:
+        # A cursor past every event this edge has seen (a client of a database restored from
+        # an older backup, say): the primary knows where such a client resumes.
         return None
     outbox = FeedChannel()
     if not upstream.join(outbox, b"", after):

@@ -3,37 +3,73 @@
 SQLite lets one writer in at a time and makes the others wait in its busy handler, which sleeps
 and retries: 1, 2, 5, 10 ms and more. Under a steady write load that sleeping, not the writes,
 set the p99 (about 500 ms at 50 connections with two workers, bench/peers.py). Each writer thread
-therefore takes an exclusive flock on `<database>-writelock` around its transaction: a waiting
-process wakes the moment the other one releases it. SQLite's own locking still guards the
-data; this only orders our writers, so a process that does not take it (the CLI, a backup)
-merely falls back to the busy handler. The file holds nothing and may be deleted at any time.
+therefore takes an exclusive flock on `<database>-writelock` around its transaction, polling at
+most every millisecond, so a waiting process goes almost the moment the other one is done.
+
+SQLite's own locking still guards the data; this only orders our writers. So whatever goes wrong
+with the lock makes a writer go on without it, back to SQLite's busy handler, never fail: a lock
+file that cannot be opened or locked (a read-only folder, a file system without flock) is said
+once in the log, and a holder that keeps it longer than SQLite's busy timeout (a stopped
+process) is passed by. A process that does not take it (the CLI, a backup) merely meets the busy
+handler. Deleting the file while servers run makes processes started afterwards lock a new one:
+still safe, but those no longer take turns with the older ones until they restart.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import time
 from pathlib import Path
+
+from voicestack.store.connection import BUSY_TIMEOUT_MS
+
+log = logging.getLogger(__name__)
+
+_FIRST_WAIT_S = 0.0001
+_MAX_WAIT_S = 0.001
 
 
 class WriteLock:
-    """An exclusive, blocking, cross-process lock, opened lazily in the process that uses it."""
+    """An exclusive cross-process lock, opened lazily in the process that uses it."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, timeout_s: float = BUSY_TIMEOUT_MS / 1000) -> None:
         """The lock of the database file at `database`; nothing is opened yet."""
         self.path = Path(f"{database}-writelock")
+        self.timeout_s = timeout_s
         self._fd: int | None = None
+        self._broken = False  # it could not be opened or locked: writers go on without it
 
-    def acquire(self) -> None:
-        """Block until this process holds the lock."""
-        if self._fd is None:
-            # Opened here, in the writing process: a descriptor inherited across a fork would
-            # share the lock with the parent instead of excluding it.
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+    def acquire(self) -> bool:
+        """Hold the lock, waiting up to `timeout_s`; False when this writer goes on without it
+        (SQLite's busy handler then orders the writers)."""
+        fd = self._open()
+        if fd is None:
+            return False
+        deadline = time.monotonic() + self.timeout_s
+        wait = _FIRST_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._give_up(f"it cannot be locked: {exc}")
+                return False
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "another process has held %s for over %.0f s; writing without it",
+                    self.path,
+                    self.timeout_s,
+                )
+                return False
+            time.sleep(wait)
+            wait = min(wait * 2, _MAX_WAIT_S)
 
     def release(self) -> None:
-        """Let the next process in."""
+        """Let the next process in (after an `acquire` that returned True)."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -42,3 +78,23 @@ class WriteLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _open(self) -> int | None:
+        if self._fd is None and not self._broken:
+            try:
+                # Opened here, in the writing process: a descriptor inherited across a fork
+                # would share the lock with the parent instead of excluding it.
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                self._give_up(f"it cannot be opened: {exc}")
+        return self._fd
+
+    def _give_up(self, why: str) -> None:
+        self._broken = True
+        self.close()
+        log.warning(
+            "writers of this database take turns through %s, but %s; this process writes"
+            " without it (SQLite's busy handler still orders the writers)",
+            self.path,
+            why,
+        )

@@ -186,9 +186,8 @@ class Writer:
         return latest_version(self._conn)
 
     def _run_transaction(self, jobs: list[_Job]) -> tuple[ChangeSet | None, _Job | None]:
-        if self._lock is None:
+        if self._lock is None or not self._lock.acquire():
             return self._transaction(jobs)
-        self._lock.acquire()
         try:
             return self._transaction(jobs)
         finally:
