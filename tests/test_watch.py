@@ -86,6 +86,18 @@ async def test_two_watchers_of_one_query_get_the_same_event(client, api):
     assert (a.event, a.id, a.data) == ("value", str(added.version), compact(expected))
 
 
+async def test_a_stream_says_its_connection_closes_when_it_ends(client, api):
+    # Its end closes the connection (a direct-write stream writes its last chunk, then closes
+    # the socket): a client told keep-alive reused it, and its next request got no response.
+    thread_id = (await api.mutation("threads.create", {})).value["id"]
+    async with (
+        watch(client, "/api/watch/items.search", params=search("conn-")) as values,
+        watch(client, f"/api/threads/{thread_id}/events") as feed,
+    ):
+        headers = [values.response.headers["connection"], feed.response.headers["connection"]]
+    assert headers == ["close", "close"]
+
+
 async def test_watch_with_args(client, api):
     ink = await api.mutation("items.add", {"name": "args-ink"})
     await api.mutation("items.add", {"name": "args-pen"})

@@ -60,7 +60,10 @@ HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),
-    (b"connection", b"keep-alive"),
+    # A stream that ends closes its connection (a detached one writes its last chunk and
+    # closes the socket): saying keep-alive let clients reuse it, and their next request met
+    # a closed socket with no response.
+    (b"connection", b"close"),
 ]
 
 
