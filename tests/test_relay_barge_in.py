@@ -60,6 +60,7 @@ async def test_speech_over_a_reply_clears_truncates_and_saves_what_was_played(
         await talk.start()
         story_id = (await say_turn(talk, question))["messageId"]
         await talk.wait_for(lambda e: e["type"] == "reply_audio" and e["seq"] >= 3)
+        await talk.wait_for_audio(900)
         await talk.send_json({"type": "played", "messageId": story_id, "ms": 900})
         mark = len(talk.events)
         await talk.say(interruption + silence(1000))
@@ -162,6 +163,8 @@ async def test_a_barge_in_after_a_function_call_truncates_the_current_audio_item
         story_id = started["messageId"]
         # The story's audio follows the first response's 500 ms.
         await talk.wait_for(lambda e: e["type"] == "reply_audio" and "Once" in e["text"])
+        # Played is at most what was sent: report 1400 ms once that much has come.
+        await talk.wait_for_audio(1400)
         await talk.send_json({"type": "played", "messageId": story_id, "ms": 1400})
         mark = len(talk.events)
         await talk.send_json({"type": "text", "text": "Stop."})

@@ -129,6 +129,17 @@ class Conversation:
                 self._changed.clear()
                 await self._changed.wait()
 
+    async def wait_for_audio(self, ms: float, rate: int = RATE, timeout: float = 15.0) -> None:
+        """Wait until `ms` of reply audio (16-bit PCM at `rate`) has come in all."""
+        async with asyncio.timeout(timeout):
+            while sum(map(len, (f for frames in self.audio.values() for f in frames))) < (
+                ms * rate * 2 / 1000
+            ):
+                if self.closed.is_set():
+                    raise AssertionError(f"closed before {ms} ms of audio came")
+                self._changed.clear()
+                await self._changed.wait()
+
     async def next_event(self, kind: str, timeout: float = 15.0, after: int = 0) -> dict[str, Any]:
         """The first event of type `kind` from index `after` on."""
         return await self.wait_for(lambda e: e["type"] == kind, timeout, after)
