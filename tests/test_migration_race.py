@@ -4,7 +4,10 @@ migration runs once, in a transaction whose write lock is taken at BEGIN."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from pathlib import Path
+
+import apsw
 
 from voicestack import Migration
 from voicestack.schema import ALL_MIGRATIONS
@@ -45,3 +48,25 @@ def test_processes_migrating_one_new_file_at_once_all_succeed(tmp_path: Path) ->
             assert recorded.fetchall() == [(1,)]
         finally:
             conn.close()
+
+
+def test_a_new_file_switches_to_wal_once_another_writer_lets_go(tmp_path: Path) -> None:
+    # A file still in rollback mode whose write lock another process holds: SQLite refuses the
+    # switch to WAL at once (its busy handler is skipped for a read lock's upgrade).
+    path = tmp_path / "held.db"
+    holder = apsw.Connection(str(path))
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    releaser = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    try:
+        conn = open_connection(path)
+    finally:
+        releaser.join()
+    try:
+        assert conn.pragma("journal_mode") == "wal"
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        conn.close()
+        holder.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import apsw
@@ -83,8 +84,7 @@ def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> ap
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     load_vector_search(conn)
     if writer:
-        # Setting WAL once is persistent in the file; never switching back keeps Litestream happy.
-        mode = conn.pragma("journal_mode", "WAL")
+        mode = _switch_to_wal(conn)
         if mode.lower() != "wal":
             raise RuntimeError(f"Could not put {path} in WAL mode (it reports {mode!r}).")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -92,3 +92,24 @@ def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> ap
     if not writer:
         conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+def _switch_to_wal(conn: apsw.Connection) -> str:
+    """Put the file in WAL mode (persistent in the file; never switching back keeps Litestream
+    happy) and return the journal mode it reports.
+
+    On a new file that several processes open at once, the switch upgrades a read lock to a
+    write lock, and SQLite refuses that at once, without its busy handler, when another
+    process is upgrading too (waiting could deadlock). So a refusal is retried here, within
+    the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.pragma("journal_mode", "WAL"))
+        except apsw.BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
