@@ -70,6 +70,8 @@ class Hub:
         self._in_flight: set[SharedQuery] = set()
         self._inbox = CommitInbox()
         self._wake = asyncio.Event()
+        self._foreign_notice = asyncio.Event()  # another process on the file just committed
+        self._notice_gap_s = NOTICE_GAP_S
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: ReaderConnection | None = None
@@ -90,6 +92,9 @@ class Hub:
         )
         self._inbox = CommitInbox(self.version)
         self._store.add_commit_listener(self._on_commit_threadsafe)
+        notices = self._store.notices
+        if notices is not None:
+            self._loop.add_reader(notices.fileno(), self._on_notice)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
             asyncio.create_task(self._streams.run(), name="voicestack-keepalive"),
@@ -100,6 +105,32 @@ class Hub:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.receive, changeset)
+
+    def _on_notice(self) -> None:
+        notices = self._store.notices
+        if notices is None or self._loop is None:
+            return
+        notices.drain()
+        # Until the change log is read, more notices add nothing: stop waking up for them.
+        self._loop.remove_reader(notices.fileno())
+        self._foreign_notice.set()
+
+    async def _after_notice(self) -> None:
+        # Busy writers elsewhere send a notice per commit, and reading the log for each would
+        # cost more than it saves: after a read a notice caused, notices wait a gap. When more
+        # came during it, they are read at once and the gap doubles (up to the poll's
+        # interval: a steady stream of commits is read as often as polling would); when none
+        # did, the gap is short again, so sparse commits (a reply's deltas) arrive at once.
+        notices = self._store.notices
+        if notices is None or self._loop is None or self._loop.is_closed():
+            return
+        await asyncio.sleep(self._notice_gap_s)
+        if notices.drain():
+            self._notice_gap_s = min(self._notice_gap_s * 2, self._poll_s)
+            self._foreign_notice.set()
+        else:
+            self._notice_gap_s = NOTICE_GAP_S
+        self._loop.add_reader(notices.fileno(), self._on_notice)
 
     def receive(self, changeset: ChangeSet) -> None:
         """Take a committed ChangeSet (on the event loop); the batch loop handles it."""
@@ -367,15 +398,21 @@ class Hub:
     async def _foreign_commit_loop(self) -> None:
         # apsw hooks only see this process's writer; another process on the same file shows up
         # as a new `PRAGMA data_version` on our reader, and its commits are in the change log.
+        # Its commit notice (voicestack/store/commit_notices.py) ends the wait at once.
         while True:
-            await asyncio.sleep(self._poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._foreign_notice.wait(), self._poll_s)
+            noticed = self._foreign_notice.is_set()
+            self._foreign_notice.clear()
             try:
                 changesets = await self._on_reader(self._read_foreign)
             except Exception:
                 log.exception("reading the change log failed")
-                continue
+                changesets = []
             for changeset in changesets:
                 self.receive(changeset)
+            if noticed:
+                await self._after_notice()
 
     def _read_foreign(self) -> list[ChangeSet]:
         reader = self._reader
@@ -391,6 +428,9 @@ class Hub:
     async def close(self) -> None:
         """End every stream (pending values are still sent) and stop the hub's tasks."""
         self.close_streams()
+        notices = self._store.notices
+        if notices is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(notices.fileno())
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -403,6 +443,9 @@ class Hub:
             self._reader = None
             await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
         self._executor.shutdown(wait=True)
+
+
+NOTICE_GAP_S = 0.002
 
 
 def _small(changes: list[ChangeSet]) -> bool:

@@ -11,6 +11,7 @@ from typing import TypeVar
 import apsw
 
 from voicestack.store.changes import ChangeSet, latest_version
+from voicestack.store.commit_notices import CommitNotices
 from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration, migrate_app, migrate_core
@@ -47,6 +48,8 @@ class Store:
             # Litestream then owns checkpoints; SQLite must not run its own.
             self._write_conn.execute("PRAGMA wal_autocheckpoint=0")
         migrate_core(self._write_conn, migrations)
+        # Tells the other processes on this file of each commit (None where that cannot work).
+        self.notices = CommitNotices.open(self.path)
         self._writer: Writer | None = None
         self._readers = ReaderPool(self.path, readers)
         self._log_keep = log_keep
@@ -65,6 +68,9 @@ class Store:
             self._writer = Writer(
                 self._write_conn, self._max_batch, self._log_keep, WriteLock(self.path)
             )
+            if self.notices is not None:
+                notices = self.notices
+                self._writer.add_listener(lambda _changeset: notices.notify())
             self._writer.start()
 
     @property
@@ -112,6 +118,8 @@ class Store:
             self._writer = None
         self._readers.close()
         self._write_conn.close()
+        if self.notices is not None:
+            self.notices.close()
         log.info("closed %s", self.path)
 
 
