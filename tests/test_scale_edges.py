@@ -20,6 +20,9 @@ import pytest
 from tests.support.scale import Cluster, EdgeProcess, edge_workdir, running_cluster
 from tests.support.server import REPO, server_env
 from tests.support.sse import watch
+from voicestack.auth.sessions import create_session
+from voicestack.store.connection import open_connection
+from voicestack.store.db import WriteDB
 
 pytestmark = pytest.mark.anyio
 
@@ -217,6 +220,43 @@ async def test_a_cursor_past_every_event_is_resumed_by_the_primary(cluster: Clus
             resumes = (await b.get("/healthz")).json()["feedResumesHere"] - before
     assert event.event == "message"
     assert resumes == 0
+
+
+async def test_a_signed_in_client_is_always_resumed_by_the_primary(cluster: Cluster) -> None:
+    # A sign-in cookie expires, and is renewed by use, on the primary: a client resuming with
+    # one is caught up there, even beside an open upstream of the same cookie.
+    token = cluster.primary.create_token("edge-cookie")
+    cookie = {"Cookie": f"vs_session={sign_in(cluster, 'edge-cookie')}"}
+    _, second = cluster.edges
+    async with (
+        client(second.url, token) as owner,
+        httpx.AsyncClient(base_url=second.url, timeout=10.0, headers=cookie) as b,
+    ):
+        thread_id = await new_thread(owner, "signed in on an edge")
+        path = f"/api/threads/{thread_id}/events"
+        async with watch(b, path) as keeper:
+            last = (await keeper.next()).id
+            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "missed"})
+            expected = await _events_after(cluster, token, thread_id, int(last))
+            before = (await b.get("/healthz")).json()["feedResumesHere"]
+            async with watch(b, path, headers={"Last-Event-ID": last}) as resumed:
+                got = [await resumed.next() for _ in expected]
+                await resumed.quiet(0.5)
+            resumes = (await b.get("/healthz")).json()["feedResumesHere"] - before
+    assert any("missed" in data for _, data in expected)
+    assert [(int(e.id), e.data) for e in got] == expected
+    assert resumes == 0
+
+
+def sign_in(cluster: Cluster, user: str) -> str:
+    """A sign-in session for `user`, written into the primary's file; its cookie value."""
+    user_id = cluster.primary.user_id(user)
+    conn = open_connection(cluster.primary.db_path)
+    try:
+        with conn:
+            return create_session(WriteDB(conn), user_id, "test", 3600)
+    finally:
+        conn.close()
 
 
 async def _events_after(

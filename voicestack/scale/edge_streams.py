@@ -55,7 +55,7 @@ def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEn
     """The request that opens a stream for this client's credentials, whatever its cursor."""
     opening = forwarded(request, b"", _STREAM_ONLY)
     token = request.query_params.get("token")
-    if token and not any(n.lower() == b"authorization" for n, _ in opening.headers):
+    if token and not _bearer(opening):
         try:
             opening.headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
         except UnicodeEncodeError:
@@ -213,8 +213,12 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     return _stream_response(edge, upstream, outbox, release)
 
 
+def _bearer(opening: RequestEnvelope) -> bool:
+    return any(n.lower() == b"authorization" for n, _ in opening.headers)
+
+
 def _resume_here(
-    edge: Edge, key: str, cursor: str | int | None
+    edge: Edge, key: str, opening: RequestEnvelope, cursor: str | int | None
 ) -> tuple[FeedChannel, FeedUpstream] | None:
     """A resuming client joined to this edge's open upstream of its thread and credentials,
     when that upstream still has every event after the client's cursor; None otherwise.
@@ -222,7 +226,12 @@ def _resume_here(
     Nothing is asked of the primary: the open upstream is the proof of access (the primary ends
     it at the commit that revokes its token or removes its viewer), and its recent events are
     the catch-up. A mass reconnection after an edge dies thus costs the primary nothing for
-    the clients that land beside others of the same credentials."""
+    the clients that land beside others of the same credentials.
+
+    Only a bearer token proves itself so: a sign-in cookie expires, and is renewed by use, on
+    the primary, so a signed-in client is always caught up there."""
+    if not _bearer(opening):
+        return None
     try:
         after = parse_int64(str(cursor)) if cursor is not None else None
     except (ValueError, OverflowError):
@@ -245,7 +254,7 @@ async def _join_feed(
     edge: Edge, request: Request, opening: RequestEnvelope, cursor: str | int | None
 ) -> tuple[FeedChannel | None, FeedUpstream | Response]:
     key = _key("feed", opening, [])
-    here = _resume_here(edge, key, cursor)
+    here = _resume_here(edge, key, opening, cursor)
     if here is not None:
         return here
     try:
