@@ -1,6 +1,7 @@
-"""The fake Realtime provider (WS /v1/realtime of the fake OpenAI), driven by real clients: the
-openai package's realtime client and a plain `websockets` one. Speech is espeak-ng's; every event
-the fake sends is checked against the openai package's own GA or beta event types."""
+"""The fake Realtime provider (WS /v1/realtime of the fake OpenAI) hearing turns and answering
+them, driven by real clients: the openai package's realtime client and a plain `websockets` one.
+Speech is espeak-ng's; every event the fake sends is checked against the openai package's own GA
+or beta event types."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.fake_realtime import (
     audio_bytes,
@@ -23,15 +21,15 @@ from tests.support.fake_realtime import (
     outline,
     realtime,
     spoken_ulaw,
-    ws_url,
 )
 from tests.support.realtime import spoken_pcm
+from tests.support.realtime_events import PCM_BYTES_PER_MS, one_event
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
 
+
 QUESTION = "What is the weather like today?"
-PCM_BYTES_PER_MS = 48  # 24 kHz 16-bit mono
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +40,6 @@ def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _without_deltas(events: list[dict[str, Any]]) -> list[str]:
     return [t for t in outline(events) if not t.endswith(".delta")]
-
-
-def _one(events: list[dict[str, Any]], type_: str) -> dict[str, Any]:
-    found = [e for e in events if e["type"] == type_]
-    assert len(found) == 1, (type_, outline(events))
-    return found[0]
 
 
 async def test_spoken_turn_through_the_openai_client(fake: FakeOpenAI, speech_dir: Path) -> None:
@@ -93,12 +85,12 @@ async def test_spoken_turn_through_the_openai_client(fake: FakeOpenAI, speech_di
         "conversation.item.done",
         "response.done",
     ]
-    started = _one(events, "input_audio_buffer.speech_started")
-    stopped = _one(events, "input_audio_buffer.speech_stopped")
+    started = one_event(events, "input_audio_buffer.speech_started")
+    stopped = one_event(events, "input_audio_buffer.speech_stopped")
     speech_ms = len(speech) // PCM_BYTES_PER_MS
     assert started["audio_start_ms"] <= 300
     assert 300 + speech_ms // 2 < stopped["audio_end_ms"] <= 300 + speech_ms
-    said = _one(events, "conversation.item.input_audio_transcription.completed")
+    said = one_event(events, "conversation.item.input_audio_transcription.completed")
     assert said["transcript"] == QUESTION
     assert started["item_id"] == stopped["item_id"] == said["item_id"]
     deltas = [e["delta"] for e in events if e["type"].endswith("transcription.delta")]
@@ -153,8 +145,8 @@ async def test_beta_names_and_mulaw_audio(fake: FakeOpenAI, speech_dir: Path) ->
     assert "conversation.item.created" in names
     assert not any("output_audio" in n or n.startswith("conversation.item.added") for n in names)
     assert not any(n == "conversation.item.done" for n in names)
-    assert _one(events, "conversation.item.input_audio_transcription.completed")["transcript"]
-    transcript = _one(events, "response.audio_transcript.done")["transcript"]
+    assert one_event(events, "conversation.item.input_audio_transcription.completed")["transcript"]
+    transcript = one_event(events, "response.audio_transcript.done")["transcript"]
     assert transcript == "You said: hello"  # the default turn and reply
     assert len(audio_bytes(events, beta=True)) == 60 * len(transcript) * 8  # 8 kHz μ-law
     assert fake.realtime.session()["naming"] == "beta"
@@ -201,7 +193,7 @@ async def test_function_call_round_trip(fake: FakeOpenAI) -> None:
         pieces = [e["delta"] for e in first if e["type"].endswith("arguments.delta")]
         assert len(pieces) >= 2
         assert "".join(pieces) == '{"city":"Paris"}'
-        args = _one(first, "response.function_call_arguments.done")
+        args = one_event(first, "response.function_call_arguments.done")
         assert (args["name"], args["call_id"]) == ("get_weather", "call_w1")
         output = first[-1]["response"]["output"]
         assert [(o["type"], o["status"]) for o in output] == [("function_call", "completed")]
@@ -218,259 +210,12 @@ async def test_function_call_round_trip(fake: FakeOpenAI) -> None:
     for event in rt.events:
         check_ga(event)
     assert second[0]["item"]["type"] == "function_call_output"
-    assert _one(second, "response.output_audio_transcript.done")["transcript"] == (
+    assert one_event(second, "response.output_audio_transcript.done")["transcript"] == (
         "It is sunny in Paris."
     )
     record = fake.realtime.session()
     assert record["function_call_outputs"] == [{"call_id": "call_w1", "output": '{"temp":21}'}]
     assert record["responses"][0]["function_calls"] == ["call_w1"]
-
-
-async def test_barge_in_cancels_the_response_and_the_truncate_is_recorded(
-    fake: FakeOpenAI, speech_dir: Path
-) -> None:
-    story: dict[str, Any] = {"text": "Once upon a time " * 20, "audio_ms": 20000, "speed": 2.0}
-    fake.realtime.script({"turns": ["stop please"], "responses": [story, {"text": "Okay."}]})
-    speech = spoken_pcm(speech_dir, "Stop please.", 24000)
-    async with realtime(fake) as rt:
-        await rt.recv()
-        await rt.say("Tell me a story")
-        while len(audio_bytes(rt.events)) < 300 * PCM_BYTES_PER_MS:
-            await rt.recv()
-        item_id = _one(rt.events, "response.output_item.added")["item"]["id"]
-        await rt.append(speech + bytes(700 * PCM_BYTES_PER_MS))
-        cut = await rt.until("response.done")
-        await rt.send(
-            "conversation.item.truncate", item_id=item_id, content_index=0, audio_end_ms=300
-        )
-        after = await rt.until("conversation.item.truncated")
-        if "response.done" not in outline(after):
-            after += await rt.until("response.done")
-        await rt.send("conversation.item.truncate", item_id=item_id, audio_end_ms=999_999)
-        too_long = await rt.recv()
-
-    for event in rt.events:
-        check_ga(event)
-    assert cut[0]["type"] == "input_audio_buffer.speech_started"
-    response = cut[-1]["response"]
-    assert response["status"] == "cancelled"
-    assert response["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
-    assert response["output"][0]["status"] == "incomplete"
-    heard = response["output"][0]["content"][0]["transcript"]
-    assert heard
-    assert story["text"].startswith(heard)
-    assert heard != story["text"]
-    # The turn that interrupted is answered, then the truncate is acknowledged.
-    assert _one(after, "response.done")["response"]["status"] == "completed"
-    truncated = _one(after, "conversation.item.truncated")
-    assert truncated == {**truncated, "item_id": item_id, "content_index": 0, "audio_end_ms": 300}
-    assert too_long["type"] == "error"
-    assert too_long["error"]["param"] == "audio_end_ms"
-
-    record = fake.realtime.session()
-    [truncation] = record["truncations"]
-    assert truncation["item_id"] == item_id
-    assert truncation["audio_end_ms"] == 300
-    assert 300 <= truncation["item_audio_ms"] < 20000
-    assert [(r["status"], r["reason"]) for r in record["responses"]] == [
-        ("cancelled", "turn_detected"),
-        ("completed", None),
-    ]
-
-
-async def test_long_audio_speech_and_client_cancel(fake: FakeOpenAI) -> None:
-    fake.realtime.script(
-        {
-            "responses": [
-                {"text": "A long answer " * 30, "audio_ms": 30000, "chunk_ms": 200},
-                {"text": "Spoken by espeak.", "sound": "speech"},
-                {"audio_ms": 10000, "speed": 1.0},
-            ]
-        }
-    )
-    async with realtime(fake) as rt:
-        await rt.recv()
-        await rt.say("Talk for a while")
-        long = await rt.until("response.done")
-        await rt.send("response.create")
-        spoken = await rt.until("response.done")
-        await rt.send("response.create")
-        await rt.until("response.output_audio.delta")
-        await rt.send("response.cancel")
-        cancelled = await rt.until("response.done")
-        await rt.send("response.cancel")
-        not_active = await rt.recv()
-
-    deltas = [e for e in long if e["type"] == "response.output_audio.delta"]
-    assert len(deltas) == 150
-    assert len(audio_bytes(long)) == 30000 * PCM_BYTES_PER_MS
-    kinds = [e["type"] for e in long]
-    first_audio = kinds.index("response.output_audio.delta")
-    assert kinds.index("response.output_audio_transcript.delta") < first_audio
-    assert len([k for k in kinds if k == "response.output_audio_transcript.delta"]) == 90
-    assert long[-1]["response"]["usage"]["output_token_details"]["audio_tokens"] == 600
-    voice = audio_bytes(spoken)
-    assert len(voice) > 500 * PCM_BYTES_PER_MS
-    assert _one(spoken, "response.output_audio_transcript.done")["transcript"] == (
-        "Spoken by espeak."
-    )
-    assert cancelled[-1]["response"]["status_details"]["reason"] == "client_cancelled"
-    assert len(audio_bytes(cancelled)) < 10000 * PCM_BYTES_PER_MS
-    assert not_active["error"]["code"] == "response_cancel_not_active"
-
-
-async def test_scripted_and_client_errors_keep_the_socket_open(fake: FakeOpenAI) -> None:
-    scripted: dict[str, Any] = {
-        "type": "invalid_request_error",
-        "code": "bad_thing",
-        "message": "Scripted.",
-    }
-    boom = {"type": "server_error", "message": "Boom"}
-    fake.realtime.script(
-        {
-            "responses": [
-                {"error": scripted},
-                {"text": "Part of it", "audio_ms": 1000, "error": boom, "error_after_chunks": 3},
-                {"text": "Still here.", "speed": 1.0},
-            ]
-        }
-    )
-    async with realtime(fake) as rt:
-        await rt.recv()
-        errors: list[dict[str, Any]] = []
-        await rt.send("response.create", event_id="evt_1")
-        errors.append(await rt.recv())
-        await rt.ws.send("not json")
-        errors.append(await rt.recv())
-        mistakes: list[tuple[str, dict[str, Any]]] = [
-            ("no.such.event", {}),
-            ("input_audio_buffer.append", {"audio": "***"}),
-            ("input_audio_buffer.commit", {}),
-            ("response.cancel", {}),
-            ("session.update", {"session": {"instructions": "Be brief."}}),
-            ("session.update", {"session": {"type": "realtime", "voice": "ash"}}),
-            ("conversation.item.truncate", {"item_id": "item_nope", "audio_end_ms": 0}),
-        ]
-        for type_, fields in mistakes:
-            await rt.send(type_, **fields)
-            errors.append(await rt.recv())
-        await rt.send("response.create")
-        failed = await rt.until("response.done")
-        await rt.send("response.create")
-        await rt.send("response.create")
-        last = await rt.until("response.done")
-
-    for event in rt.events:
-        check_ga(event)
-    assert all(e["type"] == "error" for e in errors)
-    assert errors[0]["error"] == {**scripted, "param": None, "event_id": "evt_1"}
-    assert [e["error"]["code"] for e in errors[1:]] == [
-        "invalid_json",
-        "invalid_value",
-        "invalid_value",
-        "input_audio_buffer_commit_empty",
-        "response_cancel_not_active",
-        "missing_required_parameter",
-        "unknown_parameter",
-        "invalid_value",
-    ]
-    assert errors[7]["error"]["message"] == "Unknown parameter: 'session.voice'."
-    assert errors[6]["error"]["param"] == "session.type"
-    assert len([e for e in failed if e["type"] == "response.output_audio.delta"]) == 3
-    assert _one(failed, "error")["error"]["message"] == "Boom"
-    response = failed[-1]["response"]
-    assert response["status"] == "failed"
-    assert response["status_details"]["error"] == {
-        "type": "server_error",
-        "code": None,
-        "message": "Boom",
-    }
-    busy = _one(last, "error")["error"]
-    assert busy["code"] == "conversation_already_has_active_response"
-    assert last[-1]["response"]["status"] == "completed"
-
-
-async def test_drop_close_and_silence(fake: FakeOpenAI) -> None:
-    fake.realtime.script(
-        {"responses": [{"audio_ms": 2000, "drop_after_chunks": 2}]},
-        {"responses": [{"audio_ms": 2000, "close_after_chunks": 1, "close_code": 1011}]},
-        {"responses": [{"audio_ms": 2000, "silent_after_chunks": 2}]},
-        {"silent": True},
-    )
-    for expected_code in (None, 1011):
-        async with realtime(fake) as rt:
-            await rt.recv()
-            await rt.say("hi")
-            with pytest.raises(ConnectionClosed) as closed:
-                await rt.until("response.done")
-            received = closed.value.rcvd
-            assert (received.code if received else None) == expected_code
-            assert len(audio_bytes(rt.events)) == (2 if expected_code is None else 1) * 4800
-
-    async with realtime(fake) as rt:
-        await rt.recv()
-        await rt.say("hi")
-        while len(audio_bytes(rt.events)) < 2 * 4800:
-            await rt.recv()
-        assert await rt.quiet(0.3) == []
-        assert "response.done" not in outline(rt.events)
-        await rt.send("response.create")
-        assert await rt.quiet(0.3) == []
-        fake.realtime.inject(
-            {
-                "type": "error",
-                "event_id": "event_x",
-                "error": {"type": "server_error", "message": "late"},
-            }
-        )
-        assert (await rt.recv())["error"]["message"] == "late"
-        fake.realtime.drop()
-        with pytest.raises(ConnectionClosed):
-            await rt.recv()
-
-    async with realtime(fake) as rt:
-        assert await rt.quiet(0.3) == []  # not even session.created
-
-    sessions = fake.realtime.wait_for(lambda s: len(s) == 4 and not any(r["open"] for r in s))
-    assert [r["close_code"] for r in sessions] == [1006, 1011, 1006, 1000]
-    assert sessions[3]["sent"] == []
-    assert outline(sessions[2]["client_events"])[-1] == "response.create"
-
-
-async def test_handshake_refusals_and_the_control_api(fake: FakeOpenAI) -> None:
-    refusals = [
-        (ws_url(fake), {}, 401),
-        (ws_url(fake).split("?")[0], {"Authorization": "Bearer test"}, 400),
-        (ws_url(fake), {"Authorization": "Bearer test"}, 429),
-    ]
-    fake.realtime.script({"reject": {"status": 429, "message": "Too many sessions"}})
-    for url, headers, status in refusals:
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(url, additional_headers=headers):
-                pass
-        assert refused.value.response.status_code == status
-        body = json.loads(refused.value.response.body or b"{}")
-        assert set(body["error"]) == {"message", "type", "param", "code"}
-
-    async with httpx.AsyncClient(base_url=fake.base_url) as http:
-        queued = await http.post("/_control/realtime", json=[{"naming": "beta", "times": 2}])
-        assert queued.json() == {"queued": 1, "pending": 1}
-        typo = await http.post("/_control/realtime", json={"nameing": "beta"})
-        assert typo.status_code == 422
-        assert "nameing" in typo.json()["error"]["message"]
-        async with realtime(fake) as rt:
-            assert (await rt.recv())["session"]["voice"] == "alloy"
-            event = {"type": "rate_limits.updated", "event_id": "e1", "rate_limits": []}
-            injected = await http.post("/_control/realtime/inject", json={"event": event})
-            assert injected.status_code == 200
-            assert (await rt.recv()) == event
-        state = (await http.get("/_control/realtime")).json()
-        assert [p["remaining"] for p in state["pending"]] == [1]
-        assert [s["naming"] for s in state["sessions"]] == ["beta"]
-        assert (await http.delete("/_control/realtime")).json() == {"ok": True}
-        assert (await http.get("/_control/realtime")).json() == {"pending": [], "sessions": []}
-        missing = await http.post("/_control/realtime/inject", json={"drop": True})
-        assert missing.status_code == 404
 
 
 async def test_manual_turns_without_vad(fake: FakeOpenAI, speech_dir: Path) -> None:
@@ -516,4 +261,6 @@ async def test_manual_turns_without_vad(fake: FakeOpenAI, speech_dir: Path) -> N
     assert first[-1]["usage"]["seconds"] == pytest.approx(len(speech) / 48000, abs=0.01)
     assert second[-1]["error"]["code"] == "audio_unintelligible"
     assert second[0]["previous_item_id"] == first[0]["item_id"]
-    assert _one(third, "response.output_audio_transcript.done")["transcript"] == "You said: third"
+    assert (
+        one_event(third, "response.output_audio_transcript.done")["transcript"] == "You said: third"
+    )
