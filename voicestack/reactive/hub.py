@@ -24,6 +24,7 @@ from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
 from voicestack.reactive.channel import Channel, ErrorPayload, FeedChannel, Outbox, Payload
+from voicestack.reactive.foreign_commits import ForeignCommits
 from voicestack.reactive.inbox import CommitInbox
 from voicestack.reactive.keepalive import Streams
 from voicestack.reactive.listeners import BatchListeners, Feed, FeedJoin, Listeners
@@ -70,14 +71,14 @@ class Hub:
         self._in_flight: set[SharedQuery] = set()
         self._inbox = CommitInbox()
         self._wake = asyncio.Event()
-        self._foreign_notice = asyncio.Event()  # another process on the file just committed
-        self._notice_gap_s = NOTICE_GAP_S
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: ReaderConnection | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
         self._reader_calls = 0  # calls on the reader queued or running on the hub's thread
-        self._poll_s = poll_s
+        self._foreign = ForeignCommits(
+            store.notices, poll_s, lambda: self._on_reader(self._read_foreign), self.receive
+        )
         self.version = 0
         self.batches = 0
         self.reruns = 0
@@ -92,45 +93,16 @@ class Hub:
         )
         self._inbox = CommitInbox(self.version)
         self._store.add_commit_listener(self._on_commit_threadsafe)
-        notices = self._store.notices
-        if notices is not None:
-            self._loop.add_reader(notices.fileno(), self._on_notice)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
             asyncio.create_task(self._streams.run(), name="voicestack-keepalive"),
-            asyncio.create_task(self._foreign_commit_loop(), name="voicestack-commit-poll"),
+            asyncio.create_task(self._foreign.run(), name="voicestack-commit-poll"),
         ]
 
     def _on_commit_threadsafe(self, changeset: ChangeSet) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.receive, changeset)
-
-    def _on_notice(self) -> None:
-        notices = self._store.notices
-        if notices is None or self._loop is None:
-            return
-        notices.drain()
-        # Until the change log is read, more notices add nothing: stop waking up for them.
-        self._loop.remove_reader(notices.fileno())
-        self._foreign_notice.set()
-
-    async def _after_notice(self) -> None:
-        # Busy writers elsewhere send a notice per commit, and reading the log for each would
-        # cost more than it saves: after a read a notice caused, notices wait a gap. When more
-        # came during it, they are read at once and the gap doubles (up to the poll's
-        # interval: a steady stream of commits is read as often as polling would); when none
-        # did, the gap is short again, so sparse commits (a reply's deltas) arrive at once.
-        notices = self._store.notices
-        if notices is None or self._loop is None or self._loop.is_closed():
-            return
-        await asyncio.sleep(self._notice_gap_s)
-        if notices.drain():
-            self._notice_gap_s = min(self._notice_gap_s * 2, self._poll_s)
-            self._foreign_notice.set()
-        else:
-            self._notice_gap_s = NOTICE_GAP_S
-        self._loop.add_reader(notices.fileno(), self._on_notice)
 
     def receive(self, changeset: ChangeSet) -> None:
         """Take a committed ChangeSet (on the event loop); the batch loop handles it."""
@@ -395,25 +367,6 @@ class Hub:
 
     # -- commits made by other processes ---------------------------------------------------
 
-    async def _foreign_commit_loop(self) -> None:
-        # apsw hooks only see this process's writer; another process on the same file shows up
-        # as a new `PRAGMA data_version` on our reader, and its commits are in the change log.
-        # Its commit notice (voicestack/store/commit_notices.py) ends the wait at once.
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._foreign_notice.wait(), self._poll_s)
-            noticed = self._foreign_notice.is_set()
-            self._foreign_notice.clear()
-            try:
-                changesets = await self._on_reader(self._read_foreign)
-            except Exception:
-                log.exception("reading the change log failed")
-                changesets = []
-            for changeset in changesets:
-                self.receive(changeset)
-            if noticed:
-                await self._after_notice()
-
     def _read_foreign(self) -> list[ChangeSet]:
         reader = self._reader
         return self._inbox.read_foreign(reader.conn) if reader is not None else []
@@ -428,9 +381,7 @@ class Hub:
     async def close(self) -> None:
         """End every stream (pending values are still sent) and stop the hub's tasks."""
         self.close_streams()
-        notices = self._store.notices
-        if notices is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(notices.fileno())
+        self._foreign.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -443,9 +394,6 @@ class Hub:
             self._reader = None
             await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
         self._executor.shutdown(wait=True)
-
-
-NOTICE_GAP_S = 0.002
 
 
 def _small(changes: list[ChangeSet]) -> bool:
