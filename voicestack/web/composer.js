@@ -24,6 +24,7 @@ export class Composer {
     });
     this.input.addEventListener("input", () => this.fit());
     this.stop.addEventListener("click", () => onStop());
+    this.input.disabled = false; // the page's HTML starts it disabled, until Enter sends
     this.fit();
   }
 
