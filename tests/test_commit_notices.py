@@ -5,6 +5,7 @@ ended is dropped without a word."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import anyio
@@ -91,4 +92,19 @@ def test_a_peer_whose_process_ended_is_dropped_quietly(tmp_path: Path) -> None:
         sender.notify()
         assert sender.peers == 0
     finally:
+        sender.close()
+
+
+def test_only_names_of_the_exact_shape_are_peers(tmp_path: Path) -> None:
+    # Abstract names carry no permissions: anyone on the host may bind one with the prefix.
+    (tmp_path / "one.db").touch()
+    sender = notices_for(tmp_path / "one.db")
+    prefix = sender.name.rsplit("-", 2)[0]
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    squatter.bind(f"\0{prefix}-not-a-voicestack-process")
+    try:
+        sender.notify()
+        assert sender.peers == 0
+    finally:
+        squatter.close()
         sender.close()

@@ -25,6 +25,7 @@ from voicestack.store.commit_notices import CommitNotices
 log = logging.getLogger(__name__)
 
 NOTICE_GAP_S = 0.002
+PEER_LOOK_S = 1.0  # a new process of the file gets notices within this; it polls meanwhile
 
 
 class ForeignCommits:
@@ -47,12 +48,22 @@ class ForeignCommits:
         self._stopped = False
 
     async def run(self) -> None:
-        """Read the change log at every notice (spaced as above) or poll, until cancelled."""
+        """Read the change log at every notice (spaced as above) or poll, until stopped."""
         self._loop = asyncio.get_running_loop()
         self._watch()
-        while True:
+        next_look = 0.0
+        while not self._stopped:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # lands just as the event is set, and this loop would then outlive the hub.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._noticed.wait(), self._poll_s)
+                async with asyncio.timeout(self._poll_s):
+                    await self._noticed.wait()
+            if self._stopped:
+                return
+            if self._notices is not None and self._loop.time() >= next_look:
+                # Off the writer thread: the socket table can be long on a busy host.
+                next_look = self._loop.time() + PEER_LOOK_S
+                await self._loop.run_in_executor(None, self._notices.look_for_peers)
             noticed = self._noticed.is_set()
             self._noticed.clear()
             try:

@@ -12,24 +12,26 @@ socket buffer, or a system without abstract Unix sockets (anywhere but Linux), w
 simply off.
 
 Each process binds an abstract Unix datagram socket named after the file's device and inode (so
-that every path to the same file agrees) and its own pid; peers are found in /proc/net/unix.
-Abstract sockets vanish with their process: a crash leaves nothing to clean up.
+that every path to the same file agrees) and its own pid; peers are found in /proc/net/unix, by
+the hub once a second, off the writer thread. Abstract sockets vanish with their process: a
+crash leaves nothing to clean up. They carry no permissions either, so at most MAX_PEERS names
+of the exact shape are taken: anyone on the host could bind names, but not make a commit send
+more than that many notices.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-PEER_REFRESH_S = 1.0  # a new process is found within this; the poll covers it meanwhile
+MAX_PEERS = 64
 _PROC_UNIX = Path("/proc/net/unix")
 _NOTICE = b"!"
 
@@ -43,7 +45,7 @@ class CommitNotices:
         self._prefix = prefix  # without the leading NUL, as /proc/net/unix shows it after "@"
         self._name = name
         self._peers: list[str] = []
-        self._looked_at = -PEER_REFRESH_S
+        self._looked = False
         self._lock = threading.Lock()
         self.sent = 0
         self.received = 0
@@ -60,12 +62,14 @@ class CommitNotices:
             return None
         prefix = f"voicestack-commits-{stat.st_dev:x}-{stat.st_ino:x}-"
         name = f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        sock: socket.socket | None = None
         try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             sock.setblocking(False)
             sock.bind("\0" + name)
-        except OSError as exc:
-            sock.close()
+        except OSError as exc:  # no such sockets here, no file descriptors left, forbidden
+            if sock is not None:
+                sock.close()
             log.info("commit notices are off (%s): other processes poll for commits", exc)
             return None
         return cls(sock, prefix, name)
@@ -74,11 +78,24 @@ class CommitNotices:
         """The socket to watch for notices (readable when one arrived)."""
         return self._sock.fileno()
 
+    def look_for_peers(self) -> None:
+        """Find the other processes of the file now (reads /proc/net/unix; call it off the
+        writer thread, about once a second). Never raises."""
+        try:
+            found = _abstract_names(self._prefix, self._name)
+        except OSError:
+            return
+        with self._lock:
+            self._peers = found
+            self._looked = True
+
     def notify(self) -> None:
         """Tell every other process of the file that a commit happened. Never raises, never
         blocks: a peer that cannot take the notice finds the commit at its next poll."""
+        if not self._looked:  # no hub looks for this Store's peers (a CLI command): once here
+            self.look_for_peers()
         with self._lock:
-            peers = self._current_peers()
+            peers = self._peers
             gone: list[str] = []
             for peer in peers:
                 try:
@@ -104,6 +121,11 @@ class CommitNotices:
         return count
 
     @property
+    def name(self) -> str:
+        """This process's socket name for the file (abstract: without its leading NUL)."""
+        return self._name
+
+    @property
     def peers(self) -> int:
         """How many other processes of the file were found at the last look."""
         return len(self._peers)
@@ -112,22 +134,17 @@ class CommitNotices:
         """Close the socket (its name is released with it)."""
         self._sock.close()
 
-    def _current_peers(self) -> list[str]:
-        now = time.monotonic()
-        if now - self._looked_at >= PEER_REFRESH_S:
-            self._looked_at = now
-            with contextlib.suppress(OSError):
-                self._peers = _abstract_names(self._prefix, self._name)
-        return self._peers
-
 
 def _abstract_names(prefix: str, own: str) -> list[str]:
-    """The abstract Unix socket names starting with `prefix`, other than `own`."""
-    marker = "@" + prefix
+    """The abstract Unix socket names `prefix` + pid + "-" + 8 hex digits, other than `own`;
+    at most MAX_PEERS of them."""
+    shape = re.compile("@" + re.escape(prefix) + r"\d+-[0-9a-f]{8}")
     found: set[str] = set()
     with _PROC_UNIX.open(encoding="utf-8", errors="replace") as table:
         for line in table:
             path = line.rstrip("\n").rpartition(" ")[2]
-            if path.startswith(marker) and path[1:] != own:
+            if shape.fullmatch(path) and path[1:] != own:
                 found.add(path[1:])
+                if len(found) >= MAX_PEERS:
+                    break
     return sorted(found)
