@@ -24,7 +24,7 @@ from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import as_response, forward, forwarded, relayed_headers, unavailable
-from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import PrimaryUnavailable
 from voicestack.scale.upstream import FeedUpstream, RelayChannel, Upstream, WatchUpstream
@@ -40,6 +40,8 @@ _OWN_STREAM_HEADERS = {
     b"content-encoding",
     b"vary",
     b"x-accel-buffering",
+    # The upstream's opener's cookie, renewed: each client gets its own answer's (below).
+    b"set-cookie",
 }
 _CLIENT_ONLY_PARAMS = {"token", "lastEventId", "since"}
 # Catch-ups a feed client may need before it reaches its upstream's events (each one ends
@@ -96,8 +98,35 @@ def _unauthorized() -> Response:
     )
 
 
+def _cookies(answer: ResponseEnvelope) -> Headers:
+    """The Set-Cookie headers of a primary's answer (a sign-in cookie it renewed)."""
+    return [(n, v) for n, v in answer.headers if n.lower() == b"set-cookie"]
+
+
+async def _cookie_check(edge: Edge, opening: RequestEnvelope) -> tuple[Headers, Response | None]:
+    """A signed-in client joining a shared watch has its cookie judged, and renewed, by the
+    primary, as its own opening would: (the Set-Cookie to send it, None), or (nothing, the
+    primary's refusal). A bearer token needs nothing: the upstream of that very token is
+    ended by the primary at the commit that revokes it."""
+    if _bearer(opening):
+        return [], None
+    check = RequestEnvelope("GET", "/api/me", b"", list(opening.headers), client=opening.client)
+    check.scheme = opening.scheme
+    try:
+        answer = await edge.link.call(check)
+    except PrimaryUnavailable as exc:
+        return [], unavailable(str(exc))
+    if answer.status != 200:
+        return [], as_response(answer)
+    return _cookies(answer), None
+
+
 def _stream_response(
-    edge: Edge, upstream: Upstream, outbox: Outbox, release: Callable[[], None]
+    edge: Edge,
+    upstream: Upstream,
+    outbox: Outbox,
+    release: Callable[[], None],
+    cookies: Headers,
 ) -> ChannelResponse:
     edge.streams.add(outbox)
 
@@ -111,6 +140,7 @@ def _stream_response(
         for n, v in relayed_headers(upstream.head.headers)
         if n.lower() not in _OWN_STREAM_HEADERS
     ]
+    response.headers += cookies
     return response
 
 
@@ -143,6 +173,9 @@ async def watch(request: Request) -> Response | ChannelResponse:
         opening = _stream_opening(request, params)
     except BadToken:
         return _unauthorized()
+    cookies, refusal = await _cookie_check(edge, opening)
+    if refusal is not None:
+        return refusal
     credential = _credential(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
@@ -166,7 +199,7 @@ async def watch(request: Request) -> Response | ChannelResponse:
         upstream.leave(outbox)
         edge.give_back_stream(credential)
 
-    return _stream_response(edge, upstream, outbox, release)
+    return _stream_response(edge, upstream, outbox, release, cookies)
 
 
 async def _catch_up(
@@ -197,7 +230,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     if not edge.take_stream(credential):
         return _too_many(edge)
     try:
-        outbox, upstream = await _join_feed(edge, request, opening, cursor)
+        outbox, upstream, cookies = await _join_feed(edge, request, opening, cursor)
     except BaseException:
         edge.give_back_stream(credential)
         raise
@@ -210,7 +243,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         upstream.leave(outbox)
         edge.give_back_stream(credential)
 
-    return _stream_response(edge, upstream, outbox, release)
+    return _stream_response(edge, upstream, outbox, release, cookies)
 
 
 def _bearer(opening: RequestEnvelope) -> bool:
@@ -252,35 +285,37 @@ def _resume_here(
 
 async def _join_feed(
     edge: Edge, request: Request, opening: RequestEnvelope, cursor: str | int | None
-) -> tuple[FeedChannel | None, FeedUpstream | Response]:
+) -> tuple[FeedChannel | None, FeedUpstream | Response, Headers]:
+    """The client's outbox joined to its thread's upstream, with the Set-Cookie of its own
+    catch-up (a signed-in client's cookie, renewed); or (None, the refusal, nothing)."""
     key = _key("feed", opening, [])
     here = _resume_here(edge, key, opening, cursor)
     if here is not None:
-        return here
+        return *here, []
     try:
         answer, after = await _catch_up(edge, request, cursor)
     except PrimaryUnavailable as exc:
-        return None, unavailable(str(exc))
+        return None, unavailable(str(exc)), []
     if answer.status != 200:
-        return None, as_response(answer)
+        return None, as_response(answer), []
     upstream, refusal = await _shared(
         edge, key, lambda: FeedUpstream(edge.link, opening, edge.forget, after)
     )
     if upstream is None:
         assert refusal is not None
-        return None, refusal
+        return None, refusal, []
     assert isinstance(upstream, FeedUpstream)
     outbox = FeedChannel()
     caught_up = [answer.body]
     for _ in range(_MAX_CATCH_UPS):
         if upstream.join(outbox, b"".join(caught_up), after):
-            return outbox, upstream
+            return outbox, upstream, _cookies(answer)
         # The upstream began after this client's catch-up ended: catch it up further.
         try:
             more, after = await _catch_up(edge, request, after)
         except PrimaryUnavailable as exc:
-            return None, unavailable(str(exc))
+            return None, unavailable(str(exc)), []
         if more.status != 200:
-            return None, as_response(more)
+            return None, as_response(more), []
         caught_up.append(more.body)
-    return None, unavailable("the thread moved faster than this client could be caught up")
+    return None, unavailable("the thread moved faster than this client could be caught up"), []
