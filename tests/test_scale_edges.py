@@ -20,13 +20,17 @@ import pytest
 from tests.support.scale import Cluster, EdgeProcess, edge_workdir, running_cluster
 from tests.support.server import REPO, server_env
 from tests.support.sse import watch
-from voicestack.auth.sessions import create_session
+from voicestack.auth.sessions import create_session, session_hash
+from voicestack.schema import ALL_MIGRATIONS
+from voicestack.store import Store
 from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB
 
 pytestmark = pytest.mark.anyio
 
 REVOKE = [sys.executable, "-m", "voicestack", "token", "revoke"]
+SESSION_DAYS = 14  # the servers' default --session-days
+DAY_S = 86_400
 
 
 @pytest.fixture(scope="module")
@@ -240,15 +244,54 @@ async def test_a_signed_in_client_is_always_resumed_by_the_primary(cluster: Clus
     assert resumes == 0
 
 
-def sign_in(cluster: Cluster, user: str) -> str:
+async def test_a_signed_in_client_joining_a_shared_watch_gets_its_own_renewed_cookie(
+    cluster: Cluster,
+) -> None:
+    # The primary slides a session's expiry when it is used, and sends the cookie again: a
+    # client joining an edge's open watch of the same cookie gets that answer, its own.
+    cluster.primary.create_token("edge-watcher")
+    secret = sign_in(cluster, "edge-watcher", lifetime_s=SESSION_DAYS * DAY_S)  # fresh
+    cookie = {"Cookie": f"vs_session={secret}"}
+    _, second = cluster.edges
+    async with (
+        httpx.AsyncClient(base_url=second.url, timeout=10.0, headers=cookie) as b,
+        watch(b, "/api/watch/threads.list") as keeper,
+    ):
+        await keeper.next()
+        assert "set-cookie" not in keeper.response.headers
+        age_session(cluster, secret, DAY_S * 2)  # now due for renewal at its next use
+        await anyio.sleep(0.5)  # the primary reads the other process's commit
+        async with watch(b, "/api/watch/threads.list") as joiner:
+            await joiner.next()
+            renewed = joiner.response.headers.get("set-cookie", "")
+    assert renewed.startswith(f"vs_session={secret};")
+
+
+def sign_in(cluster: Cluster, user: str, lifetime_s: float = 3600) -> str:
     """A sign-in session for `user`, written into the primary's file; its cookie value."""
     user_id = cluster.primary.user_id(user)
     conn = open_connection(cluster.primary.db_path)
     try:
         with conn:
-            return create_session(WriteDB(conn), user_id, "test", 3600)
+            return create_session(WriteDB(conn), user_id, "test", lifetime_s)
     finally:
         conn.close()
+
+
+def age_session(cluster: Cluster, secret: str, seconds: float) -> None:
+    """Bring the session's expiry `seconds` closer, committed as the primary's own writes are
+    (in the change log, so that it forgets what it had cached of the session)."""
+    store = Store(cluster.primary.db_path, migrations=ALL_MIGRATIONS)
+    store.start()
+    try:
+        store.write_sync(
+            lambda db: db.execute(
+                "UPDATE auth_sessions SET expires_at = expires_at - ? WHERE hash = ?",
+                (seconds, session_hash(secret)),
+            )
+        )
+    finally:
+        store.close()
 
 
 async def _resume_counted(
