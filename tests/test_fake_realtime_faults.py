@@ -56,7 +56,10 @@ async def test_barge_in_cancels_the_response_and_the_truncate_is_recorded(
 
     for event in rt.events:
         check_ga(event)
-    assert cut[0]["type"] == "input_audio_buffer.speech_started"
+    kinds = [event["type"] for event in cut]
+    started = kinds.index("input_audio_buffer.speech_started")
+    # Reply deltas already on their way may come first (the reply streams at twice real time).
+    assert all(kind.startswith("response.output_") for kind in kinds[:started])
     response = cut[-1]["response"]
     assert response["status"] == "cancelled"
     assert response["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
