@@ -134,6 +134,8 @@ class LiveSessions:
 
         Raises ProtocolError (close 1001) once the server is shutting down.
         """
+        # Before the token is spent: a call refused at shutdown leaves no empty thread behind.
+        self._refuse_when_shutting_down()
         owner_name = self._settings.twilio_user
         spent = await self._store.write(
             lambda db: start_call_thread(db, start.token, start.call_sid, owner_name)
