@@ -24,7 +24,7 @@ class AccessSettings(LimitSettings):
     twilio_auth_token: SecretStr | None = Field(
         None,
         description="The Twilio account's auth token: POST /twilio/voice checks each webhook's"
-        " X-Twilio-Signature with it. Unset, phone calls are off (503).",
+        " X-Twilio-Signature with it. Unset, phone calls are off: 404 `twilio_not_configured`.",
     )
     max_calls: int = Field(
         100,
