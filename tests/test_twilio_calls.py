@@ -70,6 +70,27 @@ async def test_a_started_call_is_a_thread_with_the_call_in_its_metadata(
     assert thread["messages"] == []
 
 
+@pytest.mark.agent_server(
+    "--public-url", PUBLIC_URL, "--twilio-auth-token", AUTH_TOKEN, "--twilio-user", "front.desk"
+)
+async def test_a_calls_thread_is_owned_by_the_twilio_user_given(
+    server: ServerProcess, threads: Threads
+) -> None:
+    call_sid = new_call_sid()
+    token = await stream_token(server, call_sid)
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        assert await call.closing() == (1000, "call_ended")
+
+    thread = await call_thread(threads, call_sid)
+    conn = apsw.Connection(str(server.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    owners = conn.execute(
+        "SELECT name, role FROM auth_users WHERE id = ?", (thread["owner"],)
+    ).fetchall()
+    assert owners == [("front.desk", "user")]
+
+
 @requires_espeak
 async def test_a_turn_is_answered_with_media_and_a_mark_after_each_sentence(
     fake: FakeOpenAI, server: ServerProcess, threads: Threads, tmp_path: Path
