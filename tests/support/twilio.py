@@ -127,6 +127,8 @@ class Call:
     marks: list[Mark] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _sequence: int = 0  # the last message's sequenceNumber
+    _chunks: int = 0  # the last media chunk's number
 
     async def read(self) -> None:
         """Collect the server's messages until it closes the socket."""
@@ -146,7 +148,10 @@ class Call:
             self._changed.set()
 
     async def send(self, event: str, **fields: Any) -> None:
-        """One Media Streams message from "Twilio"."""
+        """One Media Streams message from "Twilio" (after `connected`, numbered as Twilio does)."""
+        if event != "connected":
+            self._sequence += 1
+            fields = {"sequenceNumber": str(self._sequence), **fields}
         await self.socket.send(json.dumps({"event": event, **fields}))
 
     async def start(self, token: str, call_sid: str) -> None:
@@ -160,13 +165,21 @@ class Call:
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             "customParameters": {"token": token},
         }
-        await self.send("start", sequenceNumber="1", start=start, streamSid=self.stream_sid)
+        await self.send("start", start=start, streamSid=self.stream_sid)
 
     async def say(self, mulaw: bytes) -> None:
         """The caller's audio as 20 ms `media` messages, faster than real time."""
         for n, offset in enumerate(range(0, len(mulaw), FRAME)):
             payload = base64.b64encode(mulaw[offset : offset + FRAME]).decode()
-            media = {"track": "inbound", "chunk": str(n), "payload": payload}
+            # As Twilio numbers them: chunks from 1, a timestamp in ms since the stream began,
+            # and one sequence of every message on the socket.
+            self._chunks += 1
+            media = {
+                "track": "inbound",
+                "chunk": str(self._chunks),
+                "timestamp": str((self._chunks - 1) * 20),
+                "payload": payload,
+            }
             await self.send("media", streamSid=self.stream_sid, media=media)
             if n % 25 == 24:
                 await asyncio.sleep(0.005)
