@@ -31,6 +31,7 @@ from tests.support.twilio import (
     new_call_sid,
     phone_call,
     settled,
+    short_call,
     silence,
     spoken_mulaw,
     stream_token,
@@ -54,10 +55,7 @@ async def test_a_started_call_is_a_thread_with_the_call_in_its_metadata(
 ) -> None:
     call_sid = new_call_sid()
     token = await stream_token(server, call_sid)
-    async with phone_call(server) as call:
-        await call.start(token, call_sid)
-        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-        assert await call.closing() == (1000, "call_ended")
+    await short_call(server, call_sid, token)
 
     thread = await call_thread(threads, call_sid)
     assert thread["title"] == f"Call from {CALLER}"
@@ -78,10 +76,7 @@ async def test_a_calls_thread_is_owned_by_the_twilio_user_given(
 ) -> None:
     call_sid = new_call_sid()
     token = await stream_token(server, call_sid)
-    async with phone_call(server) as call:
-        await call.start(token, call_sid)
-        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-        assert await call.closing() == (1000, "call_ended")
+    await short_call(server, call_sid, token)
 
     thread = await call_thread(threads, call_sid)
     conn = apsw.Connection(str(server.db_path), flags=apsw.SQLITE_OPEN_READONLY)
@@ -257,10 +252,7 @@ async def test_a_used_token_is_refused_and_creates_nothing(
 ) -> None:
     call_sid = new_call_sid()
     token = await stream_token(server, call_sid)
-    async with phone_call(server) as call:
-        await call.start(token, call_sid)
-        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-        assert await call.closing() == (1000, "call_ended")
+    await short_call(server, call_sid, token)
     before = await thread_count(threads)
 
     async with phone_call(server) as again:

@@ -230,6 +230,14 @@ async def phone_call(server: ServerProcess) -> AsyncIterator[Call]:
                 await reader
 
 
+async def short_call(server: ServerProcess, call_sid: str, token: str) -> None:
+    """A call that starts with `token` and hangs up at once; asserts the server ended it."""
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        assert await call.closing() == (1000, "call_ended")
+
+
 async def call_thread(threads: Threads, call_sid: str) -> dict[str, Any]:
     """The thread of the call `call_sid`, found by its metadata (the admin sees every thread)."""
     listed = (await threads.client.get("/api/threads", params={"limit": 200})).json()
