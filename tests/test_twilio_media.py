@@ -12,7 +12,9 @@ from voicestack.voice.telephony.media import CallClient
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("stream_sid", ["MZ0123456789abcdef", 'MZ"quoted\\back\nslash', "MZé✓"])
+@pytest.mark.parametrize(
+    "stream_sid", ["MZ0123456789abcdef", 'MZ"quoted\\back\nslash', "MZé✓", "MZ\ud800"]
+)
 async def test_reply_audio_goes_out_as_one_media_message(stream_sid: str) -> None:
     sent: list[str] = []
 
