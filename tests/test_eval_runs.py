@@ -10,17 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cli.evals.judge import INSTRUCTIONS, judge_prompt
 from tests.support.agent import marker
 from tests.support.evals import (
     JUDGE_MODEL,
-    eval_server,
+    eval_fixtures,
     expectations,
     json_report,
     junit_cases,
@@ -31,19 +28,7 @@ from tests.support.server import ServerProcess
 from tests.support.voice import ESPEAK, requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
 
-
-@pytest.fixture(scope="module")
-def desk(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The module's server: the support example, replies from `provider`."""
-    with eval_server(tmp_path_factory.mktemp("eval"), provider.api_base) as server:
-        yield server
-
-
-@pytest.fixture
-def fake(provider: FakeOpenAI) -> FakeOpenAI:
-    """The module's fake provider with no plans or requests of earlier tests."""
-    provider.reset()
-    return provider
+desk, fake = eval_fixtures()
 
 
 def thread(server: ServerProcess, thread_id: str) -> dict[str, Any]:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.agent import marker
 from tests.support.evals import (
-    eval_server,
+    eval_fixtures,
     json_report,
     run_eval,
     scenario_file,
@@ -20,19 +17,7 @@ from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
 from voicestack.testing.fake_openai.audio import speech_pcm, wav_bytes
 
-
-@pytest.fixture(scope="module")
-def desk(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The module's server: the support example, replies from `provider`."""
-    with eval_server(tmp_path_factory.mktemp("eval"), provider.api_base) as server:
-        yield server
-
-
-@pytest.fixture
-def fake(provider: FakeOpenAI) -> FakeOpenAI:
-    """The module's fake provider with no plans or requests of earlier tests."""
-    provider.reset()
-    return provider
+desk, fake = eval_fixtures()
 
 
 def test_without_espeak_ng_a_spoken_turn_is_synthesized_by_the_provider(

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.agent import marker
 from tests.support.cli import CliProcess, cli_env
 from tests.support.evals import (
-    eval_server,
+    eval_fixtures,
     json_report,
     junit_cases,
     run_eval,
@@ -21,19 +18,7 @@ from tests.support.evals import (
 from tests.support.server import ServerProcess
 from voicestack.testing.fake_openai import FakeOpenAI
 
-
-@pytest.fixture(scope="module")
-def desk(provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The module's server: the support example, replies from `provider`."""
-    with eval_server(tmp_path_factory.mktemp("eval"), provider.api_base) as server:
-        yield server
-
-
-@pytest.fixture
-def fake(provider: FakeOpenAI) -> FakeOpenAI:
-    """The module's fake provider with no plans or requests of earlier tests."""
-    provider.reset()
-    return provider
+desk, fake = eval_fixtures()
 
 
 def _approval_scenarios(tmp_path: Path, fake: FakeOpenAI) -> tuple[Path, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -24,10 +24,9 @@ from tests.support.oidc_provider import (
     OidcProvider,
     browser,
     csrf_header,
-    oidc_provider,
     sign_in,
 )
-from tests.support.oidc_site import new_person, refusal, signin_site
+from tests.support.oidc_site import refusal, signin_fixtures
 from tests.support.server import ServerProcess
 from tests.support.sse import watch
 from voicestack.auth.sessions import session_hash
@@ -38,25 +37,7 @@ pytestmark = pytest.mark.anyio
 STREAM_END_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
-    with oidc_provider() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def site(
-    provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    with signin_site(tmp_path_factory.mktemp("signin"), provider) as server:
-        yield server
-
-
-@pytest.fixture
-def person(provider: OidcProvider) -> Iterator[str]:
-    """A new person of example.com, whom the provider signs in; honest again afterwards."""
-    with new_person(provider) as email:
-        yield email
+provider, site, person = signin_fixtures()
 
 
 async def test_signing_in_finds_or_creates_the_user_and_sets_the_session_cookies(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,10 +14,9 @@ from tests.support.oidc_provider import (
     CLIENT_ID,
     OidcProvider,
     browser,
-    oidc_provider,
     sign_in,
 )
-from tests.support.oidc_site import new_person, refusal, signin_site
+from tests.support.oidc_site import refusal, signin_fixtures
 from tests.support.server import ServerProcess
 from voicestack.auth.signin_users import Profile, sign_in_user
 from voicestack.http.redact import redact
@@ -30,25 +28,7 @@ from voicestack.store.migrations import migrate_core
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
-    with oidc_provider() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def site(
-    provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    with signin_site(tmp_path_factory.mktemp("signin"), provider) as server:
-        yield server
-
-
-@pytest.fixture
-def person(provider: OidcProvider) -> Iterator[str]:
-    """A new person of example.com, whom the provider signs in; honest again afterwards."""
-    with new_person(provider) as email:
-        yield email
+provider, site, person = signin_fixtures()
 
 
 async def test_a_state_this_browser_did_not_start_is_refused(

@@ -10,11 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import Result
 
 from tests.support.agent import running_agent_server
 from tests.support.cli import invoke, server_vars
 from tests.support.server import ServerProcess
+from voicestack.testing.fake_openai import FakeOpenAI
 
 # voicestack/examples/support.py: the agents `support` (every tool, hands off to billing) and
 # `billing`, beside the test app; the tools are the test tools (slow_count, ...).
@@ -87,3 +89,26 @@ def junit_cases(path: Path) -> tuple[dict[str, str], list[tuple[str, str | None,
             )
         )
     return dict(suite.attrib), cases
+
+
+def eval_fixtures() -> tuple[Any, Any]:
+    """An eval test module's fixtures, for it to assign at its top level (`desk, fake =
+    eval_fixtures()`): `desk`, the module's server of the support example with replies from
+    tests/conftest.py's `provider`, and `fake`, that provider with no plans or requests of
+    earlier tests."""
+
+    @pytest.fixture(scope="module")
+    def desk(
+        provider: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[ServerProcess]:
+        """The module's server: the support example, replies from `provider`."""
+        with eval_server(tmp_path_factory.mktemp("eval"), provider.api_base) as server:
+            yield server
+
+    @pytest.fixture
+    def fake(provider: FakeOpenAI) -> FakeOpenAI:
+        """The module's fake provider with no plans or requests of earlier tests."""
+        provider.reset()
+        return provider
+
+    return desk, fake

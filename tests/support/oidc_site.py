@@ -6,10 +6,12 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
-from tests.support.oidc_provider import OidcProvider, github_config, signin_server
+from tests.support.oidc_provider import OidcProvider, github_config, oidc_provider, signin_server
 from tests.support.server import ServerProcess
 
 
@@ -40,3 +42,29 @@ def refusal(response: httpx.Response, status: int, code: str) -> str:
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert f'data-code="{code}"' in response.text, response.text
     return response.text
+
+
+def signin_fixtures() -> tuple[Any, Any, Any]:
+    """A sign-in test module's fixtures, for it to assign at its top level (`provider, site,
+    person = signin_fixtures()`): the provider and the server, one of each for the module, and
+    a new person for each test. They take the place of tests/conftest.py's `provider`."""
+
+    @pytest.fixture(scope="module")
+    def provider() -> Iterator[OidcProvider]:
+        with oidc_provider() as running:
+            yield running
+
+    @pytest.fixture(scope="module")
+    def site(
+        provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[ServerProcess]:
+        with signin_site(tmp_path_factory.mktemp("signin"), provider) as server:
+            yield server
+
+    @pytest.fixture
+    def person(provider: OidcProvider) -> Iterator[str]:
+        """A new person of example.com, whom the provider signs in; honest again afterwards."""
+        with new_person(provider) as email:
+            yield email
+
+    return provider, site, person
