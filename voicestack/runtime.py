@@ -25,6 +25,7 @@ from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
+from voicestack.agent.shared_feeds import SharedFeeds
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
 from voicestack.config import Settings
@@ -113,6 +114,7 @@ class Runtime:
         self.hub.add_observer(self.access, gate=True)
         self.feed = ThreadFeed()
         self.hub.add_feed(self.feed)
+        self.shared_feeds = SharedFeeds(self.hub, self.access, self.store, self.feed)
         self.provider = ChatProvider(chat_provider_settings(settings))
         # A provider per capability, each with its own client, so errors name the one that failed.
         self.transcription_provider = ChatProvider(transcription_provider_settings(settings))

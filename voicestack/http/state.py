@@ -16,6 +16,10 @@ FROM_EDGE_KEY = "voicestack.from_edge"
 CATCH_UP_HEADER = "voicestack-catch-up"
 # The response header that carries the event id live events continue after.
 CURSOR_HEADER = "voicestack-cursor"
+# An edge's shared stream of a thread (voicestack/agent/shared_feeds.py): the request header
+# naming it, on its opening and on each client's joining, and the one naming that client.
+SHARE_HEADER = "voicestack-feed-share"
+MEMBER_HEADER = "voicestack-feed-member"
 
 
 def runtime(conn: HTTPConnection) -> Runtime:

@@ -16,6 +16,8 @@ from voicestack.http.state import (
     CATCH_UP_HEADER,
     CURSOR_HEADER,
     FROM_EDGE_KEY,
+    MEMBER_HEADER,
+    SHARE_HEADER,
     caller,
     runtime,
     viewer,
@@ -100,14 +102,39 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     cursor = resumed if resumed is not None else _query_int(request, "since")
     thread_id = request.path_params["thread_id"]
     rt = runtime(request)
-    if request.scope.get(FROM_EDGE_KEY) and CATCH_UP_HEADER in request.headers:
-        events, after = await rt.feed_catch_up(thread_id, viewer(request), cursor)
-        headers = {"content-type": "text/event-stream", CURSOR_HEADER: str(after)}
-        return Response(events, headers=headers)
+    if request.scope.get(FROM_EDGE_KEY):
+        edge_answer = await _edge_feed(request, thread_id, cursor)
+        if edge_answer is not None:
+            return edge_answer
     negotiated = not rt.settings.no_feed_compression
     deflate = negotiated and accepts_deflate(", ".join(request.headers.getlist("accept-encoding")))
     stream = await rt.open_thread_feed(thread_id, viewer(request), cursor, deflate)
     return ChannelResponse(stream, vary_encoding=negotiated)
+
+
+async def _edge_feed(
+    request: Request, thread_id: str, cursor: int | None
+) -> Response | ChannelResponse | None:
+    """What an edge asks of a thread feed besides a stream of its own: a catch-up alone, a
+    shared stream of the thread, or a client's joining of one (voicestack/agent/shared_feeds.py);
+    None for a plain stream."""
+    rt = runtime(request)
+    share = request.headers.get(SHARE_HEADER)
+    member = request.headers.get(MEMBER_HEADER)
+    if share is not None and member is None:
+        stream, after = await rt.shared_feeds.open(share, thread_id, viewer(request), cursor)
+        response = ChannelResponse(stream)
+        response.headers.append((CURSOR_HEADER.encode(), str(after).encode()))
+        return response
+    if CATCH_UP_HEADER not in request.headers:
+        return None
+    if share is not None and member is not None:
+        catch_up = request.headers[CATCH_UP_HEADER] != "0"
+        events, after = await rt.shared_feeds.join(share, member, viewer(request), cursor, catch_up)
+    else:
+        events, after = await rt.feed_catch_up(thread_id, viewer(request), cursor)
+    headers = {"content-type": "text/event-stream", CURSOR_HEADER: str(after)}
+    return Response(events, headers=headers)
 
 
 async def list_tools(request: Request) -> Response:

@@ -364,6 +364,11 @@ class FeedChannel(Outbox):
         self.cursor = event_id
         self._queue(event)
 
+    def note(self, event: bytes) -> None:
+        """Queue an event that is not part of the feed (it has no id), in order with the rest."""
+        if not self.closed:
+            self._queue(event)
+
     def queue_segment(self, segment: Segment) -> None:
         """Queue a deflated feed's next segment of its cohort (every one, in order: the decoder
         needs them all); the thread feed writes it directly instead when the feed is idle."""

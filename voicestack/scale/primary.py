@@ -55,13 +55,21 @@ class _Held:
 class PrimaryBridge:
     """Connects to NATS, serves edges with `app`, and announces this primary while it runs."""
 
-    def __init__(self, app: ASGIApp, url: str, stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        url: str,
+        stopping: Callable[[], bool],
+        leave_shared: Callable[[str, str], None],
+    ) -> None:
         """`stopping()`: whether this process is shutting down (its streams then end as
-        `primary_stopping`, so that edges resume them elsewhere)."""
+        `primary_stopping`, so that edges resume them elsewhere). `leave_shared(share,
+        member)`: a client of an edge left a shared thread stream (SharedFeeds.leave)."""
         self.app = app
         self.url = url
         self.id = uuid.uuid4().hex[:16]
         self._stopping = stopping
+        self._leave_shared = leave_shared
         self._nc: Client | None = None
         self._streams: dict[tuple[str, str], _Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,6 +92,7 @@ class PrimaryBridge:
             await nc.subscribe(subjects.OPEN, queue=subjects.PRIMARIES, cb=self._on_open),
             await nc.subscribe(subjects.SOCKET, queue=subjects.PRIMARIES, cb=self._on_socket),
         ]
+        await nc.subscribe(subjects.call_on(self.id), cb=self._on_call)
         await nc.subscribe(subjects.primary_inbox(self.id), cb=self._on_inbox)
         await nc.subscribe(subjects.primary_frames(self.id), cb=self._on_frame)
         loop = asyncio.get_running_loop()
@@ -192,8 +201,11 @@ class PrimaryBridge:
             edge = str(note["edge"])
             hold = [str(s) for s in note.get("hold", [])]
             close = [str(s) for s in note.get("close", [])]
+            left = [(str(share), str(member)) for share, member in note.get("leave", [])]
         except (ValueError, KeyError, TypeError):
             return
+        for share, member in left:
+            self._leave_shared(share, member)
         now = asyncio.get_running_loop().time()
         for stream_id in hold:
             held = self._streams.get((edge, stream_id))
@@ -268,7 +280,7 @@ def serve_edges(url: str) -> AppService:
 
     @contextlib.asynccontextmanager
     async def run(app: ASGIApp, runtime: Runtime) -> AsyncIterator[PrimaryBridge]:
-        bridge = PrimaryBridge(app, url, lambda: runtime.shutting_down)
+        bridge = PrimaryBridge(app, url, lambda: runtime.shutting_down, runtime.shared_feeds.leave)
         await bridge.start()
         try:
             yield bridge

@@ -25,6 +25,12 @@ def edge_streams(edge: str) -> str:
     return f"{PREFIX}.stream.{edge}.*"
 
 
+def call_on(primary: str) -> str:
+    """Where an edge sends a call that one primary alone can answer (a client joining a shared
+    stream that primary holds)."""
+    return f"{CALL}.{primary}"
+
+
 def primary_inbox(primary: str) -> str:
     """Where an edge tells one primary which of its streams it still holds, or closes."""
     return f"{PREFIX}.primary.{primary}"

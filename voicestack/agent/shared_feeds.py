@@ -1,0 +1,198 @@
+"""Thread feeds an edge shares among its clients, whoever they are (DESIGN §12).
+
+An edge opens one stream of a thread on a primary, however many of its clients watch the
+thread and whatever their tokens: the thread's events are the same for every viewer. What
+differs is who may see them, and for how long. So each client joins the shared stream as a
+*member*: the primary checks its credentials and its access to the thread, and the access guard
+watches the member from then on, exactly as it watches a stream of its own.
+
+When the guard ends, holds or resumes a member (its token revoked, its membership removed, a
+re-check under way), the primary says so inside the shared stream itself, as a `member` control
+event. The guard is delivered before anything else of a batch, so the control precedes every
+event of the commit that caused it: the edge cuts the client off at that commit, as a single
+server would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voicestack import jsoncodec
+from voicestack.agent.feed import ThreadFeed
+from voicestack.agent.membership import require_thread, thread_visible
+from voicestack.functions.errors import FunctionError
+from voicestack.reactive.access import AccessGuard, Viewer
+from voicestack.reactive.channel import FeedChannel, Outbox
+from voicestack.reactive.hub import Hub
+from voicestack.reactive.streams import Stream
+from voicestack.reactive.wire import encode_event
+from voicestack.store.readers import Snapshot
+from voicestack.store.store import Store
+
+# The event name of a member control inside a shared stream (never sent on to a client).
+MEMBER_EVENT = b"voicestack-member"
+
+
+class FeedMember(Outbox):
+    """One client of a shared feed, as the access guard sees it: sends nothing itself, but each
+    end, hold and resume the guard gives it becomes a control event in the shared stream."""
+
+    def __init__(self, shared: FeedChannel, member_id: str) -> None:
+        super().__init__()
+        self._shared = shared
+        self.member_id = member_id
+
+    def close(self, reason: str | None = None) -> None:
+        """Ended by the guard (`reason` given): the edge ends the client at this point."""
+        first = not self.closed
+        super().close(reason)
+        if first and reason is not None:
+            self._tell({"end": reason})
+
+    def hold(self) -> None:
+        """The guard re-checks the member: the edge holds back what follows for the client."""
+        if not self.closed and not self.held:
+            super().hold()
+            self._tell({"hold": True})
+
+    def resume(self) -> None:
+        """The re-check granted access: the edge sends the client what it held back."""
+        if self.held and not self.closed:
+            self.held = False
+            self._tell({"resume": True})
+
+    def leave(self) -> None:
+        """The client left (or the shared stream ended): forgotten, with nothing said."""
+        self.closed = True
+
+    def _tell(self, what: dict[str, object]) -> None:
+        note = jsoncodec.dumps({"member": self.member_id, **what})
+        self._shared.note(encode_event(MEMBER_EVENT, None, note))
+
+    def _release_held(self) -> None:
+        """Nothing is held here: the edge holds the client's events."""
+
+    def _has_pending(self) -> bool:
+        return False
+
+    def _take(self) -> bytes:
+        return b""
+
+
+@dataclass(eq=False)
+class _Shared:
+    thread_id: str
+    outbox: FeedChannel
+    members: dict[str, FeedMember] = field(default_factory=dict)
+
+
+class SharedFeeds:
+    """The shared thread streams edges hold on this process, and their members."""
+
+    def __init__(self, hub: Hub, guard: AccessGuard, store: Store, feed: ThreadFeed) -> None:
+        self._hub = hub
+        self._guard = guard
+        self._store = store
+        self._feed = feed
+        self._shared: dict[str, _Shared] = {}
+
+    @property
+    def members(self) -> int:
+        """Clients joined to shared streams on this process, over every edge."""
+        return sum(len(shared.members) for shared in self._shared.values())
+
+    async def open(
+        self, share: str, thread_id: str, opener: Viewer | None, cursor: int | None
+    ) -> tuple[Stream, int]:
+        """The thread's events after `cursor` (None: after the newest now), for an edge's
+        clients; and the event id they follow. `opener` (the first client) must see the thread:
+        an edge opens streams of threads its clients may see, but the stream is not theirs, and
+        outlives their access. Raises `thread_not_found` otherwise."""
+        user = opener.caller if opener is not None else None
+        outbox = FeedChannel()
+        self._hub.track(outbox)
+        shared = _Shared(thread_id, outbox)
+
+        def release() -> None:
+            self._feed.leave(thread_id, outbox)
+            self._hub.close_channel(outbox)
+            if self._shared.get(share) is shared:
+                del self._shared[share]
+            for member in shared.members.values():
+                member.leave()
+            shared.members.clear()
+
+        def start(snapshot: Snapshot) -> int:
+            require_thread(snapshot.db(), thread_id, user)
+            if cursor is not None:
+                return cursor
+            newest: int = snapshot.conn.execute(
+                "SELECT coalesce(max(id), 0) FROM thread_events"
+            ).get
+            return newest
+
+        try:
+            after = await self._store.read(start)
+            await self._hub.join_feed(self._feed, thread_id, outbox, after)
+        except BaseException:
+            release()
+            raise
+        old = self._shared.pop(share, None)
+        if old is not None:
+            old.outbox.close()
+        self._shared[share] = shared
+        return Stream(outbox, release), after
+
+    async def join(
+        self,
+        share: str,
+        member_id: str,
+        viewer: Viewer | None,
+        cursor: int | None,
+        catch_up: bool,
+    ) -> tuple[bytes, int]:
+        """Make a client a member of the shared stream `share`, watched by the access guard
+        from now on; with `catch_up`, what it is missing after `cursor` (None: a snapshot) and
+        the event id it continues after, else nothing and `cursor`. Raises `thread_not_found`
+        when the client may not see the thread, and `feed_not_open` (503) when this process
+        holds no such stream (the edge reopens it)."""
+        shared = self._shared.get(share)
+        if shared is None or shared.outbox.closed:
+            raise FunctionError(
+                "feed_not_open", "This primary holds no such shared stream: reopen it.", 503
+            )
+        thread_id = shared.thread_id
+        user = viewer.caller if viewer is not None else None
+        member = FeedMember(shared.outbox, member_id)
+        old = shared.members.pop(member_id, None)
+        if old is not None:
+            old.leave()
+        shared.members[member_id] = member
+        # Guarded before the check reads, as a stream of its own is.
+        self._guard.watch(member, viewer, lambda db: thread_visible(db, thread_id, user))
+
+        def read(snapshot: Snapshot) -> tuple[int, bytes, int]:
+            require_thread(snapshot.db(), thread_id, user)
+            if catch_up:
+                events, after = self._feed.catch_up(snapshot, thread_id, cursor)
+                return snapshot.version, events, after
+            return snapshot.version, b"", cursor or 0
+
+        try:
+            version, events, after = await self._store.read(read)
+        except BaseException:
+            if shared.members.get(member_id) is member:
+                del shared.members[member_id]
+            member.leave()
+            raise
+        self._guard.checked(member, version)
+        return events, after
+
+    def leave(self, share: str, member_id: str) -> None:
+        """A client left the shared stream `share`: the guard forgets it."""
+        shared = self._shared.get(share)
+        if shared is None:
+            return
+        member = shared.members.pop(member_id, None)
+        if member is not None:
+            member.leave()
