@@ -110,14 +110,7 @@ async def test_a_revoked_token_is_cut_off_on_every_edge(cluster: Cluster) -> Non
         ):
             await on_first.next()
             await on_second.next()
-            done = subprocess.run(
-                [*REVOKE, token, "--db", str(cluster.primary.db_path)],
-                cwd=REPO,
-                env=server_env(),
-                capture_output=True,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
+            revoke(cluster, token)
             await on_first.until_end(timeout=10)
             await on_second.until_end(timeout=10)
         for http in (a, b):
@@ -141,6 +134,91 @@ async def test_a_removed_member_loses_the_thread_on_every_edge(cluster: Cluster)
             await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "secret"})
             events = await feed.until_end(timeout=10)
             assert all("secret" not in event.data for event in events)
+
+
+async def test_clients_of_different_users_share_one_stream_of_a_thread(
+    cluster: Cluster,
+) -> None:
+    owner_token = cluster.primary.create_token("share-owner")
+    member_token = cluster.primary.create_token("share-member")
+    first, _ = cluster.edges
+    async with client(first.url, owner_token) as owner, client(first.url, member_token) as member:
+        thread_id, path = await shared_thread(owner, "share-member")
+        await streams_closed(owner)  # of earlier tests
+        async with watch(owner, path) as mine, watch(member, path) as theirs:
+            await mine.next()
+            await theirs.next()
+            health = (await owner.get("/healthz")).json()
+            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "to both"})
+            for feed in (mine, theirs):
+                while "to both" not in (await feed.next()).data:
+                    pass
+    assert (health["threadStreams"], health["feedClients"]) == (1, 2)
+
+
+async def test_a_revoked_client_leaves_a_shared_stream_that_goes_on_for_the_rest(
+    cluster: Cluster,
+) -> None:
+    owner_token = cluster.primary.create_token("stay-owner")
+    member_token = cluster.primary.create_token("revoked-member")
+    first, _ = cluster.edges
+    async with client(first.url, owner_token) as owner, client(first.url, member_token) as member:
+        thread_id, path = await shared_thread(owner, "revoked-member")
+        async with watch(owner, path) as staying, watch(member, path) as revoked:
+            await staying.next()
+            await revoked.next()
+            revoke(cluster, member_token)
+            await revoked.until_end(timeout=10)
+            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "still here"})
+            while "still here" not in (await staying.next()).data:
+                pass
+
+
+async def test_a_removed_member_leaves_a_shared_stream_at_the_commit(cluster: Cluster) -> None:
+    owner_token = cluster.primary.create_token("keep-owner")
+    member_token = cluster.primary.create_token("removed-member")
+    first, _ = cluster.edges
+    async with client(first.url, owner_token) as owner, client(first.url, member_token) as member:
+        thread_id, path = await shared_thread(owner, "removed-member")
+        async with watch(owner, path) as staying, watch(member, path) as removed:
+            await staying.next()
+            await removed.next()
+            invite = {"id": thread_id, "user": "removed-member"}
+            left = await owner.post("/api/mutation/threads.leave", json={"args": invite})
+            assert left.status_code == 200, left.text
+            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "secret"})
+            while "secret" not in (await staying.next()).data:
+                pass
+            events = await removed.until_end(timeout=10)
+    assert all("secret" not in event.data for event in events)
+
+
+async def shared_thread(owner: httpx.AsyncClient, member: str) -> tuple[str, str]:
+    """A new thread of `owner`'s with `member` invited: its id and its feed's path."""
+    thread_id = await new_thread(owner, f"shared with {member}")
+    invite = {"id": thread_id, "user": member}
+    invited = await owner.post("/api/mutation/threads.invite", json={"args": invite})
+    assert invited.status_code == 200, invited.text
+    return thread_id, f"/api/threads/{thread_id}/events"
+
+
+async def streams_closed(http: httpx.AsyncClient) -> None:
+    """Until `http`'s edge holds no thread stream (its clients have all gone)."""
+    with anyio.fail_after(5):
+        while (await http.get("/healthz")).json()["threadStreams"]:
+            await anyio.sleep(0.05)
+
+
+def revoke(cluster: Cluster, token: str) -> None:
+    """Revoke `token` with `voicestack token revoke`, on the primary's file."""
+    done = subprocess.run(
+        [*REVOKE, token, "--db", str(cluster.primary.db_path)],
+        cwd=REPO,
+        env=server_env(),
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 async def test_a_client_resumes_on_the_other_edge_with_no_gap_or_duplicate(
@@ -222,11 +300,15 @@ async def test_a_cursor_past_every_event_is_resumed_by_the_primary(cluster: Clus
     assert resumes == 0
 
 
-async def test_a_signed_in_client_is_always_resumed_by_the_primary(cluster: Cluster) -> None:
-    # A sign-in cookie expires, and is renewed by use, on the primary: a client resuming with
-    # one is caught up there, even beside an open upstream of the same cookie.
+async def test_a_signed_in_client_resuming_on_an_edge_has_its_cookie_judged_by_the_primary(
+    cluster: Cluster,
+) -> None:
+    # A sign-in cookie expires, and is renewed by use, on the primary. A client resuming with
+    # one beside the thread's open stream is caught up from the edge's own recent events, but
+    # joins only once the primary has judged its cookie, and gets the cookie renewed.
     token = cluster.primary.create_token("edge-cookie")
-    cookie = {"Cookie": f"vs_session={sign_in(cluster, 'edge-cookie')}"}
+    secret = sign_in(cluster, "edge-cookie", lifetime_s=SESSION_DAYS * DAY_S)
+    cookie = {"Cookie": f"vs_session={secret}"}
     _, second = cluster.edges
     async with (
         client(second.url, token) as owner,
@@ -234,14 +316,27 @@ async def test_a_signed_in_client_is_always_resumed_by_the_primary(cluster: Clus
     ):
         thread_id = await new_thread(owner, "signed in on an edge")
         path = f"/api/threads/{thread_id}/events"
-        async with watch(b, path) as keeper:
-            last = (await keeper.next()).id
+        async with watch(owner, path) as keeper:
+            await keeper.next()
+            async with watch(b, path) as first:
+                last = (await first.next()).id
             await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "missed"})
             expected = await _events_after(cluster, token, thread_id, int(last))
-            got, resumes = await _resume_counted(b, path, last, len(expected))
+            age_session(cluster, secret, DAY_S * 2)  # due for renewal at its next use
+            await anyio.sleep(0.5)  # the primary reads the other process's commit
+            before = (await b.get("/healthz")).json()["feedResumesHere"]
+            async with watch(b, path, headers={"Last-Event-ID": last}) as resumed:
+                got = [await resumed.next() for _ in expected]
+                renewed = resumed.response.headers.get("set-cookie", "")
+            resumes = (await b.get("/healthz")).json()["feedResumesHere"] - before
+            age_session(cluster, secret, SESSION_DAYS * DAY_S)  # expired now
+            await anyio.sleep(0.5)
+            expired = await b.get(path, headers={"Last-Event-ID": last})
     assert any("missed" in data for _, data in expected)
-    assert got == expected
-    assert resumes == 0
+    assert [(int(e.id), e.data) for e in got] == expected
+    assert resumes == 1
+    assert renewed.startswith(f"vs_session={secret};")
+    assert expired.status_code == 401
 
 
 async def test_a_signed_in_client_joining_a_shared_watch_gets_its_own_renewed_cookie(

@@ -6,6 +6,8 @@ are answered 503 with Retry-After meanwhile, and no client misses an event or ge
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from tests.support.realtime import conversation, typed_turn
 from tests.support.scale import Haproxy, running_cluster
-from tests.support.server import ServerProcess
+from tests.support.server import REPO, ServerProcess, server_env
 from tests.support.sse import Event, Watch, watch
 from tests.support.web_server import words
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -68,6 +70,13 @@ async def direct_events(primary: ServerProcess, thread_id: str, after: int) -> l
                     return events
 
 
+def revoke_token(primary: ServerProcess, token: str) -> None:
+    """Revoke `token` with `voicestack token revoke`, on the primary's file."""
+    command = [sys.executable, "-m", "voicestack", "token", "revoke", token]
+    command += ["--db", str(primary.db_path)]
+    subprocess.run(command, cwd=REPO, env=server_env(), capture_output=True, check=True)
+
+
 def numbered(events: list[Event]) -> list[tuple[int, str, str]]:
     return [(int(e.id), e.event, e.data) for e in events]
 
@@ -97,6 +106,34 @@ async def test_the_primary_away_gives_503_and_streams_resume_when_it_is_back(
                 await until(feed, "back again", seen)
         expected = await direct_events(cluster.primary, thread_id, start)
         assert numbered(seen) == numbered(expected[: len(seen)])
+
+
+async def test_a_client_revoked_while_the_primary_was_away_is_ended_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    # The edge joins each client of a thread's stream again on the primary that reopens it:
+    # one whose token was revoked meanwhile is ended there, and the others go on.
+    with running_cluster(tmp_path) as cluster:
+        member_token = cluster.primary.create_token("away-member")
+        edge = cluster.edges[0]
+        async with (
+            client(edge.url, cluster.primary.token) as owner,
+            client(edge.url, member_token) as member,
+        ):
+            thread_id = (await owner.post("/api/threads", json={"title": "away"})).json()["id"]
+            invite = {"args": {"id": thread_id, "user": "away-member"}}
+            assert (await owner.post("/api/mutation/threads.invite", json=invite)).is_success
+            path = f"/api/threads/{thread_id}/events"
+            async with watch(owner, path) as staying, watch(member, path) as revoked:
+                await staying.next()
+                await revoked.next()
+                assert cluster.primary.stop() == 0
+                revoke_token(cluster.primary, member_token)
+                cluster.primary.start()
+                await send_when_up(owner, thread_id, "back again")
+                await until(staying, "back again", [])
+                events = await revoked.until_end(timeout=15)
+        assert all("back again" not in event.data for event in events)
 
 
 async def test_a_nats_restart_loses_no_event(tmp_path: Path) -> None:

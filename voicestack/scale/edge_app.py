@@ -30,6 +30,7 @@ from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import forward
 from voicestack.scale.edge_sockets import SocketRelay, socket_request
 from voicestack.scale.edge_streams import thread_events, watch
+from voicestack.scale.upstream import FeedUpstream
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,20 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now, and
-    `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events."""
+    """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now,
+    `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events,
+    `threadStreams` how many threads it holds a stream of (one each, shared by all their
+    clients here), and `feedClients` how many clients those streams feed."""
     edge: Edge = request.app.state.edge
+    feeds = [u for u in edge.upstreams.values() if isinstance(u, FeedUpstream)]
     body = {
         "ok": True,
         "version": __version__,
         "role": "edge",
         "nats": edge.link.connected,
         "feedResumesHere": edge.resumed_here,
+        "threadStreams": len(feeds),
+        "feedClients": sum(len(feed.members) for feed in feeds),
     }
     return Response(jsoncodec.dumps(body), media_type="application/json")
 

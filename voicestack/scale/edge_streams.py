@@ -15,19 +15,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from voicestack import jsoncodec
-from voicestack.http.body import parse_int64
 from voicestack.http.limits import STREAM_RETRY_AFTER_S
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER
 from voicestack.http.watch import last_event_id
-from voicestack.reactive.channel import FeedChannel, Outbox
+from voicestack.reactive.channel import Outbox
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import as_response, forward, forwarded, relayed_headers, unavailable
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import PrimaryUnavailable
-from voicestack.scale.upstream import FeedUpstream, RelayChannel, Upstream, WatchUpstream
+from voicestack.scale.upstream import (
+    FeedMember,
+    FeedUpstream,
+    RelayChannel,
+    Upstream,
+    WatchUpstream,
+)
 
 _STREAM_ONLY = frozenset({b"last-event-id", b"accept-encoding"})
 # The primary's stream headers the edge's own stream response does not repeat.
@@ -47,6 +52,9 @@ _CLIENT_ONLY_PARAMS = {"token", "lastEventId", "since"}
 # Catch-ups a feed client may need before it reaches its upstream's events (each one ends
 # at a newer snapshot; two are already rare).
 _MAX_CATCH_UPS = 5
+# Times a joining client looks again for its thread's stream when the one it found had just
+# closed (its last client left as this one came).
+_OPEN_ATTEMPTS = 3
 
 
 class BadToken(Exception):
@@ -215,8 +223,8 @@ async def _catch_up(
 
 
 async def thread_events(request: Request) -> Response | ChannelResponse:
-    """GET /api/threads/{id}/events: the client's catch-up from a primary, then the thread's
-    events from this edge's upstream."""
+    """GET /api/threads/{id}/events: the client joined to this edge's stream of the thread,
+    shared with every other client of the thread here, after its own catch-up."""
     if request.method == "HEAD":
         return await forward(request)
     edge: Edge = request.app.state.edge
@@ -230,92 +238,83 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     if not edge.take_stream(credential):
         return _too_many(edge)
     try:
-        outbox, upstream, cookies = await _join_feed(edge, request, opening, cursor)
+        joined = await _join_feed(edge, request, opening, cursor)
     except BaseException:
         edge.give_back_stream(credential)
         raise
-    if isinstance(upstream, Response):
+    if isinstance(joined, Response):
         edge.give_back_stream(credential)
-        return upstream
-    assert outbox is not None
+        return joined
+    upstream, member, cookies = joined
 
     def release() -> None:
-        upstream.leave(outbox)
+        upstream.leave(member)
         edge.give_back_stream(credential)
 
-    return _stream_response(edge, upstream, outbox, release, cookies)
+    return _stream_response(edge, upstream, member.outbox, release, cookies)
 
 
 def _bearer(opening: RequestEnvelope) -> bool:
     return any(n.lower() == b"authorization" for n, _ in opening.headers)
 
 
-def _resume_here(
-    edge: Edge, key: str, opening: RequestEnvelope, cursor: str | int | None
-) -> tuple[FeedChannel, FeedUpstream] | None:
-    """A resuming client joined to this edge's open upstream of its thread and credentials,
-    when that upstream still has every event after the client's cursor; None otherwise.
-
-    Nothing is asked of the primary: the open upstream is the proof of access (the primary ends
-    it at the commit that revokes its token or removes its viewer), and its recent events are
-    the catch-up. A mass reconnection after an edge dies thus costs the primary nothing for
-    the clients that land beside others of the same credentials.
-
-    Only a bearer token proves itself so: a sign-in cookie expires, and is renewed by use, on
-    the primary, so a signed-in client is always caught up there."""
-    if not _bearer(opening):
-        return None
-    try:
-        after = parse_int64(str(cursor)) if cursor is not None else None
-    except (ValueError, OverflowError):
-        return None  # the primary answers it, as it answers a bad cursor
-    upstream = edge.upstreams.get(key)
-    if after is None or not isinstance(upstream, FeedUpstream) or upstream.closed:
-        return None
-    if not 0 <= after <= upstream.last:
-        # A cursor past every event this edge has seen (a client of a database restored from
-        # an older backup, say): the primary knows where such a client resumes.
-        return None
-    outbox = FeedChannel()
-    if not upstream.join(outbox, b"", after):
-        return None
-    edge.resumed_here += 1
-    return outbox, upstream
-
-
 async def _join_feed(
     edge: Edge, request: Request, opening: RequestEnvelope, cursor: str | int | None
-) -> tuple[FeedChannel | None, FeedUpstream | Response, Headers]:
-    """The client's outbox joined to its thread's upstream, with the Set-Cookie of its own
-    catch-up (a signed-in client's cookie, renewed); or (None, the refusal, nothing)."""
-    key = _key("feed", opening, [])
-    here = _resume_here(edge, key, opening, cursor)
-    if here is not None:
-        return *here, []
+) -> tuple[FeedUpstream, FeedMember, Headers] | Response:
+    """The client joined to its thread's shared upstream, with the Set-Cookie of its joining
+    (a signed-in client's cookie, renewed); or the refusal."""
+    key = _key("feed", RequestEnvelope("GET", opening.path, b"", []), [])
+    for _ in range(_OPEN_ATTEMPTS):
+        upstream, refusal = await _shared(
+            edge, key, lambda: FeedUpstream(edge.link, opening, edge.forget)
+        )
+        if upstream is None:
+            assert refusal is not None
+            return refusal
+        assert isinstance(upstream, FeedUpstream)
+        if not upstream.closed:  # else its last client left just now: open another
+            break
+    else:
+        return unavailable("the thread's stream kept closing")
+    member = upstream.add(opening)
     try:
-        answer, after = await _catch_up(edge, request, cursor)
+        joined = await _enroll(edge, request, upstream, member, cursor)
+    except BaseException:
+        upstream.leave(member)
+        raise
+    if isinstance(joined, Response):
+        upstream.leave(member)
+        return joined
+    return upstream, member, joined
+
+
+async def _enroll(
+    edge: Edge,
+    request: Request,
+    upstream: FeedUpstream,
+    member: FeedMember,
+    cursor: str | int | None,
+) -> Headers | Response:
+    """Join `member` on the stream's primary and catch it up: its Set-Cookie, or the refusal."""
+    try:
+        answer, after, here = await upstream.enroll(member, cursor)
     except PrimaryUnavailable as exc:
-        return None, unavailable(str(exc)), []
+        return unavailable(str(exc))
     if answer.status != 200:
-        return None, as_response(answer), []
-    upstream, refusal = await _shared(
-        edge, key, lambda: FeedUpstream(edge.link, opening, edge.forget, after)
-    )
-    if upstream is None:
-        assert refusal is not None
-        return None, refusal, []
-    assert isinstance(upstream, FeedUpstream)
-    outbox = FeedChannel()
+        return as_response(answer)
+    if here:
+        edge.resumed_here += 1
     caught_up = [answer.body]
     for _ in range(_MAX_CATCH_UPS):
-        if upstream.join(outbox, b"".join(caught_up), after):
-            return outbox, upstream, _cookies(answer)
-        # The upstream began after this client's catch-up ended: catch it up further.
+        if upstream.join(member, b"".join(caught_up), after):
+            return _cookies(answer)
+        # The upstream's recent events begin after this client's catch-up ended: catch it up
+        # further.
         try:
             more, after = await _catch_up(edge, request, after)
         except PrimaryUnavailable as exc:
-            return None, unavailable(str(exc)), []
+            return unavailable(str(exc))
         if more.status != 200:
-            return None, as_response(more), []
+            return as_response(more)
         caught_up.append(more.body)
-    return None, unavailable("the thread moved faster than this client could be caught up"), []
+    return unavailable("the thread moved faster than this client could be caught up")

@@ -138,14 +138,19 @@ class EdgeLink:
                 self.forget_stream(stream_id)
                 upstream.primary_lost()
 
-    async def call(self, request: RequestEnvelope) -> ResponseEnvelope:
-        """A primary's response to `request`; PrimaryUnavailable when none answers."""
+    async def call(self, request: RequestEnvelope, primary: str | None = None) -> ResponseEnvelope:
+        """A primary's response to `request` (`primary`'s own, when given); PrimaryUnavailable
+        when none answers."""
         body = _Body()
         stream_id = uuid.uuid4().hex[:16]
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
         self._streams[stream_id] = body
+        subject = subjects.CALL if primary is None else subjects.call_on(primary)
+        # A call to one primary is a stream's business (a client joining it): if that primary
+        # is gone, the stream resyncs elsewhere, and the sooner it knows the better.
+        timeout = CALL_TIMEOUT_S if primary is None else OPEN_TIMEOUT_S
         try:
-            msg = await self._request(subjects.CALL, request.encode(), CALL_TIMEOUT_S)
+            msg = await self._request(subject, request.encode(), timeout)
             response = ResponseEnvelope.decode(msg.data)
             if response.streamed:
                 try:
@@ -225,6 +230,16 @@ class EdgeLink:
         if primary is None or nc is None or not nc.is_connected:
             return  # the primary's lease ends it
         note = jsoncodec.dumps({"edge": self.id, "close": [stream_id]})
+        with contextlib.suppress(NatsError):
+            await nc.publish(subjects.primary_inbox(primary), note)
+
+    async def leave_shared(self, primary: str | None, share: str, member: str) -> None:
+        """A client left the shared stream `share` that `primary` holds: the primary's access
+        guard forgets it."""
+        nc = self._nc
+        if primary is None or nc is None or not nc.is_connected:
+            return  # a resync joins only the clients still there
+        note = jsoncodec.dumps({"edge": self.id, "leave": [[share, member]]})
         with contextlib.suppress(NatsError):
             await nc.publish(subjects.primary_inbox(primary), note)
 

@@ -3,10 +3,12 @@ client of this edge that watches it.
 
 A watch upstream keeps the newest event of each subscription, so that a client joining late
 gets the current values at once, and a resync (after the primary or NATS came back) sends
-clients only what changed meanwhile. A feed upstream follows a thread after the event id its
-first catch-up ended at; each client is caught up by the primary on its own and then joins the
-shared events, so nothing is missed and nothing is sent twice. A resync reopens the thread
-after the last event this edge saw.
+clients only what changed meanwhile. A feed upstream is the thread's own stream, shared by every
+client of the thread on this edge whatever its credentials (voicestack/agent/shared_feeds.py):
+each client joins it as a member on the primary holding it, which checks the client's access,
+catches it up when the edge cannot, and tells the edge in the stream itself, at the commit, when
+the client loses access. A resync reopens the thread after the last event this edge saw, and
+joins every client again on the primary that now holds it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,21 @@ import collections
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from voicestack import jsoncodec
-from voicestack.agent.feed import send_plain
+from voicestack.agent.feed import Event, send_plain
+from voicestack.agent.shared_feeds import MEMBER_EVENT
+from voicestack.http.body import parse_int64
+from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER, MEMBER_HEADER, SHARE_HEADER
+from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.wire import http_chunk
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
-from voicestack.scale.link import EdgeLink, PrimaryUnavailable
+from voicestack.scale.link import OPEN_TIMEOUT_S, EdgeLink, PrimaryUnavailable
 from voicestack.scale.primary import END_STOPPING
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,7 @@ RESYNC_MAX_WAIT_S = 5.0
 # Answers to a reopening that end the stream: the viewer may no longer see it.
 FINAL_REFUSALS = frozenset({400, 401, 403, 404, 410, 422})
 RING_EVENTS = 1024  # recent feed events kept for clients that join while the upstream runs
+_MEMBER_CONTROL = b"event: " + MEMBER_EVENT + b"\n"
 
 
 def sse_events(chunk: bytes) -> Iterator[tuple[int | None, bytes, bytes]]:
@@ -100,6 +110,7 @@ class Upstream:
         self.head = ResponseEnvelope(200)
         self._forget = forget
         self._resync: asyncio.Task[None] | None = None
+        self._lost_again = False  # lost once more while resyncing: open it anew
         self.closed = False
         self.opened = False  # a primary has answered an opening with a stream
 
@@ -129,28 +140,42 @@ class Upstream:
 
     def primary_lost(self) -> None:
         """Reopen the stream once a primary answers; clients stay connected meanwhile."""
-        if self.closed or self._resync is not None or not self.opened:
+        if self.closed or not self.opened:
             return  # an opening still unanswered is judged by its answer
+        if self._resync is not None:
+            self._lost_again = True
+            return
+        self._let_go()
+        self._resync = asyncio.get_running_loop().create_task(self._reopen())
+
+    def _let_go(self) -> None:
         if self.stream_id is not None:
             old, primary = self.stream_id, self.primary
+            self.link.forget_stream(old)
             # If that primary still holds it, it lets go now rather than at its lease's end.
             asyncio.get_running_loop().create_task(self.link.close_stream(old, primary))
         self.stream_id = None
         self.primary = None
-        self._resync = asyncio.get_running_loop().create_task(self._reopen())
 
     async def _reopen(self) -> None:
         wait = RESYNC_WAIT_S
         try:
             while not self.closed:
+                self._lost_again = False
                 try:
                     head = await self.open()
                 except PrimaryUnavailable:
                     head = None
                 if head is not None and head.status == 200:
-                    return
-                if head is not None and head.status in FINAL_REFUSALS:
+                    if await self.resynced() and not self._lost_again:
+                        return
+                    if self.closed:
+                        return
+                    self._let_go()  # its primary went away meanwhile: open it anew
+                elif head is not None and head.status in FINAL_REFUSALS:
                     # Refused now: the token was revoked or access removed while away.
+                    if self.refused(head):
+                        continue
                     log.info("a stream could not be resumed (%d); ending it", head.status)
                     self.close()
                     return
@@ -160,6 +185,23 @@ class Upstream:
                 wait = min(wait * 2, RESYNC_MAX_WAIT_S)
         finally:
             self._resync = None
+
+    async def resynced(self) -> bool:
+        """The stream reopened after a resync: False when it must be opened anew (its clients
+        could not all be settled with its new primary)."""
+        return True
+
+    def refused(self, head: ResponseEnvelope) -> bool:
+        """A reopening was refused for good: True to try again at once (with other
+        credentials), False to end the upstream."""
+        return False
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait (at most `timeout`) for a resync under way: whether the stream is open now."""
+        task = self._resync
+        if task is not None:
+            await asyncio.wait({task}, timeout=timeout)
+        return not self.closed and self.primary is not None
 
     def close(self) -> None:
         """End every client and let go of the stream."""
@@ -244,65 +286,209 @@ class WatchUpstream(Upstream):
                     outbox.push(sub_id, event)
 
 
+@dataclass(eq=False)
+class FeedMember:
+    """An edge client of a shared thread stream: its outbox, and the request that joins it
+    on a primary (its credentials)."""
+
+    id: str
+    outbox: FeedChannel
+    opening: RequestEnvelope
+    guard_held: bool = False  # the primary's access guard is re-checking it
+    resync_held: bool = False  # not yet joined again on the stream's new primary
+
+    def apply_holds(self) -> None:
+        """Hold the client's events while either hold lasts; send them once neither does."""
+        if self.guard_held or self.resync_held:
+            self.outbox.hold()
+        else:
+            self.outbox.resume()
+
+
 class FeedUpstream(Upstream):
-    """A thread feed after a given event id, shared by this edge's clients of the thread."""
+    """A thread's feed, shared by every client of the thread on this edge."""
 
     def __init__(
-        self,
-        link: EdgeLink,
-        request: RequestEnvelope,
-        forget: Callable[[Upstream], None],
-        after: int,
+        self, link: EdgeLink, request: RequestEnvelope, forget: Callable[[Upstream], None]
     ) -> None:
         super().__init__(link, request, forget)
-        self.last = after  # the newest event id this edge has from the primary
+        self.share = f"{link.id}.{uuid.uuid4().hex[:16]}"
+        self.last = 0  # the newest event id this edge has from the primary
         # Clients whose catch-up ends before this would miss events: the upstream began after
         # it, or its recent events no longer reach back that far.
-        self.floor = after
-        self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RING_EVENTS)
-        self._clients: set[FeedChannel] = set()
+        self.floor = 0
+        self._recent: collections.deque[Event] = collections.deque(maxlen=RING_EVENTS)
+        self._clients: set[FeedChannel] = set()  # joined members' outboxes
+        self.members: dict[str, FeedMember] = {}  # joined, or joining
 
     def opening(self) -> RequestEnvelope:
-        """The thread's feed after the last event this edge has."""
-        request = self.request
-        query = f"since={self.last}".encode()
+        """The thread's shared stream after the last event this edge has (at first: after the
+        newest), opened with a current client's credentials."""
+        base = next((m.opening for m in self.members.values() if not m.outbox.closed), self.request)
+        query = f"since={self.last}".encode() if self.opened else b""
+        headers = [*base.headers, (SHARE_HEADER.encode(), self.share.encode())]
         return RequestEnvelope(
-            request.method, request.path, query, request.headers, b"", request.client
+            base.method, base.path, query, headers, b"", base.client, scheme=base.scheme
         )
 
-    def clients(self) -> list[Outbox]:
-        """The edge clients this upstream feeds."""
-        return list(self._clients)
+    async def open(self) -> ResponseEnvelope:
+        """Open (or reopen) the thread's stream; the first opening says where it begins."""
+        first = not self.opened
+        head = await super().open()
+        if head.status == 200 and first:
+            self.last = self.floor = int(head.header(CURSOR_HEADER.encode()) or b"0")
+        return head
 
-    def join(self, outbox: FeedChannel, catch_up: bytes, after: int) -> bool:
-        """Send `outbox` its catch-up, then every event after `after`; False (nothing done)
-        when events between `after` and what this upstream still has would be missing: catch
-        the client up further first."""
+    def clients(self) -> list[Outbox]:
+        """The edge clients this upstream feeds, joined or joining."""
+        return [member.outbox for member in self.members.values()]
+
+    def add(self, opening: RequestEnvelope) -> FeedMember:
+        """A new client with the credentials of `opening`, to join on the primary (`enroll`)."""
+        member = FeedMember(uuid.uuid4().hex[:16], FeedChannel(), opening)
+        self.members[member.id] = member
+        return member
+
+    def _joining(
+        self, member: FeedMember, cursor: str | int | None, catch_up: bool
+    ) -> RequestEnvelope:
+        base = member.opening
+        query = b"" if cursor is None else urlencode({"since": str(cursor)}).encode()
+        headers = [
+            *base.headers,
+            (CATCH_UP_HEADER.encode(), b"1" if catch_up else b"0"),
+            (SHARE_HEADER.encode(), self.share.encode()),
+            (MEMBER_HEADER.encode(), member.id.encode()),
+        ]
+        return RequestEnvelope(
+            base.method, base.path, query, headers, b"", base.client, scheme=base.scheme
+        )
+
+    def covers(self, cursor: str | int | None) -> int | None:
+        """`cursor` as an event id when this upstream's recent events hold everything after it
+        (a client resuming there needs no catch-up read); None otherwise."""
+        try:
+            after = parse_int64(str(cursor)) if cursor is not None else None
+        except (ValueError, OverflowError):
+            return None  # the primary answers it, as it answers a bad cursor
+        if after is None or not self.floor <= after <= self.last:
+            # Also a cursor past every event this edge has seen (a client of a database
+            # restored from an older backup, say): the primary knows where it resumes.
+            return None
+        return after
+
+    async def enroll(
+        self, member: FeedMember, cursor: str | int | None
+    ) -> tuple[ResponseEnvelope, int, bool]:
+        """Join `member` on the primary holding the stream: (the primary's answer, the event
+        id the client continues after, whether its catch-up comes from this edge's recent
+        events rather than the primary). Raises PrimaryUnavailable."""
+        if not await self.settled(OPEN_TIMEOUT_S):
+            raise PrimaryUnavailable("the thread's stream is not open")
+        here = self.covers(cursor)
+        request = self._joining(member, cursor, catch_up=here is None)
+        answer = await self.link.call(request, self.primary)
+        if here is not None:
+            return answer, here, True
+        return answer, int(answer.header(CURSOR_HEADER.encode()) or b"0"), False
+
+    def join(self, member: FeedMember, catch_up: bytes, after: int) -> bool:
+        """Send the member's client its catch-up, then every event after `after`; False
+        (nothing done) when events between `after` and what this upstream still has would be
+        missing: catch the client up further first."""
         if after < self.floor:
             return False
+        outbox = member.outbox
         self._clients.add(outbox)
         outbox.preload(catch_up, after)
         for event_id, event in self._recent:
             outbox.append(event_id, event)  # those at or before its cursor are skipped
         return True
 
-    def leave(self, outbox: FeedChannel) -> None:
-        """Stop feeding `outbox`; the last client to leave closes the upstream."""
-        self._clients.discard(outbox)
-        if not self._clients:
+    def leave(self, member: FeedMember) -> None:
+        """The member's client left; the last client to leave closes the upstream."""
+        self._clients.discard(member.outbox)
+        if self.members.pop(member.id, None) is None:
+            return
+        if not self.members:
             self.close()
+        elif not self.closed:
+            task = self.link.leave_shared(self.primary, self.share, member.id)
+            asyncio.get_running_loop().create_task(task)
+
+    def primary_lost(self) -> None:
+        """Hold every client's events until it is joined again on the new primary, which
+        judges its access anew; then reopen."""
+        if not self.closed and self.opened:
+            for member in self.members.values():
+                member.resync_held = True
+                member.apply_holds()
+        super().primary_lost()
+
+    async def resynced(self) -> bool:
+        """Join every client on the new primary (no catch-up: the stream resumed after this
+        edge's last event); a client refused now is ended."""
+        waiting = [m for m in self.members.values() if m.resync_held and not m.outbox.closed]
+        settled = await asyncio.gather(*(self._rejoin(member) for member in waiting))
+        return all(settled)
+
+    async def _rejoin(self, member: FeedMember) -> bool:
+        try:
+            answer = await self.link.call(self._joining(member, None, False), self.primary)
+        except PrimaryUnavailable:
+            return False
+        if answer.status in FINAL_REFUSALS:
+            member.outbox.close(TOKEN_REVOKED if answer.status == 401 else ACCESS_REMOVED)
+        elif answer.status != 200:
+            return False
+        member.resync_held = False
+        member.apply_holds()
+        return True
+
+    def refused(self, head: ResponseEnvelope) -> bool:
+        """The client whose credentials reopened the stream may not see it: end that client,
+        and try with another one's."""
+        opener = next((m for m in self.members.values() if not m.outbox.closed), None)
+        if opener is None:
+            return False
+        opener.outbox.close(TOKEN_REVOKED if head.status == 401 else ACCESS_REMOVED)
+        return any(not m.outbox.closed for m in self.members.values())
 
     def receive(self, chunk: bytes) -> None:
-        """Pass on the events after the last one this edge has: one chunk written straight to
-        every idle client, as a single server does."""
-        fresh: list[tuple[int, bytes]] = []
-        for event_id, _, event in sse_events(chunk):
-            if event_id is None or event_id <= self.last:
+        """Pass on the events after the last one this edge has, one chunk written straight to
+        every idle client as a single server does; apply each member control in its place."""
+        fresh: list[Event] = []
+        for event_id, data, event in sse_events(chunk):
+            if event_id is None:
+                if event.startswith(_MEMBER_CONTROL):
+                    self._send(fresh)
+                    fresh = []
+                    self._control(data)
+                continue
+            if event_id <= self.last:
                 continue
             self.last = event_id
             if len(self._recent) == self._recent.maxlen:
                 self.floor = self._recent[0][0]
             self._recent.append((event_id, event))
             fresh.append((event_id, event))
+        self._send(fresh)
+
+    def _send(self, fresh: list[Event]) -> None:
         if fresh and self._clients:
             send_plain(self._clients, fresh, asyncio.get_running_loop().time())
+
+    def _control(self, data: bytes) -> None:
+        """What the primary's access guard said of one member, at this point of the stream."""
+        try:
+            note = json.loads(data)
+            member = self.members.get(str(note["member"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        if member is None:
+            return
+        if "end" in note:
+            member.outbox.close(str(note["end"]))  # its connection ends, and leaves
+        elif "hold" in note or "resume" in note:
+            member.guard_held = "hold" in note
+            member.apply_holds()
