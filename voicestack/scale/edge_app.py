@@ -51,7 +51,7 @@ async def healthz(request: Request) -> Response:
         "nats": edge.link.connected,
         "feedResumesHere": edge.resumed_here,
         "threadStreams": len(feeds),
-        "feedClients": sum(len(feed.members) for feed in feeds),
+        "feedClients": sum(feed.client_count for feed in feeds),
     }
     return Response(jsoncodec.dumps(body), media_type="application/json")
 

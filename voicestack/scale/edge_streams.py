@@ -19,7 +19,7 @@ from voicestack.http.limits import STREAM_RETRY_AFTER_S
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER
 from voicestack.http.watch import last_event_id
-from voicestack.reactive.channel import Outbox
+from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import as_response, forward, forwarded, relayed_headers, unavailable
@@ -245,13 +245,13 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     if isinstance(joined, Response):
         edge.give_back_stream(credential)
         return joined
-    upstream, member, cookies = joined
+    upstream, (member, outbox), cookies = joined
 
     def release() -> None:
-        upstream.leave(member)
+        upstream.leave(member, outbox)
         edge.give_back_stream(credential)
 
-    return _stream_response(edge, upstream, member.outbox, release, cookies)
+    return _stream_response(edge, upstream, outbox, release, cookies)
 
 
 def _bearer(opening: RequestEnvelope) -> bool:
@@ -260,9 +260,10 @@ def _bearer(opening: RequestEnvelope) -> bool:
 
 async def _join_feed(
     edge: Edge, request: Request, opening: RequestEnvelope, cursor: str | int | None
-) -> tuple[FeedUpstream, FeedMember, Headers] | Response:
-    """The client joined to its thread's shared upstream, with the Set-Cookie of its joining
-    (a signed-in client's cookie, renewed); or the refusal."""
+) -> tuple[FeedUpstream, tuple[FeedMember, FeedChannel], Headers] | Response:
+    """The client joined to its thread's shared upstream (its member there, and its outbox),
+    with the Set-Cookie of its joining (a signed-in client's cookie, renewed); or the
+    refusal."""
     key = _key("feed", RequestEnvelope("GET", opening.path, b"", []), [])
     for _ in range(_OPEN_ATTEMPTS):
         upstream, refusal = await _shared(
@@ -276,16 +277,23 @@ async def _join_feed(
             break
     else:
         return unavailable("the thread's stream kept closing")
-    member = upstream.add(opening)
+    credential = _credential(opening) if _bearer(opening) else None
+    if credential is not None and (beside := upstream.attach(credential, cursor)) is not None:
+        # Another client of the same token is in, and this edge has every event the newcomer
+        # missed: nothing to ask of the primary (a mass reconnection after an edge dies costs
+        # it nothing for the clients that land beside others of their token).
+        edge.resumed_here += 1
+        return upstream, beside, []
+    member, outbox = upstream.add(opening, credential)
     try:
-        joined = await _enroll(edge, request, upstream, member, cursor)
+        joined = await _enroll(edge, request, upstream, member, outbox, cursor)
     except BaseException:
-        upstream.leave(member)
+        upstream.leave(member, outbox)
         raise
     if isinstance(joined, Response):
-        upstream.leave(member)
+        upstream.leave(member, outbox)
         return joined
-    return upstream, member, joined
+    return upstream, (member, outbox), joined
 
 
 async def _enroll(
@@ -293,9 +301,11 @@ async def _enroll(
     request: Request,
     upstream: FeedUpstream,
     member: FeedMember,
+    outbox: FeedChannel,
     cursor: str | int | None,
 ) -> Headers | Response:
-    """Join `member` on the stream's primary and catch it up: its Set-Cookie, or the refusal."""
+    """Join a new member on the stream's primary and catch its client up: the client's
+    Set-Cookie, or the refusal."""
     try:
         answer, after, here = await upstream.enroll(member, cursor)
     except PrimaryUnavailable as exc:
@@ -306,7 +316,7 @@ async def _enroll(
         edge.resumed_here += 1
     caught_up = [answer.body]
     for _ in range(_MAX_CATCH_UPS):
-        if upstream.join(member, b"".join(caught_up), after):
+        if upstream.join(member, outbox, b"".join(caught_up), after):
             return _cookies(answer)
         # The upstream's recent events begin after this client's catch-up ended: catch it up
         # further.

@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from voicestack import jsoncodec
@@ -288,21 +288,34 @@ class WatchUpstream(Upstream):
 
 @dataclass(eq=False)
 class FeedMember:
-    """An edge client of a shared thread stream: its outbox, and the request that joins it
-    on a primary (its credentials)."""
+    """A membership of a shared thread stream on its primary, with the request that joins it
+    there (its credentials), and the edge clients it covers. Clients of one bearer token share
+    one: the membership is the proof of their access, and the primary ends it at the commit
+    that revokes the token or removes its user. A sign-in cookie expires, and is renewed by
+    use, on the primary, so each of its clients joins there on its own."""
 
     id: str
-    outbox: FeedChannel
     opening: RequestEnvelope
+    credential: str | None  # the bearer credential later clients may share it by; None: none
+    outboxes: set[FeedChannel] = field(default_factory=set)
+    joined: bool = False  # the primary has accepted it
+    ended: bool = False  # its access ended
     guard_held: bool = False  # the primary's access guard is re-checking it
     resync_held: bool = False  # not yet joined again on the stream's new primary
 
     def apply_holds(self) -> None:
-        """Hold the client's events while either hold lasts; send them once neither does."""
-        if self.guard_held or self.resync_held:
-            self.outbox.hold()
-        else:
-            self.outbox.resume()
+        """Hold its clients' events while either hold lasts; send them once neither does."""
+        for outbox in self.outboxes:
+            if self.guard_held or self.resync_held:
+                outbox.hold()
+            else:
+                outbox.resume()
+
+    def end(self, reason: str) -> None:
+        """Its access ended: every client of it ends, sent nothing more."""
+        self.ended = True
+        for outbox in self.outboxes:
+            outbox.close(reason)
 
 
 class FeedUpstream(Upstream):
@@ -318,13 +331,16 @@ class FeedUpstream(Upstream):
         # it, or its recent events no longer reach back that far.
         self.floor = 0
         self._recent: collections.deque[Event] = collections.deque(maxlen=RING_EVENTS)
-        self._clients: set[FeedChannel] = set()  # joined members' outboxes
+        self._clients: set[FeedChannel] = set()  # joined clients' outboxes
         self.members: dict[str, FeedMember] = {}  # joined, or joining
+
+    def _live(self) -> Iterator[FeedMember]:
+        return (m for m in self.members.values() if not m.ended)
 
     def opening(self) -> RequestEnvelope:
         """The thread's shared stream after the last event this edge has (at first: after the
-        newest), opened with a current client's credentials."""
-        base = next((m.opening for m in self.members.values() if not m.outbox.closed), self.request)
+        newest), opened with a current member's credentials."""
+        base = next((m.opening for m in self._live()), self.request)
         query = f"since={self.last}".encode() if self.opened else b""
         headers = [*base.headers, (SHARE_HEADER.encode(), self.share.encode())]
         return RequestEnvelope(
@@ -341,13 +357,41 @@ class FeedUpstream(Upstream):
 
     def clients(self) -> list[Outbox]:
         """The edge clients this upstream feeds, joined or joining."""
-        return [member.outbox for member in self.members.values()]
+        return [outbox for member in self.members.values() for outbox in member.outboxes]
 
-    def add(self, opening: RequestEnvelope) -> FeedMember:
-        """A new client with the credentials of `opening`, to join on the primary (`enroll`)."""
-        member = FeedMember(uuid.uuid4().hex[:16], FeedChannel(), opening)
+    @property
+    def client_count(self) -> int:
+        """How many clients this upstream feeds, joined or joining."""
+        return sum(len(member.outboxes) for member in self.members.values())
+
+    def add(
+        self, opening: RequestEnvelope, credential: str | None
+    ) -> tuple[FeedMember, FeedChannel]:
+        """A new member, and its client's outbox, for a client with the credentials of
+        `opening`, to join on the primary (`enroll`); `credential`: the bearer credential later
+        clients may share the member by."""
+        outbox = FeedChannel()
+        member = FeedMember(uuid.uuid4().hex[:16], opening, credential, {outbox})
         self.members[member.id] = member
-        return member
+        return member, outbox
+
+    def attach(
+        self, credential: str, cursor: str | int | None
+    ) -> tuple[FeedMember, FeedChannel] | None:
+        """A resuming client of `credential` joined beside its other clients, when a member of
+        theirs is in and this upstream's recent events hold everything after the client's
+        cursor: nothing is asked of the primary. Its member and outbox; None otherwise."""
+        after = self.covers(cursor)
+        if after is None:
+            return None
+        member = next((m for m in self._live() if m.credential == credential and m.joined), None)
+        if member is None:
+            return None
+        outbox = FeedChannel()
+        member.outboxes.add(outbox)
+        member.apply_holds()
+        self.join(member, outbox, b"", after)
+        return member, outbox
 
     def _joining(
         self, member: FeedMember, cursor: str | int | None, catch_up: bool
@@ -380,35 +424,37 @@ class FeedUpstream(Upstream):
     async def enroll(
         self, member: FeedMember, cursor: str | int | None
     ) -> tuple[ResponseEnvelope, int, bool]:
-        """Join `member` on the primary holding the stream: (the primary's answer, the event
-        id the client continues after, whether its catch-up comes from this edge's recent
-        events rather than the primary). Raises PrimaryUnavailable."""
+        """Join a new member on the primary holding the stream: (the primary's answer, the
+        event id its client continues after, whether that client's catch-up comes from this
+        edge's recent events rather than the primary). Raises PrimaryUnavailable."""
         if not await self.settled(OPEN_TIMEOUT_S):
             raise PrimaryUnavailable("the thread's stream is not open")
         here = self.covers(cursor)
         request = self._joining(member, cursor, catch_up=here is None)
         answer = await self.link.call(request, self.primary)
+        member.joined = answer.status == 200
         if here is not None:
             return answer, here, True
         return answer, int(answer.header(CURSOR_HEADER.encode()) or b"0"), False
 
-    def join(self, member: FeedMember, catch_up: bytes, after: int) -> bool:
-        """Send the member's client its catch-up, then every event after `after`; False
+    def join(self, member: FeedMember, outbox: FeedChannel, catch_up: bytes, after: int) -> bool:
+        """Send a client of `member` its catch-up, then every event after `after`; False
         (nothing done) when events between `after` and what this upstream still has would be
         missing: catch the client up further first."""
         if after < self.floor:
             return False
-        outbox = member.outbox
         self._clients.add(outbox)
         outbox.preload(catch_up, after)
         for event_id, event in self._recent:
             outbox.append(event_id, event)  # those at or before its cursor are skipped
         return True
 
-    def leave(self, member: FeedMember) -> None:
-        """The member's client left; the last client to leave closes the upstream."""
-        self._clients.discard(member.outbox)
-        if self.members.pop(member.id, None) is None:
+    def leave(self, member: FeedMember, outbox: FeedChannel) -> None:
+        """A client of `member` left; a member's last client ends it, and the upstream's last
+        client closes the upstream."""
+        self._clients.discard(outbox)
+        member.outboxes.discard(outbox)
+        if member.outboxes or self.members.pop(member.id, None) is None:
             return
         if not self.members:
             self.close()
@@ -417,8 +463,8 @@ class FeedUpstream(Upstream):
             asyncio.get_running_loop().create_task(task)
 
     def primary_lost(self) -> None:
-        """Hold every client's events until it is joined again on the new primary, which
-        judges its access anew; then reopen."""
+        """Hold every client's events until its member is joined again on the new primary,
+        which judges its access anew; then reopen."""
         if not self.closed and self.opened:
             for member in self.members.values():
                 member.resync_held = True
@@ -426,9 +472,10 @@ class FeedUpstream(Upstream):
         super().primary_lost()
 
     async def resynced(self) -> bool:
-        """Join every client on the new primary (no catch-up: the stream resumed after this
-        edge's last event); a client refused now is ended."""
-        waiting = [m for m in self.members.values() if m.resync_held and not m.outbox.closed]
+        """Join every member on the new primary (no catch-up: the stream resumed after this
+        edge's last event); one refused now is ended."""
+        # Members still joining too: their answer may come from the primary that went away.
+        waiting = [m for m in self._live() if m.resync_held]
         settled = await asyncio.gather(*(self._rejoin(member) for member in waiting))
         return all(settled)
 
@@ -438,21 +485,23 @@ class FeedUpstream(Upstream):
         except PrimaryUnavailable:
             return False
         if answer.status in FINAL_REFUSALS:
-            member.outbox.close(TOKEN_REVOKED if answer.status == 401 else ACCESS_REMOVED)
+            member.end(TOKEN_REVOKED if answer.status == 401 else ACCESS_REMOVED)
         elif answer.status != 200:
             return False
+        else:
+            member.joined = True
         member.resync_held = False
         member.apply_holds()
         return True
 
     def refused(self, head: ResponseEnvelope) -> bool:
-        """The client whose credentials reopened the stream may not see it: end that client,
-        and try with another one's."""
-        opener = next((m for m in self.members.values() if not m.outbox.closed), None)
+        """The member whose credentials reopened the stream may not see it: end it, and try
+        with another one's."""
+        opener = next(self._live(), None)
         if opener is None:
             return False
-        opener.outbox.close(TOKEN_REVOKED if head.status == 401 else ACCESS_REMOVED)
-        return any(not m.outbox.closed for m in self.members.values())
+        opener.end(TOKEN_REVOKED if head.status == 401 else ACCESS_REMOVED)
+        return next(self._live(), None) is not None
 
     def receive(self, chunk: bytes) -> None:
         """Pass on the events after the last one this edge has, one chunk written straight to
@@ -488,7 +537,7 @@ class FeedUpstream(Upstream):
         if member is None:
             return
         if "end" in note:
-            member.outbox.close(str(note["end"]))  # its connection ends, and leaves
+            member.end(str(note["end"]))  # its clients' connections end, and leave
         elif "hold" in note or "resume" in note:
             member.guard_held = "hold" in note
             member.apply_holds()
