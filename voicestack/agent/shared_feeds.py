@@ -7,14 +7,19 @@ differs is who may see them, and for how long. So each client joins the shared s
 watches the member from then on, exactly as it watches a stream of its own.
 
 When the guard ends, holds or resumes a member (its token revoked, its membership removed, a
-re-check under way), the primary says so inside the shared stream itself, as a `member` control
-event. The guard is delivered before anything else of a batch, so the control precedes every
-event of the commit that caused it: the edge cuts the client off at that commit, as a single
-server would.
+re-check under way), the primary says so inside the shared stream itself, as a
+`voicestack-member` control event. The guard is delivered before anything else of a batch, so
+the control precedes every event of the commit that caused it: the edge cuts the client off at
+that commit, as a single server would.
+
+The answer to a joining travels apart from the stream, so either may arrive first: each control
+is numbered per member, and the answer carries the member's state with the number it had then
+(`MemberState`); the edge keeps whichever is newer.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 from voicestack import jsoncodec
@@ -31,6 +36,31 @@ from voicestack.store.store import Store
 
 # The event name of a member control inside a shared stream (never sent on to a client).
 MEMBER_EVENT = b"voicestack-member"
+# Member ids that left a shared stream, remembered so that a joining still on its way (sent
+# before the client left) is refused instead of lingering as a member nobody has.
+_LEFT_KEPT = 4096
+LIVE, HELD, ENDED = "live", "held", "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """A member's state after its `number`th control: live, held, or ended (with why)."""
+
+    number: int
+    state: str
+    reason: str = ""
+
+    def encode(self) -> str:
+        """As the joining answer's header carries it: `NUMBER STATE [REASON]`."""
+        return f"{self.number} {self.state} {self.reason}".rstrip()
+
+    @classmethod
+    def decode(cls, raw: str) -> MemberState | None:
+        """A header's state; None when it is not one."""
+        parts = raw.split()
+        if len(parts) not in (2, 3) or not parts[0].isdigit():
+            return None
+        return cls(int(parts[0]), parts[1], parts[2] if len(parts) == 3 else "")
 
 
 class FeedMember(Outbox):
@@ -41,6 +71,14 @@ class FeedMember(Outbox):
         super().__init__()
         self._shared = shared
         self.member_id = member_id
+        self.told = 0  # controls sent so far
+
+    @property
+    def state(self) -> MemberState:
+        """What the edge should make of this member now."""
+        if self.closed:
+            return MemberState(self.told, ENDED, self.ended_by or "")
+        return MemberState(self.told, HELD if self.held else LIVE)
 
     def close(self, reason: str | None = None) -> None:
         """Ended by the guard (`reason` given): the edge ends the client at this point."""
@@ -66,7 +104,8 @@ class FeedMember(Outbox):
         self.closed = True
 
     def _tell(self, what: dict[str, object]) -> None:
-        note = jsoncodec.dumps({"member": self.member_id, **what})
+        self.told += 1
+        note = jsoncodec.dumps({"member": self.member_id, "n": self.told, **what})
         self._shared.note(encode_event(MEMBER_EVENT, None, note))
 
     def _release_held(self) -> None:
@@ -84,6 +123,7 @@ class _Shared:
     thread_id: str
     outbox: FeedChannel
     members: dict[str, FeedMember] = field(default_factory=dict)
+    left: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
 
 
 class SharedFeeds:
@@ -150,17 +190,20 @@ class SharedFeeds:
         viewer: Viewer | None,
         cursor: int | None,
         catch_up: bool,
-    ) -> tuple[bytes, int]:
+    ) -> tuple[bytes, int, MemberState]:
         """Make a client a member of the shared stream `share`, watched by the access guard
         from now on; with `catch_up`, what it is missing after `cursor` (None: a snapshot) and
-        the event id it continues after, else nothing and `cursor`. Raises `thread_not_found`
-        when the client may not see the thread, and `feed_not_open` (503) when this process
-        holds no such stream (the edge reopens it)."""
+        the event id it continues after, else nothing and `cursor`; and the member's state
+        then. Raises `thread_not_found` when the client may not see the thread, `feed_not_open`
+        (503) when this process holds no such stream (the edge tries again once it has reopened
+        it), and `member_left` (410) for a member that has already left."""
         shared = self._shared.get(share)
         if shared is None or shared.outbox.closed:
             raise FunctionError(
                 "feed_not_open", "This primary holds no such shared stream: reopen it.", 503
             )
+        if member_id in shared.left:
+            raise FunctionError("member_left", "This client has left the stream.", 410)
         thread_id = shared.thread_id
         user = viewer.caller if viewer is not None else None
         member = FeedMember(shared.outbox, member_id)
@@ -186,7 +229,7 @@ class SharedFeeds:
             member.leave()
             raise
         self._guard.checked(member, version)
-        return events, after
+        return events, after, member.state
 
     def leave(self, share: str, member_id: str) -> None:
         """A client left the shared stream `share`: the guard forgets it."""
@@ -196,3 +239,6 @@ class SharedFeeds:
         member = shared.members.pop(member_id, None)
         if member is not None:
             member.leave()
+        shared.left[member_id] = None
+        if len(shared.left) > _LEFT_KEPT:
+            shared.left.popitem(last=False)

@@ -28,6 +28,7 @@ from voicestack.config import Settings
 from voicestack.http.auth import IDENTITY_KEY
 from voicestack.http.errors import error_response
 from voicestack.http.sse import STREAM_RELEASE_KEY, StreamRelease
+from voicestack.http.state import CATCH_UP_HEADER, FROM_EDGE_KEY, SHARE_HEADER
 
 # Nothing tells when another stream closes: a client should look again after a few seconds.
 STREAM_RETRY_AFTER_S = 5
@@ -36,6 +37,15 @@ _STREAM = re.compile(r"/api/(watch(/[^/]+)?|threads/[^/]+/events)")
 # Live conversations (WebSockets) count as streams too.
 _SOCKET = re.compile(r"/api/threads/[^/]+/audio")
 _REPLY_FUNCTION = "messages.send"
+
+
+def _edge_feed_work(scope: Scope) -> bool:
+    """An edge's shared thread stream, or a client's catch-up or joining of one: not a stream
+    of the token it carries (the edge holds each token to its stream limit itself)."""
+    if not scope.get(FROM_EDGE_KEY):
+        return False
+    internal = (SHARE_HEADER.encode(), CATCH_UP_HEADER.encode())
+    return any(name in internal for name, _ in scope["headers"])
 
 
 @dataclass(slots=True)
@@ -119,7 +129,12 @@ class RequestLimits:
                 return self._stream(who.token_id, scope, receive, send)
             return self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
-        if method in ("GET", "HEAD") and self.max_streams and _STREAM.fullmatch(path):
+        if (
+            method in ("GET", "HEAD")
+            and self.max_streams
+            and _STREAM.fullmatch(path)
+            and not _edge_feed_work(scope)
+        ):
             return self._stream(who.token_id, scope, receive, send)
         rates = self.rates_of(method, path)
         if rates:

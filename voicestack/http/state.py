@@ -20,6 +20,8 @@ CURSOR_HEADER = "voicestack-cursor"
 # naming it, on its opening and on each client's joining, and the one naming that client.
 SHARE_HEADER = "voicestack-feed-share"
 MEMBER_HEADER = "voicestack-feed-member"
+# The answer's header with the joined client's state (voicestack.agent.shared_feeds.MemberState).
+MEMBER_STATE_HEADER = "voicestack-member-state"
 
 
 def runtime(conn: HTTPConnection) -> Runtime:

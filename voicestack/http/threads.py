@@ -17,6 +17,7 @@ from voicestack.http.state import (
     CURSOR_HEADER,
     FROM_EDGE_KEY,
     MEMBER_HEADER,
+    MEMBER_STATE_HEADER,
     SHARE_HEADER,
     caller,
     runtime,
@@ -128,12 +129,16 @@ async def _edge_feed(
         return response
     if CATCH_UP_HEADER not in request.headers:
         return None
+    headers = {"content-type": "text/event-stream"}
     if share is not None and member is not None:
         catch_up = request.headers[CATCH_UP_HEADER] != "0"
-        events, after = await rt.shared_feeds.join(share, member, viewer(request), cursor, catch_up)
+        events, after, state = await rt.shared_feeds.join(
+            share, member, viewer(request), cursor, catch_up
+        )
+        headers[MEMBER_STATE_HEADER] = state.encode()
     else:
         events, after = await rt.feed_catch_up(thread_id, viewer(request), cursor)
-    headers = {"content-type": "text/event-stream", CURSOR_HEADER: str(after)}
+    headers[CURSOR_HEADER] = str(after)
     return Response(events, headers=headers)
 
 
