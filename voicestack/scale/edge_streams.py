@@ -1,8 +1,10 @@
 """An edge's event streams: query watches and thread feeds served from shared upstreams.
 
-Clients with the same credentials watching the same thing share one upstream (one stream on a
-primary); each client still gets what it alone is owed: the current values newer than its
-Last-Event-ID, or its own catch-up of a thread, before the shared events.
+Clients with the same credentials watching the same queries share one upstream (one stream on
+a primary); every client of a thread, whatever its credentials, shares the thread's upstream,
+joined there as a member that the primary checks and may cut off alone. Each client still gets
+what it alone is owed: the current values newer than its Last-Event-ID, or its own catch-up of
+a thread, before the shared events.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ class EdgeLink:
         guard forgets it."""
         nc = self._nc
         if primary is None or nc is None or not nc.is_connected:
-            return  # a resync joins only the clients still there
+            return  # its stream is being reopened: the primary that holds it next never hears of it
         note = jsoncodec.dumps({"edge": self.id, "leave": [[share, member]]})
         with contextlib.suppress(NatsError):
             await nc.publish(subjects.primary_inbox(primary), note)

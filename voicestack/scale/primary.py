@@ -3,8 +3,10 @@
 Every request an edge forwards (a call, an upload, a token check, a stream's opening) runs
 through this process's own application, so an edge serves exactly the public API a single
 server does. A stream an edge opens is one stream here, whatever number of the edge's clients
-share it: the hub evaluates each distinct subscription once, and the access guard ends the
-stream at the commit that revokes its token or removes its viewer, as for any client.
+share it: the hub evaluates each distinct subscription once. A watch is opened with its
+clients' credentials, and the access guard ends it at the commit that revokes them, as for any
+client. A thread's feed is shared by clients of any credentials, so each of them joins it as a
+member instead, and the guard ends that member alone (voicestack/agent/shared_feeds.py).
 
 Edges renew their streams every second or so (`hold`); a stream not renewed for LEASE_S, whose
 edge died, ends here.

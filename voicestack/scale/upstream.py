@@ -25,9 +25,15 @@ from urllib.parse import urlencode
 
 from voicestack import jsoncodec
 from voicestack.agent.feed import Event, send_plain
-from voicestack.agent.shared_feeds import MEMBER_EVENT
+from voicestack.agent.shared_feeds import ENDED, HELD, LIVE, MEMBER_EVENT, MemberState
 from voicestack.http.body import parse_int64
-from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER, MEMBER_HEADER, SHARE_HEADER
+from voicestack.http.state import (
+    CATCH_UP_HEADER,
+    CURSOR_HEADER,
+    MEMBER_HEADER,
+    MEMBER_STATE_HEADER,
+    SHARE_HEADER,
+)
 from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.wire import http_chunk
@@ -302,6 +308,20 @@ class FeedMember:
     ended: bool = False  # its access ended
     guard_held: bool = False  # the primary's access guard is re-checking it
     resync_held: bool = False  # not yet joined again on the stream's new primary
+    # The number of the newest guard state heard of this joining (a control, or the answer).
+    guard_seen: int = -1
+
+    def judged(self, state: MemberState) -> None:
+        """What the primary's access guard said of this member, unless something newer was
+        heard already (a control in the stream and the joining's answer race each other)."""
+        if state.number <= self.guard_seen:
+            return
+        self.guard_seen = state.number
+        if state.state == ENDED:
+            self.end(state.reason or ACCESS_REMOVED)
+        else:
+            self.guard_held = state.state == HELD
+            self.apply_holds()
 
     def apply_holds(self) -> None:
         """Hold its clients' events while either hold lasts; send them once neither does."""
@@ -352,7 +372,9 @@ class FeedUpstream(Upstream):
         first = not self.opened
         head = await super().open()
         if head.status == 200 and first:
-            self.last = self.floor = int(head.header(CURSOR_HEADER.encode()) or b"0")
+            self.floor = int(head.header(CURSOR_HEADER.encode()) or b"0")
+            # Events may have arrived before the answer did.
+            self.last = max(self.last, self.floor)
         return head
 
     def clients(self) -> list[Outbox]:
@@ -389,7 +411,8 @@ class FeedUpstream(Upstream):
             return None
         outbox = FeedChannel()
         member.outboxes.add(outbox)
-        member.apply_holds()
+        if member.guard_held or member.resync_held:
+            outbox.hold()
         self.join(member, outbox, b"", after)
         return member, outbox
 
@@ -427,12 +450,17 @@ class FeedUpstream(Upstream):
         """Join a new member on the primary holding the stream: (the primary's answer, the
         event id its client continues after, whether that client's catch-up comes from this
         edge's recent events rather than the primary). Raises PrimaryUnavailable."""
-        if not await self.settled(OPEN_TIMEOUT_S):
-            raise PrimaryUnavailable("the thread's stream is not open")
-        here = self.covers(cursor)
-        request = self._joining(member, cursor, catch_up=here is None)
-        answer = await self.link.call(request, self.primary)
-        member.joined = answer.status == 200
+        for _ in range(2):
+            if not await self.settled(OPEN_TIMEOUT_S):
+                raise PrimaryUnavailable("the thread's stream is not open")
+            here = self.covers(cursor)
+            request = self._joining(member, cursor, catch_up=here is None)
+            answer = await self.link.call(request, self.primary)
+            if answer.status != 503 or self.closed:
+                break
+            # That primary no longer holds the stream (it is stopping, say): reopen, retry.
+            self.primary_lost()
+        self._answered(member, answer)
         if here is not None:
             return answer, here, True
         return answer, int(answer.header(CURSOR_HEADER.encode()) or b"0"), False
@@ -473,13 +501,20 @@ class FeedUpstream(Upstream):
 
     async def resynced(self) -> bool:
         """Join every member on the new primary (no catch-up: the stream resumed after this
-        edge's last event); one refused now is ended."""
-        # Members still joining too: their answer may come from the primary that went away.
-        waiting = [m for m in self._live() if m.resync_held]
-        settled = await asyncio.gather(*(self._rejoin(member) for member in waiting))
+        edge's last event), each held until its answer; one refused now is ended. Members
+        still joining too: their answer may come from the primary that went away; and members
+        joined in an earlier attempt of this resync, whose stream was let go since."""
+        live = list(self._live())
+        for member in live:
+            member.resync_held = True
+            member.apply_holds()
+        settled = await asyncio.gather(*(self._rejoin(member) for member in live))
         return all(settled)
 
     async def _rejoin(self, member: FeedMember) -> bool:
+        # A joining of its own on this stream: what the last primary's guard said is void.
+        member.guard_seen = -1
+        member.guard_held = False
         try:
             answer = await self.link.call(self._joining(member, None, False), self.primary)
         except PrimaryUnavailable:
@@ -488,11 +523,25 @@ class FeedUpstream(Upstream):
             member.end(TOKEN_REVOKED if answer.status == 401 else ACCESS_REMOVED)
         elif answer.status != 200:
             return False
-        else:
-            member.joined = True
+        self._answered(member, answer)
         member.resync_held = False
         member.apply_holds()
         return True
+
+    def _answered(self, member: FeedMember, answer: ResponseEnvelope) -> None:
+        """A joining's answer: the member's state as the guard saw it then."""
+        if answer.status != 200:
+            return
+        member.joined = True
+        raw = answer.header(MEMBER_STATE_HEADER.encode()) or b""
+        state = MemberState.decode(raw.decode("latin-1"))
+        if state is not None:
+            member.judged(state)
+        if member.id not in self.members:
+            # Its clients left while it was joining, and the primary may have heard of it
+            # before the joining: say so again.
+            task = self.link.leave_shared(self.primary, self.share, member.id)
+            asyncio.get_running_loop().create_task(task)
 
     def refused(self, head: ResponseEnvelope) -> bool:
         """The member whose credentials reopened the stream may not see it: end it, and try
@@ -536,8 +585,11 @@ class FeedUpstream(Upstream):
             return
         if member is None:
             return
-        if "end" in note:
-            member.end(str(note["end"]))  # its clients' connections end, and leave
+        try:
+            number = int(note["n"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if "end" in note:  # its clients' connections end, and leave
+            member.judged(MemberState(number, ENDED, str(note["end"])))
         elif "hold" in note or "resume" in note:
-            member.guard_held = "hold" in note
-            member.apply_holds()
+            member.judged(MemberState(number, HELD if "hold" in note else LIVE))
