@@ -240,7 +240,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
     if not edge.take_stream(credential):
         return _too_many(edge)
     try:
-        joined = await _join_feed(edge, request, opening, cursor)
+        joined = await _join_feed(edge, request, opening, credential, cursor)
     except BaseException:
         edge.give_back_stream(credential)
         raise
@@ -261,12 +261,16 @@ def _bearer(opening: RequestEnvelope) -> bool:
 
 
 async def _join_feed(
-    edge: Edge, request: Request, opening: RequestEnvelope, cursor: str | int | None
+    edge: Edge,
+    request: Request,
+    opening: RequestEnvelope,
+    credential: str,
+    cursor: str | int | None,
 ) -> tuple[FeedUpstream, tuple[FeedMember, FeedChannel], Headers] | Response:
     """The client joined to its thread's shared upstream (its member there, and its outbox),
     with the Set-Cookie of its joining (a signed-in client's cookie, renewed); or the
     refusal."""
-    key = _key("feed", RequestEnvelope("GET", opening.path, b"", []), [])
+    key = f"feed\0{opening.path}"  # one upstream per thread, whoever its clients are
     for _ in range(_OPEN_ATTEMPTS):
         upstream, refusal = await _shared(
             edge, key, lambda: FeedUpstream(edge.link, opening, edge.forget)
@@ -279,14 +283,14 @@ async def _join_feed(
             break
     else:
         return unavailable("the thread's stream kept closing")
-    credential = _credential(opening) if _bearer(opening) else None
-    if credential is not None and (beside := upstream.attach(credential, cursor)) is not None:
+    shared_by = credential if _bearer(opening) else None
+    if shared_by is not None and (beside := upstream.attach(shared_by, cursor)) is not None:
         # Another client of the same token is in, and this edge has every event the newcomer
         # missed: nothing to ask of the primary (a mass reconnection after an edge dies costs
         # it nothing for the clients that land beside others of their token).
         edge.resumed_here += 1
         return upstream, beside, []
-    member, outbox = upstream.add(opening, credential)
+    member, outbox = upstream.add(opening, shared_by)
     try:
         joined = await _enroll(edge, request, upstream, member, outbox, cursor)
     except BaseException:
