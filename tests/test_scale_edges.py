@@ -8,9 +8,11 @@ nothing twice; and an edge writes nothing to disk.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -19,7 +21,7 @@ import pytest
 
 from tests.support.scale import Cluster, EdgeProcess, edge_workdir, running_cluster
 from tests.support.server import REPO, server_env
-from tests.support.sse import watch
+from tests.support.sse import Watch, watch
 from voicestack.auth.sessions import create_session, session_hash
 from voicestack.schema import ALL_MIGRATIONS
 from voicestack.store import Store
@@ -136,60 +138,72 @@ async def test_a_removed_member_loses_the_thread_on_every_edge(cluster: Cluster)
             assert all("secret" not in event.data for event in events)
 
 
+@dataclass
+class SharedWatch:
+    """An owner and a member, each a user of their own, watching a new thread's feed through
+    edge one: the owner's client, the thread, both feeds, and the member's token."""
+
+    owner: httpx.AsyncClient
+    thread_id: str
+    mine: Watch
+    theirs: Watch
+    member_token: str
+
+    async def post(self, text: str) -> None:
+        """The owner posts `text` to the thread."""
+        await self.owner.post(f"/api/threads/{self.thread_id}/messages", json={"text": text})
+
+
+@contextlib.asynccontextmanager
+async def watching_together(cluster: Cluster, member: str) -> AsyncIterator[SharedWatch]:
+    """Both feeds open, with their first event read, once the edge holds no other stream."""
+    owner_token = cluster.primary.create_token(f"{member}-owner")
+    member_token = cluster.primary.create_token(member)
+    first, _ = cluster.edges
+    async with client(first.url, owner_token) as owner, client(first.url, member_token) as other:
+        thread_id, path = await shared_thread(owner, member)
+        await streams_closed(owner)  # of earlier tests
+        async with watch(owner, path) as mine, watch(other, path) as theirs:
+            await mine.next()
+            await theirs.next()
+            yield SharedWatch(owner, thread_id, mine, theirs, member_token)
+
+
+async def until_text(feed: Watch, text: str) -> None:
+    """Read `feed` until an event holding `text`."""
+    while text not in (await feed.next()).data:
+        pass
+
+
 async def test_clients_of_different_users_share_one_stream_of_a_thread(
     cluster: Cluster,
 ) -> None:
-    owner_token = cluster.primary.create_token("share-owner")
-    member_token = cluster.primary.create_token("share-member")
-    first, _ = cluster.edges
-    async with client(first.url, owner_token) as owner, client(first.url, member_token) as member:
-        thread_id, path = await shared_thread(owner, "share-member")
-        await streams_closed(owner)  # of earlier tests
-        async with watch(owner, path) as mine, watch(member, path) as theirs:
-            await mine.next()
-            await theirs.next()
-            health = (await owner.get("/healthz")).json()
-            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "to both"})
-            for feed in (mine, theirs):
-                while "to both" not in (await feed.next()).data:
-                    pass
+    async with watching_together(cluster, "share-member") as shared:
+        health = (await shared.owner.get("/healthz")).json()
+        await shared.post("to both")
+        await until_text(shared.mine, "to both")
+        await until_text(shared.theirs, "to both")
     assert (health["threadStreams"], health["feedClients"]) == (1, 2)
 
 
 async def test_a_revoked_client_leaves_a_shared_stream_that_goes_on_for_the_rest(
     cluster: Cluster,
 ) -> None:
-    owner_token = cluster.primary.create_token("stay-owner")
-    member_token = cluster.primary.create_token("revoked-member")
-    first, _ = cluster.edges
-    async with client(first.url, owner_token) as owner, client(first.url, member_token) as member:
-        thread_id, path = await shared_thread(owner, "revoked-member")
-        async with watch(owner, path) as staying, watch(member, path) as revoked:
-            await staying.next()
-            await revoked.next()
-            revoke(cluster, member_token)
-            await revoked.until_end(timeout=10)
-            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "still here"})
-            while "still here" not in (await staying.next()).data:
-                pass
+    async with watching_together(cluster, "revoked-member") as shared:
+        revoke(cluster, shared.member_token)
+        await shared.theirs.until_end(timeout=10)
+        await shared.post("still here")
+        await until_text(shared.mine, "still here")
 
 
 async def test_a_removed_member_leaves_a_shared_stream_at_the_commit(cluster: Cluster) -> None:
-    owner_token = cluster.primary.create_token("keep-owner")
-    member_token = cluster.primary.create_token("removed-member")
-    first, _ = cluster.edges
-    async with client(first.url, owner_token) as owner, client(first.url, member_token) as member:
-        thread_id, path = await shared_thread(owner, "removed-member")
-        async with watch(owner, path) as staying, watch(member, path) as removed:
-            await staying.next()
-            await removed.next()
-            invite = {"id": thread_id, "user": "removed-member"}
-            left = await owner.post("/api/mutation/threads.leave", json={"args": invite})
-            assert left.status_code == 200, left.text
-            await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "secret"})
-            while "secret" not in (await staying.next()).data:
-                pass
-            events = await removed.until_end(timeout=10)
+    async with watching_together(cluster, "removed-member") as shared:
+        invite = {"id": shared.thread_id, "user": "removed-member"}
+        left = await shared.owner.post("/api/mutation/threads.leave", json={"args": invite})
+        assert left.status_code == 200, left.text
+        await shared.post("secret")
+        await until_text(shared.mine, "secret")
+        events = await shared.theirs.until_end(timeout=10)
     assert all("secret" not in event.data for event in events)
 
 

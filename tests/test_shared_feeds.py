@@ -82,8 +82,9 @@ def controls(sent: bytes, until_text: bytes) -> list[tuple[str, str]]:
     return ended
 
 
-async def test_a_revoked_member_is_ended_ahead_of_the_revoking_commits_events(
-    rt: Runtime,
+@pytest.mark.parametrize("why", ["token_revoked", "access_removed"])
+async def test_a_member_losing_access_is_ended_ahead_of_that_commits_events(
+    rt: Runtime, why: str
 ) -> None:
     (_, owner), (token, member) = await people(rt, "owner", "member")
     thread_id = await shared_thread(rt, owner, member)
@@ -92,36 +93,20 @@ async def test_a_revoked_member_is_ended_ahead_of_the_revoking_commits_events(
     *_, leaving = await rt.shared_feeds.join(SHARE, "member-1", member, after, catch_up=False)
     assert (staying, leaving) == (MemberState(0, LIVE), MemberState(0, LIVE))
 
-    def revoke_and_post(db: WriteDB) -> None:
-        revoke_token(db, token)
-        emit(db, thread_id, "speech", "n1", {"text": "in the revoking commit"})
+    def take_access_and_post(db: WriteDB) -> None:
+        if why == "token_revoked":
+            revoke_token(db, token)
+        else:
+            db.execute(
+                "DELETE FROM thread_members WHERE thread_id = ? AND user_id = ?",
+                (thread_id, member.caller.id),
+            )
+        emit(db, thread_id, "speech", "n1", {"text": "in that commit"})
 
-    await rt.store.write(revoke_and_post)
-    sent = await until(stream.outbox, b"in the revoking commit")
+    await rt.store.write(take_access_and_post)
+    sent = await until(stream.outbox, b"in that commit")
     stream.close()
-    assert controls(sent, b"in the revoking commit") == [("member-1", "token_revoked")]
-
-
-async def test_a_removed_member_is_ended_ahead_of_the_removing_commits_events(
-    rt: Runtime,
-) -> None:
-    (_, owner), (_, member) = await people(rt, "owner", "member")
-    thread_id = await shared_thread(rt, owner, member)
-    stream, after = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
-    await rt.shared_feeds.join(SHARE, "owner-1", owner, after, catch_up=False)
-    await rt.shared_feeds.join(SHARE, "member-1", member, after, catch_up=False)
-
-    def remove_and_post(db: WriteDB) -> None:
-        db.execute(
-            "DELETE FROM thread_members WHERE thread_id = ? AND user_id = ?",
-            (thread_id, member.caller.id),
-        )
-        emit(db, thread_id, "speech", "n1", {"text": "in the removing commit"})
-
-    await rt.store.write(remove_and_post)
-    sent = await until(stream.outbox, b"in the removing commit")
-    stream.close()
-    assert controls(sent, b"in the removing commit") == [("member-1", "access_removed")]
+    assert controls(sent, b"in that commit") == [("member-1", why)]
 
 
 async def test_a_joining_is_refused_for_a_member_that_left_or_a_stream_not_held(
