@@ -7,8 +7,9 @@ Every set-up runs as real processes on loopback, fresh for each row, against the
   turn, for the scale-out set-up); write→delivery p50/p99 over every subscriber and write,
   whether every write reached every subscriber, and the primary's CPU per distinct
   subscription it serves;
-- dedup: N clients of one thread on the edges with one token (each edge holds one upstream on
-  the primary) against a token each (N upstreams): primary CPU and NATS messages;
+- dedup: N clients of one thread on the edges with one token against a token each, each of a
+  user of its own (either way each edge holds one stream of the thread on the primary; with a
+  token each, every client joins it there): primary CPU and NATS messages;
 - hop: one subscriber at low load, a single server against the same through an edge.
 
     python -m bench.scale                      # everything (about 20 minutes)

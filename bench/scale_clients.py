@@ -42,15 +42,15 @@ def client_process(conn: Connection, spec: ClientSpec, tokens: list[str]) -> Non
 
 
 def make_tokens(db: Path, count: int) -> list[str]:
-    """`count` new admin tokens of one user on the database file (the server may be running:
-    the write takes SQLite's lock, as `voicestack token create` does)."""
+    """`count` new admin tokens, each of a user of its own, on the database file (the server
+    may be running: the write takes SQLite's lock, as `voicestack token create` does)."""
     from voicestack.auth.users import create_token
     from voicestack.schema import ALL_MIGRATIONS
     from voicestack.store.db import WriteDB
     from voicestack.store.store import Store
 
     def create(conn: WriteDB) -> list[str]:
-        return [create_token(conn, "scale-bench", admin=True)[0] for _ in range(count)]
+        return [create_token(conn, f"scale-bench-{n}", admin=True)[0] for n in range(count)]
 
     store = Store(db, readers=1, migrations=ALL_MIGRATIONS)
     try:

@@ -3,21 +3,25 @@ when the edge they were on dies. What does it cost the primary, and how long unt
 has what it missed? `python3 -m bench.scale_resume`.
 
 nats-server, one primary and two edges on loopback (bench/scale_setups.py). A thread gets
-`--messages` posts (each with the fake provider's reply), then N clients, sharing the first admin
-token, open `/api/threads/{id}/events` on edge one with `Last-Event-ID` set to the event before
-them, all at once. Each is done when it holds the last event. Two rows:
+`--messages` posts (each with the fake provider's reply), then N clients open
+`/api/threads/{id}/events` on edge one with `Last-Event-ID` set to the event before them, all at
+once. Each is done when it holds the last event. Three rows:
 
-- `none open`: no client of the thread is on edge one yet;
-- `one open`: another client of the same token has followed the thread on edge one all along
-  (as clients that landed there earlier have).
+- `none open`: no client of the thread is on edge one yet; the clients share the first admin
+  token;
+- `one open`: a client of that same token has followed the thread on edge one all along (as
+  clients that landed there earlier have): the edge catches the others up from its own recent
+  events, with nothing asked of the primary;
+- `one open, a user each`: the same, but each resuming client has a token of its own user: the
+  edge still catches them up from its own events, but each joins the thread's stream on the
+  primary, which checks its access.
 
 Reported: the time until every client was caught up (p50, p99, all; counted from the first
-connection, so connecting the clients one after another is inside it, alike in both rows), the
+connection, so connecting the clients one after another is inside it, alike in every row), the
 primary's and the edge's CPU seconds over the storm, and the edge's `feedResumesHere` count. A
 client counts as caught up when the last event arrives; tests/test_scale_edges.py checks that
-the events before it are exact. `--baseline-source
-DIR` runs the same rows with the servers of another source tree (e.g. `git archive` of an earlier
-commit) to compare.
+the events before it are exact. To compare with an earlier commit, run that commit's own copy
+(`git archive REV | tar -x -C DIR`, then run the module from DIR).
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ import time
 from pathlib import Path
 
 from bench.peers_servers import Fake
+from bench.scale_clients import make_tokens
 from bench.scale_setups import EDGES, ScaleOut, _cpu, make_setup, nats_binary
 from bench.server_access import auth_line
 from bench.sse_client import HOST, SseClient, Tracker, http_call, raise_nofile_limit
+
+NONE_OPEN, ONE_OPEN, USER_EACH = "none open", "one open", "one open, a user each"
+ROWS = (NONE_OPEN, ONE_OPEN, USER_EACH)
 
 
 async def _post(port: int, path: str, token: str, text: str) -> None:
@@ -55,20 +63,21 @@ async def _events(port: int, path: str, token: str, wait_s: float) -> list[bytes
     return [line[3:].strip() for line in raw.split(b"\n") if line.startswith(b"id:")]
 
 
-async def _storm(
-    port: int, path: str, token: str, after: bytes, last: bytes, n: int
-) -> list[float]:
-    """N clients resuming after `after` at once: seconds until each held event `last`."""
+async def _storm(port: int, path: str, tokens: list[str], after: bytes, last: bytes) -> list[float]:
+    """A client per token resuming after `after`, all at once: seconds until each held event
+    `last`."""
     loop = asyncio.get_running_loop()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{auth_line(token)}"
-        f"Last-Event-ID: {after.decode()}\r\n\r\n"
-    ).encode()
     pattern = b"id: " + last + b"\n"
     clients: list[SseClient] = []
     start = time.time()
-    for _ in range(n):
-        _, client = await loop.create_connection(lambda: SseClient(request, Tracker()), HOST, port)
+    for token in tokens:
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{auth_line(token)}"
+            f"Last-Event-ID: {after.decode()}\r\n\r\n"
+        ).encode()
+        _, client = await loop.create_connection(
+            lambda r=request: SseClient(r, Tracker()), HOST, port
+        )
         clients.append(client)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -88,7 +97,7 @@ async def _storm(
     return done
 
 
-async def _row(args: argparse.Namespace, work: Path, fake: Fake, keeper_open: bool) -> dict:
+async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str) -> dict:
     setup = make_setup(EDGES, work, fake.port, nats_binary(), via_edges=True)
     assert isinstance(setup, ScaleOut)
     try:
@@ -100,7 +109,7 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, keeper_open: bo
         ids = await _events(edge_two.port, path, token, 0.3)
         after = ids[-1]
         keeper = None
-        if keeper_open:
+        if name != NONE_OPEN:
             loop = asyncio.get_running_loop()
             request = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{auth_line(token)}\r\n".encode()
             _, keeper = await loop.create_connection(
@@ -114,7 +123,10 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, keeper_open: bo
         last = ids[-1]
         _, before = await http_call(edge_one.port, "GET", "/healthz")
         primary0, edge0 = setup.primary_cpu(), _cpu(edge_one.child.pid)
-        times = await _storm(edge_one.port, path, token, after, last, args.clients)
+        tokens = (
+            make_tokens(setup.db, args.clients) if name == USER_EACH else [token] * args.clients
+        )
+        times = await _storm(edge_one.port, path, tokens, after, last)
         primary_s = setup.primary_cpu() - primary0
         edge_s = _cpu(edge_one.child.pid) - edge0
         _, health = await http_call(edge_one.port, "GET", "/healthz")
@@ -128,7 +140,7 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, keeper_open: bo
         await fake.reset()
     good = sorted(t for t in times if t == t)
     return {
-        "upstream": "one open" if keeper_open else "none open",
+        "upstream": name,
         "clients": args.clients,
         "caught_up": len(good),
         "p50_ms": 1000 * statistics.median(good) if good else float("nan"),
@@ -146,8 +158,8 @@ async def _main(args: argparse.Namespace) -> list[dict]:
     rows = []
     try:
         for _ in range(args.repeat):
-            for keeper_open in (False, True):
-                rows.append(await _row(args, work, fake, keeper_open))
+            for name in ROWS:
+                rows.append(await _row(args, work, fake, name))
                 print(rows[-1], file=sys.stderr, flush=True)
     finally:
         fake.stop()
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         " | edge CPU s | resumed from the edge | runs |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name in ("none open", "one open"):
+    for name in ROWS:
         runs = [r for r in rows if r["upstream"] == name]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "upstream"}
         print(

@@ -156,7 +156,8 @@ async def run_row(
         thread_id = await setup.create_thread()
         tokens = make_tokens(setup.db, n) if mode == DISTINCT else []
         if kind == EDGES:
-            row.primary_streams = n if mode == DISTINCT else min(n, len(setup.stream_ports))
+            # One stream of the thread per edge, whoever its clients are.
+            row.primary_streams = min(n, len(setup.stream_ports))
         else:
             row.primary_streams = n
         cpu0 = setup.primary_cpu()
