@@ -14,7 +14,10 @@ that commit, as a single server would.
 
 The answer to a joining travels apart from the stream, so either may arrive first: each control
 is numbered per member, and the answer carries the member's state with the number it had then
-(`MemberState`); the edge keeps whichever is newer.
+(`MemberState`); the edge keeps whichever is newer. An edge may join one client again (after a
+resync, or a retry): each joining's id is the client's own id, a dot, and the joining's number,
+so that the edge can tell the controls of the joining it waits on from an earlier one's. A new
+joining replaces the client's earlier one here.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ MEMBER_EVENT = b"voicestack-member"
 # before the client left) is refused instead of lingering as a member nobody has.
 _LEFT_KEPT = 4096
 LIVE, HELD, ENDED = "live", "held", "ended"
+
+
+def client_of(member_id: str) -> str:
+    """The client a joining's id names: the id without its `.N` joining number."""
+    return member_id.rpartition(".")[0] or member_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,17 +208,18 @@ class SharedFeeds:
         shared = self._shared.get(share)
         if shared is None or shared.outbox.closed:
             raise FunctionError(
-                "feed_not_open", "This primary holds no such shared stream: reopen it.", 503
+                "feed_not_open", "The thread's stream is moving between servers: try again.", 503
             )
-        if member_id in shared.left:
+        client = client_of(member_id)
+        if client in shared.left:
             raise FunctionError("member_left", "This client has left the stream.", 410)
         thread_id = shared.thread_id
         user = viewer.caller if viewer is not None else None
         member = FeedMember(shared.outbox, member_id)
-        old = shared.members.pop(member_id, None)
+        old = shared.members.pop(client, None)
         if old is not None:
             old.leave()
-        shared.members[member_id] = member
+        shared.members[client] = member
         # Guarded before the check reads, as a stream of its own is.
         self._guard.watch(member, viewer, lambda db: thread_visible(db, thread_id, user))
 
@@ -224,21 +233,22 @@ class SharedFeeds:
         try:
             version, events, after = await self._store.read(read)
         except BaseException:
-            if shared.members.get(member_id) is member:
-                del shared.members[member_id]
+            if shared.members.get(client) is member:
+                del shared.members[client]
             member.leave()
             raise
         self._guard.checked(member, version)
         return events, after, member.state
 
-    def leave(self, share: str, member_id: str) -> None:
-        """A client left the shared stream `share`: the guard forgets it."""
+    def leave(self, share: str, client: str) -> None:
+        """A client left the shared stream `share` (its id, without a joining number): the
+        guard forgets it, and a joining of it still on its way is refused."""
         shared = self._shared.get(share)
         if shared is None:
             return
-        member = shared.members.pop(member_id, None)
+        member = shared.members.pop(client, None)
         if member is not None:
             member.leave()
-        shared.left[member_id] = None
+        shared.left[client] = None
         if len(shared.left) > _LEFT_KEPT:
             shared.left.popitem(last=False)

@@ -28,7 +28,7 @@ from voicestack.config import Settings
 from voicestack.http.auth import IDENTITY_KEY
 from voicestack.http.errors import error_response
 from voicestack.http.sse import STREAM_RELEASE_KEY, StreamRelease
-from voicestack.http.state import CATCH_UP_HEADER, FROM_EDGE_KEY, SHARE_HEADER
+from voicestack.http.state import CATCH_UP_HEADER, FROM_EDGE_KEY, MEMBER_HEADER, SHARE_HEADER
 
 # Nothing tells when another stream closes: a client should look again after a few seconds.
 STREAM_RETRY_AFTER_S = 5
@@ -44,8 +44,9 @@ def _edge_feed_work(scope: Scope) -> bool:
     of the token it carries (the edge holds each token to its stream limit itself)."""
     if not scope.get(FROM_EDGE_KEY):
         return False
-    internal = (SHARE_HEADER.encode(), CATCH_UP_HEADER.encode())
-    return any(name in internal for name, _ in scope["headers"])
+    names = {name for name, _ in scope["headers"]}
+    shared_stream = SHARE_HEADER.encode() in names and MEMBER_HEADER.encode() not in names
+    return shared_stream or CATCH_UP_HEADER.encode() in names
 
 
 @dataclass(slots=True)
