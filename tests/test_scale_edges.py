@@ -445,13 +445,21 @@ async def test_an_edge_holds_each_token_to_its_stream_limit(
     )
     edge.start()
     try:
-        async with client(edge.url, cluster.primary.create_token("one-stream")) as http:
+        token = cluster.primary.create_token("one-stream")
+        async with client(edge.url, token) as http:
+            thread_id = await new_thread(http, "one stream at a time")
             async with watch(http, "/api/watch/threads.list") as first:
                 await first.next()
                 refused = await http.get("/api/watch/threads.list")
                 assert refused.status_code == 429
                 assert refused.headers["retry-after"] == "5"
                 assert refused.json()["error"]["code"] == "too_many_streams"
+                # The same token spelled otherwise is still the same token.
+                respelled = await http.get(
+                    f"/api/threads/{thread_id}/events",
+                    headers={"Authorization": f"BEARER  {token}"},
+                )
+                assert respelled.status_code == 429
             with anyio.fail_after(5):  # its place is given back when it ends
                 while True:
                     async with http.stream("GET", "/api/watch/threads.list") as again:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from voicestack import jsoncodec
 from voicestack.http.limits import STREAM_RETRY_AFTER_S
+from voicestack.http.signin_auth import session_cookie
 from voicestack.http.sse import ChannelResponse
 from voicestack.http.state import CATCH_UP_HEADER, CURSOR_HEADER
 from voicestack.http.watch import last_event_id
@@ -77,11 +78,20 @@ def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEn
 
 
 def _credential(opening: RequestEnvelope) -> str:
-    digest = hashlib.sha256()
-    for name, value in sorted(opening.headers):
-        if name.lower() in (b"authorization", b"cookie"):
-            digest.update(b"\0%s:%s" % (name.lower(), value))
-    return digest.hexdigest()
+    """Who the primary takes the client for, as a key: the bearer token of its first
+    Authorization header, else its sign-in cookie, as the primary reads them. Spellings of one
+    token (`bearer T`, `Bearer  T `, other cookies beside it) are one credential, held to one
+    stream limit."""
+    for name, value in opening.headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            said = (
+                b"bearer\0" + token.strip() if scheme.lower() == b"bearer" else b"other\0" + value
+            )
+            return hashlib.sha256(said).hexdigest()
+    headers = [(name.lower(), value) for name, value in opening.headers]
+    secret = session_cookie({"type": "http", "headers": headers}) or ""
+    return hashlib.sha256(b"session\0" + secret.encode()).hexdigest()
 
 
 def _key(kind: str, opening: RequestEnvelope, params: list[tuple[str, str]]) -> str:

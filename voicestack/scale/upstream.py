@@ -308,8 +308,18 @@ class FeedMember:
     ended: bool = False  # its access ended
     guard_held: bool = False  # the primary's access guard is re-checking it
     resync_held: bool = False  # not yet joined again on the stream's new primary
+    # Its joinings so far: the current one's controls name it `id.joining`; an earlier one's
+    # (on a primary it has left, or before a retry) are ignored.
+    joining: int = 0
     # The number of the newest guard state heard of this joining (a control, or the answer).
     guard_seen: int = -1
+
+    def next_joining(self) -> str:
+        """Begin a new joining (what earlier ones heard is void): its id."""
+        self.joining += 1
+        self.guard_seen = -1
+        self.guard_held = False
+        return f"{self.id}.{self.joining}"
 
     def judged(self, state: MemberState) -> None:
         """What the primary's access guard said of this member, unless something newer was
@@ -418,18 +428,20 @@ class FeedUpstream(Upstream):
 
     def _joining(
         self, member: FeedMember, cursor: str | int | None, catch_up: bool
-    ) -> RequestEnvelope:
+    ) -> tuple[RequestEnvelope, int]:
+        """A new joining of `member`: its request, and its number."""
         base = member.opening
         query = b"" if cursor is None else urlencode({"since": str(cursor)}).encode()
         headers = [
             *base.headers,
             (CATCH_UP_HEADER.encode(), b"1" if catch_up else b"0"),
             (SHARE_HEADER.encode(), self.share.encode()),
-            (MEMBER_HEADER.encode(), member.id.encode()),
+            (MEMBER_HEADER.encode(), member.next_joining().encode()),
         ]
-        return RequestEnvelope(
+        request = RequestEnvelope(
             base.method, base.path, query, headers, b"", base.client, scheme=base.scheme
         )
+        return request, member.joining
 
     def covers(self, cursor: str | int | None) -> int | None:
         """`cursor` as an event id when this upstream's recent events hold everything after it
@@ -454,13 +466,15 @@ class FeedUpstream(Upstream):
             if not await self.settled(OPEN_TIMEOUT_S):
                 raise PrimaryUnavailable("the thread's stream is not open")
             here = self.covers(cursor)
-            request = self._joining(member, cursor, catch_up=here is None)
-            answer = await self.link.call(request, self.primary)
+            request, joining = self._joining(member, cursor, catch_up=here is None)
+            sent_to = self.primary
+            answer = await self.link.call(request, sent_to)
             if answer.status != 503 or self.closed:
                 break
-            # That primary no longer holds the stream (it is stopping, say): reopen, retry.
-            self.primary_lost()
-        self._answered(member, answer)
+            if self.primary == sent_to:
+                # That primary no longer holds the stream (it is stopping, say): reopen it.
+                self.primary_lost()
+        self._answered(member, answer, joining)
         if here is not None:
             return answer, here, True
         return answer, int(answer.header(CURSOR_HEADER.encode()) or b"0"), False
@@ -512,25 +526,30 @@ class FeedUpstream(Upstream):
         return all(settled)
 
     async def _rejoin(self, member: FeedMember) -> bool:
-        # A joining of its own on this stream: what the last primary's guard said is void.
-        member.guard_seen = -1
-        member.guard_held = False
+        request, joining = self._joining(member, None, False)
         try:
-            answer = await self.link.call(self._joining(member, None, False), self.primary)
+            answer = await self.link.call(request, self.primary)
         except PrimaryUnavailable:
             return False
+        if member.joining != joining:
+            # Joined again meanwhile, on this stream's primary (its first joining's retry):
+            # that joining's answer decides, and its client gets nothing until then.
+            member.resync_held = False
+            member.apply_holds()
+            return True
         if answer.status in FINAL_REFUSALS:
             member.end(TOKEN_REVOKED if answer.status == 401 else ACCESS_REMOVED)
         elif answer.status != 200:
             return False
-        self._answered(member, answer)
+        self._answered(member, answer, joining)
         member.resync_held = False
         member.apply_holds()
         return True
 
-    def _answered(self, member: FeedMember, answer: ResponseEnvelope) -> None:
-        """A joining's answer: the member's state as the guard saw it then."""
-        if answer.status != 200:
+    def _answered(self, member: FeedMember, answer: ResponseEnvelope, joining: int) -> None:
+        """The answer to the member's `joining`th joining: the member's state as the guard saw
+        it then (nothing, if the member has joined again since)."""
+        if answer.status != 200 or member.joining != joining:
             return
         member.joined = True
         raw = answer.header(MEMBER_STATE_HEADER.encode()) or b""
@@ -580,15 +599,13 @@ class FeedUpstream(Upstream):
         """What the primary's access guard said of one member, at this point of the stream."""
         try:
             note = json.loads(data)
-            member = self.members.get(str(note["member"]))
-        except (ValueError, KeyError, TypeError):
-            return
-        if member is None:
-            return
-        try:
+            client, _, joining = str(note["member"]).rpartition(".")
             number = int(note["n"])
+            member = self.members.get(client)
         except (ValueError, KeyError, TypeError):
             return
+        if member is None or joining != str(member.joining):
+            return  # an earlier joining's, or a client that left
         if "end" in note:  # its clients' connections end, and leave
             member.judged(MemberState(number, ENDED, str(note["end"])))
         elif "hold" in note or "resume" in note:
