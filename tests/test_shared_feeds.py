@@ -40,10 +40,11 @@ async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
 async def people(rt: Runtime, *names: str) -> list[tuple[str, Viewer]]:
     """A new user with a token for each name: the token, and the viewer it identifies (all
     identified once every token exists, so that none is re-checked when it joins)."""
-    tokens = [
-        (await rt.store.write(lambda db, name=name: create_token(db, name)[0])).value
-        for name in names
-    ]
+    made = [await rt.store.write(lambda db, name=name: create_token(db, name)[0]) for name in names]
+    with anyio.fail_after(5):  # until the access guard has heard of every new token
+        while rt.hub.version < made[-1].version:
+            await anyio.sleep(0.005)
+    tokens = [write.value for write in made]
     found = []
     for token in tokens:
         identity = await rt.access.identify(token)
