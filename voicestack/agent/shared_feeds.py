@@ -17,7 +17,8 @@ is numbered per member, and the answer carries the member's state with the numbe
 (`MemberState`); the edge keeps whichever is newer. An edge may join one client again (after a
 resync, or a retry): each joining's id is the client's own id, a dot, and the joining's number,
 so that the edge can tell the controls of the joining it waits on from an earlier one's. A new
-joining replaces the client's earlier one here.
+joining replaces the client's earlier one here, and an earlier one that arrives after it (the
+primary serves each in a task of its own) is refused.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ _LEFT_KEPT = 4096
 LIVE, HELD, ENDED = "live", "held", "ended"
 
 
-def client_of(member_id: str) -> str:
-    """The client a joining's id names: the id without its `.N` joining number."""
-    return member_id.rpartition(".")[0] or member_id
+def joining_of(member_id: str) -> tuple[str, int]:
+    """The client a joining's id names, and the joining's number (0 when it has none)."""
+    client, _, number = member_id.rpartition(".")
+    if not client or not number.isdigit():
+        return member_id, 0
+    return client, int(number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,8 @@ class _Shared:
     outbox: FeedChannel
     members: dict[str, FeedMember] = field(default_factory=dict)
     left: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
+    # Each client's newest joining number: an older joining that arrives late is refused.
+    joinings: dict[str, int] = field(default_factory=dict)
 
 
 class SharedFeeds:
@@ -210,9 +216,12 @@ class SharedFeeds:
             raise FunctionError(
                 "feed_not_open", "The thread's stream is moving between servers: try again.", 503
             )
-        client = client_of(member_id)
+        client, number = joining_of(member_id)
         if client in shared.left:
             raise FunctionError("member_left", "This client has left the stream.", 410)
+        if number < shared.joinings.get(client, 0):
+            raise FunctionError("joining_superseded", "A newer joining of this client came.", 409)
+        shared.joinings[client] = number
         thread_id = shared.thread_id
         user = viewer.caller if viewer is not None else None
         member = FeedMember(shared.outbox, member_id)
@@ -249,6 +258,7 @@ class SharedFeeds:
         member = shared.members.pop(client, None)
         if member is not None:
             member.leave()
+        shared.joinings.pop(client, None)
         shared.left[client] = None
         if len(shared.left) > _LEFT_KEPT:
             shared.left.popitem(last=False)
