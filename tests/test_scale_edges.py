@@ -455,11 +455,12 @@ async def test_an_edge_holds_each_token_to_its_stream_limit(
                 assert refused.headers["retry-after"] == "5"
                 assert refused.json()["error"]["code"] == "too_many_streams"
                 # The same token spelled otherwise is still the same token.
-                respelled = await http.get(
-                    f"/api/threads/{thread_id}/events",
-                    headers={"Authorization": f"BEARER  {token}"},
-                )
+                path = f"/api/threads/{thread_id}/events"
+                respelled = await http.get(path, headers={"Authorization": f"BEARER  {token}"})
                 assert respelled.status_code == 429
+                async with httpx.AsyncClient(base_url=edge.url, timeout=10.0) as anonymous:
+                    padded = await anonymous.get(path, params={"token": f"{token}\xa0"})
+                assert padded.status_code == 429
             with anyio.fail_after(5):  # its place is given back when it ends
                 while True:
                     async with http.stream("GET", "/api/watch/threads.list") as again:

@@ -1,7 +1,8 @@
 """Shared thread streams on a primary (voicestack/agent/shared_feeds.py), in one process on a
 real database file: a member that loses its access is ended by a control inside the shared
 stream, ahead of every event of the commit that took the access away, and the others are not;
-a joining's answer carries the member's state; a member that left cannot join again late.
+a joining's answer carries the member's state; a member that left, or an overtaken joining,
+cannot join late.
 """
 
 from __future__ import annotations
@@ -116,12 +117,15 @@ async def test_a_joining_is_refused_for_a_member_that_left_or_a_stream_not_held(
     (_, owner), (_, member), (_, outsider) = await people(rt, "owner", "member", "outsider")
     thread_id = await shared_thread(rt, owner, member)
     stream, after = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
-    await rt.shared_feeds.join(SHARE, "member-1", member, after, catch_up=False)
+    await rt.shared_feeds.join(SHARE, "member-1.2", member, after, catch_up=False)
+    with pytest.raises(FunctionError) as older:  # an earlier joining, overtaken on its way
+        await rt.shared_feeds.join(SHARE, "member-1.1", member, after, catch_up=False)
+    assert (older.value.status, older.value.code) == (409, "joining_superseded")
     assert rt.shared_feeds.members == 1
     rt.shared_feeds.leave(SHARE, "member-1")
     assert rt.shared_feeds.members == 0
     with pytest.raises(FunctionError) as late:
-        await rt.shared_feeds.join(SHARE, "member-1", member, after, catch_up=False)
+        await rt.shared_feeds.join(SHARE, "member-1.3", member, after, catch_up=False)
     assert (late.value.status, late.value.code) == (410, "member_left")
     stream.close()
     with pytest.raises(FunctionError) as gone:

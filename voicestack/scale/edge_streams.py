@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from voicestack import jsoncodec
+from voicestack.http.auth import presented_token
 from voicestack.http.limits import STREAM_RETRY_AFTER_S
 from voicestack.http.signin_auth import session_cookie
 from voicestack.http.sse import ChannelResponse
@@ -78,20 +79,20 @@ def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEn
 
 
 def _credential(opening: RequestEnvelope) -> str:
-    """Who the primary takes the client for, as a key: the bearer token of its first
-    Authorization header, else its sign-in cookie, as the primary reads them. Spellings of one
-    token (`bearer T`, `Bearer  T `, other cookies beside it) are one credential, held to one
-    stream limit."""
-    for name, value in opening.headers:
-        if name.lower() == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            said = (
-                b"bearer\0" + token.strip() if scheme.lower() == b"bearer" else b"other\0" + value
-            )
-            return hashlib.sha256(said).hexdigest()
+    """Who the primary takes the client for, as a key: the token it presents, read as the
+    primary reads it (voicestack.http.auth.presented_token), else its sign-in cookie. Spellings
+    of one token (`bearer T`, `Bearer  T `, other cookies beside it) are one credential, held to
+    one stream limit."""
     headers = [(name.lower(), value) for name, value in opening.headers]
-    secret = session_cookie({"type": "http", "headers": headers}) or ""
-    return hashlib.sha256(b"session\0" + secret.encode()).hexdigest()
+    scope = {"type": "http", "method": "GET", "path": opening.path, "headers": headers}
+    token, problem = presented_token({**scope, "query_string": b""})
+    if token is not None:
+        said = "bearer\0" + token
+    elif problem is not None:
+        said = "refused\0" + problem  # the primary refuses it, whatever it says
+    else:
+        said = "session\0" + (session_cookie(scope) or "")
+    return hashlib.sha256(said.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _key(kind: str, opening: RequestEnvelope, params: list[tuple[str, str]]) -> str:

@@ -47,6 +47,8 @@ RESYNC_WAIT_S = 0.5
 RESYNC_MAX_WAIT_S = 5.0
 # Answers to a reopening that end the stream: the viewer may no longer see it.
 FINAL_REFUSALS = frozenset({400, 401, 403, 404, 410, 422})
+# Joinings a new client may need: its primary may stop, or the stream move, meanwhile.
+_JOIN_ATTEMPTS = 3
 RING_EVENTS = 1024  # recent feed events kept for clients that join while the upstream runs
 _MEMBER_CONTROL = b"event: " + MEMBER_EVENT + b"\n"
 
@@ -311,6 +313,7 @@ class FeedMember:
     # Its joinings so far: the current one's controls name it `id.joining`; an earlier one's
     # (on a primary it has left, or before a retry) are ignored.
     joining: int = 0
+    enrolling: bool = False  # its first joining is in flight
     # The number of the newest guard state heard of this joining (a control, or the answer).
     guard_seen: int = -1
 
@@ -462,19 +465,31 @@ class FeedUpstream(Upstream):
         """Join a new member on the primary holding the stream: (the primary's answer, the
         event id its client continues after, whether that client's catch-up comes from this
         edge's recent events rather than the primary). Raises PrimaryUnavailable."""
-        for _ in range(2):
+        for _ in range(_JOIN_ATTEMPTS):
             if not await self.settled(OPEN_TIMEOUT_S):
                 raise PrimaryUnavailable("the thread's stream is not open")
             here = self.covers(cursor)
             request, joining = self._joining(member, cursor, catch_up=here is None)
-            sent_to = self.primary
-            answer = await self.link.call(request, sent_to)
-            if answer.status != 503 or self.closed:
+            stream = self.stream_id
+            # One joining of a member in flight at a time: a resync meanwhile leaves this one
+            # to its enrolling, which joins it again on the stream as it is then (below).
+            member.enrolling = True
+            try:
+                answer = await self.link.call(request, self.primary)
+            finally:
+                member.enrolling = False
+            if self.closed:
                 break
-            if self.primary == sent_to:
+            if answer.status == 503 and self.stream_id == stream:
                 # That primary no longer holds the stream (it is stopping, say): reopen it.
                 self.primary_lost()
+            elif self.stream_id == stream:
+                break
+            # The stream moved while the member was joining: join it where it is now.
         self._answered(member, answer, joining)
+        if member.joining == joining and member.resync_held:
+            member.resync_held = False
+            member.apply_holds()
         if here is not None:
             return answer, here, True
         return answer, int(answer.header(CURSOR_HEADER.encode()) or b"0"), False
@@ -518,7 +533,7 @@ class FeedUpstream(Upstream):
         edge's last event), each held until its answer; one refused now is ended. Members
         still joining too: their answer may come from the primary that went away; and members
         joined in an earlier attempt of this resync, whose stream was let go since."""
-        live = list(self._live())
+        live = [member for member in self._live() if not member.enrolling]
         for member in live:
             member.resync_held = True
             member.apply_holds()
@@ -532,11 +547,7 @@ class FeedUpstream(Upstream):
         except PrimaryUnavailable:
             return False
         if member.joining != joining:
-            # Joined again meanwhile, on this stream's primary (its first joining's retry):
-            # that joining's answer decides, and its client gets nothing until then.
-            member.resync_held = False
-            member.apply_holds()
-            return True
+            return True  # superseded: the newer joining's answer decides
         if answer.status in FINAL_REFUSALS:
             member.end(TOKEN_REVOKED if answer.status == 401 else ACCESS_REMOVED)
         elif answer.status != 200:
