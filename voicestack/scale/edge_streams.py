@@ -62,14 +62,21 @@ _OPEN_ATTEMPTS = 3
 
 
 class BadToken(Exception):
-    """A `?token=` that cannot be any token (not latin-1): 401, as a single server answers."""
+    """A `?token=` that cannot be any token (not latin-1, or padded with whitespace): 401, as a
+    single server answers."""
 
 
 def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEnvelope:
     """The request that opens a stream for this client's credentials, whatever its cursor."""
     opening = forwarded(request, b"", _STREAM_ONLY)
-    token = request.query_params.get("token")
-    if token and not _bearer(opening):
+    # The last non-blank `?token=`, as a single server reads it (voicestack.http.auth).
+    tokens = [value for name, value in parse_qsl(request.url.query) if name == "token"]
+    if tokens and not _bearer(opening):
+        token = tokens[-1]
+        if token != token.strip():
+            # A single server looks such a token up as it is, and finds none; as a header it
+            # would be trimmed, and pass.
+            raise BadToken
         try:
             opening.headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
         except UnicodeEncodeError:

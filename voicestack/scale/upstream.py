@@ -486,9 +486,11 @@ class FeedUpstream(Upstream):
             elif self.stream_id == stream:
                 break
             # The stream moved while the member was joining: join it where it is now.
+        else:
+            raise PrimaryUnavailable("the thread's stream kept moving while the client joined")
         self._answered(member, answer, joining)
-        if member.joining == joining and member.resync_held:
-            member.resync_held = False
+        if answer.status == 200 and member.joining == joining and member.resync_held:
+            member.resync_held = False  # joined on the stream as it is now
             member.apply_holds()
         if here is not None:
             return answer, here, True
@@ -530,9 +532,9 @@ class FeedUpstream(Upstream):
 
     async def resynced(self) -> bool:
         """Join every member on the new primary (no catch-up: the stream resumed after this
-        edge's last event), each held until its answer; one refused now is ended. Members
-        still joining too: their answer may come from the primary that went away; and members
-        joined in an earlier attempt of this resync, whose stream was let go since."""
+        edge's last event), each held until its answer; one refused now is ended. That includes
+        members joined in an earlier attempt of this resync, whose stream was let go since, but
+        not a client still enrolling: its enrolling joins it again where the stream is now."""
         live = [member for member in self._live() if not member.enrolling]
         for member in live:
             member.resync_held = True
