@@ -30,7 +30,7 @@ from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import forward
 from voicestack.scale.edge_sockets import SocketRelay, socket_request
 from voicestack.scale.edge_streams import thread_events, watch
-from voicestack.scale.upstream import FeedUpstream
+from voicestack.scale.feed_upstream import FeedUpstream
 
 log = logging.getLogger(__name__)
 

@@ -29,14 +29,9 @@ from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import as_response, forward, forwarded, relayed_headers, unavailable
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
+from voicestack.scale.feed_upstream import FeedMember, FeedUpstream
 from voicestack.scale.link import PrimaryUnavailable
-from voicestack.scale.upstream import (
-    FeedMember,
-    FeedUpstream,
-    RelayChannel,
-    Upstream,
-    WatchUpstream,
-)
+from voicestack.scale.upstream import RelayChannel, Upstream, WatchUpstream
 
 _STREAM_ONLY = frozenset({b"last-event-id", b"accept-encoding"})
 # The primary's stream headers the edge's own stream response does not repeat.
