@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import TEST_APP, ServerProcess, free_port
+from tests.support.server import REPO, TEST_APP, ServerProcess, free_port, server_env
 
 START_TIMEOUT_S = 15.0
 
@@ -202,3 +203,36 @@ def _wait_linked(cluster: Cluster) -> None:
             if time.monotonic() > deadline:
                 pytest.fail(f"edge {edge.url} did not reach NATS:\n{edge.log()}")
             time.sleep(0.05)
+
+
+def client(url: str, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=url, timeout=10.0, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+async def new_thread(http: httpx.AsyncClient, title: str) -> str:
+    response = await http.post("/api/threads", json={"title": title})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def revoke(cluster: Cluster, token: str) -> None:
+    """Revoke `token` with `voicestack token revoke`, on the primary's file."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicestack",
+            "token",
+            "revoke",
+            token,
+            "--db",
+            str(cluster.primary.db_path),
+        ],
+        cwd=REPO,
+        env=server_env(),
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
