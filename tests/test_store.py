@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
 
+import anyio
 import apsw
 import pytest
 
@@ -182,6 +184,58 @@ def test_one_failing_mutation_in_a_group_commit_rolls_back_alone(store, changese
         frozenset({"items"}),
         {"items": frozenset(ids)},
     )
+
+
+@pytest.mark.anyio
+async def test_tasks_writing_together_are_told_after_their_one_commit(store, changesets):
+    hold = WriterHold(store)
+
+    def fail(db):
+        db.execute("INSERT INTO items(name) VALUES ('doomed')")
+        raise ValueError("refused")
+
+    def stop(db):  # a future refuses StopIteration itself: the others must still be told
+        db.execute("INSERT INTO items(name) VALUES ('stopped')")
+        return next(iter(()))
+
+    tasks = [asyncio.ensure_future(store.write(insert(name))) for name in ("a", "b")]
+    tasks.append(asyncio.ensure_future(store.write(fail)))
+    tasks.append(asyncio.ensure_future(store.write(stop)))
+    tasks.append(asyncio.ensure_future(store.write(insert("c"))))
+    await asyncio.sleep(0)  # every task has queued its write
+    hold.release()
+
+    with anyio.fail_after(5):
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], ValueError)
+    assert isinstance(results[3], RuntimeError)
+    good = [results[i] for i in (0, 1, 4)]
+    assert len({result.version for result in good}) == 1
+    assert changesets[-1].version == good[0].version
+    assert sorted(names(store)) == ["a", "b", "c"]
+
+
+@pytest.mark.anyio
+async def test_a_write_given_up_before_its_turn_never_runs(store):
+    hold = WriterHold(store)
+    ran: list[str] = []
+
+    def given_up(db):
+        ran.append("given up")
+        db.execute("INSERT INTO items(name) VALUES ('given up')")
+
+    abandoned = asyncio.ensure_future(store.write(given_up))
+    kept = asyncio.ensure_future(store.write(insert("kept")))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    await asyncio.sleep(0)
+    hold.release()
+
+    assert (await kept).version > 0
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    assert ran == []
+    assert names(store) == ["kept"]
 
 
 def test_a_statement_that_rolls_back_the_transaction_costs_only_its_mutation(store):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,7 +85,7 @@ class Store:
 
     async def write(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
         """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT."""
-        return await asyncio.wrap_future(self.writer.submit(fn))
+        return await self.writer.submit_async(fn)
 
     def write_sync(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
         """Like `write`, for callers on other threads; blocks until COMMIT."""

@@ -2,11 +2,13 @@
 
 Each mutation runs inside its own SAVEPOINT, so one that raises rolls back alone while the others
 in the same transaction commit. After COMMIT the batch's ChangeSet, with the next version, is
-published to the listeners and only then are the callers' futures resolved.
+published to the listeners and only then are the callers' futures resolved: the event loop's
+callers all at once, with one wake-up of their loop per commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import queue
@@ -44,12 +46,67 @@ class WriteResult(Generic[T]):
 
 @dataclass(slots=True)
 class _Job:
+    """A queued mutation, and who waits for it: a thread (`future`) or a task (`waiter`)."""
+
     fn: WriteFn
-    future: concurrent.futures.Future[WriteResult[Any]] = field(
-        default_factory=concurrent.futures.Future
-    )
+    future: concurrent.futures.Future[WriteResult[Any]] | None = None
+    waiter: asyncio.Future[WriteResult[Any]] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
     value: Any = None
     error: BaseException | None = None
+
+    def start(self) -> bool:
+        """False when its caller gave up before the job ran; the job is then skipped. A task
+        that gives up later finds its job committed anyway, as a running thread future would."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return self.waiter is not None and not self.waiter.cancelled()
+
+
+# What a batch's waiting tasks are told, per event loop: each waiter with its result or error.
+_Outcomes = list[tuple["asyncio.Future[WriteResult[Any]]", Any, BaseException | None]]
+
+
+def _settle(outcomes: _Outcomes) -> None:
+    # Runs on the waiters' loop; a waiter cancelled since the commit has nobody left to tell.
+    for waiter, result, error in outcomes:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(result)
+        elif isinstance(error, StopIteration):
+            # A future refuses StopIteration, which would end the awaiting coroutine: it
+            # becomes the RuntimeError a coroutine raising it would give (PEP 479).
+            waiter.set_exception(RuntimeError(f"the mutation raised StopIteration: {error!r}"))
+        else:
+            waiter.set_exception(error)
+
+
+class _Resolutions:
+    """A batch's outcomes: thread futures are set at once, tasks' are sent to their loops
+    together by `flush`."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, _Outcomes] = {}
+
+    def resolve(self, job: _Job, result: Any, error: BaseException | None) -> None:
+        if job.future is not None:
+            if job.future.done():
+                return
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
+        elif job.waiter is not None and job.loop is not None:
+            self._by_loop.setdefault(job.loop, []).append((job.waiter, result, error))
+
+    def flush(self) -> None:
+        for loop, outcomes in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, outcomes)
+            except RuntimeError:  # the loop closed: its tasks are gone
+                log.debug("a write's event loop closed before its commit was told")
+        self._by_loop = {}
 
 
 @dataclass
@@ -106,11 +163,23 @@ class Writer:
 
     def submit(self, fn: Callable[[WriteDB], T]) -> concurrent.futures.Future[WriteResult[T]]:
         """Queue `fn(db)` to run in the next transaction; the future resolves after COMMIT."""
+        future: concurrent.futures.Future[WriteResult[T]] = concurrent.futures.Future()
+        self._enqueue(_Job(fn, future=future))
+        return future
+
+    def submit_async(self, fn: Callable[[WriteDB], T]) -> asyncio.Future[WriteResult[T]]:
+        """Like `submit`, from a task of the running event loop: the asyncio future resolves
+        after COMMIT, told together with the rest of its commit's tasks. Cancelling it before
+        the job runs skips the job."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[WriteResult[T]] = loop.create_future()
+        self._enqueue(_Job(fn, waiter=waiter, loop=loop))
+        return waiter
+
+    def _enqueue(self, job: _Job) -> None:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("The writer is not running: the store is closed or not started.")
-        job = _Job(fn)
         self._queue.put(job)
-        return job.future
 
     def stop(self) -> None:
         """Finish every queued mutation, then stop the thread."""
@@ -146,9 +215,16 @@ class Writer:
             self._commit_batch(batch)
 
     def _commit_batch(self, batch: list[_Job]) -> None:
+        resolutions = _Resolutions()
+        try:
+            self._commit_jobs(batch, resolutions)
+        finally:
+            resolutions.flush()
+
+    def _commit_jobs(self, batch: list[_Job], resolutions: _Resolutions) -> None:
         # A caller that gave up (its task was cancelled) cancelled the future: skip its job.
         # A running future can no longer be cancelled, so resolving it after COMMIT is safe.
-        pending = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        pending = [job for job in batch if job.start()]
         while pending:
             try:
                 changeset, lost = self._run_transaction(pending)
@@ -156,13 +232,12 @@ class Writer:
                 log.exception("write transaction failed")
                 self._recorder.reset()
                 for job in pending:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                    resolutions.resolve(job, None, exc)
                 return
             if lost is not None:
                 # A statement rolled back the whole transaction, not just its savepoint: the
                 # jobs before it lost their writes too, so they run again without it.
-                lost.future.set_exception(lost.error or RuntimeError("transaction lost"))
+                resolutions.resolve(lost, None, lost.error or RuntimeError("transaction lost"))
                 pending = [job for job in pending if job is not lost]
                 for job in pending:
                     job.error = None
@@ -177,9 +252,9 @@ class Writer:
             self.stats.record(len(pending))
             for job in pending:
                 if job.error is not None:
-                    job.future.set_exception(job.error)
+                    resolutions.resolve(job, None, job.error)
                 else:
-                    job.future.set_result(WriteResult(job.value, version))
+                    resolutions.resolve(job, WriteResult(job.value, version), None)
             return
 
     def _current_version(self) -> int:
