@@ -10,6 +10,7 @@ uvicorn closes the connection. Headers are timed in the protocol
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +29,13 @@ class BodyStalled(Exception):
     """No piece of the request body arrived within the body timeout."""
 
 
+def _arrived(receive: Receive) -> Callable[[], bool] | None:
+    """For uvicorn's own `receive` (a request cycle's bound method): a test of whether it would
+    return at once, its next piece of body (or its end) being in hand. None for any other."""
+    event = getattr(getattr(receive, "__self__", None), "message_event", None)
+    return event.is_set if isinstance(event, asyncio.Event) else None
+
+
 class BodyTimeout(HTTPMiddleware):
     """ASGI middleware: a request body that stalls for `seconds` is answered 408 and closed.
 
@@ -43,15 +51,21 @@ class BodyTimeout(HTTPMiddleware):
         """Run the app with a `receive` that gives up on a stalled body."""
         body_done = False
         started = False
+        arrived = _arrived(receive)
 
         async def timed_receive() -> Message:
             nonlocal body_done
             if body_done:
                 return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.seconds)
-            except TimeoutError:
-                raise BodyStalled from None
+            if arrived is not None and arrived():
+                # The usual case, a body sent with its headers: nothing to time, and a timer
+                # for every call would be most of what reading the body costs.
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.seconds)
+                except TimeoutError:
+                    raise BodyStalled from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message
