@@ -94,13 +94,20 @@ class AccessGuard:
         commit there re-judges them."""
         self._store = store
         self._condition_tables = condition_tables
-        self.tables = AUTH_TABLES | condition_tables
+        self._watched_tables = AUTH_TABLES | condition_tables
         self._cache: dict[bytes, Identity | None] = {}
         self._sessions: dict[bytes, SessionLookup | None] = {}
         self._generation = 0
         self._streams: dict[Outbox, _Watched] = {}
         self._prune_at = 64
         self._rechecks: set[asyncio.Task[None]] = set()
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """The auth tables always (the cache hears of every change); the condition tables only
+        while streams are watched. A stream watched later reads them in its own access check,
+        after `watch`, so a commit there before it needs no batch of the hub."""
+        return self._watched_tables if self._streams else AUTH_TABLES
 
     @property
     def generation(self) -> int:
