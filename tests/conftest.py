@@ -28,6 +28,8 @@ from tests.support.browser import PageLog
 from tests.support.server import TEST_APP, ServerProcess, running_server
 from tests.support.voice import Recordings
 from tests.support.web_server import web_server
+from voicestack.config import Settings
+from voicestack.runtime import Runtime
 from voicestack.testing.fake_openai import FakeOpenAI
 
 StartServer = Callable[..., ServerProcess]
@@ -62,6 +64,15 @@ def pytest_terminal_summary(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
+    """A started Runtime in this process, on a database file of its own: no server."""
+    runtime = Runtime(Settings(db=tmp_path / "runtime.db"))
+    await runtime.start()
+    yield runtime
+    await runtime.close()
 
 
 @pytest.fixture

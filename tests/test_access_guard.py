@@ -4,28 +4,16 @@ judged by it (its own access check reads it)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anyio
 import pytest
 
 from voicestack.agent.membership import add_member, thread_visible
 from voicestack.auth.users import create_token
-from voicestack.config import Settings
 from voicestack.reactive.access import Viewer
 from voicestack.reactive.channel import Channel
 from voicestack.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
-    runtime = Runtime(Settings(db=tmp_path / "guard.db"))
-    await runtime.start()
-    yield runtime
-    await runtime.close()
 
 
 async def settled(rt: Runtime) -> int:

@@ -8,8 +8,6 @@ cannot join late.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -18,7 +16,6 @@ from voicestack.agent.membership import add_member
 from voicestack.agent.records import emit
 from voicestack.agent.shared_feeds import LIVE, MemberState
 from voicestack.auth.users import create_token, revoke_token
-from voicestack.config import Settings
 from voicestack.functions.errors import FunctionError
 from voicestack.reactive.access import Viewer
 from voicestack.reactive.channel import Outbox
@@ -28,14 +25,6 @@ from voicestack.store.db import WriteDB
 pytestmark = pytest.mark.anyio
 
 SHARE = "edge.thread-stream"
-
-
-@pytest.fixture
-async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
-    runtime = Runtime(Settings(db=tmp_path / "shared.db"))
-    await runtime.start()
-    yield runtime
-    await runtime.close()
 
 
 async def people(rt: Runtime, *names: str) -> list[tuple[str, Viewer]]:
