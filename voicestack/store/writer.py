@@ -51,7 +51,6 @@ class _Job:
     fn: WriteFn
     future: concurrent.futures.Future[WriteResult[Any]] | None = None
     waiter: asyncio.Future[WriteResult[Any]] | None = None
-    loop: asyncio.AbstractEventLoop | None = None
     value: Any = None
     error: BaseException | None = None
 
@@ -97,8 +96,8 @@ class _Resolutions:
                 job.future.set_exception(error)
             else:
                 job.future.set_result(result)
-        elif job.waiter is not None and job.loop is not None:
-            self._by_loop.setdefault(job.loop, []).append((job.waiter, result, error))
+        elif job.waiter is not None:
+            self._by_loop.setdefault(job.waiter.get_loop(), []).append((job.waiter, result, error))
 
     def flush(self) -> None:
         for loop, outcomes in self._by_loop.items():
@@ -171,9 +170,8 @@ class Writer:
         """Like `submit`, from a task of the running event loop: the asyncio future resolves
         after COMMIT, told together with the rest of its commit's tasks. Cancelling it before
         the job runs skips the job."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[WriteResult[T]] = loop.create_future()
-        self._enqueue(_Job(fn, waiter=waiter, loop=loop))
+        waiter: asyncio.Future[WriteResult[T]] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Job(fn, waiter=waiter))
         return waiter
 
     def _enqueue(self, job: _Job) -> None:
