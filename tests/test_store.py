@@ -78,18 +78,6 @@ def test_reader_connection_settings(store):
         }
 
 
-def test_autocheckpoint_is_sqlites_unless_litestream_owns_it(tmp_path):
-    pragma = lambda db: db.scalar("PRAGMA wal_autocheckpoint")  # noqa: E731
-    default = open_store(tmp_path / "default.db")
-    handed_over = open_store(tmp_path / "litestream.db", autocheckpoint=False)
-    try:
-        assert default.write_sync(pragma).value == 1000
-        assert handed_over.write_sync(pragma).value == 0
-    finally:
-        default.close()
-        handed_over.close()
-
-
 def test_migrations_run_once(db_path):
     first = Store(db_path)
     assert first.migrate_app("demo", [ITEMS]) == 1

@@ -13,6 +13,7 @@ from voicestack.store.changes import ChangeSet, latest_version
 from voicestack.store.commit_notices import CommitNotices
 from voicestack.store.connection import open_connection
 from voicestack.store.db import WriteDB
+from voicestack.store.loop_commits import LoopCommits
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration, migrate_app, migrate_core
 from voicestack.store.readers import ReaderConnection, ReaderPool, Snapshot
 from voicestack.store.write_lock import WriteLock
@@ -26,8 +27,9 @@ T = TypeVar("T")
 class Store:
     """A voicestack database: migrations on open, serialized writes, pooled snapshot reads.
 
-    Litestream-compatible by construction: WAL mode is never left, checkpoints are SQLite's own
-    PASSIVE autocheckpoints (or none with `autocheckpoint=False`), and nothing runs VACUUM.
+    Litestream-compatible by construction: WAL mode is never left, checkpoints are PASSIVE ones
+    at SQLite's autocheckpoint threshold, made by the writer thread (or none with
+    `autocheckpoint=False`), and nothing runs VACUUM.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Store:
         # Tells the other processes on this file of each commit (None where that cannot work).
         self.notices = CommitNotices.open(self.path)
         self._writer: Writer | None = None
+        self._loop_commits: LoopCommits | None = None
         self._readers = ReaderPool(self.path, readers)
         self._log_keep = log_keep
         self._max_batch = max_batch
@@ -65,8 +68,12 @@ class Store:
         """Start the writer thread; from now on every write goes through `write`."""
         if self._writer is None:
             self._writer = Writer(
-                self._write_conn, self._max_batch, self._log_keep, WriteLock(self.path)
+                self._write_conn,
+                self._max_batch,
+                self._log_keep,
+                WriteLock(self.path),
             )
+            self._loop_commits = LoopCommits(self._writer)
             if self.notices is not None:
                 notices = self.notices
                 self._writer.add_listener(lambda _changeset: notices.notify())
@@ -83,8 +90,14 @@ class Store:
         """Call `listener(changeset)` on the writer thread after every commit that changed rows."""
         self.writer.add_listener(listener)
 
-    async def write(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
-        """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT."""
+    async def write(self, fn: Callable[[WriteDB], T], on_loop: bool = False) -> WriteResult[T]:
+        """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT.
+
+        `on_loop`: `fn` is quick (well under a millisecond), so it may run on this event loop's
+        thread, committed with the other writes of this loop turn when nothing else is writing
+        (voicestack/store/loop_commits.py); else it runs on the writer thread."""
+        if on_loop and self._loop_commits is not None:
+            return await self._loop_commits.submit(fn)
         return await self.writer.submit_async(fn)
 
     def write_sync(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
@@ -112,9 +125,12 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        if self._loop_commits is not None:
+            self._loop_commits.hand_over()
         if self._writer is not None:
             self._writer.stop()
             self._writer = None
+            self._loop_commits = None
         self._readers.close()
         self._write_conn.close()
         if self.notices is not None:

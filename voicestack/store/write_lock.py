@@ -81,6 +81,18 @@ class WriteLock:
         )
         return False
 
+    def try_acquire(self) -> bool:
+        """Hold the lock if it is free now, without waiting: False when another process holds
+        it. True also when this writer goes on without it (see `acquire`)."""
+        fd = None if self._broken else self._open()
+        if fd is None:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
     def release(self) -> None:
         """Let the next process in (after an `acquire` that returned True)."""
         if self._fd is not None:

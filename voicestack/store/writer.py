@@ -1,9 +1,14 @@
-"""The single writer thread: mutations queued together share one transaction (group commit).
+"""The single writer: mutations queued together share one transaction (group commit).
 
 Each mutation runs inside its own SAVEPOINT, so one that raises rolls back alone while the others
 in the same transaction commit. After COMMIT the batch's ChangeSet, with the next version, is
 published to the listeners and only then are the callers' futures resolved: the event loop's
 callers all at once, with one wake-up of their loop per commit.
+
+Batches normally run on the writer thread. An event loop may also commit a batch itself
+(`commit_on_loop`, voicestack/store/loop_commits.py) when nothing else is writing at that moment:
+the writer thread idle with nothing queued, the file's lock free, SQLite's write lock free.
+Whichever thread commits, WAL checkpoints run on the writer thread only.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from voicestack.store.changes import (
     latest_version,
     prune_log,
 )
+from voicestack.store.connection import BUSY_TIMEOUT_MS
 from voicestack.store.db import WriteDB
 from voicestack.store.write_lock import WriteLock
 
@@ -45,7 +51,7 @@ class WriteResult(Generic[T]):
 
 
 @dataclass(slots=True)
-class _Job:
+class WriteJob:
     """A queued mutation, and who waits for it: a thread (`future`) or a task (`waiter`)."""
 
     fn: WriteFn
@@ -88,7 +94,7 @@ class _Resolutions:
     def __init__(self) -> None:
         self._by_loop: dict[asyncio.AbstractEventLoop, _Outcomes] = {}
 
-    def resolve(self, job: _Job, result: Any, error: BaseException | None) -> None:
+    def resolve(self, job: WriteJob, result: Any, error: BaseException | None) -> None:
         if job.future is not None:
             if job.future.done():
                 return
@@ -100,7 +106,14 @@ class _Resolutions:
             self._by_loop.setdefault(job.waiter.get_loop(), []).append((job.waiter, result, error))
 
     def flush(self) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # the writer thread
+            running = None
         for loop, outcomes in self._by_loop.items():
+            if loop is running:  # a batch committed on its waiters' own loop
+                loop.call_soon(_settle, outcomes)
+                continue
             try:
                 loop.call_soon_threadsafe(_settle, outcomes)
             except RuntimeError:  # the loop closed: its tasks are gone
@@ -116,16 +129,19 @@ class BatchStats:
     mutations: int = 0
     largest_batch: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
+    on_loop: int = 0  # commits an event loop made itself
 
-    def record(self, size: int) -> None:
-        """Count one committed batch of `size` mutations."""
+    def record(self, size: int, on_loop: bool = False) -> None:
+        """Count one committed batch of `size` mutations (committed on an event loop)."""
         self.commits += 1
+        self.on_loop += on_loop
         self.mutations += size
         self.largest_batch = max(self.largest_batch, size)
         self.sizes[size] = self.sizes.get(size, 0) + 1
 
 
 _STOP = object()
+_CHECKPOINT = object()  # queued by a commit on a loop that filled the WAL
 
 
 class Writer:
@@ -144,15 +160,29 @@ class Writer:
         self._max_batch = max_batch
         self._log_keep = log_keep
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Items put on the queue and not yet done with: a loop commits only when none are.
+        self._outstanding = 0
+        self._outstanding_guard = threading.Lock()
         self._listeners: list[CommitListener] = []
         self._recorder = ChangeRecorder()
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        # Held while a batch runs, on the writer thread or on a loop: one at a time.
+        self._busy = threading.Lock()
+        # A PASSIVE checkpoint follows each commit that leaves this many pages in the WAL, as
+        # SQLite's autocheckpoint would (0, as Litestream's deployments set it: never). The WAL
+        # hook replaces that autocheckpoint, which would run inside a COMMIT on whatever thread
+        # made it, a loop's included: the writer thread checkpoints instead.
+        self._checkpoint_pages = int(conn.pragma("wal_autocheckpoint"))
+        self._wal_pages = 0
         self.stats = BatchStats()
         conn.set_update_hook(self._recorder.on_update)
         conn.authorizer = _writer_authorizer
+        conn.set_wal_hook(self._on_wal)
 
     def add_listener(self, listener: CommitListener) -> None:
-        """Call `listener(changeset)` on the writer thread after every commit that changed rows."""
+        """Call `listener(changeset)` after every commit that changed rows, on the thread that
+        made it: the writer thread, or an event loop's (`commit_on_loop`)."""
         self._listeners.append(listener)
 
     def start(self) -> None:
@@ -163,7 +193,7 @@ class Writer:
     def submit(self, fn: Callable[[WriteDB], T]) -> concurrent.futures.Future[WriteResult[T]]:
         """Queue `fn(db)` to run in the next transaction; the future resolves after COMMIT."""
         future: concurrent.futures.Future[WriteResult[T]] = concurrent.futures.Future()
-        self._enqueue(_Job(fn, future=future))
+        self.queue_jobs([WriteJob(fn, future=future)])
         return future
 
     def submit_async(self, fn: Callable[[WriteDB], T]) -> asyncio.Future[WriteResult[T]]:
@@ -171,18 +201,88 @@ class Writer:
         after COMMIT, told together with the rest of its commit's tasks. Cancelling it before
         the job runs skips the job."""
         waiter: asyncio.Future[WriteResult[T]] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Job(fn, waiter=waiter))
+        self.queue_jobs([WriteJob(fn, waiter=waiter)])
         return waiter
 
-    def _enqueue(self, job: _Job) -> None:
-        if self._thread is None or not self._thread.is_alive():
+    def require_running(self) -> None:
+        """Raise RuntimeError unless the writer thread is running and not stopping."""
+        if self._stopping or self._thread is None or not self._thread.is_alive():
             raise RuntimeError("The writer is not running: the store is closed or not started.")
-        self._queue.put(job)
+
+    def queue_jobs(self, jobs: list[WriteJob]) -> None:
+        """Hand `jobs` to the writer thread, in order."""
+        self.require_running()
+        self._put(*jobs)
+
+    def _put(self, *items: object) -> None:
+        with self._outstanding_guard:
+            self._outstanding += len(items)
+        for item in items:
+            self._queue.put(item)
+
+    def _done_with(self, count: int) -> None:
+        with self._outstanding_guard:
+            self._outstanding -= count
+
+    def commit_on_loop(self, jobs: list[WriteJob]) -> bool:
+        """Commit `jobs` as one batch on the calling event loop's thread, now, if nothing else
+        is writing: False (nothing done) when the writer thread has work queued or running,
+        another process holds the file's lock, or SQLite's write lock is taken. Their waiters
+        are told as the writer thread's are, on this loop, after the commit listeners."""
+        self.require_running()
+        if self._outstanding or not self._busy.acquire(blocking=False):
+            return False
+        resolutions = _Resolutions()
+        try:
+            if self._outstanding:
+                return False  # queued meanwhile: it goes first
+            if self._lock is not None and not self._lock.try_acquire():
+                return False
+            try:
+                if not self._begin_at_once():
+                    return False
+                self._commit_jobs(jobs, resolutions, on_loop=True)
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+            if self._checkpoint_due():
+                self._put(_CHECKPOINT)
+            return True
+        finally:
+            self._busy.release()
+            resolutions.flush()
+
+    def _begin_at_once(self) -> bool:
+        # A loop must never sleep in SQLite's busy handler: a writer outside voicestack (the
+        # CLI, a backup) holding the lock sends the batch to the writer thread instead.
+        self._conn.set_busy_timeout(0)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except apsw.BusyError:
+            return False
+        finally:
+            self._conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        return True
+
+    def _on_wal(self, _conn: apsw.Connection, _db: str, pages: int) -> int:
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _checkpoint_due(self) -> bool:
+        return 0 < self._checkpoint_pages <= self._wal_pages
+
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error:
+            log.exception("WAL checkpoint failed")  # as SQLite's own would, the commit stands
+        self._wal_pages = 0
 
     def stop(self) -> None:
         """Finish every queued mutation, then stop the thread."""
         if self._thread is None:
             return
+        self._stopping = True
         self._queue.put(_STOP)
         self._thread.join()
         self._thread = None
@@ -197,35 +297,54 @@ class Writer:
     def _serve_queue(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
+            item = self._queue.get()
+            if item is _STOP:
                 break
-            batch: list[_Job] = [first]
-            while len(batch) < self._max_batch:
+            batch: list[WriteJob] = []
+            taken = 0
+            resolutions = _Resolutions()
+            with self._busy:
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                    else:
+                        taken += 1
+                        if item is not _CHECKPOINT:
+                            batch.append(item)
+                    if stopping or len(batch) >= self._max_batch:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)
-
-    def _commit_batch(self, batch: list[_Job]) -> None:
-        resolutions = _Resolutions()
-        try:
-            self._commit_jobs(batch, resolutions)
-        finally:
+                    if batch:
+                        self._commit_jobs(batch, resolutions)
+                finally:
+                    self._done_with(taken)
+            # Told with the lock released, so that a task writing again at once finds the
+            # writer free (a checkpoint, if due, waits for it).
             resolutions.flush()
+            if self._checkpoint_due():
+                with self._busy:
+                    self._checkpoint()
 
-    def _commit_jobs(self, batch: list[_Job], resolutions: _Resolutions) -> None:
+    def _commit_jobs(
+        self, batch: list[WriteJob], resolutions: _Resolutions, on_loop: bool = False
+    ) -> None:
+        """`on_loop`: a loop's batch, whose caller holds the locks and has begun the
+        transaction; a retry goes to the writer thread."""
         # A caller that gave up (its task was cancelled) cancelled the future: skip its job.
         # A running future can no longer be cancelled, so resolving it after COMMIT is safe.
         pending = [job for job in batch if job.start()]
+        if on_loop and not pending:
+            self._conn.execute("ROLLBACK")
         while pending:
             try:
-                changeset, lost = self._run_transaction(pending)
+                if on_loop:
+                    changeset, lost = self._transaction(pending, begun=True)
+                else:
+                    changeset, lost = self._run_transaction(pending)
             except BaseException as exc:  # the transaction itself failed (locked, disk full, ...)
                 log.exception("write transaction failed")
                 self._recorder.reset()
@@ -239,6 +358,10 @@ class Writer:
                 pending = [job for job in pending if job is not lost]
                 for job in pending:
                     job.error = None
+                if on_loop:
+                    # Begun again, the transaction could wait in SQLite's busy handler.
+                    self._put(*pending)
+                    return
                 continue
             version = changeset.version if changeset else self._current_version()
             if changeset is not None:
@@ -247,7 +370,7 @@ class Writer:
                         listener(changeset)
                     except Exception:
                         log.exception("commit listener failed")
-            self.stats.record(len(pending))
+            self.stats.record(len(pending), on_loop)
             for job in pending:
                 if job.error is not None:
                     resolutions.resolve(job, None, job.error)
@@ -258,7 +381,7 @@ class Writer:
     def _current_version(self) -> int:
         return latest_version(self._conn)
 
-    def _run_transaction(self, jobs: list[_Job]) -> tuple[ChangeSet | None, _Job | None]:
+    def _run_transaction(self, jobs: list[WriteJob]) -> tuple[ChangeSet | None, WriteJob | None]:
         if self._lock is None or not self._lock.acquire():
             return self._transaction(jobs)
         try:
@@ -266,10 +389,13 @@ class Writer:
         finally:
             self._lock.release()
 
-    def _transaction(self, jobs: list[_Job]) -> tuple[ChangeSet | None, _Job | None]:
+    def _transaction(
+        self, jobs: list[WriteJob], begun: bool = False
+    ) -> tuple[ChangeSet | None, WriteJob | None]:
         conn = self._conn
         self._recorder.reset()
-        conn.execute("BEGIN IMMEDIATE")
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             for job in jobs:
                 conn.execute("SAVEPOINT mutation")

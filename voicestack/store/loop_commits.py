@@ -1,0 +1,74 @@
+"""Writes gathered over one turn of an event loop, committed together on the loop's own thread.
+
+A write from a task normally crosses to the writer thread and back: a wake-up of that thread,
+GIL hand-offs while apsw releases the GIL around every statement, and a wake-up of the loop to
+tell the task. For short mutations that crossing costs more than the mutation. So the writes
+the loop's tasks ask for during one turn are gathered, and at the end of that turn committed as
+one batch on the loop itself, when nothing else is writing (Writer.commit_on_loop). When
+something is (the writer thread's own batch, another process, a writer outside voicestack), the
+batch goes to the writer thread as if it had been queued there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from voicestack.store.db import WriteDB
+from voicestack.store.writer import WriteJob, Writer, WriteResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LoopCommits:
+    """The writes an event loop gathers for its next commit of its own (one loop at a time:
+    another loop's writes meanwhile go to the writer thread)."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: list[WriteJob] = []
+
+    def submit(self, fn: Callable[[WriteDB], T]) -> asyncio.Future[WriteResult[T]]:
+        """Run `fn(db)` in a commit made at the end of this loop turn (or by the writer
+        thread); the future resolves after COMMIT. Cancelling it before then skips `fn`."""
+        loop = asyncio.get_running_loop()
+        if self._jobs and loop is not self._loop:
+            return self._writer.submit_async(fn)  # another loop's batch is gathering
+        self._writer.require_running()
+        waiter: asyncio.Future[WriteResult[T]] = loop.create_future()
+        self._jobs.append(WriteJob(fn, waiter=waiter))
+        if len(self._jobs) == 1:
+            self._loop = loop
+            # Queued behind the callbacks ready now: tasks woken in this turn add theirs first.
+            # The mutations run in a context of their own, as on the writer thread, not in the
+            # first writer's.
+            loop.call_soon(self._commit, context=contextvars.Context())
+        return waiter
+
+    def hand_over(self) -> None:
+        """Give the writes gathered so far to the writer thread now (the store is closing:
+        they commit before it stops)."""
+        self._commit(on_loop=False)
+
+    def _commit(self, on_loop: bool = True) -> None:
+        jobs, self._jobs = self._jobs, []
+        if not jobs:
+            return
+        try:
+            if not (on_loop and self._writer.commit_on_loop(jobs)):
+                self._writer.queue_jobs(jobs)
+        except Exception as exc:  # the writer stopped meanwhile
+            for job in jobs:
+                _fail(job, exc)
+
+
+def _fail(job: WriteJob, error: BaseException) -> None:
+    waiter: asyncio.Future[Any] | None = job.waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_exception(error)
