@@ -13,6 +13,7 @@ import apsw
 import pytest
 
 from tests.support.store import WriterHold, insert, names, open_store
+from voicestack.runtime import Runtime
 
 PAGE = 4096
 
@@ -153,6 +154,29 @@ async def test_a_loop_that_fills_the_wal_leaves_the_checkpoint_to_the_writer_thr
 
 def _insert_many(rows):
     return lambda db: db.executemany("INSERT INTO items(name) VALUES (?)", rows)
+
+
+@pytest.mark.anyio
+async def test_a_mutation_commits_on_the_loop_once_it_is_known_to_be_quick(rt: Runtime):
+    stats = rt.store.writer.stats
+    await rt.mutation("threads.create", {"title": "first"}, None)
+    assert stats.on_loop == 0  # its first run: how long it takes is not known yet
+    for title in ("second", "third", "fourth"):
+        await rt.mutation("threads.create", {"title": title}, None)
+    # The reply runner's own writes may take the writer at the same moment: not every one.
+    assert stats.on_loop >= 1
+
+
+def test_a_slow_mutation_stays_on_the_writer_thread():
+    from voicestack.functions.timings import QUICK_S, MutationTimings
+
+    timings = MutationTimings()
+    assert not timings.quick("m")
+    timings.record("m", QUICK_S / 10)
+    assert timings.quick("m")
+    for _ in range(3):
+        timings.record("m", QUICK_S * 20)
+    assert not timings.quick("m")
 
 
 @pytest.mark.anyio

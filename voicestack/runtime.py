@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ from voicestack.functions.calls import CallResult, UnknownFunction
 from voicestack.functions.context import ActionCtx, MutationCtx, QueryCtx, use_query_threads
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import Kind, Registry, ServerFunction
+from voicestack.functions.timings import MutationTimings
 from voicestack.identity import Caller
 from voicestack.reactive.access import AccessGuard, Viewer
 from voicestack.reactive.channel import FeedChannel, Outbox
@@ -72,6 +74,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.registry = Registry()
+        self._timings = MutationTimings()
         self.registry.add_all(AGENT_FUNCTIONS, "voicestack")
         self.registry.add_all(SCHEDULER_FUNCTIONS, "voicestack")
         self.tools = tools if tools is not None else load_tools()
@@ -210,12 +213,16 @@ class Runtime:
         parsed = function.parse_args(args)
 
         def run(db: WriteDB) -> tuple[Any, bytes]:
-            value = function.invoke(self._mutation_ctx(db, user), parsed)
-            # Serialized inside the mutation's savepoint: a value that is not JSON rolls the
-            # mutation back instead of committing rows the caller is then told failed.
-            return value, jsoncodec.dumps(value)
+            started = time.perf_counter()
+            try:
+                value = function.invoke(self._mutation_ctx(db, user), parsed)
+                # Serialized inside the mutation's savepoint: a value that is not JSON rolls
+                # the mutation back instead of committing rows the caller is then told failed.
+                return value, jsoncodec.dumps(value)
+            finally:
+                self._timings.record(name, time.perf_counter() - started)
 
-        result = await self.store.write(run)
+        result = await self.store.write(run, on_loop=self._timings.quick(name))
         value, value_json = result.value
         return CallResult(value, result.version, value_json)
 

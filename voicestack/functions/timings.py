@@ -1,0 +1,31 @@
+"""How long each mutation takes to run, to tell the quick ones: those may commit on the event
+loop's own thread (Store.write's `on_loop`), where a slow one would hold up every request."""
+
+from __future__ import annotations
+
+# A mutation runs on the loop while its recent runs averaged under this.
+QUICK_S = 0.001
+# Weight of the newest run in the average: a mutation that turns slow leaves the loop within a
+# few runs.
+NEWEST_WEIGHT = 0.25
+
+
+class MutationTimings:
+    """A running average of each mutation's own run time (not its wait for the commit)."""
+
+    def __init__(self) -> None:
+        self._average_s: dict[str, float] = {}
+
+    def quick(self, name: str) -> bool:
+        """Whether `name` has run before and its recent runs were quick. A first run goes to
+        the writer thread, where taking long costs the other requests nothing."""
+        average = self._average_s.get(name)
+        return average is not None and average < QUICK_S
+
+    def record(self, name: str, seconds: float) -> None:
+        """One run of `name` took `seconds`."""
+        average = self._average_s.get(name)
+        if average is None:
+            self._average_s[name] = seconds
+        else:
+            self._average_s[name] = average + NEWEST_WEIGHT * (seconds - average)
