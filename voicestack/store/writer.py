@@ -20,6 +20,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import apsw
@@ -31,7 +32,7 @@ from voicestack.store.changes import (
     latest_version,
     prune_log,
 )
-from voicestack.store.connection import BUSY_TIMEOUT_MS
+from voicestack.store.connection import BUSY_TIMEOUT_MS, open_connection
 from voicestack.store.db import WriteDB
 from voicestack.store.write_lock import WriteLock
 
@@ -175,6 +176,8 @@ class Writer:
         # made it, a loop's included: the writer thread checkpoints instead.
         self._checkpoint_pages = int(conn.pragma("wal_autocheckpoint"))
         self._wal_pages = 0
+        # Checkpoints use a connection of their own, so that commits go on meanwhile.
+        self._checkpointer: apsw.Connection | None = None
         self.stats = BatchStats()
         conn.set_update_hook(self._recorder.on_update)
         conn.authorizer = _writer_authorizer
@@ -246,7 +249,7 @@ class Writer:
                 if self._lock is not None:
                     self._lock.release()
             if self._checkpoint_due():
-                self._put(_CHECKPOINT)
+                self._queue.put(_CHECKPOINT)  # not a write: commits need not wait for it
             return True
         finally:
             self._busy.release()
@@ -272,11 +275,13 @@ class Writer:
         return 0 < self._checkpoint_pages <= self._wal_pages
 
     def _checkpoint(self) -> None:
-        try:
-            self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-        except apsw.Error:
-            log.exception("WAL checkpoint failed")  # as SQLite's own would, the commit stands
         self._wal_pages = 0
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = open_connection(Path(self._conn.filename))
+            self._checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except (apsw.Error, OSError):
+            log.exception("WAL checkpoint failed")  # as SQLite's own would, the commit stands
 
     def stop(self) -> None:
         """Finish every queued mutation, then stop the thread."""
@@ -293,6 +298,8 @@ class Writer:
         finally:
             if self._lock is not None:
                 self._lock.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
 
     def _serve_queue(self) -> None:
         stopping = False
@@ -307,10 +314,9 @@ class Writer:
                 while True:
                     if item is _STOP:
                         stopping = True
-                    else:
+                    elif item is not _CHECKPOINT:
                         taken += 1
-                        if item is not _CHECKPOINT:
-                            batch.append(item)
+                        batch.append(item)
                     if stopping or len(batch) >= self._max_batch:
                         break
                     try:
@@ -323,11 +329,10 @@ class Writer:
                 finally:
                     self._done_with(taken)
             # Told with the lock released, so that a task writing again at once finds the
-            # writer free (a checkpoint, if due, waits for it).
+            # writer free; a loop may commit while the checkpoint runs.
             resolutions.flush()
             if self._checkpoint_due():
-                with self._busy:
-                    self._checkpoint()
+                self._checkpoint()
 
     def _commit_jobs(
         self, batch: list[WriteJob], resolutions: _Resolutions, on_loop: bool = False
