@@ -110,11 +110,16 @@ async def test_no_autocheckpoint_leaves_the_wal_to_litestream(
     server = start_server("tests.apps.inventory", *extra_args)
     async with server.client() as client:
         await Api(client).mutation("blobs.add", {"size": BLOB})
+        # The writer thread checkpoints just after the commit that filled the WAL: give it
+        # the moment a checkpoint takes (and the same moment to one that should not run).
+        deadline = time.monotonic() + 2
+        while server.db_path.stat().st_size <= BLOB and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
         db_size = server.db_path.stat().st_size
         wal_size = server.db_path.with_name(server.db_path.name + "-wal").stat().st_size
 
     assert wal_size > BLOB
     if checkpointed:
-        assert db_size > BLOB  # SQLite copied the WAL into the database on its own
+        assert db_size > BLOB  # the server copied the WAL into the database on its own
     else:
         assert db_size < BLOB // 10  # nothing but Litestream (or shutdown) may checkpoint
