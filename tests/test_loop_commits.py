@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.store import WriterHold, insert, names, open_store
 from voicestack.runtime import Runtime
+from voicestack.store.loop_commits import MAX_LOOP_BATCH
 
 PAGE = 4096
 
@@ -43,6 +44,14 @@ async def test_writes_of_one_loop_turn_commit_together_on_the_loop(store):
     assert len({r.version for r in results}) == 1
     assert store.writer.stats.on_loop == before + 1
     assert sorted(names(store)) == ["a", "b", "c"]
+
+
+@pytest.mark.anyio
+async def test_a_turn_with_too_many_writes_leaves_them_to_the_writer_thread(store):
+    many = [store.write(on_thread(f"{n:03d}"), on_loop=True) for n in range(MAX_LOOP_BATCH + 1)]
+    results = await asyncio.gather(*many)
+    assert threading.get_ident() not in {r.value for r in results}
+    assert len(names(store)) == MAX_LOOP_BATCH + 1
 
 
 @pytest.mark.anyio

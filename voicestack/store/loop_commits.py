@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,10 @@ from voicestack.store.db import WriteDB
 from voicestack.store.writer import WriteJob, Writer, WriteResult
 
 log = logging.getLogger(__name__)
+
+# A loop turn's batch larger than this goes to the writer thread: however quick each write,
+# the loop would stall for all of them.
+MAX_LOOP_BATCH = 64
 
 T = TypeVar("T")
 
@@ -33,21 +38,26 @@ class LoopCommits:
         self._writer = writer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: list[WriteJob] = []
+        self._guard = threading.Lock()  # loops on other threads, and close()
 
     def submit(self, fn: Callable[[WriteDB], T]) -> asyncio.Future[WriteResult[T]]:
         """Run `fn(db)` in a commit made at the end of this loop turn (or by the writer
         thread); the future resolves after COMMIT. Cancelling it before then skips `fn`."""
         loop = asyncio.get_running_loop()
-        if self._jobs and loop is not self._loop:
-            return self._writer.submit_async(fn)  # another loop's batch is gathering
         self._writer.require_running()
         waiter: asyncio.Future[WriteResult[T]] = loop.create_future()
-        self._jobs.append(WriteJob(fn, waiter=waiter))
-        if len(self._jobs) == 1:
-            self._loop = loop
-            # Queued behind the callbacks ready now: tasks woken in this turn add theirs first.
-            # The mutations run in a context of their own, as on the writer thread, not in the
-            # first writer's.
+        with self._guard:
+            elsewhere = bool(self._jobs) and loop is not self._loop
+            if not elsewhere:
+                self._jobs.append(WriteJob(fn, waiter=waiter))
+                self._loop = loop
+            first = len(self._jobs) == 1
+        if elsewhere:  # another loop's batch is gathering
+            return self._writer.submit_async(fn)
+        if first:
+            # Queued behind the callbacks ready now: tasks woken in this turn add theirs
+            # first. The mutations run in a context of their own, as on the writer thread,
+            # not in the first writer's.
             loop.call_soon(self._commit, context=contextvars.Context())
         return waiter
 
@@ -57,9 +67,11 @@ class LoopCommits:
         self._commit(on_loop=False)
 
     def _commit(self, on_loop: bool = True) -> None:
-        jobs, self._jobs = self._jobs, []
+        with self._guard:
+            jobs, self._jobs = self._jobs, []
         if not jobs:
             return
+        on_loop = on_loop and len(jobs) <= MAX_LOOP_BATCH
         try:
             if not (on_loop and self._writer.commit_on_loop(jobs)):
                 self._writer.queue_jobs(jobs)

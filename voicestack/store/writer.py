@@ -20,7 +20,6 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import apsw
@@ -32,7 +31,7 @@ from voicestack.store.changes import (
     latest_version,
     prune_log,
 )
-from voicestack.store.connection import BUSY_TIMEOUT_MS, open_connection
+from voicestack.store.connection import BUSY_TIMEOUT_MS
 from voicestack.store.db import WriteDB
 from voicestack.store.write_lock import WriteLock
 
@@ -178,6 +177,7 @@ class Writer:
         self._wal_pages = 0
         # Checkpoints use a connection of their own, so that commits go on meanwhile.
         self._checkpointer: apsw.Connection | None = None
+        self._filename = conn.filename  # read now: apsw refuses a connection busy elsewhere
         self.stats = BatchStats()
         conn.set_update_hook(self._recorder.on_update)
         conn.authorizer = _writer_authorizer
@@ -278,9 +278,18 @@ class Writer:
         self._wal_pages = 0
         try:
             if self._checkpointer is None:
-                self._checkpointer = open_connection(Path(self._conn.filename))
+                flags = apsw.SQLITE_OPEN_READWRITE  # the file exists: never create another
+                checkpointer = apsw.Connection(self._filename, flags=flags)
+                # A new connection knows the file is in WAL mode only once it has read it:
+                # until then its checkpoints do nothing.
+                checkpointer.pragma("journal_mode")
+                self._checkpointer = checkpointer
             self._checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-        except (apsw.Error, OSError):
+        except apsw.BusyError:
+            # Another process (or Litestream) is checkpointing: SQLite's own autocheckpoint
+            # passes over this quietly too.
+            log.debug("WAL checkpoint skipped: another connection is checkpointing")
+        except Exception:
             log.exception("WAL checkpoint failed")  # as SQLite's own would, the commit stands
 
     def stop(self) -> None:
@@ -296,10 +305,25 @@ class Writer:
         try:
             self._serve_queue()
         finally:
+            self._refuse_leftovers()
             if self._lock is not None:
                 self._lock.close()
             if self._checkpointer is not None:
                 self._checkpointer.close()
+
+    def _refuse_leftovers(self) -> None:
+        # Jobs that reached the queue behind _STOP (handed over by a loop as another thread
+        # stopped the writer) are told so rather than left waiting.
+        resolutions = _Resolutions()
+        stopped = RuntimeError("The writer is not running: the store is closed or not started.")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, WriteJob) and item.start():
+                resolutions.resolve(item, None, stopped)
+        resolutions.flush()
 
     def _serve_queue(self) -> None:
         stopping = False
@@ -307,6 +331,10 @@ class Writer:
             item = self._queue.get()
             if item is _STOP:
                 break
+            if item is _CHECKPOINT:  # without taking the writer: a loop may commit meanwhile
+                if self._checkpoint_due():
+                    self._checkpoint()
+                continue
             batch: list[WriteJob] = []
             taken = 0
             resolutions = _Resolutions()
