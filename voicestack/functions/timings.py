@@ -1,10 +1,12 @@
 """How long each mutation takes to run, to tell the quick ones: those may commit on the event
-loop's own thread (Store.write's `on_loop`), where a slow one would hold up every request."""
+loop's own thread (Store.write's `on_loop`), where a slower one would hold up every request."""
 
 from __future__ import annotations
 
-# A mutation runs on the loop while its recent runs averaged under this.
-QUICK_S = 0.001
+# A mutation runs on the loop while its recent runs averaged under this: about what handing it
+# to the writer thread and back costs. A longer one is better run there, beside the loop (apsw
+# lets go of the GIL inside SQLite), than on it, delaying every stream's events by as much.
+QUICK_S = 0.00025
 # Weight of the newest run in the average: a mutation that turns slow leaves the loop within a
 # few runs.
 NEWEST_WEIGHT = 0.25

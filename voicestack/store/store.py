@@ -93,7 +93,7 @@ class Store:
     async def write(self, fn: Callable[[WriteDB], T], on_loop: bool = False) -> WriteResult[T]:
         """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT.
 
-        `on_loop`: `fn` is quick (well under a millisecond), so it may run on this event loop's
+        `on_loop`: `fn` is quick (a quarter of a millisecond or less), so it may run on this loop's
         thread, committed with the other writes of this loop turn when nothing else is writing
         (voicestack/store/loop_commits.py); else it runs on the writer thread."""
         if on_loop and self._loop_commits is not None:
