@@ -47,7 +47,7 @@ from bench.writes_app import INSERT, MIGRATIONS
 from voicestack.store.connection import open_connection
 from voicestack.store.migrations import Migration
 from voicestack.store.store import Store
-from voicestack.store.writer import BatchStats
+from voicestack.store.write_jobs import BatchStats
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -5,7 +5,7 @@ from voicestack.store.db import ExecResult, ReadDB, WriteDB
 from voicestack.store.migrations import Migration
 from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
-from voicestack.store.writer import WriteResult
+from voicestack.store.write_jobs import WriteResult
 
 __all__ = [
     "ChangeSet",

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from voicestack.store.db import WriteDB
-from voicestack.store.writer import WriteJob, Writer, WriteResult
+from voicestack.store.write_jobs import WriteJob, WriteResult
+from voicestack.store.writer import Writer
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from voicestack.store.db import WriteDB
 from voicestack.store.loop_commits import LoopCommits
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration, migrate_app, migrate_core
 from voicestack.store.readers import ReaderConnection, ReaderPool, Snapshot
+from voicestack.store.write_jobs import WriteResult
 from voicestack.store.write_lock import WriteLock
-from voicestack.store.writer import CommitListener, Writer, WriteResult
+from voicestack.store.writer import CommitListener, Writer
 
 log = logging.getLogger(__name__)
 
