@@ -63,7 +63,7 @@ def _settle(outcomes: _Outcomes) -> None:
             waiter.set_exception(error)
 
 
-class _Resolutions:
+class Resolutions:
     """A batch's outcomes: thread futures are set at once, tasks' are sent to their loops
     together by `flush`."""
 

@@ -32,7 +32,7 @@ from voicestack.store.changes import (
 )
 from voicestack.store.connection import BUSY_TIMEOUT_MS
 from voicestack.store.db import WriteDB
-from voicestack.store.write_jobs import BatchStats, WriteJob, WriteResult, _Resolutions
+from voicestack.store.write_jobs import BatchStats, Resolutions, WriteJob, WriteResult
 from voicestack.store.write_lock import WriteLock
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Writer:
         self.require_running()
         if self._outstanding or not self._busy.acquire(blocking=False):
             return False
-        resolutions = _Resolutions()
+        resolutions = Resolutions()
         try:
             if self._outstanding:
                 return False  # queued meanwhile: it goes first
@@ -215,7 +215,7 @@ class Writer:
     def _refuse_leftovers(self) -> None:
         # Jobs that reached the queue behind _STOP (handed over by a loop as another thread
         # stopped the writer) are told so rather than left waiting.
-        resolutions = _Resolutions()
+        resolutions = Resolutions()
         stopped = RuntimeError("The writer is not running: the store is closed or not started.")
         while True:
             try:
@@ -238,7 +238,7 @@ class Writer:
                 continue
             batch: list[WriteJob] = []
             taken = 0
-            resolutions = _Resolutions()
+            resolutions = Resolutions()
             with self._busy:
                 while True:
                     if item is _STOP:
@@ -264,7 +264,7 @@ class Writer:
                 self._checkpoint()
 
     def _commit_jobs(
-        self, batch: list[WriteJob], resolutions: _Resolutions, on_loop: bool = False
+        self, batch: list[WriteJob], resolutions: Resolutions, on_loop: bool = False
     ) -> None:
         """`on_loop`: a loop's batch, whose caller holds the locks and has begun the
         transaction; a retry goes to the writer thread."""
