@@ -20,7 +20,9 @@ from tests.support.scale import (
     EdgeProcess,
     client,
     edge_workdir,
+    events_after,
     new_thread,
+    resume_counted,
     revoke,
     running_cluster,
 )
@@ -148,7 +150,7 @@ async def test_a_client_resumes_on_the_other_edge_with_no_gap_or_duplicate(
         # The client is gone from edge one; meanwhile more is written through edge two.
         for n in range(3):
             await b.post(f"/api/threads/{thread_id}/messages", json={"text": f"after {n}"})
-        expected = await _events_after(cluster, token, thread_id, int(last))
+        expected = await events_after(cluster, token, thread_id, int(last))
         assert any("after 2" in data for _, data in expected)
         async with watch(
             b, f"/api/threads/{thread_id}/events", headers={"Last-Event-ID": last}
@@ -179,8 +181,8 @@ async def test_a_client_resumes_from_an_edges_own_recent_events(cluster: Cluster
                         break
             for n in range(2):
                 await a.post(f"/api/threads/{thread_id}/messages", json={"text": f"missed {n}"})
-            expected = await _events_after(cluster, token, thread_id, int(last))
-            got, resumes = await _resume_counted(b, path, last, len(expected))
+            expected = await events_after(cluster, token, thread_id, int(last))
+            got, resumes = await resume_counted(b, path, last, len(expected))
     assert any("missed 1" in data for _, data in expected)
     assert got == expected
     assert resumes == 1
@@ -228,7 +230,7 @@ async def test_a_signed_in_client_resuming_on_an_edge_has_its_cookie_judged_by_t
             async with watch(b, path) as first:
                 last = (await first.next()).id
             await owner.post(f"/api/threads/{thread_id}/messages", json={"text": "missed"})
-            expected = await _events_after(cluster, token, thread_id, int(last))
+            expected = await events_after(cluster, token, thread_id, int(last))
             age_session(cluster, secret, DAY_S * 2)  # due for renewal at its next use
             await anyio.sleep(0.5)  # the primary reads the other process's commit
             before = (await b.get("/healthz")).json()["feedResumesHere"]
@@ -294,36 +296,6 @@ def age_session(cluster: Cluster, secret: str, seconds: float) -> None:
         )
     finally:
         store.close()
-
-
-async def _resume_counted(
-    http: httpx.AsyncClient, path: str, last: str, count: int
-) -> tuple[list[tuple[int, str]], int]:
-    """Resume the feed `path` after `last` on `http`'s edge: the `count` events it gets (and
-    then nothing more), and how many clients the edge resumed from its own events meanwhile."""
-    before = (await http.get("/healthz")).json()["feedResumesHere"]
-    async with watch(http, path, headers={"Last-Event-ID": last}) as resumed:
-        got = [await resumed.next() for _ in range(count)]
-        await resumed.quiet(0.5)
-    resumes = (await http.get("/healthz")).json()["feedResumesHere"] - before
-    return [(int(e.id), e.data) for e in got], resumes
-
-
-async def _events_after(
-    cluster: Cluster, token: str, thread_id: str, after: int
-) -> list[tuple[int, str]]:
-    """The thread's events after `after`, straight from the primary, once they stop coming."""
-    async with (
-        client(cluster.primary.url, token) as http,
-        watch(http, f"/api/threads/{thread_id}/events", params={"since": str(after)}) as direct,
-    ):
-        events = []
-        while True:
-            try:
-                event = await direct.next(timeout=1.5)
-            except AssertionError:
-                return events
-            events.append((int(event.id), event.data))
 
 
 async def test_an_edge_holds_each_token_to_its_stream_limit(

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.server import REPO, TEST_APP, ServerProcess, free_port, server_env
+from tests.support.sse import watch
 
 START_TIMEOUT_S = 15.0
 
@@ -236,3 +237,33 @@ def revoke(cluster: Cluster, token: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+async def resume_counted(
+    http: httpx.AsyncClient, path: str, last: str, count: int
+) -> tuple[list[tuple[int, str]], int]:
+    """Resume the feed `path` after `last` on `http`'s edge: the `count` events it gets (and
+    then nothing more), and how many clients the edge resumed from its own events meanwhile."""
+    before = (await http.get("/healthz")).json()["feedResumesHere"]
+    async with watch(http, path, headers={"Last-Event-ID": last}) as resumed:
+        got = [await resumed.next() for _ in range(count)]
+        await resumed.quiet(0.5)
+    resumes = (await http.get("/healthz")).json()["feedResumesHere"] - before
+    return [(int(e.id), e.data) for e in got], resumes
+
+
+async def events_after(
+    cluster: Cluster, token: str, thread_id: str, after: int
+) -> list[tuple[int, str]]:
+    """The thread's events after `after`, straight from the primary, once they stop coming."""
+    async with (
+        client(cluster.primary.url, token) as http,
+        watch(http, f"/api/threads/{thread_id}/events", params={"since": str(after)}) as direct,
+    ):
+        events = []
+        while True:
+            try:
+                event = await direct.next(timeout=1.5)
+            except AssertionError:
+                return events
+            events.append((int(event.id), event.data))
