@@ -79,7 +79,7 @@ async def test_a_member_losing_access_is_ended_ahead_of_that_commits_events(
 ) -> None:
     (_, owner), (token, member) = await people(rt, "owner", "member")
     thread_id = await shared_thread(rt, owner, member)
-    stream, after = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
+    stream, after, _ = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
     *_, staying = await rt.shared_feeds.join(SHARE, "owner-1", owner, after, catch_up=False)
     *_, leaving = await rt.shared_feeds.join(SHARE, "member-1", member, after, catch_up=False)
     assert (staying, leaving) == (MemberState(0, LIVE), MemberState(0, LIVE))
@@ -105,7 +105,7 @@ async def test_a_joining_is_refused_for_a_member_that_left_or_a_stream_not_held(
 ) -> None:
     (_, owner), (_, member), (_, outsider) = await people(rt, "owner", "member", "outsider")
     thread_id = await shared_thread(rt, owner, member)
-    stream, after = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
+    stream, after, _ = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
     await rt.shared_feeds.join(SHARE, "member-1.2", member, after, catch_up=False)
     with pytest.raises(FunctionError) as older:  # an earlier joining, overtaken on its way
         await rt.shared_feeds.join(SHARE, "member-1.1", member, after, catch_up=False)
@@ -120,7 +120,7 @@ async def test_a_joining_is_refused_for_a_member_that_left_or_a_stream_not_held(
     with pytest.raises(FunctionError) as gone:
         await rt.shared_feeds.join(SHARE, "member-2", member, after, catch_up=False)
     assert (gone.value.status, gone.value.code) == (503, "feed_not_open")
-    stream, after = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
+    stream, after, _ = await rt.shared_feeds.open(SHARE, thread_id, owner, None)
     with pytest.raises(FunctionError) as refused:
         await rt.shared_feeds.join(SHARE, "outsider-1", outsider, after, catch_up=True)
     assert (refused.value.status, refused.value.code) == (404, "thread_not_found")

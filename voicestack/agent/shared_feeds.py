@@ -157,11 +157,13 @@ class SharedFeeds:
 
     async def open(
         self, share: str, thread_id: str, opener: Viewer | None, cursor: int | None
-    ) -> tuple[Stream, int]:
+    ) -> tuple[Stream, int, int]:
         """The thread's events after `cursor` (None: after the newest now), for an edge's
-        clients; and the event id they follow. `opener` (the first client) must see the thread:
-        an edge opens streams of threads its clients may see, but the stream is not theirs, and
-        outlives their access. Raises `thread_not_found` otherwise."""
+        clients; the event id they follow; and the thread's newest event id then (0: none), so
+        that the edge knows nothing of the thread lies between the two. `opener` (the first
+        client) must see the thread: an edge opens streams of threads its clients may see, but
+        the stream is not theirs, and outlives their access. Raises `thread_not_found`
+        otherwise."""
         user = opener.caller if opener is not None else None
         outbox = FeedChannel()
         self._hub.track(outbox)
@@ -176,17 +178,20 @@ class SharedFeeds:
                 member.leave()
             shared.members.clear()
 
-        def start(snapshot: Snapshot) -> int:
+        def start(snapshot: Snapshot) -> tuple[int, int]:
             require_thread(snapshot.db(), thread_id, user)
-            if cursor is not None:
-                return cursor
-            newest: int = snapshot.conn.execute(
-                "SELECT coalesce(max(id), 0) FROM thread_events"
+            conn = snapshot.conn
+            thread_newest: int = conn.execute(
+                "SELECT coalesce(max(id), 0) FROM thread_events WHERE thread_id = ?",
+                (thread_id,),
             ).get
-            return newest
+            if cursor is not None:
+                return cursor, thread_newest
+            newest: int = conn.execute("SELECT coalesce(max(id), 0) FROM thread_events").get
+            return newest, thread_newest
 
         try:
-            after = await self._store.read(start)
+            after, thread_newest = await self._store.read(start)
             await self._hub.join_feed(self._feed, thread_id, outbox, after)
         except BaseException:
             release()
@@ -195,7 +200,7 @@ class SharedFeeds:
         if old is not None:
             old.outbox.close()
         self._shared[share] = shared
-        return Stream(outbox, release), after
+        return Stream(outbox, release), after, thread_newest
 
     async def join(
         self,

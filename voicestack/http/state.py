@@ -20,6 +20,9 @@ CURSOR_HEADER = "voicestack-cursor"
 # naming it, on its opening and on each client's joining, and the one naming that client.
 SHARE_HEADER = "voicestack-feed-share"
 MEMBER_HEADER = "voicestack-feed-member"
+# The shared stream's answer header with the thread's newest event id where the stream begins
+# (nothing of the thread lies between it and the stream's first event).
+THREAD_NEWEST_HEADER = "voicestack-thread-newest"
 # The answer's header with the joined client's state (voicestack.agent.shared_feeds.MemberState).
 MEMBER_STATE_HEADER = "voicestack-member-state"
 

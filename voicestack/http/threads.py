@@ -19,6 +19,7 @@ from voicestack.http.state import (
     MEMBER_HEADER,
     MEMBER_STATE_HEADER,
     SHARE_HEADER,
+    THREAD_NEWEST_HEADER,
     caller,
     runtime,
     viewer,
@@ -123,9 +124,12 @@ async def _edge_feed(
     share = request.headers.get(SHARE_HEADER)
     member = request.headers.get(MEMBER_HEADER)
     if share is not None and member is None:
-        stream, after = await rt.shared_feeds.open(share, thread_id, viewer(request), cursor)
+        stream, after, newest = await rt.shared_feeds.open(
+            share, thread_id, viewer(request), cursor
+        )
         response = ChannelResponse(stream)
         response.headers.append((CURSOR_HEADER.encode(), str(after).encode()))
+        response.headers.append((THREAD_NEWEST_HEADER.encode(), str(newest).encode()))
         return response
     if CATCH_UP_HEADER not in request.headers:
         return None

@@ -40,6 +40,7 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 async def healthz(request: Request) -> Response:
     """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now,
     `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events,
+    `feedJournalEvents` how many of those events came from the thread journal (JetStream),
     `threadStreams` how many threads it holds a stream of (one each, shared by all their
     clients here), and `feedClients` how many clients those streams feed."""
     edge: Edge = request.app.state.edge
@@ -50,6 +51,7 @@ async def healthz(request: Request) -> Response:
         "role": "edge",
         "nats": edge.link.connected,
         "feedResumesHere": edge.resumed_here,
+        "feedJournalEvents": edge.link.journal_events,
         "threadStreams": len(feeds),
         "feedClients": sum(feed.client_count for feed in feeds),
     }

@@ -26,16 +26,19 @@ from voicestack.http.state import (
     MEMBER_HEADER,
     MEMBER_STATE_HEADER,
     SHARE_HEADER,
+    THREAD_NEWEST_HEADER,
 )
 from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.journal import whole_run
 from voicestack.scale.link import OPEN_TIMEOUT_S, EdgeLink, PrimaryUnavailable
 from voicestack.scale.upstream import FINAL_REFUSALS, Upstream, sse_events
 
 # Joinings a new client may need: its primary may stop, or the stream move, meanwhile.
 _JOIN_ATTEMPTS = 3
 RING_EVENTS = 1024  # recent feed events kept for clients that join while the upstream runs
+_JOURNAL_READS = 2  # reads of the thread journal an upstream tries (the newest may lag)
 _MEMBER_CONTROL = b"event: " + MEMBER_EVENT + b"\n"
 
 
@@ -108,6 +111,11 @@ class FeedUpstream(Upstream):
         # Clients whose catch-up ends before this would miss events: the upstream began after
         # it, or its recent events no longer reach back that far.
         self.floor = 0
+        # The thread's newest event where the upstream began (None: the primary did not say):
+        # where the thread journal's run must end to reach back before `floor`.
+        self._began_at: int | None = None
+        self._journal_reads = 0
+        self._reaching: asyncio.Future[None] | None = None
         self._recent: collections.deque[Event] = collections.deque(maxlen=RING_EVENTS)
         self._clients: set[FeedChannel] = set()  # joined clients' outboxes
         self.members: dict[str, FeedMember] = {}  # joined, or joining
@@ -133,6 +141,11 @@ class FeedUpstream(Upstream):
             self.floor = int(head.header(CURSOR_HEADER.encode()) or b"0")
             # Events may have arrived before the answer did.
             self.last = max(self.last, self.floor)
+            newest = head.header(THREAD_NEWEST_HEADER.encode())
+            if newest is not None and not self._recent:
+                # Nothing of the thread lies between its newest event and the stream's start:
+                # a client at that event, or after it, misses nothing here either.
+                self._began_at = self.floor = min(self.floor, int(newest))
         return head
 
     def clients(self) -> list[Outbox]:
@@ -214,6 +227,8 @@ class FeedUpstream(Upstream):
             if not await self.settled(OPEN_TIMEOUT_S):
                 raise PrimaryUnavailable("the thread's stream is not open")
             here = self.covers(cursor)
+            if here is None and await self.reach_back(cursor):
+                here = self.covers(cursor)
             request, joining = self._joining(member, cursor, catch_up=here is None)
             stream = self.stream_id
             # One joining of a member in flight at a time: a resync meanwhile leaves this one
@@ -240,6 +255,53 @@ class FeedUpstream(Upstream):
         if here is not None:
             return answer, here, True
         return answer, int(answer.header(CURSOR_HEADER.encode()) or b"0"), False
+
+    async def reach_back(self, cursor: str | int | None) -> bool:
+        """Reach back before `floor` with the thread journal (voicestack/scale/journal.py), so
+        that a client resuming at `cursor` is caught up here rather than by the primary: True
+        if the recent events now reach back further. One read at a time, and few per
+        upstream."""
+        try:
+            after = parse_int64(str(cursor)) if cursor is not None else None
+        except (ValueError, OverflowError):
+            return False
+        if after is None or after >= self.floor:
+            return False
+        while self._reaching is not None:
+            await asyncio.shield(self._reaching)
+            if after >= self.floor:
+                return True
+        if self._journal_reads >= _JOURNAL_READS or self._began_at is None:
+            return False
+        self._journal_reads += 1
+        self._reaching = asyncio.get_running_loop().create_future()
+        try:
+            return await self._read_journal()
+        finally:
+            self._reaching.set_result(None)
+            self._reaching = None
+
+    async def _read_journal(self) -> bool:
+        thread_id = self.request.path.split("/")[3]
+        events = await self.link.read_journal(thread_id)
+        began_at = self._began_at
+        if events is None or began_at is None or self.floor != began_at:
+            # No journal; or the recent events no longer reach back to where the upstream
+            # began, so a run ending there would leave a hole after it.
+            return False
+        found = whole_run(events, began_at) if began_at else (0, [])
+        if found is None:
+            return False
+        before, run = found
+        if before >= self.floor:
+            return False
+        self._journal_reads = _JOURNAL_READS  # the journal has nothing older to add
+        joined = [(event.id, event.event) for event in run] + list(self._recent)
+        dropped = joined[: max(0, len(joined) - RING_EVENTS)]
+        self._recent = collections.deque(joined[len(dropped) :], maxlen=RING_EVENTS)
+        self.floor = dropped[-1][0] if dropped else before
+        self.link.journal_events += len(run) - len(dropped)
+        return True
 
     def join(self, member: FeedMember, outbox: FeedChannel, catch_up: bytes, after: int) -> bool:
         """Send a client of `member` its catch-up, then every event after `after`; False

@@ -24,6 +24,7 @@ from nats.errors import Error as NatsError
 from voicestack import jsoncodec
 from voicestack.scale import subjects
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.journal import JournalEvent, read_journal
 from voicestack.scale.primary import END_HEADER
 from voicestack.scale.sockets import FRAME_HEADER, SocketAnswer
 from voicestack.scale.stream_wire import Reassembly
@@ -90,6 +91,8 @@ class EdgeLink:
         self._seen: dict[str, float] = {}  # primary id -> when it last said hello
         self._loops: list[asyncio.Task[None]] = []
         self.on_reconnect: list[Callable[[], None]] = []
+        # Thread events the journal let feed upstreams keep from before they began.
+        self.journal_events = 0
 
     @property
     def connected(self) -> bool:
@@ -242,6 +245,14 @@ class EdgeLink:
         note = jsoncodec.dumps({"edge": self.id, "leave": [[share, member]]})
         with contextlib.suppress(NatsError):
             await nc.publish(subjects.primary_inbox(primary), note)
+
+    async def read_journal(self, thread_id: str) -> list[JournalEvent] | None:
+        """What the thread journal holds of the thread (voicestack/scale/journal.py); None
+        without one, or while NATS is away."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return None
+        return await read_journal(nc, thread_id)
 
     def forget_stream(self, stream_id: str) -> None:
         """Stop routing a stream's messages (it is being replaced, or has ended)."""
