@@ -18,7 +18,8 @@ once. Each is done when it holds the last event. Three rows:
 
 Reported: the time until every client was caught up (p50, p99, all; counted from the first
 connection, so connecting the clients one after another is inside it, alike in every row), the
-primary's and the edge's CPU seconds over the storm, and the edge's `feedResumesHere` count. A
+primary's and the edge's CPU seconds over the storm, and the edge's `feedResumesHere` and
+`feedJournalEvents` counts (events the thread journal in JetStream let it keep). A
 client counts as caught up when the last event arrives; tests/test_scale_edges.py checks that
 the events before it are exact. To compare with an earlier commit, run that commit's own copy
 (`git archive REV | tar -x -C DIR`, then run the module from DIR).
@@ -130,8 +131,9 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str) -> d
         primary_s = setup.primary_cpu() - primary0
         edge_s = _cpu(edge_one.child.pid) - edge0
         _, health = await http_call(edge_one.port, "GET", "/healthz")
-        resumes = json.loads(health).get("feedResumesHere", 0) - json.loads(before).get(
-            "feedResumesHere", 0
+        resumes, journalled = (
+            json.loads(health).get(key, 0) - json.loads(before).get(key, 0)
+            for key in ("feedResumesHere", "feedJournalEvents")
         )
         if keeper is not None:
             keeper.close()
@@ -149,6 +151,7 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str) -> d
         "primary_cpu_s": primary_s,
         "edge_cpu_s": edge_s,
         "resumes_here": resumes,
+        "journal_events": journalled,
     }
 
 
@@ -180,16 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = asyncio.run(_main(args))
     print(
         "| upstream on the edge | clients | caught up | p50 ms | p99 ms | all ms | primary CPU s"
-        " | edge CPU s | resumed from the edge | runs |"
+        " | edge CPU s | resumed from the edge | events from the journal | runs |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in ROWS:
         runs = [r for r in rows if r["upstream"] == name]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "upstream"}
         print(
             f"| {name} | {med['clients']:,.0f} | {med['caught_up']:,.0f} | {med['p50_ms']:.0f} |"
             f" {med['p99_ms']:.0f} | {med['all_ms']:.0f} | {med['primary_cpu_s']:.2f} |"
-            f" {med['edge_cpu_s']:.2f} | {med['resumes_here']:,.0f} | {len(runs)} |"
+            f" {med['edge_cpu_s']:.2f} | {med['resumes_here']:,.0f} |"
+            f" {med['journal_events']:,.0f} | {len(runs)} |"
         )
     return 0
 

@@ -71,6 +71,7 @@ class Nats:
         self.url = f"nats://{HOST}:{self.port}"
         self.log_path = workdir / "nats.log"
         cmd = [binary, "-a", HOST, "-p", str(self.port), "-m", str(self.monitor)]
+        cmd += ["-js", "-sd", str(workdir / "nats-store")]  # JetStream: the thread journal
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=die_with_parent

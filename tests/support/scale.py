@@ -44,17 +44,23 @@ def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes]) -> No
 class NatsServer:
     """One nats-server process; `restart` keeps its port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, jetstream: bool = True) -> None:
         self.port = free_port()
+        self.jetstream = jetstream
         self.url = f"nats://127.0.0.1:{self.port}"
         self.log_path = workdir / "nats.log"
+        # JetStream's files (the thread journal), kept across a restart as a server's would be.
+        self.store_dir = workdir / "nats-store"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start it and wait until it accepts connections."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)],
+                [
+                    *(nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)),
+                    *(("-js", "-sd", str(self.store_dir)) if self.jetstream else ()),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -141,9 +147,11 @@ class Haproxy:
 class Cluster:
     """nats-server, one primary (the test app, the fake provider if given), two edges."""
 
-    def __init__(self, workdir: Path, provider_url: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, provider_url: str | None = None, jetstream: bool = True
+    ) -> None:
         self.workdir = workdir
-        self.nats = NatsServer(workdir)
+        self.nats = NatsServer(workdir, jetstream)
         args = ["--role", "primary", "--nats", self.nats.url]
         env: dict[str, str | None] = {}
         if provider_url is not None:
@@ -178,9 +186,12 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(workdir: Path, provider_url: str | None = None) -> Iterator[Cluster]:
-    """A started cluster; everything is stopped afterwards, and the logs printed."""
-    cluster = Cluster(workdir, provider_url)
+def running_cluster(
+    workdir: Path, provider_url: str | None = None, jetstream: bool = True
+) -> Iterator[Cluster]:
+    """A started cluster (its nats-server without JetStream unless `jetstream`); everything is
+    stopped afterwards, and the logs printed."""
+    cluster = Cluster(workdir, provider_url, jetstream)
     with ExitStack() as stack:
         cluster.nats.start()
         stack.callback(cluster.nats.stop)
