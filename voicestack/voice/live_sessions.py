@@ -17,6 +17,7 @@ from voicestack.reactive.streams import Stream
 from voicestack.store.store import Store
 from voicestack.voice.provider import Transcriber
 from voicestack.voice.realtime.client import VoiceClient
+from voicestack.voice.realtime.records import StoreRecords
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
@@ -84,9 +85,7 @@ class LiveSessions:
         )
         session = VoiceSession(
             thread_id=thread_id,
-            user=user,
-            store=self._store,
-            transcriber=self._transcriber,
+            records=StoreRecords(thread_id, user, self._store, self._transcriber),
             feed=feed,
             settings=SessionSettings(turns, settings.min_interruption_ms),
             start=start,

@@ -25,23 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voicestack.agent.llm import ProviderError
-from voicestack.agent.membership import require_thread
 from voicestack.agent.reply_state import HEARD_CUT, SHUTDOWN_CUT
-from voicestack.agent.threads import start_turn
 from voicestack.functions.errors import FunctionError
-from voicestack.identity import Caller
 from voicestack.reactive.streams import Stream
-from voicestack.store.db import WriteDB
-from voicestack.store.readers import Snapshot
-from voicestack.store.store import Store
-from voicestack.voice.files import Audio
-from voicestack.voice.formats import format_named
-from voicestack.voice.provider import Transcriber
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.client import VoiceClient, close_at_feed_end
 from voicestack.voice.realtime.feed_events import FeedEvent, feed_events
 from voicestack.voice.realtime.heard import SpokenReply
-from voicestack.voice.realtime.metrics import TurnClock, save_cut, save_hung_up, save_spoken
+from voicestack.voice.realtime.metrics import TurnClock
+from voicestack.voice.realtime.records import CUT, HUNG_UP, SPOKEN, ReplyEnd, SavedTurn, TurnRecords
 from voicestack.voice.realtime.turns import (
     SpeechStarted,
     SpeechStopped,
@@ -57,7 +49,6 @@ from voicestack.voice.realtime.wire import (
     TypedText,
     event,
 )
-from voicestack.voice.turn import VoiceTurn, save_voice_turn
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +87,7 @@ class VoiceSession:
         self,
         *,
         thread_id: str,
-        user: Caller | None,
-        store: Store,
-        transcriber: Transcriber,
+        records: TurnRecords,
         feed: Stream,
         settings: SessionSettings,
         start: Start,
@@ -107,9 +96,7 @@ class VoiceSession:
     ) -> None:
         """`forget` is called with the session when it closes."""
         self.thread_id = thread_id
-        self._user = user
-        self._store = store
-        self._transcriber = transcriber
+        self._records = records
         self._feed = feed
         self._settings = settings
         self._start = start
@@ -196,7 +183,9 @@ class VoiceSession:
             reply.spoken.assume_played(reply.played_by(asyncio.get_running_loop().time()))
         heard = reply.spoken.heard_words()
         message_id = reply.spoken.message_id
-        await self._store.write(lambda db: save_cut(db, message_id, reply.clock, heard, why))
+        await self._records.reply_ended(
+            message_id, ReplyEnd(CUT, heard=heard, why=why), reply.clock
+        )
         await self._client.send_event(
             event("reply_stopped", messageId=message_id, status="interrupted")
         )
@@ -229,7 +218,7 @@ class VoiceSession:
         reply, self._reply = self._reply, None
         if reply is not None:
             message_id, status = reply.spoken.message_id, reply.final_status
-            await self._store.write(lambda db: save_hung_up(db, message_id, reply.clock, status))
+            await self._records.reply_ended(message_id, ReplyEnd(HUNG_UP, status), reply.clock)
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -255,38 +244,25 @@ class VoiceSession:
                 )
 
     async def _spoken_turn(self, pcm: bytes, clock: TurnClock) -> None:
-        wav = codec.wav_of(pcm)
-        fmt = format_named("wav")
-        assert fmt is not None
-        heard = await self._transcriber.transcribe(wav, fmt, "turn")
-        clock.transcribed(len(pcm) / 2 / codec.VAD_RATE)
-        text = heard.text.strip()
-        if not text:
+        saved = await self._records.spoken_turn(pcm, clock)
+        if saved is None:
             message = "No words were heard in that turn; nothing was saved."
             await self._client.send_event(event("error", code="no_speech", message=message))
             return
-        audio = Audio.of(wav, fmt.content_type, clock.audio_in_seconds)
-        turn = VoiceTurn(self.thread_id, self._user, text, audio, speak=True)
-        saved = await self._store.write(lambda db: save_voice_turn(db, turn))
-        await self._answer(saved.value["messageId"], saved.value["replyId"], text, clock)
+        await self._answer(saved, clock)
 
     async def _typed_turn(self, text: str, clock: TurnClock) -> None:
-        author = self._user.id if self._user else None
         clock.transcribed()
+        await self._answer(await self._records.typed_turn(text), clock)
 
-        def save(db: WriteDB) -> dict[str, str]:
-            require_thread(db, self.thread_id, self._user)
-            return start_turn(db, self.thread_id, text, author, speak=True)
-
-        saved = await self._store.write(save)
-        await self._answer(saved.value["messageId"], saved.value["replyId"], text, clock)
-
-    async def _answer(self, message_id: str, reply_id: str, text: str, clock: TurnClock) -> None:
+    async def _answer(self, saved: SavedTurn, clock: TurnClock) -> None:
         await self.interrupt()  # a turn that began before the last reply did: it wins
-        self._reply = _Reply(SpokenReply(reply_id), clock)
+        self._reply = _Reply(SpokenReply(saved.reply_id), clock)
         self._replies.put_nowait(self._reply)
-        await self._client.send_event(event("transcript", messageId=message_id, text=text))
-        await self._client.send_event(event("reply_started", messageId=reply_id))
+        await self._client.send_event(
+            event("transcript", messageId=saved.message_id, text=saved.text)
+        )
+        await self._client.send_event(event("reply_started", messageId=saved.reply_id))
 
     # -- the reply, from the feed to the client ------------------------------------------------
 
@@ -371,7 +347,7 @@ class VoiceSession:
         if self._reply is reply:
             self._reply = None
             message_id, status = reply.spoken.message_id, reply.final_status or "interrupted"
-            await self._store.write(lambda db: save_spoken(db, message_id, reply.clock, status))
+            await self._records.reply_ended(message_id, ReplyEnd(SPOKEN, status), reply.clock)
             await self._client.send_event(
                 event(
                     "reply_stopped",
@@ -401,11 +377,7 @@ class VoiceSession:
     async def _sentence_audio(self, file_id: str) -> bytes | None:
         """A stored sentence in the session's format and rate; None if it cannot be decoded."""
 
-        def read(snap: Snapshot) -> tuple[bytes, str] | None:
-            row = snap.db().one("SELECT data, content_type FROM files WHERE id = ?", (file_id,))
-            return (bytes(row["data"]), str(row["content_type"])) if row else None
-
-        stored = await self._store.read(read)
+        stored = await self._records.sentence(file_id)
         if stored is None:
             return None
         try:
