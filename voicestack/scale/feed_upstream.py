@@ -38,7 +38,10 @@ from voicestack.scale.upstream import FINAL_REFUSALS, Upstream, sse_events
 # Joinings a new client may need: its primary may stop, or the stream move, meanwhile.
 _JOIN_ATTEMPTS = 3
 RING_EVENTS = 1024  # recent feed events kept for clients that join while the upstream runs
-_JOURNAL_READS = 2  # reads of the thread journal an upstream tries (the newest may lag)
+# The thread journal may not hold the newest event yet just after the upstream opened: one
+# more read, a moment later.
+_JOURNAL_READS = 2
+_JOURNAL_AGAIN_S = 0.25
 _MEMBER_CONTROL = b"event: " + MEMBER_EVENT + b"\n"
 
 
@@ -141,8 +144,8 @@ class FeedUpstream(Upstream):
             self.floor = int(head.header(CURSOR_HEADER.encode()) or b"0")
             # Events may have arrived before the answer did.
             self.last = max(self.last, self.floor)
-            newest = head.header(THREAD_NEWEST_HEADER.encode())
-            if newest is not None and not self._recent:
+            newest = (head.header(THREAD_NEWEST_HEADER.encode()) or b"").decode("latin-1")
+            if newest.isdigit() and not self._recent:
                 # Nothing of the thread lies between its newest event and the stream's start:
                 # a client at that event, or after it, misses nothing here either.
                 self._began_at = self.floor = min(self.floor, int(newest))
@@ -271,27 +274,39 @@ class FeedUpstream(Upstream):
             await asyncio.shield(self._reaching)
             if after >= self.floor:
                 return True
-        if self._journal_reads >= _JOURNAL_READS or self._began_at is None:
+        if self._journal_reads >= _JOURNAL_READS or not self._reaches_back():
             return False
-        self._journal_reads += 1
         self._reaching = asyncio.get_running_loop().create_future()
         try:
-            return await self._read_journal()
+            for attempt in range(_JOURNAL_READS - self._journal_reads):
+                if attempt:
+                    await asyncio.sleep(_JOURNAL_AGAIN_S)
+                self._journal_reads += 1
+                read = await self._read_journal()
+                if read is not None:
+                    return read
+            return False
         finally:
             self._reaching.set_result(None)
             self._reaching = None
 
-    async def _read_journal(self) -> bool:
-        thread_id = self.request.path.split("/")[3]
+    def _reaches_back(self) -> bool:
+        """Whether a run of the journal ending where the upstream began could add anything:
+        not when the recent events no longer reach back that far (a run ending there would
+        leave a hole after it), nor when the thread had no event then."""
+        return bool(self._began_at) and self.floor == self._began_at
+
+    async def _read_journal(self) -> bool | None:
+        """One read: True if it reached back, False if it cannot, None if the newest event
+        the run must end at is not journalled (yet)."""
+        thread_id = self.request.path.removeprefix("/api/threads/").removesuffix("/events")
         events = await self.link.read_journal(thread_id)
         began_at = self._began_at
-        if events is None or began_at is None or self.floor != began_at:
-            # No journal; or the recent events no longer reach back to where the upstream
-            # began, so a run ending there would leave a hole after it.
+        if events is None or began_at is None or not self._reaches_back():
             return False
-        found = whole_run(events, began_at) if began_at else (0, [])
+        found = whole_run(events, began_at)
         if found is None:
-            return False
+            return None
         before, run = found
         if before >= self.floor:
             return False

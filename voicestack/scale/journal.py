@@ -88,12 +88,16 @@ async def read_journal(nc: Client, thread_id: str) -> list[JournalEvent] | None:
         inactive_threshold=10.0,
         mem_storage=True,
     )
+    assert config.name is not None
     try:
         info = await js.add_consumer(STREAM, config)
+    except (NatsError, TimeoutError) as exc:
+        log.debug("the journal of %s could not be read: %s", thread_id, exc)
+        return None
+    try:
         pending = info.num_pending or 0
         if pending == 0:
             return []
-        assert config.name is not None
         reader = await js.pull_subscribe_bind(config.name, stream=STREAM)
         try:
             msgs = await reader.fetch(batch=pending, timeout=READ_TIMEOUT_S)
@@ -102,7 +106,11 @@ async def read_journal(nc: Client, thread_id: str) -> list[JournalEvent] | None:
     except (NatsError, TimeoutError) as exc:
         log.debug("the journal of %s could not be read: %s", thread_id, exc)
         return None
-    asyncio.get_running_loop().create_task(_forget(nc, config.name))
+    finally:
+        # The server would drop the consumer after inactive_threshold; this spares it the wait.
+        forgetting = asyncio.get_running_loop().create_task(_forget(nc, config.name))
+        _forgetting.add(forgetting)
+        forgetting.add_done_callback(_forgetting.discard)
     events = []
     for msg in msgs:
         headers = msg.headers or {}
@@ -115,7 +123,9 @@ async def read_journal(nc: Client, thread_id: str) -> list[JournalEvent] | None:
     return events
 
 
+_forgetting: set[asyncio.Task[None]] = set()
+
+
 async def _forget(nc: Client, consumer: str) -> None:
-    # The server would drop it after inactive_threshold anyway; this spares it the wait.
     with contextlib.suppress(NatsError, TimeoutError):
         await nc.jetstream().delete_consumer(STREAM, consumer)

@@ -2,9 +2,16 @@
 every new thread event once per batch, whoever watches its thread, and publishes it to JetStream
 with its id and the id of its thread's event before it.
 
-Publishes are fire-and-forget, in commit order, on the primary's own connection: a publish lost
-while NATS is away leaves a hole that the next event's `prev` makes visible, so an edge never
-trusts a run across it.
+Nothing is published until this process has found the journal's stream on the NATS server it
+reaches, and found that the stream's newest event is one this database holds, byte for byte: a
+journal of another timeline (a database restored from an older backup reuses event ids) is
+emptied first. Publishes are then fire-and-forget, in commit order, on the primary's own
+connection: a publish lost while NATS is away leaves a hole that the next event's `prev` makes
+visible, so an edge never trusts a run across it. While the journal is not ready (NATS down, no
+JetStream) nothing is read or published, and the first batch after it is skipped, a hole too.
+
+One primary at a time: an old primary still running against an older copy of the database would
+publish its own timeline beside the new one's.
 """
 
 from __future__ import annotations
@@ -12,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import RawStreamMsg, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from voicestack.agent.feed import encode_row_event
@@ -35,11 +42,14 @@ from voicestack.scale.journal import (
 )
 from voicestack.store.changes import ChangeSet
 from voicestack.store.readers import Snapshot
+from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
 
 _PREV_KEPT = 16384  # threads whose newest journalled event is remembered
 _BACKLOG_BATCHES = 4096  # batches waiting to be published before new ones are dropped
+_RETRY_S = 5.0  # between attempts to find (or make) the journal's stream
+_MAX_BYTES = 1 << 30
 
 Published = list[tuple[str, JournalEvent]]  # (subject, event)
 
@@ -51,47 +61,91 @@ def stream_config() -> StreamConfig:
         subjects=[SUBJECTS],
         max_msgs_per_subject=KEEP_PER_THREAD,
         max_age=KEEP_S,
+        max_bytes=_MAX_BYTES,
         storage=StorageType.FILE,
         duplicate_window=120.0,
     )
 
 
+def message_id(event: JournalEvent) -> str:
+    """The event's Nats-Msg-Id: the same for every primary process publishing it (JetStream
+    keeps one), and another for another timeline's event of the same id."""
+    digest = hashlib.blake2b(event.event, digest_size=8).hexdigest()
+    return f"{event.id}.{event.prev}.{digest}"
+
+
+def _holds(snapshot: Snapshot, journalled: RawStreamMsg) -> bool:
+    """Whether the database holds the journalled event, in its thread, byte for byte."""
+    try:
+        event_id = int((journalled.headers or {})[EVENT_HEADER])
+    except (KeyError, ValueError):
+        return False
+    row = snapshot.db().one(
+        "SELECT thread_id, kind, data FROM thread_events WHERE id = ?", (event_id,)
+    )
+    if row is None or journalled.subject != journal_subject(str(row["thread_id"])):
+        return False
+    return encode_row_event(event_id, str(row["kind"]), row["data"]) == journalled.data
+
+
+def _newest_event(snapshot: Snapshot) -> int:
+    newest: int = snapshot.conn.execute("SELECT coalesce(max(id), 0) FROM thread_events").get
+    return newest
+
+
 class JournalPublisher:
     """A hub Feed (voicestack/reactive/listeners.py) with no clients: each batch's new thread
-    events go to the journal."""
+    events go to the journal, once its stream is ready."""
 
     tables = frozenset({"thread_events"})
 
-    def __init__(self, nc: Client, after: int) -> None:
-        """`after`: the newest event id already committed when the publisher starts (the
-        events after it are published)."""
+    def __init__(self, nc: Client, store: Store) -> None:
         self._nc = nc
-        self._last = after
+        self._store = store
+        self._last = 0  # the newest event read
+        # Where to begin again once the journal is ready (set on the loop, taken by `collect`,
+        # which reads on the hub's reader thread).
+        self._begin_at: int | None = None
         # Each thread's newest event so far: the `prev` of its next one.
         self._prev: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._backlog: asyncio.Queue[Published] = asyncio.Queue(_BACKLOG_BATCHES)
-        self._pump: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._warned = False
         self._closed = False
+        self.ready = False  # the stream is there, and holds this database's timeline
         self.published = 0  # events handed to NATS
 
     @property
     def active(self) -> bool:
-        """Always, until closed: the journal holds every thread, watched or not."""
-        return not self._closed
+        """While the journal is ready: it holds every thread, watched or not."""
+        return self.ready and not self._closed
 
     def start(self) -> None:
-        """Begin publishing, on the running loop."""
-        self._pump = asyncio.get_running_loop().create_task(
-            self._publish(), name="voicestack-journal"
-        )
+        """Find the stream, then publish, on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._keep_ready(), name="voicestack-journal-stream"),
+            loop.create_task(self._publish(), name="voicestack-journal"),
+        ]
+
+    def reconnected(self) -> None:
+        """NATS came back, perhaps another server without the stream: look again now. What is
+        committed meanwhile is not published: a hole, which the chain shows."""
+        self.ready = False
+        self._wake.set()
 
     def collect(
         self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]
     ) -> Published:
         """The thread events committed since the last batch, each with its thread's event
         before it."""
-        if self._closed:
+        if not self.active:
             return []
+        if (begin_at := self._begin_at) is not None:
+            self._begin_at = None
+            self._last = begin_at  # (a batch read before it is published again: deduplicated)
+            self._prev.clear()  # a `prev` from before the hole would bridge it
         conn = snapshot.conn
         found: Published = []
         for event_id, thread_id, kind, data in conn.execute(
@@ -118,62 +172,80 @@ class JournalPublisher:
     def deliver(self, collected: Published, joins: list[FeedJoin]) -> None:
         """Queue the batch's events for NATS, in order; a backlog too long (NATS away for long)
         drops them, and the chain shows the hole."""
-        if collected and not self._closed:
+        if collected and self.active:
             with contextlib.suppress(asyncio.QueueFull):
                 self._backlog.put_nowait(collected)
 
     async def _publish(self) -> None:
         while True:
             batch = await self._backlog.get()
-            for subject, event in batch:
-                headers = {
-                    EVENT_HEADER: str(event.id),
-                    PREV_HEADER: str(event.prev),
-                    DEDUP_HEADER: str(event.id),
-                }
-                try:
+            if not self.ready:
+                continue  # dropped: a hole the chain shows
+            try:
+                for subject, event in batch:
+                    headers = {
+                        EVENT_HEADER: str(event.id),
+                        PREV_HEADER: str(event.prev),
+                        DEDUP_HEADER: message_id(event),
+                    }
                     await self._nc.publish(subject, event.event, headers=headers)
                     self.published += 1
-                except (NatsError, OSError) as exc:
-                    log.debug("journal: event %d not published: %s", event.id, exc)
+            except (NatsError, OSError) as exc:
+                log.debug("journal: a batch was not published: %s", exc)
+            except Exception:
+                log.exception("journal: a batch was not published")
+
+    async def _keep_ready(self) -> None:
+        while True:
+            if not self.ready and self._nc.is_connected:
+                try:
+                    ready = await self._ensure_stream()
+                except Exception:
+                    log.exception("journal: checking its stream failed")
+                    ready = False
+                if ready:
+                    self._begin_at = await self._store.read(_newest_event)
+                    self.ready = True
+                    log.info("thread journal: publishing to JetStream stream %s", STREAM)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _RETRY_S)
+
+    async def _ensure_stream(self) -> bool:
+        """Create (or update) the journal's stream, emptied if it holds another timeline; False
+        (said in the log the first time) when the server has no JetStream."""
+        js = self._nc.jetstream(timeout=2.0)
+        try:
+            try:
+                await js.add_stream(stream_config())
+            except BadRequestError:  # it exists with other limits: take ours
+                await js.update_stream(stream_config())
+            info = await js.stream_info(STREAM)
+            last = None
+            if info.state.last_seq:
+                with contextlib.suppress(NotFoundError):  # gone meanwhile (its age, say)
+                    last = await js.get_msg(STREAM, seq=info.state.last_seq)
+            if last is not None and not await self._store.read(lambda s: _holds(s, last)):
+                log.warning(
+                    "the thread journal holds events this database does not (it was restored"
+                    " from an older copy?): emptied"
+                )
+                await js.purge_stream(STREAM)
+        except (NatsError, TimeoutError) as exc:
+            (log.debug if self._warned else log.warning)(
+                "no thread journal (%s): clients resuming on an edge are caught up by the"
+                " primary; start nats-server with -js to keep one",
+                exc,
+            )
+            self._warned = True
+            return False
+        return True
 
     async def close(self) -> None:
         """Stop publishing (what is queued is dropped: the chain shows the hole)."""
         self._closed = True
-        if self._pump is not None:
-            self._pump.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-
-
-async def ensure_stream(nc: Client, newest: Callable[[], Awaitable[int]], warn: bool) -> bool:
-    """Create (or update) the journal's stream; False (said in the log, if `warn`) when the
-    server has no JetStream. A
-    journal that holds events past `newest()`, the database's newest event, is of a database
-    restored from an older backup: event ids will be reused, so it is emptied."""
-    js = nc.jetstream(timeout=2.0)
-    try:
-        try:
-            await js.add_stream(stream_config())
-        except BadRequestError:  # it exists with other limits: take ours
-            await js.update_stream(stream_config())
-        info = await js.stream_info(STREAM)
-        last_seq = info.state.last_seq
-        with contextlib.suppress(NotFoundError):  # the last message may be gone already
-            last = await js.get_msg(STREAM, seq=last_seq) if last_seq else None
-            journalled = int((last.headers or {}).get(EVENT_HEADER, "0")) if last else 0
-            if journalled > (database := await newest()):
-                log.warning(
-                    "the thread journal runs ahead of the database (event %d > %d): emptied",
-                    journalled,
-                    database,
-                )
-                await js.purge_stream(STREAM)
-    except (NatsError, TimeoutError, ValueError) as exc:
-        (log.warning if warn else log.debug)(
-            "no thread journal (%s): clients resuming on an edge are caught up by the primary;"
-            " start nats-server with -js to keep one",
-            exc,
-        )
-        return False
-    return True
+                await task

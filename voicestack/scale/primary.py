@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 
 import nats
@@ -35,15 +35,13 @@ from voicestack.scale import subjects
 from voicestack.scale.asgi_call import PumpedStream, call_app
 from voicestack.scale.envelope import RequestEnvelope
 from voicestack.scale.errors import error_envelope
-from voicestack.scale.journal_publisher import JournalPublisher, ensure_stream
+from voicestack.scale.journal_publisher import JournalPublisher
 from voicestack.scale.sockets import FRAME_HEADER, PumpedSocket, SocketAnswer
 from voicestack.scale.stream_wire import StreamPublisher
-from voicestack.store.readers import Snapshot
 
 log = logging.getLogger(__name__)
 
 LEASE_S = 10.0
-_JOURNAL_RETRY_S = 5.0
 # The header on a stream's last message: why it ended.
 END_HEADER = "Voicestack-End"
 END_STOPPING = "primary_stopping"  # the primary is shutting down: resume on another one
@@ -81,10 +79,6 @@ class PrimaryBridge:
         self._loops: list[asyncio.Task[None]] = []
         self._serving: list[Subscription] = []
         self._journal: JournalPublisher | None = None
-        self._newest: Callable[[], Awaitable[int]] | None = None
-        self._journal_ready = False  # its JetStream stream exists on the server we reach
-        self._journal_tries = 0
-        self._journal_next_try = 0.0
 
     async def start(self) -> None:
         """Connect (retrying until NATS answers) and start answering edges."""
@@ -113,32 +107,16 @@ class PrimaryBridge:
         ]
         log.info("primary %s serving edges over %s", self.id, self.url)
 
-    def journal(self, runtime: Runtime, after: int, newest: Callable[[], Awaitable[int]]) -> None:
-        """Publish every thread event after `after` to the thread journal from now on;
-        `newest()`: the database's newest event id (voicestack/scale/journal.py)."""
+    def journal(self, runtime: Runtime) -> None:
+        """Publish every thread event to the thread journal (voicestack/scale/journal.py)."""
         assert self._nc is not None
-        self._journal = JournalPublisher(self._nc, after)
-        self._newest = newest
+        self._journal = JournalPublisher(self._nc, runtime.store)
         runtime.hub.add_feed(self._journal)
         self._journal.start()
 
-    async def _ensure_journal(self, nc: Client) -> None:
-        # Tried every few seconds until it works; said in the log the first time only.
-        now = asyncio.get_running_loop().time()
-        if self._newest is None or now < self._journal_next_try:
-            return
-        self._journal_next_try = now + _JOURNAL_RETRY_S
-        self._journal_tries += 1
-        warn = self._journal_tries == 1
-        self._journal_ready = await ensure_stream(nc, self._newest, warn)
-        if self._journal_ready:
-            self._journal_tries = 0
-        self._journal_next_try = 0.0
-
     async def _reconnected(self) -> None:
-        # The server may be a new one, without the journal's stream: check again, now.
-        self._journal_ready = False
-        self._journal_next_try = 0.0
+        if self._journal is not None:
+            self._journal.reconnected()
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -267,8 +245,6 @@ class PrimaryBridge:
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(Exception):
                     await nc.publish(subjects.HELLO, hello)
-                if not self._journal_ready:
-                    await self._ensure_journal(nc)
             await asyncio.sleep(0.2 if self._serving else subjects.HELLO_S)
 
     async def _expire_leases(self) -> None:
@@ -312,12 +288,6 @@ def _stream_of(request: RequestEnvelope) -> tuple[str, str, str]:
     return edge, stream_id, subject
 
 
-def newest_thread_event(snapshot: Snapshot) -> int:
-    """The newest thread event's id in `snapshot` (0: none yet)."""
-    newest: int = snapshot.conn.execute("SELECT coalesce(max(id), 0) FROM thread_events").get
-    return newest
-
-
 async def _log_error(exc: Exception) -> None:
     log.warning("NATS: %s", exc)
 
@@ -330,11 +300,7 @@ def serve_edges(url: str) -> AppService:
     async def run(app: ASGIApp, runtime: Runtime) -> AsyncIterator[PrimaryBridge]:
         bridge = PrimaryBridge(app, url, lambda: runtime.shutting_down, runtime.shared_feeds.leave)
         await bridge.start()
-
-        async def newest() -> int:
-            return await runtime.store.read(newest_thread_event)
-
-        bridge.journal(runtime, await newest(), newest)
+        bridge.journal(runtime)
         try:
             yield bridge
         finally:
