@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.routing import WebSocketRoute
@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from voicestack.functions.errors import FunctionError
 from voicestack.http.state import caller, runtime, viewer
+from voicestack.reactive.streams import Stream
 from voicestack.voice.live_sessions import LiveSession
 from voicestack.voice.realtime.wire import (
     CLOSE_NORMAL,
@@ -25,6 +26,7 @@ from voicestack.voice.realtime.wire import (
     CLOSE_TOO_BIG,
     MAX_FRAME_BYTES,
     ProtocolError,
+    Start,
     event,
     parse_control,
     parse_start,
@@ -82,16 +84,39 @@ def received_frame(message: Mapping[str, Any]) -> bytes | str | None:
     return text
 
 
+# The conversation's thread feed (raises FunctionError when the caller may not see the
+# thread, or ProtocolError), and its session, from the feed, the `start` message and the client.
+OpenFeed = Callable[[], Awaitable[Stream]]
+OpenSession = Callable[[Stream, Start, "SocketClient"], Awaitable[LiveSession]]
+
+
 async def thread_audio(websocket: WebSocket) -> None:
     """GET /api/threads/{id}/audio: a spoken conversation on the thread, over one WebSocket."""
     rt = runtime(websocket)
     thread_id = websocket.path_params["thread_id"]
+    user = caller(websocket)
+
+    async def open_session(feed: Stream, start: Start, client: SocketClient) -> LiveSession:
+        return await rt.live.open_live_session(thread_id, user, feed, start, client)
+
+    await live_socket(
+        websocket, lambda: rt.open_thread_feed(thread_id, viewer(websocket), None), open_session
+    )
+
+
+async def live_socket(websocket: WebSocket, open_feed: OpenFeed, open_session: OpenSession) -> None:
+    """Accept `websocket` and hold a live conversation on it: the feed first (a caller who may
+    not see the thread is closed with 4404), then the `start` message, then every frame to the
+    session until either side ends it."""
     await websocket.accept()
     client = SocketClient(websocket)
     try:
-        feed = await rt.open_thread_feed(thread_id, viewer(websocket), None)
+        feed = await open_feed()
     except FunctionError as exc:
         await client.refuse(ProtocolError(exc.code, exc.message, CLOSE_NOT_FOUND))
+        return
+    except ProtocolError as exc:
+        await client.refuse(exc)
         return
     session: LiveSession | None = None
     try:
@@ -102,8 +127,7 @@ async def thread_audio(websocket: WebSocket) -> None:
             raise ProtocolError(
                 "start_expected", "Send the start message before any audio.", CLOSE_POLICY
             )
-        start = parse_start(first)
-        session = await rt.live.open_live_session(thread_id, caller(websocket), feed, start, client)
+        session = await open_session(feed, parse_start(first), client)
         await session.begin()
         await _converse(websocket, client, session)
     except ProtocolError as exc:

@@ -4,12 +4,10 @@ their wind-down when the server shuts down."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from voicestack.agent.agents import Agents
+from voicestack.agent.agents import AgentProfile, Agents
 from voicestack.agent.cost import Pricing
 from voicestack.config import Settings
 from voicestack.identity import Caller
@@ -20,11 +18,12 @@ from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.records import StoreRecords
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
-from voicestack.voice.realtime.wire import CLOSE_GOING_AWAY, ProtocolError, Start
+from voicestack.voice.realtime.wire import ProtocolError, Start
 from voicestack.voice.relay.context import RelayContext
 from voicestack.voice.relay.session import RelaySession
 from voicestack.voice.relay.session_config import RelaySettings
 from voicestack.voice.relay.tools import RelayTools
+from voicestack.voice.session_drain import SessionDrain
 from voicestack.voice.telephony.calls import CallThread, start_call_thread
 from voicestack.voice.telephony.media import CALL_AUDIO, CallClient, StreamStart
 
@@ -58,14 +57,7 @@ class LiveSessions:
         self._relay_tools = relay_tools
         self._pricing = pricing
         self._open_call_feed = open_call_feed
-        self._sessions: set[LiveSession] = set()
-        self._wind_down: asyncio.Task[None] | None = None
-
-    def _refuse_when_shutting_down(self) -> None:
-        if self._wind_down is not None:
-            raise ProtocolError(
-                "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
-            )
+        self._drain = SessionDrain(settings.drain_s)
 
     def open_voice_session(
         self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
@@ -75,7 +67,7 @@ class LiveSessions:
 
         Raises ProtocolError (close 1001) once the server is shutting down.
         """
-        self._refuse_when_shutting_down()
+        self._drain.refuse_when_shutting_down()
         settings = self._settings
         turns = TurnSettings(
             settings.vad_threshold,
@@ -85,15 +77,31 @@ class LiveSessions:
         )
         session = VoiceSession(
             thread_id=thread_id,
-            records=StoreRecords(thread_id, user, self._store, self._transcriber),
+            records=self.records(thread_id, user),
             feed=feed,
             settings=SessionSettings(turns, settings.min_interruption_ms),
             start=start,
             client=client,
-            forget=self._sessions.discard,
+            forget=self._drain.discard,
         )
-        self._sessions.add(session)
+        self._drain.add(session)
         return session
+
+    def records(self, thread_id: str, user: Caller | None) -> StoreRecords:
+        """Where a conversation of `user` on the thread keeps its turns and replies: here."""
+        return StoreRecords(thread_id, user, self._store, self._transcriber)
+
+    async def _agent_of(self, thread_id: str) -> AgentProfile:
+        agent_name = await self._store.read(
+            lambda snap: snap.db().scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
+        )
+        return self._agents.get(str(agent_name)) or self._agents.profiles[0]
+
+    async def voice_mode(self, thread_id: str) -> str:
+        """How a live conversation on the thread runs: `pipeline` (a VoiceSession) or
+        `realtime` (relayed to a speech-to-speech model), as its agent says."""
+        agent = await self._agent_of(thread_id)
+        return "realtime" if agent.voice_mode == "realtime" else "pipeline"
 
     async def open_live_session(
         self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
@@ -101,13 +109,10 @@ class LiveSessions:
         """A live conversation on the thread as its agent's voice mode says (--voice-mode, or
         the agent's `voice_mode`): the pipeline's VoiceSession, or a RelaySession to the realtime
         provider. As open_voice_session otherwise."""
-        agent_name = await self._store.read(
-            lambda snap: snap.db().scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
-        )
-        agent = self._agents.get(str(agent_name)) or self._agents.profiles[0]
+        agent = await self._agent_of(thread_id)
         if agent.voice_mode != "realtime":
             return self.open_voice_session(thread_id, user, feed, start, client)
-        self._refuse_when_shutting_down()
+        self._drain.refuse_when_shutting_down()
         settings = self._settings
         context = RelayContext(
             thread_id=thread_id,
@@ -120,10 +125,10 @@ class LiveSessions:
             tools=self._relay_tools,
             pricing=self._pricing,
             flush_ms=settings.flush_ms,
-            forget=self._sessions.discard,
+            forget=self._drain.discard,
         )
         session = RelaySession(context, feed)
-        self._sessions.add(session)
+        self._drain.add(session)
         return session
 
     async def open_call(self, start: StreamStart, client: CallClient) -> LiveSession | None:
@@ -134,7 +139,7 @@ class LiveSessions:
         Raises ProtocolError (close 1001) once the server is shutting down.
         """
         # Before the token is spent: a call refused at shutdown leaves no empty thread behind.
-        self._refuse_when_shutting_down()
+        self._drain.refuse_when_shutting_down()
         owner_name = self._settings.twilio_user
         spent = await self._store.write(
             lambda db: start_call_thread(db, start.token, start.call_sid, owner_name)
@@ -156,23 +161,9 @@ class LiveSessions:
     def begin_wind_down(self) -> None:
         """Shutdown (call on the event loop, once is enough): refuse new conversations, and end
         each open one after its current sentence, within --drain-s."""
-        if self._wind_down is None:
-            self._wind_down = asyncio.get_running_loop().create_task(
-                self._end_all(), name="voicestack-voice-drain"
-            )
+        self._drain.begin_wind_down()
 
     async def ended(self) -> None:
         """Wait (at most `--drain-s` and a second) until the wind-down has ended every live
         conversation."""
-        if self._wind_down is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._wind_down), self._settings.drain_s + 1)
-
-    async def _end_all(self) -> None:
-        sessions = list(self._sessions)
-        if sessions:
-            log.info("ending %d live conversations after their current sentence", len(sessions))
-        await asyncio.gather(
-            *(session.wind_down(self._settings.drain_s) for session in sessions),
-            return_exceptions=True,
-        )
+        await self._drain.ended()
