@@ -25,6 +25,7 @@ from voicestack.http import (
     threads,
     twilio,
     voice,
+    voice_records,
     watch,
     web,
 )
@@ -83,6 +84,8 @@ def create_app(
         *threads.routes,
         *voice.routes,
         *audio.routes,
+        # Only a primary has edges, whose live conversations keep their records here.
+        *(voice_records.routes if settings.role == "primary" else []),
         *twilio.routes,
         *web.routes,
         *openapi.routes,
