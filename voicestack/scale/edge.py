@@ -14,6 +14,7 @@ from voicestack.scale.envelope import ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
 from voicestack.scale.upstream import Upstream
+from voicestack.voice.session_drain import SessionDrain
 
 MakeUpstream = Callable[[], Awaitable[tuple[Upstream, ResponseEnvelope]]]
 
@@ -34,6 +35,8 @@ class Edge:
         # Feed clients resumed from an open upstream's recent events, with no catch-up asked
         # of a primary (GET /healthz says how many).
         self.resumed_here = 0
+        # The live conversations running here (voicestack/scale/edge_voice.py).
+        self.voice = SessionDrain(settings.drain_s)
 
     async def start(self) -> None:
         """Link to NATS and keep the streams alive."""
@@ -41,11 +44,14 @@ class Edge:
         self._keepalive = asyncio.get_running_loop().create_task(self.streams.run())
 
     def begin_shutdown(self) -> None:
-        """A shutdown signal arrived: end every stream (clients reconnect to another edge)."""
+        """A shutdown signal arrived: end every stream (clients reconnect to another edge), and
+        each live conversation after its current sentence."""
         self.streams.close_all()
+        self.voice.begin_wind_down()
 
     async def voice_sessions_ended(self) -> None:
-        """Nothing to wait for: live conversations run on the primaries."""
+        """Wait (at most --drain-s and a second) until every live conversation here ended."""
+        await self.voice.ended()
 
     async def close(self) -> None:
         """End every stream and leave NATS."""

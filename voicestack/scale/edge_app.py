@@ -30,6 +30,7 @@ from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import forward
 from voicestack.scale.edge_sockets import SocketRelay, socket_request
 from voicestack.scale.edge_streams import thread_events, watch
+from voicestack.scale.edge_voice import thread_audio
 from voicestack.scale.feed_upstream import FeedUpstream
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ async def healthz(request: Request) -> Response:
     `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events,
     `feedJournalEvents` how many of those events came from the thread journal (JetStream),
     `threadStreams` how many threads it holds a stream of (one each, shared by all their
-    clients here), and `feedClients` how many clients those streams feed."""
+    clients here), `feedClients` how many clients those streams feed, and `voiceSessions` how
+    many live conversations run here."""
     edge: Edge = request.app.state.edge
     feeds = [u for u in edge.upstreams.values() if isinstance(u, FeedUpstream)]
     body = {
@@ -54,12 +56,13 @@ async def healthz(request: Request) -> Response:
         "feedJournalEvents": edge.link.journal_events,
         "threadStreams": len(feeds),
         "feedClients": sum(feed.client_count for feed in feeds),
+        "voiceSessions": len(edge.voice),
     }
     return Response(jsoncodec.dumps(body), media_type="application/json")
 
 
 async def relay_socket(websocket: WebSocket) -> None:
-    """The live-conversation socket and Twilio's media stream: relayed to a primary."""
+    """Twilio's media stream: relayed to a primary."""
     edge: Edge = websocket.app.state.edge
     await SocketRelay(edge.link, websocket).run(socket_request(websocket))
 
@@ -84,7 +87,7 @@ def create_edge_app(settings: Settings) -> Starlette:
         Route("/api/watch", watch, methods=["GET"]),
         Route("/api/watch/{name}", watch, methods=["GET"]),
         Route("/api/threads/{thread_id}/events", thread_events, methods=["GET"]),
-        WebSocketRoute("/api/threads/{thread_id}/audio", relay_socket),
+        WebSocketRoute("/api/threads/{thread_id}/audio", thread_audio),
         WebSocketRoute("/twilio/stream", relay_socket),
         Route("/{path:path}", forward, methods=_METHODS),
     ]

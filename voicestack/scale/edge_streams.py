@@ -9,6 +9,7 @@ a thread, before the shared events.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode
@@ -64,8 +65,16 @@ class BadToken(Exception):
 def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEnvelope:
     """The request that opens a stream for this client's credentials, whatever its cursor."""
     opening = forwarded(request, b"", _STREAM_ONLY)
-    # The last non-blank `?token=`, as a single server reads it (voicestack.http.auth).
-    tokens = [value for name, value in parse_qsl(request.url.query) if name == "token"]
+    with_query_token(opening, request.url.query)
+    opening.query_string = urlencode(query).encode()
+    return opening
+
+
+def with_query_token(opening: RequestEnvelope, query: str) -> None:
+    """Give `opening` the client's `?token=` (in `query`) as its bearer token, unless it has
+    one: the last non-blank value, as a single server reads it (voicestack.http.auth). Raises
+    BadToken for one that cannot be any token."""
+    tokens = [value for name, value in parse_qsl(query) if name == "token"]
     if tokens and not _bearer(opening):
         token = tokens[-1]
         if token != token.strip():
@@ -76,11 +85,9 @@ def _stream_opening(request: Request, query: list[tuple[str, str]]) -> RequestEn
             opening.headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
         except UnicodeEncodeError:
             raise BadToken from None
-    opening.query_string = urlencode(query).encode()
-    return opening
 
 
-def _credential(opening: RequestEnvelope) -> str:
+def credential_key(opening: RequestEnvelope) -> str:
     """Who the primary takes the client for, as a key: the token it presents, read as the
     primary reads it (voicestack.http.auth.presented_token), else its sign-in cookie. Spellings
     of one token (`bearer T`, `Bearer  T `, other cookies beside it) are one credential, held to
@@ -99,7 +106,7 @@ def _credential(opening: RequestEnvelope) -> str:
 
 def _key(kind: str, opening: RequestEnvelope, params: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256(b"%s\0%s\0" % (kind.encode(), opening.path.encode()))
-    digest.update(jsoncodec.dumps(sorted(params)) + b"\0" + _credential(opening).encode())
+    digest.update(jsoncodec.dumps(sorted(params)) + b"\0" + credential_key(opening).encode())
     return digest.hexdigest()
 
 
@@ -199,7 +206,7 @@ async def watch(request: Request) -> Response | ChannelResponse:
     cookies, refusal = await _cookie_check(edge, opening)
     if refusal is not None:
         return refusal
-    credential = _credential(opening)
+    credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
     try:
@@ -226,12 +233,15 @@ async def watch(request: Request) -> Response | ChannelResponse:
 
 
 async def _catch_up(
-    edge: Edge, request: Request, cursor: str | int | None
+    edge: Edge, opening: RequestEnvelope, cursor: str | int | None
 ) -> tuple[ResponseEnvelope, int]:
     """The primary's catch-up of a feed client at `cursor`: its answer and where it ends."""
     query = [] if cursor is None else [("since", str(cursor))]
-    catch_up = _stream_opening(request, query)
-    catch_up.headers.append((CATCH_UP_HEADER.encode(), b"1"))
+    catch_up = dataclasses.replace(
+        opening,
+        query_string=urlencode(query).encode(),
+        headers=[*opening.headers, (CATCH_UP_HEADER.encode(), b"1")],
+    )
     answer = await edge.link.call(catch_up)
     after = int(answer.header(CURSOR_HEADER.encode()) or b"0")
     return answer, after
@@ -249,11 +259,11 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         opening = _stream_opening(request, [])
     except BadToken:
         return _unauthorized()
-    credential = _credential(opening)
+    credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
     try:
-        joined = await _join_feed(edge, request, opening, credential, cursor)
+        joined = await join_feed(edge, opening, credential, cursor)
     except BaseException:
         edge.give_back_stream(credential)
         raise
@@ -273,16 +283,15 @@ def _bearer(opening: RequestEnvelope) -> bool:
     return any(n.lower() == b"authorization" for n, _ in opening.headers)
 
 
-async def _join_feed(
+async def join_feed(
     edge: Edge,
-    request: Request,
     opening: RequestEnvelope,
     credential: str,
     cursor: str | int | None,
 ) -> tuple[FeedUpstream, tuple[FeedMember, FeedChannel], Headers] | Response:
-    """The client joined to its thread's shared upstream (its member there, and its outbox),
-    with the Set-Cookie of its joining (a signed-in client's cookie, renewed); or the
-    refusal."""
+    """The client whose feed `opening` opens (its credentials, `credential` as a key) joined
+    to its thread's shared upstream after `cursor`: its member there, its outbox, and the
+    Set-Cookie of its joining (a signed-in client's cookie, renewed); or the refusal."""
     key = f"feed\0{opening.path}"  # one upstream per thread, whoever its clients are
     for _ in range(_OPEN_ATTEMPTS):
         upstream, refusal = await _shared(
@@ -305,7 +314,7 @@ async def _join_feed(
         return upstream, beside, []
     member, outbox = upstream.add(opening, shared_by)
     try:
-        joined = await _enroll(edge, request, upstream, member, outbox, cursor)
+        joined = await _enroll(edge, opening, upstream, member, outbox, cursor)
     except BaseException:
         upstream.leave(member, outbox)
         raise
@@ -317,7 +326,7 @@ async def _join_feed(
 
 async def _enroll(
     edge: Edge,
-    request: Request,
+    opening: RequestEnvelope,
     upstream: FeedUpstream,
     member: FeedMember,
     outbox: FeedChannel,
@@ -340,7 +349,7 @@ async def _enroll(
         # The upstream's recent events begin after this client's catch-up ended: catch it up
         # further.
         try:
-            more, after = await _catch_up(edge, request, after)
+            more, after = await _catch_up(edge, opening, after)
         except PrimaryUnavailable as exc:
             return unavailable(str(exc))
         if more.status != 200:
