@@ -18,6 +18,7 @@ import pytest
 from tests.support.scale import (
     Cluster,
     EdgeProcess,
+    age_session,
     client,
     edge_workdir,
     events_after,
@@ -25,13 +26,9 @@ from tests.support.scale import (
     resume_counted,
     revoke,
     running_cluster,
+    sign_in,
 )
 from tests.support.sse import watch
-from voicestack.auth.sessions import create_session, session_hash
-from voicestack.schema import ALL_MIGRATIONS
-from voicestack.store import Store
-from voicestack.store.connection import open_connection
-from voicestack.store.db import WriteDB
 
 pytestmark = pytest.mark.anyio
 
@@ -269,33 +266,6 @@ async def test_a_signed_in_client_joining_a_shared_watch_gets_its_own_renewed_co
             await joiner.next()
             renewed = joiner.response.headers.get("set-cookie", "")
     assert renewed.startswith(f"vs_session={secret};")
-
-
-def sign_in(cluster: Cluster, user: str, lifetime_s: float = 3600) -> str:
-    """A sign-in session for `user`, written into the primary's file; its cookie value."""
-    user_id = cluster.primary.user_id(user)
-    conn = open_connection(cluster.primary.db_path)
-    try:
-        with conn:
-            return create_session(WriteDB(conn), user_id, "test", lifetime_s)
-    finally:
-        conn.close()
-
-
-def age_session(cluster: Cluster, secret: str, seconds: float) -> None:
-    """Bring the session's expiry `seconds` closer, committed as the primary's own writes are
-    (in the change log, so that it forgets what it had cached of the session)."""
-    store = Store(cluster.primary.db_path, migrations=ALL_MIGRATIONS)
-    store.start()
-    try:
-        store.write_sync(
-            lambda db: db.execute(
-                "UPDATE auth_sessions SET expires_at = expires_at - ? WHERE hash = ?",
-                (seconds, session_hash(secret)),
-            )
-        )
-    finally:
-        store.close()
 
 
 async def test_an_edge_holds_each_token_to_its_stream_limit(

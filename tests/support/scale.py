@@ -15,6 +15,11 @@ import pytest
 
 from tests.support.server import REPO, TEST_APP, ServerProcess, free_port, server_env
 from tests.support.sse import watch
+from voicestack.auth.sessions import create_session, session_hash
+from voicestack.schema import ALL_MIGRATIONS
+from voicestack.store import Store
+from voicestack.store.connection import open_connection
+from voicestack.store.db import WriteDB
 
 START_TIMEOUT_S = 15.0
 
@@ -278,3 +283,30 @@ async def events_after(
             except AssertionError:
                 return events
             events.append((int(event.id), event.data))
+
+
+def sign_in(cluster: Cluster, user: str, lifetime_s: float = 3600) -> str:
+    """A sign-in session for `user`, written into the primary's file; its cookie value."""
+    user_id = cluster.primary.user_id(user)
+    conn = open_connection(cluster.primary.db_path)
+    try:
+        with conn:
+            return create_session(WriteDB(conn), user_id, "test", lifetime_s)
+    finally:
+        conn.close()
+
+
+def age_session(cluster: Cluster, secret: str, seconds: float) -> None:
+    """Bring the session's expiry `seconds` closer, committed as the primary's own writes are
+    (in the change log, so that it forgets what it had cached of the session)."""
+    store = Store(cluster.primary.db_path, migrations=ALL_MIGRATIONS)
+    store.start()
+    try:
+        store.write_sync(
+            lambda db: db.execute(
+                "UPDATE auth_sessions SET expires_at = expires_at - ? WHERE hash = ?",
+                (seconds, session_hash(secret)),
+            )
+        )
+    finally:
+        store.close()
