@@ -16,18 +16,30 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
 from tests.support.agent import marker
 from tests.support.realtime import (
+    Conversation,
     conversation,
     interrupt_at,
     script_barge_in,
     silence,
     spoken_pcm,
 )
-from tests.support.scale import Cluster, client, new_thread, running_cluster
+from tests.support.scale import (
+    Cluster,
+    EdgeProcess,
+    client,
+    edge_workdir,
+    new_thread,
+    running_cluster,
+    sign_in,
+)
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
+from voicestack.auth.sessions import csrf_value
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.anyio, requires_espeak]
@@ -184,3 +196,81 @@ async def test_an_edge_shutting_down_ends_its_conversations_after_the_sentence(
         assert (reply["id"], reply["status"]) == (reply_id, "interrupted")
         assert reply["text"] == " ".join(e["text"] for e in spoken)
         assert 1 <= len(spoken) < len(sentences)
+
+
+async def test_the_primarys_conversation_routes_answer_no_client_even_through_an_edge(
+    cluster: Cluster, provider: FakeOpenAI
+) -> None:
+    mark = marker()
+    provider.script({"match": mark, "text": "A reply nobody may cut."})
+    edge = cluster.edges[0]
+    async with client(edge.url, _token(cluster)) as http:
+        thread_id = await new_thread(http, "internal routes")
+        sent = await http.post(f"/api/threads/{thread_id}/messages", json={"text": mark})
+        assert sent.status_code == 201, sent.text
+        reply_id = sent.json()["replyId"]
+        base = f"/api/threads/{thread_id}/audio"
+        end = {"how": "cut", "heard": "", "why": "barge_in", "clock": {"end_of_speech": 0}}
+        for spoofed in ({}, {"voicestack-edge-call": "1"}):
+            typed = await http.post(f"{base}/typed", json={"text": "hi"}, headers=spoofed)
+            cut = await http.post(f"{base}/replies/{reply_id}", json=end, headers=spoofed)
+            mode = await http.get(f"{base}/mode", headers=spoofed)
+            assert (typed.status_code, cut.status_code, mode.status_code) == (404, 404, 404)
+    thread = await _on_primary(cluster, thread_id)
+    assert [m["text"] for m in thread["messages"]] == [mark, "A reply nobody may cut."]
+
+
+async def test_an_edges_conversation_counts_against_the_tokens_stream_limit(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    edge = EdgeProcess(
+        edge_workdir(tmp_path, "limited"),
+        cluster.primary,
+        cluster.nats.url,
+        "--max-streams-per-token",
+        "1",
+    )
+    edge.start()
+    try:
+        thread_id = await _thread(edge, _token(cluster))
+        async with conversation(edge, thread_id) as first:
+            await first.start()
+            async with conversation(edge, thread_id) as second:
+                error = await second.next_event("error")
+                closed = await second.closing()
+        assert error["code"] == "too_many_streams"
+        assert closed == (4429, "too_many_streams")
+        async with conversation(edge, thread_id) as again:  # its place is free again
+            await again.start()
+    finally:
+        edge.kill()
+
+
+async def test_a_signed_in_page_talks_on_an_edge_from_its_own_origin_only(
+    cluster: Cluster, provider: FakeOpenAI
+) -> None:
+    edge = cluster.edges[1]
+    name = f"voice-{marker()}"
+    token = cluster.primary.create_token(name)
+    secret = sign_in(cluster, name)
+    cookie = {"Cookie": f"vs_session={secret}; vs_csrf={csrf_value(secret)}"}
+    thread_id = await _thread(edge, token)
+    mark = marker()
+    provider.script({"match": mark, "text": "Heard on the page."})
+    url = f"{edge.url.replace('http', 'ws', 1)}/api/threads/{thread_id}/audio"
+    async with connect(url, additional_headers=cookie, origin=Origin(edge.url)) as socket:
+        talk = Conversation(socket)
+        reader = asyncio.create_task(talk.read())
+        await talk.start()
+        await talk.send_json({"type": "text", "text": f"Hi {mark}"})
+        stopped = await talk.next_event("reply_stopped")
+        reader.cancel()
+    assert stopped["status"] == "complete"
+    forged = Origin("http://evil.example")
+    async with connect(url, additional_headers=cookie, origin=forged) as socket:
+        talk = Conversation(socket)
+        reader = asyncio.create_task(talk.read())
+        closed = await talk.closing()
+        reader.cancel()
+    assert talk.events[0]["code"] == "csrf_failed"
+    assert closed == (4401, "csrf_failed")

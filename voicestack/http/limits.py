@@ -36,6 +36,7 @@ STREAM_RETRY_AFTER_S = 5
 _STREAM = re.compile(r"/api/(watch(/[^/]+)?|threads/[^/]+/events)")
 # Live conversations (WebSockets) count as streams too.
 _SOCKET = re.compile(r"/api/threads/[^/]+/audio")
+_SOCKET_RECORDS = re.compile(r"/api/threads/[^/]+/audio/.+")  # voicestack/http/voice_records.py
 _REPLY_FUNCTION = "messages.send"
 
 
@@ -115,6 +116,8 @@ class RequestLimits:
             return self.mutation_rates
         if path == "/voice":
             return self.voice_rates
+        if _SOCKET_RECORDS.fullmatch(path):
+            return ()  # a live conversation's, on an edge: spends nothing, as on one server
         if path == "/api/threads" or path.startswith("/api/threads/"):
             return self.reply_rates if path.endswith("/messages") else self.mutation_rates
         return ()

@@ -93,7 +93,8 @@ def session_cookie_headers(
     ]
 
 
-def _same_origin(scope: Scope) -> bool:
+def same_origin(scope: Scope) -> bool:
+    """Whether the request's Origin is this server's own (its Host)."""
     headers = Headers(scope=scope)
     origin, host = headers.get("origin"), headers.get("host")
     return origin is not None and host is not None and urlsplit(origin).netloc == host
@@ -118,7 +119,7 @@ async def check_cookie(
             code="session_ended", message="Your sign-in has ended: sign in again on the page."
         )
     if scope["type"] == "websocket":
-        if not _same_origin(scope):
+        if not same_origin(scope):
             return CookieCheck(
                 status=403,
                 code="csrf_failed",

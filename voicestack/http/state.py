@@ -23,6 +23,9 @@ MEMBER_HEADER = "voicestack-feed-member"
 # The shared stream's answer header with the thread's newest event id where the stream begins
 # (nothing of the thread lies between it and the stream's first event).
 THREAD_NEWEST_HEADER = "voicestack-thread-newest"
+# The header an edge puts on its own calls for a live conversation it runs (never a client's:
+# an edge drops every `voicestack-` header its clients send).
+EDGE_CALL_HEADER = "voicestack-edge-call"
 # The answer's header with the joined client's state (voicestack.agent.shared_feeds.MemberState).
 MEMBER_STATE_HEADER = "voicestack-member-state"
 

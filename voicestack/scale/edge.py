@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 
 from voicestack.config import Settings
 from voicestack.reactive.keepalive import Streams
@@ -35,8 +35,10 @@ class Edge:
         # Feed clients resumed from an open upstream's recent events, with no catch-up asked
         # of a primary (GET /healthz says how many).
         self.resumed_here = 0
-        # The live conversations running here (voicestack/scale/edge_voice.py).
+        # The live conversations running here (voicestack/scale/edge_voice.py), and what
+        # they still have to save on the primary.
         self.voice = SessionDrain(settings.drain_s)
+        self._voice_saves: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Link to NATS and keep the streams alive."""
@@ -49,9 +51,20 @@ class Edge:
         self.streams.close_all()
         self.voice.begin_wind_down()
 
+    def voice_work(self, saving: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        """Run a live conversation's save on the primary in the background; shutdown waits
+        for it."""
+        task = asyncio.get_running_loop().create_task(saving)
+        self._voice_saves.add(task)
+        task.add_done_callback(self._voice_saves.discard)
+        return task
+
     async def voice_sessions_ended(self) -> None:
-        """Wait (at most --drain-s and a second) until every live conversation here ended."""
+        """Wait (at most --drain-s and a second) until every live conversation here ended,
+        then (as long again at most) until what they saved reached the primary."""
         await self.voice.ended()
+        if self._voice_saves:
+            await asyncio.wait(list(self._voice_saves), timeout=self.settings.drain_s + 1)
 
     async def close(self) -> None:
         """End every stream and leave NATS."""

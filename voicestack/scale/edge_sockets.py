@@ -14,6 +14,7 @@ import logging
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicestack import jsoncodec
+from voicestack.scale.edge_http import INTERNAL_PREFIX
 from voicestack.scale.envelope import RequestEnvelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
 from voicestack.scale.sockets import BYTES, CLOSE, TEXT, close_payload, parse_close
@@ -126,7 +127,11 @@ class SocketRelay:
 
 def socket_request(websocket: WebSocket) -> RequestEnvelope:
     """The request that opens `websocket`'s socket on a primary."""
-    headers = [(n, v) for n, v in websocket.scope["headers"] if n.lower() not in _NOT_PASSED]
+    headers = [
+        (n, v)
+        for n, v in websocket.scope["headers"]
+        if n.lower() not in _NOT_PASSED and not n.lower().startswith(INTERNAL_PREFIX)
+    ]
     client = websocket.scope.get("client")
     return RequestEnvelope(
         method="GET",

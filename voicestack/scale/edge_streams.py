@@ -288,10 +288,12 @@ async def join_feed(
     opening: RequestEnvelope,
     credential: str,
     cursor: str | int | None,
+    live: bool = False,
 ) -> tuple[FeedUpstream, tuple[FeedMember, FeedChannel], Headers] | Response:
     """The client whose feed `opening` opens (its credentials, `credential` as a key) joined
-    to its thread's shared upstream after `cursor`: its member there, its outbox, and the
-    Set-Cookie of its joining (a signed-in client's cookie, renewed); or the refusal."""
+    to its thread's shared upstream after `cursor` (with `live`, after the upstream's newest
+    event: no catch-up); its member there, its outbox, and the Set-Cookie of its joining (a
+    signed-in client's cookie, renewed); or the refusal."""
     key = f"feed\0{opening.path}"  # one upstream per thread, whoever its clients are
     for _ in range(_OPEN_ATTEMPTS):
         upstream, refusal = await _shared(
@@ -305,6 +307,8 @@ async def join_feed(
             break
     else:
         return unavailable("the thread's stream kept closing")
+    if live:
+        cursor = upstream.last
     shared_by = credential if _bearer(opening) else None
     if shared_by is not None and (beside := upstream.attach(shared_by, cursor)) is not None:
         # Another client of the same token is in, and this edge has every event the newcomer

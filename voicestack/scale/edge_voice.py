@@ -9,6 +9,14 @@ text and reply, and how each reply ended. A conversation relayed to a speech-to-
 (the thread's agent's `voice_mode` is `realtime`) holds the provider's connection, so it runs on
 the primary, and the edge relays its socket there (edge_sockets.py); so is any socket the
 primary refuses, so that it is refused exactly as a single server refuses it.
+
+The calls carry only the client's own credentials (its token or sign-in cookie, with the CSRF
+header the cookie needs: a cookie's socket must come from the page's own origin, as on one
+server) and the header that marks them as the edge's own. A reply's end is saved in the
+background, in order, so that a slow primary never holds up the conversation's audio. While no
+primary answers, the socket stays open: each turn gets an `error` event (`primary_unavailable`),
+and the thread's stream resyncs once one is back. A turn must fit one NATS message to the
+primary (about 30 s of speech with nats-server's default `max_payload`; raise it for longer).
 """
 
 from __future__ import annotations
@@ -23,27 +31,34 @@ from starlette.websockets import WebSocket
 
 from voicestack import jsoncodec
 from voicestack.agent.llm import ProviderError
+from voicestack.auth.sessions import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from voicestack.functions.errors import FunctionError
 from voicestack.http.audio import SocketClient, live_socket
+from voicestack.http.signin_auth import request_cookies, same_origin
+from voicestack.http.state import EDGE_CALL_HEADER
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
 from voicestack.scale.edge_sockets import CLOSE_TRY_AGAIN, SocketRelay, socket_request
 from voicestack.scale.edge_streams import BadToken, credential_key, join_feed, with_query_token
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
-from voicestack.scale.link import PrimaryUnavailable
+from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import ReplyEnd, SavedTurn, pcm_seconds
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.turns import TurnSettings
-from voicestack.voice.realtime.wire import CLOSE_NOT_FOUND, ProtocolError, Start
+from voicestack.voice.realtime.wire import CLOSE_BAD_TOKEN, CLOSE_NOT_FOUND, ProtocolError, Start
 
 log = logging.getLogger(__name__)
 
-AUDIO_SECONDS_HEADER = b"voicestack-audio-seconds"
 # Tries of a reply's end when the primary is away for a moment (its metrics and cut text).
 _REPLY_END_TRIES = 5
 _REPLY_END_WAIT_S = 1.0
+# How long a quick call waits for the primary (a turn's waits for its transcription).
+_QUICK_S = OPEN_TIMEOUT_S
+# What of the client's handshake its calls carry: who it is and where it comes from.
+_CREDENTIAL_HEADERS = frozenset({b"authorization", b"cookie", b"origin", b"host", b"user-agent"})
+_EDGE_CALL = (EDGE_CALL_HEADER.encode(), b"1")
 
 
 def _error(answer: ResponseEnvelope) -> FunctionError:
@@ -63,20 +78,27 @@ class PrimaryRecords:
         self._edge = edge
         self._credentials = credentials
         self._base = f"/api/threads/{thread_id}/audio"
+        self._ends: asyncio.Queue[tuple[str, ReplyEnd, TurnClock]] = asyncio.Queue()
+        self._saving: asyncio.Task[None] | None = None
 
     async def _call(
-        self, method: str, path: str, body: bytes = b"", headers: Headers | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Headers | None = None,
+        timeout: float | None = _QUICK_S,
     ) -> ResponseEnvelope:
         request = dataclasses.replace(
             self._credentials,
             method=method,
             path=path,
             query_string=b"",
-            headers=[*self._credentials.headers, *(headers or [])],
+            headers=[*self._credentials.headers, *(headers or []), _EDGE_CALL],
             body=body,
         )
         try:
-            return await self._edge.link.call(request)
+            return await self._edge.link.call(request, timeout=timeout)
         except PrimaryUnavailable as exc:
             raise FunctionError(
                 "primary_unavailable", f"The primary is not reachable now: {exc}.", 503
@@ -102,11 +124,12 @@ class PrimaryRecords:
         if len(wav) > self._edge.link.max_payload() - 64 * 1024:
             raise FunctionError(
                 "turn_too_long",
-                f"A turn of {seconds:.0f} s does not fit one NATS message to the primary.",
+                f"A turn of {seconds:.0f} s does not fit one NATS message to the primary"
+                " (raise nats-server's max_payload).",
                 413,
             )
-        header = (AUDIO_SECONDS_HEADER, f"{seconds:.3f}".encode())
-        answer = await self._call("POST", f"{self._base}/turns", wav, [header])
+        content_type = (b"content-type", b"audio/wav")
+        answer = await self._call("POST", f"{self._base}/turns", wav, [content_type], None)
         clock.transcribed(seconds)
         if answer.status == 502:
             error = json.loads(answer.body).get("error", {})
@@ -124,11 +147,22 @@ class PrimaryRecords:
         return saved
 
     async def reply_ended(self, message_id: str, end: ReplyEnd, clock: TurnClock) -> None:
-        """As TurnRecords.reply_ended; tried again while the primary is away for a moment."""
+        """As TurnRecords.reply_ended, but saved in the background, in order (the edge waits
+        for what is left at shutdown)."""
+        self._ends.put_nowait((message_id, end, dataclasses.replace(clock)))
+        if self._saving is None or self._saving.done():
+            self._saving = self._edge.voice_work(self._save_ends())
+
+    async def _save_ends(self) -> None:
+        while not self._ends.empty():
+            message_id, end, clock = self._ends.get_nowait()
+            await self._save_end(message_id, end, clock)
+
+    async def _save_end(self, message_id: str, end: ReplyEnd, clock: TurnClock) -> None:
         path = f"{self._base}/replies/{message_id}"
         for attempt in range(_REPLY_END_TRIES):
             try:
-                answer = await self._call_json(path, end.encode(clock))
+                answer: ResponseEnvelope | None = await self._call_json(path, end.encode(clock))
             except FunctionError:
                 answer = None
             if answer is not None and answer.status != 503:
@@ -140,22 +174,52 @@ class PrimaryRecords:
         log.warning("reply %s: its end could not be saved: no primary answered", message_id)
 
     async def sentence(self, file_id: str) -> tuple[bytes, str] | None:
-        """As TurnRecords.sentence: the file, from the primary."""
-        answer = await self._call("GET", f"/api/files/{file_id}")
+        """As TurnRecords.sentence: the file, from the primary (None, the sentence skipped,
+        when it cannot be had)."""
+        try:
+            answer = await self._call("GET", f"/api/files/{file_id}")
+        except FunctionError as exc:
+            log.warning("sentence %s not fetched: %s", file_id, exc.message)
+            return None
         if answer.status != 200:
             return None
         content_type = answer.header(b"content-type") or b"application/octet-stream"
         return answer.body, content_type.decode("latin-1")
 
 
+def _credentials(websocket: WebSocket) -> RequestEnvelope | None:
+    """The client's credentials for the conversation's calls, read as a single server reads
+    them; None when the edge leaves the socket to the primary: a `?token=` that is no token,
+    or a sign-in cookie from another origin (the primary refuses both, as one server does)."""
+    envelope = socket_request(websocket)
+    envelope.headers = [(n, v) for n, v in envelope.headers if n.lower() in _CREDENTIAL_HEADERS]
+    try:
+        with_query_token(envelope, websocket.url.query)
+    except BadToken:
+        return None
+    if any(name.lower() == b"authorization" for name, _ in envelope.headers):
+        return envelope
+    cookies = request_cookies(websocket.scope)
+    if SESSION_COOKIE in cookies:
+        if not same_origin(websocket.scope):
+            return None
+        csrf = cookies.get(CSRF_COOKIE, "")
+        envelope.headers.append((CSRF_HEADER.lower().encode(), csrf.encode("latin-1", "replace")))
+    return envelope
+
+
 async def _voice_mode(edge: Edge, credentials: RequestEnvelope, thread_id: str) -> str | None:
     """How the thread's agent talks (`pipeline`, `realtime`), as the primary says to this
     client; None when the primary refuses the client or cannot answer."""
     ask = dataclasses.replace(
-        credentials, method="GET", path=f"/api/threads/{thread_id}/audio/mode", query_string=b""
+        credentials,
+        method="GET",
+        path=f"/api/threads/{thread_id}/audio/mode",
+        query_string=b"",
+        headers=[*credentials.headers, _EDGE_CALL],
     )
     try:
-        answer = await edge.link.call(ask)
+        answer = await edge.link.call(ask, timeout=_QUICK_S)
     except PrimaryUnavailable:
         return None
     if answer.status != 200:
@@ -169,21 +233,21 @@ async def thread_audio(websocket: WebSocket) -> None:
     is relayed to the primary (see the module's docstring)."""
     edge: Edge = websocket.app.state.edge
     thread_id = websocket.path_params["thread_id"]
-    credentials = socket_request(websocket)
-    try:
-        with_query_token(credentials, websocket.url.query)
-        mode = await _voice_mode(edge, credentials, thread_id)
-    except BadToken:
-        mode = None
-    if mode != "pipeline":
+    credentials = _credentials(websocket)
+    mode = None if credentials is None else await _voice_mode(edge, credentials, thread_id)
+    if credentials is None or mode != "pipeline":
         await SocketRelay(edge.link, websocket).run(socket_request(websocket))
+        return
+    credential = credential_key(credentials)
+    if not edge.take_stream(credential):
+        await _too_many_streams(websocket, edge.settings.max_streams_per_token)
         return
     feed_opening = dataclasses.replace(
         credentials, path=f"/api/threads/{thread_id}/events", query_string=b""
     )
 
     async def open_feed() -> Stream:
-        return await _thread_feed(edge, feed_opening)
+        return await _thread_feed(edge, feed_opening, credential)
 
     async def open_session(feed: Stream, start: Start, client: SocketClient) -> VoiceSession:
         settings = edge.settings
@@ -205,19 +269,34 @@ async def thread_audio(websocket: WebSocket) -> None:
         edge.voice.add(session)
         return session
 
-    await live_socket(websocket, open_feed, open_session)
+    try:
+        await live_socket(websocket, open_feed, open_session)
+    finally:
+        edge.give_back_stream(credential)
 
 
-async def _thread_feed(edge: Edge, opening: RequestEnvelope) -> Stream:
-    """The conversation's thread feed: a client of this edge's shared stream of the thread."""
-    joined = await join_feed(edge, opening, credential_key(opening), None)
+async def _too_many_streams(websocket: WebSocket, limit: int) -> None:
+    """Refused as a single server refuses a socket over the stream limit."""
+    await websocket.accept()
+    message = (
+        f"This token already has {limit} event streams open, the most it may: close one first."
+    )
+    error = {"type": "error", "code": "too_many_streams", "message": message}
+    await websocket.send_text(jsoncodec.dumps(error).decode())
+    await websocket.close(4429, "too_many_streams")
+
+
+async def _thread_feed(edge: Edge, opening: RequestEnvelope, credential: str) -> Stream:
+    """The conversation's thread feed: a client of this edge's shared stream of the thread,
+    from its newest event on (a conversation speaks only replies it starts)."""
+    joined = await join_feed(edge, opening, credential, None, live=True)
     if not isinstance(joined, tuple):
         try:
             error = json.loads(bytes(joined.body))["error"]
             code, message = str(error["code"]), str(error["message"])
         except (ValueError, KeyError, TypeError):
             code, message = "primary_unavailable", "The thread's stream could not be opened."
-        close = CLOSE_NOT_FOUND if joined.status_code == 404 else CLOSE_TRY_AGAIN
-        raise ProtocolError(code, message, close)
+        closes = {404: CLOSE_NOT_FOUND, 401: CLOSE_BAD_TOKEN}
+        raise ProtocolError(code, message, closes.get(joined.status_code, CLOSE_TRY_AGAIN))
     upstream, (member, outbox), _ = joined
     return Stream(outbox, lambda: upstream.leave(member, outbox))

@@ -141,9 +141,12 @@ class EdgeLink:
                 self.forget_stream(stream_id)
                 upstream.primary_lost()
 
-    async def call(self, request: RequestEnvelope, primary: str | None = None) -> ResponseEnvelope:
-        """A primary's response to `request` (`primary`'s own, when given); PrimaryUnavailable
-        when none answers."""
+    async def call(
+        self, request: RequestEnvelope, primary: str | None = None, timeout: float | None = None
+    ) -> ResponseEnvelope:
+        """A primary's response to `request` (`primary`'s own, when given) within `timeout`
+        seconds (by default CALL_TIMEOUT_S, or OPEN_TIMEOUT_S for one primary's own);
+        PrimaryUnavailable when none answers."""
         body = _Body()
         stream_id = uuid.uuid4().hex[:16]
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
@@ -151,7 +154,8 @@ class EdgeLink:
         subject = subjects.CALL if primary is None else subjects.call_on(primary)
         # A call to one primary is a stream's business (a client joining it): if that primary
         # is gone, the stream resyncs elsewhere, and the sooner it knows the better.
-        timeout = CALL_TIMEOUT_S if primary is None else OPEN_TIMEOUT_S
+        if timeout is None:
+            timeout = CALL_TIMEOUT_S if primary is None else OPEN_TIMEOUT_S
         try:
             msg = await self._request(subject, request.encode(), timeout)
             response = ResponseEnvelope.decode(msg.data)

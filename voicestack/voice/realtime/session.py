@@ -299,6 +299,8 @@ class VoiceSession:
                 await self._speak_reply(reply)
             except Exception:
                 log.exception("could not speak reply %s", reply.spoken.message_id)
+                if self._reply is reply:
+                    await self.interrupt()  # not left half-spoken: cut to what was heard
 
     async def _speak_reply(self, reply: _Reply) -> None:
         loop = asyncio.get_running_loop()
