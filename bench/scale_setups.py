@@ -253,6 +253,7 @@ class _Primary(Voicestack):
     """peers_servers.Voicestack with `--role primary --nats URL`."""
 
     nats_url = ""
+    extra_args: tuple[str, ...] = ()  # more `serve` flags (bench/scale_voice.py)
 
     async def start(self) -> None:
         """Start the primary and wait until /healthz answers."""
@@ -263,7 +264,7 @@ class _Primary(Voicestack):
         cmd += ["--role", "primary", "--nats", self.nats_url]
         cmd += ["--openai-base-url", f"http://{HOST}:{self.fake_port}/v1"]
         cmd += ["--provider-retries", "0", "--no-access-log", "--log-level", "warning"]
-        cmd += ["--embedding-model="]
+        cmd += ["--embedding-model=", *self.extra_args]
         env = {**child_env(REPO), **NO_LIMITS_ENV}
         self.port = int(self.child.start(cmd, env, REPO, READY))
         await wait_healthy(self.port, "/healthz")
