@@ -45,7 +45,8 @@ wait_for() {  # wait_for URL NAME: until URL answers 200 (at most 30 s), while N
     exit 1
 }
 
-nats-server -a 127.0.0.1 -p "$NATS_PORT" -m $((NATS_PORT + 4000)) >"$DATA/logs/nats.log" 2>&1 &
+nats-server -a 127.0.0.1 -p "$NATS_PORT" -m $((NATS_PORT + 4000)) -js -sd "$DATA/nats" \
+    >"$DATA/logs/nats.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$((NATS_PORT + 4000))/healthz" nats-server
 
@@ -69,7 +70,7 @@ wait_for "http://127.0.0.1:$LB_PORT/healthz" haproxy
 
 cat <<DONE
 voicestack scale-out is up (logs in $DATA/logs):
-  http://127.0.0.1:$LB_PORT   haproxy -> edges :$EDGE1_PORT and :$EDGE2_PORT (live calls -> primary :$PRIMARY_PORT)
+  http://127.0.0.1:$LB_PORT   haproxy -> edges :$EDGE1_PORT and :$EDGE2_PORT (phone calls -> primary :$PRIMARY_PORT)
   $NATS_URL   nats-server (monitoring on :$((NATS_PORT + 4000)))
   token: $(cat "$DATA/voicestack.db.token" 2>/dev/null || echo "see voicestack token create --db $DATA/voicestack.db")
 Ctrl-C stops everything.
