@@ -1,6 +1,7 @@
-"""The primary's side of the thread journal (voicestack/scale/journal.py): a hub feed that reads
-every new thread event once per batch, whoever watches its thread, and publishes it to JetStream
-with its id and the id of its thread's event before it.
+"""The primary's side of the thread journal (voicestack/scale/journal.py): every new thread
+event, whoever watches its thread, published to JetStream with its id and the id of its thread's
+event before it. The hub only says when thread events were committed; they are read and
+published by a task of the journal's own, off the path of the batch's deliveries.
 
 Nothing is published until this process has found the journal's stream on the NATS server it
 reaches, and found that the stream's newest event is one this database holds, byte for byte: a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import logging
 
@@ -28,7 +30,6 @@ from nats.js.api import RawStreamMsg, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from voicestack.agent.feed import encode_row_event
-from voicestack.reactive.listeners import FeedJoin
 from voicestack.scale.journal import (
     DEDUP_HEADER,
     EVENT_HEADER,
@@ -47,7 +48,6 @@ from voicestack.store.store import Store
 log = logging.getLogger(__name__)
 
 _PREV_KEPT = 16384  # threads whose newest journalled event is remembered
-_BACKLOG_BATCHES = 4096  # batches waiting to be published before new ones are dropped
 _RETRY_S = 5.0  # between attempts to find (or make) the journal's stream
 _MAX_BYTES = 1 << 30
 
@@ -94,8 +94,9 @@ def _newest_event(snapshot: Snapshot) -> int:
 
 
 class JournalPublisher:
-    """A hub Feed (voicestack/reactive/listeners.py) with no clients: each batch's new thread
-    events go to the journal, once its stream is ready."""
+    """A hub CommitObserver (voicestack/store/observer.py) of thread events: after each batch
+    that committed some, its task reads and publishes them, once the journal's stream is
+    ready."""
 
     tables = frozenset({"thread_events"})
 
@@ -103,12 +104,11 @@ class JournalPublisher:
         self._nc = nc
         self._store = store
         self._last = 0  # the newest event read
-        # Where to begin again once the journal is ready (set on the loop, taken by `collect`,
-        # which reads on the hub's reader thread).
+        # Where to begin again once the journal is ready (nothing before it is published).
         self._begin_at: int | None = None
         # Each thread's newest event so far: the `prev` of its next one.
         self._prev: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._backlog: asyncio.Queue[Published] = asyncio.Queue(_BACKLOG_BATCHES)
+        self._committed = asyncio.Event()  # thread events were committed since the last read
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._warned = False
@@ -135,16 +135,19 @@ class JournalPublisher:
         self.ready = False
         self._wake.set()
 
-    def collect(
-        self, snapshot: Snapshot, changes: list[ChangeSet], joins: list[FeedJoin]
-    ) -> Published:
-        """The thread events committed since the last batch, each with its thread's event
-        before it."""
-        if not self.active:
-            return []
-        if (begin_at := self._begin_at) is not None:
-            self._begin_at = None
-            self._last = begin_at  # (a batch read before it is published again: deduplicated)
+    def collect(self, snapshot: Snapshot, changes: list[ChangeSet]) -> None:
+        """Nothing: the events are read by the journal's task, off the batch's path."""
+
+    def deliver(self, collected: None) -> None:
+        """Thread events were committed: wake the journal's task."""
+        if self.active:
+            self._committed.set()
+
+    def _read(self, snapshot: Snapshot, begin_at: int | None) -> Published:
+        """The thread events committed after the last one read (after `begin_at`, given), each
+        with its thread's event before it."""
+        if begin_at is not None:
+            self._last = begin_at
             self._prev.clear()  # a `prev` from before the hole would bridge it
         conn = snapshot.conn
         found: Published = []
@@ -169,19 +172,15 @@ class JournalPublisher:
             found.append((subject, JournalEvent(event_id, prev, event)))
         return found
 
-    def deliver(self, collected: Published, joins: list[FeedJoin]) -> None:
-        """Queue the batch's events for NATS, in order; a backlog too long (NATS away for long)
-        drops them, and the chain shows the hole."""
-        if collected and self.active:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._backlog.put_nowait(collected)
-
     async def _publish(self) -> None:
         while True:
-            batch = await self._backlog.get()
+            await self._committed.wait()
+            self._committed.clear()
             if not self.ready:
-                continue  # dropped: a hole the chain shows
+                continue  # not read, not published: a hole the chain shows
+            begin_at, self._begin_at = self._begin_at, None
             try:
+                batch = await self._store.read(functools.partial(self._read, begin_at=begin_at))
                 for subject, event in batch:
                     headers = {
                         EVENT_HEADER: str(event.id),
@@ -206,6 +205,7 @@ class JournalPublisher:
                 if ready:
                     self._begin_at = await self._store.read(_newest_event)
                     self.ready = True
+                    self._committed.set()
                     log.info("thread journal: publishing to JetStream stream %s", STREAM)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -111,7 +111,7 @@ class PrimaryBridge:
         """Publish every thread event to the thread journal (voicestack/scale/journal.py)."""
         assert self._nc is not None
         self._journal = JournalPublisher(self._nc, runtime.store)
-        runtime.hub.add_feed(self._journal)
+        runtime.hub.add_observer(self._journal)
         self._journal.start()
 
     async def _reconnected(self) -> None:
