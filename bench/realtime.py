@@ -133,32 +133,41 @@ async def latency(
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Own latency of each turn, in ms (the first turn is a warm-up, not counted), and the parts
     of each counted turn as the server saved them on the reply (`voice`, DESIGN §9)."""
-    loop = asyncio.get_running_loop()
-    said = frames(silence(300) + speech)
-    quiet = frames(silence(200))
-    results: list[float] = []
     async with httpx.AsyncClient(base_url=url, headers=auth_headers(token), timeout=WAIT_S) as http:
         session, reader, thread_id = await opened(http, url, token)
         try:
-            for _ in range(args.turns + 1):
-                session.first_audio = None
-                session.reply_done.clear()
-                start = loop.time()
-                spoken = await session.send_paced(said, start)
-                deadline, n = time.monotonic() + WAIT_S, len(said)
-                while not session.reply_done.is_set() and time.monotonic() < deadline:
-                    await session.send_paced(quiet, start + n * FRAME_S)
-                    n += len(quiet)
-                if session.first_audio is None:
-                    raise RuntimeError("a turn got no reply audio")
-                results.append((session.first_audio - spoken) * 1000 - args.vad_silence_ms)
+            results = await turn_latencies(session, speech, args.turns, args.vad_silence_ms)
         finally:
             await session.socket.close()
             reader.cancel()
         thread = (await http.get(f"/api/threads/{thread_id}")).raise_for_status().json()
     saved = [m["voice"] for m in thread["messages"] if m.get("voice")][1:]
     parts = {name: [float(v[name]) for v in saved if v[name] is not None] for name in VOICE_PARTS}
-    return results[1:], parts
+    return results, parts
+
+
+async def turn_latencies(
+    session: Session, speech: bytes, turns: int, vad_silence_ms: int
+) -> list[float]:
+    """Say `speech` on `session` `turns` + 1 times, streaming silence after it until the reply
+    has been spoken: the own latency of each turn in ms (the first, a warm-up, dropped)."""
+    loop = asyncio.get_running_loop()
+    said = frames(silence(300) + speech)
+    quiet = frames(silence(200))
+    results: list[float] = []
+    for _ in range(turns + 1):
+        session.first_audio = None
+        session.reply_done.clear()
+        start = loop.time()
+        spoken = await session.send_paced(said, start)
+        deadline, n = time.monotonic() + WAIT_S, len(said)
+        while not session.reply_done.is_set() and time.monotonic() < deadline:
+            await session.send_paced(quiet, start + n * FRAME_S)
+            n += len(quiet)
+        if session.first_audio is None:
+            raise RuntimeError("a turn got no reply audio")
+        results.append((session.first_audio - spoken) * 1000 - vad_silence_ms)
+    return results[1:]
 
 
 async def cpu(
@@ -196,12 +205,7 @@ async def cpu(
             after, client_after = process.cpu_times(), time.process_time()
             wall = time.perf_counter() - wall
         finally:
-            for task in senders:
-                task.cancel()
-            for session, reader in sessions:
-                with contextlib.suppress(Exception):
-                    await session.socket.close()
-                reader.cancel()
+            await close_sessions(senders, sessions)
     server_pct = (sum(after[:2]) - sum(before[:2])) / wall * 100
     return {
         "idle": idle_pct,
@@ -211,6 +215,18 @@ async def cpu(
         "turns": sum(s.turns for s, _ in sessions),
         "replies": sum(s.replies for s, _ in sessions),
     }
+
+
+async def close_sessions(
+    senders: Sequence[asyncio.Task[None]], sessions: Sequence[tuple[Session, asyncio.Task[None]]]
+) -> None:
+    """Stop the senders, close every session's socket and stop its reader."""
+    for task in senders:
+        task.cancel()
+    for session, reader in sessions:
+        with contextlib.suppress(Exception):
+            await session.socket.close()
+        reader.cancel()
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -30,7 +30,14 @@ from pathlib import Path
 import httpx
 
 from bench.peers_servers import Fake
-from bench.realtime import SENTENCE, Session, opened, percentile
+from bench.realtime import (
+    SENTENCE,
+    Session,
+    close_sessions,
+    opened,
+    percentile,
+    turn_latencies,
+)
 from bench.realtime_audio import FRAME_S, frames, noise_pcm, silence, speech_pcm
 from bench.scale_setups import EDGES, ScaleOut, _cpu, make_setup, nats_binary
 from bench.server_access import auth_headers
@@ -76,12 +83,7 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
             turns = sum(s.turns for s, _ in sessions) - turns0
             replies = sum(s.replies for s, _ in sessions) - replies0
         finally:
-            for task in senders:
-                task.cancel()
-            for session, reader in sessions:
-                with contextlib.suppress(Exception):
-                    await session.socket.close()
-                reader.cancel()
+            await close_sessions(senders, sessions)
     assert counts is not None
     assert counts0 is not None
     moved = counts.minus(counts0)
@@ -102,30 +104,15 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
 async def _latency(setup: ScaleOut, speech: bytes, turns: int) -> list[float]:
     """Own latency of each turn through edge one, in ms (the first, a warm-up, is dropped)."""
     url = f"http://127.0.0.1:{setup.edges[0].port}"
-    loop = asyncio.get_running_loop()
-    said, quiet = frames(silence(300) + speech), frames(silence(200))
-    results: list[float] = []
     async with httpx.AsyncClient(
         base_url=url, headers=auth_headers(setup.token), timeout=WAIT_S
     ) as http:
         session, reader, _ = await opened(http, url, setup.token)
         try:
-            for _ in range(turns + 1):
-                session.first_audio = None
-                session.reply_done.clear()
-                start = loop.time()
-                spoken = await session.send_paced(said, start)
-                deadline, n = time.monotonic() + WAIT_S, len(said)
-                while not session.reply_done.is_set() and time.monotonic() < deadline:
-                    await session.send_paced(quiet, start + n * FRAME_S)
-                    n += len(quiet)
-                if session.first_audio is None:
-                    raise RuntimeError("a turn got no reply audio")
-                results.append((session.first_audio - spoken) * 1000 - VAD_SILENCE_MS)
+            return await turn_latencies(session, speech, turns, VAD_SILENCE_MS)
         finally:
             await session.socket.close()
             reader.cancel()
-    return results[1:]
 
 
 async def _run(args: argparse.Namespace, work: Path, fake: Fake, speech: bytes) -> dict[str, float]:

@@ -19,6 +19,7 @@ from tests.support.scale import (
     Cluster,
     EdgeProcess,
     age_session,
+    another_edge,
     client,
     edge_workdir,
     events_after,
@@ -271,15 +272,7 @@ async def test_a_signed_in_client_joining_a_shared_watch_gets_its_own_renewed_co
 async def test_an_edge_holds_each_token_to_its_stream_limit(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    edge = EdgeProcess(
-        edge_workdir(tmp_path, "limited"),
-        cluster.primary,
-        cluster.nats.url,
-        "--max-streams-per-token",
-        "1",
-    )
-    edge.start()
-    try:
+    with another_edge(cluster, tmp_path, "--max-streams-per-token", "1") as edge:
         token = cluster.primary.create_token("one-stream")
         async with client(edge.url, token) as http:
             thread_id = await new_thread(http, "one stream at a time")
@@ -303,8 +296,6 @@ async def test_an_edge_holds_each_token_to_its_stream_limit(
                         if again.status_code == 200:
                             break
                     await anyio.sleep(0.05)
-    finally:
-        assert edge.stop() == 0, edge.log()
 
 
 async def test_an_edge_writes_nothing_to_disk(cluster: Cluster) -> None:

@@ -97,6 +97,22 @@ async def _thread_with_messages(http: httpx.AsyncClient, title: str, count: int)
     return thread_id
 
 
+async def _journalled(
+    cluster: Cluster, http: httpx.AsyncClient, title: str, count: int
+) -> tuple[str, list[tuple[int, str]], list[tuple[int, int]]]:
+    """A thread with `count` messages: its id, its events (id, data) as the primary has them,
+    and (stream sequence, event id) of each one in the journal."""
+    thread_id = await _thread_with_messages(http, title, count)
+    everything = await events_after(cluster, _token(cluster), thread_id, 0)
+    return thread_id, everything, await _journal_of(cluster, thread_id)
+
+
+def _token(cluster: Cluster) -> str:
+    token = cluster.primary.token
+    assert token is not None
+    return token
+
+
 async def _journal_events(http: httpx.AsyncClient) -> int:
     count: int = (await http.get("/healthz")).json()["feedJournalEvents"]
     return count
@@ -105,14 +121,10 @@ async def _journal_events(http: httpx.AsyncClient) -> int:
 async def test_a_client_resuming_where_no_one_follows_its_thread_is_replayed_from_the_journal(
     cluster: Cluster,
 ) -> None:
-    token = cluster.primary.token
-    assert token is not None
     first, second = cluster.edges
-    async with client(first.url, token) as a, client(second.url, token) as b:
-        thread_id = await _thread_with_messages(a, "replayed", 4)
-        everything = await events_after(cluster, token, thread_id, 0)
-        journalled = [event_id for _, event_id in await _journal_of(cluster, thread_id)]
-        assert journalled == [event_id for event_id, _ in everything]
+    async with client(first.url, _token(cluster)) as a, client(second.url, _token(cluster)) as b:
+        thread_id, everything, journal = await _journalled(cluster, a, "replayed", 4)
+        assert [event_id for _, event_id in journal] == [event_id for event_id, _ in everything]
         # The client saw the first message, on an edge that died; edge two never followed the
         # thread.
         cursor = everything[0][0]
@@ -125,13 +137,9 @@ async def test_a_client_resuming_where_no_one_follows_its_thread_is_replayed_fro
 
 
 async def test_a_hole_in_the_journal_is_never_replayed_across(cluster: Cluster) -> None:
-    token = cluster.primary.token
-    assert token is not None
     first, second = cluster.edges
-    async with client(first.url, token) as a, client(second.url, token) as b:
-        thread_id = await _thread_with_messages(a, "a lost publish", 5)
-        everything = await events_after(cluster, token, thread_id, 0)
-        journal = await _journal_of(cluster, thread_id)
+    async with client(first.url, _token(cluster)) as a, client(second.url, _token(cluster)) as b:
+        thread_id, everything, journal = await _journalled(cluster, a, "a lost publish", 5)
         # The third event never reached the journal (NATS was away when it was published).
         lost_seq, lost_id = journal[2]
         await _drop_from_journal(cluster, lost_seq)

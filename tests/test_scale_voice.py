@@ -30,9 +30,8 @@ from tests.support.realtime import (
 )
 from tests.support.scale import (
     Cluster,
-    EdgeProcess,
+    another_edge,
     client,
-    edge_workdir,
     new_thread,
     running_cluster,
     sign_in,
@@ -223,15 +222,7 @@ async def test_the_primarys_conversation_routes_answer_no_client_even_through_an
 async def test_an_edges_conversation_counts_against_the_tokens_stream_limit(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    edge = EdgeProcess(
-        edge_workdir(tmp_path, "limited"),
-        cluster.primary,
-        cluster.nats.url,
-        "--max-streams-per-token",
-        "1",
-    )
-    edge.start()
-    try:
+    with another_edge(cluster, tmp_path, "--max-streams-per-token", "1") as edge:
         thread_id = await _thread(edge, _token(cluster))
         async with conversation(edge, thread_id) as first:
             await first.start()
@@ -242,8 +233,6 @@ async def test_an_edges_conversation_counts_against_the_tokens_stream_limit(
         assert closed == (4429, "too_many_streams")
         async with conversation(edge, thread_id) as again:  # its place is free again
             await again.start()
-    finally:
-        edge.kill()
 
 
 async def test_a_signed_in_page_talks_on_an_edge_from_its_own_origin_only(

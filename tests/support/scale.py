@@ -310,3 +310,14 @@ def age_session(cluster: Cluster, secret: str, seconds: float) -> None:
         )
     finally:
         store.close()
+
+
+@contextmanager
+def another_edge(cluster: Cluster, workdir: Path, *args: str) -> Iterator[EdgeProcess]:
+    """One more edge of the cluster, with `args`, started; it must stop cleanly afterwards."""
+    edge = EdgeProcess(edge_workdir(workdir, "another"), cluster.primary, cluster.nats.url, *args)
+    edge.start()
+    try:
+        yield edge
+    finally:
+        assert edge.stop() == 0, edge.log()

@@ -46,7 +46,6 @@ from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import ReplyEnd, SavedTurn, pcm_seconds
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
-from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import CLOSE_BAD_TOKEN, CLOSE_NOT_FOUND, ProtocolError, Start
 
 log = logging.getLogger(__name__)
@@ -250,18 +249,11 @@ async def thread_audio(websocket: WebSocket) -> None:
         return await _thread_feed(edge, feed_opening, credential)
 
     async def open_session(feed: Stream, start: Start, client: SocketClient) -> VoiceSession:
-        settings = edge.settings
-        turns = TurnSettings(
-            settings.vad_threshold,
-            settings.vad_silence_ms,
-            settings.vad_min_speech_ms,
-            settings.vad_energy_floor_dbfs,
-        )
         session = VoiceSession(
             thread_id=thread_id,
             records=PrimaryRecords(edge, credentials, thread_id),
             feed=feed,
-            settings=SessionSettings(turns, settings.min_interruption_ms),
+            settings=SessionSettings.of(edge.settings),
             start=start,
             client=client,
             forget=edge.voice.discard,

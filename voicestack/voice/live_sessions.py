@@ -17,7 +17,6 @@ from voicestack.voice.provider import Transcriber
 from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.records import StoreRecords
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
-from voicestack.voice.realtime.turns import TurnSettings
 from voicestack.voice.realtime.wire import ProtocolError, Start
 from voicestack.voice.relay.context import RelayContext
 from voicestack.voice.relay.session import RelaySession
@@ -68,18 +67,11 @@ class LiveSessions:
         Raises ProtocolError (close 1001) once the server is shutting down.
         """
         self._drain.refuse_when_shutting_down()
-        settings = self._settings
-        turns = TurnSettings(
-            settings.vad_threshold,
-            settings.vad_silence_ms,
-            settings.vad_min_speech_ms,
-            settings.vad_energy_floor_dbfs,
-        )
         session = VoiceSession(
             thread_id=thread_id,
             records=self.records(thread_id, user),
             feed=feed,
-            settings=SessionSettings(turns, settings.min_interruption_ms),
+            settings=SessionSettings.of(self._settings),
             start=start,
             client=client,
             forget=self._drain.discard,

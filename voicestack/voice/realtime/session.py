@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from voicestack.agent.llm import ProviderError
 from voicestack.agent.reply_state import HEARD_CUT, SHUTDOWN_CUT
+from voicestack.config import Settings
 from voicestack.functions.errors import FunctionError
 from voicestack.reactive.streams import Stream
 from voicestack.voice.realtime import codec
@@ -64,6 +65,17 @@ class SessionSettings:
 
     turns: TurnSettings
     min_interruption_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> SessionSettings:
+        """The server's flags (`--vad-*`, `--min-interruption-ms`) for its sessions."""
+        turns = TurnSettings(
+            settings.vad_threshold,
+            settings.vad_silence_ms,
+            settings.vad_min_speech_ms,
+            settings.vad_energy_floor_dbfs,
+        )
+        return cls(turns, settings.min_interruption_ms)
 
 
 @dataclass(slots=True)
