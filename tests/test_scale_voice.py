@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect
@@ -263,3 +264,37 @@ async def test_a_signed_in_page_talks_on_an_edge_from_its_own_origin_only(
         reader.cancel()
     assert talk.events[0]["code"] == "csrf_failed"
     assert closed == (4401, "csrf_failed")
+
+
+async def test_an_edges_conversation_outlives_its_primary_being_away(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake, running_cluster(tmp_path, fake.api_base) as cluster:
+        edge = cluster.edges[0]
+        thread_id = await _thread(edge, _token(cluster))
+        before, after = marker(), marker()
+        fake.script({"match": before, "text": "Before."}, {"match": after, "text": "After."})
+        async with conversation(edge, thread_id) as talk:
+            await talk.start()
+            await talk.send_json({"type": "text", "text": f"Hi {before}"})
+            assert (await talk.next_event("reply_stopped"))["status"] == "complete"
+            assert cluster.primary.stop() == 0
+            mark = len(talk.events)
+            await talk.send_json({"type": "text", "text": "while away"})
+            error = await talk.next_event("error", after=mark)
+            assert error["code"] == "primary_unavailable"
+            cluster.primary.start()
+            # The socket stayed open: once the primary is back, the next turn is answered.
+            with anyio.fail_after(30):
+                while True:
+                    mark = len(talk.events)
+                    await talk.send_json({"type": "text", "text": f"Back {after}"})
+                    answer = await talk.wait_for(
+                        lambda e: e["type"] in ("reply_stopped", "error"), after=mark
+                    )
+                    if answer["type"] == "reply_stopped":
+                        break
+                    assert answer["code"] == "primary_unavailable", answer
+                    await anyio.sleep(0.5)
+            assert answer["status"] == "complete"
+        thread = await _on_primary(cluster, thread_id)
+        texts = [m["text"] for m in thread["messages"]]
+        assert texts == [f"Hi {before}", "Before.", f"Back {after}", "After."]
