@@ -9,7 +9,8 @@ journal of another timeline (a database restored from an older backup reuses eve
 emptied first. Publishes are then fire-and-forget, in commit order, on the primary's own
 connection: a publish lost while NATS is away leaves a hole that the next event's `prev` makes
 visible, so an edge never trusts a run across it. While the journal is not ready (NATS down, no
-JetStream) nothing is read or published, and the first batch after it is skipped, a hole too.
+JetStream) nothing is read or published: it begins again at the newest event when it is ready,
+and what was committed meanwhile is a hole too.
 
 One primary at a time: an old primary still running against an older copy of the database would
 publish its own timeline beside the new one's.
@@ -113,8 +114,8 @@ class JournalPublisher:
         self._wake = asyncio.Event()
         self._warned = False
         self._closed = False
+        self._reconnects = 0
         self.ready = False  # the stream is there, and holds this database's timeline
-        self.published = 0  # events handed to NATS
 
     @property
     def active(self) -> bool:
@@ -133,6 +134,7 @@ class JournalPublisher:
         """NATS came back, perhaps another server without the stream: look again now. What is
         committed meanwhile is not published: a hole, which the chain shows."""
         self.ready = False
+        self._reconnects += 1
         self._wake.set()
 
     def collect(self, snapshot: Snapshot, changes: list[ChangeSet]) -> None:
@@ -188,7 +190,6 @@ class JournalPublisher:
                         DEDUP_HEADER: message_id(event),
                     }
                     await self._nc.publish(subject, event.event, headers=headers)
-                    self.published += 1
             except (NatsError, OSError) as exc:
                 log.debug("journal: a batch was not published: %s", exc)
             except Exception:
@@ -196,18 +197,18 @@ class JournalPublisher:
 
     async def _keep_ready(self) -> None:
         while True:
+            self._wake.clear()  # before the attempt: a reconnection during it tries again now
             if not self.ready and self._nc.is_connected:
                 try:
-                    ready = await self._ensure_stream()
+                    reconnects = self._reconnects
+                    # (a reconnection meanwhile may have reached a server without the stream)
+                    if await self._ensure_stream() and reconnects == self._reconnects:
+                        self._begin_at = await self._store.read(_newest_event)
+                        self.ready = True
+                        self._committed.set()
+                        log.info("thread journal: publishing to JetStream stream %s", STREAM)
                 except Exception:
                     log.exception("journal: checking its stream failed")
-                    ready = False
-                if ready:
-                    self._begin_at = await self._store.read(_newest_event)
-                    self.ready = True
-                    self._committed.set()
-                    log.info("thread journal: publishing to JetStream stream %s", STREAM)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _RETRY_S)
 
