@@ -5,15 +5,13 @@ the thread is closed with 4404, a revoked token with 4401."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.support.agent import StartAgentServer, marker
-from tests.support.realtime import conversation
+from tests.support.realtime import conversation, stop_mid_reply
 from tests.support.server import REPO, ServerProcess, server_env
 from voicestack.testing.fake_openai import FakeOpenAI
 
@@ -32,15 +30,9 @@ async def test_sigterm_ends_a_session_after_the_sentence_being_spoken(
         thread_id = (await http.post("/api/threads", json={})).json()["id"]
 
     async with conversation(server, thread_id) as talk:
-        await talk.start()
-        await talk.send_json({"type": "text", "text": f"Talk {mark}"})
-        reply_id = (await talk.next_event("reply_started"))["messageId"]
-        await talk.next_event("reply_audio")
-        signalled = time.monotonic()
-        stopping = asyncio.create_task(asyncio.to_thread(server.stop, signal.SIGTERM))
-        closed = await talk.closing(timeout=15)
-        ended_after = time.monotonic() - signalled
-        assert await stopping == 0
+        stopped = await stop_mid_reply(server, talk, f"Talk {mark}")
+    reply_id, closed, ended_after = stopped.reply_id, stopped.closed, stopped.seconds
+    assert stopped.exit_code == 0
 
     spoken = [e for e in talk.events if e["type"] == "reply_audio"]
     assert closed == (1001, "server_shutting_down")

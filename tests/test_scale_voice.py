@@ -9,7 +9,6 @@ espeak-ng, over a real WebSocket.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.support.realtime import (
     script_barge_in,
     silence,
     spoken_pcm,
+    stop_mid_reply,
 )
 from tests.support.scale import (
     Cluster,
@@ -177,13 +177,9 @@ async def test_an_edge_shutting_down_ends_its_conversations_after_the_sentence(
         edge = cluster.edges[0]
         thread_id = await _thread(edge, _token(cluster))
         async with conversation(edge, thread_id) as talk:
-            await talk.start()
-            await talk.send_json({"type": "text", "text": f"Talk {mark}"})
-            reply_id = (await talk.next_event("reply_started"))["messageId"]
-            await talk.next_event("reply_audio")
-            stopping = asyncio.create_task(asyncio.to_thread(edge.stop, signal.SIGTERM))
-            closed = await talk.closing(timeout=15)
-            assert await stopping == 0
+            stopped = await stop_mid_reply(edge, talk, f"Talk {mark}")
+        reply_id, closed = stopped.reply_id, stopped.closed
+        assert stopped.exit_code == 0
         spoken = [e for e in talk.events if e["type"] == "reply_audio"]
         assert closed == (1001, "server_shutting_down")
         assert talk.events[-1] == {

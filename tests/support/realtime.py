@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -246,3 +247,28 @@ async def typed_turn(
         await talk.send_json({"type": "text", "text": f"Hi {mark}"})
         stopped = await talk.next_event("reply_stopped")
     return TypedTurn(thread_id, mark, talk, stopped)
+
+
+@dataclass(frozen=True)
+class StoppedMidReply:
+    """A conversation whose server got SIGTERM while it spoke a reply: the reply's id, how
+    the socket was closed, the server's exit code, and the seconds from signal to close."""
+
+    reply_id: str
+    closed: tuple[int | None, str | None]
+    exit_code: int
+    seconds: float
+
+
+async def stop_mid_reply(server: ServerProcess, talk: Conversation, text: str) -> StoppedMidReply:
+    """Start a session on `talk`, type `text`, and SIGTERM `server` once the reply's first
+    sentence is being spoken; wait for the socket to close and the server to exit."""
+    await talk.start()
+    await talk.send_json({"type": "text", "text": text})
+    reply_id = str((await talk.next_event("reply_started"))["messageId"])
+    await talk.next_event("reply_audio")
+    signalled = time.monotonic()
+    stopping = asyncio.create_task(asyncio.to_thread(server.stop, signal.SIGTERM))
+    closed = await talk.closing(timeout=15)
+    seconds = time.monotonic() - signalled
+    return StoppedMidReply(reply_id, closed, await stopping, seconds)
