@@ -6,8 +6,11 @@ works in threads of its own and scripts plans that match a marker in its own mes
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
+import anyio
 import httpx
 import pytest
 
@@ -180,6 +183,62 @@ async def test_a_reply_streams_into_the_feed_and_is_saved_with_its_usage(
     assert [row.json for row in rows] == thread["messages"]
     assert [row.event for row in rows] == ["message"] * 4
     assert int(ready.id) >= int(events2[-1].id)
+
+
+async def _chunks_until_a_reply_ends(server: ServerProcess, thread_id: str) -> list[bytes]:
+    """A plain watcher's feed of the thread, read off its socket, as the HTTP chunks the server
+    wrote (one per hub batch when the watcher keeps up), until a reply has completed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"GET /api/threads/{thread_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.token}\r\nAccept-Encoding: identity\r\n\r\n".encode()
+    )
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        chunks: list[bytes] = []
+        with anyio.fail_after(20):
+            while ("message", "assistant", "complete") not in _chunk_outline(chunks[-1:]):
+                size = int(await reader.readuntil(b"\r\n"), 16)
+                chunks.append((await reader.readexactly(size + 2))[:-2])
+        return chunks
+    finally:
+        writer.close()
+
+
+def _chunk_outline(chunks: list[bytes]) -> list[tuple[str, str | None, str | None]]:
+    """(event, role, status) of each SSE event in the chunks (None where its data has none)."""
+    outline: list[tuple[str, str | None, str | None]] = []
+    for event in b"".join(chunks).split(b"\n\n")[:-1]:
+        fields = dict(line.split(b": ", 1) for line in event.split(b"\n"))
+        data = json.loads(fields[b"data"])
+        outline.append((fields[b"event"].decode(), data.get("role"), data.get("status")))
+    return outline
+
+
+@pytest.mark.parametrize(
+    ("answer", "pace"),
+    [("Fine.", None), ("One sentence first. Then a few more words to end on", 100)],
+    ids=["all-at-once", "at-a-pace"],
+)
+async def test_a_replys_last_piece_and_its_end_reach_a_watcher_in_one_write(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, answer: str, pace: int | None
+) -> None:
+    # The text still buffered when the model ends is saved in the commit that ends the reply:
+    # a watcher is written to once for both, one fan-out fewer per reply.
+    mark = marker()
+    fake.script({"match": mark, "text": answer, "tokens_per_second": pace})
+    thread_id = await threads.create()
+    watching = asyncio.ensure_future(_chunks_until_a_reply_ends(server, thread_id))
+    await asyncio.sleep(0.3)  # subscribed, its snapshot sent
+    await threads.send(thread_id, f"{mark} hello")
+    chunks = await watching
+
+    reply_ends = [("delta", None, None), ("message", "assistant", "complete")]
+    if pace is None:
+        assert _chunk_outline(chunks[-1:]) == [("message", "assistant", "streaming"), *reply_ends]
+    else:
+        assert _chunk_outline(chunks[-1:]) == reply_ends
+        assert [e for e, _, _ in _chunk_outline(chunks)].count("delta") > 1
 
 
 async def test_two_subscribers_see_the_same_events_in_the_same_order(

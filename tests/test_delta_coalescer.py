@@ -111,3 +111,25 @@ async def test_a_failed_commit_is_raised_by_the_next_call() -> None:
     await settle()
     with pytest.raises(RuntimeError, match="disk full"):
         await coalescer.add("more")
+
+
+async def test_the_rest_is_handed_over_after_the_running_flush_and_never_flushed() -> None:
+    pieces: list[str] = []
+    committing = asyncio.Event()
+
+    async def flush(text: str) -> None:
+        await committing.wait()
+        pieces.append(text)
+
+    coalescer = DeltaCoalescer(flush, flush_ms=50, clock=Clock())
+    await coalescer.add("Done here. And the last wor")
+    await settle()
+    taking = asyncio.ensure_future(coalescer.take_rest())
+    await settle()
+    assert not taking.done()  # the first piece is still being committed
+    committing.set()
+    assert await taking == "And the last wor"
+    assert pieces == ["Done here. "]
+    assert (coalescer.pending, coalescer.flushes) == ("", 2)
+    await coalescer.close()
+    assert pieces == ["Done here. "]

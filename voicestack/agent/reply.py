@@ -166,10 +166,12 @@ class Reply:
         """Stream, call tools, and finish with complete, failed or interrupted."""
         try:
             await self._steps_in_time()
-            await self._coalescer.close()
-            if self._speaker is not None:
+            if self._speaker is None:
+                await self._finish("complete", last_piece=await self._coalescer.take_rest())
+            else:
+                await self._coalescer.close()  # spoken before the reply ends
                 await self._speaker.drain()
-            await self._finish("complete")
+                await self._finish("complete")
         except ReplyStopped:
             self._coalescer.discard_timer()
             await self._finish("interrupted")
@@ -205,14 +207,32 @@ class Reply:
         with contextlib.suppress(ReplyStopped, Exception):
             await self._coalescer.close()
 
-    async def _finish(self, status: str, error: tuple[str, str] | None = None) -> None:
+    async def _finish(
+        self, status: str, error: tuple[str, str] | None = None, last_piece: str = ""
+    ) -> None:
+        """End the reply with `status`. `last_piece`, text not saved yet, is saved in the same
+        commit: a watcher gets the reply's last delta and its end in one batch, a fan-out
+        fewer per reply (and, for a reply that came all at once, its `streaming` event too)."""
         self.finishing = True
         if self._speaker is not None:
             self._speaker.discard()  # drained already when complete; stopped otherwise
         wall_ms = int((time.monotonic() - self._started) * 1000)
-        await self._store.write(
-            lambda db: finish_reply(db, self.claim, status, wall_ms, error, self._pricing)
-        )
+
+        def end(db: WriteDB) -> None:
+            finish_reply(db, self.claim, status, wall_ms, error, self._pricing)
+
+        if not last_piece:
+            await self._store.write(end)
+            return
+        self._seq += 1
+        seq = self._seq
+
+        def last_piece_then_end(db: WriteDB) -> None:
+            # Not saved when the reply was stopped meanwhile; the end then keeps that status.
+            append_delta(db, self.claim, last_piece, seq)
+            end(db)
+
+        await self._write_output(last_piece_then_end)
 
     async def _steps_in_time(self) -> None:
         limit = self._settings.reply_timeout_s
@@ -272,13 +292,14 @@ class Reply:
             last = agent_step >= agent.max_steps
             specs = self._calls.offered().openai_specs() if not last else []
             calls, finish = await self._stream_step(messages, specs or None)
-            await self._coalescer.close()
+            if calls:
+                await self._coalescer.close()  # the text before the calls, in its place
             _check_finish(finish)
             if not calls and not self._text_chars:
                 message = "The model provider ended the reply without any text or tool calls."
                 raise ProviderError("empty_reply", message)
             if not calls:
-                return
+                return  # the text still buffered is saved with the reply's end
             if last:
                 # Its result could never reach the model: record the calls, run none.
                 await self._calls.refuse_calls(step, calls)

@@ -100,20 +100,35 @@ class DeltaCoalescer:
 
     async def close(self) -> None:
         """Flush everything that is left, partial word included, and stop the timer."""
-        self._disarm_timer()
         self._closing = True
         try:
-            while self._running is not None:
-                await asyncio.wait([self._running])
-            if self.error is not None:
-                raise self.error
-            if self._buffer:
-                text, self._buffer = self._buffer, ""
-                self._last_flush = self._clock()
-                self.flushes += 1
+            text = await self.take_rest()
+            if text:
                 await self._flush(text)
         finally:
             self._closing = False
+
+    async def take_rest(self) -> str:
+        """Stop the timer, wait for the flush that runs, and hand over the text still buffered
+        (partial word included) for the caller to save itself, counted as one more flush.
+
+        The reply's last piece is saved this way in the commit that ends the reply, so that a
+        watcher gets both in one batch. Raises what a failed flush raised, as close() does.
+        """
+        self._disarm_timer()
+        closing, self._closing = self._closing, True
+        try:
+            while self._running is not None:
+                await asyncio.wait([self._running])
+        finally:
+            self._closing = closing
+        if self.error is not None:
+            raise self.error
+        text, self._buffer = self._buffer, ""
+        if text:
+            self._last_flush = self._clock()
+            self.flushes += 1
+        return text
 
     def discard_timer(self) -> None:
         """Stop the timer and start no more flushes on our own (the reply is being stopped)."""
