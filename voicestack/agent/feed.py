@@ -30,6 +30,7 @@ from voicestack.identity import Caller
 from voicestack.reactive.access import AccessGuard, Viewer
 from voicestack.reactive.channel import FeedChannel
 from voicestack.reactive.deflate import Cohort, Opening, Segment, opening
+from voicestack.reactive.fanout_writes import write_frame
 from voicestack.reactive.hub import Hub
 from voicestack.reactive.listeners import FeedJoin
 from voicestack.reactive.streams import Stream
@@ -207,28 +208,31 @@ class ThreadFeed:
 
 def send_plain(outboxes: set[FeedChannel], events: list[Event], now: float) -> None:
     """Send one batch of encoded events to plain feeds: one chunk, framed once and written
-    straight to every idle subscriber; a busy or paused one gets them queued instead."""
+    straight to every idle subscriber (write_frame); a busy or paused one gets them queued."""
     first, last = events[0][0], events[-1][0]
-    frame: bytes | None = None
+    idle: list[FeedChannel] = []
     for outbox in list(outboxes):
-        if outbox.cursor < first and not outbox.has_pending():
-            if frame is None:
-                frame = http_chunk(b"".join(event for _, event in events))
-            if outbox.write_direct(frame, now):
-                outbox.cursor = last
-                continue
-        for event_id, event in events:
-            outbox.append(event_id, event)
+        if outbox.cursor < first and not outbox.has_pending() and outbox.writable_now():
+            idle.append(outbox)
+            outbox.cursor = last
+        else:
+            for event_id, event in events:
+                outbox.append(event_id, event)
+    if idle:
+        write_frame(idle, http_chunk(b"".join(event for _, event in events)), now)
 
 
 def _send_deflated(outboxes: set[FeedChannel], segment: Segment, now: float) -> None:
     # The same per-subscriber work as a plain batch: one direct write, or one queued segment.
-    frame, last = segment.frame, segment.last_id
+    idle: list[FeedChannel] = []
     for outbox in list(outboxes):
-        if not outbox.has_pending() and outbox.write_direct(frame, now):
-            outbox.cursor = last
+        if not outbox.has_pending() and outbox.writable_now():
+            idle.append(outbox)
+            outbox.cursor = segment.last_id
         else:
             outbox.queue_segment(segment)
+    if idle:
+        write_frame(idle, segment.frame, now)
 
 
 async def open_thread_feed(

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from voicestack import jsoncodec
 from voicestack.reactive.deflate import EMPTY_BLOCK, Cohort, Deflated, Opening, Segment
+from voicestack.reactive.fanout_writes import plain_socket
 from voicestack.reactive.wire import END_OF_CHUNKS, PING, encode_event, http_chunk
 
 
@@ -102,6 +103,7 @@ class Outbox:
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
+        self._socket = -1  # its plain socket's file descriptor, for raw fan-out writes
         self._detached = False  # drained by short pump tasks, not by a connection coroutine
         self._pump: asyncio.Task[None] | None = None
 
@@ -109,6 +111,7 @@ class Outbox:
         """Allow direct writes of pre-framed chunks to this connection (response started)."""
         self._transport = transport
         self._flow = flow
+        self._socket = plain_socket(transport)
 
     def detach(self) -> None:
         """Drain this outbox without a coroutine of its connection's own (attached first).
@@ -129,9 +132,16 @@ class Outbox:
         Idle: the writer (coroutine or pump) has nothing pending, so nothing it sends can be
         reordered with this write. Keeping up: the transport is not paused for back-pressure.
         """
+        if not self.writable_now():
+            return False
+        self.put_frame(frame, now)
+        return True
+
+    def writable_now(self) -> bool:
+        """True when a frame may be written straight to the connection now (write_direct)."""
         transport = self._transport
         flow = self._flow
-        if (
+        return not (
             transport is None
             or flow is None
             or not self._idle()
@@ -140,11 +150,25 @@ class Outbox:
             or self._ping
             or flow.write_paused
             or transport.is_closing()
-        ):
-            return False
-        transport.write(frame)
+        )
+
+    def put_frame(self, frame: bytes, now: float) -> None:
+        """Write `frame` through the transport; only when writable_now()."""
+        assert self._transport is not None
+        self._transport.write(frame)
         self.last_write = now
-        return True
+
+    def raw_socket(self) -> int:
+        """The socket to write a frame to past the transport, when that keeps the byte order
+        (the transport holds nothing unsent), else -1; only when writable_now()."""
+        transport = self._transport
+        if self._socket < 0 or transport is None or transport.get_write_buffer_size():
+            return -1
+        return self._socket
+
+    def took_frame(self, now: float) -> None:
+        """A frame was written to raw_socket() whole."""
+        self.last_write = now
 
     def ping(self) -> None:
         """Send a keep-alive comment unless something else is about to be sent anyway."""
