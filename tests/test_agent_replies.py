@@ -236,8 +236,8 @@ async def test_a_replys_last_piece_and_its_end_reach_a_watcher_in_one_write(
     reply_ends = [("delta", None, None), ("message", "assistant", "complete")]
     if pace is None:
         assert _chunk_outline(chunks[-1:]) == [("message", "assistant", "streaming"), *reply_ends]
-    else:
-        assert _chunk_outline(chunks[-1:]) == reply_ends
+    else:  # a timer's piece may share the batch, when the hub was busy as both committed
+        assert _chunk_outline(chunks[-1:])[-2:] == reply_ends
         assert [e for e, _, _ in _chunk_outline(chunks)].count("delta") > 1
 
 

@@ -224,15 +224,35 @@ class Reply:
         if not last_piece:
             await self._store.write(end)
             return
-        self._seq += 1
-        seq = self._seq
+        seq = self._seq + 1
 
         def last_piece_then_end(db: WriteDB) -> None:
             # Not saved when the reply was stopped meanwhile; the end then keeps that status.
             append_delta(db, self.claim, last_piece, seq)
             end(db)
 
-        await self._write_output(last_piece_then_end)
+        writing = asyncio.ensure_future(self._write_output(last_piece_then_end))
+        try:
+            # Shielded: a cancel (a shutdown) waits for the commit, which may already be under
+            # way, rather than leave the piece's fate unknown. A write that failed rolled back:
+            # the piece goes back to the coalescer, for the failed reply to keep.
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            if not writing.done():
+                with contextlib.suppress(Exception):
+                    await writing
+            self._keep_if_unsaved(writing, last_piece)
+            raise
+        except Exception:
+            self._keep_if_unsaved(writing, last_piece)
+            raise
+        self._seq = seq
+
+    def _keep_if_unsaved(self, writing: asyncio.Future[None], last_piece: str) -> None:
+        if writing.cancelled() or writing.exception() is not None:
+            self._coalescer.give_back(last_piece)
+        else:
+            self._seq += 1
 
     async def _steps_in_time(self) -> None:
         limit = self._settings.reply_timeout_s

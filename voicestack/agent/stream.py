@@ -130,6 +130,11 @@ class DeltaCoalescer:
             self.flushes += 1
         return text
 
+    def give_back(self, text: str) -> None:
+        """Put text handed over by take_rest() back in front of the buffer (it was not saved)."""
+        self._buffer = text + self._buffer
+        self.flushes -= 1
+
     def discard_timer(self) -> None:
         """Stop the timer and start no more flushes on our own (the reply is being stopped)."""
         self._quiet = True
