@@ -22,12 +22,23 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Protocol
 
 # Below this, handing work to another thread costs more than it saves.
 PARALLEL_FROM = 256
-# Threads besides the loop's own: one per further core, up to three.
-HELPERS = max(0, min(3, (os.cpu_count() or 1) - 1))
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Threads besides the loop's own: one per further core, up to three. Only where a socket is a
+# file descriptor (not on Windows, whose socket handles are not).
+HELPERS = max(0, min(3, _usable_cores() - 1)) if os.name == "posix" else 0
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -68,21 +79,29 @@ def write_frame(targets: Sequence[FrameTarget], frame: bytes, now: float) -> Non
         else:
             raw.append(target)
             fds.append(fd)
-    parts = HELPERS + 1
-    size = -(-len(fds) // parts)
-    pool = _helpers()
-    futures = [
-        pool.submit(_write_all, fds[k * size : (k + 1) * size], frame) for k in range(1, parts)
-    ]
-    taken = _write_all(fds[:size], frame)
-    for future in futures:
-        taken += future.result()  # the loop thread waits: no transport may change meanwhile
+    taken = _write_in_parallel(fds, frame) if len(fds) >= PARALLEL_FROM else _write_all(fds, frame)
     whole = len(frame)
     for target, count in zip(raw, taken, strict=True):
         if count == whole:
             target.took_frame(now)
         else:  # the rest of it, after what the socket took
             target.put_frame(frame[count:] if count else frame, now)
+
+
+def _write_in_parallel(fds: list[int], frame: bytes) -> list[int]:
+    """_write_all, the sockets shared between the loop's thread and the helpers."""
+    size = -(-len(fds) // (HELPERS + 1))
+    pool = _helpers()
+    futures = []
+    try:
+        for k in range(1, HELPERS + 1):
+            futures.append(pool.submit(_write_all, fds[k * size : (k + 1) * size], frame))
+        taken = _write_all(fds[:size], frame)
+        for future in futures:
+            taken += future.result()
+        return taken
+    finally:
+        futures_wait(futures)  # whatever happened, no helper is still writing when the loop goes on
 
 
 def _write_all(fds: Sequence[int], frame: bytes) -> list[int]:
