@@ -233,26 +233,24 @@ class Reply:
 
         writing = asyncio.ensure_future(self._write_output(last_piece_then_end))
         try:
-            # Shielded: a cancel (a shutdown) waits for the commit, which may already be under
-            # way, rather than leave the piece's fate unknown. A write that failed rolled back:
-            # the piece goes back to the coalescer, for the failed reply to keep.
             await asyncio.shield(writing)
         except asyncio.CancelledError:
-            if not writing.done():
-                with contextlib.suppress(Exception):
-                    await writing
-            self._keep_if_unsaved(writing, last_piece)
+            # A cancel (a shutdown) waits for the commit, which may already be under way,
+            # rather than leave the piece's fate unknown.
+            with contextlib.suppress(Exception):
+                await writing
             raise
-        except Exception:
-            self._keep_if_unsaved(writing, last_piece)
-            raise
-        self._seq = seq
+        finally:
+            if writing.done():
+                self._settle_last_piece(writing, seq, last_piece)
 
-    def _keep_if_unsaved(self, writing: asyncio.Future[None], last_piece: str) -> None:
+    def _settle_last_piece(self, writing: asyncio.Future[None], seq: int, piece: str) -> None:
+        """The last piece is saved as delta `seq`, or, if its write failed (and rolled back),
+        goes back to the coalescer, for the failed reply to keep."""
         if writing.cancelled() or writing.exception() is not None:
-            self._coalescer.give_back(last_piece)
+            self._coalescer.give_back(piece)
         else:
-            self._seq += 1
+            self._seq = seq
 
     async def _steps_in_time(self) -> None:
         limit = self._settings.reply_timeout_s
