@@ -28,6 +28,9 @@ SESSION_ID_PREFIX = "ses_"
 RENEW_FRACTION = 1 / 14
 # An ended session's row is kept a day, so that a stream it opened is still ended by its id.
 KEEP_ENDED_S = 86_400.0
+# The provider of a phone call's session (an edge speaks for the call with it): it ends with
+# its call, or at its fixed expiry, and never slides.
+CALL_PROVIDER = "twilio-call"
 
 
 def new_session_secret() -> str:
@@ -52,6 +55,7 @@ class SessionLookup:
 
     identity: Identity
     expires_at: float
+    renews: bool = True  # False for a phone call's session (CALL_PROVIDER)
 
 
 def create_session(db: WriteDB, user_id: str, provider: str, lifetime_s: float) -> str:
@@ -83,7 +87,7 @@ def find_session(db: ReadDB | WriteDB, secret: str, now: float) -> SessionLookup
     if not secret.startswith(SESSION_PREFIX) or len(secret) > 100:
         return None
     row = db.one(
-        "SELECT s.id, s.expires_at, u.id AS user_id, u.name, u.role"
+        "SELECT s.id, s.expires_at, s.provider, u.id AS user_id, u.name, u.role"
         " FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id"
         " WHERE s.hash = ? AND s.revoked_at IS NULL AND u.disabled_at IS NULL",
         (session_hash(secret),),
@@ -91,12 +95,14 @@ def find_session(db: ReadDB | WriteDB, secret: str, now: float) -> SessionLookup
     if row is None or row["expires_at"] <= now:
         return None
     caller = Caller(row["user_id"], row["name"], row["role"])
-    return SessionLookup(Identity(caller, row["id"]), row["expires_at"])
+    renews = row["provider"] != CALL_PROVIDER
+    return SessionLookup(Identity(caller, row["id"]), row["expires_at"], renews)
 
 
 def needs_renewal(lookup: SessionLookup, lifetime_s: float, now: float) -> bool:
-    """True when the session was last extended long enough ago to slide its expiry now."""
-    return lookup.expires_at - now < lifetime_s * (1 - RENEW_FRACTION)
+    """True when the session was last extended long enough ago to slide its expiry now (a
+    phone call's session never slides)."""
+    return lookup.renews and lookup.expires_at - now < lifetime_s * (1 - RENEW_FRACTION)
 
 
 def renew_session(db: WriteDB, session_id: str, lifetime_s: float) -> float:
