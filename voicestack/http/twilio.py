@@ -52,7 +52,7 @@ TWIML = "text/xml"
 START_TIMEOUT_S = 10.0
 
 
-def _configured(rt: Runtime) -> tuple[str, str]:
+def configured(rt: Runtime) -> tuple[str, str]:
     """(auth token, public URL), or 404 when phone calls are not set up (the route is off)."""
     token, public_url = rt.settings.twilio_auth_token, rt.settings.public_url
     if token is None or public_url is None:
@@ -67,7 +67,7 @@ def _configured(rt: Runtime) -> tuple[str, str]:
 async def twilio_voice(request: Request) -> Response:
     """Twilio's webhook for an incoming call: TwiML connecting it to the media stream."""
     rt = runtime(request)
-    auth_token, public_url = _configured(rt)
+    auth_token, public_url = configured(rt)
     body = await read_limited(request, rt.settings.max_body_bytes)
     params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     url = public_url + request.url.path
@@ -111,11 +111,7 @@ async def twilio_stream(websocket: WebSocket) -> None:
 async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> None:
     session: LiveSession | None = None
     try:
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                start = await _stream_start(websocket)
-        except TimeoutError:
-            raise ProtocolError("start_expected", "no start", CLOSE_POLICY) from None
+        start, _ = await read_start(websocket)
         if start is None:
             return
         client = CallClient(start.stream_sid, socket.send_event, socket.close)
@@ -123,16 +119,7 @@ async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> No
         if session is None:
             await socket.close(CLOSE_BAD_TOKEN, "invalid_token")
             return
-        await session.begin()
-        while (text := await _text(websocket)) is not None:
-            found = parse_inbound(text)
-            if isinstance(found, Audio):
-                await session.audio(found.mulaw)
-            elif isinstance(found, Ended):
-                break
-            elif found is not None:
-                await session.control(found)
-        await socket.close(CLOSE_NORMAL, "call_ended")
+        await converse(websocket, socket, session)
     except ProtocolError as exc:
         await socket.close(exc.close or CLOSE_POLICY, exc.code)
     finally:
@@ -140,13 +127,36 @@ async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> No
             await session.close()
 
 
-async def _stream_start(websocket: WebSocket) -> StreamStart | None:
-    """The stream's `start` (after `connected`); None when Twilio went away first."""
+async def read_start(websocket: WebSocket) -> tuple[StreamStart | None, list[str]]:
+    """The stream's `start` (after `connected`), and the text frames read up to it (an edge
+    that relays the call replays them); None when Twilio went away first. ProtocolError when
+    no start comes within START_TIMEOUT_S, or something else does."""
+    frames: list[str] = []
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while (text := await _text(websocket)) is not None:
+                frames.append(text)
+                start = parse_start(text)
+                if start is not None:
+                    return start, frames
+    except TimeoutError:
+        raise ProtocolError("start_expected", "no start", CLOSE_POLICY) from None
+    return None, frames
+
+
+async def converse(websocket: WebSocket, socket: SocketClient, session: LiveSession) -> None:
+    """Begin the call's `session`, then hand it Twilio's messages until the call ends (the
+    socket is then closed with 1000 `call_ended`); the caller closes the session."""
+    await session.begin()
     while (text := await _text(websocket)) is not None:
-        start = parse_start(text)
-        if start is not None:
-            return start
-    return None
+        found = parse_inbound(text)
+        if isinstance(found, Audio):
+            await session.audio(found.mulaw)
+        elif isinstance(found, Ended):
+            break
+        elif found is not None:
+            await session.control(found)
+    await socket.close(CLOSE_NORMAL, "call_ended")
 
 
 async def _text(websocket: WebSocket) -> str | None:
