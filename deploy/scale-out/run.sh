@@ -64,13 +64,13 @@ wait_for "http://127.0.0.1:$EDGE1_PORT/healthz" "edge 1"
 wait_for "http://127.0.0.1:$EDGE2_PORT/healthz" "edge 2"
 
 LB_BIND=127.0.0.1:$LB_PORT EDGE1=127.0.0.1:$EDGE1_PORT EDGE2=127.0.0.1:$EDGE2_PORT \
-    PRIMARY=127.0.0.1:$PRIMARY_PORT haproxy -db -f "$here/haproxy.cfg" >"$DATA/logs/haproxy.log" 2>&1 &
+    haproxy -db -f "$here/haproxy.cfg" >"$DATA/logs/haproxy.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$LB_PORT/healthz" haproxy
 
 cat <<DONE
 voicestack scale-out is up (logs in $DATA/logs):
-  http://127.0.0.1:$LB_PORT   haproxy -> edges :$EDGE1_PORT and :$EDGE2_PORT (phone calls -> primary :$PRIMARY_PORT)
+  http://127.0.0.1:$LB_PORT   haproxy -> edges :$EDGE1_PORT and :$EDGE2_PORT (primary :$PRIMARY_PORT)
   $NATS_URL   nats-server (monitoring on :$((NATS_PORT + 4000)))
   token: $(cat "$DATA/voicestack.db.token" 2>/dev/null || echo "see voicestack token create --db $DATA/voicestack.db")
 Ctrl-C stops everything.

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -153,11 +153,15 @@ class Cluster:
     """nats-server, one primary (the test app, the fake provider if given), two edges."""
 
     def __init__(
-        self, workdir: Path, provider_url: str | None = None, jetstream: bool = True
+        self,
+        workdir: Path,
+        provider_url: str | None = None,
+        jetstream: bool = True,
+        primary_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.nats = NatsServer(workdir, jetstream)
-        args = ["--role", "primary", "--nats", self.nats.url]
+        args = ["--role", "primary", "--nats", self.nats.url, *primary_args]
         env: dict[str, str | None] = {}
         if provider_url is not None:
             args += ["--openai-base-url", provider_url, "--drain-s", "1"]
@@ -192,11 +196,15 @@ class Cluster:
 
 @contextmanager
 def running_cluster(
-    workdir: Path, provider_url: str | None = None, jetstream: bool = True
+    workdir: Path,
+    provider_url: str | None = None,
+    jetstream: bool = True,
+    primary_args: Sequence[str] = (),
 ) -> Iterator[Cluster]:
-    """A started cluster (its nats-server without JetStream unless `jetstream`); everything is
-    stopped afterwards, and the logs printed."""
-    cluster = Cluster(workdir, provider_url, jetstream)
+    """A started cluster (its nats-server without JetStream unless `jetstream`, its primary
+    with `primary_args` besides its role); everything is stopped afterwards, and the logs
+    printed."""
+    cluster = Cluster(workdir, provider_url, jetstream, primary_args)
     with ExitStack() as stack:
         cluster.nats.start()
         stack.callback(cluster.nats.stop)

@@ -24,6 +24,7 @@ from voicestack.http import (
     signin_session,
     threads,
     twilio,
+    twilio_edge,
     voice,
     voice_records,
     watch,
@@ -87,6 +88,7 @@ def create_app(
         # Only a primary has edges, whose live conversations keep their records here.
         *(voice_records.routes if settings.role == "primary" else []),
         *twilio.routes,
+        *(twilio_edge.routes if settings.role == "primary" else []),
         *web.routes,
         *openapi.routes,
         *signin.routes,

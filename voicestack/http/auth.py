@@ -31,8 +31,9 @@ from voicestack.reactive.access import AccessGuard
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
 # Twilio's routes check their callers themselves: the webhook by its X-Twilio-Signature, the
-# media stream by the one-time token of the TwiML (voicestack/http/twilio.py).
-SELF_CHECKED_PATHS = frozenset({"/twilio/voice", "/twilio/stream"})
+# media stream by the one-time token of the TwiML (voicestack/http/twilio.py), and the start of
+# a call an edge runs by its coming from an edge (voicestack/http/twilio_edge.py).
+SELF_CHECKED_PATHS = frozenset({"/twilio/voice", "/twilio/stream", "/twilio/stream/start"})
 # Sign-in's routes (voicestack/http/signin*.py) are for people who have no credential yet.
 PUBLIC_PREFIXES = ("/web/", "/auth/")
 _STREAM_PATH = re.compile(r"^/api/(watch(/[^/]+)?|threads/[^/]+/events)$")

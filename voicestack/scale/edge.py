@@ -15,6 +15,7 @@ from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
 from voicestack.scale.upstream import Upstream
 from voicestack.voice.session_drain import SessionDrain
+from voicestack.voice.telephony.calls import CallSlots
 
 MakeUpstream = Callable[[], Awaitable[tuple[Upstream, ResponseEnvelope]]]
 
@@ -38,6 +39,8 @@ class Edge:
         # The live conversations running here (voicestack/scale/edge_voice.py), and what
         # they still have to save on the primary.
         self.voice = SessionDrain(settings.drain_s)
+        # The phone call sockets held here (voicestack/scale/edge_calls.py), to --max-calls.
+        self.call_slots = CallSlots(settings.max_calls)
         self._voice_saves: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:

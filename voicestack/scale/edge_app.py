@@ -1,8 +1,9 @@
 """The edge's application: the public API with no database file.
 
 Streams (query watches and thread feeds) are served here, from upstreams shared by every
-client of this edge that watches the same thing (edge_streams.py); the live-conversation and
-Twilio sockets are relayed to a primary (edge_sockets.py); every other request is forwarded
+client of this edge that watches the same thing (edge_streams.py); live conversations and
+phone calls run here too, or are relayed to a primary when they talk through a speech-to-speech
+model (edge_voice.py, edge_calls.py); every other request is forwarded
 whole to a primary over NATS and answered with the primary's response (edge_http.py). With no
 primary or no NATS, the streams stay open and requests are answered 503 with Retry-After.
 """
@@ -18,7 +19,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from voicestack import __version__, jsoncodec
 from voicestack.config import Settings
@@ -27,8 +27,8 @@ from voicestack.http.errors import CatchAll
 from voicestack.http.headers import SecurityHeaders
 from voicestack.http.read_timeouts import BodyTimeout
 from voicestack.scale.edge import Edge
+from voicestack.scale.edge_calls import call_stream
 from voicestack.scale.edge_http import forward
-from voicestack.scale.edge_sockets import SocketRelay, socket_request
 from voicestack.scale.edge_streams import thread_events, watch
 from voicestack.scale.edge_voice import thread_audio
 from voicestack.scale.feed_upstream import FeedUpstream
@@ -61,12 +61,6 @@ async def healthz(request: Request) -> Response:
     return Response(jsoncodec.dumps(body), media_type="application/json")
 
 
-async def relay_socket(websocket: WebSocket) -> None:
-    """Twilio's media stream: relayed to a primary."""
-    edge: Edge = websocket.app.state.edge
-    await SocketRelay(edge.link, websocket).run(socket_request(websocket))
-
-
 def create_edge_app(settings: Settings) -> Starlette:
     """The edge's ASGI app: streams from NATS, everything else forwarded to a primary."""
     edge = Edge(settings)
@@ -88,7 +82,7 @@ def create_edge_app(settings: Settings) -> Starlette:
         Route("/api/watch/{name}", watch, methods=["GET"]),
         Route("/api/threads/{thread_id}/events", thread_events, methods=["GET"]),
         WebSocketRoute("/api/threads/{thread_id}/audio", thread_audio),
-        WebSocketRoute("/twilio/stream", relay_socket),
+        WebSocketRoute("/twilio/stream", call_stream),
         Route("/{path:path}", forward, methods=_METHODS),
     ]
     # As on a single server: security and CORS headers outside CatchAll, so that its 500s

@@ -60,13 +60,16 @@ class SocketRelay:
         payload = close_payload(CLOSE_RESTART, "primary_unavailable")
         self._outgoing.put_nowait((CLOSE, payload))
 
-    async def run(self, request: RequestEnvelope) -> None:
-        """Open the socket on a primary, then relay both ways until either side closes."""
+    async def run(self, request: RequestEnvelope, replay: list[str] | None = None) -> None:
+        """Open the socket on a primary, then relay both ways until either side closes.
+        `replay`: the client's socket is accepted already, and these text frames, read from it
+        already, go to the primary first."""
         websocket = self.websocket
         try:
             stream_id, answer = await self.link.open_socket(request, self)
         except PrimaryUnavailable:
-            await websocket.accept()
+            if replay is None:
+                await websocket.accept()
             error = {
                 "type": "error",
                 "code": "primary_unavailable",
@@ -79,10 +82,15 @@ class SocketRelay:
             await websocket.close(answer.code, answer.reason)
             return
         self.stream_id, self.primary = stream_id, answer.primary
-        await websocket.accept(answer.subprotocol)
+        if replay is None:
+            await websocket.accept(answer.subprotocol)
         writer = asyncio.get_running_loop().create_task(self._write())
+        primary = answer.primary or ""
         try:
-            await self._read(answer.primary or "", stream_id)
+            for text in replay or []:
+                if not await self.link.send_frame(primary, stream_id, TEXT, text.encode()):
+                    self.primary_lost()
+            await self._read(primary, stream_id)
         finally:
             writer.cancel()
             self.link.forget_stream(stream_id)

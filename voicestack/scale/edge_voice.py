@@ -57,7 +57,7 @@ _REPLY_END_WAIT_S = 1.0
 _QUICK_S = OPEN_TIMEOUT_S
 # What of the client's handshake its calls carry: who it is and where it comes from.
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"cookie", b"origin", b"host", b"user-agent"})
-_EDGE_CALL = (EDGE_CALL_HEADER.encode(), b"1")
+EDGE_CALL = (EDGE_CALL_HEADER.encode(), b"1")
 
 
 def _error(answer: ResponseEnvelope) -> FunctionError:
@@ -75,7 +75,7 @@ class PrimaryRecords:
 
     def __init__(self, edge: Edge, credentials: RequestEnvelope, thread_id: str) -> None:
         self._edge = edge
-        self._credentials = credentials
+        self.credentials = credentials
         self._base = f"/api/threads/{thread_id}/audio"
         self._ends: asyncio.Queue[tuple[str, ReplyEnd, TurnClock]] = asyncio.Queue()
         self._saving: asyncio.Task[None] | None = None
@@ -89,11 +89,11 @@ class PrimaryRecords:
         timeout: float | None = _QUICK_S,
     ) -> ResponseEnvelope:
         request = dataclasses.replace(
-            self._credentials,
+            self.credentials,
             method=method,
             path=path,
             query_string=b"",
-            headers=[*self._credentials.headers, *(headers or []), _EDGE_CALL],
+            headers=[*self.credentials.headers, *(headers or []), EDGE_CALL],
             body=body,
         )
         try:
@@ -151,6 +151,11 @@ class PrimaryRecords:
         self._ends.put_nowait((message_id, end, dataclasses.replace(clock)))
         if self._saving is None or self._saving.done():
             self._saving = self._edge.voice_work(self._save_ends())
+
+    async def saved(self) -> None:
+        """Wait until every reply's end handed over so far is saved (or given up on)."""
+        while self._saving is not None and not self._saving.done():
+            await asyncio.shield(self._saving)
 
     async def _save_ends(self) -> None:
         while not self._ends.empty():
@@ -215,7 +220,7 @@ async def _voice_mode(edge: Edge, credentials: RequestEnvelope, thread_id: str) 
         method="GET",
         path=f"/api/threads/{thread_id}/audio/mode",
         query_string=b"",
-        headers=[*credentials.headers, _EDGE_CALL],
+        headers=[*credentials.headers, EDGE_CALL],
     )
     try:
         answer = await edge.link.call(ask, timeout=_QUICK_S)
@@ -246,7 +251,7 @@ async def thread_audio(websocket: WebSocket) -> None:
     )
 
     async def open_feed() -> Stream:
-        return await _thread_feed(edge, feed_opening, credential)
+        return await thread_feed(edge, feed_opening, credential)
 
     async def open_session(feed: Stream, start: Start, client: SocketClient) -> VoiceSession:
         session = VoiceSession(
@@ -278,7 +283,7 @@ async def _too_many_streams(websocket: WebSocket, limit: int) -> None:
     await websocket.close(4429, "too_many_streams")
 
 
-async def _thread_feed(edge: Edge, opening: RequestEnvelope, credential: str) -> Stream:
+async def thread_feed(edge: Edge, opening: RequestEnvelope, credential: str) -> Stream:
     """The conversation's thread feed: a client of this edge's shared stream of the thread,
     from its newest event on (a conversation speaks only replies it starts)."""
     joined = await join_feed(edge, opening, credential, None, live=True)

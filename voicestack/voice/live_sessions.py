@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from voicestack.agent.agents import AgentProfile, Agents
+from voicestack.agent.agents import DEFAULT_AGENT, AgentProfile, Agents
 from voicestack.agent.cost import Pricing
 from voicestack.config import Settings
 from voicestack.identity import Caller
@@ -92,8 +92,12 @@ class LiveSessions:
     async def voice_mode(self, thread_id: str) -> str:
         """How a live conversation on the thread runs: `pipeline` (a VoiceSession) or
         `realtime` (relayed to a speech-to-speech model), as its agent says."""
-        agent = await self._agent_of(thread_id)
-        return "realtime" if agent.voice_mode == "realtime" else "pipeline"
+        return _mode_of(await self._agent_of(thread_id))
+
+    def call_voice_mode(self) -> str:
+        """How a phone call's conversation runs (as voice_mode): as the agent of a new
+        thread, the default one, talks."""
+        return _mode_of(self._agents.get(DEFAULT_AGENT) or self._agents.profiles[0])
 
     async def open_live_session(
         self, thread_id: str, user: Caller | None, feed: Stream, start: Start, client: VoiceClient
@@ -159,3 +163,7 @@ class LiveSessions:
         """Wait (at most `--drain-s` and a second) until the wind-down has ended every live
         conversation."""
         await self._drain.ended()
+
+
+def _mode_of(agent: AgentProfile) -> str:
+    return "realtime" if agent.voice_mode == "realtime" else "pipeline"

@@ -1,0 +1,197 @@
+"""Phone calls on an edge (DESIGN §12): a pipeline call's conversation runs on the edge that
+holds Twilio's socket, and its thread, turns and reply are kept by the primary, exactly as on
+one server; a call whose agent talks through a speech-to-speech model is relayed whole to the
+primary, which holds the provider's connection.
+
+Real processes: nats-server, a primary with the fake provider, two edges; Twilio played over
+the real webhook and Media Streams socket, with real speech from espeak-ng and sox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import apsw
+import httpx
+import pytest
+
+from tests.support.agent import Threads, marker
+from tests.support.relay import RELAY_FLAGS
+from tests.support.relay import client_events as relay_client_events
+from tests.support.scale import Cluster, client, running_cluster
+from tests.support.server import ServerProcess
+from tests.support.twilio import (
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    new_call_sid,
+    phone_call,
+    settled,
+    short_call,
+    silence,
+    spoken_mulaw,
+    stream_token,
+    thread_count,
+)
+from tests.support.voice import requires_espeak
+from voicestack.testing.fake_openai import FakeOpenAI
+
+pytestmark = [pytest.mark.anyio]
+
+TWILIO_FLAGS = ("--public-url", PUBLIC_URL, "--twilio-auth-token", AUTH_TOKEN)
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("calls")
+    with running_cluster(workdir, provider.api_base, primary_args=TWILIO_FLAGS) as started:
+        yield started
+
+
+@pytest.fixture
+async def threads(cluster: Cluster) -> AsyncIterator[Threads]:
+    """The primary's thread routes, as its admin."""
+    token = cluster.primary.token
+    assert token is not None
+    async with client(cluster.primary.url, token) as http:
+        yield Threads(http)
+
+
+async def _voice_sessions(server: ServerProcess) -> int:
+    async with httpx.AsyncClient() as http:
+        count: int = (await http.get(f"{server.url}/healthz")).json()["voiceSessions"]
+        return count
+
+
+def _call_sessions(cluster: Cluster) -> list[tuple[float, bool]]:
+    """Each call session's lifetime in seconds, and whether it has ended."""
+    conn = apsw.Connection(str(cluster.primary.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute(
+            "SELECT expires_at - created_at, revoked_at IS NOT NULL FROM auth_sessions"
+            " WHERE provider = 'twilio-call' ORDER BY created_at"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(float(lifetime), bool(ended)) for lifetime, ended in rows]
+
+
+@requires_espeak
+async def test_a_call_runs_on_the_edge_and_its_thread_is_kept_by_the_primary(
+    cluster: Cluster, provider: FakeOpenAI, threads: Threads, tmp_path: Path
+) -> None:
+    mark = marker()
+    answer = "It is sunny in Paris. Enjoy your day."
+    provider.script(
+        {"kind": "transcription", "transcript": f"What is the weather in Paris {mark}"},
+        {"match": mark, "text": answer},
+    )
+    edge, other_edge = cluster.edges
+    call_sid = new_call_sid()
+    token = await stream_token(other_edge, call_sid)  # the webhook lands on another edge
+    question = spoken_mulaw(tmp_path, "What is the weather in Paris?")
+    sessions_before = len(_call_sessions(cluster))
+
+    async with phone_call(edge) as call:
+        await call.start(token, call_sid)
+        await call.say(silence(300) + question + silence(1000))
+        marks = await call.wait_for_marks(2)
+        assert await _voice_sessions(edge) == 1  # here, not relayed to the primary
+        for played in marks:
+            await call.echo(played)
+        thread = await settled(threads, call_sid, 2)
+        async with asyncio.timeout(10):  # the reply's metrics, once it has played
+            while thread["messages"][1]["voice"] is None:
+                await asyncio.sleep(0.05)
+                thread = await threads.get(thread["id"])
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        closed = await call.closing()
+
+    assert closed == (1000, "call_ended")
+    reply = thread["messages"][1]
+    assert [m.name for m in marks] == [
+        f"{reply['id']}@{-(-m.audio_bytes // 8)}" for m in call.marks[:2]
+    ]
+    assert marks[-1].audio_bytes == len(call.audio)
+    assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
+        ("user", "complete", f"What is the weather in Paris {mark}"),
+        ("assistant", "complete", answer),
+    ]
+    assert thread["metadata"]["callSid"] == call_sid
+    assert thread["messages"][0]["authorName"] == "twilio"
+    assert thread["messages"][0]["audioFileId"]  # the turn's recording, kept by the primary
+    assert reply["voice"]["audioOutSeconds"] == pytest.approx(len(call.audio) / 8000, abs=0.01)
+    # The call's session was the call's alone: it did not slide, and it ended with the call.
+    async with asyncio.timeout(10):
+        while not (sessions := _call_sessions(cluster)[sessions_before:]) or not sessions[0][1]:
+            await asyncio.sleep(0.05)
+    ((lifetime, _),) = sessions
+    assert 4 * 3600 <= lifetime <= 5 * 3600
+    assert await _voice_sessions(edge) == 0
+
+
+async def test_a_spent_or_wrong_token_is_refused_on_the_edge_and_creates_nothing(
+    cluster: Cluster, threads: Threads
+) -> None:
+    edge = cluster.edges[0]
+    call_sid = new_call_sid()
+    token = await stream_token(edge, call_sid)
+    await short_call(edge, call_sid, token)
+    before = await thread_count(threads)
+    for presented, sid in [(token, call_sid), ("not-the-token", new_call_sid())]:
+        async with phone_call(edge) as call:
+            await call.start(presented, sid)
+            assert await call.closing() == (4401, "invalid_token")
+    assert await thread_count(threads) == before
+
+
+async def test_the_primarys_call_start_answers_no_client_even_through_an_edge(
+    cluster: Cluster,
+) -> None:
+    body = {"token": "anything", "callSid": new_call_sid()}
+    headers = {"voicestack-edge-call": "1"}
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        for server in (cluster.primary, cluster.edges[0]):
+            url = f"{server.url}/twilio/stream/start"
+            response = await anonymous.post(url, json=body, headers=headers)
+            assert response.status_code == 404, (server.url, response.text)
+            assert response.json()["error"]["code"] == "not_found"
+
+
+@requires_espeak
+async def test_a_speech_to_speech_call_is_relayed_to_the_primary(
+    tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI, tmp_path: Path
+) -> None:
+    answer, answer_ms = "It is sunny.", 1200
+    provider.realtime.script(
+        {"turns": ["What is the weather"], "responses": [{"text": answer, "audio_ms": answer_ms}]}
+    )
+    workdir = tmp_path_factory.mktemp("relayed-calls")
+    with running_cluster(workdir, provider.api_base, primary_args=RELAY_FLAGS) as relayed:
+        edge = relayed.edges[0]
+        call_sid = new_call_sid()
+        token = await stream_token(edge, call_sid)
+        said = silence(300) + spoken_mulaw(tmp_path, "What is the weather?") + silence(1000)
+        admin = relayed.primary.token
+        assert admin is not None
+        async with client(relayed.primary.url, admin) as http, phone_call(edge) as call:
+            await call.start(token, call_sid)
+            await call.say(said)
+            async with asyncio.timeout(20):
+                while len(call.audio) < answer_ms * 8:
+                    await asyncio.sleep(0.05)
+            assert await _voice_sessions(edge) == 0  # the primary holds the provider's socket
+            thread = await settled(Threads(http), call_sid, 2)
+            await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+            assert await call.closing() == (1000, "call_ended")
+    appended = relay_client_events(provider, "input_audio_buffer.append")
+    assert sum(event["audio"]["bytes"] for event in appended) == len(said)
+    texts = [(m["role"], m["text"], m["status"]) for m in thread["messages"]]
+    assert texts == [("user", "What is the weather", "complete"), ("assistant", answer, "complete")]

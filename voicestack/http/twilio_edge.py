@@ -1,0 +1,81 @@
+"""The primary's side of a phone call that runs on an edge (DESIGN §12, voicestack/scale/
+edge_calls.py): `POST /twilio/stream/start`.
+
+An edge that takes a call's media stream asks here how the call talks. A pipeline call runs on
+the edge, near Twilio: this route spends the stream's one-time token, creates the call's thread
+as a single server does, and gives the edge a sign-in session of the thread's owner
+(--twilio-user) to speak for the call with. That session is the call's alone: it never slides,
+the edge ends it when the call ends (`POST /auth/logout`), and it expires by itself after the
+longest call Twilio places, should the edge die first. A call whose agent talks through a
+speech-to-speech model holds the provider's connection, so it runs here: the token is left
+unspent, and the edge relays the whole socket to this server.
+
+It answers an edge's own calls alone (a request over NATS carrying EDGE_CALL_HEADER): anyone
+else gets 404, as for a route that does not exist.
+
+- `{"token", "callSid"}` → 201 `{"mode": "pipeline", "threadId", "session"}`, or 200
+  `{"mode": "realtime"}`; 401 `invalid_token` when the token is not good for the call (it is
+  spent all the same), 404 `twilio_not_configured`, 503 `server_shutting_down`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from voicestack.auth.sessions import CALL_PROVIDER, create_session
+from voicestack.http.body import parse_json, read_limited
+from voicestack.http.errors import ApiError
+from voicestack.http.functions import json_response
+from voicestack.http.state import EDGE_CALL_HEADER, FROM_EDGE_KEY, runtime
+from voicestack.http.twilio import configured
+from voicestack.store.db import WriteDB
+from voicestack.voice.telephony.calls import start_call_thread
+
+START_PATH = "/twilio/stream/start"
+# Twilio ends any call at four hours; a call's session lasts that, and a little more.
+CALL_SESSION_S = 4 * 3600.0 + 600.0
+
+
+def _strings(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_args", "The body must be a JSON object.")
+    token, call_sid = body.get("token"), body.get("callSid")
+    if not isinstance(token, str) or not isinstance(call_sid, str) or not call_sid:
+        raise ApiError(422, "invalid_args", "token and callSid must be strings.")
+    return token, call_sid
+
+
+async def start_edge_call(request: Request) -> Response:
+    """POST /twilio/stream/start: how the call of an edge's media stream talks; for a pipeline
+    call, its thread and the session the edge speaks for it with (see the module's
+    docstring)."""
+    if not request.scope.get(FROM_EDGE_KEY) or EDGE_CALL_HEADER not in request.headers:
+        raise ApiError(404, "not_found", "No such route.")
+    rt = runtime(request)
+    configured(rt)
+    raw = await read_limited(request, rt.settings.max_body_bytes)
+    token, call_sid = _strings(parse_json(raw, "The request body"))
+    if rt.shutting_down:
+        raise ApiError(503, "server_shutting_down", "The server is shutting down.")
+    if rt.live.call_voice_mode() == "realtime":
+        return json_response({"mode": "realtime"})
+    owner_name = rt.settings.twilio_user
+
+    def start(db: WriteDB) -> dict[str, str] | None:
+        call = start_call_thread(db, token, call_sid, owner_name)
+        if call is None:
+            return None
+        session = create_session(db, call.owner.id, CALL_PROVIDER, CALL_SESSION_S)
+        return {"mode": "pipeline", "threadId": call.thread_id, "session": session}
+
+    started = (await rt.store.write(start)).value
+    if started is None:
+        raise ApiError(401, "invalid_token", "The stream's token is not good for this call.")
+    return json_response(started, 201)
+
+
+routes = [Route(START_PATH, start_edge_call, methods=["POST"])]
