@@ -24,6 +24,8 @@ HOP_BY_HOP = {
 }
 # Headers that mean something between an edge and a primary only: never from a client.
 INTERNAL_PREFIX = b"voicestack-"
+# What a multipart upload adds to its file (boundaries, part headers, other fields).
+FORM_ROOM = 64 * 1024
 
 
 def relayed_headers(headers: Headers) -> Headers:
@@ -86,16 +88,15 @@ def forwarded(
 async def forward(request: Request) -> Response:
     """Any route the edge does not serve itself: the primary's response to the same request."""
     edge: Edge = request.app.state.edge
-    limit = edge.link.max_payload() - 64 * 1024
+    settings = edge.settings
+    # The primary holds each route to its own limit; the edge only bounds what it buffers.
+    limit = max(settings.max_body_bytes, settings.max_audio_bytes) + FORM_ROOM
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            message = (
-                f"Bodies over {limit} bytes are refused here: NATS's max_payload between edges"
-                " and primaries is the limit."
-            )
+            message = f"The body is over {limit} bytes, more than any route takes."
             return as_response(error_envelope(413, "body_too_large", message))
         chunks.append(chunk)
     try:

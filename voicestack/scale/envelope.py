@@ -56,6 +56,9 @@ class RequestEnvelope:
     # too large for one message is sent, in parts).
     stream_subject: str | None = None
     scheme: str = "http"
+    # A body too large for one message stays on the edge: where the primary reads it in parts,
+    # under which id, and its size (voicestack/scale/link.py).
+    body_parts: tuple[str, str, int] | None = None
 
     def encode(self) -> bytes:
         """The envelope as one NATS payload."""
@@ -67,6 +70,7 @@ class RequestEnvelope:
             "c": list(self.client) if self.client else None,
             "s": self.stream_subject,
             "x": self.scheme,
+            "b": list(self.body_parts) if self.body_parts else None,
         }
         return _pack(head, self.body)
 
@@ -76,6 +80,7 @@ class RequestEnvelope:
         head, body = _unpack(data)
         client = head.get("c")
         subject = head.get("s")
+        parts = head.get("b")
         return cls(
             method=str(head["m"]),
             path=str(head["p"]),
@@ -85,6 +90,9 @@ class RequestEnvelope:
             client=(str(client[0]), int(client[1])) if isinstance(client, list) else None,
             stream_subject=str(subject) if isinstance(subject, str) else None,
             scheme="https" if head.get("x") == "https" else "http",
+            body_parts=(str(parts[0]), str(parts[1]), int(parts[2]))
+            if isinstance(parts, list)
+            else None,
         )
 
 

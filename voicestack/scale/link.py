@@ -1,6 +1,10 @@
 """An edge's link to the primaries over NATS: forwarded calls, stream openings, and the
 routing of each stream's events to the upstream that holds it.
 
+A call's body too large for one NATS message stays here while the call lasts, and the primary
+that takes the call reads it in parts (`request_bodies`): so an edge takes the bodies a single
+server takes (uploads, long spoken turns), whatever nats-server's max_payload.
+
 The link notices a primary's loss by its missing hellos, and NATS's loss by the connection:
 either way the streams stay open to their clients, writes are answered 503 with Retry-After,
 and every upstream resyncs once a primary answers again.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -36,6 +41,9 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 120.0
 OPEN_TIMEOUT_S = 15.0
 RENEW_S = 1.0
+# Room in a message for an envelope's head: a body larger than max_payload less this goes in
+# parts, each of that size.
+HEAD_ROOM = 64 * 1024
 
 
 class Answer(Protocol):
@@ -93,6 +101,8 @@ class EdgeLink:
         self.on_reconnect: list[Callable[[], None]] = []
         # Thread events the journal let feed upstreams keep from before they began.
         self.journal_events = 0
+        # Bodies of calls in progress too large for one message, by id: primaries read them.
+        self._bodies: dict[str, bytes] = {}
 
     @property
     def connected(self) -> bool:
@@ -125,6 +135,7 @@ class EdgeLink:
                 await asyncio.sleep(0.5)
                 continue
             await nc.subscribe(subjects.edge_streams(self.id), cb=self._on_stream)
+            await nc.subscribe(subjects.request_bodies(self.id), cb=self._on_body_part)
             await nc.subscribe(subjects.HELLO, cb=self._on_hello)
             self._nc = nc
             log.info("edge %s linked to NATS at %s", self.id, self.url)
@@ -149,6 +160,11 @@ class EdgeLink:
         PrimaryUnavailable when none answers."""
         body = _Body()
         stream_id = uuid.uuid4().hex[:16]
+        if len(request.body) > self.part_size():
+            size = len(request.body)
+            self._bodies[stream_id] = request.body
+            parts = (subjects.request_bodies(self.id), stream_id, size)
+            request = dataclasses.replace(request, body=b"", body_parts=parts)
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
         self._streams[stream_id] = body
         subject = subjects.CALL if primary is None else subjects.call_on(primary)
@@ -167,10 +183,25 @@ class EdgeLink:
             return response
         finally:
             self.forget_stream(stream_id)
+            self._bodies.pop(stream_id, None)
 
-    def max_payload(self) -> int:
-        """The largest message NATS carries (a forwarded body must fit)."""
-        return self._nc.max_payload if self._nc is not None else 1024 * 1024
+    def part_size(self) -> int:
+        """The largest body sent inside its call's message; a larger one goes in parts of
+        this size."""
+        payload = self._nc.max_payload if self._nc is not None else 1024 * 1024
+        return max(payload - HEAD_ROOM, payload // 2)
+
+    async def _on_body_part(self, msg: Msg) -> None:
+        """A primary reads part of a call's body: `ID OFFSET` is answered with the part from
+        there (empty once the call is over, or for a body this edge does not hold)."""
+        body_id, _, offset = msg.data.decode("latin-1").partition(" ")
+        body = self._bodies.get(body_id)
+        part = b""
+        if body is not None and offset.isdigit():
+            start = int(offset)
+            part = body[start : start + self.part_size()]
+        with contextlib.suppress(NatsError):
+            await msg.respond(part)
 
     async def open(
         self, request: RequestEnvelope, upstream: Upstream

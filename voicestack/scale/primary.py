@@ -26,6 +26,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from starlette.types import ASGIApp
 
 from voicestack import jsoncodec
@@ -42,6 +43,10 @@ from voicestack.scale.stream_wire import StreamPublisher
 log = logging.getLogger(__name__)
 
 LEASE_S = 10.0
+# A call's body that an edge holds is read in parts (voicestack/scale/link.py): each must come
+# within this, and the whole may be no larger than this (edges bound what they take far below).
+BODY_PART_S = 10.0
+MAX_BODY_BYTES = 1 << 30
 # The header on a stream's last message: why it ended.
 END_HEADER = "Voicestack-End"
 END_STOPPING = "primary_stopping"  # the primary is shutting down: resume on another one
@@ -132,6 +137,15 @@ class PrimaryBridge:
         except (ValueError, KeyError, TypeError):
             await msg.respond(error_envelope(400, "bad_envelope", "Not a request.").encode())
             return
+        if request.body_parts is not None:
+            body = await self._read_body(*request.body_parts)
+            if body is None:
+                lost = error_envelope(
+                    502, "body_unavailable", "The request's body could not be read from its edge."
+                )
+                await msg.respond(lost.encode())
+                return
+            request.body = body
         response = await call_app(self.app, request)
         encoded = response.encode()
         nc = self._nc
@@ -145,6 +159,27 @@ class PrimaryBridge:
                 response.body, response.streamed = b"", True
                 encoded = response.encode()
         await msg.respond(encoded)
+
+    async def _read_body(self, subject: str, body_id: str, size: int) -> bytes | None:
+        """A call's body, read in parts from the edge that holds it; None when the edge no
+        longer answers for it, or it is not the size announced."""
+        nc = self._nc
+        if nc is None or not 0 < size <= MAX_BODY_BYTES:
+            return None
+        parts: list[bytes] = []
+        read = 0
+        while read < size:
+            try:
+                answer = await nc.request(
+                    subject, f"{body_id} {read}".encode(), timeout=BODY_PART_S
+                )
+            except NatsError:
+                return None
+            if not answer.data:
+                return None
+            parts.append(answer.data)
+            read += len(answer.data)
+        return b"".join(parts) if read == size else None
 
     async def _on_open(self, msg: Msg) -> None:
         self._spawn(self._open(msg))

@@ -25,6 +25,12 @@ def edge_streams(edge: str) -> str:
     return f"{PREFIX}.stream.{edge}.*"
 
 
+def request_bodies(edge: str) -> str:
+    """Where a primary reads, part by part, a request body an edge holds (one too large for
+    one message)."""
+    return f"{PREFIX}.body.{edge}"
+
+
 def call_on(primary: str) -> str:
     """Where an edge sends a call that one primary alone can answer (a client joining a shared
     stream that primary holds)."""
