@@ -103,14 +103,8 @@ async def _journalled(
     """A thread with `count` messages: its id, its events (id, data) as the primary has them,
     and (stream sequence, event id) of each one in the journal."""
     thread_id = await _thread_with_messages(http, title, count)
-    everything = await events_after(cluster, _token(cluster), thread_id, 0)
+    everything = await events_after(cluster, cluster.token, thread_id, 0)
     return thread_id, everything, await _journal_of(cluster, thread_id)
-
-
-def _token(cluster: Cluster) -> str:
-    token = cluster.primary.token
-    assert token is not None
-    return token
 
 
 async def _journal_events(http: httpx.AsyncClient) -> int:
@@ -122,7 +116,7 @@ async def test_a_client_resuming_where_no_one_follows_its_thread_is_replayed_fro
     cluster: Cluster,
 ) -> None:
     first, second = cluster.edges
-    async with client(first.url, _token(cluster)) as a, client(second.url, _token(cluster)) as b:
+    async with client(first.url, cluster.token) as a, client(second.url, cluster.token) as b:
         thread_id, everything, journal = await _journalled(cluster, a, "replayed", 4)
         assert [event_id for _, event_id in journal] == [event_id for event_id, _ in everything]
         # The client saw the first message, on an edge that died; edge two never followed the
@@ -138,7 +132,7 @@ async def test_a_client_resuming_where_no_one_follows_its_thread_is_replayed_fro
 
 async def test_a_hole_in_the_journal_is_never_replayed_across(cluster: Cluster) -> None:
     first, second = cluster.edges
-    async with client(first.url, _token(cluster)) as a, client(second.url, _token(cluster)) as b:
+    async with client(first.url, cluster.token) as a, client(second.url, cluster.token) as b:
         thread_id, everything, journal = await _journalled(cluster, a, "a lost publish", 5)
         # The third event never reached the journal (NATS was away when it was published).
         lost_seq, lost_id = journal[2]

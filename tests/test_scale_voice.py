@@ -54,21 +54,9 @@ PARTS = ("endOfSpeechToTranscriptMs", "transcriptToFirstTokenMs", "firstTokenToF
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI) -> Iterator[Cluster]:
     with running_cluster(tmp_path_factory.mktemp("voice"), provider.api_base) as started:
         yield started
-
-
-def _token(cluster: Cluster) -> str:
-    token = cluster.primary.token
-    assert token is not None
-    return token
 
 
 async def _thread(server: ServerProcess, token: str) -> str:
@@ -83,7 +71,7 @@ async def _voice_sessions(edge: ServerProcess) -> int:
 
 
 async def _on_primary(cluster: Cluster, thread_id: str) -> dict[str, Any]:
-    async with client(cluster.primary.url, _token(cluster)) as http:
+    async with client(cluster.primary.url, cluster.token) as http:
         response = await http.get(f"/api/threads/{thread_id}")
         assert response.status_code == 200, response.text
         thread: dict[str, Any] = response.json()
@@ -99,7 +87,7 @@ async def test_a_spoken_turn_runs_on_the_edge_and_is_kept_by_the_primary(
         {"kind": "transcription", "transcript": f"What is the weather like today {mark}?"},
         {"match": mark, "text": " ".join(SENTENCES)},
     )
-    thread_id = await _thread(edge, _token(cluster))
+    thread_id = await _thread(edge, cluster.token)
     speech = spoken_pcm(tmp_path, "What is the weather like today?")
     async with conversation(edge, thread_id) as talk:
         await talk.start()
@@ -138,7 +126,7 @@ async def test_barge_in_on_an_edge_keeps_what_was_heard(
 ) -> None:
     edge = cluster.edges[1]
     barge = script_barge_in(provider, tmp_path, LONG_ANSWER)
-    thread_id = await _thread(edge, _token(cluster))
+    thread_id = await _thread(edge, cluster.token)
     async with conversation(edge, thread_id) as talk:
         reply_id = await interrupt_at(talk, barge, 2)
     thread = await _on_primary(cluster, thread_id)
@@ -155,7 +143,7 @@ async def test_a_typed_turn_and_a_refusal_on_an_edge(
     edge = cluster.edges[0]
     mark = marker()
     provider.script({"match": mark, "text": "Typed, and heard."})
-    thread_id = await _thread(edge, _token(cluster))
+    thread_id = await _thread(edge, cluster.token)
     async with conversation(edge, thread_id) as talk:
         await talk.start()
         await talk.send_json({"type": "text", "text": f"Hi {mark}"})
@@ -175,7 +163,7 @@ async def test_an_edge_shutting_down_ends_its_conversations_after_the_sentence(
         mark = marker()
         fake.script({"match": mark, "text": " ".join(sentences), "tokens_per_second": 20})
         edge = cluster.edges[0]
-        thread_id = await _thread(edge, _token(cluster))
+        thread_id = await _thread(edge, cluster.token)
         async with conversation(edge, thread_id) as talk:
             stopped = await stop_mid_reply(edge, talk, f"Talk {mark}")
         reply_id, closed = stopped.reply_id, stopped.closed
@@ -200,7 +188,7 @@ async def test_the_primarys_conversation_routes_answer_no_client_even_through_an
     mark = marker()
     provider.script({"match": mark, "text": "A reply nobody may cut."})
     edge = cluster.edges[0]
-    async with client(edge.url, _token(cluster)) as http:
+    async with client(edge.url, cluster.token) as http:
         thread_id = await new_thread(http, "internal routes")
         sent = await http.post(f"/api/threads/{thread_id}/messages", json={"text": mark})
         assert sent.status_code == 201, sent.text
@@ -220,7 +208,7 @@ async def test_an_edges_conversation_counts_against_the_tokens_stream_limit(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     with another_edge(cluster, tmp_path, "--max-streams-per-token", "1") as edge:
-        thread_id = await _thread(edge, _token(cluster))
+        thread_id = await _thread(edge, cluster.token)
         async with conversation(edge, thread_id) as first:
             await first.start()
             async with conversation(edge, thread_id) as second:
@@ -265,7 +253,7 @@ async def test_a_signed_in_page_talks_on_an_edge_from_its_own_origin_only(
 async def test_an_edges_conversation_outlives_its_primary_being_away(tmp_path: Path) -> None:
     with FakeOpenAI() as fake, running_cluster(tmp_path, fake.api_base) as cluster:
         edge = cluster.edges[0]
-        thread_id = await _thread(edge, _token(cluster))
+        thread_id = await _thread(edge, cluster.token)
         before, after = marker(), marker()
         fake.script({"match": before, "text": "Before."}, {"match": after, "text": "After."})
         async with conversation(edge, thread_id) as talk:

@@ -49,9 +49,15 @@ def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes]) -> No
 class NatsServer:
     """One nats-server process; `restart` keeps its port."""
 
-    def __init__(self, workdir: Path, jetstream: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, jetstream: bool = True, max_payload: int | None = None
+    ) -> None:
         self.port = free_port()
         self.jetstream = jetstream
+        self.config: Path | None = None
+        if max_payload is not None:  # nats-server takes it from a file alone
+            self.config = workdir / "nats.conf"
+            self.config.write_text(f"max_payload: {max_payload}\n")
         self.url = f"nats://127.0.0.1:{self.port}"
         self.log_path = workdir / "nats.log"
         # JetStream's files (the thread journal), kept across a restart as a server's would be.
@@ -65,6 +71,7 @@ class NatsServer:
                 [
                     *(nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)),
                     *(("-js", "-sd", str(self.store_dir)) if self.jetstream else ()),
+                    *(("-c", str(self.config)) if self.config else ()),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -158,9 +165,10 @@ class Cluster:
         provider_url: str | None = None,
         jetstream: bool = True,
         primary_args: Sequence[str] = (),
+        nats_max_payload: int | None = None,
     ) -> None:
         self.workdir = workdir
-        self.nats = NatsServer(workdir, jetstream)
+        self.nats = NatsServer(workdir, jetstream, nats_max_payload)
         args = ["--role", "primary", "--nats", self.nats.url, *primary_args]
         env: dict[str, str | None] = {}
         if provider_url is not None:
@@ -173,6 +181,13 @@ class Cluster:
             EdgeProcess(edge_workdir(workdir, f"edge{n}"), self.primary, self.nats.url)
             for n in range(2)
         ]
+
+    @property
+    def token(self) -> str:
+        """The primary's first admin token (edges take it as well)."""
+        token = self.primary.token
+        assert token is not None
+        return token
 
     def second_primary(self) -> ServerProcess:
         """Another primary process on the same database file (not started)."""
@@ -200,11 +215,12 @@ def running_cluster(
     provider_url: str | None = None,
     jetstream: bool = True,
     primary_args: Sequence[str] = (),
+    nats_max_payload: int | None = None,
 ) -> Iterator[Cluster]:
-    """A started cluster (its nats-server without JetStream unless `jetstream`, its primary
-    with `primary_args` besides its role); everything is stopped afterwards, and the logs
-    printed."""
-    cluster = Cluster(workdir, provider_url, jetstream, primary_args)
+    """A started cluster (its nats-server without JetStream unless `jetstream`, and with
+    `nats_max_payload` if given; its primary with `primary_args` besides its role); everything
+    is stopped afterwards, and the logs printed."""
+    cluster = Cluster(workdir, provider_url, jetstream, primary_args, nats_max_payload)
     with ExitStack() as stack:
         cluster.nats.start()
         stack.callback(cluster.nats.stop)
