@@ -320,6 +320,16 @@ async def test_a_stream_that_does_not_start_is_closed_with_1008(server: ServerPr
         assert await call.closing() == (1008, "start_expected")
 
 
+async def test_frames_piling_up_before_the_start_are_closed_with_1008(
+    server: ServerProcess,
+) -> None:
+    for many, size in [(5, 10), (1, 70_000)]:  # Twilio sends one `connected`, then `start`
+        async with phone_call(server) as call:
+            for _ in range(many):
+                await call.send("connected", protocol="Call", version="1.0.0", pad="x" * size)
+            assert await call.closing() == (1008, "start_expected")
+
+
 async def test_dtmf_and_marks_not_ours_are_ignored(server: ServerProcess) -> None:
     call_sid = new_call_sid()
     token = await stream_token(server, call_sid)

@@ -34,6 +34,7 @@ PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/favicon.ico"})
 # media stream by the one-time token of the TwiML (voicestack/http/twilio.py), and the start of
 # a call an edge runs by its coming from an edge (voicestack/http/twilio_edge.py).
 SELF_CHECKED_PATHS = frozenset({"/twilio/voice", "/twilio/stream", "/twilio/stream/start"})
+SELF_CHECKED_SOCKETS = frozenset({"/twilio/stream"})
 # Sign-in's routes (voicestack/http/signin*.py) are for people who have no credential yet.
 PUBLIC_PREFIXES = ("/web/", "/auth/")
 _STREAM_PATH = re.compile(r"^/api/(watch(/[^/]+)?|threads/[^/]+/events)$")
@@ -93,7 +94,7 @@ class Authenticate:
         if (
             scope["type"] == "lifespan"
             or (scope["type"] == "http" and is_public(scope["path"]))
-            or (scope["type"] == "websocket" and scope["path"] in SELF_CHECKED_PATHS)
+            or (scope["type"] == "websocket" and scope["path"] in SELF_CHECKED_SOCKETS)
         ):
             await self.app(scope, receive, send)
             return

@@ -50,6 +50,10 @@ TWIML = "text/xml"
 # Twilio sends `connected` and `start` as soon as the socket opens; a socket that does not
 # start within this is not Twilio's and is closed (the route takes no bearer token).
 START_TIMEOUT_S = 10.0
+# Twilio sends `connected`, then `start`: a few small frames. More before the start, or larger,
+# are not Twilio's (the route takes no bearer token, so nothing unbounded is kept for them).
+START_FRAMES = 4
+START_BYTES = 64 * 1024
 
 
 def configured(rt: Runtime) -> tuple[str, str]:
@@ -130,12 +134,15 @@ async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> No
 async def read_start(websocket: WebSocket) -> tuple[StreamStart | None, list[str]]:
     """The stream's `start` (after `connected`), and the text frames read up to it (an edge
     that relays the call replays them); None when Twilio went away first. ProtocolError when
-    no start comes within START_TIMEOUT_S, or something else does."""
+    no start comes within START_TIMEOUT_S, within START_FRAMES frames and START_BYTES, or
+    something else does."""
     frames: list[str] = []
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
             while (text := await _text(websocket)) is not None:
                 frames.append(text)
+                if len(frames) > START_FRAMES or sum(map(len, frames)) > START_BYTES:
+                    raise ProtocolError("start_expected", "no start", CLOSE_POLICY)
                 start = parse_start(text)
                 if start is not None:
                     return start, frames

@@ -6,7 +6,7 @@ the edge, near Twilio: this route spends the stream's one-time token, creates th
 as a single server does, and gives the edge a sign-in session of the thread's owner
 (--twilio-user) to speak for the call with. That session is the call's alone: it never slides,
 the edge ends it when the call ends (`POST /auth/logout`), and it expires by itself after the
-longest call Twilio places, should the edge die first. A call whose agent talks through a
+longest call Twilio places (24 hours), should the edge die first. A call whose agent talks through a
 speech-to-speech model holds the provider's connection, so it runs here: the token is left
 unspent, and the edge relays the whole socket to this server.
 
@@ -36,15 +36,16 @@ from voicestack.store.db import WriteDB
 from voicestack.voice.telephony.calls import start_call_thread
 
 START_PATH = "/twilio/stream/start"
-# Twilio ends any call at four hours; a call's session lasts that, and a little more.
-CALL_SESSION_S = 4 * 3600.0 + 600.0
+# Twilio ends any call within a day (four hours unless the account allows up to 24); a call's
+# session lasts that, and a little more.
+CALL_SESSION_S = 24 * 3600.0 + 600.0
 
 
 def _strings(body: Any) -> tuple[str, str]:
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_args", "The body must be a JSON object.")
     token, call_sid = body.get("token"), body.get("callSid")
-    if not isinstance(token, str) or not isinstance(call_sid, str) or not call_sid:
+    if not isinstance(token, str) or not isinstance(call_sid, str):
         raise ApiError(422, "invalid_args", "token and callSid must be strings.")
     return token, call_sid
 

@@ -84,15 +84,20 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
         close, reason = _REFUSALS.get(answer.status, (CLOSE_TRY_AGAIN_LATER, "primary_error"))
         await socket.close(close, reason)
         return
-    started = json.loads(answer.body)
-    if started.get("mode") != "pipeline":
+    try:
+        started = json.loads(answer.body)
+        mode, thread_id, secret = started["mode"], started.get("threadId"), started.get("session")
+    except (ValueError, KeyError, TypeError):
+        log.warning("a call's start got an answer that is not one: %.200r", answer.body)
+        await socket.close(CLOSE_TRY_AGAIN_LATER, "primary_error")
+        return
+    if mode != "pipeline":
         await SocketRelay(edge.link, websocket).run(socket_request(websocket), frames)
         return
-    thread_id = str(started["threadId"])
-    credentials = _session_credentials(str(started["session"]))
+    credentials = _session_credentials(str(secret))
     records = PrimaryRecords(edge, credentials, thread_id)
     try:
-        await _converse(websocket, socket, edge, start, records, thread_id)
+        await _converse(websocket, socket, edge, start, records, str(thread_id))
     finally:
         edge.voice_work(_end_session(edge, records, credentials))
 
@@ -146,7 +151,11 @@ async def _converse(
         client=client,
         forget=edge.voice.discard,
     )
-    edge.voice.add(session)
+    try:
+        edge.voice.add(session)  # refused once the edge winds down
+    except ProtocolError:
+        feed.close()
+        raise
     client.report = session.control
     try:
         await converse(websocket, socket, session)

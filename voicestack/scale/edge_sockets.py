@@ -68,14 +68,14 @@ class SocketRelay:
         try:
             stream_id, answer = await self.link.open_socket(request, self)
         except PrimaryUnavailable:
-            if replay is None:
+            if replay is None:  # a replayed socket is Twilio's, which takes no such event
                 await websocket.accept()
-            error = {
-                "type": "error",
-                "code": "primary_unavailable",
-                "message": "No primary is reachable now: try again shortly.",
-            }
-            await websocket.send_text(jsoncodec.dumps(error).decode())
+                error = {
+                    "type": "error",
+                    "code": "primary_unavailable",
+                    "message": "No primary is reachable now: try again shortly.",
+                }
+                await websocket.send_text(jsoncodec.dumps(error).decode())
             await websocket.close(CLOSE_TRY_AGAIN, "primary_unavailable")
             return
         if not answer.accepted:

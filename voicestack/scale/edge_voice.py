@@ -15,8 +15,7 @@ header the cookie needs: a cookie's socket must come from the page's own origin,
 server) and the header that marks them as the edge's own. A reply's end is saved in the
 background, in order, so that a slow primary never holds up the conversation's audio. While no
 primary answers, the socket stays open: each turn gets an `error` event (`primary_unavailable`),
-and the thread's stream resyncs once one is back. A turn must fit one NATS message to the
-primary (about 30 s of speech with nats-server's default `max_payload`; raise it for longer).
+and the thread's stream resyncs once one is back.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -44,7 +44,7 @@ from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.metrics import TurnClock
-from voicestack.voice.realtime.records import ReplyEnd, SavedTurn, pcm_seconds
+from voicestack.voice.realtime.records import HUNG_UP, ReplyEnd, SavedTurn, pcm_seconds
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.wire import CLOSE_BAD_TOKEN, CLOSE_NOT_FOUND, ProtocolError, Start
 
@@ -79,6 +79,8 @@ class PrimaryRecords:
         self._base = f"/api/threads/{thread_id}/audio"
         self._ends: asyncio.Queue[tuple[str, ReplyEnd, TurnClock]] = asyncio.Queue()
         self._saving: asyncio.Task[None] | None = None
+        # Turns the conversation stopped waiting for (it ended) while the primary saved them.
+        self._abandoned: set[asyncio.Task[None]] = set()
 
     async def _call(
         self,
@@ -120,15 +122,9 @@ class PrimaryRecords:
         """As TurnRecords.spoken_turn: the turn's WAV is transcribed and saved by the primary."""
         wav = codec.wav_of(pcm)
         seconds = pcm_seconds(pcm)
-        if len(wav) > self._edge.link.max_payload() - 64 * 1024:
-            raise FunctionError(
-                "turn_too_long",
-                f"A turn of {seconds:.0f} s does not fit one NATS message to the primary"
-                " (raise nats-server's max_payload).",
-                413,
-            )
         content_type = (b"content-type", b"audio/wav")
-        answer = await self._call("POST", f"{self._base}/turns", wav, [content_type], None)
+        saving = self._call("POST", f"{self._base}/turns", wav, [content_type], None)
+        answer = await self._unabandoned(saving, clock)
         clock.transcribed(seconds)
         if answer.status == 502:
             error = json.loads(answer.body).get("error", {})
@@ -141,9 +137,36 @@ class PrimaryRecords:
 
     async def typed_turn(self, text: str) -> SavedTurn:
         """As TurnRecords.typed_turn."""
-        saved = self._turn(await self._call_json(f"{self._base}/typed", {"text": text}))
+        saving = self._call_json(f"{self._base}/typed", {"text": text})
+        saved = self._turn(await self._unabandoned(saving, TurnClock.ended_now()))
         assert saved is not None
         return saved
+
+    async def _unabandoned(
+        self, saving: Coroutine[object, object, ResponseEnvelope], clock: TurnClock
+    ) -> ResponseEnvelope:
+        """The primary's answer to a turn's save. If the conversation ends meanwhile (this
+        task is cancelled), the primary still saves the turn and starts its reply: that reply
+        is then stopped, as hung up, once the save is answered, as when the conversation ends
+        during a reply (a single server saves nothing of a turn cancelled before its save)."""
+        call = asyncio.ensure_future(saving)
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            task = self._edge.voice_work(self._hang_up_after(call, dataclasses.replace(clock)))
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+            raise
+
+    async def _hang_up_after(
+        self, call: asyncio.Future[ResponseEnvelope], clock: TurnClock
+    ) -> None:
+        try:
+            saved = self._turn(await call)
+        except (FunctionError, ValueError, KeyError):
+            return  # nothing was saved
+        if saved is not None:
+            await self.reply_ended(saved.reply_id, ReplyEnd(HUNG_UP), clock)
 
     async def reply_ended(self, message_id: str, end: ReplyEnd, clock: TurnClock) -> None:
         """As TurnRecords.reply_ended, but saved in the background, in order (the edge waits
@@ -153,9 +176,15 @@ class PrimaryRecords:
             self._saving = self._edge.voice_work(self._save_ends())
 
     async def saved(self) -> None:
-        """Wait until every reply's end handed over so far is saved (or given up on)."""
-        while self._saving is not None and not self._saving.done():
-            await asyncio.shield(self._saving)
+        """Wait until every reply's end handed over so far is saved (or given up on), those of
+        turns saved after the conversation ended included."""
+        while True:
+            pending = {task for task in self._abandoned if not task.done()}
+            if self._saving is not None and not self._saving.done():
+                pending.add(self._saving)
+            if not pending:
+                return
+            await asyncio.wait(pending)
 
     async def _save_ends(self) -> None:
         while not self._ends.empty():
