@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 StillAllowed = Callable[[ReadDB], bool]
 CACHE_LIMIT = 10_000
 AUTH_TABLES = frozenset({"auth_tokens", "auth_users", "auth_sessions"})
+# More changed auth rows than this in one batch (a mass revocation): every stream is judged.
+_MAX_CHANGED_ROWS = 500
 # Why the guard ended a stream (Outbox.ended_by).
 TOKEN_REVOKED = "token_revoked"  # noqa: S105 (a reason, not a secret)
 ACCESS_REMOVED = "access_removed"
@@ -191,10 +193,13 @@ class AccessGuard:
         db = snapshot.db()
         streams = list(self._streams.items())
         verdict = _Verdict(snapshot.version, auth_changed, frozenset(o for o, _ in streams))
+        changed = _changed_credentials(db, changes) if auth_changed else None
         for outbox, watched in streams:
             if outbox.closed:
                 continue
-            live = _token_state(db, watched.identity.token_id) if auth_changed else True
+            live: bool | None = True
+            if auth_changed and (changed is None or changed.touch(watched.identity)):
+                live = _token_state(db, watched.identity.token_id)
             if live is False:
                 verdict.revoked.append(outbox)
             elif live is None or (
@@ -269,6 +274,38 @@ def _refusal(db: ReadDB, watched: _Watched) -> str | None:
     if watched.still_allowed is None or watched.still_allowed(db):
         return None
     return ACCESS_REMOVED
+
+
+@dataclass(frozen=True, slots=True)
+class _Changed:
+    """The credentials (token and session ids) and users whose rows some commits changed."""
+
+    credentials: frozenset[str]
+    users: frozenset[str]
+
+    def touch(self, identity: Identity) -> bool:
+        """Whether these changes may have revoked `identity`."""
+        return identity.token_id in self.credentials or identity.caller.id in self.users
+
+
+def _changed_credentials(db: ReadDB, changes: list[ChangeSet]) -> _Changed | None:
+    """Which credentials and users `changes` touched, read in the batch's snapshot; None when
+    that cannot be told (rows not recorded, too many, or gone from the snapshot): then every
+    stream is judged. A commit that only adds a token or a session (a sign-in, a phone call on
+    an edge) touches no stream's credential, so it costs no read per open stream."""
+    credentials: set[str] = set()
+    users: set[str] = set()
+    for changeset in changes:
+        for table in sorted(AUTH_TABLES & changeset.tables):
+            rowids = changeset.rows.get(table)
+            if rowids is None or len(rowids) > _MAX_CHANGED_ROWS:
+                return None
+            marks = ", ".join("?" * len(rowids))
+            found = db.all(f"SELECT id FROM {table} WHERE rowid IN ({marks})", tuple(rowids))
+            if len(found) != len(rowids):
+                return None  # deleted since: whose they were is unknown
+            (users if table == "auth_users" else credentials).update(r["id"] for r in found)
+    return _Changed(frozenset(credentials), frozenset(users))
 
 
 def _token_state(db: ReadDB, token_id: str) -> bool | None:
