@@ -218,3 +218,18 @@ async def test_a_speech_to_speech_call_is_relayed_to_the_primary(
     assert sum(event["audio"]["bytes"] for event in appended) == len(said)
     texts = [(m["role"], m["text"], m["status"]) for m in thread["messages"]]
     assert texts == [("user", "What is the weather", "complete"), ("assistant", answer, "complete")]
+
+
+async def test_a_call_that_starts_while_no_primary_answers_is_closed_with_1013(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    workdir = tmp_path_factory.mktemp("no-primary")
+    with running_cluster(workdir, primary_args=TWILIO_FLAGS) as cluster:
+        edge = cluster.edges[0]
+        call_sid = new_call_sid()
+        token = await stream_token(edge, call_sid)
+        cluster.primary.stop()
+        async with phone_call(edge) as call:
+            await call.start(token, call_sid)
+            assert await call.closing() == (1013, "primary_unavailable")
+            assert call.messages == []  # Twilio is sent nothing it does not know
