@@ -20,7 +20,7 @@ from voicestack.agent.agents import AgentDefaults, build_agents, install_agents
 from voicestack.agent.app_threads import ThreadsInAction, ThreadsInMutation, ThreadsInQuery
 from voicestack.agent.cost import Pricing, install_pricing
 from voicestack.agent.feed import ACCESS_TABLES as THREAD_ACCESS_TABLES
-from voicestack.agent.feed import ThreadFeed, open_thread_feed, read_catch_up
+from voicestack.agent.feed import ThreadFeed, open_thread_feed, read_catch_up, threads_changed
 from voicestack.agent.llm import ChatProvider
 from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
@@ -113,7 +113,7 @@ class Runtime:
         self.store.start()
         self.memory = open_memory(self.store, settings)
         self.hub = Hub(self.store, settings.ping_s, settings.send_timeout_s)
-        self.access = AccessGuard(self.store, THREAD_ACCESS_TABLES)
+        self.access = AccessGuard(self.store, THREAD_ACCESS_TABLES, threads_changed)
         self.hub.add_observer(self.access, gate=True)
         self.feed = ThreadFeed()
         self.hub.add_feed(self.feed)

@@ -35,7 +35,8 @@ from voicestack.reactive.hub import Hub
 from voicestack.reactive.listeners import FeedJoin
 from voicestack.reactive.streams import Stream
 from voicestack.reactive.wire import encode_event, http_chunk
-from voicestack.store.changes import ChangeSet
+from voicestack.store.changes import ChangeSet, changed_values
+from voicestack.store.db import ReadDB
 from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
 
@@ -43,6 +44,13 @@ Event = tuple[int, bytes]  # (event id, encoded SSE event)
 # What decides who may see a thread, for the access guard. Not `threads`: replies touch it on
 # every commit, and no commit there changes who may see one.
 ACCESS_TABLES = frozenset({"thread_members"})
+
+
+def threads_changed(db: ReadDB, changes: list[ChangeSet]) -> frozenset[str] | None:
+    """The threads whose membership `changes` changed, the access guard's scopes (None: any,
+    as when a member was removed: the row is gone). A new thread's first member concerns no
+    open stream of another thread."""
+    return changed_values(db, changes, "thread_members", "thread_id")
 
 
 def encode_row_event(event_id: int, kind: str, data: str | bytes) -> bytes:
@@ -253,7 +261,7 @@ async def open_thread_feed(
     outbox = FeedChannel(deflate=deflate)
     hub.track(outbox)
     # Guarded before the check reads: a member who leaves in between is still cut off.
-    guard.watch(outbox, viewer, lambda db: thread_visible(db, thread_id, user))
+    guard.watch(outbox, viewer, lambda db: thread_visible(db, thread_id, user), thread_id)
 
     def release() -> None:
         feed.leave(thread_id, outbox)

@@ -235,7 +235,7 @@ class SharedFeeds:
             old.leave()
         shared.members[client] = member
         # Guarded before the check reads, as a stream of its own is.
-        self._guard.watch(member, viewer, lambda db: thread_visible(db, thread_id, user))
+        self._guard.watch(member, viewer, lambda db: thread_visible(db, thread_id, user), thread_id)
 
         def read(snapshot: Snapshot) -> tuple[int, bytes, int]:
             require_thread(snapshot.db(), thread_id, user)

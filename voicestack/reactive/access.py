@@ -8,6 +8,10 @@ token was revoked or whose caller may no longer see what it watches. The Runtime
 
 Streams end at that exact commit: the guard judges them in the batch's own snapshot and is
 delivered before anything else of the batch, so a stream it ends gets nothing of that version.
+It judges only the streams a commit may concern: those whose credential or user it changed,
+and those whose condition's scope (the thread a feed shows) it changed; every stream when the
+changed rows cannot be told (a row deleted, too many). So a new token, session or thread costs
+no read per open stream.
 A revoked token is final. A false condition is final once the snapshot is no older than the
 stream's own access check; a snapshot older than that check predates the stream and says nothing.
 When the snapshot cannot tell (the check has not reported its version yet, or the stream was
@@ -27,7 +31,7 @@ from voicestack.auth.sessions import SessionLookup, credential_state, find_sessi
 from voicestack.auth.users import Identity, identify, token_hash
 from voicestack.identity import Caller
 from voicestack.reactive.channel import Outbox
-from voicestack.store.changes import ChangeSet
+from voicestack.store.changes import ChangeSet, changed_values
 from voicestack.store.db import ReadDB
 from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
@@ -38,8 +42,9 @@ log = logging.getLogger(__name__)
 StillAllowed = Callable[[ReadDB], bool]
 CACHE_LIMIT = 10_000
 AUTH_TABLES = frozenset({"auth_tokens", "auth_users", "auth_sessions"})
-# More changed auth rows than this in one batch (a mass revocation): every stream is judged.
-_MAX_CHANGED_ROWS = 500
+# The scopes (say, threads) whose conditions some commits may have changed, read in the batch's
+# snapshot; None: any scope.
+ChangedScopes = Callable[[ReadDB, list[ChangeSet]], frozenset[str] | None]
 # Why the guard ended a stream (Outbox.ended_by).
 TOKEN_REVOKED = "token_revoked"  # noqa: S105 (a reason, not a secret)
 ACCESS_REMOVED = "access_removed"
@@ -63,6 +68,8 @@ class Viewer:
 class _Watched:
     identity: Identity
     still_allowed: StillAllowed | None
+    # What the condition is about (a thread's id): only a change in that scope can make it false.
+    scope: str | None = None
     # The version of the snapshot in which the stream's own access check passed; None until
     # its route reports it, and always for streams whose only condition is the token.
     since: int | None = None
@@ -91,11 +98,18 @@ class AccessGuard:
 
     active = True  # the cache must hear of every revocation, watched or not
 
-    def __init__(self, store: Store, condition_tables: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        condition_tables: frozenset[str] = frozenset(),
+        changed_scopes: ChangedScopes | None = None,
+    ) -> None:
         """`condition_tables`: what the streams' `still_allowed` conditions read, so that a
-        commit there re-judges them."""
+        commit there re-judges them; `changed_scopes`: which scopes such a commit touched, so
+        that only the streams of those scopes are judged again (without it, every stream is)."""
         self._store = store
         self._condition_tables = condition_tables
+        self._changed_scopes = changed_scopes
         self._watched_tables = AUTH_TABLES | condition_tables
         self._cache: dict[bytes, Identity | None] = {}
         self._sessions: dict[bytes, SessionLookup | None] = {}
@@ -148,11 +162,16 @@ class AccessGuard:
         return lookup if lookup is not None and lookup.expires_at > time.time() else None
 
     def watch(
-        self, outbox: Outbox, viewer: Viewer | None, still_allowed: StillAllowed | None = None
+        self,
+        outbox: Outbox,
+        viewer: Viewer | None,
+        still_allowed: StillAllowed | None = None,
+        scope: str | None = None,
     ) -> None:
         """End `outbox` at the first commit after which its viewer's token is revoked or
         `still_allowed` is false: nothing of that commit's version or later is sent. A stream
-        with no viewer (no token) is not watched.
+        with no viewer (no token) is not watched. `scope`: what `still_allowed` is about (the
+        thread a feed shows), so that only a commit in that scope has it judged again.
 
         `viewer.checked_at` is the `generation` at which the token was identified: if users or
         tokens changed since, the commit that did it was handled before this stream was watched,
@@ -168,7 +187,7 @@ class AccessGuard:
             for gone in [outbox for outbox in self._streams if outbox.closed]:
                 del self._streams[gone]
             self._prune_at = max(64, 2 * len(self._streams))
-        watched = _Watched(viewer.identity, still_allowed)
+        watched = _Watched(viewer.identity, still_allowed, scope)
         self._streams[outbox] = watched
         if viewer.checked_at is not None and viewer.checked_at != self._generation:
             self._recheck(outbox, watched)
@@ -193,17 +212,22 @@ class AccessGuard:
         db = snapshot.db()
         streams = list(self._streams.items())
         verdict = _Verdict(snapshot.version, auth_changed, frozenset(o for o, _ in streams))
-        changed = _changed_credentials(db, changes) if auth_changed else None
+        changed = _changed_credentials(db, changes) if auth_changed else _UNCHANGED
+        scopes: frozenset[str] | None = frozenset()
+        if conditions_changed:
+            scopes = self._changed_scopes(db, changes) if self._changed_scopes else None
         for outbox, watched in streams:
             if outbox.closed:
                 continue
-            live: bool | None = True
-            if auth_changed and (changed is None or changed.touch(watched.identity)):
-                live = _token_state(db, watched.identity.token_id)
+            touched = changed is None or changed.touch(watched.identity)
+            live = _token_state(db, watched.identity.token_id) if touched else True
+            # A condition may turn false with its scope's rows, or with its viewer's own.
+            in_scope = scopes is None or watched.scope is None or watched.scope in scopes
+            allowed = watched.still_allowed
             if live is False:
                 verdict.revoked.append(outbox)
             elif live is None or (
-                watched.still_allowed is not None and not watched.still_allowed(db)
+                allowed is not None and (touched or in_scope) and not allowed(db)
             ):
                 verdict.refused.append(outbox)
         return verdict
@@ -284,28 +308,24 @@ class _Changed:
     users: frozenset[str]
 
     def touch(self, identity: Identity) -> bool:
-        """Whether these changes may have revoked `identity`."""
+        """Whether these changes may have revoked `identity`, or changed what it may see."""
         return identity.token_id in self.credentials or identity.caller.id in self.users
 
 
 def _changed_credentials(db: ReadDB, changes: list[ChangeSet]) -> _Changed | None:
     """Which credentials and users `changes` touched, read in the batch's snapshot; None when
-    that cannot be told (rows not recorded, too many, or gone from the snapshot): then every
-    stream is judged. A commit that only adds a token or a session (a sign-in, a phone call on
-    an edge) touches no stream's credential, so it costs no read per open stream."""
-    credentials: set[str] = set()
-    users: set[str] = set()
-    for changeset in changes:
-        for table in sorted(AUTH_TABLES & changeset.tables):
-            rowids = changeset.rows.get(table)
-            if rowids is None or len(rowids) > _MAX_CHANGED_ROWS:
-                return None
-            marks = ", ".join("?" * len(rowids))
-            found = db.all(f"SELECT id FROM {table} WHERE rowid IN ({marks})", tuple(rowids))
-            if len(found) != len(rowids):
-                return None  # deleted since: whose they were is unknown
-            (users if table == "auth_users" else credentials).update(r["id"] for r in found)
-    return _Changed(frozenset(credentials), frozenset(users))
+    that cannot be told (changed_values): then every stream is judged. A commit that only adds
+    a token or a session (a sign-in, a phone call on an edge) touches no open stream's
+    credential, so it costs no read per open stream."""
+    tokens = changed_values(db, changes, "auth_tokens", "id")
+    sessions = changed_values(db, changes, "auth_sessions", "id")
+    users = changed_values(db, changes, "auth_users", "id")
+    if tokens is None or sessions is None or users is None:
+        return None
+    return _Changed(tokens | sessions, users)
+
+
+_UNCHANGED = _Changed(frozenset(), frozenset())
 
 
 def _token_state(db: ReadDB, token_id: str) -> bool | None:

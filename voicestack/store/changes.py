@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import apsw
 
+from voicestack.store.db import ReadDB
+
 # Tables whose changes are bookkeeping, never data a query should react to: our own change log
 # and migration records, Litestream's tables, SQLite's internals.
 IGNORED_PREFIXES = ("_", "sqlite_")
@@ -159,3 +161,33 @@ def changed_since(conn: apsw.Connection, after: int, upto: int, tables: frozense
 def prune_log(conn: apsw.Connection, newest: int, keep: int) -> None:
     """Drop log rows older than the newest `keep` versions (the newest row always stays)."""
     conn.execute("DELETE FROM _changes WHERE version <= ?", (newest - max(keep, 1),))
+
+
+# More changed rows than this are not looked up one by one (a mass revocation, a bulk import):
+# callers then take every row as changed.
+CHANGED_ROWS_LIMIT = 500
+
+
+def changed_values(
+    db: ReadDB, changes: list[ChangeSet], table: str, column: str
+) -> frozenset[str] | None:
+    """`column` of each row of `table` that `changes` changed, read in `db`'s snapshot; None when
+    that cannot be told: the rows were not recorded, there are over CHANGED_ROWS_LIMIT, or some
+    are gone from the snapshot (deleted since, so whose they were is unknown)."""
+    rowids: set[int] = set()
+    for changeset in changes:
+        if table not in changeset.tables:
+            continue
+        rows = changeset.rows.get(table)
+        if rows is None:
+            return None
+        rowids |= rows
+    if not rowids:
+        return frozenset()
+    if len(rowids) > CHANGED_ROWS_LIMIT:
+        return None
+    marks = ", ".join("?" * len(rowids))
+    found = db.all(f"SELECT {column} FROM {table} WHERE rowid IN ({marks})", tuple(rowids))
+    if len(found) != len(rowids):
+        return None
+    return frozenset(str(row[column]) for row in found)
