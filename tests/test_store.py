@@ -234,12 +234,15 @@ def test_every_commit_is_logged_in_changes(store, db_path):
     store.write_sync(insert("a"))
     store.write_sync(lambda db: db.execute("INSERT INTO audit(note) VALUES ('n')"))
     store.write_sync(lambda db: db.execute("UPDATE items SET name = 'b' WHERE id = 1"))
+    store.write_sync(lambda db: db.execute("DELETE FROM audit"))
 
     logged = inspect(db_path, "SELECT version, tables, rows FROM _changes ORDER BY version")
+    # Beside each table's rowids: the tables in which a row was deleted.
     assert [(v, json.loads(t), json.loads(r)) for v, t, r in logged] == [
-        (1, ["items"], {"items": [1]}),
-        (2, ["audit"], {"audit": [1]}),
-        (3, ["items"], {"items": [1]}),
+        (1, ["items"], {"items": [1], "$deleted": []}),
+        (2, ["audit"], {"audit": [1], "$deleted": []}),
+        (3, ["items"], {"items": [1], "$deleted": []}),
+        (4, ["audit"], {"audit": [1], "$deleted": ["audit"]}),
     ]
 
 

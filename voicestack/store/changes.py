@@ -33,6 +33,9 @@ class ChangeSet:
     # table -> rowids changed; a table missing here (but in `tables`) changed in unknown rows.
     rows: dict[str, frozenset[int]] = field(default_factory=dict)
     committed_at: float = 0.0
+    # The tables in which a row was deleted (a rowid in `rows` may since be another row's);
+    # None: not known, take it for any.
+    deleted: frozenset[str] | None = None
 
     def touches(self, tables: frozenset[str] | set[str]) -> bool:
         """True when this commit changed any of `tables`."""
@@ -49,11 +52,15 @@ class ChangeRecorder:
     def __init__(self) -> None:
         self._committed: dict[str, set[int] | None] = {}
         self._current: dict[str, set[int] | None] = {}
+        self._deleted: set[str] = set()
+        self._deleted_now: set[str] = set()
 
-    def on_update(self, _op: int, _db: str, table: str, rowid: int) -> None:
+    def on_update(self, op: int, _db: str, table: str, rowid: int) -> None:
         """apsw update hook: remember one changed row of the running mutation."""
         if not is_tracked_table(table):
             return
+        if op == apsw.SQLITE_DELETE:
+            self._deleted_now.add(table)
         rows = self._current.get(table, set())
         if rows is None:
             return
@@ -77,15 +84,20 @@ class ChangeRecorder:
             else:
                 self._committed[table] = rows
         self._current = {}
+        self._deleted |= self._deleted_now
+        self._deleted_now = set()
 
     def discard_current(self) -> None:
         """The running mutation rolled back: forget what it changed."""
         self._current = {}
+        self._deleted_now = set()
 
     def reset(self) -> None:
         """Forget everything: the whole transaction rolled back."""
         self._committed = {}
         self._current = {}
+        self._deleted = set()
+        self._deleted_now = set()
 
     @property
     def has_changes(self) -> bool:
@@ -95,14 +107,22 @@ class ChangeRecorder:
     def to_changeset(self, version: int) -> ChangeSet:
         """The kept changes as a ChangeSet for `version`; the recorder is left empty."""
         rows = {t: frozenset(r) for t, r in self._committed.items() if r is not None}
-        changeset = ChangeSet(version, frozenset(self._committed), rows, time.time())
+        deleted = frozenset(self._deleted)
+        changeset = ChangeSet(version, frozenset(self._committed), rows, time.time(), deleted)
         self.reset()
         return changeset
 
 
+# In a logged commit's rows, beside the tables' rowids: the tables in which a row was deleted
+# (no table's name starts with `$`).
+_DELETED_KEY = "$deleted"
+
+
 def append_to_log(conn: apsw.Connection, changeset: ChangeSet) -> None:
     """Write `changeset` to the `_changes` log inside the current write transaction."""
-    rows = {t: sorted(r) for t, r in changeset.rows.items()}
+    rows: dict[str, list[int] | list[str]] = {t: sorted(r) for t, r in changeset.rows.items()}
+    if changeset.deleted is not None:
+        rows[_DELETED_KEY] = sorted(changeset.deleted)
     conn.execute(
         "INSERT INTO _changes(version, tables, rows, committed_at) VALUES (?, ?, ?, ?)",
         (
@@ -130,8 +150,12 @@ def read_log(conn: apsw.Connection, after: int, upto: int | None = None) -> list
         params = (after, upto)
     out = []
     for version, tables, rows, committed_at in conn.execute(sql + " ORDER BY version", params):
-        row_map = {t: frozenset(r) for t, r in json.loads(rows).items()}
-        out.append(ChangeSet(int(version), frozenset(json.loads(tables)), row_map, committed_at))
+        logged = json.loads(rows)
+        deleted = logged.pop(_DELETED_KEY, None)  # absent: logged by an older voicestack
+        row_map = {t: frozenset(r) for t, r in logged.items()}
+        known = frozenset(deleted) if deleted is not None else None
+        changed = frozenset(json.loads(tables))
+        out.append(ChangeSet(int(version), changed, row_map, committed_at, known))
     return out
 
 
@@ -172,14 +196,14 @@ def changed_values(
     db: ReadDB, changes: list[ChangeSet], table: str, column: str
 ) -> frozenset[str] | None:
     """`column` of each row of `table` that `changes` changed, read in `db`'s snapshot; None when
-    that cannot be told: the rows were not recorded, there are over CHANGED_ROWS_LIMIT, or some
-    are gone from the snapshot (deleted since, so whose they were is unknown)."""
+    that cannot be told: the rows were not recorded, there are over CHANGED_ROWS_LIMIT, or a row
+    of the table was deleted (whose it was is gone, and its rowid may be another row's now)."""
     rowids: set[int] = set()
     for changeset in changes:
         if table not in changeset.tables:
             continue
         rows = changeset.rows.get(table)
-        if rows is None:
+        if rows is None or changeset.deleted is None or table in changeset.deleted:
             return None
         rowids |= rows
     if not rowids:
