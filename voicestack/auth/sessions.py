@@ -28,6 +28,10 @@ SESSION_ID_PREFIX = "ses_"
 RENEW_FRACTION = 1 / 14
 # An ended session's row is kept a day, so that a stream it opened is still ended by its id.
 KEEP_ENDED_S = 86_400.0
+# Old rows are dropped by one new session in this many, not by each: a commit that deletes a
+# session row has the access guard judge every open stream (whose the row was is gone), where
+# a session added alone concerns none.
+CLEAN_UP_EVERY = 32
 # The provider of a phone call's session (an edge speaks for the call with it): it ends with
 # its call, or at its fixed expiry, and never slides.
 CALL_PROVIDER = "twilio-call"
@@ -59,14 +63,15 @@ class SessionLookup:
 
 
 def create_session(db: WriteDB, user_id: str, provider: str, lifetime_s: float) -> str:
-    """A new session for `user_id`; returns its cookie value (shown only this once). Sessions
-    that ended or expired more than a day ago are dropped on the way."""
+    """A new session for `user_id`; returns its cookie value (shown only this once). Now and
+    then, sessions that ended or expired more than a day ago are dropped on the way."""
     secret = new_session_secret()
     now = time.time()
-    db.execute(
-        "DELETE FROM auth_sessions WHERE expires_at < ? OR revoked_at < ?",
-        (now - KEEP_ENDED_S, now - KEEP_ENDED_S),
-    )
+    if secrets.randbelow(CLEAN_UP_EVERY) == 0:
+        db.execute(
+            "DELETE FROM auth_sessions WHERE expires_at < ? OR revoked_at < ?",
+            (now - KEEP_ENDED_S, now - KEEP_ENDED_S),
+        )
     db.execute(
         "INSERT INTO auth_sessions(id, user_id, hash, provider, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
