@@ -2,8 +2,8 @@
 tables, the agent's, users and tokens, thread membership, the jobs table with the agent's reply
 jobs, full-text search over messages, the live conversations' per-turn metrics, named agents
 with cost per message, each reply's usage in parts (one per agent that answered), threads'
-metadata, the one-time tokens of phone calls' media streams, and sign-in's identities and
-sessions.
+metadata, the one-time tokens of phone calls' media streams, sign-in's identities and
+sessions, semantic memory, and the ids the access guard reads, fixed.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -23,7 +23,7 @@ from voicestack.agent.migrations import (
     THREAD_METADATA_MIGRATIONS,
     VOICE_METRICS_MIGRATIONS,
 )
-from voicestack.auth.migrations import AUTH_MIGRATIONS
+from voicestack.auth.migrations import ACCESS_KEYS_MIGRATIONS, AUTH_MIGRATIONS
 from voicestack.auth.signin_migrations import SIGNIN_MIGRATIONS
 from voicestack.scheduler.migrations import JOBS_TABLE_SQL
 from voicestack.store.migrations import CORE_MIGRATIONS, Migration
@@ -43,6 +43,7 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *TELEPHONY_MIGRATIONS,
     *SIGNIN_MIGRATIONS,
     *SEMANTIC_MEMORY_MIGRATIONS,
+    *ACCESS_KEYS_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

@@ -28,3 +28,24 @@ AUTH_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+
+# The access guard learns whose access a commit changed from the ids of the rows it changed,
+# read after the commit (voicestack/reactive/access.py): a row whose id, or a membership whose
+# thread, changed in place would be read as another's. Nothing does that; these make it so.
+ACCESS_KEYS_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "access_keys_fixed",
+        """
+        CREATE TRIGGER auth_users_id_fixed BEFORE UPDATE OF id ON auth_users
+        BEGIN SELECT RAISE(ABORT, 'a user''s id never changes'); END;
+        CREATE TRIGGER auth_tokens_id_fixed BEFORE UPDATE OF id ON auth_tokens
+        BEGIN SELECT RAISE(ABORT, 'a token''s id never changes'); END;
+        CREATE TRIGGER auth_sessions_id_fixed BEFORE UPDATE OF id ON auth_sessions
+        BEGIN SELECT RAISE(ABORT, 'a session''s id never changes'); END;
+        CREATE TRIGGER thread_members_thread_fixed BEFORE UPDATE OF thread_id ON thread_members
+        BEGIN SELECT RAISE(ABORT, 'a membership''s thread never changes'); END;
+        """,
+    ),
+)
+
