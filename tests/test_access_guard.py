@@ -7,31 +7,12 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from tests.support.guard import settled, viewer
 from voicestack.agent.membership import add_member, thread_visible
-from voicestack.auth.users import create_token
-from voicestack.reactive.access import Viewer
 from voicestack.reactive.channel import Channel
 from voicestack.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
-
-
-async def settled(rt: Runtime) -> int:
-    """The hub's batch count once it has heard of every commit so far."""
-    version = await rt.store.read(lambda snapshot: snapshot.version)
-    with anyio.fail_after(5):
-        while rt.hub.version < version:
-            await anyio.sleep(0.005)
-    await anyio.sleep(0.05)  # a batch under way ends
-    return rt.hub.batches
-
-
-async def viewer(rt: Runtime, name: str) -> Viewer:
-    token = (await rt.store.write(lambda db: create_token(db, name)[0])).value
-    await settled(rt)
-    identity = await rt.access.identify(token)
-    assert identity is not None
-    return Viewer(identity, rt.access.generation)
 
 
 async def test_membership_commits_cost_a_batch_only_while_streams_are_watched(

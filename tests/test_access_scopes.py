@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
-import anyio
 import apsw
 import pytest
 
+from tests.support.guard import settled, viewer
 from voicestack.agent.threads import insert_thread
-from voicestack.auth.users import create_token
 from voicestack.reactive.access import Viewer
 from voicestack.reactive.streams import Stream
 from voicestack.runtime import Runtime
@@ -25,32 +24,15 @@ from voicestack.store.db import WriteDB
 pytestmark = pytest.mark.anyio
 
 
-async def _settled(rt: Runtime) -> None:
-    """Until the hub has handled every commit so far."""
-    version = await rt.store.read(lambda snapshot: snapshot.version)
-    with anyio.fail_after(5):
-        while rt.hub.version < version:
-            await anyio.sleep(0.005)
-    await anyio.sleep(0.1)  # the guard's re-checks, if any
-
-
-async def _viewer(rt: Runtime, name: str) -> Viewer:
-    token = (await rt.store.write(lambda db: create_token(db, name)[0])).value
-    await _settled(rt)
-    identity = await rt.access.identify(token)
-    assert identity is not None
-    return Viewer(identity, rt.access.generation)
-
-
 async def _bob_follows_a_thread(rt: Runtime) -> tuple[Viewer, Viewer, Viewer, str, Stream]:
     """Ana's thread, Bob invited last (his membership row has the largest rowid) and following
     its feed; Cy, a third user."""
-    ana, bob, cy = [await _viewer(rt, name) for name in ("ana", "bob", "cy")]
+    ana, bob, cy = [await viewer(rt, name) for name in ("ana", "bob", "cy")]
     thread_id = (await rt.mutation("threads.create", {}, ana.caller)).value["id"]
     await rt.mutation("threads.invite", {"id": thread_id, "user": "bob"}, ana.caller)
-    await _settled(rt)
+    await settled(rt)
     feed = await rt.open_thread_feed(thread_id, bob, None)
-    await _settled(rt)
+    await settled(rt)
     assert not feed.outbox.closed
     return ana, bob, cy, thread_id, feed
 
@@ -58,8 +40,8 @@ async def _bob_follows_a_thread(rt: Runtime) -> tuple[Viewer, Viewer, Viewer, st
 async def test_what_concerns_no_stream_leaves_it_open(rt: Runtime) -> None:
     _, _, cy, _, feed = await _bob_follows_a_thread(rt)
     await rt.mutation("threads.create", {}, cy.caller)
-    await _viewer(rt, "dee")
-    await _settled(rt)
+    await viewer(rt, "dee")
+    await settled(rt)
     assert not feed.outbox.closed
 
 
@@ -76,7 +58,7 @@ async def test_a_removal_committed_with_a_new_thread_ends_the_removed_members_fe
         insert_thread(db, cy.caller)  # its owner's row takes Bob's rowid
 
     await rt.store.write(remove_bob_and_add_a_thread)
-    await _settled(rt)
+    await settled(rt)
     assert feed.outbox.closed
 
 
@@ -86,7 +68,7 @@ async def test_a_removal_and_another_users_new_thread_at_once_end_the_feed(rt: R
         rt.mutation("threads.leave", {"id": thread_id, "user": "bob"}, ana.caller),
         rt.mutation("threads.create", {}, cy.caller),
     )
-    await _settled(rt)
+    await settled(rt)
     assert feed.outbox.closed
 
 
@@ -106,5 +88,5 @@ async def test_a_membership_never_moves_to_another_thread(rt: Runtime) -> None:
         await rt.store.write(
             lambda db: db.execute("UPDATE auth_tokens SET id = 'tok_other' WHERE rowid = 1")
         )
-    await _settled(rt)
+    await settled(rt)
     assert not feed.outbox.closed

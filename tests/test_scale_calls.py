@@ -25,14 +25,17 @@ from tests.support.server import ServerProcess
 from tests.support.twilio import (
     AUTH_TOKEN,
     PUBLIC_URL,
+    WEATHER_ANSWER,
     new_call_sid,
     phone_call,
+    script_weather,
     settled,
     short_call,
     silence,
     spoken_mulaw,
     stream_token,
     thread_count,
+    weather_call,
 )
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -79,33 +82,18 @@ def _call_sessions(cluster: Cluster) -> list[tuple[float, bool]]:
 async def test_a_call_runs_on_the_edge_and_its_thread_is_kept_by_the_primary(
     cluster: Cluster, provider: FakeOpenAI, threads: Threads, tmp_path: Path
 ) -> None:
-    mark = marker()
-    answer = "It is sunny in Paris. Enjoy your day."
-    provider.script(
-        {"kind": "transcription", "transcript": f"What is the weather in Paris {mark}"},
-        {"match": mark, "text": answer},
-    )
+    transcript = script_weather(provider)
     edge, other_edge = cluster.edges
     call_sid = new_call_sid()
     token = await stream_token(other_edge, call_sid)  # the webhook lands on another edge
-    question = spoken_mulaw(tmp_path, "What is the weather in Paris?")
     sessions_before = len(_call_sessions(cluster))
 
-    async with phone_call(edge) as call:
-        await call.start(token, call_sid)
-        await call.say(silence(300) + question + silence(1000))
-        marks = await call.wait_for_marks(2)
+    async def runs_here() -> None:
         assert await _voice_sessions(edge) == 1  # here, not relayed to the primary
-        for played in marks:
-            await call.echo(played)
-        thread = await settled(threads, call_sid, 2)
-        async with asyncio.timeout(10):  # the reply's metrics, once it has played
-            while thread["messages"][1]["voice"] is None:
-                await asyncio.sleep(0.05)
-                thread = await threads.get(thread["id"])
-        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-        closed = await call.closing()
 
+    answered = await weather_call(edge, threads, call_sid, token, tmp_path, runs_here)
+
+    call, thread, marks, closed = answered.call, answered.thread, answered.marks, answered.closed
     assert closed == (1000, "call_ended")
     reply = thread["messages"][1]
     assert [m.name for m in marks] == [
@@ -113,8 +101,8 @@ async def test_a_call_runs_on_the_edge_and_its_thread_is_kept_by_the_primary(
     ]
     assert marks[-1].audio_bytes == len(call.audio)
     assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
-        ("user", "complete", f"What is the weather in Paris {mark}"),
-        ("assistant", "complete", answer),
+        ("user", "complete", transcript),
+        ("assistant", "complete", WEATHER_ANSWER),
     ]
     assert thread["metadata"]["callSid"] == call_sid
     assert thread["messages"][0]["authorName"] == "twilio"

@@ -26,10 +26,12 @@ from tests.support.twilio import (
     FRAME,
     PUBLIC_URL,
     SENTENCES,
+    WEATHER_ANSWER,
     call_params,
     call_thread,
     new_call_sid,
     phone_call,
+    script_weather,
     settled,
     short_call,
     silence,
@@ -37,6 +39,7 @@ from tests.support.twilio import (
     stream_token,
     thread_count,
     twilio_signature,
+    weather_call,
 )
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -90,31 +93,13 @@ async def test_a_calls_thread_is_owned_by_the_twilio_user_given(
 async def test_a_turn_is_answered_with_media_and_a_mark_after_each_sentence(
     fake: FakeOpenAI, server: ServerProcess, threads: Threads, tmp_path: Path
 ) -> None:
-    mark = marker()
-    answer = "It is sunny in Paris. Enjoy your day."
-    fake.script(
-        {"kind": "transcription", "transcript": f"What is the weather in Paris {mark}"},
-        {"match": mark, "text": answer},
-    )
+    transcript = script_weather(fake)
     call_sid = new_call_sid()
     token = await stream_token(server, call_sid)
-    question = spoken_mulaw(tmp_path, "What is the weather in Paris?")
 
-    async with phone_call(server) as call:
-        await call.start(token, call_sid)
-        await call.say(silence(300) + question + silence(1000))
-        marks = await call.wait_for_marks(2)
-        for played in marks:
-            await call.echo(played)
-        thread = await settled(threads, call_sid, 2)
-        # The last mark goes with the last frame; the reply's metrics once it has played.
-        async with asyncio.timeout(10):
-            while thread["messages"][1]["voice"] is None:
-                await asyncio.sleep(0.05)
-                thread = await call_thread(threads, call_sid)
-        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-        closed = await call.closing()
+    answered = await weather_call(server, threads, call_sid, token, tmp_path)
 
+    call, thread, marks, closed = answered.call, answered.thread, answered.marks, answered.closed
     assert closed == (1000, "call_ended")
     reply = thread["messages"][1]
     # A mark after each sentence, named after the reply and the ms of its audio sent so far.
@@ -129,8 +114,8 @@ async def test_a_turn_is_answered_with_media_and_a_mark_after_each_sentence(
     sizes = {len(base64.b64decode(m["media"]["payload"])) for m in call.messages[:10]}
     assert sizes == {FRAME}
     assert [(m["role"], m["status"], m["text"]) for m in thread["messages"]] == [
-        ("user", "complete", f"What is the weather in Paris {mark}"),
-        ("assistant", "complete", answer),
+        ("user", "complete", transcript),
+        ("assistant", "complete", WEATHER_ANSWER),
     ]
     # The call's thread is the --twilio-user's (default `twilio`), who speaks its turns.
     assert thread["messages"][0]["author"] == thread["owner"]

@@ -14,7 +14,7 @@ import hmac
 import json
 import re
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.agent import Threads, marker
 from tests.support.server import ServerProcess
 from tests.support.voice import ESPEAK, INSTALL, SOX
+from voicestack.testing.fake_openai import FakeOpenAI
 
 PUBLIC_URL = "https://voice.example.com"
 AUTH_TOKEN = "twilio-auth-token-for-tests"
@@ -261,3 +262,59 @@ async def settled(threads: Threads, call_sid: str, count: int) -> dict[str, Any]
 async def thread_count(threads: Threads) -> int:
     """How many threads the server has."""
     return len((await threads.client.get("/api/threads", params={"limit": 200})).json())
+
+
+WEATHER_QUESTION = "What is the weather in Paris?"
+WEATHER_ANSWER = "It is sunny in Paris. Enjoy your day."
+
+
+@dataclass
+class AnsweredCall:
+    """A call that asked the weather and heard its answer: the call, its thread once the reply
+    had played (with its metrics), the first two marks, and how the server closed the socket."""
+
+    call: Call
+    thread: dict[str, Any]
+    marks: list[Mark]
+    closed: tuple[int | None, str | None]
+
+
+def script_weather(fake: FakeOpenAI) -> str:
+    """Script the weather question's transcript (with a marker) and its two-sentence answer;
+    returns the transcript."""
+    transcript = f"What is the weather in Paris {marker()}"
+    fake.script(
+        {"kind": "transcription", "transcript": transcript},
+        {"match": transcript.rsplit(" ", 1)[1], "text": WEATHER_ANSWER},
+    )
+    return transcript
+
+
+async def weather_call(
+    server: ServerProcess,
+    threads: Threads,
+    call_sid: str,
+    token: str,
+    directory: Path,
+    while_marked: Callable[[], Awaitable[None]] | None = None,
+) -> AnsweredCall:
+    """Call `server`, ask the weather (scripted with script_weather), echo the answer's two
+    marks as played (after `while_marked`, if given), wait for the reply's metrics, hang up."""
+    question = spoken_mulaw(directory, WEATHER_QUESTION)
+    async with phone_call(server) as call:
+        await call.start(token, call_sid)
+        await call.say(silence(300) + question + silence(1000))
+        marks = await call.wait_for_marks(2)
+        if while_marked is not None:
+            await while_marked()
+        for played in marks:
+            await call.echo(played)
+        thread = await settled(threads, call_sid, 2)
+        # The last mark goes with the last frame; the reply's metrics once it has played.
+        async with asyncio.timeout(10):
+            while thread["messages"][1]["voice"] is None:
+                await asyncio.sleep(0.05)
+                thread = await call_thread(threads, call_sid)
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        closed = await call.closing()
+    return AnsweredCall(call, thread, marks, closed)

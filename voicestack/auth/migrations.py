@@ -48,4 +48,3 @@ ACCESS_KEYS_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
-
