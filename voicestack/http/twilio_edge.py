@@ -6,9 +6,9 @@ the edge, near Twilio: this route spends the stream's one-time token, creates th
 as a single server does, and gives the edge a sign-in session of the thread's owner
 (--twilio-user) to speak for the call with. That session is the call's alone: it never slides,
 the edge ends it when the call ends (`POST /auth/logout`), and it expires by itself after the
-longest call Twilio places (24 hours), should the edge die first. A call whose agent talks through a
-speech-to-speech model holds the provider's connection, so it runs here: the token is left
-unspent, and the edge relays the whole socket to this server.
+longest call Twilio places (24 hours), should the edge die first. A call whose agent talks
+through a speech-to-speech model holds the provider's connection, so it runs here: the token is
+left unspent, and the edge relays the whole socket to this server.
 
 It answers an edge's own calls alone (a request over NATS carrying EDGE_CALL_HEADER): anyone
 else gets 404, as for a route that does not exist.

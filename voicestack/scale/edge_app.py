@@ -3,9 +3,9 @@
 Streams (query watches and thread feeds) are served here, from upstreams shared by every
 client of this edge that watches the same thing (edge_streams.py); live conversations and
 phone calls run here too, or are relayed to a primary when they talk through a speech-to-speech
-model (edge_voice.py, edge_calls.py); every other request is forwarded
-whole to a primary over NATS and answered with the primary's response (edge_http.py). With no
-primary or no NATS, the streams stay open and requests are answered 503 with Retry-After.
+model (edge_voice.py, edge_calls.py); every other request is forwarded whole to a primary over
+NATS and answered with the primary's response (edge_http.py). With no primary or no NATS, the
+streams stay open and requests are answered 503 with Retry-After.
 """
 
 from __future__ import annotations

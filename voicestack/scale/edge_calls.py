@@ -84,20 +84,19 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
         close, reason = _REFUSALS.get(answer.status, (CLOSE_TRY_AGAIN_LATER, "primary_error"))
         await socket.close(close, reason)
         return
-    try:
-        started = json.loads(answer.body)
-        mode, thread_id, secret = started["mode"], started.get("threadId"), started.get("session")
-    except (ValueError, KeyError, TypeError):
+    started = _started(answer)
+    if started is None:
         log.warning("a call's start got an answer that is not one: %.200r", answer.body)
         await socket.close(CLOSE_TRY_AGAIN_LATER, "primary_error")
         return
-    if mode != "pipeline":
+    if isinstance(started, str):  # "realtime"
         await SocketRelay(edge.link, websocket).run(socket_request(websocket), frames)
         return
-    credentials = _session_credentials(str(secret))
+    thread_id, secret = started
+    credentials = _session_credentials(secret)
     records = PrimaryRecords(edge, credentials, thread_id)
     try:
-        await _converse(websocket, socket, edge, start, records, str(thread_id))
+        await _converse(websocket, socket, edge, start, records, thread_id)
     finally:
         edge.voice_work(_end_session(edge, records, credentials))
 
@@ -115,6 +114,21 @@ async def _start(edge: Edge, start: StreamStart) -> ResponseEnvelope | None:
         return await edge.link.call(request, timeout=OPEN_TIMEOUT_S)
     except PrimaryUnavailable:
         return None
+
+
+def _started(answer: ResponseEnvelope) -> str | tuple[str, str] | None:
+    """A started call: "realtime" (relay it), or its thread and session (run it here); None for
+    an answer that is neither."""
+    try:
+        started = json.loads(answer.body)
+        if started["mode"] == "realtime":
+            return "realtime"
+        thread_id, secret = started["threadId"], started["session"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if started["mode"] != "pipeline" or not isinstance(thread_id, str):
+        return None
+    return (thread_id, secret) if isinstance(secret, str) else None
 
 
 def _session_credentials(secret: str) -> RequestEnvelope:
