@@ -30,7 +30,8 @@ from voicestack.scale.edge import Edge
 from voicestack.scale.edge_http import as_response, forward, forwarded, relayed_headers, unavailable
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
-from voicestack.scale.feed_upstream import FeedMember, FeedUpstream
+from voicestack.scale.feed_member import FeedMember
+from voicestack.scale.feed_upstream import FeedUpstream
 from voicestack.scale.link import PrimaryUnavailable
 from voicestack.scale.upstream import RelayChannel, Upstream, WatchUpstream
 

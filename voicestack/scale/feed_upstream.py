@@ -14,7 +14,6 @@ import collections
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from voicestack.agent.feed import Event, send_plain
@@ -31,6 +30,7 @@ from voicestack.http.state import (
 from voicestack.reactive.access import ACCESS_REMOVED, TOKEN_REVOKED
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.feed_member import FeedMember
 from voicestack.scale.journal import whole_run
 from voicestack.scale.link import OPEN_TIMEOUT_S, EdgeLink, PrimaryUnavailable
 from voicestack.scale.upstream import FINAL_REFUSALS, Upstream, sse_events
@@ -43,63 +43,6 @@ RING_EVENTS = 1024  # recent feed events kept for clients that join while the up
 _JOURNAL_READS = 2
 _JOURNAL_AGAIN_S = 0.25
 _MEMBER_CONTROL = b"event: " + MEMBER_EVENT + b"\n"
-
-
-@dataclass(eq=False)
-class FeedMember:
-    """A membership of a shared thread stream on its primary, with the request that joins it
-    there (its credentials), and the edge clients it covers. Clients of one bearer token share
-    one: the membership is the proof of their access, and the primary ends it at the commit
-    that revokes the token or removes its user. A sign-in cookie expires, and is renewed by
-    use, on the primary, so each of its clients joins there on its own."""
-
-    id: str
-    opening: RequestEnvelope
-    credential: str | None  # the bearer credential later clients may share it by; None: none
-    outboxes: set[FeedChannel] = field(default_factory=set)
-    joined: bool = False  # the primary has accepted it
-    ended: bool = False  # its access ended
-    guard_held: bool = False  # the primary's access guard is re-checking it
-    resync_held: bool = False  # not yet joined again on the stream's new primary
-    # Its joinings so far: the current one's controls name it `id.joining`; an earlier one's
-    # (on a primary it has left, or before a retry) are ignored.
-    joining: int = 0
-    enrolling: bool = False  # its first joining is in flight
-    # The number of the newest guard state heard of this joining (a control, or the answer).
-    guard_seen: int = -1
-
-    def next_joining(self) -> str:
-        """Begin a new joining (what earlier ones heard is void): its id."""
-        self.joining += 1
-        self.guard_seen = -1
-        self.guard_held = False
-        return f"{self.id}.{self.joining}"
-
-    def judged(self, state: MemberState) -> None:
-        """What the primary's access guard said of this member, unless something newer was
-        heard already (a control in the stream and the joining's answer race each other)."""
-        if state.number <= self.guard_seen:
-            return
-        self.guard_seen = state.number
-        if state.state == ENDED:
-            self.end(state.reason or ACCESS_REMOVED)
-        else:
-            self.guard_held = state.state == HELD
-            self.apply_holds()
-
-    def apply_holds(self) -> None:
-        """Hold its clients' events while either hold lasts; send them once neither does."""
-        for outbox in self.outboxes:
-            if self.guard_held or self.resync_held:
-                outbox.hold()
-            else:
-                outbox.resume()
-
-    def end(self, reason: str) -> None:
-        """Its access ended: every client of it ends, sent nothing more."""
-        self.ended = True
-        for outbox in self.outboxes:
-            outbox.close(reason)
 
 
 class FeedUpstream(Upstream):
