@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from voicestack.scale import subjects
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,11 @@ DEDUP_HEADER = "Nats-Msg-Id"
 KEEP_PER_THREAD = 1000  # the newest events of each thread the journal keeps
 KEEP_S = 3600.0  # and for how long
 READ_TIMEOUT_S = 2.0
-# Thread ids that are one NATS subject token (ids the server makes always are).
-_SUBJECT_SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def journal_subject(thread_id: str) -> str | None:
     """Where the thread's events are journalled; None for an id that is no subject token."""
-    if _SUBJECT_SAFE.fullmatch(thread_id) is None:
+    if not subjects.is_token(thread_id):
         return None
     return f"voicestack.feed.{thread_id}"
 

@@ -18,12 +18,13 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from voicestack import jsoncodec
@@ -32,7 +33,7 @@ from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.journal import JournalEvent, read_journal
 from voicestack.scale.primary import END_HEADER
 from voicestack.scale.sockets import FRAME_HEADER, SocketAnswer
-from voicestack.scale.stream_wire import Reassembly
+from voicestack.scale.stream_wire import HEAD_ROOM, Reassembly
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 120.0
 OPEN_TIMEOUT_S = 15.0
 RENEW_S = 1.0
-# Room in a message for an envelope's head: a body larger than max_payload less this goes in
-# parts, each of that size.
-HEAD_ROOM = 64 * 1024
 
 
 class Answer(Protocol):
@@ -303,26 +301,51 @@ class EdgeLink:
         except NatsError as exc:
             raise PrimaryUnavailable(f"No primary answered ({type(exc).__name__}).") from None
 
+    async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        """Subscribe `cb` to `subject` (kept across reconnections); PrimaryUnavailable while
+        NATS is away."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise PrimaryUnavailable("NATS is not reachable.")
+        try:
+            return await nc.subscribe(subject, cb=cb)
+        except NatsError as exc:
+            raise PrimaryUnavailable(f"NATS refused a subscription ({exc}).") from None
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """Drop a subscription (nothing to do once NATS is gone)."""
+        with contextlib.suppress(NatsError):
+            await subscription.unsubscribe()
+
     async def _on_stream(self, msg: Msg) -> None:
         stream_id = msg.subject.rsplit(".", 1)[1]
         upstream = self._streams.get(stream_id)
         if upstream is None:
             return  # a stream this edge let go of, or replaced
-        payload = self._wire.setdefault(stream_id, Reassembly()).take(msg.headers, msg.data)
+        self.route(stream_id, upstream, self._wire.setdefault(stream_id, Reassembly()), msg)
+
+    def route(self, stream_id: str, upstream: Upstream, wire: Reassembly, msg: Msg) -> bool:
+        """Hand one message of the stream `stream_id` to its upstream: whole messages only; a
+        missed one resyncs the stream, and its last one ends it. False once the stream takes
+        no more messages (it is over, or being reopened)."""
+        payload = wire.take(msg.headers, msg.data)
         if payload is None:
-            return  # more parts to come
+            return True  # more parts to come
         headers = msg.headers or {}
         if payload is False:
             log.warning("a stream missed a message (slow edge?); resyncing it")
             self.forget_stream(stream_id)
             upstream.primary_lost()
-        elif FRAME_HEADER in headers:
-            upstream.frame(headers[FRAME_HEADER], bytes(payload))
-        elif END_HEADER in headers:
+            return False
+        if END_HEADER in headers:
             self.forget_stream(stream_id)
             upstream.ended(headers[END_HEADER])
+            return False
+        if FRAME_HEADER in headers:
+            upstream.frame(headers[FRAME_HEADER], bytes(payload))
         elif payload:
             upstream.receive(bytes(payload))
+        return True
 
     async def _on_hello(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError):

@@ -16,6 +16,15 @@ SEQ_HEADER = "Voicestack-Seq"
 PART_HEADER = "Voicestack-Part"
 # Room for the headers and the protocol line within max_payload.
 _MARGIN = 4096
+# Room in a message for an envelope's head: a body larger than max_payload less this goes in
+# parts (a call's body), or elsewhere (an attaching edge's catch-up).
+HEAD_ROOM = 64 * 1024
+# The answer to an edge's opening of a thread stream shared by every edge
+# (voicestack/scale/thread_streams.py): which instance it follows, and from which message on.
+THREAD_STREAM_HEADER = "voicestack-thread-stream"
+FIRST_SEQ_HEADER = "voicestack-first-seq"
+# On the opening: the edge follows the thread's subject, and may be answered with such a stream.
+FOLLOW_HEADER = "voicestack-thread-follow"
 
 
 class StreamPublisher:
@@ -26,13 +35,20 @@ class StreamPublisher:
         self.subject = subject
         self.seq = 0
 
+    @property
+    def next_seq(self) -> int:
+        """The number the next message's first part will carry: a subscriber that takes the
+        stream from there gets whole messages only."""
+        return self.seq + 1
+
     async def send(self, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish `payload` (in parts if it must be), `headers` on its last part."""
         limit = max(1024, self._nc.max_payload - _MARGIN)
         parts = [payload[i : i + limit] for i in range(0, len(payload), limit)] or [b""]
+        first = self.seq + 1
+        self.seq += len(parts)  # numbered at once: `next_seq` never falls inside a message
         for n, part in enumerate(parts):
-            self.seq += 1
-            marks = {SEQ_HEADER: str(self.seq)}
+            marks = {SEQ_HEADER: str(first + n)}
             if n < len(parts) - 1:
                 marks[PART_HEADER] = "more"
             else:

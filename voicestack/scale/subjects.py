@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "voicestack"
 # Requests from edges, answered by any primary (a queue group): calls and stream openings.
 CALL = f"{PREFIX}.call"
@@ -13,6 +15,13 @@ HELLO = f"{PREFIX}.hello"
 HELLO_S = 1.0
 # Missed hellos after which edges take a primary for gone and reopen its streams elsewhere.
 PRIMARY_GONE_S = 4.0
+# Ids that are one NATS subject token (thread ids the server makes always are).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def is_token(value: str) -> bool:
+    """Whether `value` can stand as one token of a subject."""
+    return _TOKEN.fullmatch(value) is not None
 
 
 def stream_subject(edge: str, stream: str) -> str:
@@ -50,3 +59,15 @@ def socket_frames(primary: str, edge: str, stream: str) -> str:
 def primary_frames(primary: str) -> str:
     """What a primary subscribes to: the frames of every socket it holds."""
     return f"{PREFIX}.frames.{primary}.>"
+
+
+def thread_subject(thread_id: str, instance: str) -> str:
+    """Where a primary publishes its stream `instance` of a thread, once for every edge that
+    follows the thread there (voicestack/scale/thread_streams.py)."""
+    return f"{PREFIX}.thread.{thread_id}.{instance}"
+
+
+def thread_streams(thread_id: str) -> str:
+    """What an edge subscribes to before it opens a thread's stream: that thread's stream on
+    whichever primary answers."""
+    return f"{PREFIX}.thread.{thread_id}.*"
