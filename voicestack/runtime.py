@@ -166,8 +166,15 @@ class Runtime:
         )
 
     async def health_details(self) -> dict[str, Any]:
-        """What GET /healthz?details=1 adds: the state of memory."""
-        return {"memory": await self.store.read(lambda s: self.memory.details(s.db()))}
+        """What GET /healthz?details=1 adds: the state of memory, and the thread streams edges
+        share on this process (voicestack/agent/shared_feeds.py) with their members."""
+        return {
+            "memory": await self.store.read(lambda s: self.memory.details(s.db())),
+            "sharedFeeds": {
+                "streams": self.shared_feeds.streams,
+                "members": self.shared_feeds.members,
+            },
+        }
 
     @staticmethod
     def _load_apps(settings: Settings) -> list[App]:

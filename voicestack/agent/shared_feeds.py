@@ -54,6 +54,10 @@ def joining_of(member_id: str) -> tuple[str, int]:
     return client, int(number)
 
 
+def _superseded() -> FunctionError:
+    return FunctionError("joining_superseded", "A newer joining of this client came.", 409)
+
+
 @dataclass(frozen=True, slots=True)
 class MemberState:
     """A member's state after its `number`th control: live, held, or ended (with why)."""
@@ -134,10 +138,14 @@ class FeedMember(Outbox):
 class _Shared:
     thread_id: str
     outbox: FeedChannel
+    begins_after: int = 0  # the event its first event follows
     members: dict[str, FeedMember] = field(default_factory=dict)
     left: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
     # Each client's newest joining number: an older joining that arrives late is refused.
     joinings: dict[str, int] = field(default_factory=dict)
+    # The edge upstreams holding a stream every edge shares (voicestack/scale/thread_streams.py)
+    # by their tags, which begin their clients' ids; None: a stream of one edge's own.
+    upstreams: set[str] | None = None
 
 
 class SharedFeeds:
@@ -149,6 +157,11 @@ class SharedFeeds:
         self._store = store
         self._feed = feed
         self._shared: dict[str, _Shared] = {}
+
+    @property
+    def streams(self) -> int:
+        """Shared thread streams open on this process, whichever edges hold them."""
+        return len(self._shared)
 
     @property
     def members(self) -> int:
@@ -192,6 +205,7 @@ class SharedFeeds:
 
         try:
             after, thread_newest = await self._store.read(start)
+            shared.begins_after = after
             await self._hub.join_feed(self._feed, thread_id, outbox, after)
         except BaseException:
             release()
@@ -201,6 +215,27 @@ class SharedFeeds:
             old.outbox.close()
         self._shared[share] = shared
         return Stream(outbox, release), after, thread_newest
+
+    def live_point(self, share: str) -> int | None:
+        """The newest event the shared stream `share` has queued for its edges (every event
+        after it is still to come); None when no such stream is open here."""
+        shared = self._shared.get(share)
+        if shared is None or shared.outbox.closed:
+            return None
+        return max(shared.begins_after, shared.outbox.cursor)
+
+    async def thread_newest(self, thread_id: str, at: int) -> int:
+        """The id of the thread's newest event at or before event `at` (0: none)."""
+
+        def read(snapshot: Snapshot) -> int:
+            newest: int = snapshot.conn.execute(
+                "SELECT coalesce(max(id), 0) FROM thread_events WHERE thread_id = ? AND id <= ?",
+                (thread_id, at),
+            ).get
+            return newest
+
+        result: int = await self._store.read(read)
+        return result
 
     async def join(
         self,
@@ -214,18 +249,24 @@ class SharedFeeds:
         from now on; with `catch_up`, what it is missing after `cursor` (None: a snapshot) and
         the event id it continues after, else nothing and `cursor`; and the member's state
         then. Raises `thread_not_found` when the client may not see the thread, `feed_not_open`
-        (503) when this process holds no such stream (the edge tries again once it has reopened
-        it), and `member_left` (410) for a member that has already left."""
+        (503) when this process holds no such stream, or the client's upstream no longer holds
+        it, or it was forgotten meanwhile (the edge tries again once it has reopened it),
+        `member_left` (410) for a member that has already left, and `joining_superseded` (409)
+        for a joining a newer one of the same client replaced."""
         shared = self._shared.get(share)
         if shared is None or shared.outbox.closed:
             raise FunctionError(
                 "feed_not_open", "The thread's stream is moving between servers: try again.", 503
             )
         client, number = joining_of(member_id)
+        if shared.upstreams is not None and client.partition("-")[0] not in shared.upstreams:
+            raise FunctionError(
+                "feed_not_open", "This edge no longer holds the thread's stream here.", 503
+            )
         if client in shared.left:
             raise FunctionError("member_left", "This client has left the stream.", 410)
         if number < shared.joinings.get(client, 0):
-            raise FunctionError("joining_superseded", "A newer joining of this client came.", 409)
+            raise _superseded()
         shared.joinings[client] = number
         thread_id = shared.thread_id
         user = viewer.caller if viewer is not None else None
@@ -251,8 +292,40 @@ class SharedFeeds:
                 del shared.members[client]
             member.leave()
             raise
+        current = shared.members.get(client)
+        if current is not member:  # replaced by a newer joining, or forgotten, meanwhile
+            if current is not None:
+                raise _superseded()
+            raise FunctionError(
+                "feed_not_open", "The thread's stream is moving between servers: try again.", 503
+            )
         self._guard.checked(member, version)
         return events, after, member.state
+
+    def admit_upstream(self, share: str, tag: str) -> None:
+        """An edge's upstream tagged `tag` holds the shared stream `share`, which every edge
+        may share: its clients (their ids are the tag, a dash, and their own) may join."""
+        shared = self._shared.get(share)
+        if shared is not None:
+            if shared.upstreams is None:
+                shared.upstreams = set()
+            shared.upstreams.add(tag)
+
+    def leave_upstream(self, share: str, tag: str) -> None:
+        """The upstream tagged `tag` no longer holds the shared stream `share` (it let go, or
+        its edge stopped renewing it): its clients are forgotten, a joining of theirs still on
+        its way is refused, and the stream says so in its place, so that an edge still
+        following it holds those clients from there on and joins them again."""
+        shared = self._shared.get(share)
+        if shared is None or shared.upstreams is None:
+            return
+        shared.upstreams.discard(tag)
+        prefix = f"{tag}-"
+        for client in [c for c in shared.members if c.startswith(prefix)]:
+            shared.members.pop(client).leave()
+            shared.joinings.pop(client, None)
+        note = jsoncodec.dumps({"upstream": tag, "left": True})
+        shared.outbox.note(encode_event(MEMBER_EVENT, None, note))
 
     def leave(self, share: str, client: str) -> None:
         """A client left the shared stream `share` (its id, without a joining number): the

@@ -50,7 +50,8 @@ AppService = Callable[[Starlette, Runtime], AbstractAsyncContextManager[object]]
 async def healthz(request: Request) -> Response:
     """GET /healthz: liveness, with the server's version; no authentication.
 
-    `?details=1` adds `details`: the state of memory (hybrid or full-text only, and why)."""
+    `?details=1` adds `details`: the state of memory (hybrid or full-text only, and why), and
+    the thread streams edges share on this process with their members."""
     if request.query_params.get("details") in ("1", "true"):
         details = await request.app.state.runtime.health_details()
         return json_response({"ok": True, "version": __version__, "details": details})

@@ -55,7 +55,11 @@ class Health(BaseModel):
     ok: bool
     version: str
     details: dict[str, Any] | None = Field(
-        None, description="With ?details=1: the state of memory (hybrid or full-text only)."
+        None,
+        description=(
+            "With ?details=1: the state of memory (hybrid or full-text only), and the thread"
+            " streams edges share on this process (`sharedFeeds`: streams, members)."
+        ),
     )
 
 

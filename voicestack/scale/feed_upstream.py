@@ -1,6 +1,9 @@
 """An edge's upstream of a thread: the thread's feed, shared by every client of the thread on
 this edge whatever its credentials (voicestack/agent/shared_feeds.py).
 
+The primary publishes a thread's stream once for every edge that follows the thread
+(voicestack/scale/thread_streams.py); the upstream takes it through a ThreadFollower.
+
 Each client joins it as a member on the primary holding it, which checks the client's access,
 catches it up when the edge cannot, and tells the edge in the stream itself, at the commit, when
 the client loses access. A resync reopens the thread after the last event this edge saw, and
@@ -33,6 +36,8 @@ from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.feed_member import FeedMember
 from voicestack.scale.journal import whole_run
 from voicestack.scale.link import OPEN_TIMEOUT_S, EdgeLink, PrimaryUnavailable
+from voicestack.scale.stream_wire import FOLLOW_HEADER
+from voicestack.scale.thread_follower import ThreadFollower
 from voicestack.scale.upstream import FINAL_REFUSALS, Upstream, sse_events
 
 # Joinings a new client may need: its primary may stop, or the stream move, meanwhile.
@@ -52,7 +57,14 @@ class FeedUpstream(Upstream):
         self, link: EdgeLink, request: RequestEnvelope, forget: Callable[[Upstream], None]
     ) -> None:
         super().__init__(link, request, forget)
-        self.share = f"{link.id}.{uuid.uuid4().hex[:16]}"
+        self.thread_id = request.path.removeprefix("/api/threads/").removesuffix("/events")
+        # The name this edge proposes for a stream of its own; and the one its members join by
+        # (the primary's, for a stream every edge shares).
+        # It tags this upstream too: its members' ids begin with it (the primary forgets them
+        # when the upstream lets go).
+        self.share = uuid.uuid4().hex
+        self.stream_share = self.share
+        self._follower = ThreadFollower(link, self, self.thread_id, lambda: self.stream_id)
         self.last = 0  # the newest event id this edge has from the primary
         # Clients whose catch-up ends before this would miss events: the upstream began after
         # it, or its recent events no longer reach back that far.
@@ -75,6 +87,8 @@ class FeedUpstream(Upstream):
         base = next((m.opening for m in self._live()), self.request)
         query = f"since={self.last}".encode() if self.opened else b""
         headers = [*base.headers, (SHARE_HEADER.encode(), self.share.encode())]
+        if self._follower.following:
+            headers.append((FOLLOW_HEADER.encode(), b"1"))
         return RequestEnvelope(
             base.method, base.path, query, headers, b"", base.client, scheme=base.scheme
         )
@@ -82,8 +96,23 @@ class FeedUpstream(Upstream):
     async def open(self) -> ResponseEnvelope:
         """Open (or reopen) the thread's stream; the first opening says where it begins."""
         first = not self.opened
-        head = await super().open()
-        if head.status == 200 and first:
+        await self._follower.follow()
+        self._follower.expect()
+        try:
+            head = await super().open()
+        except BaseException:
+            self._follower.answered(None)
+            if first:
+                self._follower.close()  # the upstream is dropped unopened
+            raise
+        if head.status != 200:
+            self._follower.answered(None)
+            if first:
+                self._follower.close()
+            return head
+        share = head.header(SHARE_HEADER.encode())
+        self.stream_share = share.decode("latin-1") if share else self.share
+        if first:
             self.floor = int(head.header(CURSOR_HEADER.encode()) or b"0")
             # Events may have arrived before the answer did.
             self.last = max(self.last, self.floor)
@@ -92,7 +121,15 @@ class FeedUpstream(Upstream):
                 # Nothing of the thread lies between its newest event and the stream's start:
                 # a client at that event, or after it, misses nothing here either.
                 self._began_at = self.floor = min(self.floor, int(newest))
+        if head.body:  # its catch-up, before the stream it follows from now on
+            self.receive(head.body)
+        self._follower.answered(head)
         return head
+
+    def close(self) -> None:
+        """End every client, let go of the stream, and stop following the thread."""
+        super().close()
+        self._follower.close()
 
     def clients(self) -> list[Outbox]:
         """The edge clients this upstream feeds, joined or joining."""
@@ -110,7 +147,8 @@ class FeedUpstream(Upstream):
         `opening`, to join on the primary (`enroll`); `credential`: the bearer credential later
         clients may share the member by."""
         outbox = FeedChannel()
-        member = FeedMember(uuid.uuid4().hex[:16], opening, credential, {outbox})
+        member_id = f"{self.share}-{uuid.uuid4().hex[:16]}"
+        member = FeedMember(member_id, opening, credential, {outbox})
         self.members[member.id] = member
         return member, outbox
 
@@ -142,7 +180,7 @@ class FeedUpstream(Upstream):
         headers = [
             *base.headers,
             (CATCH_UP_HEADER.encode(), b"1" if catch_up else b"0"),
-            (SHARE_HEADER.encode(), self.share.encode()),
+            (SHARE_HEADER.encode(), self.stream_share.encode()),
             (MEMBER_HEADER.encode(), member.next_joining().encode()),
         ]
         request = RequestEnvelope(
@@ -242,8 +280,7 @@ class FeedUpstream(Upstream):
     async def _read_journal(self) -> bool | None:
         """One read: True if it reached back, False if it cannot, None if the newest event
         the run must end at is not journalled (yet)."""
-        thread_id = self.request.path.removeprefix("/api/threads/").removesuffix("/events")
-        events = await self.link.read_journal(thread_id)
+        events = await self.link.read_journal(self.thread_id)
         began_at = self._began_at
         if events is None or began_at is None or not self._reaches_back():
             return False
@@ -283,7 +320,7 @@ class FeedUpstream(Upstream):
         if not self.members:
             self.close()
         elif not self.closed:
-            task = self.link.leave_shared(self.primary, self.share, member.id)
+            task = self.link.leave_shared(self.primary, self.stream_share, member.id)
             asyncio.get_running_loop().create_task(task)
 
     def primary_lost(self) -> None:
@@ -337,7 +374,7 @@ class FeedUpstream(Upstream):
         if member.id not in self.members:
             # Its clients left while it was joining, and the primary may have heard of it
             # before the joining: say so again.
-            task = self.link.leave_shared(self.primary, self.share, member.id)
+            task = self.link.leave_shared(self.primary, self.stream_share, member.id)
             asyncio.get_running_loop().create_task(task)
 
     def refused(self, head: ResponseEnvelope) -> bool:
@@ -374,9 +411,15 @@ class FeedUpstream(Upstream):
             send_plain(self._clients, fresh, asyncio.get_running_loop().time())
 
     def _control(self, data: bytes) -> None:
-        """What the primary's access guard said of one member, at this point of the stream."""
+        """What the primary's access guard said of one member, at this point of the stream; or
+        that the primary forgot this upstream's members (its hold here lapsed): from this point
+        on they are held, and joined again on a stream reopened."""
         try:
             note = json.loads(data)
+            if note.get("upstream") == self.share and self.stream_id is not None:
+                self.link.forget_stream(self.stream_id)
+                self.primary_lost()
+                return
             client, _, joining = str(note["member"]).rpartition(".")
             number = int(note["n"])
             member = self.members.get(client)

@@ -6,7 +6,9 @@ server does. A stream an edge opens is one stream here, whatever number of the e
 share it: the hub evaluates each distinct subscription once. A watch is opened with its
 clients' credentials, and the access guard ends it at the commit that revokes them, as for any
 client. A thread's feed is shared by clients of any credentials, so each of them joins it as a
-member instead, and the guard ends that member alone (voicestack/agent/shared_feeds.py).
+member instead, and the guard ends that member alone (voicestack/agent/shared_feeds.py); and
+it is one stream for every edge that follows the thread, published once
+(voicestack/scale/thread_streams.py).
 
 Edges renew their streams every second or so (`hold`); a stream not renewed for LEASE_S, whose
 edge died, ends here.
@@ -30,7 +32,9 @@ from nats.errors import Error as NatsError
 from starlette.types import ASGIApp
 
 from voicestack import jsoncodec
+from voicestack.agent.shared_feeds import SharedFeeds
 from voicestack.http.app import AppService
+from voicestack.http.errors import INTERNAL_MESSAGE
 from voicestack.runtime import Runtime
 from voicestack.scale import subjects
 from voicestack.scale.asgi_call import PumpedStream, call_app
@@ -38,7 +42,8 @@ from voicestack.scale.envelope import RequestEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.journal_publisher import JournalPublisher
 from voicestack.scale.sockets import FRAME_HEADER, PumpedSocket, SocketAnswer
-from voicestack.scale.stream_wire import StreamPublisher
+from voicestack.scale.stream_wire import HEAD_ROOM, StreamPublisher
+from voicestack.scale.thread_streams import Holding, Key, ThreadStreams, shared_thread
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ END_CLOSED = "closed"  # the stream is over (its viewer lost access, or it faile
 
 @dataclass(eq=False)
 class _Held:
-    stream: PumpedStream | PumpedSocket
+    stream: PumpedStream | PumpedSocket | Holding
     edge: str
     renewed: float
 
@@ -68,18 +73,25 @@ class PrimaryBridge:
         app: ASGIApp,
         url: str,
         stopping: Callable[[], bool],
-        leave_shared: Callable[[str, str], None],
+        shared: SharedFeeds,
     ) -> None:
         """`stopping()`: whether this process is shutting down (its streams then end as
-        `primary_stopping`, so that edges resume them elsewhere). `leave_shared(share,
-        member)`: a client of an edge left a shared thread stream (SharedFeeds.leave)."""
+        `primary_stopping`, so that edges resume them elsewhere). `shared`: the thread streams
+        edges share, and their members."""
         self.app = app
         self.url = url
         self.id = uuid.uuid4().hex[:16]
         self._stopping = stopping
-        self._leave_shared = leave_shared
+        self._shared = shared
         self._nc: Client | None = None
-        self._streams: dict[tuple[str, str], _Held] = {}
+        self._streams: dict[Key, _Held] = {}
+        self.threads = ThreadStreams(
+            app,
+            self._publisher,
+            self._thread_ended,
+            shared,
+            self._largest_answer,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._serving: list[Subscription] = []
@@ -181,6 +193,20 @@ class PrimaryBridge:
             read += len(answer.data)
         return b"".join(parts) if read == size else None
 
+    def _publisher(self, subject: str) -> StreamPublisher:
+        assert self._nc is not None
+        return StreamPublisher(self._nc, subject)
+
+    def _largest_answer(self) -> int:
+        nc = self._nc
+        return (nc.max_payload if nc is not None else 1 << 20) - HEAD_ROOM
+
+    async def _thread_ended(self, publisher: StreamPublisher, holders: set[Key]) -> None:
+        for key in holders:
+            self._streams.pop(key, None)
+        reason = END_STOPPING if self._stopping() else END_CLOSED
+        await publisher.send(b"", {END_HEADER: reason})
+
     async def _on_open(self, msg: Msg) -> None:
         self._spawn(self._open(msg))
 
@@ -203,6 +229,21 @@ class PrimaryBridge:
         if (opening := await self._opening(msg, refusal)) is None:
             return
         request, key, publisher = opening
+        thread_id = shared_thread(request)
+        if thread_id is not None:
+            try:
+                opened = await self.threads.open(thread_id, request, key)
+            except Exception:
+                log.exception("an edge's thread stream could not be opened")
+                opened = error_envelope(500, "internal_error", INTERNAL_MESSAGE), None
+            if opened is not None:  # else its catch-up is too large: a stream of its own
+                head, holding = opened
+                if holding is not None:
+                    now = asyncio.get_running_loop().time()
+                    self._streams[key] = _Held(holding, key[0], now)
+                head.primary = self.id
+                await msg.respond(head.encode())
+                return
 
         async def ended() -> None:
             self._streams.pop(key, None)
@@ -256,7 +297,7 @@ class PrimaryBridge:
         except (ValueError, KeyError, TypeError):
             return
         for share, member in left:
-            self._leave_shared(share, member)
+            self._shared.leave(share, member)
         now = asyncio.get_running_loop().time()
         for stream_id in hold:
             held = self._streams.get((edge, stream_id))
@@ -304,6 +345,7 @@ class PrimaryBridge:
             task.cancel()
         if self._journal is not None:
             await self._journal.close()
+        self.threads.close()
         for held in list(self._streams.values()):
             held.stream.close()
         if self._tasks:
@@ -333,7 +375,7 @@ def serve_edges(url: str) -> AppService:
 
     @contextlib.asynccontextmanager
     async def run(app: ASGIApp, runtime: Runtime) -> AsyncIterator[PrimaryBridge]:
-        bridge = PrimaryBridge(app, url, lambda: runtime.shutting_down, runtime.shared_feeds.leave)
+        bridge = PrimaryBridge(app, url, lambda: runtime.shutting_down, runtime.shared_feeds)
         await bridge.start()
         bridge.journal(runtime)
         try:
