@@ -8,8 +8,8 @@ Every set-up runs as real processes on loopback, fresh for each row, against the
   whether every write reached every subscriber, and the primary's CPU per distinct
   subscription it serves;
 - dedup: N clients of one thread on the edges with one token against a token each, each of a
-  user of its own (either way each edge holds one stream of the thread on the primary; with a
-  token each, every client joins it there): primary CPU and NATS messages;
+  user of its own (either way the primary holds one stream of the thread for both edges; with
+  a token each, every client joins it there): primary CPU and NATS messages;
 - hop: one subscriber at low load, a single server against the same through an edge.
 
     python -m bench.scale                      # everything (about 20 minutes)

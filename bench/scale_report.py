@@ -100,8 +100,9 @@ def dedup_table(all_rows: Sequence[ScaleRow]) -> str:
     rows = median_rows([r for r in all_rows if r.section == "dedup"])
     head = (
         "| N clients | credentials | streams on the primary | primary CPU s | primary CPU ms per "
-        "write | NATS msgs in / out | NATS MB out | edges CPU s | p50 / p99 ms | delivered / "
-        "expected | primary CPU at connect s | runs |\n|" + "---|" * 12
+        "write | stream msgs / KB the primary published | NATS msgs in / out | NATS MB out "
+        "| edges CPU s | p50 / p99 ms | delivered / expected | primary CPU at connect s "
+        "| runs |\n|" + "---|" * 13
     )
     lines = [head]
     for r in rows:
@@ -109,6 +110,7 @@ def dedup_table(all_rows: Sequence[ScaleRow]) -> str:
         lines.append(
             f"| {r.n:,} | {r.mode} | {r.primary_streams:,} | {_n(r.primary_cpu_s, 2)} "
             f"| {_n(r.primary_cpu_s * 1000 / max(1, r.writes), 1)} "
+            f"| {r.stream_msgs:,} / {_n(r.stream_bytes / 1024, 1)} "
             f"| {r.nats_in_msgs:,} / {r.nats_out_msgs:,} | {_n(r.nats_out_bytes / 1e6, 2)} "
             f"| {_n(r.edges_cpu_s, 2)} | {_n(r.p50_ms, 1)} / {_n(r.p99_ms, 1)} "
             f"| {r.delivered:,} / {r.expected:,}{notes} | {_n(r.subscribe_cpu_s, 2)} | {r.runs} |"

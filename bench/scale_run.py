@@ -29,7 +29,7 @@ from bench.peers_clients import ClientResult, ClientSpec, marker
 from bench.peers_fanout import _machine_busy, _own_cpu, _recv
 from bench.peers_servers import Fake
 from bench.scale_clients import client_process, make_tokens
-from bench.scale_setups import EDGES, EDGES_VIA, NatsCounts, Setup, make_setup
+from bench.scale_setups import EDGES, EDGES_VIA, NatsCounts, Setup, StreamSpy, make_setup
 from bench.sse_client import http_call, percentile
 from bench.stream_procs import REPO, wait_for_quiet
 
@@ -66,6 +66,9 @@ class ScaleRow:
     nats_in_msgs: int = 0
     nats_out_msgs: int = 0
     nats_out_bytes: int = 0
+    # What the primary published on streams to edges over the window (messages, bytes).
+    stream_msgs: int = 0
+    stream_bytes: int = 0
     load1: float = 0.0
     runs: int = 1
     commit: str = ""  # the source tree's commit (with "+" when it had changes)
@@ -156,8 +159,8 @@ async def run_row(
         thread_id = await setup.create_thread()
         tokens = make_tokens(setup.db, n) if mode == DISTINCT else []
         if kind == EDGES:
-            # One stream of the thread per edge, whoever its clients are.
-            row.primary_streams = min(n, len(setup.stream_ports))
+            # One stream of the thread, whoever its clients are and whichever edges hold them.
+            row.primary_streams = 1
         else:
             row.primary_streams = n
         cpu0 = setup.primary_cpu()
@@ -208,6 +211,9 @@ async def _measure(
     await asyncio.sleep(args.interval_s)
     primary0, others0 = setup.primary_cpu(), setup.other_cpu()
     own0, busy0, fake0 = _own_cpu(), _machine_busy(), fake.child.cpu()
+    spy = StreamSpy()
+    if setup.nats_url is not None:
+        await spy.start(setup.nats_url)
     nats0 = await setup.nats_counts()
     window0 = time.monotonic()
     for _, conn in clients:
@@ -232,10 +238,14 @@ async def _measure(
     row.fake_cpu_s = fake.child.cpu() - fake0
     row.client_cpu_s = sum(r.cpu_s for r in results) + _own_cpu() - own0
     nats1 = await setup.nats_counts()
+    await spy.stop()
+    row.stream_msgs, row.stream_bytes = spy.msgs, spy.bytes
     if nats0 is not None and nats1 is not None:
         moved: NatsCounts = nats1.minus(nats0)
-        row.nats_in_msgs, row.nats_out_msgs = moved.in_msgs, moved.out_msgs
-        row.nats_out_bytes = moved.out_bytes
+        row.nats_in_msgs = moved.in_msgs
+        # Without the spy's own copies.
+        row.nats_out_msgs = moved.out_msgs - spy.msgs
+        row.nats_out_bytes = moved.out_bytes - spy.bytes
     ours = row.primary_cpu_s + row.edges_cpu_s + row.nats_cpu_s + row.client_cpu_s
     row.others_cpu_s = _machine_busy() - busy0 - ours - row.fake_cpu_s
     latencies = sorted(x for r in results for x in r.latencies)

@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+import nats.aio.client
+import nats.aio.msg
 import psutil
 
 from bench.peers_servers import Voicestack, tree_cpu, wait_healthy
@@ -61,6 +64,35 @@ class NatsCounts:
             self.in_bytes - before.in_bytes,
             self.out_bytes - before.out_bytes,
         )
+
+
+class StreamSpy:
+    """A NATS client of its own that counts what primaries publish on streams to edges (a
+    stream of one edge's own, or a thread's stream every edge shares)."""
+
+    SUBJECTS = ("voicestack.stream.>", "voicestack.thread.>")
+
+    def __init__(self) -> None:
+        self.msgs = 0
+        self.bytes = 0
+        self._nc: nats.aio.client.Client | None = None
+
+    async def start(self, url: str) -> None:
+        """Connect and subscribe; counting starts once this returns."""
+        self._nc = await nats.connect(url, allow_reconnect=False)
+        for subject in self.SUBJECTS:
+            await self._nc.subscribe(subject, cb=self._count)
+        await self._nc.flush()
+
+    async def _count(self, msg: nats.aio.msg.Msg) -> None:
+        self.msgs += 1
+        self.bytes += len(msg.data)
+
+    async def stop(self) -> None:
+        """Stop counting (what is counted stays)."""
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
 
 
 class Nats:
@@ -151,6 +183,11 @@ class Setup:
         """NATS's counters (None without NATS)."""
         return None
 
+    @property
+    def nats_url(self) -> str | None:
+        """Where NATS listens (None without NATS)."""
+        return None
+
     async def create_thread(self) -> str:
         """A new thread owned by the first admin; its id."""
         return await self.server.create_thread("scale")
@@ -235,6 +272,11 @@ class ScaleOut(Setup):
     async def nats_counts(self) -> NatsCounts | None:
         """nats-server's counters now."""
         return None if self.nats is None else await self.nats.counts()
+
+    @property
+    def nats_url(self) -> str | None:
+        """Where NATS listens."""
+        return None if self.nats is None else self.nats.url
 
     async def create_thread(self) -> str:
         """A new thread, created on the primary."""
