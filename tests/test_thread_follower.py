@@ -80,6 +80,15 @@ async def primary(nats_server: NatsServer) -> AsyncIterator[Client]:
         await nc.close()
 
 
+@pytest.fixture
+async def followed(link: EdgeLink) -> AsyncIterator[tuple[Recorder, ThreadFollower]]:
+    """An upstream and its follower of THREAD (unsubscribed afterwards)."""
+    upstream = Recorder()
+    follower = ThreadFollower(link, upstream, THREAD, lambda: "stream-1")
+    yield upstream, follower
+    follower.close()
+
+
 def answer(instance: str, first_seq: int) -> ResponseEnvelope:
     """A primary's answer naming its stream `instance`, taken from message `first_seq`."""
     headers = [
@@ -96,10 +105,9 @@ async def settle(nc: Client) -> None:
 
 
 async def test_the_stream_is_taken_from_the_message_the_answer_names(
-    link: EdgeLink, primary: Client
+    followed: tuple[Recorder, ThreadFollower], primary: Client
 ) -> None:
-    upstream = Recorder()
-    follower = ThreadFollower(link, upstream, THREAD, lambda: "stream-1")
+    upstream, follower = followed
     ours = StreamPublisher(primary, subjects.thread_subject(THREAD, "ours"))
     theirs = StreamPublisher(primary, subjects.thread_subject(THREAD, "theirs"))
     await ours.send(b"before the subscription")
@@ -122,14 +130,12 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     await settle(primary)
     assert upstream.lost == 1
     assert upstream.chunks == [b"three", b"four"]
-    follower.close()
 
 
 async def test_an_answer_naming_no_shared_stream_takes_nothing_from_the_subject(
-    link: EdgeLink, primary: Client
+    followed: tuple[Recorder, ThreadFollower], primary: Client
 ) -> None:
-    upstream = Recorder()
-    follower = ThreadFollower(link, upstream, THREAD, lambda: "stream-1")
+    upstream, follower = followed
     publisher = StreamPublisher(primary, subjects.thread_subject(THREAD, "ours"))
     await follower.follow()
     follower.expect()
@@ -139,4 +145,3 @@ async def test_an_answer_naming_no_shared_stream_takes_nothing_from_the_subject(
     await publisher.send(b"late")
     await settle(primary)
     assert upstream.chunks == []
-    follower.close()
