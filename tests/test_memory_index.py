@@ -55,14 +55,12 @@ async def test_without_an_embedding_model_memory_is_full_text_only_and_says_so(
         "Memory is full-text only on this server (--embedding-model is empty): search with"
         ' mode "text", or start it with an --embedding-model.'
     )
-    assert health["details"] == {
-        "memory": {
-            "mode": "fts",
-            "embeddingModel": None,
-            "dimensions": None,
-            "chunks": 0,
-            "reason": "--embedding-model is empty",
-        }
+    assert health["details"]["memory"] == {
+        "mode": "fts",
+        "embeddingModel": None,
+        "dimensions": None,
+        "chunks": 0,
+        "reason": "--embedding-model is empty",
     }
     assert "memory: full-text only (--embedding-model is empty)" in server.log()
     assert jobs == []

@@ -6,7 +6,7 @@ streams of the thread; a message missed after that resyncs the stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import anyio
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from tests.support.scale import NatsServer
 from voicestack.scale import subjects
@@ -98,50 +99,72 @@ def answer(instance: str, first_seq: int) -> ResponseEnvelope:
     return ResponseEnvelope(200, headers, primary="p1")
 
 
-async def settle(nc: Client) -> None:
-    """Until what `nc` published has reached the edge's subscription."""
-    await nc.flush()
-    await anyio.sleep(0.2)
+async def until(done: Callable[[], bool]) -> None:
+    """Until `done()` holds (5 s at most)."""
+    with anyio.fail_after(5):
+        while not done():
+            await anyio.sleep(0.01)
+
+
+@dataclass
+class Probe:
+    """A subscription of the edge's own connection beside the follower's: what it has seen has
+    reached the edge, in the order the follower gets it too."""
+
+    seen: int = 0
+
+    async def on_message(self, msg: Msg) -> None:
+        self.seen += 1
 
 
 async def test_the_stream_is_taken_from_the_message_the_answer_names(
-    followed: tuple[Recorder, ThreadFollower], primary: Client
+    link: EdgeLink, followed: tuple[Recorder, ThreadFollower], primary: Client
 ) -> None:
     upstream, follower = followed
     ours = StreamPublisher(primary, subjects.thread_subject(THREAD, "ours"))
     theirs = StreamPublisher(primary, subjects.thread_subject(THREAD, "theirs"))
     await ours.send(b"before the subscription")
+    await primary.flush()  # past the server before the edge subscribes
     await follower.follow()
+    probe = Probe()
+    await link.subscribe(subjects.thread_streams(THREAD), probe.on_message)
     follower.expect()
     for text in (b"one", b"two", b"three"):  # while the opening is unanswered
         await ours.send(text)
         await theirs.send(b"another primary's " + text)
-    await settle(primary)
+    await until(lambda: probe.seen == 6)
+    await anyio.sleep(0.05)  # the follower's own subscription keeps them meanwhile
     first_seq = ours.next_seq - 1  # the answer's catch-up covered "one" and "two"
     follower.answered(answer("ours", first_seq))
     await ours.send(b"four")
     await theirs.send(b"another primary's four")
-    await settle(primary)
+    await until(lambda: len(upstream.chunks) == 2)
     assert upstream.chunks == [b"three", b"four"]
     assert upstream.lost == 0
 
     ours.seq += 1  # one message goes missing
     await ours.send(b"after a hole")
-    await settle(primary)
-    assert upstream.lost == 1
+    await until(lambda: upstream.lost == 1)
+    await ours.send(b"after the resync began")
+    await until(lambda: probe.seen == 10)
+    await anyio.sleep(0.05)
     assert upstream.chunks == [b"three", b"four"]
+    assert upstream.lost == 1  # told once: the stream is not routed until reopened
 
 
 async def test_an_answer_naming_no_shared_stream_takes_nothing_from_the_subject(
-    followed: tuple[Recorder, ThreadFollower], primary: Client
+    link: EdgeLink, followed: tuple[Recorder, ThreadFollower], primary: Client
 ) -> None:
     upstream, follower = followed
     publisher = StreamPublisher(primary, subjects.thread_subject(THREAD, "ours"))
     await follower.follow()
+    probe = Probe()
+    await link.subscribe(subjects.thread_streams(THREAD), probe.on_message)
     follower.expect()
     await publisher.send(b"early")
-    await settle(primary)
+    await until(lambda: probe.seen == 1)
     follower.answered(ResponseEnvelope(200, primary="p1"))  # a stream of the edge's own
     await publisher.send(b"late")
-    await settle(primary)
+    await until(lambda: probe.seen == 2)
+    await anyio.sleep(0.05)
     assert upstream.chunks == []

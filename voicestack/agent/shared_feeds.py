@@ -311,11 +311,12 @@ class SharedFeeds:
                 shared.upstreams = set()
             shared.upstreams.add(tag)
 
-    def leave_upstream(self, share: str, tag: str) -> None:
-        """The upstream tagged `tag` no longer holds the shared stream `share` (it let go, or
-        its edge stopped renewing it): its clients are forgotten, a joining of theirs still on
-        its way is refused, and the stream says so in its place, so that an edge still
-        following it holds those clients from there on and joins them again."""
+    def leave_upstream(self, share: str, tag: str, stream_id: str) -> None:
+        """The upstream tagged `tag` no longer holds the shared stream `share`: it let go of
+        its hold `stream_id`, or its edge stopped renewing it. Its clients are forgotten, a
+        joining of theirs still on its way is refused, and the stream says so in its place, so
+        that the upstream, if it still follows the stream by that hold, holds those clients
+        from there on and joins them again."""
         shared = self._shared.get(share)
         if shared is None or shared.upstreams is None:
             return
@@ -324,7 +325,7 @@ class SharedFeeds:
         for client in [c for c in shared.members if c.startswith(prefix)]:
             shared.members.pop(client).leave()
             shared.joinings.pop(client, None)
-        note = jsoncodec.dumps({"upstream": tag, "left": True})
+        note = jsoncodec.dumps({"upstream": tag, "stream": stream_id, "left": True})
         shared.outbox.note(encode_event(MEMBER_EVENT, None, note))
 
     def leave(self, share: str, client: str) -> None:

@@ -395,7 +395,8 @@ class FeedUpstream(Upstream):
                 if event.startswith(_MEMBER_CONTROL):
                     self._send(fresh)
                     fresh = []
-                    self._control(data)
+                    if not self._control(data):
+                        return  # nothing after it: the stream is reopened
                 continue
             if event_id <= self.last:
                 continue
@@ -410,24 +411,30 @@ class FeedUpstream(Upstream):
         if fresh and self._clients:
             send_plain(self._clients, fresh, asyncio.get_running_loop().time())
 
-    def _control(self, data: bytes) -> None:
-        """What the primary's access guard said of one member, at this point of the stream; or
-        that the primary forgot this upstream's members (its hold here lapsed): from this point
-        on they are held, and joined again on a stream reopened."""
+    def _control(self, data: bytes) -> bool:
+        """Apply what the primary's access guard said of one member, at this point of the
+        stream. Or the primary forgot this upstream's members, its hold of this stream having
+        lapsed: nothing from this point on is taken (the guard no longer watches them), they
+        are held, and the stream is reopened and they are joined again. False then."""
         try:
             note = json.loads(data)
-            if note.get("upstream") == self.share and self.stream_id is not None:
-                self.link.forget_stream(self.stream_id)
-                self.primary_lost()
-                return
+            if "upstream" in note:
+                lapsed = note["upstream"] == self.share and note.get("stream") == self.stream_id
+                if lapsed and self.stream_id is not None:
+                    self._follower.drop()
+                    self.link.forget_stream(self.stream_id)
+                    self.primary_lost()
+                    return False
+                return True  # another upstream's, or a hold this one has let go of
             client, _, joining = str(note["member"]).rpartition(".")
             number = int(note["n"])
             member = self.members.get(client)
         except (ValueError, KeyError, TypeError):
-            return
+            return True
         if member is None or joining != str(member.joining):
-            return  # an earlier joining's, or a client that left
+            return True  # an earlier joining's, or a client that left
         if "end" in note:  # its clients' connections end, and leave
             member.judged(MemberState(number, ENDED, str(note["end"])))
         elif "hold" in note or "resume" in note:
             member.judged(MemberState(number, HELD if "hold" in note else LIVE))
+        return True

@@ -302,15 +302,17 @@ class EdgeLink:
             raise PrimaryUnavailable(f"No primary answered ({type(exc).__name__}).") from None
 
     async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
-        """Subscribe `cb` to `subject` (kept across reconnections); PrimaryUnavailable while
-        NATS is away."""
+        """Subscribe `cb` to `subject` (kept across reconnections), in place at the server
+        once this returns; PrimaryUnavailable while NATS is away."""
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise PrimaryUnavailable("NATS is not reachable.")
         try:
-            return await nc.subscribe(subject, cb=cb)
-        except NatsError as exc:
-            raise PrimaryUnavailable(f"NATS refused a subscription ({exc}).") from None
+            subscription = await nc.subscribe(subject, cb=cb)
+            await nc.flush(timeout=int(OPEN_TIMEOUT_S))
+        except (NatsError, TimeoutError) as exc:
+            raise PrimaryUnavailable(f"NATS did not take a subscription ({exc!r}).") from None
+        return subscription
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Drop a subscription (nothing to do once NATS is gone)."""

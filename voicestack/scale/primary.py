@@ -303,10 +303,21 @@ class PrimaryBridge:
             held = self._streams.get((edge, stream_id))
             if held is not None:
                 held.renewed = now
+            else:  # dropped here (its lease lapsed, say) while the edge still holds it
+                self._spawn(self._tell_lost(edge, stream_id))
         for stream_id in close:
             held = self._streams.pop((edge, stream_id), None)
             if held is not None:
                 held.stream.close()
+
+    async def _tell_lost(self, edge: str, stream_id: str) -> None:
+        """Tell an edge that this primary no longer holds one of its streams: it reopens it."""
+        nc = self._nc
+        if nc is None:
+            return
+        with contextlib.suppress(NatsError, OSError):
+            lost = StreamPublisher(nc, subjects.stream_subject(edge, stream_id))
+            await lost.send(b"", {END_HEADER: END_STOPPING})
 
     async def _announce(self) -> None:
         hello = jsoncodec.dumps({"primary": self.id})

@@ -97,6 +97,10 @@ class ThreadFollower:
         for msg in early:
             self._take(msg)
 
+    def drop(self) -> None:
+        """Take nothing more of the stream until an opening's answer names one."""
+        self._instance = None
+
     async def _on_message(self, msg: Msg) -> None:
         if self._early is None:
             self._take(msg)

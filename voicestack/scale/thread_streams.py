@@ -140,9 +140,7 @@ class ThreadStreams:
                 return await self._attach(thread, request, key)
             except _Again:
                 continue
-        return error_envelope(
-            503, "feed_not_open", "The thread's stream is moving between servers: try again."
-        ), None
+        return _moving(), None
 
     async def _start(
         self, thread_id: str, request: RequestEnvelope, key: Key
@@ -168,6 +166,8 @@ class ThreadStreams:
         if not stream.streaming:
             self._forget(thread)
             return head, None
+        if thread.done:  # over already (this primary is stopping, say): try again elsewhere
+            return _moving(), None
         # It was subscribed before it asked: it takes the stream from its first message.
         return self._held(thread, request, key, head, 1)
 
@@ -228,7 +228,7 @@ class ThreadStreams:
         upstream's last hold's end forgets that upstream's members of it."""
         tag = thread.holders.pop(key, None)
         if tag is not None and tag not in thread.holders.values():
-            self._shared.leave_upstream(thread.share, tag)
+            self._shared.leave_upstream(thread.share, tag, key[1])
         if not thread.holders and thread.started.done() and thread.stream is not None:
             self._forget(thread)
             thread.stream.close()
@@ -245,6 +245,12 @@ class ThreadStreams:
             self._forget(thread)
             if thread.stream is not None:
                 thread.stream.close()
+
+
+def _moving() -> ResponseEnvelope:
+    return error_envelope(
+        503, "feed_not_open", "The thread's stream is moving between servers: try again."
+    )
 
 
 class _Again(Exception):
