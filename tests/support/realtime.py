@@ -120,15 +120,18 @@ class Conversation:
         self, found: Callable[[dict[str, Any]], bool], timeout: float = 15.0, after: int = 0
     ) -> dict[str, Any]:
         """The first event from index `after` on for which `found` is true."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events[after:]:
-                    if found(event):
-                        return event
-                if self.closed.is_set():
-                    raise AssertionError(f"closed without it; events: {self.events}")
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for event in self.events[after:]:
+                        if found(event):
+                            return event
+                    if self.closed.is_set():
+                        raise AssertionError(f"closed without it; events: {self.events}")
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"not within {timeout} s; events: {self.events}") from None
 
     async def wait_for_audio(self, ms: float, rate: int = RATE, timeout: float = 15.0) -> None:
         """Wait until `ms` of reply audio (16-bit PCM at `rate`) has come in all."""
