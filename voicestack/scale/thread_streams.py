@@ -17,6 +17,7 @@ stops renewing, it ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -275,27 +276,12 @@ def _with_headers(request: RequestEnvelope, extra: dict[str, str]) -> RequestEnv
     names = {name.encode() for name in extra}
     headers = [(n, v) for n, v in request.headers if n not in names]
     headers += [(name.encode(), value.encode()) for name, value in extra.items()]
-    return RequestEnvelope(
-        request.method,
-        request.path,
-        request.query_string,
-        headers,
-        b"",
-        request.client,
-        scheme=request.scheme,
-    )
+    return dataclasses.replace(request, headers=headers, body=b"")
 
 
 def _catch_up_request(request: RequestEnvelope, since: int) -> RequestEnvelope:
     """The thread route's catch-up alone after `since`, with the opening's credentials."""
     headers = [(n, v) for n, v in request.headers if n != SHARE_HEADER.encode()]
     headers.append((CATCH_UP_HEADER.encode(), b"1"))
-    return RequestEnvelope(
-        request.method,
-        request.path,
-        urlencode({"since": str(since)}).encode(),
-        headers,
-        b"",
-        request.client,
-        scheme=request.scheme,
-    )
+    query = urlencode({"since": str(since)}).encode()
+    return dataclasses.replace(request, query_string=query, headers=headers, body=b"")
