@@ -132,7 +132,7 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     for text in (b"one", b"two", b"three"):  # while the opening is unanswered
         await ours.send(text)
         await theirs.send(b"another primary's " + text)
-    await until(lambda: probe.seen == 6)
+    await until(lambda: probe.seen >= 6)
     await anyio.sleep(0.05)  # the follower's own subscription keeps them meanwhile
     first_seq = ours.next_seq - 1  # the answer's catch-up covered "one" and "two"
     follower.answered(answer("ours", first_seq))
@@ -146,7 +146,7 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     await ours.send(b"after a hole")
     await until(lambda: upstream.lost == 1)
     await ours.send(b"after the resync began")
-    await until(lambda: probe.seen == 10)
+    await until(lambda: probe.seen >= 10)
     await anyio.sleep(0.05)
     assert upstream.chunks == [b"three", b"four"]
     assert upstream.lost == 1  # told once: the stream is not routed until reopened
@@ -162,9 +162,9 @@ async def test_an_answer_naming_no_shared_stream_takes_nothing_from_the_subject(
     await link.subscribe(subjects.thread_streams(THREAD), probe.on_message)
     follower.expect()
     await publisher.send(b"early")
-    await until(lambda: probe.seen == 1)
+    await until(lambda: probe.seen >= 1)
     follower.answered(ResponseEnvelope(200, primary="p1"))  # a stream of the edge's own
     await publisher.send(b"late")
-    await until(lambda: probe.seen == 2)
+    await until(lambda: probe.seen >= 2)
     await anyio.sleep(0.05)
     assert upstream.chunks == []
