@@ -13,6 +13,7 @@ from voicestack.reactive.keepalive import Streams
 from voicestack.scale.envelope import ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import EdgeLink, PrimaryUnavailable
+from voicestack.scale.refused_credentials import RefusedCredentials
 from voicestack.scale.upstream import Upstream
 from voicestack.voice.session_drain import SessionDrain
 from voicestack.voice.telephony.calls import CallSlots
@@ -36,6 +37,8 @@ class Edge:
         # Feed clients resumed from an open upstream's recent events, with no catch-up asked
         # of a primary (GET /healthz says how many).
         self.resumed_here = 0
+        # Credentials a primary refused: refused here from then on (refused_credentials.py).
+        self.refused = RefusedCredentials()
         # The live conversations running here (voicestack/scale/edge_voice.py), and what
         # they still have to save on the primary.
         self.voice = SessionDrain(settings.drain_s)

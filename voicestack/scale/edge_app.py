@@ -43,8 +43,10 @@ async def healthz(request: Request) -> Response:
     `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events,
     `feedJournalEvents` how many of those events came from the thread journal (JetStream),
     `threadStreams` how many threads it holds a stream of (one each, shared by all their
-    clients here), `feedClients` how many clients those streams feed, and `voiceSessions` how
-    many live conversations run here."""
+    clients here), `feedClients` how many clients those streams feed, `voiceSessions` how
+    many live conversations run here, `refusedCredentials` how many credentials a primary
+    refused that this edge refuses itself now, and `refusedHere` how many requests it refused
+    so (voicestack/scale/refused_credentials.py)."""
     edge: Edge = request.app.state.edge
     feeds = [u for u in edge.upstreams.values() if isinstance(u, FeedUpstream)]
     body = {
@@ -57,6 +59,8 @@ async def healthz(request: Request) -> Response:
         "threadStreams": len(feeds),
         "feedClients": sum(feed.client_count for feed in feeds),
         "voiceSessions": len(edge.voice),
+        "refusedCredentials": len(edge.refused),
+        "refusedHere": edge.refused.answered,
     }
     return Response(jsoncodec.dumps(body), media_type="application/json")
 

@@ -10,6 +10,7 @@ from voicestack.scale.edge import Edge
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.link import PrimaryUnavailable
+from voicestack.scale.refused_credentials import credential_of
 
 # Not passed on: hop-by-hop headers.
 HOP_BY_HOP = {
@@ -62,6 +63,19 @@ def unavailable(why: str) -> Response:
     )
 
 
+def refused_here(edge: Edge, credential: str | None) -> Response | None:
+    """The 401 a primary gave `credential` (refused_credentials.py), if it refused it: the
+    edge answers it without asking."""
+    refusal = edge.refused.refusal(credential, edge.link.primaries_heard)
+    return None if refusal is None else as_response(refusal)
+
+
+def remember(edge: Edge, credential: str | None, response: Response) -> Response:
+    """`response`, made of a primary's answer, remembered if it refuses `credential`."""
+    edge.refused.note_response(credential, response, edge.link.primaries_heard)
+    return response
+
+
 def forwarded(
     request: Request, body: bytes, drop: frozenset[bytes] = frozenset()
 ) -> RequestEnvelope:
@@ -88,6 +102,10 @@ def forwarded(
 async def forward(request: Request) -> Response:
     """Any route the edge does not serve itself: the primary's response to the same request."""
     edge: Edge = request.app.state.edge
+    credential = credential_of(request.scope)
+    refusal = refused_here(edge, credential)
+    if refusal is not None:  # as a single server, before the body is read
+        return refusal
     settings = edge.settings
     # The primary holds each route to its own limit; the edge only bounds what it buffers.
     limit = max(settings.max_body_bytes, settings.max_audio_bytes) + FORM_ROOM
@@ -103,4 +121,5 @@ async def forward(request: Request) -> Response:
         answer = await edge.link.call(forwarded(request, b"".join(chunks)))
     except PrimaryUnavailable as exc:
         return unavailable(str(exc))
+    edge.refused.note(credential, answer, edge.link.primaries_heard)
     return as_response(answer)

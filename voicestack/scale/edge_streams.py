@@ -27,12 +27,21 @@ from voicestack.http.watch import last_event_id
 from voicestack.reactive.channel import FeedChannel, Outbox
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
-from voicestack.scale.edge_http import as_response, forward, forwarded, relayed_headers, unavailable
+from voicestack.scale.edge_http import (
+    as_response,
+    forward,
+    forwarded,
+    refused_here,
+    relayed_headers,
+    remember,
+    unavailable,
+)
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.errors import error_envelope
 from voicestack.scale.feed_member import FeedMember
 from voicestack.scale.feed_upstream import FeedUpstream
 from voicestack.scale.link import PrimaryUnavailable
+from voicestack.scale.refused_credentials import credential_of, fingerprint
 from voicestack.scale.upstream import RelayChannel, Upstream, WatchUpstream
 
 _STREAM_ONLY = frozenset({b"last-event-id", b"accept-encoding"})
@@ -92,7 +101,8 @@ def credential_key(opening: RequestEnvelope) -> str:
     """Who the primary takes the client for, as a key: the token it presents, read as the
     primary reads it (voicestack.http.auth.presented_token), else its sign-in cookie. Spellings
     of one token (`bearer T`, `Bearer  T `, other cookies beside it) are one credential, held to
-    one stream limit."""
+    one stream limit. A bearer token or cookie has the key refused_credentials.credential_of
+    gives it."""
     headers = [(name.lower(), value) for name, value in opening.headers]
     scope = {"type": "http", "method": "GET", "path": opening.path, "headers": headers}
     token, problem = presented_token({**scope, "query_string": b""})
@@ -102,7 +112,7 @@ def credential_key(opening: RequestEnvelope) -> str:
         said = "refused\0" + problem  # the primary refuses it, whatever it says
     else:
         said = "session\0" + (session_cookie(scope) or "")
-    return hashlib.sha256(said.encode("utf-8", "surrogateescape")).hexdigest()
+    return fingerprint(said)
 
 
 def _key(kind: str, opening: RequestEnvelope, params: list[tuple[str, str]]) -> str:
@@ -204,9 +214,12 @@ async def watch(request: Request) -> Response | ChannelResponse:
         opening = _stream_opening(request, params)
     except BadToken:
         return _unauthorized()
+    presented = credential_of(request.scope)
+    if (refusal := refused_here(edge, presented)) is not None:
+        return refusal
     cookies, refusal = await _cookie_check(edge, opening)
     if refusal is not None:
-        return refusal
+        return remember(edge, presented, refusal)
     credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
@@ -221,7 +234,7 @@ async def watch(request: Request) -> Response | ChannelResponse:
     if upstream is None:
         edge.give_back_stream(credential)
         assert refusal is not None
-        return refusal
+        return remember(edge, presented, refusal)
     assert isinstance(upstream, WatchUpstream)
     outbox = RelayChannel()
     upstream.join(outbox, last_event_id(request))
@@ -260,6 +273,9 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         opening = _stream_opening(request, [])
     except BadToken:
         return _unauthorized()
+    presented = credential_of(request.scope)
+    if (refusal := refused_here(edge, presented)) is not None:
+        return refusal
     credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
@@ -270,7 +286,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         raise
     if isinstance(joined, Response):
         edge.give_back_stream(credential)
-        return joined
+        return remember(edge, presented, joined)
     upstream, (member, outbox), cookies = joined
 
     def release() -> None:

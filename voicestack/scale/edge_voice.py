@@ -42,6 +42,7 @@ from voicestack.scale.edge_sockets import CLOSE_TRY_AGAIN, SocketRelay, socket_r
 from voicestack.scale.edge_streams import BadToken, credential_key, join_feed, with_query_token
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
+from voicestack.scale.refused_credentials import credential_of
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import HUNG_UP, ReplyEnd, SavedTurn, pcm_seconds
@@ -241,9 +242,12 @@ def _credentials(websocket: WebSocket) -> RequestEnvelope | None:
     return envelope
 
 
-async def _voice_mode(edge: Edge, credentials: RequestEnvelope, thread_id: str) -> str | None:
+async def _voice_mode(
+    edge: Edge, credentials: RequestEnvelope, presented: str | None, thread_id: str
+) -> str | None:
     """How the thread's agent talks (`pipeline`, `realtime`), as the primary says to this
-    client; None when the primary refuses the client or cannot answer."""
+    client (whose credential is `presented`); None when the primary refuses the client or
+    cannot answer."""
     ask = dataclasses.replace(
         credentials,
         method="GET",
@@ -256,6 +260,7 @@ async def _voice_mode(edge: Edge, credentials: RequestEnvelope, thread_id: str) 
     except PrimaryUnavailable:
         return None
     if answer.status != 200:
+        edge.refused.note(presented, answer, edge.link.primaries_heard)
         return None
     mode = json.loads(answer.body).get("mode")
     return mode if isinstance(mode, str) else None
@@ -266,8 +271,15 @@ async def thread_audio(websocket: WebSocket) -> None:
     is relayed to the primary (see the module's docstring)."""
     edge: Edge = websocket.app.state.edge
     thread_id = websocket.path_params["thread_id"]
+    presented = credential_of(websocket.scope)
+    refusal = edge.refused.refusal(presented, edge.link.primaries_heard)
+    if refusal is not None:
+        await _refused(websocket, refusal)
+        return
     credentials = _credentials(websocket)
-    mode = None if credentials is None else await _voice_mode(edge, credentials, thread_id)
+    mode = (
+        None if credentials is None else await _voice_mode(edge, credentials, presented, thread_id)
+    )
     if credentials is None or mode != "pipeline":
         await SocketRelay(edge.link, websocket).run(socket_request(websocket))
         return
@@ -301,15 +313,26 @@ async def thread_audio(websocket: WebSocket) -> None:
         edge.give_back_stream(credential)
 
 
+async def _refused(websocket: WebSocket, refusal: ResponseEnvelope) -> None:
+    """Refused as the primary refused this credential before: told why, closed with 4401."""
+    error = json.loads(refusal.body)["error"]
+    await _refuse(websocket, str(error["code"]), str(error["message"]), CLOSE_BAD_TOKEN)
+
+
 async def _too_many_streams(websocket: WebSocket, limit: int) -> None:
     """Refused as a single server refuses a socket over the stream limit."""
-    await websocket.accept()
     message = (
         f"This token already has {limit} event streams open, the most it may: close one first."
     )
-    error = {"type": "error", "code": "too_many_streams", "message": message}
+    await _refuse(websocket, "too_many_streams", message, 4429)
+
+
+async def _refuse(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
+    """Accept the socket, send it an `error` event, and close it with `close_code`."""
+    await websocket.accept()
+    error = {"type": "error", "code": code, "message": message}
     await websocket.send_text(jsoncodec.dumps(error).decode())
-    await websocket.close(4429, "too_many_streams")
+    await websocket.close(close_code, code)
 
 
 async def thread_feed(edge: Edge, opening: RequestEnvelope, credential: str) -> Stream:

@@ -95,6 +95,9 @@ class EdgeLink:
         self._wire: dict[str, Reassembly] = {}
         self._opening: set[str] = set()  # streams whose opening is still unanswered
         self._seen: dict[str, float] = {}  # primary id -> when it last said hello
+        # How many primary processes this edge has heard of: a new one may hold a database
+        # restored from before what the edge learnt (voicestack/scale/refused_credentials.py).
+        self.primaries_heard = 0
         self._loops: list[asyncio.Task[None]] = []
         self.on_reconnect: list[Callable[[], None]] = []
         # Thread events the journal let feed upstreams keep from before they began.
@@ -243,8 +246,8 @@ class EdgeLink:
             raise
         if not answer.ok:
             self.forget_stream(stream_id)
-        elif answer.primary is not None:
-            self._seen.setdefault(answer.primary, asyncio.get_running_loop().time())
+        elif answer.primary is not None and answer.primary not in self._seen:
+            self._heard(answer.primary)
         return answer
 
     async def send_frame(self, primary: str, stream_id: str, kind: str, payload: bytes) -> bool:
@@ -352,7 +355,12 @@ class EdgeLink:
     async def _on_hello(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             primary = str(json.loads(msg.data)["primary"])
-            self._seen[primary] = asyncio.get_running_loop().time()
+            self._heard(primary)
+
+    def _heard(self, primary: str) -> None:
+        if primary not in self._seen:
+            self.primaries_heard += 1
+        self._seen[primary] = asyncio.get_running_loop().time()
 
     async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
