@@ -57,6 +57,23 @@ def test_a_refusal_is_forgotten_after_a_while_or_when_a_new_primary_speaks() -> 
     assert kept.refusal("new", 1) is not None
     assert kept.refusal("new", 2) is None  # a primary process it had not heard of
     assert len(kept) == 0
+    kept.note("late", _refusal(), 1)  # asked before the edge heard of that process
+    assert len(kept) == 0
+    kept.note("lapses", _refusal(), 2)
+    assert len(kept) == 1
+    clock.now += KEEP_S + 1
+    assert len(kept) == 0  # lapsed ones are not counted
+
+
+def test_a_refusal_is_kept_without_its_cookies() -> None:
+    kept = RefusedCredentials()
+    answer = _refusal()
+    answer.headers.append((b"set-cookie", b"vs_session=s3cret; Path=/"))
+    answer.headers.append((b"www-authenticate", b'Bearer realm="voicestack"'))
+    kept.note("a", answer, 1)
+    refusal = kept.refusal("a", 1)
+    assert refusal is not None
+    assert [n for n, _ in refusal.headers] == [b"content-type", b"www-authenticate"]
 
 
 def test_the_oldest_refusals_go_first_beyond_the_bound() -> None:
@@ -93,3 +110,10 @@ def test_a_credential_is_read_as_a_primary_reads_it() -> None:
     assert credential_of(scope([])) is None
     cookie = scope([(b"cookie", b"vs_session=s3cret; other=1")])
     assert credential_of(cookie) == fingerprint("session\0s3cret")
+    # Routes that take no credential: the primary judges none there.
+    for public in ("/", "/healthz", "/auth/providers", "/web/app.js", "/openapi.json"):
+        assert credential_of(scope([(b"authorization", b"Bearer vs_abc")], public)) is None
+    call = {**scope([], "/twilio/stream", b"token=vs_abc"), "type": "websocket"}
+    assert credential_of(call) is None
+    audio = {**scope([], "/api/threads/t1/audio", b"token=vs_abc"), "type": "websocket"}
+    assert credential_of(audio) == bearer

@@ -3,8 +3,9 @@
 Once a primary has refused a token as unknown or revoked, or a sign-in session as ended, the
 edge answers every later request with it, on any route (calls, both event streams, the audio
 socket), with the primary's own 401, and asks the primary nothing. Refusals of the request
-rather than of the credential (no token at all, say) are not kept, nor does a refusal outlive
-the edge hearing of a primary process it did not know.
+rather than of the credential (no token at all, say) are not kept, routes that take no
+credential are always the primary's to answer, and no refusal outlives the edge hearing of a
+primary process it did not know.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import anyio
 import httpx
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -48,17 +50,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 class Asked:
     """How many requests edges have sent primaries since it began listening."""
 
-    def __init__(self) -> None:
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
         self.count = 0
 
     async def on_message(self, msg: Msg) -> None:
         self.count += 1
 
+    async def settled(self) -> int:
+        """The count once every request made so far has reached this listener: NATS delivers
+        them before the answer to a flush that follows them."""
+        await self.nc.flush()
+        await anyio.sleep(0.2)  # and their callbacks have run
+        return self.count
+
 
 @contextlib.asynccontextmanager
 async def counting(cluster: Cluster) -> AsyncIterator[Asked]:
-    asked = Asked()
     nc = await nats.connect(cluster.nats.url)
+    asked = Asked(nc)
     try:
         for subject in ASKED:
             await nc.subscribe(subject, cb=asked.on_message)
@@ -83,12 +93,6 @@ async def _socket_refusal(url: str) -> tuple[dict[str, Any], int | None, str | N
         return first, socket.close_code, socket.close_reason
 
 
-async def _settled(asked: Asked) -> int:
-    """The count once requests in flight have reached the listener."""
-    await anyio.sleep(0.3)
-    return asked.count
-
-
 async def test_a_revoked_token_is_refused_by_the_edge_on_every_route_once_refused(
     cluster: Cluster,
 ) -> None:
@@ -105,7 +109,7 @@ async def test_a_revoked_token_is_refused_by_the_edge_on_every_route_once_refuse
     async with counting(cluster) as asked, client(edge.url, token) as http:
         first = await http.get("/api/threads")
         assert (first.status_code, first.json()) == (401, expected)
-        assert await _settled(asked) == 1  # the primary was asked once
+        assert await asked.settled() == 1  # the primary was asked once
 
         answers = [
             await http.post("/api/mutation/threads.create", json={"args": {}}),
@@ -119,7 +123,7 @@ async def test_a_revoked_token_is_refused_by_the_edge_on_every_route_once_refuse
             )
         socket_url = f"{edge.url.replace('http', 'ws', 1)}/api/threads/{thread_id}/audio"
         event, code, reason = await _socket_refusal(f"{socket_url}?token={token}")
-        assert await _settled(asked) == 1  # and never again
+        assert await asked.settled() == 1  # and never again
 
     for answer in answers:
         assert (answer.status_code, answer.json()) == (401, expected), answer.request.url
@@ -134,7 +138,7 @@ async def test_a_revoked_token_is_refused_by_the_edge_on_every_route_once_refuse
     async with counting(cluster) as asked, client(cluster.edges[1].url, token) as other:
         assert (await other.get("/api/threads")).status_code == 401
         assert (await other.get("/api/threads")).status_code == 401
-        assert await _settled(asked) == 1
+        assert await asked.settled() == 1
 
 
 async def test_refusals_of_the_request_are_not_kept_and_good_tokens_pass(
@@ -150,7 +154,7 @@ async def test_refusals_of_the_request_are_not_kept_and_good_tokens_pass(
             refused = await anonymous.get("/api/threads")
             assert refused.status_code == 401
             assert refused.json()["error"]["code"] == "unauthorized"
-        assert await _settled(asked) == 3  # each one asked
+        assert await asked.settled() == 3  # each one asked
 
     unknown = f"vs_{marker()}"
     async with client(edge.url, unknown) as stranger, client(edge.url, cluster.token) as admin:
@@ -179,7 +183,14 @@ async def test_an_ended_sign_in_is_refused_here_after_the_primary_refused_it(
             assert ended.json()["error"]["code"] == "session_ended"
             again = await http.get("/api/watch/threads.list")
             assert (again.status_code, again.json()) == (401, ended.json())
-            assert await _settled(asked) == 1
+            assert await asked.settled() == 1
+            # Routes that take no credential are the primary's to answer, whatever the
+            # request carries: the page (to sign in again), the OpenAPI document.
+            page = await http.get("/")
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
+            assert (await http.get("/openapi.json")).status_code == 200
+            assert await asked.settled() == 3
 
 
 async def test_a_primary_process_the_edge_did_not_know_makes_it_ask_again(
@@ -192,7 +203,7 @@ async def test_a_primary_process_the_edge_did_not_know_makes_it_ask_again(
         assert (await http.get("/api/threads")).status_code == 401
         async with counting(cluster) as asked:
             assert (await http.get("/api/threads")).status_code == 401
-            assert await _settled(asked) == 0
+            assert await asked.settled() == 0
         second = cluster.second_primary()
         second.start()
         try:
@@ -200,6 +211,6 @@ async def test_a_primary_process_the_edge_did_not_know_makes_it_ask_again(
             async with counting(cluster) as asked:
                 assert (await http.get("/api/threads")).status_code == 401
                 assert (await http.get("/api/threads")).status_code == 401
-                assert await _settled(asked) == 1
+                assert await asked.settled() == 1
         finally:
             second.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from voicestack.scale.edge import Edge
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
@@ -63,16 +64,21 @@ def unavailable(why: str) -> Response:
     )
 
 
-def refused_here(edge: Edge, credential: str | None) -> Response | None:
-    """The 401 a primary gave `credential` (refused_credentials.py), if it refused it: the
-    edge answers it without asking."""
-    refusal = edge.refused.refusal(credential, edge.link.primaries_heard)
+def refused_here(edge: Edge, scope: Scope) -> Response | None:
+    """The 401 a primary gave the credential of the request of `scope`, if it refused it
+    (refused_credentials.py): the edge answers it without asking."""
+    if not edge.refused:
+        return None
+    refusal = edge.refused.refusal(credential_of(scope), edge.link.primaries_heard)
     return None if refusal is None else as_response(refusal)
 
 
-def remember(edge: Edge, credential: str | None, response: Response) -> Response:
-    """`response`, made of a primary's answer, remembered if it refuses `credential`."""
-    edge.refused.note_response(credential, response, edge.link.primaries_heard)
+def remember(edge: Edge, scope: Scope, response: Response, heard: int) -> Response:
+    """`response`, made of a primary's answer to the request of `scope`, remembered if it
+    refuses the request's credential; `heard`: the edge's count of primary processes when it
+    asked."""
+    if response.status_code == 401:
+        edge.refused.note_response(credential_of(scope), response, heard)
     return response
 
 
@@ -102,10 +108,10 @@ def forwarded(
 async def forward(request: Request) -> Response:
     """Any route the edge does not serve itself: the primary's response to the same request."""
     edge: Edge = request.app.state.edge
-    credential = credential_of(request.scope)
-    refusal = refused_here(edge, credential)
+    refusal = refused_here(edge, request.scope)
     if refusal is not None:  # as a single server, before the body is read
         return refusal
+    heard = edge.link.primaries_heard
     settings = edge.settings
     # The primary holds each route to its own limit; the edge only bounds what it buffers.
     limit = max(settings.max_body_bytes, settings.max_audio_bytes) + FORM_ROOM
@@ -121,5 +127,6 @@ async def forward(request: Request) -> Response:
         answer = await edge.link.call(forwarded(request, b"".join(chunks)))
     except PrimaryUnavailable as exc:
         return unavailable(str(exc))
-    edge.refused.note(credential, answer, edge.link.primaries_heard)
+    if answer.status == 401:
+        edge.refused.note(credential_of(request.scope), answer, heard)
     return as_response(answer)

@@ -41,7 +41,7 @@ from voicestack.scale.errors import error_envelope
 from voicestack.scale.feed_member import FeedMember
 from voicestack.scale.feed_upstream import FeedUpstream
 from voicestack.scale.link import PrimaryUnavailable
-from voicestack.scale.refused_credentials import credential_of, fingerprint
+from voicestack.scale.refused_credentials import fingerprint
 from voicestack.scale.upstream import RelayChannel, Upstream, WatchUpstream
 
 _STREAM_ONLY = frozenset({b"last-event-id", b"accept-encoding"})
@@ -214,12 +214,12 @@ async def watch(request: Request) -> Response | ChannelResponse:
         opening = _stream_opening(request, params)
     except BadToken:
         return _unauthorized()
-    presented = credential_of(request.scope)
-    if (refusal := refused_here(edge, presented)) is not None:
+    if (refusal := refused_here(edge, request.scope)) is not None:
         return refusal
+    heard = edge.link.primaries_heard
     cookies, refusal = await _cookie_check(edge, opening)
     if refusal is not None:
-        return remember(edge, presented, refusal)
+        return remember(edge, request.scope, refusal, heard)
     credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
@@ -234,7 +234,7 @@ async def watch(request: Request) -> Response | ChannelResponse:
     if upstream is None:
         edge.give_back_stream(credential)
         assert refusal is not None
-        return remember(edge, presented, refusal)
+        return remember(edge, request.scope, refusal, heard)
     assert isinstance(upstream, WatchUpstream)
     outbox = RelayChannel()
     upstream.join(outbox, last_event_id(request))
@@ -273,9 +273,9 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         opening = _stream_opening(request, [])
     except BadToken:
         return _unauthorized()
-    presented = credential_of(request.scope)
-    if (refusal := refused_here(edge, presented)) is not None:
+    if (refusal := refused_here(edge, request.scope)) is not None:
         return refusal
+    heard = edge.link.primaries_heard
     credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
@@ -286,7 +286,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         raise
     if isinstance(joined, Response):
         edge.give_back_stream(credential)
-        return remember(edge, presented, joined)
+        return remember(edge, request.scope, joined, heard)
     upstream, (member, outbox), cookies = joined
 
     def release() -> None:

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from starlette.types import Scope
 from starlette.websockets import WebSocket
 
 from voicestack import jsoncodec
@@ -42,7 +43,7 @@ from voicestack.scale.edge_sockets import CLOSE_TRY_AGAIN, SocketRelay, socket_r
 from voicestack.scale.edge_streams import BadToken, credential_key, join_feed, with_query_token
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
-from voicestack.scale.refused_credentials import credential_of
+from voicestack.scale.refused_credentials import credential_of, refused_error
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import HUNG_UP, ReplyEnd, SavedTurn, pcm_seconds
@@ -243,11 +244,11 @@ def _credentials(websocket: WebSocket) -> RequestEnvelope | None:
 
 
 async def _voice_mode(
-    edge: Edge, credentials: RequestEnvelope, presented: str | None, thread_id: str
+    edge: Edge, credentials: RequestEnvelope, scope: Scope, thread_id: str
 ) -> str | None:
     """How the thread's agent talks (`pipeline`, `realtime`), as the primary says to this
-    client (whose credential is `presented`); None when the primary refuses the client or
-    cannot answer."""
+    client (the socket of `scope`); None when the primary refuses the client or cannot
+    answer."""
     ask = dataclasses.replace(
         credentials,
         method="GET",
@@ -255,12 +256,14 @@ async def _voice_mode(
         query_string=b"",
         headers=[*credentials.headers, EDGE_CALL],
     )
+    heard = edge.link.primaries_heard
     try:
         answer = await edge.link.call(ask, timeout=_QUICK_S)
     except PrimaryUnavailable:
         return None
     if answer.status != 200:
-        edge.refused.note(presented, answer, edge.link.primaries_heard)
+        if answer.status == 401:
+            edge.refused.note(credential_of(scope), answer, heard)
         return None
     mode = json.loads(answer.body).get("mode")
     return mode if isinstance(mode, str) else None
@@ -271,15 +274,15 @@ async def thread_audio(websocket: WebSocket) -> None:
     is relayed to the primary (see the module's docstring)."""
     edge: Edge = websocket.app.state.edge
     thread_id = websocket.path_params["thread_id"]
-    presented = credential_of(websocket.scope)
-    refusal = edge.refused.refusal(presented, edge.link.primaries_heard)
-    if refusal is not None:
-        await _refused(websocket, refusal)
-        return
+    if edge.refused:
+        refusal = edge.refused.refusal(credential_of(websocket.scope), edge.link.primaries_heard)
+        error = None if refusal is None else refused_error(refusal.status, refusal.body)
+        if error is not None:
+            await _refuse(websocket, *error, CLOSE_BAD_TOKEN)
+            return
     credentials = _credentials(websocket)
-    mode = (
-        None if credentials is None else await _voice_mode(edge, credentials, presented, thread_id)
-    )
+    scope = websocket.scope
+    mode = None if credentials is None else await _voice_mode(edge, credentials, scope, thread_id)
     if credentials is None or mode != "pipeline":
         await SocketRelay(edge.link, websocket).run(socket_request(websocket))
         return
@@ -311,12 +314,6 @@ async def thread_audio(websocket: WebSocket) -> None:
         await live_socket(websocket, open_feed, open_session)
     finally:
         edge.give_back_stream(credential)
-
-
-async def _refused(websocket: WebSocket, refusal: ResponseEnvelope) -> None:
-    """Refused as the primary refused this credential before: told why, closed with 4401."""
-    error = json.loads(refusal.body)["error"]
-    await _refuse(websocket, str(error["code"]), str(error["message"]), CLOSE_BAD_TOKEN)
 
 
 async def _too_many_streams(websocket: WebSocket, limit: int) -> None:

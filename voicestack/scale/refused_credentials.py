@@ -15,7 +15,9 @@ checked by the primary, from its own cache of checks, on every call.
 
 Refusals are forgotten after KEEP_S, the oldest first beyond MAX_KEPT, and all of them whenever
 the edge hears of a primary process it had not heard of: a restart, or a failover, may come
-with a database restored from before the revocation.
+with a database restored from before the revocation. An answer given before the edge heard of
+that process is not kept. Routes that take no credential (the page, sign-in, health) are never
+refused here, whatever the request carries, as the primary judges nothing there.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import Scope
 
-from voicestack.http.auth import presented_token
+from voicestack.http.auth import SELF_CHECKED_SOCKETS, is_public, presented_token
 from voicestack.http.signin_auth import session_cookie
 from voicestack.scale.envelope import ResponseEnvelope
 
@@ -49,7 +51,11 @@ def fingerprint(said: str) -> str:
 def credential_of(scope: Scope) -> str | None:
     """The credential a request presents, read as a primary reads it (a bearer token, else its
     sign-in cookie), as a fingerprint; None when it presents none, or one that the primary
-    refuses for its form alone."""
+    refuses for its form alone, or when its route takes no credential
+    (voicestack.http.auth.Authenticate lets it through unjudged)."""
+    path = scope["path"]
+    if is_public(path) if scope["type"] == "http" else path in SELF_CHECKED_SOCKETS:
+        return None
     token, problem = presented_token(scope)
     if problem is not None:
         return None
@@ -59,15 +65,18 @@ def credential_of(scope: Scope) -> str | None:
     return fingerprint("session\0" + cookie) if cookie else None
 
 
-def refusal_code(status: int, body: bytes) -> str | None:
-    """The error code of a 401 that refuses the credential itself, else None."""
+def refused_error(status: int, body: bytes) -> tuple[str, str] | None:
+    """The error code and message of a 401 that refuses the credential itself, else None."""
     if status != 401:
         return None
     try:
-        code = json.loads(body)["error"]["code"]
+        error = json.loads(body)["error"]
+        code, message = error["code"], error["message"]
     except (ValueError, KeyError, TypeError):
         return None
-    return code if code in REFUSED_CODES else None
+    if code not in REFUSED_CODES or not isinstance(message, str):
+        return None
+    return code, message
 
 
 class RefusedCredentials:
@@ -82,30 +91,37 @@ class RefusedCredentials:
         self.answered = 0  # requests this edge refused from them, the primary asked nothing
 
     def __len__(self) -> int:
+        self._forget_lapsed()
         return len(self._kept)
 
     def refusal(self, credential: str | None, primaries: int) -> ResponseEnvelope | None:
         """The primary's refusal of `credential`, if it refused it (within KEEP_S, and with no
-        primary heard of since, `primaries` being how many the edge has heard of)."""
+        primary heard of since, `primaries` being how many the edge has heard of now)."""
         if credential is None or not self._kept:
             return None
-        self._forget_older(primaries)
-        kept = self._kept.get(credential)
-        if kept is None:
-            return None
-        noted, refusal = kept
-        if self._clock() - noted > KEEP_S:
-            del self._kept[credential]
+        self._current(primaries)
+        self._forget_lapsed()
+        refusal = self._kept.get(credential)
+        if refusal is None:
             return None
         self.answered += 1
-        return refusal
+        return refusal[1]
 
     def note(self, credential: str | None, answer: ResponseEnvelope, primaries: int) -> None:
-        """Remember `answer` for `credential` if it refuses the credential itself."""
-        if credential is None or refusal_code(answer.status, answer.body) is None:
+        """Remember `answer` for `credential` if it refuses the credential itself, `primaries`
+        being how many primary processes the edge had heard of when it asked (an answer from
+        before a process it has heard of since is not kept)."""
+        if credential is None or refused_error(answer.status, answer.body) is None:
             return
-        self._forget_older(primaries)
-        self._kept[credential] = (self._clock(), answer)
+        if not self._current(primaries):
+            return
+        # No cookie: a primary may renew a session's cookie in the very answer that refuses
+        # the request (its user is gone); the edge keeps no secret.
+        headers = [(n, v) for n, v in answer.headers if n.lower() != b"set-cookie"]
+        self._kept[credential] = (
+            self._clock(),
+            ResponseEnvelope(answer.status, headers, answer.body),
+        )
         self._kept.move_to_end(credential)
         while len(self._kept) > MAX_KEPT:
             self._kept.popitem(last=False)
@@ -117,7 +133,15 @@ class RefusedCredentials:
             answer = ResponseEnvelope(response.status_code, list(response.raw_headers), body)
             self.note(credential, answer, primaries)
 
-    def _forget_older(self, primaries: int) -> None:
-        if primaries != self._primaries:
+    def _current(self, primaries: int) -> bool:
+        """Whether `primaries` is the newest count; a newer one forgets every refusal."""
+        if primaries > self._primaries:
             self._kept.clear()
             self._primaries = primaries
+        return primaries == self._primaries
+
+    def _forget_lapsed(self) -> None:
+        # The oldest come first: each refusal noted again moves to the end.
+        deadline = self._clock() - KEEP_S
+        while self._kept and next(iter(self._kept.values()))[0] < deadline:
+            self._kept.popitem(last=False)
