@@ -132,6 +132,42 @@ async def test_a_thread_watched_through_two_edges_crosses_nats_once(tmp_path: Pa
         }
 
 
+async def test_with_two_primaries_serving_both_edges_share_one_stream_of_each_thread(
+    tmp_path: Path,
+) -> None:
+    with running_cluster(tmp_path) as cluster:
+        second = cluster.second_primary()
+        second.start()
+        try:
+            await anyio.sleep(2.5)  # both primaries' hellos reach both edges
+            token = cluster.token
+            first_edge, second_edge = cluster.edges
+            async with (
+                client(first_edge.url, token) as one,
+                client(second_edge.url, token) as two,
+                spying(cluster) as spy,
+            ):
+                threads = [await new_thread(one, f"two primaries {n}") for n in range(6)]
+                for thread_id in threads:
+                    path = f"/api/threads/{thread_id}/events"
+                    async with watch(one, path) as mine, watch(two, path) as theirs:
+                        await mine.next()
+                        await theirs.next()
+                        text = f"shared {thread_id}"
+                        sent = await one.post(
+                            f"/api/threads/{thread_id}/messages", json={"text": text}
+                        )
+                        assert sent.status_code == 201, sent.text
+                        await until_text(mine, text)
+                        await until_text(theirs, text)
+                await anyio.sleep(0.5)
+            # Each posted message crossed NATS once: one stream of its thread, on one primary.
+            for thread_id in threads:
+                assert spy.carrying(f"shared {thread_id}", "voicestack.thread.") == 1
+        finally:
+            second.stop()
+
+
 async def test_a_client_revoked_on_one_edge_leaves_while_the_other_edge_goes_on(
     tmp_path: Path,
 ) -> None:

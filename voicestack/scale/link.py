@@ -205,11 +205,13 @@ class EdgeLink:
             await msg.respond(part)
 
     async def open(
-        self, request: RequestEnvelope, upstream: Upstream
+        self, request: RequestEnvelope, upstream: Upstream, primary: str | None = None
     ) -> tuple[str, ResponseEnvelope]:
-        """Open `request`'s stream on a primary, its events routed to `upstream`; returns the
-        stream's id and the primary's answer (a head when it streams, else its refusal)."""
-        stream_id, msg = await self._open(subjects.OPEN, request, upstream)
+        """Open `request`'s stream on a primary (`primary`, when given), its events routed to
+        `upstream`; returns the stream's id and the primary's answer (a head when it streams,
+        else its refusal)."""
+        subject = subjects.OPEN if primary is None else subjects.open_on(primary)
+        stream_id, msg = await self._open(subject, request, upstream)
         head = self._opened(stream_id, msg, ResponseEnvelope.decode)
         return stream_id, head
 
@@ -356,6 +358,11 @@ class EdgeLink:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             primary = str(json.loads(msg.data)["primary"])
             self._heard(primary)
+
+    def live_primaries(self) -> list[str]:
+        """The primary processes that said hello lately, in no particular order."""
+        now = asyncio.get_running_loop().time()
+        return [p for p, seen in self._seen.items() if now - seen <= subjects.PRIMARY_GONE_S]
 
     def _heard(self, primary: str) -> None:
         if primary not in self._seen:

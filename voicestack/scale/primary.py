@@ -113,6 +113,7 @@ class PrimaryBridge:
             await nc.subscribe(subjects.CALL, queue=subjects.PRIMARIES, cb=self._on_call),
             await nc.subscribe(subjects.OPEN, queue=subjects.PRIMARIES, cb=self._on_open),
             await nc.subscribe(subjects.SOCKET, queue=subjects.PRIMARIES, cb=self._on_socket),
+            await nc.subscribe(subjects.open_on(self.id), cb=self._on_open),
         ]
         await nc.subscribe(subjects.call_on(self.id), cb=self._on_call)
         await nc.subscribe(subjects.primary_inbox(self.id), cb=self._on_inbox)

@@ -46,6 +46,12 @@ def call_on(primary: str) -> str:
     return f"{CALL}.{primary}"
 
 
+def open_on(primary: str) -> str:
+    """Where an edge opens a stream on one primary of its choosing (a thread's, on the primary
+    every edge picks for that thread)."""
+    return f"{OPEN}.{primary}"
+
+
 def primary_inbox(primary: str) -> str:
     """Where an edge tells one primary which of its streams it still holds, or closes."""
     return f"{PREFIX}.primary.{primary}"

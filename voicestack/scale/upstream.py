@@ -107,9 +107,20 @@ class Upstream:
         """The edge clients this upstream feeds."""
         raise NotImplementedError
 
+    def chosen_primary(self) -> str | None:
+        """The primary to open the stream on; None: whichever answers first."""
+        return None
+
     async def open(self) -> ResponseEnvelope:
-        """Open (or reopen) the stream on a primary; its answer (200: streaming)."""
-        stream_id, head = await self.link.open(self.opening(), self)
+        """Open (or reopen) the stream on a primary (the chosen one, else, or when it does not
+        answer, whichever answers first); its answer (200: streaming)."""
+        chosen = self.chosen_primary()
+        try:
+            stream_id, head = await self.link.open(self.opening(), self, chosen)
+        except PrimaryUnavailable:
+            if chosen is None:
+                raise
+            stream_id, head = await self.link.open(self.opening(), self)
         if head.status == 200:
             self.stream_id, self.primary, self.head = stream_id, head.primary, head
             self.opened = True
