@@ -132,6 +132,35 @@ async def test_a_thread_watched_through_two_edges_crosses_nats_once(tmp_path: Pa
         }
 
 
+async def _hearing(http: httpx.AsyncClient, primaries: int) -> None:
+    """Until the edge of `http` hears `primaries` primary processes serving."""
+    with anyio.fail_after(10):
+        while (await http.get("/healthz")).json()["primaries"] != primaries:
+            await anyio.sleep(0.1)
+
+
+async def _posted_once_to_each(
+    one: httpx.AsyncClient, two: httpx.AsyncClient, threads: list[str], spy: Spy
+) -> None:
+    """Post to each thread, watched through both edges: each message crosses NATS once, on
+    one stream of its thread."""
+    for thread_id in threads:
+        path = f"/api/threads/{thread_id}/events"
+        async with watch(one, path) as mine, watch(two, path) as theirs:
+            await mine.next()
+            await theirs.next()
+            text = f"shared {thread_id}"
+            sent = await one.post(f"/api/threads/{thread_id}/messages", json={"text": text})
+            assert sent.status_code == 201, sent.text
+            await until_text(mine, text)
+            await until_text(theirs, text)
+    await anyio.sleep(0.5)  # anything sent twice would have come by now
+    for thread_id in threads:
+        assert spy.carrying(f"shared {thread_id}", "voicestack.thread.") == 1
+    instances = {s.rsplit(".", 1)[1] for s, d in spy.messages if s.startswith("voicestack.thread.")}
+    assert len(instances) > 1  # the threads' homes are on both primaries, not all on one
+
+
 async def test_with_two_primaries_serving_both_edges_share_one_stream_of_each_thread(
     tmp_path: Path,
 ) -> None:
@@ -139,33 +168,46 @@ async def test_with_two_primaries_serving_both_edges_share_one_stream_of_each_th
         second = cluster.second_primary()
         second.start()
         try:
-            await anyio.sleep(2.5)  # both primaries' hellos reach both edges
-            token = cluster.token
             first_edge, second_edge = cluster.edges
             async with (
-                client(first_edge.url, token) as one,
-                client(second_edge.url, token) as two,
+                client(first_edge.url, cluster.token) as one,
+                client(second_edge.url, cluster.token) as two,
                 spying(cluster) as spy,
             ):
-                threads = [await new_thread(one, f"two primaries {n}") for n in range(6)]
-                for thread_id in threads:
-                    path = f"/api/threads/{thread_id}/events"
-                    async with watch(one, path) as mine, watch(two, path) as theirs:
-                        await mine.next()
-                        await theirs.next()
-                        text = f"shared {thread_id}"
-                        sent = await one.post(
-                            f"/api/threads/{thread_id}/messages", json={"text": text}
-                        )
-                        assert sent.status_code == 201, sent.text
-                        await until_text(mine, text)
-                        await until_text(theirs, text)
-                await anyio.sleep(0.5)
-            # Each posted message crossed NATS once: one stream of its thread, on one primary.
-            for thread_id in threads:
-                assert spy.carrying(f"shared {thread_id}", "voicestack.thread.") == 1
+                await _hearing(one, 2)
+                await _hearing(two, 2)
+                threads = [await new_thread(one, f"two primaries {n}") for n in range(8)]
+                await _posted_once_to_each(one, two, threads, spy)
         finally:
             second.stop()
+
+
+async def test_threads_move_to_their_home_when_a_primary_comes(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as cluster:
+        first_edge, second_edge = cluster.edges
+        async with (
+            client(first_edge.url, cluster.token) as one,
+            client(second_edge.url, cluster.token) as two,
+        ):
+            threads = [await new_thread(one, f"moved home {n}") for n in range(8)]
+            feeds = contextlib.AsyncExitStack()
+            async with feeds:
+                # Edge one follows every thread on the only primary there is.
+                for thread_id in threads:
+                    feed = await feeds.enter_async_context(
+                        watch(one, f"/api/threads/{thread_id}/events")
+                    )
+                    await feed.next()
+                second = cluster.second_primary()
+                second.start()
+                try:
+                    await _hearing(one, 2)
+                    await _hearing(two, 2)
+                    await anyio.sleep(1.0)  # edge one has moved the threads now homed there
+                    async with spying(cluster) as spy:
+                        await _posted_once_to_each(one, two, threads, spy)
+                finally:
+                    second.stop()
 
 
 async def test_a_client_revoked_on_one_edge_leaves_while_the_other_edge_goes_on(

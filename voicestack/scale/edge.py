@@ -39,6 +39,7 @@ class Edge:
         self.resumed_here = 0
         # Credentials a primary refused: refused here from then on (refused_credentials.py).
         self.refused = RefusedCredentials()
+        self.link.primaries.on_change.append(self._rehome)
         # The live conversations running here (voicestack/scale/edge_voice.py), and what
         # they still have to save on the primary.
         self.voice = SessionDrain(settings.drain_s)
@@ -94,6 +95,11 @@ class Edge:
         self.open_streams[credential] -= 1
         if self.open_streams[credential] <= 0:
             del self.open_streams[credential]
+
+    def _rehome(self) -> None:
+        """A primary came, or serves again: move each stream that now belongs on it."""
+        for upstream in list(self.upstreams.values()):
+            upstream.rehome()
 
     def forget(self, upstream: Upstream) -> None:
         """An upstream ended: the next client of its key opens a new one."""

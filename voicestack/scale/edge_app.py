@@ -39,7 +39,8 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now,
+    """GET /healthz: this edge is alive; `nats` says whether it reaches NATS now, `primaries`
+    how many primary processes it hears serving,
     `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events,
     `feedJournalEvents` how many of those events came from the thread journal (JetStream),
     `threadStreams` how many threads it holds a stream of (one each, shared by all their
@@ -54,6 +55,7 @@ async def healthz(request: Request) -> Response:
         "version": __version__,
         "role": "edge",
         "nats": edge.link.connected,
+        "primaries": len(edge.link.primaries.live()),
         "feedResumesHere": edge.resumed_here,
         "feedJournalEvents": edge.link.journal_events,
         "threadStreams": len(feeds),

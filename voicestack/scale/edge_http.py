@@ -69,7 +69,7 @@ def refused_here(edge: Edge, scope: Scope) -> Response | None:
     (refused_credentials.py): the edge answers it without asking."""
     if not edge.refused:
         return None
-    refusal = edge.refused.refusal(credential_of(scope), edge.link.primaries_heard)
+    refusal = edge.refused.refusal(credential_of(scope), edge.link.primaries.heard)
     return None if refusal is None else as_response(refusal)
 
 
@@ -111,7 +111,7 @@ async def forward(request: Request) -> Response:
     refusal = refused_here(edge, request.scope)
     if refusal is not None:  # as a single server, before the body is read
         return refusal
-    heard = edge.link.primaries_heard
+    heard = edge.link.primaries.heard
     settings = edge.settings
     # The primary holds each route to its own limit; the edge only bounds what it buffers.
     limit = max(settings.max_body_bytes, settings.max_audio_bytes) + FORM_ROOM

@@ -216,7 +216,7 @@ async def watch(request: Request) -> Response | ChannelResponse:
         return _unauthorized()
     if (refusal := refused_here(edge, request.scope)) is not None:
         return refusal
-    heard = edge.link.primaries_heard
+    heard = edge.link.primaries.heard
     cookies, refusal = await _cookie_check(edge, opening)
     if refusal is not None:
         return remember(edge, request.scope, refusal, heard)
@@ -275,7 +275,7 @@ async def thread_events(request: Request) -> Response | ChannelResponse:
         return _unauthorized()
     if (refusal := refused_here(edge, request.scope)) is not None:
         return refusal
-    heard = edge.link.primaries_heard
+    heard = edge.link.primaries.heard
     credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)

@@ -256,7 +256,7 @@ async def _voice_mode(
         query_string=b"",
         headers=[*credentials.headers, EDGE_CALL],
     )
-    heard = edge.link.primaries_heard
+    heard = edge.link.primaries.heard
     try:
         answer = await edge.link.call(ask, timeout=_QUICK_S)
     except PrimaryUnavailable:
@@ -275,7 +275,7 @@ async def thread_audio(websocket: WebSocket) -> None:
     edge: Edge = websocket.app.state.edge
     thread_id = websocket.path_params["thread_id"]
     if edge.refused:
-        refusal = edge.refused.refusal(credential_of(websocket.scope), edge.link.primaries_heard)
+        refusal = edge.refused.refusal(credential_of(websocket.scope), edge.link.primaries.heard)
         error = None if refusal is None else refused_error(refusal.status, refusal.body)
         if error is not None:
             await _refuse(websocket, *error, CLOSE_BAD_TOKEN)

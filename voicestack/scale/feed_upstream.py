@@ -37,7 +37,7 @@ from voicestack.scale.feed_member import FeedMember
 from voicestack.scale.journal import whole_run
 from voicestack.scale.link import OPEN_TIMEOUT_S, EdgeLink, PrimaryUnavailable
 from voicestack.scale.stream_wire import FOLLOW_HEADER
-from voicestack.scale.thread_follower import ThreadFollower, home_primary
+from voicestack.scale.thread_follower import ThreadFollower
 from voicestack.scale.upstream import FINAL_REFUSALS, Upstream, sse_events
 
 # Joinings a new client may need: its primary may stop, or the stream move, meanwhile.
@@ -94,8 +94,9 @@ class FeedUpstream(Upstream):
         )
 
     def chosen_primary(self) -> str | None:
-        """The thread's home among the primaries alive: every edge opens it there."""
-        return home_primary(self.thread_id, self.link.live_primaries())
+        """The thread's home among the primaries serving: every edge opens it there
+        (voicestack/scale/primaries.py)."""
+        return self.link.primaries.home(self.thread_id)
 
     async def open(self) -> ResponseEnvelope:
         """Open (or reopen) the thread's stream; the first opening says where it begins."""

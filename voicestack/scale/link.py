@@ -31,6 +31,7 @@ from voicestack import jsoncodec
 from voicestack.scale import subjects
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.journal import JournalEvent, read_journal
+from voicestack.scale.primaries import Primaries
 from voicestack.scale.primary import END_HEADER
 from voicestack.scale.sockets import FRAME_HEADER, SocketAnswer
 from voicestack.scale.stream_wire import HEAD_ROOM, Reassembly
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # an action can wait on a model).
 CALL_TIMEOUT_S = 120.0
 OPEN_TIMEOUT_S = 15.0
+# An opening on a thread's home primary (voicestack/scale/primaries.py): a home that does not
+# answer within this is passed over, and any primary asked instead.
+HOME_OPEN_TIMEOUT_S = 3.0
 RENEW_S = 1.0
 
 
@@ -94,10 +98,7 @@ class EdgeLink:
         self._streams: dict[str, Upstream] = {}
         self._wire: dict[str, Reassembly] = {}
         self._opening: set[str] = set()  # streams whose opening is still unanswered
-        self._seen: dict[str, float] = {}  # primary id -> when it last said hello
-        # How many primary processes this edge has heard of: a new one may hold a database
-        # restored from before what the edge learnt (voicestack/scale/refused_credentials.py).
-        self.primaries_heard = 0
+        self.primaries = Primaries()
         self._loops: list[asyncio.Task[None]] = []
         self.on_reconnect: list[Callable[[], None]] = []
         # Thread events the journal let feed upstreams keep from before they began.
@@ -207,11 +208,19 @@ class EdgeLink:
     async def open(
         self, request: RequestEnvelope, upstream: Upstream, primary: str | None = None
     ) -> tuple[str, ResponseEnvelope]:
-        """Open `request`'s stream on a primary (`primary`, when given), its events routed to
-        `upstream`; returns the stream's id and the primary's answer (a head when it streams,
-        else its refusal)."""
-        subject = subjects.OPEN if primary is None else subjects.open_on(primary)
-        stream_id, msg = await self._open(subject, request, upstream)
+        """Open `request`'s stream on a primary (`primary`, when given: then within
+        HOME_OPEN_TIMEOUT_S, and a primary that does not answer is passed over for a while),
+        its events routed to `upstream`; returns the stream's id and the primary's answer (a
+        head when it streams, else its refusal)."""
+        if primary is None:
+            stream_id, msg = await self._open(subjects.OPEN, request, upstream)
+        else:
+            subject = subjects.open_on(primary)
+            try:
+                stream_id, msg = await self._open(subject, request, upstream, HOME_OPEN_TIMEOUT_S)
+            except PrimaryUnavailable:
+                self.primaries.unanswered(primary)
+                raise
         head = self._opened(stream_id, msg, ResponseEnvelope.decode)
         return stream_id, head
 
@@ -225,14 +234,18 @@ class EdgeLink:
         return stream_id, answer
 
     async def _open(
-        self, subject: str, request: RequestEnvelope, upstream: Upstream
+        self,
+        subject: str,
+        request: RequestEnvelope,
+        upstream: Upstream,
+        timeout: float = OPEN_TIMEOUT_S,
     ) -> tuple[str, Msg]:
         stream_id = uuid.uuid4().hex[:16]
         request.stream_subject = subjects.stream_subject(self.id, stream_id)
         self._streams[stream_id] = upstream
         self._opening.add(stream_id)
         try:
-            return stream_id, await self._request(subject, request.encode(), OPEN_TIMEOUT_S)
+            return stream_id, await self._request(subject, request.encode(), timeout)
         except BaseException:
             self.forget_stream(stream_id)
             raise
@@ -248,8 +261,8 @@ class EdgeLink:
             raise
         if not answer.ok:
             self.forget_stream(stream_id)
-        elif answer.primary is not None and answer.primary not in self._seen:
-            self._heard(answer.primary)
+        elif answer.primary is not None and not self.primaries.known(answer.primary):
+            self.primaries.hello(answer.primary)
         return answer
 
     async def send_frame(self, primary: str, stream_id: str, kind: str, payload: bytes) -> bool:
@@ -355,31 +368,20 @@ class EdgeLink:
         return True
 
     async def _on_hello(self, msg: Msg) -> None:
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            primary = str(json.loads(msg.data)["primary"])
-            self._heard(primary)
-
-    def live_primaries(self) -> list[str]:
-        """The primary processes that said hello lately, in no particular order."""
-        now = asyncio.get_running_loop().time()
-        return [p for p, seen in self._seen.items() if now - seen <= subjects.PRIMARY_GONE_S]
-
-    def _heard(self, primary: str) -> None:
-        if primary not in self._seen:
-            self.primaries_heard += 1
-        self._seen[primary] = asyncio.get_running_loop().time()
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            hello = json.loads(msg.data)
+            # A primary of an earlier version says nothing of serving: it serves.
+            self.primaries.hello(str(hello["primary"]), hello.get("serving", True) is not False)
 
     async def _renew(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(RENEW_S)
-            now = loop.time()
             by_primary: dict[str, list[str]] = {}
             for stream_id, upstream in list(self._streams.items()):
                 primary = upstream.primary
                 if primary is None:
                     continue
-                if now - self._seen.get(primary, now) > subjects.PRIMARY_GONE_S:
+                if self.primaries.gone(primary):
                     self.forget_stream(stream_id)
                     upstream.primary_lost()
                 else:

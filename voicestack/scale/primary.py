@@ -321,7 +321,6 @@ class PrimaryBridge:
             await lost.send(b"", {END_HEADER: END_STOPPING})
 
     async def _announce(self) -> None:
-        hello = jsoncodec.dumps({"primary": self.id})
         while True:
             nc = self._nc
             if self._serving and self._stopping():
@@ -331,6 +330,9 @@ class PrimaryBridge:
                         await subscription.unsubscribe()
                 self._serving = []
             if nc is not None and nc.is_connected:
+                # A draining primary still says hello (its streams live on), as not serving:
+                # edges open no thread on it (voicestack/scale/primaries.py).
+                hello = jsoncodec.dumps({"primary": self.id, "serving": bool(self._serving)})
                 with contextlib.suppress(Exception):
                     await nc.publish(subjects.HELLO, hello)
             await asyncio.sleep(0.2 if self._serving else subjects.HELLO_S)

@@ -6,17 +6,13 @@ before it opens the stream, so that nothing published after the primary's answer
 missed; keeps what comes until the answer names its stream and the message to take it from;
 then hands that stream's messages, from there on, to its upstream, numbered as every stream's
 are (a missed one resyncs it).
-
-With several primaries serving at once, every edge opens a thread on the same one, its home
-(`home_primary`), so that they share one stream of it there rather than one on each primary.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -34,17 +30,6 @@ from voicestack.scale.stream_wire import (
 # Messages of the thread's streams kept while an opening is unanswered; past this, the stream
 # is reopened (the answer could name a message no longer kept).
 EARLY_KEPT = 10_000
-
-
-def home_primary(thread_id: str, primaries: Iterable[str]) -> str | None:
-    """The primary of `primaries` that every edge opens thread `thread_id` on (rendezvous
-    hashing: every edge that knows the same primaries picks the same one, and a primary that
-    comes or goes moves only the threads it wins or held); None when there is none."""
-
-    def weight(primary: str) -> bytes:
-        return hashlib.sha256(f"{thread_id}\0{primary}".encode()).digest()
-
-    return max(primaries, key=weight, default=None)
 
 
 class ThreadFollower:

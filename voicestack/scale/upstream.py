@@ -96,6 +96,7 @@ class Upstream:
         self._forget = forget
         self._resync: asyncio.Task[None] | None = None
         self._lost_again = False  # lost once more while resyncing: open it anew
+        self._rehome_after = False  # a primary came while resyncing: look again once done
         self.closed = False
         self.opened = False  # a primary has answered an opening with a stream
 
@@ -111,9 +112,19 @@ class Upstream:
         """The primary to open the stream on; None: whichever answers first."""
         return None
 
+    def rehome(self) -> None:
+        """Move the stream to the primary it would be opened on now, if that is another one
+        (a primary came that every edge now opens it on): as if its primary were lost."""
+        if self._resync is not None:
+            self._rehome_after = True  # once reopened, where the primaries are then
+            return
+        chosen = self.chosen_primary()
+        if self.primary is not None and chosen not in (None, self.primary):
+            self.primary_lost()
+
     async def open(self) -> ResponseEnvelope:
-        """Open (or reopen) the stream on a primary (the chosen one, else, or when it does not
-        answer, whichever answers first); its answer (200: streaming)."""
+        """Open (or reopen) the stream on the chosen primary, or, if none is chosen or that
+        one does not answer, on whichever answers first; its answer (200: streaming)."""
         chosen = self.chosen_primary()
         try:
             stream_id, head = await self.link.open(self.opening(), self, chosen)
@@ -181,6 +192,9 @@ class Upstream:
                 wait = min(wait * 2, RESYNC_MAX_WAIT_S)
         finally:
             self._resync = None
+            if self._rehome_after and not self.closed:
+                self._rehome_after = False
+                asyncio.get_running_loop().call_soon(self.rehome)
 
     async def resynced(self) -> bool:
         """The stream reopened after a resync: False when it must be opened anew (its clients
