@@ -65,3 +65,41 @@ def test_a_primary_that_comes_comes_back_or_serves_again_asks_to_move_threads() 
     primaries.hello("a")  # back after a silence (a NATS outage, say)
     assert changes[-1] == ["a"]
     assert len(changes) == 3
+    primaries.hello("a", serving=False)  # draining
+    primaries.hello("a")  # serving again (a drain called off)
+    assert len(changes) == 4
+
+
+def test_a_home_passed_over_takes_its_threads_back_later_and_later_if_it_keeps_failing() -> None:
+    clock = Clock()
+    primaries = Primaries(clock)
+    changes: list[float] = []
+    primaries.on_change.append(lambda: changes.append(clock.now))
+    primaries.hello("a")
+    primaries.unanswered("a")
+    primaries.hello("a")
+    assert primaries.live() == []
+    clock.now += PRIMARY_GONE_S + 0.1
+    primaries.hello("a")  # its pass-over ran out: live again, and its threads go back
+    assert primaries.live() == ["a"]
+    assert len(changes) == 2
+    primaries.unanswered("a")  # failing again, in a row: passed over twice as long
+    clock.now += PRIMARY_GONE_S + 0.1
+    primaries.hello("a")
+    assert primaries.live() == []
+    clock.now += PRIMARY_GONE_S
+    primaries.hello("a")
+    assert primaries.live() == ["a"]
+    primaries.answered("a")  # an opening answered: the next failure counts from one again
+    primaries.unanswered("a")
+    clock.now += PRIMARY_GONE_S + 0.1
+    primaries.hello("a")
+    assert primaries.live() == ["a"]
+
+
+def test_a_primary_that_says_nothing_of_serving_is_nobodys_home() -> None:
+    primaries = Primaries()
+    primaries.hello("old", serving=False)  # an earlier version's hello: alive all the same
+    assert primaries.live() == []
+    assert primaries.home("thr_1") is None
+    assert not primaries.gone("old")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +47,14 @@ class Spy:
 
 @contextlib.asynccontextmanager
 async def spying(cluster: Cluster) -> AsyncIterator[Spy]:
-    """A NATS client of its own that sees every stream message from now on."""
+    """A NATS client of its own that sees every stream message, and every opening on a
+    primary of the edge's choosing, from now on."""
     spy = Spy()
     nc = await nats.connect(cluster.nats.url)
     try:
         await nc.subscribe("voicestack.thread.>", cb=spy.on_message)
         await nc.subscribe("voicestack.stream.>", cb=spy.on_message)
+        await nc.subscribe("voicestack.open.*", cb=spy.on_message)  # on a thread's home
         await nc.flush()
         yield spy
     finally:
@@ -157,8 +160,11 @@ async def _posted_once_to_each(
     await anyio.sleep(0.5)  # anything sent twice would have come by now
     for thread_id in threads:
         assert spy.carrying(f"shared {thread_id}", "voicestack.thread.") == 1
-    instances = {s.rsplit(".", 1)[1] for s, d in spy.messages if s.startswith("voicestack.thread.")}
-    assert len(instances) > 1  # the threads' homes are on both primaries, not all on one
+
+
+def _homes(spy: Spy) -> Counter[str]:
+    """The openings edges made on primaries of their choosing, by primary."""
+    return Counter(s.rsplit(".", 1)[1] for s, _ in spy.messages if s.startswith("voicestack.open."))
 
 
 async def test_with_two_primaries_serving_both_edges_share_one_stream_of_each_thread(
@@ -176,8 +182,9 @@ async def test_with_two_primaries_serving_both_edges_share_one_stream_of_each_th
             ):
                 await _hearing(one, 2)
                 await _hearing(two, 2)
-                threads = [await new_thread(one, f"two primaries {n}") for n in range(8)]
+                threads = [await new_thread(one, f"two primaries {n}") for n in range(12)]
                 await _posted_once_to_each(one, two, threads, spy)
+            assert len(_homes(spy)) == 2  # the threads' homes are on both primaries
         finally:
             second.stop()
 
@@ -189,7 +196,7 @@ async def test_threads_move_to_their_home_when_a_primary_comes(tmp_path: Path) -
             client(first_edge.url, cluster.token) as one,
             client(second_edge.url, cluster.token) as two,
         ):
-            threads = [await new_thread(one, f"moved home {n}") for n in range(8)]
+            threads = [await new_thread(one, f"moved home {n}") for n in range(12)]
             feeds = contextlib.AsyncExitStack()
             async with feeds:
                 # Edge one follows every thread on the only primary there is.
@@ -199,15 +206,23 @@ async def test_threads_move_to_their_home_when_a_primary_comes(tmp_path: Path) -
                     )
                     await feed.next()
                 second = cluster.second_primary()
-                second.start()
-                try:
-                    await _hearing(one, 2)
-                    await _hearing(two, 2)
-                    await anyio.sleep(1.0)  # edge one has moved the threads now homed there
-                    async with spying(cluster) as spy:
-                        await _posted_once_to_each(one, two, threads, spy)
-                finally:
-                    second.stop()
+                async with spying(cluster) as moves:
+                    second.start()
+                    try:
+                        await _hearing(one, 2)
+                        await _hearing(two, 2)
+                        with anyio.fail_after(10):  # edge one moves the threads homed there
+                            while True:
+                                seen = sum(_homes(moves).values())
+                                await anyio.sleep(1.0)
+                                if seen and sum(_homes(moves).values()) == seen:
+                                    break
+                        moved = _homes(moves)
+                        async with spying(cluster) as spy:
+                            await _posted_once_to_each(one, two, threads, spy)
+                    finally:
+                        second.stop()
+                assert len(moved) == 1  # all to the primary that came
 
 
 async def test_a_client_revoked_on_one_edge_leaves_while_the_other_edge_goes_on(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 
 from voicestack.config import Settings
@@ -17,6 +18,9 @@ from voicestack.scale.refused_credentials import RefusedCredentials
 from voicestack.scale.upstream import Upstream
 from voicestack.voice.session_drain import SessionDrain
 from voicestack.voice.telephony.calls import CallSlots
+
+# How long the streams moving to a primary that came are spread over.
+REHOME_SPREAD_S = 2.0
 
 MakeUpstream = Callable[[], Awaitable[tuple[Upstream, ResponseEnvelope]]]
 
@@ -97,9 +101,11 @@ class Edge:
             del self.open_streams[credential]
 
     def _rehome(self) -> None:
-        """A primary came, or serves again: move each stream that now belongs on it."""
+        """A primary came, or serves again: move each stream that now belongs on it, spread
+        over REHOME_SPREAD_S rather than all at once onto a primary that has just started."""
+        loop = asyncio.get_running_loop()
         for upstream in list(self.upstreams.values()):
-            upstream.rehome()
+            loop.call_later(random.uniform(0, REHOME_SPREAD_S), upstream.rehome)
 
     def forget(self, upstream: Upstream) -> None:
         """An upstream ended: the next client of its key opens a new one."""

@@ -219,8 +219,10 @@ class EdgeLink:
             try:
                 stream_id, msg = await self._open(subject, request, upstream, HOME_OPEN_TIMEOUT_S)
             except PrimaryUnavailable:
-                self.primaries.unanswered(primary)
+                if self.connected:  # not the primary's fault while NATS is away
+                    self.primaries.unanswered(primary)
                 raise
+            self.primaries.answered(primary)
         head = self._opened(stream_id, msg, ResponseEnvelope.decode)
         return stream_id, head
 
@@ -262,7 +264,8 @@ class EdgeLink:
         if not answer.ok:
             self.forget_stream(stream_id)
         elif answer.primary is not None and not self.primaries.known(answer.primary):
-            self.primaries.hello(answer.primary)
+            # Alive, but whether it serves its hellos say (it may be draining).
+            self.primaries.hello(answer.primary, serving=False)
         return answer
 
     async def send_frame(self, primary: str, stream_id: str, kind: str, payload: bytes) -> bool:
@@ -370,8 +373,9 @@ class EdgeLink:
     async def _on_hello(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
             hello = json.loads(msg.data)
-            # A primary of an earlier version says nothing of serving: it serves.
-            self.primaries.hello(str(hello["primary"]), hello.get("serving", True) is not False)
+            # A primary of an earlier version says nothing of serving: it serves, but takes no
+            # opening on a subject of its own, so it is nobody's home.
+            self.primaries.hello(str(hello["primary"]), hello.get("serving") is True)
 
     async def _renew(self) -> None:
         while True:

@@ -2,11 +2,14 @@
 thread's home.
 
 Primaries say hello every fraction of a second, and say whether they still serve (a draining one
-no longer takes new calls or streams). With several primaries serving at once, every edge opens
-a given thread on the same one, its home (`home_primary`), so that they share one stream of it
-there rather than one on each primary. When a primary comes (or comes back, or serves again),
-the edge moves the threads that primary is now home to (`on_change`), so that an edge that
-opened a thread before it heard of that primary does not keep a second stream of it.
+no longer takes new calls or streams; one of an earlier version says nothing, and is nobody's
+home, as it does not take openings on a subject of its own). With several primaries serving at
+once, every edge opens a given thread on the same one, its home (`home_primary`), so that they
+share one stream of it there rather than one on each primary. A home that does not answer an
+opening is passed over for a while, longer each time in a row, and the thread opened on the
+next primary in the same order. When a primary comes (or comes back, serves again, or is no
+longer passed over), the edge moves the threads that primary is now home to (`on_change`), so
+that an edge that opened a thread elsewhere meanwhile does not keep a second stream of it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from voicestack.scale import subjects
+
+# The longest a primary that keeps failing its openings is passed over.
+MAX_PASS_OVER_S = 120.0
 
 
 def home_primary(thread_id: str, primaries: Iterable[str]) -> str | None:
@@ -35,24 +41,29 @@ class Primaries:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._seen: dict[str, float] = {}  # primary id -> when it last said hello
-        self._draining: set[str] = set()
+        self._not_serving: set[str] = set()
         self._unanswered: dict[str, float] = {}  # primary id -> until when it is passed over
+        self._failures: dict[str, int] = {}  # openings it failed in a row
         # How many primary processes this edge has heard of: a new one may hold a database
         # restored from before what the edge learnt (voicestack/scale/refused_credentials.py).
         self.heard = 0
         self.on_change: list[Callable[[], None]] = []  # a primary came, or serves again
 
     def hello(self, primary: str, serving: bool = True) -> None:
-        """`primary` said hello (or answered a stream): alive, and serving or draining."""
+        """`primary` said hello (or answered a stream): alive, and serving (a home for
+        threads) or not."""
         now = self._clock()
         was_live = self._live(primary, now)
+        if self._unanswered.get(primary, now) < now:
+            del self._unanswered[primary]  # passed over until now: its threads go back
+            was_live = False
         if primary not in self._seen:
             self.heard += 1
         self._seen[primary] = now
-        if serving:
-            self._draining.discard(primary)
+        if serving:  # draining, or of a version that opens nothing on a subject of its own
+            self._not_serving.discard(primary)
         else:
-            self._draining.add(primary)
+            self._not_serving.add(primary)
         if not was_live and self._live(primary, now):
             for changed in self.on_change:
                 changed()
@@ -67,8 +78,16 @@ class Primaries:
         return now - self._seen.get(primary, now) > subjects.PRIMARY_GONE_S
 
     def unanswered(self, primary: str) -> None:
-        """`primary` did not answer an opening: pass it over for PRIMARY_GONE_S."""
-        self._unanswered[primary] = self._clock() + subjects.PRIMARY_GONE_S
+        """`primary` did not answer an opening: pass it over for PRIMARY_GONE_S, twice as
+        long for each failure in a row (at most MAX_PASS_OVER_S)."""
+        failures = self._failures.get(primary, 0)
+        self._failures[primary] = failures + 1
+        pass_over = min(subjects.PRIMARY_GONE_S * 2**failures, MAX_PASS_OVER_S)
+        self._unanswered[primary] = self._clock() + pass_over
+
+    def answered(self, primary: str) -> None:
+        """`primary` answered an opening."""
+        self._failures.pop(primary, None)
 
     def live(self) -> list[str]:
         """The primaries that said hello lately, serve, and have not failed to answer lately."""
@@ -84,6 +103,6 @@ class Primaries:
         return (
             seen is not None
             and now - seen <= subjects.PRIMARY_GONE_S
-            and primary not in self._draining
+            and primary not in self._not_serving
             and self._unanswered.get(primary, 0.0) <= now
         )

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 RESYNC_WAIT_S = 0.5
 RESYNC_MAX_WAIT_S = 5.0
+# Primaries chosen in turn (each passed over once it fails) before any primary is asked.
+CHOICES = 2
 # Answers to a reopening that end the stream: the viewer may no longer see it.
 FINAL_REFUSALS = frozenset({400, 401, 403, 404, 410, 422})
 
@@ -123,18 +125,23 @@ class Upstream:
             self.primary_lost()
 
     async def open(self) -> ResponseEnvelope:
-        """Open (or reopen) the stream on the chosen primary, or, if none is chosen or that
-        one does not answer, on whichever answers first; its answer (200: streaming)."""
-        chosen = self.chosen_primary()
-        try:
-            stream_id, head = await self.link.open(self.opening(), self, chosen)
-        except PrimaryUnavailable:
+        """Open (or reopen) the stream on the chosen primary (the next one chosen, if that one
+        does not answer), else on whichever answers first; its answer (200: streaming)."""
+        opened: tuple[str, ResponseEnvelope] | None = None
+        for _ in range(CHOICES):
+            chosen = self.chosen_primary()
             if chosen is None:
-                raise
-            stream_id, head = await self.link.open(self.opening(), self)
+                break
+            with contextlib.suppress(PrimaryUnavailable):  # passed over now: choose again
+                opened = await self.link.open(self.opening(), self, chosen)
+                break
+        stream_id, head = opened or await self.link.open(self.opening(), self)
         if head.status == 200:
             self.stream_id, self.primary, self.head = stream_id, head.primary, head
             self.opened = True
+            if self.chosen_primary() not in (None, self.primary):
+                # Primaries came or went while it opened: where it belongs now.
+                asyncio.get_running_loop().call_soon(self.rehome)
         return head
 
     def ended(self, reason: str) -> None:
