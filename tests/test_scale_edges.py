@@ -13,7 +13,9 @@ from pathlib import Path
 
 import anyio
 import httpx
+import nats
 import pytest
+from nats.aio.msg import Msg
 
 from tests.support.scale import (
     Cluster,
@@ -267,6 +269,44 @@ async def test_a_signed_in_client_joining_a_shared_watch_gets_its_own_renewed_co
             await joiner.next()
             renewed = joiner.response.headers.get("set-cookie", "")
     assert renewed.startswith(f"vs_session={secret};")
+
+
+async def test_a_signed_in_client_opening_a_watch_is_judged_by_its_opening_alone(
+    cluster: Cluster,
+) -> None:
+    # The primary judges, and renews, the cookie of the opening itself: no call before it.
+    cluster.primary.create_token("edge-opener")
+    secret = sign_in(cluster, "edge-opener", lifetime_s=SESSION_DAYS * DAY_S)
+    age_session(cluster, secret, DAY_S * 2)  # due for renewal at its next use
+    await anyio.sleep(0.5)  # the primary reads the other process's commit
+    calls = Calls()
+    nc = await nats.connect(cluster.nats.url)
+    try:
+        await nc.subscribe("voicestack.call", cb=calls.on_message)
+        await nc.flush()
+        cookie = {"Cookie": f"vs_session={secret}"}
+        first, _ = cluster.edges
+        async with (
+            httpx.AsyncClient(base_url=first.url, timeout=10.0, headers=cookie) as a,
+            watch(a, "/api/watch/threads.list") as opener,
+        ):
+            await opener.next()
+            renewed = opener.response.headers.get("set-cookie", "")
+        await nc.flush()
+    finally:
+        await nc.close()
+    assert renewed.startswith(f"vs_session={secret};")
+    assert calls.count == 0
+
+
+class Calls:
+    """Calls edges make on any primary, counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def on_message(self, msg: Msg) -> None:
+        self.count += 1
 
 
 async def test_an_edge_holds_each_token_to_its_stream_limit(

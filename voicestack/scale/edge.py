@@ -113,6 +113,11 @@ class Edge:
             if known is upstream:
                 del self.upstreams[key]
 
+    def has_upstream(self, key: str) -> bool:
+        """Whether an upstream of `key` is open here, or being opened."""
+        known = self.upstreams.get(key)
+        return (known is not None and not known.closed) or key in self._opening
+
     async def upstream(
         self, key: str, make: MakeUpstream
     ) -> tuple[Upstream | None, ResponseEnvelope | None]:

@@ -148,7 +148,8 @@ async def _cookie_check(edge: Edge, opening: RequestEnvelope) -> tuple[Headers, 
     """A signed-in client joining a shared watch has its cookie judged, and renewed, by the
     primary, as its own opening would: (the Set-Cookie to send it, None), or (nothing, the
     primary's refusal). A bearer token needs nothing: the upstream of that very token is
-    ended by the primary at the commit that revokes it."""
+    ended by the primary at the commit that revokes it. A client that opens the watch needs
+    nothing either: the primary judges the opening itself."""
     if _bearer(opening):
         return [], None
     check = RequestEnvelope("GET", "/api/me", b"", list(opening.headers), client=opening.client)
@@ -217,17 +218,24 @@ async def watch(request: Request) -> Response | ChannelResponse:
     if (refusal := refused_here(edge, request.scope)) is not None:
         return refusal
     heard = edge.link.primaries.heard
-    cookies, refusal = await _cookie_check(edge, opening)
-    if refusal is not None:
-        return remember(edge, request.scope, refusal, heard)
+    key = _key("watch", opening, params)
+    cookies: Headers = []
+    if edge.has_upstream(key):  # joining: the cookie is judged, and renewed, for this client
+        cookies, refusal = await _cookie_check(edge, opening)
+        if refusal is not None:
+            return remember(edge, request.scope, refusal, heard)
     credential = credential_key(opening)
     if not edge.take_stream(credential):
         return _too_many(edge)
+    opened_here = False
+
+    def make() -> WatchUpstream:
+        nonlocal opened_here
+        opened_here = True
+        return WatchUpstream(edge.link, opening, edge.forget, multi)
+
     try:
-        key = _key("watch", opening, params)
-        upstream, refusal = await _shared(
-            edge, key, lambda: WatchUpstream(edge.link, opening, edge.forget, multi)
-        )
+        upstream, refusal = await _shared(edge, key, make)
     except BaseException:
         edge.give_back_stream(credential)
         raise
@@ -236,6 +244,8 @@ async def watch(request: Request) -> Response | ChannelResponse:
         assert refusal is not None
         return remember(edge, request.scope, refusal, heard)
     assert isinstance(upstream, WatchUpstream)
+    if opened_here:  # its own opening judged the cookie: the renewal it got is this client's
+        cookies = _cookies(upstream.head)
     outbox = RelayChannel()
     upstream.join(outbox, last_event_id(request))
 
