@@ -99,11 +99,12 @@ def answer(instance: str, first_seq: int) -> ResponseEnvelope:
     return ResponseEnvelope(200, headers, primary="p1")
 
 
-async def until(done: Callable[[], bool]) -> None:
-    """Until `done()` holds (5 s at most)."""
-    with anyio.fail_after(5):
+async def until(done: Callable[[], bool], state: Callable[[], object] = lambda: None) -> None:
+    """Until `done()` holds (10 s at most; then the failure says `state()`)."""
+    with anyio.move_on_after(10):
         while not done():
             await anyio.sleep(0.01)
+    assert done(), f"not within 10 s: {state()}"
 
 
 @dataclass
@@ -132,7 +133,7 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     for text in (b"one", b"two", b"three"):  # while the opening is unanswered
         await ours.send(text)
         await theirs.send(b"another primary's " + text)
-    await until(lambda: probe.seen >= 6)
+    await until(lambda: probe.seen >= 6, lambda: (probe, upstream))
     await anyio.sleep(0.05)  # the follower's own subscription keeps them meanwhile
     first_seq = ours.next_seq - 1  # the answer's catch-up covered "one" and "two"
     follower.answered(answer("ours", first_seq))
@@ -146,7 +147,7 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     await ours.send(b"after a hole")
     await until(lambda: upstream.lost == 1)
     await ours.send(b"after the resync began")
-    await until(lambda: probe.seen >= 10)
+    await until(lambda: probe.seen >= 10, lambda: (probe, upstream))
     await anyio.sleep(0.05)
     assert upstream.chunks == [b"three", b"four"]
     assert upstream.lost == 1  # told once: the stream is not routed until reopened

@@ -65,7 +65,10 @@ class NatsServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start it and wait until it accepts connections."""
+        """Start it and wait until it says it is ready: this very process, not another that
+        took the port meanwhile (another test's, on the other worker), whose stopping would
+        cut this test's clients off."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -76,6 +79,15 @@ class NatsServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        ready = f"Listening for client connections on 127.0.0.1:{self.port}".encode()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while ready not in self.log_path.read_bytes()[offset:]:
+            if self.process.poll() is not None:
+                log_text = self.log_path.read_text(errors="replace")
+                pytest.fail(f"nats-server exited with {self.process.returncode}:\n{log_text}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"nats-server did not listen on {self.port} in time")
+            time.sleep(0.02)
         _wait_for_port(self.port, "nats-server", self.process)
 
     def stop(self) -> None:
