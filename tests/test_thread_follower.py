@@ -57,6 +57,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+        print(f"--- nats-server log\n{server.log_path.read_text(errors='replace')}")
 
 
 @pytest.fixture
@@ -107,6 +108,13 @@ async def until(done: Callable[[], bool], state: Callable[[], object] = lambda: 
     assert done(), f"not within 10 s: {state()}"
 
 
+def _state(probe: Probe, upstream: Recorder, primary: Client, link: EdgeLink) -> str:
+    """What each side has seen, for a wait that failed."""
+    edge = link._nc
+    received = None if edge is None else (edge.stats, edge.is_connected)
+    return f"{probe}, {upstream}, published {primary.stats}, edge {received}"
+
+
 @dataclass
 class Probe:
     """A subscription of the edge's own connection beside the follower's: what it has seen has
@@ -133,21 +141,25 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     for text in (b"one", b"two", b"three"):  # while the opening is unanswered
         await ours.send(text)
         await theirs.send(b"another primary's " + text)
-    await until(lambda: probe.seen >= 6, lambda: (probe, upstream))
+    await primary.flush()
+    await until(lambda: probe.seen >= 6, lambda: _state(probe, upstream, primary, link))
     await anyio.sleep(0.05)  # the follower's own subscription keeps them meanwhile
     first_seq = ours.next_seq - 1  # the answer's catch-up covered "one" and "two"
     follower.answered(answer("ours", first_seq))
     await ours.send(b"four")
     await theirs.send(b"another primary's four")
-    await until(lambda: len(upstream.chunks) == 2)
+    await primary.flush()
+    await until(lambda: len(upstream.chunks) == 2, lambda: _state(probe, upstream, primary, link))
     assert upstream.chunks == [b"three", b"four"]
     assert upstream.lost == 0
 
     ours.seq += 1  # one message goes missing
     await ours.send(b"after a hole")
-    await until(lambda: upstream.lost == 1)
+    await primary.flush()
+    await until(lambda: upstream.lost == 1, lambda: _state(probe, upstream, primary, link))
     await ours.send(b"after the resync began")
-    await until(lambda: probe.seen >= 10, lambda: (probe, upstream))
+    await primary.flush()
+    await until(lambda: probe.seen >= 10, lambda: _state(probe, upstream, primary, link))
     await anyio.sleep(0.05)
     assert upstream.chunks == [b"three", b"four"]
     assert upstream.lost == 1  # told once: the stream is not routed until reopened
@@ -163,9 +175,11 @@ async def test_an_answer_naming_no_shared_stream_takes_nothing_from_the_subject(
     await link.subscribe(subjects.thread_streams(THREAD), probe.on_message)
     follower.expect()
     await publisher.send(b"early")
-    await until(lambda: probe.seen >= 1)
+    await primary.flush()
+    await until(lambda: probe.seen >= 1, lambda: _state(probe, upstream, primary, link))
     follower.answered(ResponseEnvelope(200, primary="p1"))  # a stream of the edge's own
     await publisher.send(b"late")
-    await until(lambda: probe.seen >= 2)
+    await primary.flush()
+    await until(lambda: probe.seen >= 2, lambda: _state(probe, upstream, primary, link))
     await anyio.sleep(0.05)
     assert upstream.chunks == []
