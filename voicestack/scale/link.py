@@ -31,6 +31,7 @@ from voicestack import jsoncodec
 from voicestack.scale import subjects
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.journal import JournalEvent, read_journal
+from voicestack.scale.nats_sync import settled
 from voicestack.scale.primaries import Primaries
 from voicestack.scale.primary import END_HEADER
 from voicestack.scale.sockets import FRAME_HEADER, SocketAnswer
@@ -330,7 +331,7 @@ class EdgeLink:
             raise PrimaryUnavailable("NATS is not reachable.")
         try:
             subscription = await nc.subscribe(subject, cb=cb)
-            await nc.flush(timeout=int(OPEN_TIMEOUT_S))
+            await settled(nc, OPEN_TIMEOUT_S)
         except (NatsError, TimeoutError) as exc:
             raise PrimaryUnavailable(f"NATS did not take a subscription ({exc!r}).") from None
         return subscription
