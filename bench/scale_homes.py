@@ -30,6 +30,7 @@ from bench.rows import run_rows
 from bench.scale_setups import EDGES, ScaleOut, _Primary, make_setup, nats_binary
 from bench.server_access import auth_line
 from bench.sse_client import HOST, SseClient, Tracker, http_call
+from voicestack.scale.nats_sync import settled
 
 STREAM_SUBJECTS = ("voicestack.thread.>", "voicestack.stream.>")
 ROW = "two primaries"
@@ -105,7 +106,7 @@ async def _run(args: argparse.Namespace, work: Path, fake: Fake, name: str) -> d
         try:
             for subject in STREAM_SUBJECTS:
                 await nc.subscribe(subject, cb=carried.on_message)
-            await nc.flush()
+            await settled(nc)
             for text in texts:
                 thread_id = await setup.create_thread()
                 await _watch_then_post(setup, thread_id, text)

@@ -33,6 +33,7 @@ from bench.server_access import NO_LIMITS_ENV, server_token
 from bench.sse_client import HOST, die_with_parent, http_call
 from bench.stream_procs import REPO, Child, child_env
 from bench.voice_procs import free_port
+from voicestack.scale.nats_sync import settled
 
 SINGLE, WORKERS, EDGES = "single", "workers 2", "primary + 2 edges"
 EDGES_VIA = "primary + 2 edges, writes via the edges"
@@ -82,7 +83,7 @@ class StreamSpy:
         self._nc = await nats.connect(url, allow_reconnect=False)
         for subject in self.SUBJECTS:
             await self._nc.subscribe(subject, cb=self._count)
-        await self._nc.flush()
+        await settled(self._nc)
 
     async def _count(self, msg: nats.aio.msg.Msg) -> None:
         self.msgs += 1

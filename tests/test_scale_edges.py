@@ -32,6 +32,7 @@ from tests.support.scale import (
     sign_in,
 )
 from tests.support.sse import watch
+from voicestack.scale.nats_sync import settled
 
 pytestmark = pytest.mark.anyio
 
@@ -283,7 +284,7 @@ async def test_a_signed_in_client_opening_a_watch_is_judged_by_its_opening_alone
     nc = await nats.connect(cluster.nats.url)
     try:
         await nc.subscribe("voicestack.call", cb=calls.on_message)
-        await nc.flush()
+        await settled(nc)
         cookie = {"Cookie": f"vs_session={secret}"}
         first, _ = cluster.edges
         async with (
@@ -292,7 +293,7 @@ async def test_a_signed_in_client_opening_a_watch_is_judged_by_its_opening_alone
         ):
             await opener.next()
             renewed = opener.response.headers.get("set-cookie", "")
-        await nc.flush()
+        await settled(nc)
     finally:
         await nc.close()
     assert renewed.startswith(f"vs_session={secret};")

@@ -33,6 +33,7 @@ from tests.support.scale import (
     running_cluster,
     sign_in,
 )
+from voicestack.scale.nats_sync import settled
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +61,7 @@ class Asked:
     async def settled(self) -> int:
         """The count once every request made so far has reached this listener: NATS delivers
         them before the answer to a flush that follows them."""
-        await self.nc.flush()
+        await settled(self.nc)
         await anyio.sleep(0.2)  # and their callbacks have run
         return self.count
 
@@ -72,7 +73,7 @@ async def counting(cluster: Cluster) -> AsyncIterator[Asked]:
     try:
         for subject in ASKED:
             await nc.subscribe(subject, cb=asked.on_message)
-        await nc.flush()
+        await settled(nc)
         yield asked
     finally:
         await nc.close()

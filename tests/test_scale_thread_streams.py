@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from tests.support.scale import Cluster, client, new_thread, revoke, running_cluster
 from tests.support.sse import Event, Watch, watch
+from voicestack.scale.nats_sync import settled
 from voicestack.scale.primary import LEASE_S
 
 pytestmark = pytest.mark.anyio
@@ -55,7 +56,7 @@ async def spying(cluster: Cluster) -> AsyncIterator[Spy]:
         await nc.subscribe("voicestack.thread.>", cb=spy.on_message)
         await nc.subscribe("voicestack.stream.>", cb=spy.on_message)
         await nc.subscribe("voicestack.open.*", cb=spy.on_message)  # on a thread's home
-        await nc.flush()
+        await settled(nc)
         yield spy
     finally:
         await nc.close()

@@ -20,6 +20,7 @@ from tests.support.scale import NatsServer
 from voicestack.scale import subjects
 from voicestack.scale.envelope import ResponseEnvelope
 from voicestack.scale.link import EdgeLink
+from voicestack.scale.nats_sync import settled
 from voicestack.scale.stream_wire import FIRST_SEQ_HEADER, THREAD_STREAM_HEADER, StreamPublisher
 from voicestack.scale.thread_follower import ThreadFollower
 
@@ -133,7 +134,7 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     ours = StreamPublisher(primary, subjects.thread_subject(THREAD, "ours"))
     theirs = StreamPublisher(primary, subjects.thread_subject(THREAD, "theirs"))
     await ours.send(b"before the subscription")
-    await primary.flush()  # past the server before the edge subscribes
+    await settled(primary)  # past the server before the edge subscribes
     await follower.follow()
     probe = Probe()
     await link.subscribe(subjects.thread_streams(THREAD), probe.on_message)
@@ -141,24 +142,24 @@ async def test_the_stream_is_taken_from_the_message_the_answer_names(
     for text in (b"one", b"two", b"three"):  # while the opening is unanswered
         await ours.send(text)
         await theirs.send(b"another primary's " + text)
-    await primary.flush()
+    await settled(primary)
     await until(lambda: probe.seen >= 6, lambda: _state(probe, upstream, primary, link))
     await anyio.sleep(0.05)  # the follower's own subscription keeps them meanwhile
     first_seq = ours.next_seq - 1  # the answer's catch-up covered "one" and "two"
     follower.answered(answer("ours", first_seq))
     await ours.send(b"four")
     await theirs.send(b"another primary's four")
-    await primary.flush()
+    await settled(primary)
     await until(lambda: len(upstream.chunks) == 2, lambda: _state(probe, upstream, primary, link))
     assert upstream.chunks == [b"three", b"four"]
     assert upstream.lost == 0
 
     ours.seq += 1  # one message goes missing
     await ours.send(b"after a hole")
-    await primary.flush()
+    await settled(primary)
     await until(lambda: upstream.lost == 1, lambda: _state(probe, upstream, primary, link))
     await ours.send(b"after the resync began")
-    await primary.flush()
+    await settled(primary)
     await until(lambda: probe.seen >= 10, lambda: _state(probe, upstream, primary, link))
     await anyio.sleep(0.05)
     assert upstream.chunks == [b"three", b"four"]
@@ -175,11 +176,11 @@ async def test_an_answer_naming_no_shared_stream_takes_nothing_from_the_subject(
     await link.subscribe(subjects.thread_streams(THREAD), probe.on_message)
     follower.expect()
     await publisher.send(b"early")
-    await primary.flush()
+    await settled(primary)
     await until(lambda: probe.seen >= 1, lambda: _state(probe, upstream, primary, link))
     follower.answered(ResponseEnvelope(200, primary="p1"))  # a stream of the edge's own
     await publisher.send(b"late")
-    await primary.flush()
+    await settled(primary)
     await until(lambda: probe.seen >= 2, lambda: _state(probe, upstream, primary, link))
     await anyio.sleep(0.05)
     assert upstream.chunks == []
