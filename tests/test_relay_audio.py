@@ -13,6 +13,7 @@ from voicestack.config import load_settings
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.wire import Start
 from voicestack.voice.relay.audio import InboundAudio, ReplyAudio
+from voicestack.voice.relay.records import VoiceAgent
 from voicestack.voice.relay.resample import PolyphaseResampler
 from voicestack.voice.relay.session_config import (
     ProviderAudio,
@@ -47,18 +48,18 @@ def test_mulaw_passes_through_both_ways_and_is_accounted_one_byte_a_sample() -> 
 
 
 def test_the_session_update_takes_the_ga_shape_with_the_phones_format() -> None:
-    update = session_update(AgentTools(AGENT), SETTINGS, PCMU)
+    update = session_update(VoiceAgent.of(AgentTools(AGENT)), SETTINGS, PCMU)
 
     session = update["session"]
     assert session["type"] == "realtime"
     assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
     assert session["audio"]["output"] == {"format": {"type": "audio/pcmu"}, "voice": "ash"}
-    pcm = session_update(AgentTools(AGENT), SETTINGS, PCM24)["session"]["audio"]
+    pcm = session_update(VoiceAgent.of(AgentTools(AGENT)), SETTINGS, PCM24)["session"]["audio"]
     assert pcm["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
 
 
 def test_a_beta_provider_gets_the_beta_shape() -> None:
-    update = session_update(AgentTools(AGENT), SETTINGS, PCMU, "beta")
+    update = session_update(VoiceAgent.of(AgentTools(AGENT)), SETTINGS, PCMU, "beta")
 
     assert update["session"] == {
         "modalities": ["audio", "text"],
@@ -76,7 +77,7 @@ def test_a_beta_provider_gets_the_beta_shape() -> None:
         "tools": [],
         "tool_choice": "none",
     }
-    beta = session_update(AgentTools(AGENT), SETTINGS, PCM24, "beta")["session"]
+    beta = session_update(VoiceAgent.of(AgentTools(AGENT)), SETTINGS, PCM24, "beta")["session"]
     assert beta["input_audio_format"] == beta["output_audio_format"] == "pcm16"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from voicestack.agent.agents import DEFAULT_AGENT, AgentProfile, Agents
 from voicestack.agent.cost import Pricing
+from voicestack.agent.reply_tools import Approval
 from voicestack.config import Settings
 from voicestack.identity import Caller
 from voicestack.reactive.streams import Stream
@@ -19,9 +20,10 @@ from voicestack.voice.realtime.records import StoreRecords
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.wire import ProtocolError, Start
 from voicestack.voice.relay.context import RelayContext
+from voicestack.voice.relay.records import RepliesWithCalls, StoreRelayRecords, VoiceAgent
 from voicestack.voice.relay.session import RelaySession
 from voicestack.voice.relay.session_config import RelaySettings
-from voicestack.voice.relay.tools import RelayTools
+from voicestack.voice.relay.tools import Approvals, RelayTools
 from voicestack.voice.session_drain import SessionDrain
 from voicestack.voice.telephony.calls import CallThread, start_call_thread
 from voicestack.voice.telephony.media import CALL_AUDIO, CallClient, StreamStart
@@ -54,6 +56,7 @@ class LiveSessions:
         self._transcriber = transcriber
         self._agents = agents
         self._relay_tools = relay_tools
+        self._replies_with_calls = RepliesWithCalls(relay_tools)
         self._pricing = pricing
         self._open_call_feed = open_call_feed
         self._drain = SessionDrain(settings.drain_s)
@@ -78,6 +81,22 @@ class LiveSessions:
         )
         self._drain.add(session)
         return session
+
+    def relay_records(
+        self, thread_id: str, user: Caller | None, wait_for_approval: Approval
+    ) -> StoreRelayRecords:
+        """Where a relayed conversation of `user` on the thread keeps its turns and replies:
+        here; its function calls that need approval wait on `wait_for_approval`."""
+        return StoreRelayRecords(
+            store=self._store,
+            thread_id=thread_id,
+            author=user.id if user else None,
+            model=RelaySettings.from_settings(self._settings).model,
+            pricing=self._pricing,
+            replies=self._replies_with_calls,
+            tools=self._relay_tools,
+            wait_for_approval=wait_for_approval,
+        )
 
     def records(self, thread_id: str, user: Caller | None) -> StoreRecords:
         """Where a conversation of `user` on the thread keeps its turns and replies: here."""
@@ -110,17 +129,24 @@ class LiveSessions:
             return self.open_voice_session(thread_id, user, feed, start, client)
         self._drain.refuse_when_shutting_down()
         settings = self._settings
+        relay = RelaySettings.from_settings(settings)
+        approvals = Approvals(self._store)
+        records = self.relay_records(thread_id, user, approvals.wait)
+
+        async def provider_key() -> str | None:
+            return relay.api_key
+
         context = RelayContext(
             thread_id=thread_id,
             user=user,
-            agent=agent,
-            store=self._store,
+            agent=VoiceAgent.of(self._relay_tools.offer(agent)),
+            records=records,
             start=start,
             client=client,
-            settings=RelaySettings.from_settings(settings),
-            tools=self._relay_tools,
-            pricing=self._pricing,
+            settings=relay,
             flush_ms=settings.flush_ms,
+            provider_key=provider_key,
+            tool_call_seen=approvals.seen,
             forget=self._drain.discard,
         )
         session = RelaySession(context, feed)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voicestack.agent.agents import AgentProfile
-from voicestack.agent.cost import Pricing
 from voicestack.identity import Caller
-from voicestack.store.store import Store
 from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.wire import Start
+from voicestack.voice.relay.records import RelayRecords, VoiceAgent
 from voicestack.voice.relay.session_config import RelaySettings
-from voicestack.voice.relay.tools import RelayTools
 
 
 class TurnFailed(Exception):
@@ -27,16 +24,21 @@ class TurnFailed(Exception):
 
 @dataclass(frozen=True)
 class RelayContext:
-    """Who talks on which thread, through which client, with which agent and provider."""
+    """Who talks on which thread, through which client, with which agent and provider, and
+    where the conversation is kept.
+
+    `provider_key` gives the bearer key of each new provider connection (None: the provider
+    wants none); `tool_call_seen` takes the thread feed's `tool_call` events, when the records
+    wait on them for approvals."""
 
     thread_id: str
     user: Caller | None
-    agent: AgentProfile
-    store: Store
+    agent: VoiceAgent
+    records: RelayRecords
     start: Start
     client: VoiceClient
     settings: RelaySettings
-    tools: RelayTools
-    pricing: Pricing | None
     flush_ms: float
+    provider_key: Callable[[], Awaitable[str | None]]
+    tool_call_seen: Callable[[dict[str, Any]], None] | None = None
     forget: Callable[[Any], None] | None = None

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from voicestack.agent.llm_calls import ToolCallRequest
 from voicestack.agent.reply_state import Claim
-from voicestack.agent.reply_tools import ReplyTools
 from voicestack.agent.stream import DeltaCoalescer
 from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.metrics import TurnClock
@@ -32,7 +31,7 @@ class RelayReply:
     clock: TurnClock
     audio: ReplyAudio
     text: DeltaCoalescer
-    calls: ReplyTools
+    agent: str  # who answers it now (another agent after a handoff)
     started: float = field(default_factory=time.monotonic)
     response_id: str | None = None  # the provider response writing it now
     responding: bool = False  # that response has not ended
@@ -55,19 +54,19 @@ class RelayReply:
         clock: TurnClock,
         start: Start,
         provider: ProviderAudio,
-        calls: ReplyTools,
+        agent: str,
         save_delta: Callable[[RelayReply, str], Awaitable[None]],
         flush_ms: float,
     ) -> RelayReply:
-        """A reply whose transcript pieces are saved by `save_delta`, its audio coming as
-        `provider` and going out as `start`."""
+        """A reply of `agent` whose transcript pieces are saved by `save_delta`, its audio
+        coming as `provider` and going out as `start`."""
         holder: list[RelayReply] = []
 
         async def flush(text: str) -> None:
             await save_delta(holder[0], text)
 
         reply = cls(
-            claim, clock, ReplyAudio(start, provider), DeltaCoalescer(flush, flush_ms), calls
+            claim, clock, ReplyAudio(start, provider), DeltaCoalescer(flush, flush_ms), agent
         )
         holder.append(reply)
         return reply

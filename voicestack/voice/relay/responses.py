@@ -16,7 +16,6 @@ from typing import Any
 
 from voicestack.agent.reply_state import HEARD_CUT
 from voicestack.agent.reply_tools import ReplyStopped
-from voicestack.voice.relay import transcripts
 from voicestack.voice.relay.context import TurnFailed
 from voicestack.voice.relay.events import (
     HARMLESS_ERRORS,
@@ -28,7 +27,7 @@ from voicestack.voice.relay.events import (
 )
 from voicestack.voice.relay.provider import ProviderGone, ProviderLink
 from voicestack.voice.relay.reply import RelayReply
-from voicestack.voice.relay.tools import call_request, run_function_calls
+from voicestack.voice.relay.tools import call_request
 from voicestack.voice.relay.turn_state import TurnState
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,7 @@ class ResponseEvents(TurnState):
         reply.response_id, reply.responding = response_id, True
         reply.step += 1
         self._responses[response_id] = reply
-        message_id = reply.message_id
-        await self._write(lambda db: transcripts.begin_response(db, message_id))
+        await self._records.begin_response(reply.message_id)
 
     def _item_added(self, received: dict[str, Any]) -> None:
         reply, item = self._of(received), received.get("item")
@@ -101,8 +99,7 @@ class ResponseEvents(TurnState):
         if reply is None:
             return
         reply.responding = False
-        usage, message_id = usage_of(received), reply.message_id
-        await self._write(lambda db: transcripts.add_response_usage(db, message_id, usage))
+        await self._records.response_usage(reply.message_id, usage_of(received))
         status = response_status(received)
         if reply.cut and not reply.cut_saved:
             return  # the interrupt under way saves the cut, then ends the reply
@@ -129,7 +126,7 @@ class ResponseEvents(TurnState):
     async def _run_calls(self, reply: RelayReply, link: ProviderLink) -> None:
         requests, reply.requests = reply.requests, []
         try:
-            results = await run_function_calls(reply.calls, reply.step, requests)
+            results = await self._records.run_calls(reply.claim, reply.agent, reply.step, requests)
         except ReplyStopped:
             return
         except Exception:
@@ -137,7 +134,8 @@ class ResponseEvents(TurnState):
             await self.fail_turn("internal_error", "The function calls failed; see the log.")
             return
         with contextlib.suppress(ProviderGone):
-            if results.agent is not self._agent:  # handed off: the new agent answers
+            reply.agent = results.agent.name
+            if results.agent != self._agent:  # handed off: the new agent answers
                 self._agent = results.agent
                 await link.send(self.session_update())
             for call_id, output in results.outputs:

@@ -220,7 +220,8 @@ class RelaySession:
         settings = self._context.settings
         for attempt in range(retries + 1):
             try:
-                return await ProviderLink.open(url, settings.api_key, settings.timeout_s)
+                key = await self._context.provider_key()
+                return await ProviderLink.open(url, key, settings.timeout_s)
             except ProviderUnavailable as exc:
                 log.warning("realtime provider unavailable for %s: %s", self.thread_id, exc.reason)
                 reason = exc.reason
@@ -286,9 +287,10 @@ class RelaySession:
     # -- the thread feed -----------------------------------------------------------------------
 
     async def _follow_feed(self) -> None:
+        seen = self._context.tool_call_seen
         async for item in feed_events(self._feed):
-            if item.kind == "tool_call":
-                self._talk.approvals.seen(item.data)
+            if item.kind == "tool_call" and seen is not None:
+                seen(item.data)
         if self._winding_down or self._closing:
             return
         # The feed ends when the caller may no longer see the thread, or at shutdown.

@@ -14,12 +14,14 @@ Which one the provider speaks shows in its first event, `session.created` (`prot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from voicestack.agent.handoff import AgentTools
 from voicestack.config import Settings
 from voicestack.voice.realtime.wire import Start
 from voicestack.voice.relay.provider import realtime_url
+
+if TYPE_CHECKING:
+    from voicestack.voice.relay.records import VoiceAgent
 
 PROVIDER_RATE = 24000
 MULAW_RATE = 8000
@@ -95,22 +97,11 @@ def protocol_of(first: dict[str, Any] | None) -> Protocol:
     return "beta" if "input_audio_format" in session or "modalities" in session else "ga"
 
 
-def realtime_tools(offer: AgentTools) -> list[dict[str, Any]]:
-    """The agent's tools as Realtime function definitions (flat, not nested in `function`)."""
-    return [
-        {"type": "function", **spec["function"]}
-        for spec in offer.openai_specs()
-        if spec.get("type") == "function"
-    ]
-
-
 def session_update(
-    offer: AgentTools, settings: RelaySettings, audio: ProviderAudio, protocol: Protocol = "ga"
+    agent: VoiceAgent, settings: RelaySettings, audio: ProviderAudio, protocol: Protocol = "ga"
 ) -> dict[str, Any]:
-    """The `session.update` for the agent of `offer`, with `audio` both ways, in the shape of
-    `protocol`."""
-    agent = offer.agent
-    tools = realtime_tools(offer)
+    """The `session.update` for `agent`, with `audio` both ways, in the shape of `protocol`."""
+    tools = agent.tools
     turn_detection = {
         "type": "server_vad",
         "silence_duration_ms": settings.silence_ms,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from voicestack.agent.agents import AgentProfile, Agents
@@ -25,14 +24,6 @@ from voicestack.store.db import WriteDB
 from voicestack.store.store import Store
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class ToolResults:
-    """What running one response's calls gave: each call's output, and who answers now."""
-
-    outputs: list[tuple[str, str]]
-    agent: AgentProfile
 
 
 class RelayTools:
@@ -59,6 +50,11 @@ class RelayTools:
         """What `agent` offers the model."""
         return AgentTools.of(agent, self._tools, self._agents)
 
+    def offer_named(self, name: str) -> AgentTools:
+        """What the agent `name` offers the model (the default agent's when `name` is not
+        defined any more)."""
+        return self.offer(self._agents.get(name) or self._agents.profiles[0])
+
     def for_reply(self, claim: Claim, wait_for_approval: Approval) -> ReplyTools:
         """The calls of one reply (its rows belong to the claim's message); a call that needs
         approval waits on `wait_for_approval`."""
@@ -84,16 +80,15 @@ class RelayTools:
 
 async def run_function_calls(
     calls: ReplyTools, step: int, requests: list[ToolCallRequest]
-) -> ToolResults:
-    """Run one response's calls as rows of the reply; raises ReplyStopped if the reply was
-    stopped meanwhile (a handoff found it ended)."""
+) -> list[tuple[str, str]]:
+    """Run one response's calls as rows of the reply, each call's (call_id, output); raises
+    ReplyStopped if the reply was stopped meanwhile (a handoff found it ended)."""
     entries: list[dict[str, Any]] = await calls.run_calls(step, requests)
-    outputs = [
+    return [
         (str(entry["tool_call_id"]), str(entry["content"]))
         for entry in entries
         if entry.get("role") == "tool"
     ]
-    return ToolResults(outputs, calls.offered().agent)
 
 
 def call_request(event: dict[str, Any]) -> ToolCallRequest | None:

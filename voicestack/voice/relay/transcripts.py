@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from voicestack.agent.agents import AgentProfile
 from voicestack.agent.cost import Pricing
 from voicestack.agent.records import emit_delta, emit_message, now, streamed_text
 from voicestack.agent.reply_parts import add_step_usage, begin_step, open_part
@@ -64,7 +63,7 @@ def open_reply(
     thread_id: str,
     author: str | None,
     reply_to: str | None,
-    agent: AgentProfile,
+    agent: str,
     model: str,
     audio_in_seconds: float,
 ) -> Claim:
@@ -75,12 +74,12 @@ def open_reply(
         "assistant",
         "streaming",
         reply_to=reply_to,
-        agent=agent.name,
+        agent=agent,
         model=model,
     )
-    open_part(db, message_id, agent.name, model, audio_in_seconds)
+    open_part(db, message_id, agent, model, audio_in_seconds)
     position: int = db.scalar("SELECT position FROM messages WHERE id = ?", (message_id,))
-    return Claim(message_id, thread_id, position, author, False, agent.name)
+    return Claim(message_id, thread_id, position, author, False, agent)
 
 
 def add_reply_delta(db: WriteDB, claim: Claim, text: str, seq: int) -> bool:

@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
-from voicestack.agent.handoff import AgentTools
-from voicestack.store.db import WriteDB
-from voicestack.voice.realtime.metrics import TurnClock, save_cut, save_hung_up, save_spoken
+from voicestack.voice.realtime.metrics import TurnClock
+from voicestack.voice.realtime.records import CUT, HUNG_UP, SPOKEN, ReplyEnd
 from voicestack.voice.realtime.wire import event
-from voicestack.voice.relay import transcripts
 from voicestack.voice.relay.audio import InboundAudio, heard_words
 from voicestack.voice.relay.context import RelayContext
 from voicestack.voice.relay.events import cancel, truncate
 from voicestack.voice.relay.provider import ProviderGone, ProviderLink
 from voicestack.voice.relay.reply import RelayReply
 from voicestack.voice.relay.session_config import Protocol, provider_audio, session_update
-from voicestack.voice.relay.tools import Approvals
 from voicestack.voice.relay.user_turns import UserTurns
 
 
@@ -38,19 +35,17 @@ class TurnState:
 
     def __init__(self, context: RelayContext) -> None:
         self._context = context
-        self._store = context.store
+        self._records = context.records
         self._client = context.client
         self._agent = context.agent
-        self._author = context.user.id if context.user else None
         self.provider_audio = provider_audio(context.start)  # what the provider hears, speaks
         self.protocol: Protocol = "ga"  # the provider's, once its session.created told
         self.inbound = InboundAudio(context.start, self.provider_audio)
-        self.approvals = Approvals(context.store)
         self._reply: RelayReply | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._responses: dict[str, RelayReply] = {}
-        self._users = UserTurns(context.thread_id, self._author, self._write, self._send)
+        self._users = UserTurns(context.records, self._send)
         self._speech_start_ms: int | None = None
         self._audio_in_s = 0.0
         self._clock: TurnClock | None = None  # the turn whose speech just ended
@@ -68,16 +63,9 @@ class TurnState:
         """True while a turn waits on the provider (its silence then fails the turn)."""
         return self._expecting or any(reply.responding for reply in self._responses.values())
 
-    def offer(self) -> AgentTools:
-        """What the answering agent offers the model."""
-        return self._context.tools.offer(self._agent)
-
     async def history(self) -> list[dict[str, Any]]:
         """The thread so far, as items for a new provider session."""
-        thread_id, limit = self._context.thread_id, self._context.settings.context_messages
-        items: list[dict[str, Any]] = await self._store.read(
-            lambda snap: transcripts.history_items(snap.db(), thread_id, limit)
-        )
+        items = await self._records.history(self._context.settings.context_messages)
         if self.protocol == "beta":  # the beta protocol's assistant content is "text"
             for item in items:
                 for part in item.get("content", []):
@@ -88,7 +76,7 @@ class TurnState:
     def session_update(self) -> dict[str, Any]:
         """The `session.update` for the answering agent, in the provider's protocol."""
         settings = self._context.settings
-        return session_update(self.offer(), settings, self.provider_audio, self.protocol)
+        return session_update(self._agent, settings, self.provider_audio, self.protocol)
 
     async def reply_over(self) -> None:
         """Wait until no reply is the session's."""
@@ -100,9 +88,6 @@ class TurnState:
             self._idle.set()
         else:
             self._idle.clear()
-
-    async def _write(self, fn: Callable[[WriteDB], Any]) -> Any:
-        return (await self._store.write(fn)).value
 
     async def _send(self, kind: str, **fields: Any) -> None:
         await self._client.send_event(event(kind, **fields))
@@ -124,25 +109,14 @@ class TurnState:
         self._clock = None
         if clock.transcript is None:
             clock.transcribed(self._audio_in_s)
-        context, agent, reply_to = self._context, self._agent, self._users.take_last()
-        claim = await self._write(
-            lambda db: transcripts.open_reply(
-                db,
-                context.thread_id,
-                self._author,
-                reply_to,
-                agent,
-                context.settings.model,
-                clock.audio_in_seconds,
-            )
-        )
-        calls = context.tools.for_reply(claim, self.approvals.wait)
+        context, reply_to = self._context, self._users.take_last()
+        claim = await self._records.open_reply(reply_to, self._agent.name, clock.audio_in_seconds)
         reply = RelayReply.of(
             claim,
             clock,
             context.start,
             self.provider_audio,
-            calls,
+            self._agent.name,
             self._save_delta,
             context.flush_ms,
         )
@@ -152,8 +126,7 @@ class TurnState:
 
     async def _save_delta(self, reply: RelayReply, text: str) -> None:
         reply.delta_seq += 1
-        claim, seq = reply.claim, reply.delta_seq
-        await self._write(lambda db: transcripts.add_reply_delta(db, claim, text, seq))
+        await self._records.reply_delta(reply.claim, text, reply.delta_seq)
 
     async def _end(
         self, reply: RelayReply, status: str, error: tuple[str, str] | None = None
@@ -161,10 +134,7 @@ class TurnState:
         if reply.ended:
             return
         reply.ended = True
-        claim, wall_ms, pricing = reply.claim, reply.wall_ms(), self._context.pricing
-        await self._write(
-            lambda db: transcripts.end_reply(db, claim, status, wall_ms, error, pricing)
-        )
+        await self._records.end_reply(reply.claim, status, reply.wall_ms(), error)
 
     async def _play_out(self, reply: RelayReply) -> None:
         """Once the reply's audio has played, it stops being the session's."""
@@ -178,8 +148,8 @@ class TurnState:
         """A reply spoken to its end: save its metrics, tell the client."""
         if self._reply is reply:
             self._set_reply(None)
-        message_id, clock = reply.message_id, reply.clock
-        await self._write(lambda db: save_spoken(db, message_id, clock, "complete"))
+        message_id = reply.message_id
+        await self._records.reply_ended(message_id, ReplyEnd(SPOKEN, "complete"), reply.clock)
         await self._send("reply_stopped", messageId=message_id, status="complete")
 
     async def interrupt(self, link: ProviderLink | None, why: str) -> None:
@@ -204,8 +174,8 @@ class TurnState:
         with contextlib.suppress(Exception):
             await reply.text.close()
         heard = heard_words(reply.transcript, played, reply.audio.provider_ms)
-        message_id, clock = reply.message_id, reply.clock
-        await self._write(lambda db: save_cut(db, message_id, clock, heard, why))
+        message_id, cut = reply.message_id, ReplyEnd(CUT, heard=heard, why=why)
+        await self._records.reply_ended(message_id, cut, reply.clock)
         reply.cut_saved = True
         if not reply.responding:  # its response ended while the cut was being made
             await self._end(reply, "interrupted")
@@ -227,8 +197,8 @@ class TurnState:
             with contextlib.suppress(Exception):
                 await reply.text.close()
             await self._end(reply, "failed", (code, message))
-            message_id, clock = reply.message_id, reply.clock
-            await self._write(lambda db: save_spoken(db, message_id, clock, "failed"))
+            message_id = reply.message_id
+            await self._records.reply_ended(message_id, ReplyEnd(SPOKEN, "failed"), reply.clock)
             await self._send("reply_stopped", messageId=message_id, status="failed")
         await self._send("error", code=code, message=message)
 
@@ -246,6 +216,5 @@ class TurnState:
             return
         with contextlib.suppress(Exception):
             await reply.text.close()
-        message_id, clock = reply.message_id, reply.clock
         status = "complete" if reply.ended else None
-        await self._write(lambda db: save_hung_up(db, message_id, clock, status))
+        await self._records.reply_ended(reply.message_id, ReplyEnd(HUNG_UP, status), reply.clock)

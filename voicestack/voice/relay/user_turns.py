@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from voicestack.store.db import WriteDB
-from voicestack.voice.relay import transcripts
+from voicestack.voice.relay.records import RelayRecords
 
-Write = Callable[[Callable[[WriteDB], Any]], Awaitable[Any]]
 Send = Callable[..., Awaitable[None]]
 
 
@@ -29,11 +26,9 @@ class _Turn:
 class UserTurns:
     """The user turns of one conversation whose transcripts are still to come."""
 
-    def __init__(self, thread_id: str, author: str | None, write: Write, send: Send) -> None:
-        """`write` commits a function of the database; `send(kind, **fields)` sends an event."""
-        self._thread_id = thread_id
-        self._author = author
-        self._write = write
+    def __init__(self, records: RelayRecords, send: Send) -> None:
+        """Turns are kept in `records`; `send(kind, **fields)` sends an event."""
+        self._records = records
         self._send = send
         self._open: dict[str, _Turn] = {}  # provider item id → its message
         self.last: str | None = None  # the user message the next reply answers
@@ -42,10 +37,7 @@ class UserTurns:
         """The message of the provider's user item `item_id` (made on first sight)."""
         turn = self._open.get(item_id)
         if turn is None:
-            thread_id, author = self._thread_id, self._author
-            message_id = await self._write(
-                lambda db: transcripts.open_user_turn(db, thread_id, author, audio_s)
-            )
+            message_id = await self._records.open_user_turn(audio_s)
             turn = self._open[item_id] = _Turn(message_id)
             self.last = message_id
         return turn.message_id
@@ -57,17 +49,14 @@ class UserTurns:
         if not text:
             return
         turn.seq += 1
-        thread_id, message_id, seq = self._thread_id, turn.message_id, turn.seq
-        await self._write(
-            lambda db: transcripts.add_user_delta(db, thread_id, message_id, text, seq)
-        )
+        await self._records.user_delta(turn.message_id, text, turn.seq)
 
     async def completed(self, item_id: str, text: str, audio_s: float) -> None:
         """The item's whole transcript: the message is complete."""
         message_id = await self.committed(item_id, audio_s)
         del self._open[item_id]
         text = text.strip()
-        await self._write(lambda db: transcripts.end_user_turn(db, message_id, text))
+        await self._records.end_user_turn(message_id, text)
         await self._send("transcript", messageId=message_id, text=text)
 
     async def failed(self, item_id: str, reason: str, audio_s: float) -> None:
@@ -75,15 +64,12 @@ class UserTurns:
         message_id = await self.committed(item_id, audio_s)
         del self._open[item_id]
         error = ("transcription_failed", reason)
-        await self._write(lambda db: transcripts.end_user_turn(db, message_id, None, error))
+        await self._records.end_user_turn(message_id, None, error)
         await self._send("error", code="transcription_failed", message=reason)
 
     async def typed(self, text: str) -> str:
         """A typed turn, complete at once; its message id."""
-        thread_id, author = self._thread_id, self._author
-        message_id: str = await self._write(
-            lambda db: transcripts.save_typed_turn(db, thread_id, author, text)
-        )
+        message_id = await self._records.typed_turn(text)
         self.last = message_id
         await self._send("transcript", messageId=message_id, text=text)
         return message_id
@@ -99,4 +85,4 @@ class UserTurns:
             await self._end(self._open.pop(item_id).message_id)
 
     async def _end(self, message_id: str) -> None:
-        await self._write(lambda db: transcripts.end_user_turn(db, message_id, None))
+        await self._records.end_user_turn(message_id, None)
