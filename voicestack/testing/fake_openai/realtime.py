@@ -30,7 +30,12 @@ def _naming(script: Script, ws: WebSocket) -> Naming:
     return "beta" if "realtime=v1" in ws.headers.get("openai-beta", "") else "ga"
 
 
-def _refusal(ws: WebSocket) -> Response | None:
+EPHEMERAL_PREFIX = "ek_"
+# The real API's bounds on an ephemeral key's lifetime (expires_after.seconds), and its default.
+SECRET_SECONDS = (10, 7200, 600)
+
+
+def _refusal(ws: WebSocket, state: RealtimeState) -> Response | None:
     if not ws.query_params.get("model"):
         return error_response(
             400,
@@ -38,13 +43,17 @@ def _refusal(ws: WebSocket) -> Response | None:
             param="model",
             code="missing_required_parameter",
         )
-    if not ws.headers.get("authorization", "").startswith("Bearer "):
+    authorization = ws.headers.get("authorization", "")
+    if not authorization.startswith("Bearer "):
         return error_response(
             401,
             "You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             code="invalid_api_key",
         )
+    key = authorization.removeprefix("Bearer ")
+    if key.startswith(EPHEMERAL_PREFIX) and not state.secret_valid(key):
+        return error_response(401, "Invalid or expired ephemeral key.", code="invalid_api_key")
     return None
 
 
@@ -54,7 +63,7 @@ class _Routes:
 
     async def socket(self, ws: WebSocket) -> None:
         """WS /v1/realtime: refuse bad handshakes with HTTP errors, else serve the script."""
-        refusal = _refusal(ws)
+        refusal = _refusal(ws, self.state)
         model = ws.query_params.get("model", "")
         # A refused handshake uses up no script; a scripted refusal uses up its own.
         script = self.state.take(model) if refusal is None else Script()
@@ -83,6 +92,32 @@ class _Routes:
         except (ValidationError, TypeError) as exc:
             return error_response(422, str(exc))
         return JSONResponse({"queued": len(scripts), "pending": len(self.state.pending())})
+
+    async def client_secret(self, request: Request) -> Response:
+        """POST /v1/realtime/client_secrets: an ephemeral key for one client's connections,
+        minted with a real key (`{"expires_after": {"seconds"}, "session": {...}}`)."""
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not key or key.startswith(EPHEMERAL_PREFIX):
+            return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+        try:
+            body: Any = json.loads(await request.body() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error_response(400, "The body must be JSON.")
+        expires = body.get("expires_after") if isinstance(body, dict) else None
+        low, high, default = SECRET_SECONDS
+        seconds = expires.get("seconds", default) if isinstance(expires, dict) else default
+        if type(seconds) is not int or not low <= seconds <= high:
+            message = f"expires_after.seconds must be an integer from {low} to {high}."
+            return error_response(400, message, param="expires_after.seconds")
+        session = body.get("session") if isinstance(body.get("session"), dict) else {}
+        value, expires_at = self.state.mint_secret(seconds)
+        return JSONResponse(
+            {
+                "value": value,
+                "expires_at": expires_at,
+                "session": {"type": "realtime", "object": "realtime.session", **session},
+            }
+        )
 
     async def read(self, request: Request) -> Response:
         """GET /_control/realtime: pending scripts and every connection's record."""
@@ -118,6 +153,7 @@ def realtime_routes(state: RealtimeState) -> list[BaseRoute]:
     routes = _Routes(state)
     return [
         WebSocketRoute("/v1/realtime", routes.socket),
+        Route("/v1/realtime/client_secrets", routes.client_secret, methods=["POST"]),
         Route("/_control/realtime", routes.script, methods=["POST"]),
         Route("/_control/realtime", routes.read, methods=["GET"]),
         Route("/_control/realtime", routes.forget, methods=["DELETE"]),

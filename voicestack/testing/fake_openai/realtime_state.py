@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +44,26 @@ class RealtimeState:
         self._queue: list[_Slot] = []
         self._sessions: list[dict[str, Any]] = []
         self._live: dict[str, Live] = {}
+        self._secrets: dict[str, float] = {}  # ephemeral key → when it expires (epoch s)
+
+    def mint_secret(self, seconds: int) -> tuple[str, int]:
+        """A new ephemeral key (`ek_...`) good for `seconds`, and when it expires."""
+        value = f"ek_{secrets.token_hex(16)}"
+        expires_at = int(time.time()) + seconds
+        with self._lock:
+            self._secrets[value] = expires_at
+        return value, expires_at
+
+    def secret_valid(self, value: str) -> bool:
+        """True when `value` is an ephemeral key this fake minted and it has not expired."""
+        with self._lock:
+            expires_at = self._secrets.get(value)
+        return expires_at is not None and time.time() < expires_at
+
+    def minted(self) -> int:
+        """How many ephemeral keys were minted."""
+        with self._lock:
+            return len(self._secrets)
 
     def script(self, *scripts: ScriptInput | Iterable[ScriptInput]) -> list[Script]:
         """Validate and queue scripts (dicts, Scripts or lists of them) in order; return them."""
