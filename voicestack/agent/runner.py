@@ -235,7 +235,7 @@ class ReplyRunner:
                     tools=self._tools,
                     agents=self._agents,
                     settings=self._settings,
-                    wait_for_approval=self._wait_for_approval,
+                    wait_for_approval=self.wait_for_approval,
                     run_query=self._run_query,
                     run_mutation=self._run_mutation,
                     speaker=speaker,
@@ -255,7 +255,9 @@ class ReplyRunner:
             if self._workers.get(thread_id) is asyncio.current_task():
                 del self._workers[thread_id]
 
-    async def _wait_for_approval(self, call_id: str) -> bool:
+    async def wait_for_approval(self, call_id: str) -> bool:
+        """True once the tool call `call_id` is approved, False once denied (as the commits
+        of this server say)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._approvals[call_id] = waiter

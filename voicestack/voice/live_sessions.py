@@ -19,6 +19,7 @@ from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.records import StoreRecords
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.wire import ProtocolError, Start
+from voicestack.voice.relay.client_secrets import mint_client_secret
 from voicestack.voice.relay.context import RelayContext
 from voicestack.voice.relay.records import RepliesWithCalls, StoreRelayRecords, VoiceAgent
 from voicestack.voice.relay.session import RelaySession
@@ -108,6 +109,32 @@ class LiveSessions:
         )
         return self._agents.get(str(agent_name)) or self._agents.profiles[0]
 
+    async def relay_agent(self, thread_id: str) -> VoiceAgent | None:
+        """The thread's agent as a speech-to-speech provider is told of it; None when the
+        agent talks through the pipeline."""
+        agent = await self._agent_of(thread_id)
+        if agent.voice_mode != "realtime":
+            return None
+        return VoiceAgent.of(self._relay_tools.offer(agent))
+
+    def relay_settings(self) -> RelaySettings:
+        """How relayed conversations run (the --realtime-* flags)."""
+        return RelaySettings.from_settings(self._settings)
+
+    @property
+    def flush_ms(self) -> float:
+        """How often a streaming reply's text is saved (--flush-ms)."""
+        return self._settings.flush_ms
+
+    async def edge_provider_key(self) -> str | None:
+        """A key for one provider connection an edge opens: short-lived, minted with this
+        server's key (None when the provider takes no key). Raises ProviderUnavailable when
+        the provider mints none."""
+        relay = self.relay_settings()
+        if relay.api_key is None or relay.url is None:
+            return None
+        return await mint_client_secret(relay.url, relay.api_key, relay.model, relay.timeout_s)
+
     async def voice_mode(self, thread_id: str) -> str:
         """How a live conversation on the thread runs: `pipeline` (a VoiceSession) or
         `realtime` (relayed to a speech-to-speech model), as its agent says."""
@@ -138,7 +165,6 @@ class LiveSessions:
 
         context = RelayContext(
             thread_id=thread_id,
-            user=user,
             agent=VoiceAgent.of(self._relay_tools.offer(agent)),
             records=records,
             start=start,

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voicestack.identity import Caller
 from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.wire import Start
 from voicestack.voice.relay.records import RelayRecords, VoiceAgent
@@ -24,7 +23,7 @@ class TurnFailed(Exception):
 
 @dataclass(frozen=True)
 class RelayContext:
-    """Who talks on which thread, through which client, with which agent and provider, and
+    """Which thread is talked on, through which client, with which agent and provider, and
     where the conversation is kept.
 
     `provider_key` gives the bearer key of each new provider connection (None: the provider
@@ -32,7 +31,6 @@ class RelayContext:
     wait on them for approvals."""
 
     thread_id: str
-    user: Caller | None
     agent: VoiceAgent
     records: RelayRecords
     start: Start
