@@ -19,6 +19,7 @@ from voicestack.http import (
     audio,
     functions,
     openapi,
+    relay_records,
     signin,
     signin_email,
     signin_session,
@@ -88,6 +89,7 @@ def create_app(
         *audio.routes,
         # Only a primary has edges, whose live conversations keep their records here.
         *(voice_records.routes if settings.role == "primary" else []),
+        *(relay_records.routes if settings.role == "primary" else []),
         *twilio.routes,
         *(twilio_edge.routes if settings.role == "primary" else []),
         *web.routes,

@@ -39,7 +39,7 @@ from voicestack.store.readers import Snapshot
 from voicestack.voice.realtime.records import ReplyEnd, SavedTurn, save_reply_end
 
 
-def _from_edge(request: Request) -> str:
+def from_edge(request: Request) -> str:
     """The thread of an edge's own call; 404 for anyone else."""
     if not request.scope.get(FROM_EDGE_KEY) or EDGE_CALL_HEADER not in request.headers:
         raise ApiError(404, "not_found", "No such route.")
@@ -74,7 +74,8 @@ def _saved(turn: SavedTurn) -> Response:
     )
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; 400 when it is not one."""
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -86,14 +87,14 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 async def voice_mode(request: Request) -> Response:
     """GET /api/threads/{id}/audio/mode: how the thread's agent talks."""
-    thread_id = _from_edge(request)
+    thread_id = from_edge(request)
     await _require_thread(request, thread_id)
     return json_response({"mode": await runtime(request).live.voice_mode(thread_id)})
 
 
 async def spoken_turn(request: Request) -> Response:
     """POST /api/threads/{id}/audio/turns: a spoken turn, transcribed and saved."""
-    thread_id = _from_edge(request)
+    thread_id = from_edge(request)
     wav = await request.body()
     seconds = _wav_seconds(wav)
     await _require_thread(request, thread_id)  # before the provider is paid to transcribe
@@ -113,8 +114,8 @@ async def spoken_turn(request: Request) -> Response:
 
 async def typed_turn(request: Request) -> Response:
     """POST /api/threads/{id}/audio/typed: a typed turn, saved with its reply."""
-    thread_id = _from_edge(request)
-    text = (await _json_body(request)).get("text")
+    thread_id = from_edge(request)
+    text = (await json_body(request)).get("text")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "invalid_text", "`text` must be a non-empty string.")
     records = runtime(request).live.records(thread_id, caller(request))
@@ -123,10 +124,10 @@ async def typed_turn(request: Request) -> Response:
 
 async def reply_ended(request: Request) -> Response:
     """POST /api/threads/{id}/audio/replies/{messageId}: how a reply's part ended."""
-    thread_id = _from_edge(request)
+    thread_id = from_edge(request)
     message_id = request.path_params["message_id"]
     try:
-        end, clock = ReplyEnd.decode(await _json_body(request))
+        end, clock = ReplyEnd.decode(await json_body(request))
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError(400, "invalid_body", f"Not a reply's end: {exc}.") from None
     user = caller(request)
