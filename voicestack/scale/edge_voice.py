@@ -39,11 +39,13 @@ from voicestack.http.signin_auth import request_cookies, same_origin
 from voicestack.http.state import EDGE_CALL_HEADER
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
+from voicestack.scale.edge_relay import PrimaryRelayRecords, RelayPlan, relay_plan, relay_session
 from voicestack.scale.edge_sockets import CLOSE_TRY_AGAIN, SocketRelay, socket_request
 from voicestack.scale.edge_streams import BadToken, credential_key, join_feed, with_query_token
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
 from voicestack.scale.refused_credentials import credential_of, refused_error
+from voicestack.voice.live_sessions import LiveSession
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import HUNG_UP, ReplyEnd, SavedTurn, pcm_seconds
@@ -222,6 +224,11 @@ class PrimaryRecords:
         return answer.body, content_type.decode("latin-1")
 
 
+def _with_edge_call(credentials: RequestEnvelope) -> RequestEnvelope:
+    """The client's credentials, marked as the edge's own call."""
+    return dataclasses.replace(credentials, headers=[*credentials.headers, EDGE_CALL])
+
+
 def _credentials(websocket: WebSocket) -> RequestEnvelope | None:
     """The client's credentials for the conversation's calls, read as a single server reads
     them; None when the edge leaves the socket to the primary: a `?token=` that is no token,
@@ -283,7 +290,11 @@ async def thread_audio(websocket: WebSocket) -> None:
     credentials = _credentials(websocket)
     scope = websocket.scope
     mode = None if credentials is None else await _voice_mode(edge, credentials, scope, thread_id)
-    if credentials is None or mode != "pipeline":
+    plan: RelayPlan | None = None
+    if credentials is not None and mode == "realtime":
+        relay_records = PrimaryRelayRecords(edge, _with_edge_call(credentials), thread_id)
+        plan = await relay_plan(relay_records)
+    if credentials is None or (mode != "pipeline" and plan is None):
         await SocketRelay(edge.link, websocket).run(socket_request(websocket))
         return
     credential = credential_key(credentials)
@@ -297,16 +308,21 @@ async def thread_audio(websocket: WebSocket) -> None:
     async def open_feed() -> Stream:
         return await thread_feed(edge, feed_opening, credential)
 
-    async def open_session(feed: Stream, start: Start, client: SocketClient) -> VoiceSession:
-        session = VoiceSession(
-            thread_id=thread_id,
-            records=PrimaryRecords(edge, credentials, thread_id),
-            feed=feed,
-            settings=SessionSettings.of(edge.settings),
-            start=start,
-            client=client,
-            forget=edge.voice.discard,
-        )
+    async def open_session(feed: Stream, start: Start, client: SocketClient) -> LiveSession:
+        session: LiveSession
+        if plan is not None:
+            forget = edge.voice.discard
+            session = relay_session(plan, relay_records, thread_id, feed, start, client, forget)
+        else:
+            session = VoiceSession(
+                thread_id=thread_id,
+                records=PrimaryRecords(edge, credentials, thread_id),
+                feed=feed,
+                settings=SessionSettings.of(edge.settings),
+                start=start,
+                client=client,
+                forget=edge.voice.discard,
+            )
         edge.voice.add(session)
         return session
 

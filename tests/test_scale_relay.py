@@ -1,0 +1,174 @@
+"""Speech-to-speech conversations on an edge (DESIGN §12): the edge holds the provider's socket
+and the audio, and the primary keeps the thread: the turns, the reply with its usage and
+metrics, and the function calls, which run on the primary (approvals included).
+
+The edge holds no provider secret: it connects with a short-lived key the primary minted with
+its own key (the fake provider's `POST /v1/realtime/client_secrets`).
+
+Real processes: nats-server, a primary relaying its agents (`--voice-mode realtime`) with the
+fake provider, two edges; real speech from espeak-ng.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.agent import Threads
+from tests.support.realtime import conversation, spoken_pcm
+from tests.support.relay import (
+    RELAY_FLAGS,
+    SPOKEN_TURN_START,
+    client_events,
+    provider_session,
+    say_turn,
+    settled_thread,
+)
+from tests.support.scale import Cluster, client, new_thread, running_cluster
+from tests.support.server import ServerProcess
+from tests.support.voice import requires_espeak
+from voicestack.testing.fake_openai import FakeOpenAI
+
+pytestmark = [pytest.mark.anyio]
+
+ANSWER = "It is sunny in Paris. Enjoy your day."
+USAGE = {"input_tokens": 120, "output_tokens": 45}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("relay")
+    with running_cluster(workdir, provider.api_base, primary_args=RELAY_FLAGS) as started:
+        yield started
+
+
+@pytest.fixture
+async def threads(cluster: Cluster) -> AsyncIterator[Threads]:
+    """The primary's thread routes, as its admin."""
+    async with client(cluster.primary.url, cluster.token) as http:
+        yield Threads(http)
+
+
+async def _voice_sessions(server: ServerProcess) -> int:
+    async with httpx.AsyncClient() as http:
+        count: int = (await http.get(f"{server.url}/healthz")).json()["voiceSessions"]
+        return count
+
+
+async def _thread(cluster: Cluster) -> str:
+    async with client(cluster.edges[0].url, cluster.token) as http:
+        return await new_thread(http, "relayed on an edge")
+
+
+def _authorization(session: dict[str, Any]) -> str:
+    return str(session["headers"]["authorization"])
+
+
+@requires_espeak
+async def test_a_spoken_turn_runs_on_the_edge_and_is_kept_by_the_primary(
+    cluster: Cluster, provider: FakeOpenAI, threads: Threads, tmp_path: Path
+) -> None:
+    provider.realtime.script(
+        {
+            "turns": ["What is the weather like today"],
+            "responses": [{"text": ANSWER, "audio_ms": 1200, "usage": USAGE}],
+        }
+    )
+    edge = cluster.edges[0]
+    thread_id = await _thread(cluster)
+    speech = spoken_pcm(tmp_path, "What is the weather like today?")
+    async with conversation(edge, thread_id, cluster.token) as talk:
+        ready = await talk.start()
+        assert await _voice_sessions(edge) == 1  # the session, and the provider's socket, here
+        started = await say_turn(talk, speech)
+        stopped = await talk.next_event("reply_stopped")
+
+    assert ready == {"type": "ready", "sampleRate": 16000}
+    assert talk.kinds()[:5] == SPOKEN_TURN_START
+    assert stopped == {
+        "type": "reply_stopped",
+        "messageId": started["messageId"],
+        "status": "complete",
+    }
+    spoken = "".join(e["text"] for e in talk.events if e["type"] == "reply_audio")
+    assert spoken == ANSWER
+    appended = client_events(provider, "input_audio_buffer.append")
+    assert sum(event["audio"]["bytes"] for event in appended) > 0  # the edge sent the audio
+    session = provider_session(provider)
+    assert _authorization(session).startswith("Bearer ek_")  # never the primary's own key
+    assert "sk-test" not in _authorization(session)
+
+    thread = await settled_thread(threads, thread_id, 2)
+    question, reply = thread["messages"]
+    assert (question["role"], question["text"], question["status"]) == (
+        "user",
+        "What is the weather like today",
+        "complete",
+    )
+    assert question["id"] == talk.events[3]["messageId"]
+    assert (reply["id"], reply["text"], reply["status"]) == (
+        started["messageId"],
+        ANSWER,
+        "complete",
+    )
+    assert reply["replyTo"] == question["id"]
+    assert question["usage"]["audioInSeconds"] > 0.5
+    assert reply["usage"]["promptTokens"] == USAGE["input_tokens"]
+    assert reply["usage"]["completionTokens"] == USAGE["output_tokens"]
+    async with asyncio.timeout(10):  # its metrics follow once its audio has played
+        while (await threads.get(thread_id))["messages"][1]["voice"] is None:
+            await asyncio.sleep(0.05)
+    voice = (await threads.get(thread_id))["messages"][1]["voice"]
+    assert voice["interrupted"] is False
+    assert voice["audioOutSeconds"] == pytest.approx(1.2, abs=0.05)
+
+
+async def test_a_function_call_needing_approval_runs_on_the_primary(
+    cluster: Cluster, provider: FakeOpenAI, threads: Threads
+) -> None:
+    provider.realtime.script(
+        {
+            "responses": [
+                {"function_calls": [{"name": "guarded_echo", "arguments": {"text": "hi"}}]},
+                {"text": "Echoed."},
+            ]
+        }
+    )
+    edge = cluster.edges[1]
+    thread_id = await _thread(cluster)
+    async with conversation(edge, thread_id, cluster.token) as talk:
+        await talk.start()
+        await talk.send_json({"type": "text", "text": "Echo hi."})
+        async with asyncio.timeout(10):
+            while not (calls := (await threads.get(thread_id))["toolCalls"]):
+                await asyncio.sleep(0.05)
+        assert calls[0]["status"] == "awaiting_approval"
+        approved = await threads.mutation("tool_calls.approve", {"id": calls[0]["id"]})
+        stopped = await talk.next_event("reply_stopped")
+
+    assert approved == {"id": calls[0]["id"], "status": "pending"}
+    assert stopped["status"] == "complete"
+    thread = await settled_thread(threads, thread_id, 2)
+    said, reply = thread["messages"]
+    assert (said["role"], said["text"]) == ("user", "Echo hi.")
+    assert (reply["text"], reply["status"]) == ("Echoed.", "complete")
+    assert thread["toolCalls"][0]["status"] == "done"
+    assert thread["toolCalls"][0]["result"] == {"echo": "hi"}
+    outputs = provider_session(provider)["function_call_outputs"]
+    assert [output["output"] for output in outputs] == ['{"echo":"hi"}']
+
+
+async def test_a_client_who_may_not_see_the_thread_is_refused_as_on_one_server(
+    cluster: Cluster, provider: FakeOpenAI
+) -> None:
+    thread_id = await _thread(cluster)
+    before = len(provider.realtime.sessions())
+    async with conversation(cluster.edges[0], f"{thread_id}x", cluster.token) as talk:
+        closing = await talk.closing()
+    assert closing[0] == 4404
+    assert len(provider.realtime.sessions()) == before  # no provider socket was opened

@@ -1,0 +1,269 @@
+"""Speech-to-speech conversations on an edge (DESIGN §12): the edge holds the provider's socket.
+
+A conversation whose thread's agent talks speech-to-speech (`voice_mode = "realtime"`) runs here
+as a RelaySession, the same one a single server runs: the client's audio goes from the edge to
+the provider, and the provider's audio comes back through the edge, resampled here. What the
+conversation writes and reads (turns, transcripts, the reply, its usage, function calls) goes to
+the primary as named ops with the client's credentials (PrimaryRelayRecords, answered by
+voicestack/http/relay_records.py), so only the text crosses NATS, never the audio.
+
+The edge holds no provider secret. The primary answers the conversation's start with what the
+provider is told of the agent, the --realtime-* settings, and a short-lived key minted with its
+own key for one connection; a reconnection asks for another. When the primary cannot mint one
+(a provider with no client secrets), the edge relays the socket to the primary, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from voicestack import jsoncodec
+from voicestack.agent.llm_calls import ToolCallRequest
+from voicestack.agent.reply_state import Claim
+from voicestack.agent.reply_tools import ReplyStopped
+from voicestack.functions.errors import FunctionError
+from voicestack.reactive.streams import Stream
+from voicestack.scale.edge import Edge
+from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
+from voicestack.voice.realtime.client import VoiceClient
+from voicestack.voice.realtime.metrics import TurnClock
+from voicestack.voice.realtime.records import ReplyEnd
+from voicestack.voice.realtime.wire import Start
+from voicestack.voice.relay.context import RelayContext
+from voicestack.voice.relay.provider import ProviderUnavailable
+from voicestack.voice.relay.records import CallResults, VoiceAgent
+from voicestack.voice.relay.session import RelaySession
+from voicestack.voice.relay.session_config import RelaySettings
+
+log = logging.getLogger(__name__)
+
+# What a conversation's quick op waits for the primary.
+_QUICK_S = OPEN_TIMEOUT_S
+# Function calls may wait on a person's approval: the op waits as long as it takes, up to this.
+_CALLS_S = 3600.0
+
+
+def _refusal(answer: ResponseEnvelope) -> FunctionError:
+    """A primary's refusal of an op, as the FunctionError the relay reports."""
+    try:
+        error = json.loads(answer.body)["error"]
+        return FunctionError(str(error["code"]), str(error["message"]), answer.status)
+    except (ValueError, KeyError, TypeError):
+        return FunctionError("primary_error", f"The primary answered {answer.status}.", 502)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPlan:
+    """What the primary answered a conversation's start: the agent, the settings, the flush
+    interval, and the key of the first provider connection."""
+
+    agent: VoiceAgent
+    settings: RelaySettings
+    flush_ms: float
+    key: str | None
+
+    @classmethod
+    def decode(cls, body: dict[str, Any]) -> RelayPlan:
+        """The `start` op's answer; KeyError, TypeError or ValueError when it is not one."""
+        given = body["settings"]
+        url = given["url"]
+        settings = RelaySettings(
+            url=None if url is None else str(url),
+            api_key=None,
+            model=str(given["model"]),
+            timeout_s=float(given["timeoutS"]),
+            transcribe_model=str(given["transcribeModel"]),
+            silence_ms=int(given["silenceMs"]),
+            context_messages=int(given["contextMessages"]),
+        )
+        key = body.get("key")
+        return cls(
+            VoiceAgent.decode(body["agent"]),
+            settings,
+            float(body["flushMs"]),
+            None if key is None else str(key),
+        )
+
+
+class PrimaryRelayRecords:
+    """RelayRecords kept by the primary, asked with the conversation's client's credentials."""
+
+    def __init__(self, edge: Edge, credentials: RequestEnvelope, thread_id: str) -> None:
+        """`credentials` is the client's request, whose credential headers every op carries
+        (the edge's own call header among them)."""
+        self._edge = edge
+        self._credentials = credentials
+        self._thread_id = thread_id
+        self._path = f"/api/threads/{thread_id}/audio/relay"
+
+    async def _ask(
+        self, path: str, body: dict[str, Any], timeout: float = _QUICK_S
+    ) -> ResponseEnvelope:
+        request = dataclasses.replace(
+            self._credentials,
+            method="POST",
+            path=path,
+            query_string=b"",
+            headers=[*self._credentials.headers, (b"content-type", b"application/json")],
+            body=jsoncodec.dumps(body),
+        )
+        try:
+            return await self._edge.link.call(request, timeout=timeout)
+        except PrimaryUnavailable as exc:
+            raise FunctionError(
+                "primary_unavailable", f"The primary is not reachable now: {exc}.", 503
+            ) from None
+
+    async def op(self, kind: str, /, timeout: float = _QUICK_S, **fields: Any) -> dict[str, Any]:
+        """The primary's answer to the op `kind` (an empty dict for 204); raises
+        FunctionError when it refuses or cannot be reached."""
+        answer = await self._ask(self._path, {"op": kind, **fields}, timeout)
+        if answer.status == 204:
+            return {}
+        if answer.status not in (200, 201):
+            raise _refusal(answer)
+        body: dict[str, Any] = json.loads(answer.body)
+        return body
+
+    async def history(self, limit: int) -> list[dict[str, Any]]:
+        """As RelayRecords.history."""
+        items: list[dict[str, Any]] = (await self.op("history", limit=limit))["items"]
+        return items
+
+    async def open_user_turn(self, audio_s: float) -> str:
+        """As RelayRecords.open_user_turn."""
+        return str((await self.op("user_turn", audioS=audio_s))["messageId"])
+
+    async def user_delta(self, message_id: str, text: str, seq: int) -> None:
+        """As RelayRecords.user_delta."""
+        await self.op("user_delta", messageId=message_id, text=text, seq=seq)
+
+    async def end_user_turn(
+        self, message_id: str, text: str | None, error: tuple[str, str] | None = None
+    ) -> None:
+        """As RelayRecords.end_user_turn."""
+        await self.op("user_end", messageId=message_id, text=text, error=error)
+
+    async def typed_turn(self, text: str) -> str:
+        """As RelayRecords.typed_turn."""
+        return str((await self.op("typed", text=text))["messageId"])
+
+    async def open_reply(self, reply_to: str | None, agent: str, audio_in_s: float) -> Claim:
+        """As RelayRecords.open_reply (the claim's author is the primary's to know)."""
+        opened = await self.op("reply", replyTo=reply_to, agent=agent, audioInS=audio_in_s)
+        message_id, position = str(opened["messageId"]), int(opened["position"])
+        return Claim(message_id, self._thread_id, position, None, False, agent)
+
+    async def reply_delta(self, claim: Claim, text: str, seq: int) -> None:
+        """As RelayRecords.reply_delta."""
+        await self.op("reply_delta", messageId=claim.message_id, text=text, seq=seq)
+
+    async def begin_response(self, message_id: str) -> None:
+        """As RelayRecords.begin_response."""
+        await self.op("response", messageId=message_id)
+
+    async def response_usage(self, message_id: str, usage: tuple[int, int] | None) -> None:
+        """As RelayRecords.response_usage."""
+        if usage is not None:
+            await self.op("usage", messageId=message_id, usage=list(usage))
+
+    async def end_reply(
+        self, claim: Claim, status: str, wall_ms: int, error: tuple[str, str] | None = None
+    ) -> None:
+        """As RelayRecords.end_reply."""
+        await self.op(
+            "reply_end", messageId=claim.message_id, status=status, wallMs=wall_ms, error=error
+        )
+
+    async def reply_ended(self, message_id: str, end: ReplyEnd, clock: TurnClock) -> None:
+        """As RelayRecords.reply_ended, through the pipeline conversation's own route."""
+        path = f"/api/threads/{self._thread_id}/audio/replies/{message_id}"
+        answer = await self._ask(path, end.encode(clock))
+        if answer.status != 204:
+            raise _refusal(answer)
+
+    async def run_calls(
+        self, claim: Claim, agent: str, step: int, requests: list[ToolCallRequest]
+    ) -> CallResults:
+        """As RelayRecords.run_calls: the calls run on the primary."""
+        asked = [{"callId": r.call_id, "name": r.name, "arguments": r.arguments} for r in requests]
+        try:
+            ran = await self.op(
+                "calls",
+                _CALLS_S,
+                messageId=claim.message_id,
+                agent=agent,
+                step=step,
+                requests=asked,
+            )
+        except FunctionError as exc:
+            if exc.code == "reply_stopped":
+                raise ReplyStopped from None
+            raise
+        outputs = [(str(call_id), str(output)) for call_id, output in ran["outputs"]]
+        return CallResults(outputs, VoiceAgent.decode(ran["agent"]))
+
+    async def agent(self, name: str) -> VoiceAgent:
+        """As RelayRecords.agent."""
+        return VoiceAgent.decode((await self.op("agent", name=name))["agent"])
+
+    async def provider_key(self) -> str | None:
+        """A short-lived key for another provider connection; raises ProviderUnavailable."""
+        try:
+            key = (await self.op("key"))["key"]
+        except FunctionError as exc:
+            raise ProviderUnavailable(exc.message) from None
+        return None if key is None else str(key)
+
+
+async def relay_plan(records: PrimaryRelayRecords) -> RelayPlan | None:
+    """The primary's plan for a speech-to-speech conversation here; None when the edge is to
+    relay the socket to the primary instead (the primary says so, refuses the client, or
+    cannot be reached: the primary then answers the client itself)."""
+    try:
+        return RelayPlan.decode(await records.op("start"))
+    except FunctionError as exc:
+        if exc.code not in ("relay_here", "primary_unavailable"):
+            log.info("a relayed conversation's start was refused: %s", exc.message)
+        return None
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("the primary's relay plan is not one: %s", exc)
+        return None
+
+
+def relay_session(
+    plan: RelayPlan,
+    records: PrimaryRelayRecords,
+    thread_id: str,
+    feed: Stream,
+    start: Start,
+    client: VoiceClient,
+    forget: Callable[[Any], None],
+) -> RelaySession:
+    """The conversation's RelaySession on this edge, its first provider connection on the
+    plan's key and each later one on a key the primary mints for it."""
+    keys = [plan.key]
+
+    async def provider_key() -> str | None:
+        if keys:
+            return keys.pop()
+        return await records.provider_key()
+
+    context = RelayContext(
+        thread_id=thread_id,
+        agent=plan.agent,
+        records=records,
+        start=start,
+        client=client,
+        settings=plan.settings,
+        flush_ms=plan.flush_ms,
+        provider_key=provider_key,
+        forget=forget,
+    )
+    return RelaySession(context, feed)
