@@ -96,6 +96,8 @@ class _Routes:
     async def client_secret(self, request: Request) -> Response:
         """POST /v1/realtime/client_secrets: an ephemeral key for one client's connections,
         minted with a real key (`{"expires_after": {"seconds"}, "session": {...}}`)."""
+        if not self.state.mints_secrets:
+            return error_response(404, "Invalid URL (POST /v1/realtime/client_secrets)")
         key = request.headers.get("authorization", "").removeprefix("Bearer ")
         if not key or key.startswith(EPHEMERAL_PREFIX):
             return error_response(401, "Incorrect API key provided.", code="invalid_api_key")

@@ -45,6 +45,8 @@ class RealtimeState:
         self._sessions: list[dict[str, Any]] = []
         self._live: dict[str, Live] = {}
         self._secrets: dict[str, float] = {}  # ephemeral key → when it expires (epoch s)
+        # False: `POST /v1/realtime/client_secrets` answers 404, as a provider without them.
+        self.mints_secrets = True
 
     def mint_secret(self, seconds: int) -> tuple[str, int]:
         """A new ephemeral key (`ek_...`) good for `seconds`, and when it expires."""
