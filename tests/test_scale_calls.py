@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import httpx
@@ -179,33 +180,69 @@ async def test_the_primarys_call_start_answers_no_client_even_through_an_edge(
 
 
 @requires_espeak
-async def test_a_speech_to_speech_call_is_relayed_to_the_primary(
-    tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI, tmp_path: Path
-) -> None:
+async def _speech_to_speech_call(
+    cluster: Cluster, provider: FakeOpenAI, tmp_path: Path, where: int
+) -> tuple[dict[str, Any], bytes]:
+    """A call to a relayed agent through edge one: the thread it leaves, and what was said;
+    `where` is how many conversations edge one holds during the call."""
     answer, answer_ms = "It is sunny.", 1200
     provider.realtime.script(
         {"turns": ["What is the weather"], "responses": [{"text": answer, "audio_ms": answer_ms}]}
     )
-    workdir = tmp_path_factory.mktemp("relayed-calls")
-    with running_cluster(workdir, provider.api_base, primary_args=RELAY_FLAGS) as relayed:
-        edge = relayed.edges[0]
-        call_sid = new_call_sid()
-        token = await stream_token(edge, call_sid)
-        said = silence(300) + spoken_mulaw(tmp_path, "What is the weather?") + silence(1000)
-        async with client(relayed.primary.url, relayed.token) as http, phone_call(edge) as call:
-            await call.start(token, call_sid)
-            await call.say(said)
-            async with asyncio.timeout(20):
-                while len(call.audio) < answer_ms * 8:
-                    await asyncio.sleep(0.05)
-            assert await _voice_sessions(edge) == 0  # the primary holds the provider's socket
-            thread = await settled(Threads(http), call_sid, 2)
-            await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
-            assert await call.closing() == (1000, "call_ended")
-    appended = relay_client_events(provider, "input_audio_buffer.append")
-    assert sum(event["audio"]["bytes"] for event in appended) == len(said)
+    edge = cluster.edges[0]
+    call_sid = new_call_sid()
+    token = await stream_token(edge, call_sid)
+    said = silence(300) + spoken_mulaw(tmp_path, "What is the weather?") + silence(1000)
+    async with client(cluster.primary.url, cluster.token) as http, phone_call(edge) as call:
+        await call.start(token, call_sid)
+        await call.say(said)
+        async with asyncio.timeout(20):
+            while len(call.audio) < answer_ms * 8:
+                await asyncio.sleep(0.05)
+        assert await _voice_sessions(edge) == where
+        thread = await settled(Threads(http), call_sid, 2)
+        await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
+        assert await call.closing() == (1000, "call_ended")
     texts = [(m["role"], m["text"], m["status"]) for m in thread["messages"]]
     assert texts == [("user", "What is the weather", "complete"), ("assistant", answer, "complete")]
+    return thread, said
+
+
+@pytest.fixture(scope="module")
+def relayed(tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI) -> Iterator[Cluster]:
+    """A cluster whose primary relays its agents to the speech-to-speech provider."""
+    workdir = tmp_path_factory.mktemp("relayed-calls")
+    with running_cluster(workdir, provider.api_base, primary_args=RELAY_FLAGS) as started:
+        yield started
+
+
+async def test_a_speech_to_speech_call_runs_on_the_edge_with_a_short_lived_key(
+    relayed: Cluster, provider: FakeOpenAI, tmp_path: Path
+) -> None:
+    minted = provider.realtime.minted()
+    _, said = await _speech_to_speech_call(relayed, provider, tmp_path, where=1)
+    appended = relay_client_events(provider, "input_audio_buffer.append")
+    assert sum(event["audio"]["bytes"] for event in appended) == len(said)
+    authorization = provider.realtime.session()["headers"]["authorization"]
+    assert authorization.startswith("Bearer ek_")  # the edge never holds the real key
+    assert provider.realtime.minted() == minted + 1
+    async with asyncio.timeout(10):  # the call's session ends with it
+        while not _call_sessions(relayed)[-1][1]:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_speech_to_speech_call_is_relayed_to_the_primary_without_short_lived_keys(
+    relayed: Cluster, provider: FakeOpenAI, tmp_path: Path
+) -> None:
+    provider.realtime.mints_secrets = False
+    try:
+        _, said = await _speech_to_speech_call(relayed, provider, tmp_path, where=0)
+    finally:
+        provider.realtime.mints_secrets = True
+    appended = relay_client_events(provider, "input_audio_buffer.append")
+    assert sum(event["audio"]["bytes"] for event in appended) == len(said)
+    authorization = provider.realtime.session()["headers"]["authorization"]
+    assert authorization == "Bearer sk-test"  # the primary holds the provider's socket
 
 
 async def test_a_call_that_starts_while_no_primary_answers_is_closed_with_1013(

@@ -172,3 +172,24 @@ async def test_a_client_who_may_not_see_the_thread_is_refused_as_on_one_server(
         closing = await talk.closing()
     assert closing[0] == 4404
     assert len(provider.realtime.sessions()) == before  # no provider socket was opened
+
+
+async def test_without_short_lived_keys_the_conversation_is_relayed_to_the_primary(
+    cluster: Cluster, provider: FakeOpenAI, threads: Threads
+) -> None:
+    provider.realtime.script({"responses": [{"text": "Hello there."}]})
+    edge = cluster.edges[0]
+    thread_id = await _thread(cluster)
+    provider.realtime.mints_secrets = False
+    try:
+        async with conversation(edge, thread_id, cluster.token) as talk:
+            await talk.start()
+            assert await _voice_sessions(edge) == 0  # relayed, frame by frame, to the primary
+            await talk.send_json({"type": "text", "text": "Hi."})
+            stopped = await talk.next_event("reply_stopped")
+    finally:
+        provider.realtime.mints_secrets = True
+    assert stopped["status"] == "complete"
+    assert _authorization(provider_session(provider)) == "Bearer sk-test"
+    thread = await settled_thread(threads, thread_id, 2)
+    assert [m["text"] for m in thread["messages"]] == ["Hi.", "Hello there."]

@@ -49,8 +49,9 @@ from voicestack.http.state import caller, runtime
 from voicestack.http.voice_records import from_edge, json_body
 from voicestack.identity import Caller
 from voicestack.store.readers import Snapshot
+from voicestack.voice.live_sessions import LiveSessions
 from voicestack.voice.relay.provider import ProviderUnavailable
-from voicestack.voice.relay.records import StoreRelayRecords
+from voicestack.voice.relay.records import StoreRelayRecords, VoiceAgent
 
 log = logging.getLogger(__name__)
 
@@ -139,28 +140,33 @@ async def _edge_key(call: _Call, unavailable: int) -> str | None:
         raise ApiError(unavailable, code, message) from None
 
 
+def plan_body(live: LiveSessions, agent: VoiceAgent, key: str | None) -> dict[str, Any]:
+    """A relayed conversation's plan as an edge reads it (voicestack/scale/edge_relay.py
+    RelayPlan): what the provider is told of `agent`, the --realtime-* settings without the
+    key, the flush interval, and `key`, for the first provider connection."""
+    settings = live.relay_settings()
+    return {
+        "agent": agent.encode(),
+        "settings": {
+            "url": settings.url,
+            "model": settings.model,
+            "timeoutS": settings.timeout_s,
+            "transcribeModel": settings.transcribe_model,
+            "silenceMs": settings.silence_ms,
+            "contextMessages": settings.context_messages,
+        },
+        "flushMs": live.flush_ms,
+        "key": key,
+    }
+
+
 async def _start(call: _Call) -> Response:
     await call.visible()
     agent = await call.live.relay_agent(call.thread_id)
     if agent is None:
         raise ApiError(409, "relay_here", "The thread's agent does not talk speech-to-speech.")
     key = await _edge_key(call, 409)
-    settings = call.live.relay_settings()
-    return json_response(
-        {
-            "agent": agent.encode(),
-            "settings": {
-                "url": settings.url,
-                "model": settings.model,
-                "timeoutS": settings.timeout_s,
-                "transcribeModel": settings.transcribe_model,
-                "silenceMs": settings.silence_ms,
-                "contextMessages": settings.context_messages,
-            },
-            "flushMs": call.live.flush_ms,
-            "key": key,
-        }
-    )
+    return json_response(plan_body(call.live, agent, key))
 
 
 async def _key(call: _Call) -> Response:

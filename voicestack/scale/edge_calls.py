@@ -8,8 +8,11 @@ talks (`POST /twilio/stream/start`, voicestack/http/twilio_edge.py):
   go through the primary with the sign-in session it gave for the call, exactly as for a
   conversation of a signed-in page (voicestack/scale/edge_voice.py). The edge ends that session
   when the call ends;
-- a call whose agent talks through a speech-to-speech model is relayed, whole, to the primary,
-  which holds the provider's connection: the frames read so far are replayed there first.
+- so does a call whose agent talks through a speech-to-speech model: the edge holds the
+  provider's connection, on a short-lived key the primary minted, and the conversation's
+  records go to the primary with the call's session (voicestack/scale/edge_relay.py). Only when
+  the primary can mint no such key is the call relayed, whole, to the primary, which then holds
+  the provider's connection: the frames read so far are replayed there first.
 
 The edge holds at most --max-calls call sockets, as a single server does. Without a primary the
 socket is closed with 1013 `primary_unavailable`, and Twilio's caller hears the call end.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 
 from starlette.websockets import WebSocket
 
@@ -29,11 +33,13 @@ from voicestack.http.twilio import converse, read_start
 from voicestack.http.twilio_edge import START_PATH
 from voicestack.jsoncodec import dumps
 from voicestack.scale.edge import Edge
+from voicestack.scale.edge_relay import PrimaryRelayRecords, RelayPlan, relay_session
 from voicestack.scale.edge_sockets import SocketRelay, socket_request
 from voicestack.scale.edge_streams import credential_key
-from voicestack.scale.edge_voice import EDGE_CALL, PrimaryRecords, thread_feed
+from voicestack.scale.edge_voice import EDGE_CALL, PrimaryRecords, thread_feed, with_edge_call
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
+from voicestack.voice.live_sessions import LiveSession
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.wire import (
     CLOSE_BAD_TOKEN,
@@ -56,7 +62,8 @@ _REFUSALS = {
 
 async def call_stream(websocket: WebSocket) -> None:
     """Twilio's media stream on an edge: the call runs here, or on the primary when its agent
-    talks through a speech-to-speech model (see the module's docstring)."""
+    talks through a speech-to-speech model and the primary can mint no short-lived key for it
+    (see the module's docstring)."""
     edge: Edge = websocket.app.state.edge
     await websocket.accept()
     socket = SocketClient(websocket)
@@ -89,14 +96,13 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
         log.warning("a call's start got an answer that is not one: %.200r", answer.body)
         await socket.close(CLOSE_TRY_AGAIN_LATER, "primary_error")
         return
-    if isinstance(started, str):  # "realtime"
+    if started.thread_id is None:  # relay the call to the primary, whole
         await SocketRelay(edge.link, websocket).run(socket_request(websocket), frames)
         return
-    thread_id, secret = started
-    credentials = _session_credentials(secret)
-    records = PrimaryRecords(edge, credentials, thread_id)
+    credentials = _session_credentials(started.session)
+    records = PrimaryRecords(edge, credentials, started.thread_id)
     try:
-        await _converse(websocket, socket, edge, start, records, thread_id)
+        await _converse(websocket, socket, edge, start, records, started)
     finally:
         edge.voice_work(_end_session(edge, records, credentials))
 
@@ -108,7 +114,7 @@ async def _start(edge: Edge, start: StreamStart) -> ResponseEnvelope | None:
         path=START_PATH,
         query_string=b"",
         headers=[(b"content-type", b"application/json"), EDGE_CALL],
-        body=dumps({"token": start.token, "callSid": start.call_sid}),
+        body=dumps({"token": start.token, "callSid": start.call_sid, "relayHere": True}),
     )
     try:
         return await edge.link.call(request, timeout=OPEN_TIMEOUT_S)
@@ -116,19 +122,30 @@ async def _start(edge: Edge, start: StreamStart) -> ResponseEnvelope | None:
         return None
 
 
-def _started(answer: ResponseEnvelope) -> str | tuple[str, str] | None:
-    """A started call: "realtime" (relay it), or its thread and session (run it here); None for
-    an answer that is neither."""
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """A started call: its thread and session, and the plan of a speech-to-speech call (None
+    for a pipeline call), when it runs here; no thread when it is relayed to the primary."""
+
+    thread_id: str | None = None
+    session: str = ""
+    plan: RelayPlan | None = None
+
+
+def _started(answer: ResponseEnvelope) -> _Started | None:
+    """The primary's start of a call; None for an answer that is not one."""
     try:
         started = json.loads(answer.body)
-        if started["mode"] == "realtime":
-            return "realtime"
+        mode = started["mode"]
+        if mode == "realtime" and "threadId" not in started:
+            return _Started()
         thread_id, secret = started["threadId"], started["session"]
+        plan = RelayPlan.decode(started["plan"]) if mode == "realtime" else None
     except (ValueError, KeyError, TypeError):
         return None
-    if started["mode"] != "pipeline" or not isinstance(thread_id, str):
+    if mode not in ("pipeline", "realtime") or not isinstance(thread_id, str):
         return None
-    return (thread_id, secret) if isinstance(secret, str) else None
+    return _Started(thread_id, secret, plan) if isinstance(secret, str) else None
 
 
 def _session_credentials(secret: str) -> RequestEnvelope:
@@ -149,22 +166,32 @@ async def _converse(
     edge: Edge,
     start: StreamStart,
     records: PrimaryRecords,
-    thread_id: str,
+    started: _Started,
 ) -> None:
-    """The call's conversation, here, on its thread."""
-    credentials = records.credentials
+    """The call's conversation, here, on its thread: the pipeline's, or relayed from here to
+    the speech-to-speech provider."""
+    credentials, thread_id = records.credentials, started.thread_id
+    assert thread_id is not None
     opening = dataclasses.replace(credentials, path=f"/api/threads/{thread_id}/events")
     feed = await thread_feed(edge, opening, credential_key(credentials))
     client = CallClient(start.stream_sid, socket.send_event, socket.close)
-    session = VoiceSession(
-        thread_id=thread_id,
-        records=records,
-        feed=feed,
-        settings=SessionSettings.of(edge.settings),
-        start=CALL_AUDIO,
-        client=client,
-        forget=edge.voice.discard,
-    )
+    session: LiveSession
+    if started.plan is not None:
+        relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), thread_id)
+        forget = edge.voice.discard
+        session = relay_session(
+            started.plan, relay_records, thread_id, feed, CALL_AUDIO, client, forget
+        )
+    else:
+        session = VoiceSession(
+            thread_id=thread_id,
+            records=records,
+            feed=feed,
+            settings=SessionSettings.of(edge.settings),
+            start=CALL_AUDIO,
+            client=client,
+            forget=edge.voice.discard,
+        )
     try:
         edge.voice.add(session)  # refused once the edge winds down
     except ProtocolError:

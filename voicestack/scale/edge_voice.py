@@ -224,8 +224,9 @@ class PrimaryRecords:
         return answer.body, content_type.decode("latin-1")
 
 
-def _with_edge_call(credentials: RequestEnvelope) -> RequestEnvelope:
-    """The client's credentials, marked as the edge's own call."""
+def with_edge_call(credentials: RequestEnvelope) -> RequestEnvelope:
+    """The client's credentials, marked as the edge's own call (the header every call to the
+    primary's conversation routes carries)."""
     return dataclasses.replace(credentials, headers=[*credentials.headers, EDGE_CALL])
 
 
@@ -292,7 +293,7 @@ async def thread_audio(websocket: WebSocket) -> None:
     mode = None if credentials is None else await _voice_mode(edge, credentials, scope, thread_id)
     plan: RelayPlan | None = None
     if credentials is not None and mode == "realtime":
-        relay_records = PrimaryRelayRecords(edge, _with_edge_call(credentials), thread_id)
+        relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), thread_id)
         plan = await relay_plan(relay_records)
     if credentials is None or (mode != "pipeline" and plan is None):
         await SocketRelay(edge.link, websocket).run(socket_request(websocket))
