@@ -193,3 +193,42 @@ async def test_without_short_lived_keys_the_conversation_is_relayed_to_the_prima
     assert _authorization(provider_session(provider)) == "Bearer sk-test"
     thread = await settled_thread(threads, thread_id, 2)
     assert [m["text"] for m in thread["messages"]] == ["Hi.", "Hello there."]
+
+
+async def test_an_edges_conversation_outlives_its_primary_being_away(
+    tmp_path: Path, provider: FakeOpenAI
+) -> None:
+    provider.realtime.script(
+        {"responses": [{"text": "Before."}]}, {"responses": [{"text": "After."}]}
+    )
+    with running_cluster(tmp_path, provider.api_base, primary_args=RELAY_FLAGS) as cluster:
+        edge = cluster.edges[0]
+        thread_id = await _thread(cluster)
+        async with conversation(edge, thread_id, cluster.token) as talk:
+            await talk.start()
+            await talk.send_json({"type": "text", "text": "Hi."})
+            assert (await talk.next_event("reply_stopped"))["status"] == "complete"
+            assert cluster.primary.stop() == 0
+            mark = len(talk.events)
+            await talk.send_json({"type": "text", "text": "while away"})
+            error = await talk.next_event("error", after=mark)
+            assert error["code"] == "primary_unavailable"
+            cluster.primary.start()
+            # The socket and the provider's stayed open: once the primary is back, the next
+            # turn is kept and answered.
+            async with asyncio.timeout(30):
+                while True:
+                    mark = len(talk.events)
+                    await talk.send_json({"type": "text", "text": "Back."})
+                    answer = await talk.wait_for(
+                        lambda e: e["type"] in ("reply_stopped", "error"), after=mark
+                    )
+                    if answer["type"] == "reply_stopped":
+                        break
+                    assert answer["code"] == "primary_unavailable", answer
+                    await asyncio.sleep(0.5)
+            assert answer["status"] == "complete"
+        async with client(cluster.primary.url, cluster.token) as http:
+            thread = await settled_thread(Threads(http), thread_id, 4)
+    texts = [m["text"] for m in thread["messages"]]
+    assert texts == ["Hi.", "Before.", "Back.", "You said: Back."]

@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from voicestack.agent.reply_state import SHUTDOWN_CUT
+from voicestack.functions.errors import FunctionError
 from voicestack.reactive.streams import Stream
 from voicestack.voice.realtime.client import close_at_feed_end
 from voicestack.voice.realtime.feed_events import feed_events
@@ -123,7 +124,10 @@ class RelaySession:
                     )
                 )
                 return True
-            await self._talk.typed(message.text, self._link)
+            try:
+                await self._talk.typed(message.text, self._link)
+            except FunctionError as exc:
+                await self._records_failed(exc)
         elif isinstance(message, Stop):
             return False
         return True
@@ -152,7 +156,10 @@ class RelaySession:
         if link is not None:
             await link.close()
         self._feed.close()
-        await self._talk.hang_up()
+        try:
+            await self._talk.hang_up()
+        except FunctionError as exc:
+            log.warning("relay of %s ended without its last records: %s", self.thread_id, exc)
 
     # -- the provider --------------------------------------------------------------------------
 
@@ -259,12 +266,20 @@ class RelaySession:
                 await self._talk.fail_turn(exc.code, exc.message)
             except (ProviderGone, asyncio.CancelledError):
                 raise
+            except FunctionError as exc:  # the records' keeper (an edge's primary) is away
+                await self._records_failed(exc)
             except Exception:
                 log.exception("relay of %s could not handle %s", self.thread_id, received["type"])
                 message = (
                     "The relay could not handle the provider's answer; the server log says why."
                 )
                 await self._talk.fail_turn("internal_error", message)
+
+    async def _records_failed(self, exc: FunctionError) -> None:
+        """What the provider said could not be kept: the client is told, and the conversation
+        goes on (the next turn is kept once the records' keeper answers again)."""
+        log.warning("relay of %s could not keep its records: %s", self.thread_id, exc.message)
+        await self._client.send_event(event("error", code=exc.code, message=exc.message))
 
     async def _break_down(self) -> None:
         """The relay itself failed: the turn fails, and the client is told and let go."""

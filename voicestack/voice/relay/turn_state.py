@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from voicestack.functions.errors import FunctionError
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import CUT, HUNG_UP, SPOKEN, ReplyEnd
 from voicestack.voice.realtime.wire import event
@@ -28,6 +30,8 @@ from voicestack.voice.relay.provider import ProviderGone, ProviderLink
 from voicestack.voice.relay.reply import RelayReply
 from voicestack.voice.relay.session_config import Protocol, provider_audio, session_update
 from voicestack.voice.relay.user_turns import UserTurns
+
+log = logging.getLogger(__name__)
 
 
 class TurnState:
@@ -96,11 +100,21 @@ class TurnState:
         return asyncio.get_running_loop().time()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run `work` in the background until it ends or the conversation hangs up."""
-        task = asyncio.create_task(work, name=f"voicestack-relay-{name}")
+        """Run `work` in the background until it ends or the conversation hangs up; what its
+        records could not keep is logged, and the client told."""
+        task = asyncio.create_task(self._guarded(work), name=f"voicestack-relay-{name}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except FunctionError as exc:  # the records' keeper (an edge's primary) is away
+            thread_id = self._context.thread_id
+            log.warning("relay of %s could not keep its records: %s", thread_id, exc.message)
+            with contextlib.suppress(Exception):
+                await self._send("error", code=exc.code, message=exc.message)
 
     # -- replies -----------------------------------------------------------------------------
 
