@@ -105,13 +105,21 @@ class _Routes:
             body: Any = json.loads(await request.body() or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError):
             return error_response(400, "The body must be JSON.")
-        expires = body.get("expires_after") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return error_response(400, "The body must be a JSON object.")
+        expires = body.get("expires_after", {})
         low, high, default = SECRET_SECONDS
-        seconds = expires.get("seconds", default) if isinstance(expires, dict) else default
+        seconds = expires.get("seconds", default) if isinstance(expires, dict) else None
         if type(seconds) is not int or not low <= seconds <= high:
             message = f"expires_after.seconds must be an integer from {low} to {high}."
             return error_response(400, message, param="expires_after.seconds")
-        session = body.get("session") if isinstance(body.get("session"), dict) else {}
+        if expires.get("anchor", "created_at") != "created_at":
+            message = "expires_after.anchor must be 'created_at'."
+            return error_response(400, message, param="expires_after.anchor")
+        session = body.get("session", {})
+        if not isinstance(session, dict) or session.get("type", "realtime") != "realtime":
+            message = "session must be an object of type 'realtime'."
+            return error_response(400, message, param="session.type")
         value, expires_at = self.state.mint_secret(seconds)
         return JSONResponse(
             {
