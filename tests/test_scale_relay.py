@@ -198,9 +198,7 @@ async def test_without_short_lived_keys_the_conversation_is_relayed_to_the_prima
 async def test_an_edges_conversation_outlives_its_primary_being_away(
     tmp_path: Path, provider: FakeOpenAI
 ) -> None:
-    provider.realtime.script(
-        {"responses": [{"text": "Before."}]}, {"responses": [{"text": "After."}]}
-    )
+    provider.realtime.script({"responses": [{"text": "Before."}]})  # then the fake echoes
     with running_cluster(tmp_path, provider.api_base, primary_args=RELAY_FLAGS) as cluster:
         edge = cluster.edges[0]
         thread_id = await _thread(cluster)
@@ -232,3 +230,35 @@ async def test_an_edges_conversation_outlives_its_primary_being_away(
             thread = await settled_thread(Threads(http), thread_id, 4)
     texts = [m["text"] for m in thread["messages"]]
     assert texts == ["Hi.", "Before.", "Back.", "You said: Back."]
+
+
+async def test_a_barge_in_during_a_function_call_stops_it_on_the_primary(
+    cluster: Cluster, provider: FakeOpenAI, threads: Threads
+) -> None:
+    count = {"name": "slow_count", "arguments": {"n": 4, "delay_s": 0.25}, "call_id": "c4"}
+    provider.realtime.script({"responses": [{"function_calls": [count]}, {"text": "Stopped."}]})
+    thread_id = await _thread(cluster)
+    async with conversation(cluster.edges[0], thread_id, cluster.token) as talk:
+        await talk.start()
+        await talk.send_json({"type": "text", "text": "Count slowly."})
+        counting_id = (await talk.next_event("reply_started"))["messageId"]
+        async with asyncio.timeout(10):
+            while not (calls := (await threads.get(thread_id))["toolCalls"]) or (
+                calls[0]["status"] != "running"
+            ):
+                await asyncio.sleep(0.02)
+        mark = len(talk.events)
+        await talk.send_json({"type": "text", "text": "Stop."})
+        cut = await talk.next_event("reply_stopped", after=mark)
+        answer = await talk.wait_for(
+            lambda e: e["type"] == "reply_stopped" and e["messageId"] != counting_id, after=mark
+        )
+        await asyncio.sleep(1.2)  # the count would have finished by now
+
+    assert cut == {"type": "reply_stopped", "messageId": counting_id, "status": "interrupted"}
+    assert answer["status"] == "complete"
+    thread = await settled_thread(threads, thread_id, 4)
+    (call,) = thread["toolCalls"]
+    assert (call["status"], call["result"]) == ("failed", None)  # stopped, not done
+    assert provider_session(provider)["function_call_outputs"] == []
+    assert thread["messages"][3]["text"] == "Stopped."

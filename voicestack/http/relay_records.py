@@ -8,12 +8,12 @@ one of that thread's, of the role the op writes.
 
 - `start`: `{"agent", "settings", "flushMs", "key"}`: what the edge tells the provider of the
   thread's agent, how the relay runs (the --realtime-* flags, without the key), and a key for
-  its first provider connection: a short-lived one minted with this server's key, or None when
-  the provider takes none. 409 `relay_here` when the thread's agent does not talk
-  speech-to-speech, or no short-lived key can be had: the edge then relays the socket here.
+  its first provider connection, short-lived, minted with this server's key. 409 `relay_here`
+  when the thread's agent does not talk speech-to-speech, or no short-lived key can be had
+  (the provider mints none, or this server has no key for it): the edge then relays the socket
+  here, and this server holds the provider's connection.
 - `key`: `{"key"}`, a short-lived key for another connection (after a drop); 503
   `realtime_unavailable` when none can be had.
-- `agent` `{"name"}`: `{"agent"}`, another agent as the provider is told of it.
 - `history` `{"limit"}`: `{"items"}`.
 - `user_turn` `{"audioS"}` and `typed` `{"text"}`: `{"messageId"}`.
 - `user_delta` `{"messageId", "text", "seq"}`, `user_end` `{"messageId", "text", "error"}`.
@@ -21,9 +21,11 @@ one of that thread's, of the role the op writes.
 - `reply_delta` `{"messageId", "text", "seq"}`, `response` `{"messageId"}`,
   `usage` `{"messageId", "usage": [input, output] | null}`,
   `reply_end` `{"messageId", "status", "wallMs", "error"}`.
-- `calls` `{"messageId", "agent", "step", "requests": [{"callId", "name", "arguments"}]}`:
-  `{"outputs": [[callId, output], ...], "agent"}`, once the calls ran here (approvals
-  included); 409 `reply_stopped` when the reply was stopped meanwhile.
+- `calls` `{"messageId", "step", "requests": [{"callId", "name", "arguments"}]}`:
+  `{"outputs": [[callId, output], ...], "agent"}`, once the calls ran here as the message's
+  agent (approvals included; `agent` is who answers now, another one after a handoff); 409
+  `reply_stopped` when the reply was stopped meanwhile, or its calls by `stop_calls`
+  `{"messageId"}` (a barge-in).
 
 Ops that write answer 204 unless they say otherwise. How a reply's audio ended goes through the
 pipeline's `POST .../audio/replies/{messageId}`.
@@ -130,7 +132,7 @@ class _Call:
         return Claim(message_id, thread_id, int(row["position"]), author, False, agent)
 
 
-async def _edge_key(call: _Call, unavailable: int) -> str | None:
+async def _edge_key(call: _Call, unavailable: int) -> str:
     try:
         return await call.live.edge_provider_key()
     except ProviderUnavailable as exc:
@@ -174,11 +176,6 @@ async def _key(call: _Call) -> Response:
     return json_response({"key": await _edge_key(call, 503)})
 
 
-async def _agent(call: _Call) -> Response:
-    await call.visible()
-    return json_response({"agent": (await call.records().agent(call.text("name"))).encode()})
-
-
 async def _history(call: _Call) -> Response:
     await call.visible()
     limit = int(call.number("limit"))
@@ -218,6 +215,8 @@ async def _reply(call: _Call) -> Response:
     if reply_to is not None and not isinstance(reply_to, str):
         raise ApiError(400, "invalid_body", "`replyTo` must be a message id or null.")
     agent, audio_in = call.text("agent"), call.number("audioInS")
+    if runtime(call.request).agents.get(agent) is None:
+        raise ApiError(400, "unknown_agent", f"No agent {agent!r} is defined here.")
     if reply_to is not None:
         replied = _Call(call.request, call.thread_id, {"messageId": reply_to})
         await replied.message("user")
@@ -286,20 +285,25 @@ def _requests(body: dict[str, Any]) -> list[ToolCallRequest]:
 
 
 async def _calls(call: _Call) -> Response:
-    claim = await call.message("assistant")
-    requests, agent, step = _requests(call.body), call.text("agent"), int(call.number("step"))
+    claim = await call.message("assistant")  # its agent: who answers now, handoffs included
+    requests, step = _requests(call.body), int(call.number("step"))
     try:
-        results = await call.records().run_calls(claim, agent, step, requests)
+        results = await call.records().run_calls(claim, claim.agent, step, requests)
     except ReplyStopped:
         raise ApiError(409, "reply_stopped", "The reply was stopped.") from None
     outputs = [[call_id, output] for call_id, output in results.outputs]
     return json_response({"outputs": outputs, "agent": results.agent.encode()})
 
 
+async def _stop_calls(call: _Call) -> Response:
+    claim = await call.message("assistant")
+    call.records().stop_calls(claim.message_id)
+    return Response(status_code=_NO_CONTENT)
+
+
 _OPS: dict[str, Op] = {
     "start": _start,
     "key": _key,
-    "agent": _agent,
     "history": _history,
     "user_turn": _user_turn,
     "typed": _typed,
@@ -311,6 +315,7 @@ _OPS: dict[str, Op] = {
     "usage": _usage,
     "reply_end": _reply_end,
     "calls": _calls,
+    "stop_calls": _stop_calls,
 }
 
 

@@ -101,10 +101,11 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
         return
     credentials = _session_credentials(started.session)
     records = PrimaryRecords(edge, credentials, started.thread_id)
+    relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), started.thread_id)
     try:
-        await _converse(websocket, socket, edge, start, records, started)
+        await _converse(websocket, socket, edge, start, records, relay_records, started)
     finally:
-        edge.voice_work(_end_session(edge, records, credentials))
+        edge.voice_work(_end_session(edge, (records, relay_records), credentials))
 
 
 async def _start(edge: Edge, start: StreamStart) -> ResponseEnvelope | None:
@@ -166,6 +167,7 @@ async def _converse(
     edge: Edge,
     start: StreamStart,
     records: PrimaryRecords,
+    relay_records: PrimaryRelayRecords,
     started: _Started,
 ) -> None:
     """The call's conversation, here, on its thread: the pipeline's, or relayed from here to
@@ -177,7 +179,6 @@ async def _converse(
     client = CallClient(start.stream_sid, socket.send_event, socket.close)
     session: LiveSession
     if started.plan is not None:
-        relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), thread_id)
         forget = edge.voice.discard
         session = relay_session(
             started.plan, relay_records, thread_id, feed, CALL_AUDIO, client, forget
@@ -204,10 +205,15 @@ async def _converse(
         await session.close()
 
 
-async def _end_session(edge: Edge, records: PrimaryRecords, credentials: RequestEnvelope) -> None:
+async def _end_session(
+    edge: Edge,
+    records: tuple[PrimaryRecords, PrimaryRelayRecords],
+    credentials: RequestEnvelope,
+) -> None:
     """End the call's session on the primary once the call's records are saved (it expires
     by itself if no primary answers)."""
-    await records.saved()
+    for kept in records:
+        await kept.saved()
     request = dataclasses.replace(credentials, method="POST", path="/auth/logout")
     try:
         answer = await edge.link.call(request, timeout=OPEN_TIMEOUT_S)

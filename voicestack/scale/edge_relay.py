@@ -15,11 +15,13 @@ own key for one connection; a reconnection asks for another. When the primary ca
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from voicestack import jsoncodec
@@ -47,6 +49,14 @@ log = logging.getLogger(__name__)
 _QUICK_S = OPEN_TIMEOUT_S
 # Function calls may wait on a person's approval: the op waits as long as it takes, up to this.
 _CALLS_S = 3600.0
+# A write handed over to the background is tried this often while no primary answers.
+_LATER_TRIES = 5
+_LATER_WAIT_S = 1.0
+# How a reply's audio ended goes through the pipeline conversation's route, not an op.
+_REPLY_ENDED = "reply_ended"
+# A minted key is good for a minute; the first connection takes the start's key while it is
+# younger than this (a client may wait before it sends its `start`), else asks for another.
+_FRESH_KEY_S = 30.0
 
 
 def _refusal(answer: ResponseEnvelope) -> FunctionError:
@@ -67,6 +77,7 @@ class RelayPlan:
     settings: RelaySettings
     flush_ms: float
     key: str | None
+    received_at: float = field(default_factory=time.monotonic)  # about when `key` was minted
 
     @classmethod
     def decode(cls, body: dict[str, Any]) -> RelayPlan:
@@ -92,7 +103,14 @@ class RelayPlan:
 
 
 class PrimaryRelayRecords:
-    """RelayRecords kept by the primary, asked with the conversation's client's credentials."""
+    """RelayRecords kept by the primary, asked with the conversation's client's credentials.
+
+    Writes whose answer the conversation does not need (transcript pieces, a reply's steps,
+    usage and end, its audio's end) are sent in order in the background, so that the
+    provider's audio never waits on a round trip to the primary; a write is tried again while
+    no primary answers, a few times. A call that needs an answer (a new message's id, the
+    history, function calls) waits until the writes before it are sent.
+    """
 
     def __init__(self, edge: Edge, credentials: RequestEnvelope, thread_id: str) -> None:
         """`credentials` is the client's request, whose credential headers every op carries
@@ -101,6 +119,8 @@ class PrimaryRelayRecords:
         self._credentials = credentials
         self._thread_id = thread_id
         self._path = f"/api/threads/{thread_id}/audio/relay"
+        self._later: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._writing: asyncio.Task[None] | None = None
 
     async def _ask(
         self, path: str, body: dict[str, Any], timeout: float = _QUICK_S
@@ -121,15 +141,50 @@ class PrimaryRelayRecords:
             ) from None
 
     async def op(self, kind: str, /, timeout: float = _QUICK_S, **fields: Any) -> dict[str, Any]:
-        """The primary's answer to the op `kind` (an empty dict for 204); raises
-        FunctionError when it refuses or cannot be reached."""
-        answer = await self._ask(self._path, {"op": kind, **fields}, timeout)
+        """The primary's answer to the op `kind` (an empty dict for 204), once the writes
+        handed over before it are sent; raises FunctionError when it refuses or cannot be
+        reached."""
+        await self.saved()
+        return await self._op_now(kind, timeout, fields)
+
+    async def _op_now(self, kind: str, timeout: float, fields: dict[str, Any]) -> dict[str, Any]:
+        path, body = self._path, {"op": kind, **fields}
+        if kind == _REPLY_ENDED:  # the pipeline conversation's own route
+            path, body = (
+                f"/api/threads/{self._thread_id}/audio/replies/{fields['id']}",
+                fields["end"],
+            )
+        answer = await self._ask(path, body, timeout)
         if answer.status == 204:
             return {}
         if answer.status not in (200, 201):
             raise _refusal(answer)
-        body: dict[str, Any] = json.loads(answer.body)
-        return body
+        answered: dict[str, Any] = json.loads(answer.body)
+        return answered
+
+    def _write_later(self, kind: str, **fields: Any) -> None:
+        """Hand the op `kind` over to be sent in order, in the background."""
+        self._later.put_nowait((kind, fields))
+        if self._writing is None or self._writing.done():
+            self._writing = self._edge.voice_work(self._write_all())
+
+    async def _write_all(self) -> None:
+        while not self._later.empty():
+            kind, fields = self._later.get_nowait()
+            for attempt in range(_LATER_TRIES):
+                try:
+                    await self._op_now(kind, _QUICK_S, fields)
+                    break
+                except FunctionError as exc:
+                    if exc.status != 503 or attempt + 1 == _LATER_TRIES:
+                        log.warning("%s of %s not kept: %s", kind, self._thread_id, exc.message)
+                        break
+                await asyncio.sleep(_LATER_WAIT_S)
+
+    async def saved(self) -> None:
+        """Wait until every write handed over so far is sent (or given up on)."""
+        while self._writing is not None and not self._writing.done():
+            await asyncio.shield(self._writing)
 
     async def history(self, limit: int) -> list[dict[str, Any]]:
         """As RelayRecords.history."""
@@ -141,14 +196,14 @@ class PrimaryRelayRecords:
         return str((await self.op("user_turn", audioS=audio_s))["messageId"])
 
     async def user_delta(self, message_id: str, text: str, seq: int) -> None:
-        """As RelayRecords.user_delta."""
-        await self.op("user_delta", messageId=message_id, text=text, seq=seq)
+        """As RelayRecords.user_delta, in the background."""
+        self._write_later("user_delta", messageId=message_id, text=text, seq=seq)
 
     async def end_user_turn(
         self, message_id: str, text: str | None, error: tuple[str, str] | None = None
     ) -> None:
-        """As RelayRecords.end_user_turn."""
-        await self.op("user_end", messageId=message_id, text=text, error=error)
+        """As RelayRecords.end_user_turn, in the background."""
+        self._write_later("user_end", messageId=message_id, text=text, error=error)
 
     async def typed_turn(self, text: str) -> str:
         """As RelayRecords.typed_turn."""
@@ -161,65 +216,57 @@ class PrimaryRelayRecords:
         return Claim(message_id, self._thread_id, position, None, False, agent)
 
     async def reply_delta(self, claim: Claim, text: str, seq: int) -> None:
-        """As RelayRecords.reply_delta."""
-        await self.op("reply_delta", messageId=claim.message_id, text=text, seq=seq)
+        """As RelayRecords.reply_delta, in the background."""
+        self._write_later("reply_delta", messageId=claim.message_id, text=text, seq=seq)
 
     async def begin_response(self, message_id: str) -> None:
-        """As RelayRecords.begin_response."""
-        await self.op("response", messageId=message_id)
+        """As RelayRecords.begin_response, in the background."""
+        self._write_later("response", messageId=message_id)
 
     async def response_usage(self, message_id: str, usage: tuple[int, int] | None) -> None:
-        """As RelayRecords.response_usage."""
+        """As RelayRecords.response_usage, in the background."""
         if usage is not None:
-            await self.op("usage", messageId=message_id, usage=list(usage))
+            self._write_later("usage", messageId=message_id, usage=list(usage))
 
     async def end_reply(
         self, claim: Claim, status: str, wall_ms: int, error: tuple[str, str] | None = None
     ) -> None:
-        """As RelayRecords.end_reply."""
-        await self.op(
+        """As RelayRecords.end_reply, in the background."""
+        self._write_later(
             "reply_end", messageId=claim.message_id, status=status, wallMs=wall_ms, error=error
         )
 
     async def reply_ended(self, message_id: str, end: ReplyEnd, clock: TurnClock) -> None:
-        """As RelayRecords.reply_ended, through the pipeline conversation's own route."""
-        path = f"/api/threads/{self._thread_id}/audio/replies/{message_id}"
-        answer = await self._ask(path, end.encode(clock))
-        if answer.status != 204:
-            raise _refusal(answer)
+        """As RelayRecords.reply_ended, in the background (through the pipeline
+        conversation's own route)."""
+        self._write_later(_REPLY_ENDED, id=message_id, end=end.encode(clock))
 
     async def run_calls(
         self, claim: Claim, agent: str, step: int, requests: list[ToolCallRequest]
     ) -> CallResults:
-        """As RelayRecords.run_calls: the calls run on the primary."""
+        """As RelayRecords.run_calls: the calls run on the primary, as the reply's agent
+        there; cancelled (a barge-in), they are stopped there too."""
         asked = [{"callId": r.call_id, "name": r.name, "arguments": r.arguments} for r in requests]
+        fields = {"messageId": claim.message_id, "step": step, "requests": asked}
         try:
-            ran = await self.op(
-                "calls",
-                _CALLS_S,
-                messageId=claim.message_id,
-                agent=agent,
-                step=step,
-                requests=asked,
-            )
+            ran = await self.op("calls", _CALLS_S, **fields)
         except FunctionError as exc:
             if exc.code == "reply_stopped":
                 raise ReplyStopped from None
             raise
+        except asyncio.CancelledError:
+            self._write_later("stop_calls", messageId=claim.message_id)
+            raise
         outputs = [(str(call_id), str(output)) for call_id, output in ran["outputs"]]
         return CallResults(outputs, VoiceAgent.decode(ran["agent"]))
 
-    async def agent(self, name: str) -> VoiceAgent:
-        """As RelayRecords.agent."""
-        return VoiceAgent.decode((await self.op("agent", name=name))["agent"])
-
-    async def provider_key(self) -> str | None:
-        """A short-lived key for another provider connection; raises ProviderUnavailable."""
+    async def provider_key(self) -> str:
+        """A short-lived key for a provider connection; raises ProviderUnavailable."""
         try:
-            key = (await self.op("key"))["key"]
-        except FunctionError as exc:
-            raise ProviderUnavailable(exc.message) from None
-        return None if key is None else str(key)
+            return str((await self._op_now("key", _QUICK_S, {}))["key"])
+        except (FunctionError, KeyError, TypeError) as exc:
+            reason = exc.message if isinstance(exc, FunctionError) else "no key in the answer"
+            raise ProviderUnavailable(reason) from None
 
 
 async def relay_plan(records: PrimaryRelayRecords) -> RelayPlan | None:
@@ -248,11 +295,14 @@ def relay_session(
 ) -> RelaySession:
     """The conversation's RelaySession on this edge, its first provider connection on the
     plan's key and each later one on a key the primary mints for it."""
-    keys = [plan.key]
+    first_key = (plan.key, plan.received_at)
 
     async def provider_key() -> str | None:
-        if keys:
-            return keys.pop()
+        nonlocal first_key
+        key, minted_at = first_key
+        first_key = (None, 0.0)
+        if key is not None and time.monotonic() - minted_at < _FRESH_KEY_S:
+            return key
         return await records.provider_key()
 
     context = RelayContext(

@@ -39,7 +39,7 @@ from voicestack.http.signin_auth import request_cookies, same_origin
 from voicestack.http.state import EDGE_CALL_HEADER
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
-from voicestack.scale.edge_relay import PrimaryRelayRecords, RelayPlan, relay_plan, relay_session
+from voicestack.scale.edge_relay import PrimaryRelayRecords, relay_plan, relay_session
 from voicestack.scale.edge_sockets import CLOSE_TRY_AGAIN, SocketRelay, socket_request
 from voicestack.scale.edge_streams import BadToken, credential_key, join_feed, with_query_token
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
@@ -278,8 +278,9 @@ async def _voice_mode(
 
 
 async def thread_audio(websocket: WebSocket) -> None:
-    """GET /api/threads/{id}/audio on an edge: a pipeline conversation runs here; any other
-    is relayed to the primary (see the module's docstring)."""
+    """GET /api/threads/{id}/audio on an edge: a conversation runs here, the pipeline's or
+    relayed from here to a speech-to-speech model; one the primary must hold is relayed to the
+    primary (see the module's docstring)."""
     edge: Edge = websocket.app.state.edge
     thread_id = websocket.path_params["thread_id"]
     if edge.refused:
@@ -291,16 +292,18 @@ async def thread_audio(websocket: WebSocket) -> None:
     credentials = _credentials(websocket)
     scope = websocket.scope
     mode = None if credentials is None else await _voice_mode(edge, credentials, scope, thread_id)
-    plan: RelayPlan | None = None
-    if credentials is not None and mode == "realtime":
-        relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), thread_id)
-        plan = await relay_plan(relay_records)
-    if credentials is None or (mode != "pipeline" and plan is None):
+    if credentials is None or mode not in ("pipeline", "realtime"):
         await SocketRelay(edge.link, websocket).run(socket_request(websocket))
         return
     credential = credential_key(credentials)
     if not edge.take_stream(credential):
         await _too_many_streams(websocket, edge.settings.max_streams_per_token)
+        return
+    relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), thread_id)
+    plan = await relay_plan(relay_records) if mode == "realtime" else None
+    if mode == "realtime" and plan is None:  # the primary holds the provider's connection
+        edge.give_back_stream(credential)
+        await SocketRelay(edge.link, websocket).run(socket_request(websocket))
         return
     feed_opening = dataclasses.replace(
         credentials, path=f"/api/threads/{thread_id}/events", query_string=b""

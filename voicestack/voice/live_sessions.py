@@ -21,6 +21,7 @@ from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.wire import ProtocolError, Start
 from voicestack.voice.relay.client_secrets import mint_client_secret
 from voicestack.voice.relay.context import RelayContext
+from voicestack.voice.relay.provider import ProviderUnavailable
 from voicestack.voice.relay.records import RepliesWithCalls, StoreRelayRecords, VoiceAgent
 from voicestack.voice.relay.session import RelaySession
 from voicestack.voice.relay.session_config import RelaySettings
@@ -126,13 +127,16 @@ class LiveSessions:
         """How often a streaming reply's text is saved (--flush-ms)."""
         return self._settings.flush_ms
 
-    async def edge_provider_key(self) -> str | None:
+    async def edge_provider_key(self) -> str:
         """A key for one provider connection an edge opens: short-lived, minted with this
-        server's key (None when the provider takes no key). Raises ProviderUnavailable when
-        the provider mints none."""
+        server's key. Raises ProviderUnavailable when there is none: the provider mints none,
+        or this server has no key for it (a provider that takes none may be reachable from
+        this host alone, or carry its key in its URL, which an edge is never given)."""
         relay = self.relay_settings()
-        if relay.api_key is None or relay.url is None:
-            return None
+        if relay.url is None:
+            raise ProviderUnavailable("no realtime provider is configured")
+        if relay.api_key is None:
+            raise ProviderUnavailable("this server has no key for the provider to mint one with")
         return await mint_client_secret(relay.url, relay.api_key, relay.model, relay.timeout_s)
 
     async def voice_mode(self, thread_id: str) -> str:

@@ -13,6 +13,7 @@ an edge knows no agents of its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,10 +22,10 @@ from voicestack.agent.cost import Pricing
 from voicestack.agent.handoff import AgentTools
 from voicestack.agent.llm_calls import ToolCallRequest
 from voicestack.agent.reply_state import Claim
-from voicestack.agent.reply_tools import Approval, ReplyTools
+from voicestack.agent.reply_tools import Approval, ReplyStopped, ReplyTools
 from voicestack.store.store import Store
 from voicestack.voice.realtime.metrics import TurnClock
-from voicestack.voice.realtime.records import ReplyEnd, save_reply_end
+from voicestack.voice.realtime.records import HUNG_UP, ReplyEnd, save_reply_end
 from voicestack.voice.relay import transcripts
 from voicestack.voice.relay.tools import RelayTools, run_function_calls
 
@@ -139,18 +140,16 @@ class RelayRecords(Protocol):
         `agent`; raises ReplyStopped when the reply was stopped meanwhile."""
         ...
 
-    async def agent(self, name: str) -> VoiceAgent:
-        """The agent `name` as the provider is told of it."""
-        ...
-
 
 class RepliesWithCalls:
     """The function-call state of the replies a server runs calls for, by message id: the same
-    ReplyTools for every response of one reply, so its handoff count holds across them."""
+    ReplyTools for every response of one reply, so its handoff count holds across them, and the
+    calls running now, so that a barge-in can stop them."""
 
     def __init__(self, tools: RelayTools) -> None:
         self._tools = tools
         self._replies: OrderedDict[str, ReplyTools] = OrderedDict()
+        self._running: dict[str, asyncio.Task[list[tuple[str, str]]]] = {}
 
     def of(self, claim: Claim, agent: str, wait_for_approval: Approval) -> ReplyTools:
         """The reply's calls, answered as `agent` when first made."""
@@ -161,7 +160,33 @@ class RepliesWithCalls:
             self._replies[claim.message_id] = calls
             while len(self._replies) > MAX_REPLIES_WITH_CALLS:
                 self._replies.popitem(last=False)
+        else:
+            self._replies.move_to_end(claim.message_id)
         return calls
+
+    async def run(
+        self, message_id: str, calls: ReplyTools, step: int, requests: list[ToolCallRequest]
+    ) -> list[tuple[str, str]]:
+        """Run one response's calls (see run_function_calls); raises ReplyStopped when they
+        were stopped (`stop`) before they ended."""
+        running = asyncio.ensure_future(run_function_calls(calls, step, requests))
+        self._running[message_id] = running
+        try:
+            return await running
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if running.cancelled() and not (current is not None and current.cancelling()):
+                raise ReplyStopped from None
+            raise
+        finally:
+            if self._running.get(message_id) is running:
+                del self._running[message_id]
+
+    def stop(self, message_id: str) -> None:
+        """Stop the reply's calls running now, if any (a barge-in on an edge)."""
+        running = self._running.get(message_id)
+        if running is not None:
+            running.cancel()
 
     def forget(self, message_id: str) -> None:
         """The reply has ended."""
@@ -269,6 +294,8 @@ class StoreRelayRecords:
 
     async def reply_ended(self, message_id: str, end: ReplyEnd, clock: TurnClock) -> None:
         """As RelayRecords.reply_ended."""
+        if end.how == HUNG_UP:
+            self._replies.forget(message_id)
         await self._write(lambda db: save_reply_end(db, message_id, end, clock))
 
     async def run_calls(
@@ -276,9 +303,9 @@ class StoreRelayRecords:
     ) -> CallResults:
         """As RelayRecords.run_calls."""
         calls = self._replies.of(claim, agent, self._wait_for_approval)
-        outputs = await run_function_calls(calls, step, requests)
+        outputs = await self._replies.run(claim.message_id, calls, step, requests)
         return CallResults(outputs, VoiceAgent.of(calls.offered()))
 
-    async def agent(self, name: str) -> VoiceAgent:
-        """As RelayRecords.agent."""
-        return VoiceAgent.of(self._tools.offer_named(name))
+    def stop_calls(self, message_id: str) -> None:
+        """Stop the reply's function calls running now, if any."""
+        self._replies.stop(message_id)

@@ -50,11 +50,6 @@ class RelayTools:
         """What `agent` offers the model."""
         return AgentTools.of(agent, self._tools, self._agents)
 
-    def offer_named(self, name: str) -> AgentTools:
-        """What the agent `name` offers the model (the default agent's when `name` is not
-        defined any more)."""
-        return self.offer(self._agents.get(name) or self._agents.profiles[0])
-
     def for_reply(self, claim: Claim, wait_for_approval: Approval) -> ReplyTools:
         """The calls of one reply (its rows belong to the claim's message); a call that needs
         approval waits on `wait_for_approval`."""
