@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from voicestack.scale.primaries import Primaries, home_primary
+from voicestack.scale.primaries import FORGET_S, Primaries, home_primary
 from voicestack.scale.subjects import PRIMARY_GONE_S
 
 
@@ -103,3 +103,18 @@ def test_a_primary_that_says_nothing_of_serving_is_nobodys_home() -> None:
     assert primaries.live() == []
     assert primaries.home("thr_1") is None
     assert not primaries.gone("old")
+
+
+def test_primaries_silent_for_long_are_forgotten_when_another_comes() -> None:
+    clock = Clock()
+    primaries = Primaries(clock)
+    primaries.hello("old")
+    primaries.unanswered("old")
+    clock.now += FORGET_S + 1
+    primaries.hello("new")  # a restart: a new process id
+    assert not primaries.known("old")
+    assert primaries.known("new")
+    assert primaries.live() == ["new"]
+    primaries.hello("old")  # heard of again: counted anew, and live at once
+    assert primaries.heard == 3
+    assert sorted(primaries.live()) == ["new", "old"]

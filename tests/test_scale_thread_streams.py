@@ -287,6 +287,8 @@ async def test_after_a_nats_restart_both_edges_catch_up_with_no_gap_or_duplicate
             theirs: list[Event] = []
             await until_text(both.mine, '"text":"back"', mine)
             await until_text(both.theirs, '"text":"back"', theirs)
+            for edge in (both.owner, both.member):  # each edge reopened its stream
+                assert (await edge.get("/healthz")).json()["streamReopens"] >= 1
     for seen in (mine, theirs):
         ids = [int(event.id) for event in seen]
         assert ids == sorted(set(ids))

@@ -43,6 +43,7 @@ async def healthz(request: Request) -> Response:
     how many primary processes it hears serving,
     `feedResumesHere` how many thread-feed clients resumed from this edge's own recent events,
     `feedJournalEvents` how many of those events came from the thread journal (JetStream),
+    `streamReopens` how many times a stream was reopened (its primary lost, or moved home),
     `threadStreams` how many threads it holds a stream of (one each, shared by all their
     clients here), `feedClients` how many clients those streams feed, `voiceSessions` how
     many live conversations run here, `refusedCredentials` how many credentials a primary
@@ -58,6 +59,7 @@ async def healthz(request: Request) -> Response:
         "primaries": len(edge.link.primaries.live()),
         "feedResumesHere": edge.resumed_here,
         "feedJournalEvents": edge.link.journal_events,
+        "streamReopens": edge.link.reopens,
         "threadStreams": len(feeds),
         "feedClients": sum(feed.client_count for feed in feeds),
         "voiceSessions": len(edge.voice),

@@ -104,6 +104,7 @@ class EdgeLink:
         self.on_reconnect: list[Callable[[], None]] = []
         # Thread events the journal let feed upstreams keep from before they began.
         self.journal_events = 0
+        self.reopens = 0  # streams reopened after their primary was lost (or moved home)
         # Bodies of calls in progress too large for one message, by id: primaries read them.
         self._bodies: dict[str, bytes] = {}
 

@@ -22,6 +22,8 @@ from voicestack.scale import subjects
 
 # The longest a primary that keeps failing its openings is passed over.
 MAX_PASS_OVER_S = 120.0
+# A primary silent this long is forgotten (when another one is first heard of).
+FORGET_S = 3600.0
 
 
 def home_primary(thread_id: str, primaries: Iterable[str]) -> str | None:
@@ -59,6 +61,7 @@ class Primaries:
             was_live = False
         if primary not in self._seen:
             self.heard += 1
+            self._forget_silent(now)
         self._seen[primary] = now
         if serving:  # draining, or of a version that opens nothing on a subject of its own
             self._not_serving.discard(primary)
@@ -67,6 +70,15 @@ class Primaries:
         if not was_live and self._live(primary, now):
             for changed in self.on_change:
                 changed()
+
+    def _forget_silent(self, now: float) -> None:
+        """Forget the primaries silent for FORGET_S (each restart is a new process id; one
+        heard of again is counted anew, which only makes the edge ask again what it knew)."""
+        for silent in [p for p, seen in self._seen.items() if now - seen > FORGET_S]:
+            del self._seen[silent]
+            self._not_serving.discard(silent)
+            self._unanswered.pop(silent, None)
+            self._failures.pop(silent, None)
 
     def known(self, primary: str) -> bool:
         """Whether this edge has heard of `primary` at all."""

@@ -182,6 +182,7 @@ class Upstream:
                     head = None
                 if head is not None and head.status == 200:
                     if await self.resynced() and not self._lost_again:
+                        self.link.reopens += 1
                         return
                     if self.closed:
                         return
