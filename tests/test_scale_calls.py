@@ -21,8 +21,7 @@ import pytest
 from tests.support.agent import Threads, marker
 from tests.support.relay import RELAY_FLAGS
 from tests.support.relay import client_events as relay_client_events
-from tests.support.scale import Cluster, client, running_cluster
-from tests.support.server import ServerProcess
+from tests.support.scale import Cluster, client, running_cluster, voice_sessions
 from tests.support.twilio import (
     AUTH_TOKEN,
     PUBLIC_URL,
@@ -60,12 +59,6 @@ async def threads(cluster: Cluster) -> AsyncIterator[Threads]:
         yield Threads(http)
 
 
-async def _voice_sessions(server: ServerProcess) -> int:
-    async with httpx.AsyncClient() as http:
-        count: int = (await http.get(f"{server.url}/healthz")).json()["voiceSessions"]
-        return count
-
-
 def _call_sessions(cluster: Cluster) -> list[tuple[float, bool]]:
     """Each call session's lifetime in seconds, and whether it has ended."""
     conn = apsw.Connection(str(cluster.primary.db_path), flags=apsw.SQLITE_OPEN_READONLY)
@@ -90,7 +83,7 @@ async def test_a_call_runs_on_the_edge_and_its_thread_is_kept_by_the_primary(
     sessions_before = len(_call_sessions(cluster))
 
     async def runs_here() -> None:
-        assert await _voice_sessions(edge) == 1  # here, not relayed to the primary
+        assert await voice_sessions(edge) == 1  # here, not relayed to the primary
 
     answered = await weather_call(edge, threads, call_sid, token, tmp_path, runs_here)
 
@@ -115,7 +108,7 @@ async def test_a_call_runs_on_the_edge_and_its_thread_is_kept_by_the_primary(
             await asyncio.sleep(0.05)
     ((lifetime, _),) = sessions
     assert 24 * 3600 <= lifetime <= 25 * 3600
-    assert await _voice_sessions(edge) == 0
+    assert await voice_sessions(edge) == 0
 
 
 @requires_espeak
@@ -199,7 +192,7 @@ async def _speech_to_speech_call(
         async with asyncio.timeout(20):
             while len(call.audio) < answer_ms * 8:
                 await asyncio.sleep(0.05)
-        assert await _voice_sessions(edge) == where
+        assert await voice_sessions(edge) == where
         thread = await settled(Threads(http), call_sid, 2)
         await call.send("stop", streamSid=call.stream_sid, stop={"callSid": call_sid})
         assert await call.closing() == (1000, "call_ended")

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support.agent import Threads
@@ -29,8 +28,7 @@ from tests.support.relay import (
     say_turn,
     settled_thread,
 )
-from tests.support.scale import Cluster, client, new_thread, running_cluster
-from tests.support.server import ServerProcess
+from tests.support.scale import Cluster, client, new_thread, running_cluster, voice_sessions
 from tests.support.voice import requires_espeak
 from voicestack.testing.fake_openai import FakeOpenAI
 
@@ -52,12 +50,6 @@ async def threads(cluster: Cluster) -> AsyncIterator[Threads]:
     """The primary's thread routes, as its admin."""
     async with client(cluster.primary.url, cluster.token) as http:
         yield Threads(http)
-
-
-async def _voice_sessions(server: ServerProcess) -> int:
-    async with httpx.AsyncClient() as http:
-        count: int = (await http.get(f"{server.url}/healthz")).json()["voiceSessions"]
-        return count
 
 
 async def _thread(cluster: Cluster) -> str:
@@ -84,7 +76,7 @@ async def test_a_spoken_turn_runs_on_the_edge_and_is_kept_by_the_primary(
     speech = spoken_pcm(tmp_path, "What is the weather like today?")
     async with conversation(edge, thread_id, cluster.token) as talk:
         ready = await talk.start()
-        assert await _voice_sessions(edge) == 1  # the session, and the provider's socket, here
+        assert await voice_sessions(edge) == 1  # the session, and the provider's socket, here
         started = await say_turn(talk, speech)
         stopped = await talk.next_event("reply_stopped")
 
@@ -184,7 +176,7 @@ async def test_without_short_lived_keys_the_conversation_is_relayed_to_the_prima
     try:
         async with conversation(edge, thread_id, cluster.token) as talk:
             await talk.start()
-            assert await _voice_sessions(edge) == 0  # relayed, frame by frame, to the primary
+            assert await voice_sessions(edge) == 0  # relayed, frame by frame, to the primary
             await talk.send_json({"type": "text", "text": "Hi."})
             stopped = await talk.next_event("reply_stopped")
     finally:

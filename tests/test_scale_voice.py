@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
@@ -36,6 +35,7 @@ from tests.support.scale import (
     new_thread,
     running_cluster,
     sign_in,
+    voice_sessions,
 )
 from tests.support.server import ServerProcess
 from tests.support.voice import requires_espeak
@@ -64,12 +64,6 @@ async def _thread(server: ServerProcess, token: str) -> str:
         return await new_thread(http, "talk")
 
 
-async def _voice_sessions(edge: ServerProcess) -> int:
-    async with httpx.AsyncClient() as http:
-        count: int = (await http.get(f"{edge.url}/healthz")).json()["voiceSessions"]
-        return count
-
-
 async def _on_primary(cluster: Cluster, thread_id: str) -> dict[str, Any]:
     async with client(cluster.primary.url, cluster.token) as http:
         response = await http.get(f"/api/threads/{thread_id}")
@@ -91,7 +85,7 @@ async def test_a_spoken_turn_runs_on_the_edge_and_is_kept_by_the_primary(
     speech = spoken_pcm(tmp_path, "What is the weather like today?")
     async with conversation(edge, thread_id) as talk:
         await talk.start()
-        assert await _voice_sessions(edge) == 1  # here, not relayed to the primary
+        assert await voice_sessions(edge) == 1  # here, not relayed to the primary
         await talk.say(silence(300) + speech + silence(1000))
         transcript = await talk.next_event("transcript")
         stopped = await talk.next_event("reply_stopped")
@@ -118,7 +112,7 @@ async def test_a_spoken_turn_runs_on_the_edge_and_is_kept_by_the_primary(
     assert voice["audioInSeconds"] == question["usage"]["audioInSeconds"] > 0
     spoken_s = sum(len(sentence) * SECONDS_PER_CHAR for sentence in SENTENCES)
     assert voice["audioOutSeconds"] == pytest.approx(spoken_s, abs=0.02)
-    assert await _voice_sessions(edge) == 0
+    assert await voice_sessions(edge) == 0
 
 
 async def test_barge_in_on_an_edge_keeps_what_was_heard(

@@ -258,6 +258,13 @@ def _wait_linked(cluster: Cluster) -> None:
             time.sleep(0.05)
 
 
+async def voice_sessions(edge: ServerProcess) -> int:
+    """How many live conversations run on `edge` (its GET /healthz)."""
+    async with httpx.AsyncClient() as http:
+        count: int = (await http.get(f"{edge.url}/healthz")).json()["voiceSessions"]
+        return count
+
+
 def client(url: str, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=url, timeout=10.0, headers={"Authorization": f"Bearer {token}"}

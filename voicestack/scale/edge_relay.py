@@ -16,7 +16,6 @@ own key for one connection; a reconnection asks for another. When the primary ca
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -32,7 +31,8 @@ from voicestack.functions.errors import FunctionError
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
-from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
+from voicestack.scale.link import OPEN_TIMEOUT_S
+from voicestack.scale.primary_calls import call_as, refusal_of
 from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import ReplyEnd
@@ -57,15 +57,6 @@ _REPLY_ENDED = "reply_ended"
 # A minted key is good for a minute; the first connection takes the start's key while it is
 # younger than this (a client may wait before it sends its `start`), else asks for another.
 _FRESH_KEY_S = 30.0
-
-
-def _refusal(answer: ResponseEnvelope) -> FunctionError:
-    """A primary's refusal of an op, as the FunctionError the relay reports."""
-    try:
-        error = json.loads(answer.body)["error"]
-        return FunctionError(str(error["code"]), str(error["message"]), answer.status)
-    except (ValueError, KeyError, TypeError):
-        return FunctionError("primary_error", f"The primary answered {answer.status}.", 502)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,20 +116,11 @@ class PrimaryRelayRecords:
     async def _ask(
         self, path: str, body: dict[str, Any], timeout: float = _QUICK_S
     ) -> ResponseEnvelope:
-        request = dataclasses.replace(
-            self._credentials,
-            method="POST",
-            path=path,
-            query_string=b"",
-            headers=[*self._credentials.headers, (b"content-type", b"application/json")],
-            body=jsoncodec.dumps(body),
+        content_type = [(b"content-type", b"application/json")]
+        encoded = jsoncodec.dumps(body)
+        return await call_as(
+            self._edge, self._credentials, "POST", path, encoded, content_type, timeout
         )
-        try:
-            return await self._edge.link.call(request, timeout=timeout)
-        except PrimaryUnavailable as exc:
-            raise FunctionError(
-                "primary_unavailable", f"The primary is not reachable now: {exc}.", 503
-            ) from None
 
     async def op(self, kind: str, /, timeout: float = _QUICK_S, **fields: Any) -> dict[str, Any]:
         """The primary's answer to the op `kind` (an empty dict for 204), once the writes
@@ -158,7 +140,7 @@ class PrimaryRelayRecords:
         if answer.status == 204:
             return {}
         if answer.status not in (200, 201):
-            raise _refusal(answer)
+            raise refusal_of(answer)
         answered: dict[str, Any] = json.loads(answer.body)
         return answered
 

@@ -44,6 +44,7 @@ from voicestack.scale.edge_sockets import CLOSE_TRY_AGAIN, SocketRelay, socket_r
 from voicestack.scale.edge_streams import BadToken, credential_key, join_feed, with_query_token
 from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
+from voicestack.scale.primary_calls import call_as, refusal_of
 from voicestack.scale.refused_credentials import credential_of, refused_error
 from voicestack.voice.live_sessions import LiveSession
 from voicestack.voice.realtime import codec
@@ -62,15 +63,6 @@ _QUICK_S = OPEN_TIMEOUT_S
 # What of the client's handshake its calls carry: who it is and where it comes from.
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"cookie", b"origin", b"host", b"user-agent"})
 EDGE_CALL = (EDGE_CALL_HEADER.encode(), b"1")
-
-
-def _error(answer: ResponseEnvelope) -> FunctionError:
-    """A primary's refusal as the FunctionError a session reports to its client."""
-    try:
-        error = json.loads(answer.body)["error"]
-        return FunctionError(str(error["code"]), str(error["message"]), answer.status)
-    except (ValueError, KeyError, TypeError):
-        return FunctionError("primary_error", f"The primary answered {answer.status}.", 502)
 
 
 class PrimaryRecords:
@@ -94,20 +86,10 @@ class PrimaryRecords:
         headers: Headers | None = None,
         timeout: float | None = _QUICK_S,
     ) -> ResponseEnvelope:
-        request = dataclasses.replace(
-            self.credentials,
-            method=method,
-            path=path,
-            query_string=b"",
-            headers=[*self.credentials.headers, *(headers or []), EDGE_CALL],
-            body=body,
+        edge_headers = [*(headers or []), EDGE_CALL]
+        return await call_as(
+            self._edge, self.credentials, method, path, body, edge_headers, timeout
         )
-        try:
-            return await self._edge.link.call(request, timeout=timeout)
-        except PrimaryUnavailable as exc:
-            raise FunctionError(
-                "primary_unavailable", f"The primary is not reachable now: {exc}.", 503
-            ) from None
 
     async def _call_json(self, path: str, value: dict[str, Any]) -> ResponseEnvelope:
         content_type = (b"content-type", b"application/json")
@@ -116,7 +98,7 @@ class PrimaryRecords:
     @staticmethod
     def _turn(answer: ResponseEnvelope) -> SavedTurn | None:
         if answer.status not in (200, 201):
-            raise _error(answer)
+            raise refusal_of(answer)
         saved = json.loads(answer.body)
         if not saved.get("messageId"):
             return None
