@@ -74,8 +74,11 @@ class Edge:
         """Wait (at most --drain-s and a second) until every live conversation here ended,
         then (as long again at most) until what they saved reached the primary."""
         await self.voice.ended()
-        if self._voice_saves:
-            await asyncio.wait(list(self._voice_saves), timeout=self.settings.drain_s + 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_s + 1
+        # A save may start another as it ends (a conversation's last writes, then its logout).
+        while self._voice_saves and loop.time() < deadline:
+            await asyncio.wait(list(self._voice_saves), timeout=deadline - loop.time())
 
     async def close(self) -> None:
         """End every stream and leave NATS."""

@@ -32,7 +32,7 @@ from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S
-from voicestack.scale.primary_calls import call_as, refusal_of
+from voicestack.scale.primary_calls import PrimaryAway, call_as, refusal_of
 from voicestack.voice.realtime.client import VoiceClient
 from voicestack.voice.realtime.metrics import TurnClock
 from voicestack.voice.realtime.records import ReplyEnd
@@ -126,7 +126,7 @@ class PrimaryRelayRecords:
         """The primary's answer to the op `kind` (an empty dict for 204), once the writes
         handed over before it are sent; raises FunctionError when it refuses or cannot be
         reached."""
-        await self.saved()
+        await self.saved(timeout)
         return await self._op_now(kind, timeout, fields)
 
     async def _op_now(self, kind: str, timeout: float, fields: dict[str, Any]) -> dict[str, Any]:
@@ -153,20 +153,42 @@ class PrimaryRelayRecords:
     async def _write_all(self) -> None:
         while not self._later.empty():
             kind, fields = self._later.get_nowait()
-            for attempt in range(_LATER_TRIES):
-                try:
-                    await self._op_now(kind, _QUICK_S, fields)
-                    break
-                except FunctionError as exc:
-                    if exc.status != 503 or attempt + 1 == _LATER_TRIES:
-                        log.warning("%s of %s not kept: %s", kind, self._thread_id, exc.message)
-                        break
-                await asyncio.sleep(_LATER_WAIT_S)
+            if not await self._write(kind, fields):
+                dropped = self._later.qsize()
+                while not self._later.empty():  # the primary is away: keep nothing waiting
+                    self._later.get_nowait()
+                if dropped:
+                    log.warning("%d later writes of %s not kept", dropped, self._thread_id)
 
-    async def saved(self) -> None:
-        """Wait until every write handed over so far is sent (or given up on)."""
-        while self._writing is not None and not self._writing.done():
-            await asyncio.shield(self._writing)
+    async def _write(self, kind: str, fields: dict[str, Any]) -> bool:
+        """Send one write, again while it surely reached no primary (a few times, so that
+        nothing is done twice); False when the primary stayed away."""
+        for attempt in range(_LATER_TRIES):
+            try:
+                await self._op_now(kind, _QUICK_S, fields)
+                return True
+            except PrimaryAway as exc:
+                if not exc.undelivered or attempt + 1 == _LATER_TRIES:
+                    log.warning("%s of %s not kept: %s", kind, self._thread_id, exc.message)
+                    return False
+            except FunctionError as exc:  # refused: the next writes may still be taken
+                log.warning("%s of %s refused: %s", kind, self._thread_id, exc.message)
+                return True
+            except Exception:
+                log.exception("%s of %s failed", kind, self._thread_id)
+                return True
+            await asyncio.sleep(_LATER_WAIT_S)
+        return False
+
+    async def saved(self, timeout: float | None = None) -> None:
+        """Wait until every write handed over so far is sent (or given up on); FunctionError
+        `primary_unavailable` when that takes longer than `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._writing is not None and not self._writing.done():
+                    await asyncio.shield(self._writing)
+        except TimeoutError:
+            raise PrimaryAway("earlier writes are still waiting for it", False) from None
 
     async def history(self, limit: int) -> list[dict[str, Any]]:
         """As RelayRecords.history."""

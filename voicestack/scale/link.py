@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 
 from voicestack import jsoncodec
 from voicestack.scale import subjects
@@ -64,7 +65,12 @@ Opened = TypeVar("Opened", bound=Answer)
 
 
 class PrimaryUnavailable(Exception):
-    """No primary answered (NATS is down, or no primary is subscribed, or it timed out)."""
+    """No primary answered (NATS is down, or no primary is subscribed, or it timed out);
+    `undelivered` when the request surely reached no primary (it timed out otherwise)."""
+
+    def __init__(self, reason: str, undelivered: bool = False) -> None:
+        super().__init__(reason)
+        self.undelivered = undelivered
 
 
 class Upstream(Protocol):
@@ -318,11 +324,13 @@ class EdgeLink:
     async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
         nc = self._nc
         if nc is None or not nc.is_connected:
-            raise PrimaryUnavailable("NATS is not reachable.")
+            raise PrimaryUnavailable("NATS is not reachable.", undelivered=True)
         try:
             return await nc.request(subject, payload, timeout=timeout)
         except NatsError as exc:
-            raise PrimaryUnavailable(f"No primary answered ({type(exc).__name__}).") from None
+            undelivered = isinstance(exc, NoRespondersError)
+            reason = f"No primary answered ({type(exc).__name__})."
+            raise PrimaryUnavailable(reason, undelivered) from None
 
     async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
         """Subscribe `cb` to `subject` (kept across reconnections), in place at the server

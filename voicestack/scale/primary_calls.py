@@ -12,6 +12,15 @@ from voicestack.scale.envelope import Headers, RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import PrimaryUnavailable
 
 
+class PrimaryAway(FunctionError):
+    """`primary_unavailable` (503): no primary answered; `undelivered` when the request
+    surely reached none (so it can be sent again without being done twice)."""
+
+    def __init__(self, reason: str, undelivered: bool) -> None:
+        super().__init__("primary_unavailable", f"The primary is not reachable now: {reason}.", 503)
+        self.undelivered = undelivered
+
+
 def refusal_of(answer: ResponseEnvelope) -> FunctionError:
     """A primary's refusal as the FunctionError a conversation reports to its client."""
     try:
@@ -31,7 +40,7 @@ async def call_as(
     timeout: float | None = None,
 ) -> ResponseEnvelope:
     """The primary's answer to `method path` made with `credentials`' headers (and
-    `headers`); FunctionError `primary_unavailable` (503) when no primary answers."""
+    `headers`); PrimaryAway when no primary answers."""
     request = dataclasses.replace(
         credentials,
         method=method,
@@ -43,6 +52,4 @@ async def call_as(
     try:
         return await edge.link.call(request, timeout=timeout)
     except PrimaryUnavailable as exc:
-        raise FunctionError(
-            "primary_unavailable", f"The primary is not reachable now: {exc}.", 503
-        ) from None
+        raise PrimaryAway(str(exc), exc.undelivered) from None

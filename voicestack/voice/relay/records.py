@@ -150,6 +150,8 @@ class RepliesWithCalls:
         self._tools = tools
         self._replies: OrderedDict[str, ReplyTools] = OrderedDict()
         self._running: dict[str, asyncio.Task[list[tuple[str, str]]]] = {}
+        # Replies whose calls were stopped before they ran (a stop may overtake its calls).
+        self._stopped: OrderedDict[str, None] = OrderedDict()
 
     def of(self, claim: Claim, agent: str, wait_for_approval: Approval) -> ReplyTools:
         """The reply's calls, answered as `agent` when first made."""
@@ -169,6 +171,8 @@ class RepliesWithCalls:
     ) -> list[tuple[str, str]]:
         """Run one response's calls (see run_function_calls); raises ReplyStopped when they
         were stopped (`stop`) before they ended."""
+        if message_id in self._stopped:
+            raise ReplyStopped
         running = asyncio.ensure_future(run_function_calls(calls, step, requests))
         self._running[message_id] = running
         try:
@@ -187,10 +191,15 @@ class RepliesWithCalls:
         running = self._running.get(message_id)
         if running is not None:
             running.cancel()
+            return
+        self._stopped[message_id] = None
+        while len(self._stopped) > MAX_REPLIES_WITH_CALLS:
+            self._stopped.popitem(last=False)
 
     def forget(self, message_id: str) -> None:
         """The reply has ended."""
         self._replies.pop(message_id, None)
+        self._stopped.pop(message_id, None)
 
 
 class StoreRelayRecords:

@@ -145,21 +145,24 @@ class RelaySession:
         """End the session: the provider's socket closes, a reply still being written is
         stopped keeping its text, and its metrics are saved."""
         self._closing = True
-        if self._context.forget is not None:
-            self._context.forget(self)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        link, self._link = self._link, None
-        if link is not None:
-            await link.close()
-        self._feed.close()
         try:
-            await self._talk.hang_up()
-        except FunctionError as exc:
-            log.warning("relay of %s ended without its last records: %s", self.thread_id, exc)
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            link, self._link = self._link, None
+            if link is not None:
+                await link.close()
+            self._feed.close()
+            try:
+                await self._talk.hang_up()
+            except FunctionError as exc:
+                log.warning("relay of %s ended without its last records: %s", self.thread_id, exc)
+        finally:
+            # Forgotten last, so that a shutdown waits for the records handed over above.
+            if self._context.forget is not None:
+                self._context.forget(self)
 
     # -- the provider --------------------------------------------------------------------------
 

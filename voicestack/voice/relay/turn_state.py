@@ -205,7 +205,11 @@ class TurnState:
             await self._users.end_all()
         reply = self._reply
         if reply is None and expecting:
-            reply = await self._open_reply()
+            try:
+                reply = await self._open_reply()
+            except FunctionError as exc:  # no reply can be kept to fail: the client is told
+                thread_id = self._context.thread_id
+                log.warning("relay of %s could not keep a failed turn: %s", thread_id, exc)
         if reply is not None and not reply.ended:
             self._set_reply(None)
             with contextlib.suppress(Exception):
