@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
-from tests.support.agent import Threads
-from tests.support.realtime import conversation, spoken_pcm
+from tests.support.agent import Threads, marker
+from tests.support.realtime import Conversation, conversation, spoken_pcm
 from tests.support.relay import (
     RELAY_FLAGS,
     SPOKEN_TURN_START,
@@ -28,8 +30,16 @@ from tests.support.relay import (
     say_turn,
     settled_thread,
 )
-from tests.support.scale import Cluster, client, new_thread, running_cluster, voice_sessions
+from tests.support.scale import (
+    Cluster,
+    client,
+    new_thread,
+    running_cluster,
+    sign_in,
+    voice_sessions,
+)
 from tests.support.voice import requires_espeak
+from voicestack.auth.sessions import csrf_value
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.anyio]
@@ -254,3 +264,30 @@ async def test_a_barge_in_during_a_function_call_stops_it_on_the_primary(
     assert (call["status"], call["result"]) == ("failed", None)  # stopped, not done
     assert provider_session(provider)["function_call_outputs"] == []
     assert thread["messages"][3]["text"] == "Stopped."
+
+
+async def test_a_signed_in_page_talks_speech_to_speech_on_an_edge(
+    cluster: Cluster, provider: FakeOpenAI, threads: Threads
+) -> None:
+    provider.realtime.script({"responses": [{"text": "Heard on the page."}]})
+    edge = cluster.edges[1]
+    name = f"relay-{marker()}"
+    token = cluster.primary.create_token(name)
+    secret = sign_in(cluster, name)
+    cookie = {"Cookie": f"vs_session={secret}; vs_csrf={csrf_value(secret)}"}
+    async with client(edge.url, token) as http:
+        thread_id = await new_thread(http, "a page's conversation")
+    url = f"{edge.url.replace('http', 'ws', 1)}/api/threads/{thread_id}/audio"
+    async with connect(url, additional_headers=cookie, origin=Origin(edge.url)) as socket:
+        talk = Conversation(socket)
+        reader = asyncio.create_task(talk.read())
+        await talk.start()
+        assert await voice_sessions(edge) == 1
+        await talk.send_json({"type": "text", "text": "Hello from the page."})
+        stopped = await talk.next_event("reply_stopped")
+        reader.cancel()
+    assert stopped["status"] == "complete"
+    thread = await settled_thread(threads, thread_id, 2)
+    said, reply = thread["messages"]
+    assert (said["text"], said["authorName"]) == ("Hello from the page.", name)
+    assert reply["text"] == "Heard on the page."
