@@ -76,6 +76,8 @@ class Edge:
         await self.voice.ended()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_s + 1
+        # Closed conversations hand over their last writes as they close.
+        await self.voice.emptied(self.settings.drain_s + 1)
         # A save may start another as it ends (a conversation's last writes, then its logout).
         while self._voice_saves and loop.time() < deadline:
             await asyncio.wait(list(self._voice_saves), timeout=deadline - loop.time())

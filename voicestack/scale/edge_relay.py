@@ -54,6 +54,9 @@ _LATER_TRIES = 5
 _LATER_WAIT_S = 1.0
 # How a reply's audio ended goes through the pipeline conversation's route, not an op.
 _REPLY_ENDED = "reply_ended"
+# Writes that end something (a turn, a reply, its audio, its calls): each is taken once by the
+# primary however often it comes, and none is dropped while the primary is away.
+_ENDINGS = frozenset({"user_end", "reply_end", _REPLY_ENDED, "stop_calls"})
 # A minted key is good for a minute; the first connection takes the start's key while it is
 # younger than this (a client may wait before it sends its `start`), else asks for another.
 _FRESH_KEY_S = 30.0
@@ -154,21 +157,33 @@ class PrimaryRelayRecords:
         while not self._later.empty():
             kind, fields = self._later.get_nowait()
             if not await self._write(kind, fields):
-                dropped = self._later.qsize()
-                while not self._later.empty():  # the primary is away: keep nothing waiting
-                    self._later.get_nowait()
-                if dropped:
-                    log.warning("%d later writes of %s not kept", dropped, self._thread_id)
+                self._drop_pieces()
+
+    def _drop_pieces(self) -> None:
+        """The primary stayed away: the pieces waiting (transcript deltas, a reply's steps
+        and usage) are dropped, so that the conversation does not wait on them; the endings
+        (a turn's, a reply's, its audio's, a stop) are kept, so that no message is left
+        streaming."""
+        waiting = [self._later.get_nowait() for _ in range(self._later.qsize())]
+        kept = [(kind, fields) for kind, fields in waiting if kind in _ENDINGS]
+        for write in kept:
+            self._later.put_nowait(write)
+        if len(kept) < len(waiting):
+            dropped = len(waiting) - len(kept)
+            log.warning("%d writes of %s not kept: no primary answered", dropped, self._thread_id)
 
     async def _write(self, kind: str, fields: dict[str, Any]) -> bool:
-        """Send one write, again while it surely reached no primary (a few times, so that
-        nothing is done twice); False when the primary stayed away."""
+        """Send one write, again while no primary answers (a few times): a piece only when it
+        surely reached none, so that nothing is done twice; an ending, which the primary
+        takes once however often it comes, also after a time-out. False when the primary
+        stayed away."""
         for attempt in range(_LATER_TRIES):
             try:
                 await self._op_now(kind, _QUICK_S, fields)
                 return True
             except PrimaryAway as exc:
-                if not exc.undelivered or attempt + 1 == _LATER_TRIES:
+                again = exc.undelivered or kind in _ENDINGS
+                if not again or attempt + 1 == _LATER_TRIES:
                     log.warning("%s of %s not kept: %s", kind, self._thread_id, exc.message)
                     return False
             except FunctionError as exc:  # refused: the next writes may still be taken

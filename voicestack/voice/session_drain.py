@@ -28,6 +28,7 @@ class SessionDrain:
         self._drain_s = drain_s
         self._sessions: set[Draining] = set()
         self._wind_down: asyncio.Task[None] | None = None
+        self._empty = asyncio.Event()  # set when the last conversation is discarded
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -40,6 +41,16 @@ class SessionDrain:
     def discard(self, session: Draining) -> None:
         """A conversation ended."""
         self._sessions.discard(session)
+        if not self._sessions:
+            self._empty.set()
+
+    async def emptied(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) until every conversation has ended, its close
+        included."""
+        if self._sessions:
+            self._empty.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), timeout)
 
     def refuse_when_shutting_down(self) -> None:
         """Raise ProtocolError (close 1001) once the process is shutting down."""

@@ -135,6 +135,8 @@ class RelaySession:
     async def wind_down(self, timeout: float) -> None:
         """Server shutdown: take no new turn, let the reply play out (within `timeout`
         seconds), save it cut to what was heard, and close with 1001."""
+        if self._closing:  # closing already: its hang-up keeps what was said
+            return
         self._winding_down = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._talk.reply_over(), timeout)

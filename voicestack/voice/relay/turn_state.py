@@ -229,7 +229,8 @@ class TurnState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._users.end_all()
-        reply, self._reply = self._reply, None
+        reply = self._reply
+        self._set_reply(None)
         if reply is None or reply.cut:
             return
         with contextlib.suppress(Exception):
