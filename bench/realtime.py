@@ -96,11 +96,16 @@ class Session:
                 if isinstance(message, bytes):
                     self.first_audio = self.first_audio or time.perf_counter()
                     continue
-                kind = json.loads(message)["type"]
+                event = json.loads(message)
+                self.heard(event)
+                kind = event["type"]
                 self.turns += kind == "user_speech_stopped"
                 if kind == "reply_stopped":
                     self.replies += 1
                     self.reply_done.set()
+
+    def heard(self, event: dict[str, Any]) -> None:
+        """Every event the server sent (a subclass counts what it needs)."""
 
     async def send_paced(self, chunks: Sequence[bytes], start: float) -> float:
         """Send `chunks` at one 20 ms frame per 20 ms from `start` (loop time); returns the

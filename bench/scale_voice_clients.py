@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,21 +37,12 @@ class CountingSession(Session):
         super().__init__(*args, **kwargs)
         self.events: Counter[str] = Counter()
 
-    async def read(self) -> None:
-        """Read until the socket closes: notes the first reply audio frame, counts events."""
-        with contextlib.suppress(Exception):
-            async for message in self.socket:
-                if isinstance(message, bytes):
-                    self.first_audio = self.first_audio or time.perf_counter()
-                    continue
-                data = json.loads(message)
-                kind = data["type"]
-                self.events[kind] += 1
-                self.turns += kind == "user_speech_stopped"
-                if kind == "reply_stopped":
-                    self.events[f"reply_stopped:{data.get('status')}"] += 1
-                    self.replies += 1
-                    self.reply_done.set()
+    def heard(self, event: dict[str, Any]) -> None:
+        """Count the event by type (and `reply_stopped` by status too)."""
+        kind = event["type"]
+        self.events[kind] += 1
+        if kind == "reply_stopped":
+            self.events[f"reply_stopped:{event.get('status')}"] += 1
 
 
 async def open_session(
