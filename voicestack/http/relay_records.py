@@ -77,10 +77,10 @@ class _Call:
         wait = runtime(self.request).runner.wait_for_approval
         return self.live.relay_records(self.thread_id, self.user, wait)
 
-    def text(self, name: str, *, empty: bool = False) -> str:
-        """The body's string `name`; 400 when it is not one (or is empty, unless `empty`)."""
+    def text(self, name: str) -> str:
+        """The body's non-empty string `name`; 400 when it is not one."""
         value = self.body.get(name)
-        if not isinstance(value, str) or (not empty and not value):
+        if not isinstance(value, str) or not value:
             raise ApiError(400, "invalid_body", f"`{name}` must be a non-empty string.")
         return value
 
@@ -96,9 +96,7 @@ class _Call:
         value = self.body.get("error")
         if value is None:
             return None
-        if not (
-            isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
-        ):
+        if not _strings(value, 2):
             raise ApiError(400, "invalid_body", "`error` must be [code, message] or null.")
         return str(value[0]), str(value[1])
 
@@ -111,10 +109,10 @@ class _Call:
 
         await runtime(self.request).store.read(check)
 
-    async def message(self, role: str) -> Claim:
-        """The body's `messageId`, a `role` message of the thread the caller sees, as the
-        claim of its reply; 404 when it is not one."""
-        message_id, thread_id, user = self.text("messageId"), self.thread_id, self.user
+    async def message(self, role: str, key: str = "messageId") -> Claim:
+        """The body's message id `key`, a `role` message of the thread the caller sees, as
+        the claim of its reply; 404 when it is not one."""
+        message_id, thread_id, user = self.text(key), self.thread_id, self.user
 
         def find(snapshot: Snapshot) -> dict[str, Any] | None:
             db = snapshot.db()
@@ -211,17 +209,14 @@ async def _user_end(call: _Call) -> Response:
 
 
 async def _reply(call: _Call) -> Response:
-    reply_to = call.body.get("replyTo")
-    if reply_to is not None and not isinstance(reply_to, str):
-        raise ApiError(400, "invalid_body", "`replyTo` must be a message id or null.")
     agent, audio_in = call.text("agent"), call.number("audioInS")
     if runtime(call.request).agents.get(agent) is None:
         raise ApiError(400, "unknown_agent", f"No agent {agent!r} is defined here.")
-    if reply_to is not None:
-        replied = _Call(call.request, call.thread_id, {"messageId": reply_to})
-        await replied.message("user")
-    else:
+    reply_to = None
+    if call.body.get("replyTo") is None:
         await call.visible()
+    else:  # the user message it answers, of this thread
+        reply_to = (await call.message("user", "replyTo")).message_id
     claim = await call.records().open_reply(reply_to, agent, audio_in)
     return json_response({"messageId": claim.message_id, "position": claim.position}, 201)
 

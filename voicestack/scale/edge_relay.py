@@ -30,7 +30,7 @@ from voicestack.agent.reply_tools import ReplyStopped
 from voicestack.functions.errors import FunctionError
 from voicestack.reactive.streams import Stream
 from voicestack.scale.edge import Edge
-from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
+from voicestack.scale.envelope import RequestEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S
 from voicestack.scale.primary_calls import PrimaryAway, call_as, refusal_of
 from voicestack.voice.realtime.client import VoiceClient
@@ -116,15 +116,6 @@ class PrimaryRelayRecords:
         self._later: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._writing: asyncio.Task[None] | None = None
 
-    async def _ask(
-        self, path: str, body: dict[str, Any], timeout: float = _QUICK_S
-    ) -> ResponseEnvelope:
-        content_type = [(b"content-type", b"application/json")]
-        encoded = jsoncodec.dumps(body)
-        return await call_as(
-            self._edge, self._credentials, "POST", path, encoded, content_type, timeout
-        )
-
     async def op(self, kind: str, /, timeout: float = _QUICK_S, **fields: Any) -> dict[str, Any]:
         """The primary's answer to the op `kind` (an empty dict for 204), once the writes
         handed over before it are sent; raises FunctionError when it refuses or cannot be
@@ -139,7 +130,11 @@ class PrimaryRelayRecords:
                 f"/api/threads/{self._thread_id}/audio/replies/{fields['id']}",
                 fields["end"],
             )
-        answer = await self._ask(path, body, timeout)
+        json_type = [(b"content-type", b"application/json")]
+        encoded = jsoncodec.dumps(body)
+        answer = await call_as(
+            self._edge, self._credentials, "POST", path, encoded, json_type, timeout
+        )
         if answer.status == 204:
             return {}
         if answer.status not in (200, 201):

@@ -93,10 +93,9 @@ class LiveSessions:
             store=self._store,
             thread_id=thread_id,
             author=user.id if user else None,
-            model=RelaySettings.from_settings(self._settings).model,
+            model=self._settings.realtime_model,
             pricing=self._pricing,
             replies=self._replies_with_calls,
-            tools=self._relay_tools,
             wait_for_approval=wait_for_approval,
         )
 

@@ -214,7 +214,6 @@ class StoreRelayRecords:
         model: str,
         pricing: Pricing | None,
         replies: RepliesWithCalls,
-        tools: RelayTools,
         wait_for_approval: Approval,
     ) -> None:
         """`author` speaks on `thread_id`; replies are of `model`; calls that need approval
@@ -225,7 +224,6 @@ class StoreRelayRecords:
         self._model = model
         self._pricing = pricing
         self._replies = replies
-        self._tools = tools
         self._wait_for_approval = wait_for_approval
 
     async def _write(self, fn: Any) -> Any:

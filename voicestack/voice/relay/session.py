@@ -127,7 +127,7 @@ class RelaySession:
             try:
                 await self._talk.typed(message.text, self._link)
             except FunctionError as exc:
-                await self._records_failed(exc)
+                await self._talk.records_failed(exc)
         elif isinstance(message, Stop):
             return False
         return True
@@ -272,19 +272,13 @@ class RelaySession:
             except (ProviderGone, asyncio.CancelledError):
                 raise
             except FunctionError as exc:  # the records' keeper (an edge's primary) is away
-                await self._records_failed(exc)
+                await self._talk.records_failed(exc)
             except Exception:
                 log.exception("relay of %s could not handle %s", self.thread_id, received["type"])
                 message = (
                     "The relay could not handle the provider's answer; the server log says why."
                 )
                 await self._talk.fail_turn("internal_error", message)
-
-    async def _records_failed(self, exc: FunctionError) -> None:
-        """What the provider said could not be kept: the client is told, and the conversation
-        goes on (the next turn is kept once the records' keeper answers again)."""
-        log.warning("relay of %s could not keep its records: %s", self.thread_id, exc.message)
-        await self._client.send_event(event("error", code=exc.code, message=exc.message))
 
     async def _break_down(self) -> None:
         """The relay itself failed: the turn fails, and the client is told and let go."""

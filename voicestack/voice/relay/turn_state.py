@@ -110,11 +110,17 @@ class TurnState:
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
-        except FunctionError as exc:  # the records' keeper (an edge's primary) is away
-            thread_id = self._context.thread_id
-            log.warning("relay of %s could not keep its records: %s", thread_id, exc.message)
-            with contextlib.suppress(Exception):
-                await self._send("error", code=exc.code, message=exc.message)
+        except FunctionError as exc:
+            await self.records_failed(exc)
+
+    async def records_failed(self, exc: FunctionError) -> None:
+        """What the conversation said could not be kept (the records' keeper, an edge's
+        primary, is away or refused): logged, and the client told; the conversation goes on,
+        and the next turn is kept once the keeper answers again."""
+        thread_id = self._context.thread_id
+        log.warning("relay of %s could not keep its records: %s", thread_id, exc.message)
+        with contextlib.suppress(Exception):
+            await self._send("error", code=exc.code, message=exc.message)
 
     # -- replies -----------------------------------------------------------------------------
 
