@@ -14,7 +14,14 @@ import pytest
 
 from tests.support.agent import Threads
 from tests.support.realtime import conversation, silence, spoken_pcm
-from tests.support.relay import provider_session, relay_server, say_turn, settled_thread
+from tests.support.relay import (
+    SLOW_COUNT_SCRIPT,
+    cut_during_a_count,
+    provider_session,
+    relay_server,
+    say_turn,
+    settled_thread,
+)
 from tests.support.server import ServerProcess
 from tests.support.twilio import (
     call_thread,
@@ -188,40 +195,13 @@ async def test_a_barge_in_after_a_function_call_truncates_the_current_audio_item
 async def test_a_barge_in_during_a_function_call_cancels_the_call(
     fake: FakeOpenAI, threads: Threads, server: ServerProcess
 ) -> None:
-    fake.realtime.script(
-        {
-            "responses": [
-                {
-                    "function_calls": [
-                        {
-                            "name": "slow_count",
-                            "arguments": {"n": 4, "delay_s": 0.25},
-                            "call_id": "c4",
-                        }
-                    ]
-                },
-                {"text": "Stopped."},
-            ]
-        }
-    )
+    fake.realtime.script(SLOW_COUNT_SCRIPT)
     thread_id = await threads.create()
 
     async with conversation(server, thread_id) as talk:
         await talk.start()
-        await talk.send_json({"type": "text", "text": "Count slowly."})
-        counting_id = (await talk.next_event("reply_started"))["messageId"]
-        async with asyncio.timeout(10):
-            while not (calls := (await threads.get(thread_id))["toolCalls"]) or (
-                calls[0]["status"] != "running"
-            ):
-                await asyncio.sleep(0.02)
-        mark = len(talk.events)
-        await talk.send_json({"type": "text", "text": "Stop."})
-        cut = await talk.next_event("reply_stopped", after=mark)
-        answer = await talk.wait_for(
-            lambda e: e["type"] == "reply_stopped" and e["messageId"] != counting_id, after=mark
-        )
-        await asyncio.sleep(1.2)  # the count would have finished by now
+        counted = await cut_during_a_count(talk, threads, thread_id)
+    cut, answer, counting_id = counted.cut, counted.answer, counted.counting_id
 
     assert cut == {"type": "reply_stopped", "messageId": counting_id, "status": "interrupted"}
     assert answer["status"] == "complete"

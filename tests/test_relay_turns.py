@@ -8,7 +8,6 @@ the fake Realtime provider (its server VAD, transcripts, audio, usage and functi
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from tests.support.realtime import conversation, spoken_pcm, typed_turn
 from tests.support.relay import (
     SPOKEN_TURN_START,
     client_events,
+    first_tool_call,
     provider_session,
     relay_server,
     say_turn,
@@ -244,14 +244,11 @@ async def test_a_function_call_that_needs_approval_waits_for_a_person(
     async with conversation(server, thread_id) as talk:
         await talk.start()
         await talk.send_json({"type": "text", "text": "Echo hi."})
-        async with asyncio.timeout(10):
-            while not (calls := (await threads.get(thread_id))["toolCalls"]):
-                await asyncio.sleep(0.05)
-        assert calls[0]["status"] == "awaiting_approval"
-        approved = await threads.mutation("tool_calls.approve", {"id": calls[0]["id"]})
+        call = await first_tool_call(threads, thread_id, "awaiting_approval")
+        approved = await threads.mutation("tool_calls.approve", {"id": call["id"]})
         stopped = await talk.next_event("reply_stopped")
 
-    assert approved == {"id": calls[0]["id"], "status": "pending"}
+    assert approved == {"id": call["id"], "status": "pending"}
     assert stopped["status"] == "complete"
     thread = await settled_thread(threads, thread_id, 2)
     assert thread["toolCalls"][0]["status"] == "done"

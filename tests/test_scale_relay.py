@@ -24,8 +24,11 @@ from tests.support.agent import Threads, marker
 from tests.support.realtime import Conversation, conversation, spoken_pcm
 from tests.support.relay import (
     RELAY_FLAGS,
+    SLOW_COUNT_SCRIPT,
     SPOKEN_TURN_START,
     client_events,
+    cut_during_a_count,
+    first_tool_call,
     provider_session,
     say_turn,
     settled_thread,
@@ -146,14 +149,11 @@ async def test_a_function_call_needing_approval_runs_on_the_primary(
     async with conversation(edge, thread_id, cluster.token) as talk:
         await talk.start()
         await talk.send_json({"type": "text", "text": "Echo hi."})
-        async with asyncio.timeout(10):
-            while not (calls := (await threads.get(thread_id))["toolCalls"]):
-                await asyncio.sleep(0.05)
-        assert calls[0]["status"] == "awaiting_approval"
-        approved = await threads.mutation("tool_calls.approve", {"id": calls[0]["id"]})
+        call = await first_tool_call(threads, thread_id, "awaiting_approval")
+        approved = await threads.mutation("tool_calls.approve", {"id": call["id"]})
         stopped = await talk.next_event("reply_stopped")
 
-    assert approved == {"id": calls[0]["id"], "status": "pending"}
+    assert approved == {"id": call["id"], "status": "pending"}
     assert stopped["status"] == "complete"
     thread = await settled_thread(threads, thread_id, 2)
     said, reply = thread["messages"]
@@ -237,25 +237,12 @@ async def test_an_edges_conversation_outlives_its_primary_being_away(
 async def test_a_barge_in_during_a_function_call_stops_it_on_the_primary(
     cluster: Cluster, provider: FakeOpenAI, threads: Threads
 ) -> None:
-    count = {"name": "slow_count", "arguments": {"n": 4, "delay_s": 0.25}, "call_id": "c4"}
-    provider.realtime.script({"responses": [{"function_calls": [count]}, {"text": "Stopped."}]})
+    provider.realtime.script(SLOW_COUNT_SCRIPT)
     thread_id = await _thread(cluster)
     async with conversation(cluster.edges[0], thread_id, cluster.token) as talk:
         await talk.start()
-        await talk.send_json({"type": "text", "text": "Count slowly."})
-        counting_id = (await talk.next_event("reply_started"))["messageId"]
-        async with asyncio.timeout(10):
-            while not (calls := (await threads.get(thread_id))["toolCalls"]) or (
-                calls[0]["status"] != "running"
-            ):
-                await asyncio.sleep(0.02)
-        mark = len(talk.events)
-        await talk.send_json({"type": "text", "text": "Stop."})
-        cut = await talk.next_event("reply_stopped", after=mark)
-        answer = await talk.wait_for(
-            lambda e: e["type"] == "reply_stopped" and e["messageId"] != counting_id, after=mark
-        )
-        await asyncio.sleep(1.2)  # the count would have finished by now
+        counted = await cut_during_a_count(talk, threads, thread_id)
+    cut, answer, counting_id = counted.cut, counted.answer, counted.counting_id
 
     assert cut == {"type": "reply_stopped", "messageId": counting_id, "status": "interrupted"}
     assert answer["status"] == "complete"

@@ -9,6 +9,7 @@ connects as the session begins, and takes the next script then.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,44 @@ async def settled_thread(threads: Any, thread_id: str, count: int) -> dict[str, 
             if len(messages) >= count and all(m["status"] != "streaming" for m in messages):
                 return thread
             await asyncio.sleep(0.05)
+
+
+async def first_tool_call(threads: Any, thread_id: str, status: str) -> dict[str, Any]:
+    """The thread's first tool call, once it has `status` (within 10 s)."""
+    async with asyncio.timeout(10):
+        while True:
+            calls: list[dict[str, Any]] = (await threads.get(thread_id))["toolCalls"]
+            if calls and calls[0]["status"] == status:
+                return calls[0]
+            await asyncio.sleep(0.02)
+
+
+# A slow count the model asks for, then what it says once interrupted.
+SLOW_COUNT = {"name": "slow_count", "arguments": {"n": 4, "delay_s": 0.25}, "call_id": "c4"}
+SLOW_COUNT_SCRIPT = {"responses": [{"function_calls": [SLOW_COUNT]}, {"text": "Stopped."}]}
+
+
+@dataclass(frozen=True)
+class CountCut:
+    """A reply cut by a typed turn while its slow count ran: its id, its `reply_stopped`, and
+    the `reply_stopped` of the answer to the interruption."""
+
+    counting_id: str
+    cut: dict[str, Any]
+    answer: dict[str, Any]
+
+
+async def cut_during_a_count(talk: Conversation, threads: Any, thread_id: str) -> CountCut:
+    """On a started conversation scripted with SLOW_COUNT_SCRIPT: ask for the count, type
+    over it once the call runs, and wait past when the count would have finished."""
+    await talk.send_json({"type": "text", "text": "Count slowly."})
+    counting_id = (await talk.next_event("reply_started"))["messageId"]
+    await first_tool_call(threads, thread_id, "running")
+    mark = len(talk.events)
+    await talk.send_json({"type": "text", "text": "Stop."})
+    cut = await talk.next_event("reply_stopped", after=mark)
+    answer = await talk.wait_for(
+        lambda e: e["type"] == "reply_stopped" and e["messageId"] != counting_id, after=mark
+    )
+    await asyncio.sleep(1.2)  # the count would have finished by now
+    return CountCut(counting_id, cut, answer)
