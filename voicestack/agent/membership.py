@@ -53,15 +53,18 @@ def thread_visible(db: ReadDB | WriteDB, thread_id: str, user: Caller | None) ->
 
 def require_thread(db: ReadDB | WriteDB, thread_id: str, user: Caller | None) -> dict[str, Any]:
     """The thread row, or `thread_not_found` (404) when it does not exist for this caller."""
-    if thread_visible(db, thread_id, user):
-        row = db.one(
-            "SELECT id, title, owner, agent, metadata, created_at, updated_at FROM threads"
-            " WHERE id = ?",
-            (thread_id,),
-        )
-        if row is not None:
-            return row
-    raise ThreadNotFound(thread_id)
+    # As thread_visible decides, in the same statement as the row.
+    sql = (
+        "SELECT id, title, owner, agent, metadata, created_at, updated_at FROM threads WHERE id = ?"
+    )
+    params: tuple[str, ...] = (thread_id,)
+    if user is not None and not user.is_admin:
+        sql += " AND EXISTS (SELECT 1 FROM thread_members WHERE thread_id = ? AND user_id = ?)"
+        params = (thread_id, thread_id, user.id)
+    row = db.one(sql, params)
+    if row is None:
+        raise ThreadNotFound(thread_id)
+    return row
 
 
 def add_member(db: WriteDB, thread_id: str, user_id: str, role: str) -> None:
