@@ -15,7 +15,7 @@ import pytest
 from tests.support.store import WriterHold, insert, names, open_store
 from voicestack.functions.timings import QUICK_S, MutationTimings
 from voicestack.runtime import Runtime
-from voicestack.store.loop_commits import MAX_LOOP_BATCH
+from voicestack.store.loop_commits import MAX_LOOP_BATCH, SLOW_BUDGET_S
 
 PAGE = 4096
 
@@ -178,14 +178,40 @@ async def test_a_mutation_commits_on_the_loop_once_it_is_known_to_be_quick(rt: R
     assert stats.on_loop >= 1
 
 
-def test_a_slow_mutation_stays_on_the_writer_thread():
+def test_a_mutation_moves_between_the_loop_and_the_writer_thread_with_its_average():
     timings = MutationTimings()
-    assert not timings.quick("m")
+    assert timings.loop_cost("m") is None  # not run yet: the writer thread
     timings.record("m", QUICK_S / 10)
-    assert timings.quick("m")
+    assert timings.loop_cost("m") == 0.0  # quick
     for _ in range(3):
-        timings.record("m", QUICK_S * 20)
-    assert not timings.quick("m")
+        timings.record("m", SLOW_BUDGET_S * 20)
+    assert timings.loop_cost("m") is None  # slow: the writer thread
+    for _ in range(20):
+        timings.record("m", SLOW_BUDGET_S / 2)
+    cost = timings.loop_cost("m")
+    assert cost is not None  # slower, within the budget
+    assert QUICK_S < cost <= SLOW_BUDGET_S
+
+
+@pytest.mark.anyio
+async def test_slower_mutations_share_the_loop_within_their_budget(store):
+    lone = await store.write(on_thread("lone"), on_loop=True, slow_s=SLOW_BUDGET_S / 2)
+    assert lone.value == threading.get_ident()
+    # Three that add up past the budget, gathered in one turn: the writer thread takes them.
+    over = await asyncio.gather(
+        *(
+            store.write(on_thread(n), on_loop=True, slow_s=SLOW_BUDGET_S / 2)
+            for n in ("a", "b", "c")
+        )
+    )
+    assert all(result.value != threading.get_ident() for result in over)
+    # Quick ones beside a slower one count nothing against the budget.
+    mixed = await asyncio.gather(
+        store.write(on_thread("slow"), on_loop=True, slow_s=SLOW_BUDGET_S * 0.9),
+        *(store.write(on_thread(f"q{n}"), on_loop=True) for n in range(10)),
+    )
+    assert all(result.value == threading.get_ident() for result in mixed)
+    assert len(names(store)) == 15
 
 
 @pytest.mark.anyio

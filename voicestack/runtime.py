@@ -229,7 +229,8 @@ class Runtime:
             finally:
                 self._timings.record(name, time.perf_counter() - started)
 
-        result = await self.store.write(run, on_loop=self._timings.quick(name))
+        cost = self._timings.loop_cost(name)
+        result = await self.store.write(run, on_loop=cost is not None, slow_s=cost or 0.0)
         value, value_json = result.value
         return CallResult(value, result.version, value_json)
 

@@ -3,6 +3,8 @@ loop's own thread (Store.write's `on_loop`), where a slower one would hold up ev
 
 from __future__ import annotations
 
+from voicestack.store.loop_commits import SLOW_BUDGET_S
+
 # A mutation runs on the loop while its recent runs averaged under this: about what handing it
 # to the writer thread and back costs. A longer one is better run there, beside the loop (apsw
 # lets go of the GIL inside SQLite), than on it, delaying every stream's events by as much.
@@ -18,11 +20,14 @@ class MutationTimings:
     def __init__(self) -> None:
         self._average_s: dict[str, float] = {}
 
-    def quick(self, name: str) -> bool:
-        """Whether `name` has run before and its recent runs were quick. A first run goes to
-        the writer thread, where taking long costs the other requests nothing."""
+    def loop_cost(self, name: str) -> float | None:
+        """How `name` may commit (Store.write): 0.0 quick, on the loop; its average run time
+        when slower but within the loop's budget for slower mutations (SLOW_BUDGET_S); None
+        on the writer thread (a first run, or a long one)."""
         average = self._average_s.get(name)
-        return average is not None and average < QUICK_S
+        if average is None or average > SLOW_BUDGET_S:
+            return None
+        return 0.0 if average < QUICK_S else average
 
     def record(self, name: str, seconds: float) -> None:
         """One run of `name` took `seconds`."""

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 # A loop turn's batch larger than this goes to the writer thread: however quick each write,
 # the loop would stall for all of them.
 MAX_LOOP_BATCH = 64
+# The slower mutations a loop turn's batch may hold in all (their expected run times summed):
+# more, and the batch goes to the writer thread. Two hand-offs between the loop and that thread
+# cost 0.15-0.25 ms on a quiet 2-core machine (bench/README.md), so a lone mutation under a
+# millisecond is answered sooner here, and the loop is held no longer than by a fan-out batch
+# to a few hundred streams.
+SLOW_BUDGET_S = 0.001
 
 T = TypeVar("T")
 
@@ -39,11 +45,16 @@ class LoopCommits:
         self._writer = writer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: list[WriteJob] = []
+        self._slow_s = 0.0  # the gathering batch's expected time in slower mutations
         self._guard = threading.Lock()  # loops on other threads, and close()
 
-    def submit(self, fn: Callable[[WriteDB], T]) -> asyncio.Future[WriteResult[T]]:
+    def submit(
+        self, fn: Callable[[WriteDB], T], slow_s: float = 0.0
+    ) -> asyncio.Future[WriteResult[T]]:
         """Run `fn(db)` in a commit made at the end of this loop turn (or by the writer
-        thread); the future resolves after COMMIT. Cancelling it before then skips `fn`."""
+        thread); the future resolves after COMMIT. Cancelling it before then skips `fn`.
+        `slow_s`: the expected run time of a mutation that is not quick (0 for a quick one);
+        the batch goes to the writer thread when these add up to more than SLOW_BUDGET_S."""
         loop = asyncio.get_running_loop()
         self._writer.require_running()
         waiter: asyncio.Future[WriteResult[T]] = loop.create_future()
@@ -51,6 +62,7 @@ class LoopCommits:
             elsewhere = bool(self._jobs) and loop is not self._loop
             if not elsewhere:
                 self._jobs.append(WriteJob(fn, waiter=waiter))
+                self._slow_s += slow_s
                 self._loop = loop
             first = len(self._jobs) == 1
         if elsewhere:  # another loop's batch is gathering
@@ -70,9 +82,10 @@ class LoopCommits:
     def _commit(self, on_loop: bool = True) -> None:
         with self._guard:
             jobs, self._jobs = self._jobs, []
+            slow_s, self._slow_s = self._slow_s, 0.0
         if not jobs:
             return
-        on_loop = on_loop and len(jobs) <= MAX_LOOP_BATCH
+        on_loop = on_loop and len(jobs) <= MAX_LOOP_BATCH and slow_s <= SLOW_BUDGET_S
         try:
             if not (on_loop and self._writer.commit_on_loop(jobs)):
                 self._writer.queue_jobs(jobs)

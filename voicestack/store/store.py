@@ -91,14 +91,18 @@ class Store:
         """Call `listener(changeset)` on the writer thread after every commit that changed rows."""
         self.writer.add_listener(listener)
 
-    async def write(self, fn: Callable[[WriteDB], T], on_loop: bool = False) -> WriteResult[T]:
+    async def write(
+        self, fn: Callable[[WriteDB], T], on_loop: bool = False, slow_s: float = 0.0
+    ) -> WriteResult[T]:
         """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT.
 
         `on_loop`: `fn` is quick (a quarter of a millisecond or less), so it may run on this loop's
         thread, committed with the other writes of this loop turn when nothing else is writing
-        (voicestack/store/loop_commits.py); else it runs on the writer thread."""
+        (voicestack/store/loop_commits.py); else it runs on the writer thread. `slow_s`: `fn`
+        is not that quick but is expected to take this long (under a millisecond); it too may
+        run on the loop, in a batch with few enough others of its kind."""
         if on_loop and self._loop_commits is not None:
-            return await self._loop_commits.submit(fn)
+            return await self._loop_commits.submit(fn, slow_s)
         return await self.writer.submit_async(fn)
 
     def write_sync(self, fn: Callable[[WriteDB], T]) -> WriteResult[T]:
