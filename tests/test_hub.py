@@ -293,3 +293,28 @@ async def test_a_held_feed_sends_its_older_events_and_keeps_the_rest_in_order():
     outbox.append(4, b"four")
     outbox.close()
     assert await next_chunk(outbox) is None
+
+
+class Recorder:
+    """A feed or an observer of `items` that writes down when it collects and delivers."""
+
+    tables = frozenset({"items"})
+    active = True
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def collect(self, _snapshot: Snapshot, _changes: list[ChangeSet], _joins=()) -> None:
+        self.log.append(f"{self.name} collects")
+
+    def deliver(self, _collected: None, _joins=()) -> None:
+        self.log.append(f"{self.name} delivers")
+
+
+async def test_a_small_commit_reaches_the_feeds_before_any_observer_reads_it(hub, store):
+    log: list[str] = []
+    hub.add_observer(Recorder("observer", log))
+    hub.add_feed(Recorder("feed", log))
+    await processed(hub, await write(store, "INSERT INTO items(name) VALUES ('a')"))
+    assert log == ["feed collects", "feed delivers", "observer collects", "observer delivers"]

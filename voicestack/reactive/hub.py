@@ -269,7 +269,9 @@ class Hub:
                 and self._reader_idle()
                 and _small(changes)
             ):
-                listeners.collect(snapshot)
+                # No gate, query or join: the feeds' events may go out at once.
+                self.version = max(self.version, version)
+                listeners.feed_first(snapshot)
                 outcomes: dict[SharedQuery, Outcome] = {}
                 current: set[int] = set()
                 ended = True

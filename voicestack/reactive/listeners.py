@@ -83,6 +83,7 @@ class BatchListeners:
     gates: list[_Observed] = field(default_factory=list)
     feeds: list[_Fed] = field(default_factory=list)
     observers: list[_Observed] = field(default_factory=list)
+    feeds_delivered: bool = False
 
     @property
     def light(self) -> bool:
@@ -98,17 +99,33 @@ class BatchListeners:
         for fed in self.feeds:
             fed.collected = fed.feed.collect(snapshot, fed.changes, fed.joins)
 
+    def feed_first(self, snapshot: Snapshot) -> None:
+        """For a light batch read on the event loop: collect and deliver the feeds, and only
+        then let the observers read the snapshot, so that no observer's reads (the reply
+        runner's, the scheduler's) come between a commit and its events reaching watchers."""
+        for fed in self.feeds:
+            fed.collected = fed.feed.collect(snapshot, fed.changes, fed.joins)
+        self._deliver_feeds()
+        for observed in self.observers:
+            observed.collected = observed.observer.collect(snapshot, observed.changes)
+
     def deliver_gates(self) -> None:
         """Deliver the gates: before anything else of the batch is sent."""
         for observed in self.gates:
             observed.observer.deliver(observed.collected)
 
     def deliver(self) -> None:
-        """Deliver the feeds, then the other observers: after the batch's query values."""
-        for fed in self.feeds:
-            fed.feed.deliver(fed.collected, fed.joins)
+        """Deliver the feeds (unless `feed_first` did), then the other observers: after the
+        batch's query values."""
+        self._deliver_feeds()
         for observed in self.observers:
             observed.observer.deliver(observed.collected)
+
+    def _deliver_feeds(self) -> None:
+        if not self.feeds_delivered:
+            self.feeds_delivered = True
+            for fed in self.feeds:
+                fed.feed.deliver(fed.collected, fed.joins)
 
 
 class Listeners:
