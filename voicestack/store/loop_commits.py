@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 MAX_LOOP_BATCH = 64
 # The slower mutations a loop turn's batch may hold in all (their expected run times summed):
 # more, and the batch goes to the writer thread. Two hand-offs between the loop and that thread
-# cost 0.15-0.25 ms on a quiet 2-core machine (bench/README.md), so a lone mutation under a
-# millisecond is answered sooner here, and the loop is held no longer than by a fan-out batch
-# to a few hundred streams.
+# took 0.15-0.25 ms on an idle 2-core VM (one `messages.send` at a time, timed at each stage),
+# so a lone mutation under a millisecond is answered sooner here, and the loop is held no
+# longer than by a fan-out batch to a few hundred streams.
 SLOW_BUDGET_S = 0.001
 
 T = TypeVar("T")
