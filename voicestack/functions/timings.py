@@ -1,13 +1,15 @@
-"""How long each mutation takes to run, to tell the quick ones: those may commit on the event
-loop's own thread (Store.write's `on_loop`), where a slower one would hold up every request."""
+"""How long each mutation takes to run, to tell where it commits: the quick ones on the event
+loop's own thread (Store.write's `on_loop`), with the others of a loop turn; one a little slower
+there too, as long as the slower ones of that turn stay within the loop's budget for them
+(voicestack/store/loop_commits.py, SLOW_BUDGET_S); a long one on the writer thread, beside the
+loop (apsw lets go of the GIL inside SQLite), where it holds up no stream's events."""
 
 from __future__ import annotations
 
 from voicestack.store.loop_commits import SLOW_BUDGET_S
 
-# A mutation runs on the loop while its recent runs averaged under this: about what handing it
-# to the writer thread and back costs. A longer one is better run there, beside the loop (apsw
-# lets go of the GIL inside SQLite), than on it, delaying every stream's events by as much.
+# A mutation whose recent runs averaged under this is quick: about what handing it to the writer
+# thread and back costs. Any number of quick ones (up to MAX_LOOP_BATCH) may share a loop turn.
 QUICK_S = 0.00025
 # Weight of the newest run in the average: a mutation that turns slow leaves the loop within a
 # few runs.

@@ -270,7 +270,6 @@ class Hub:
                 and _small(changes)
             ):
                 # No gate, query or join: the feeds' events may go out at once.
-                self.version = max(self.version, version)
                 listeners.feed_first(snapshot)
                 outcomes: dict[SharedQuery, Outcome] = {}
                 current: set[int] = set()

@@ -92,8 +92,8 @@ class BatchListeners:
         return not self.gates and not any(fed.joins for fed in self.feeds)
 
     def collect(self, snapshot: Snapshot) -> None:
-        """Let each one read the batch's snapshot (on the hub's reader thread, or on the event
-        loop for a small, light batch)."""
+        """Let each one read the batch's snapshot, on the hub's reader thread (a small, light
+        batch read on the event loop goes through `feed_first` instead)."""
         for observed in (*self.gates, *self.observers):
             observed.collected = observed.observer.collect(snapshot, observed.changes)
         for fed in self.feeds:

@@ -6,7 +6,9 @@ tell the task. For short mutations that crossing costs more than the mutation. S
 the loop's tasks ask for during one turn are gathered, and at the end of that turn committed as
 one batch on the loop itself, when nothing else is writing (Writer.commit_on_loop). When
 something is (the writer thread's own batch, another process, a writer outside voicestack), the
-batch goes to the writer thread as if it had been queued there.
+batch goes to the writer thread as if it had been queued there. So does a batch that is too
+long: over MAX_LOOP_BATCH writes, or slower mutations (those not quick, each under a
+millisecond) adding up to more than SLOW_BUDGET_S.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ log = logging.getLogger(__name__)
 # A loop turn's batch larger than this goes to the writer thread: however quick each write,
 # the loop would stall for all of them.
 MAX_LOOP_BATCH = 64
-# The slower mutations a loop turn's batch may hold in all (their expected run times summed):
-# more, and the batch goes to the writer thread. Two hand-offs between the loop and that thread
-# took 0.15-0.25 ms on an idle 2-core VM (one `messages.send` at a time, timed at each stage),
-# so a lone mutation under a millisecond is answered sooner here, and the loop is held no
-# longer than by a fan-out batch to a few hundred streams.
+# The slower mutations a loop turn's batch may hold in all (their expected run times summed;
+# quick ones count nothing here, MAX_LOOP_BATCH bounds them): more, and the batch goes to the
+# writer thread. Two hand-offs between the loop and that thread took 0.15-0.25 ms on an idle
+# 2-core VM (one `messages.send` at a time, timed at each stage), so a lone mutation under a
+# millisecond is answered sooner here, and holds the loop no longer than a fan-out batch to a
+# few hundred streams does.
 SLOW_BUDGET_S = 0.001
 
 T = TypeVar("T")

@@ -96,11 +96,12 @@ class Store:
     ) -> WriteResult[T]:
         """Run `fn(db)` as one mutation of the next group commit; resolves after COMMIT.
 
-        `on_loop`: `fn` is quick (a quarter of a millisecond or less), so it may run on this loop's
-        thread, committed with the other writes of this loop turn when nothing else is writing
-        (voicestack/store/loop_commits.py); else it runs on the writer thread. `slow_s`: `fn`
-        is not that quick but is expected to take this long (under a millisecond); it too may
-        run on the loop, in a batch with few enough others of its kind."""
+        `on_loop`: `fn` is short, so it may run on this loop's thread, committed with the other
+        writes of this loop turn when nothing else is writing (voicestack/store/loop_commits.py);
+        else it runs on the writer thread. `slow_s` (with `on_loop` only): 0 for a quick `fn`
+        (a quarter of a millisecond or less), else how long it is expected to take (at most a
+        millisecond); the slower writes of one loop turn share the loop while these add up to
+        no more than SLOW_BUDGET_S."""
         if on_loop and self._loop_commits is not None:
             return await self._loop_commits.submit(fn, slow_s)
         return await self.writer.submit_async(fn)
