@@ -70,13 +70,15 @@ def insert_message(
     agent: str | None = None,
     model: str | None = None,
     touch_thread: bool = True,
+    position: int | None = None,
 ) -> str:
     """Append a message to a thread, announce it on the feed, and return its id.
 
     A message transcribed from audio links to it (`audio_file_id`, with the seconds heard); a
     reply with `speak` is spoken sentence by sentence as it streams. A reply records the
     `agent` that writes it and its `model`. `touch_thread=False` leaves the thread's
-    `updated_at` to a later message of the same mutation.
+    `updated_at` to a later message of the same mutation. `position`: the message's place,
+    when the caller knows it is next (None: the place after the thread's last message).
     """
     message_id = new_id("msg")
     stamp = now()
@@ -90,7 +92,7 @@ def insert_message(
         (
             message_id,
             thread_id,
-            _next_position(db, thread_id),
+            _next_position(db, thread_id) if position is None else position,
             role,
             text,
             status,
@@ -259,6 +261,7 @@ def start_turn(
     """Save a user message and queue the assistant's reply to it; the reply runner starts it.
     `agent` is the thread's agent, when the caller has already read the thread's row."""
     # The reply, inserted next in this mutation, sets the thread's updated_at.
+    position = _next_position(db, thread_id)
     message_id = insert_message(
         db,
         thread_id,
@@ -269,6 +272,7 @@ def start_turn(
         audio_file_id=audio_file_id,
         audio_in_seconds=audio_in_seconds,
         touch_thread=False,
+        position=position,
     )
     if agent is None:
         agent = db.scalar("SELECT agent FROM threads WHERE id = ?", (thread_id,))
@@ -282,6 +286,7 @@ def start_turn(
         speak=speak,
         agent=agent,
         model=profile.model if profile else None,
+        position=position + 1,
     )
     insert_reply_job(db, reply_id, thread_id, author)  # the reply's durable record, same commit
     return {"messageId": message_id, "replyId": reply_id}
