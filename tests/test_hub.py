@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -318,3 +319,36 @@ async def test_a_small_commit_reaches_the_feeds_before_any_observer_reads_it(hub
     hub.add_feed(Recorder("feed", log))
     await processed(hub, await write(store, "INSERT INTO items(name) VALUES ('a')"))
     assert log == ["feed collects", "feed delivers", "observer collects", "observer delivers"]
+
+
+class SlowGate:
+    """A gate whose reading of a batch takes a while on the hub's reader thread."""
+
+    tables = frozenset({"audit"})
+    active = True
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+
+    def collect(self, snapshot: Snapshot, _changes: list[ChangeSet]) -> None:
+        self.reading.set()
+        # Inside SQLite for a while: the reader is busy on this thread until it returns.
+        snapshot.conn.execute(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)"
+            " SELECT count(*) FROM c"
+        ).fetchall()
+
+    def deliver(self, _collected: None) -> None:
+        pass
+
+
+async def test_closing_the_hub_while_a_batch_reads_waits_for_the_reading_and_ends(store):
+    hub = Hub(store)
+    await hub.start()
+    gate = SlowGate()
+    hub.add_observer(gate, gate=True)
+    await write(store, "INSERT INTO audit(note) VALUES ('n')")
+    with anyio.fail_after(5):
+        while not gate.reading.is_set():
+            await anyio.sleep(0.005)
+        await hub.close()  # the batch is cancelled mid-read; the reader is still its thread's

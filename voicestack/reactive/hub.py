@@ -304,10 +304,17 @@ class Hub:
         return self._reader_calls == 0
 
     async def _on_reader(self, fn: Callable[[], T]) -> T:
-        """Run `fn` (which uses the hub's reader) on the hub's thread."""
+        """Run `fn` (which uses the hub's reader) on the hub's thread. Cancelled, it still
+        waits for `fn` to return before it raises: the thread goes on with `fn` regardless, and
+        the reader is not free until then (ending its snapshot from the loop meanwhile would
+        fail, and that failure would swallow the cancellation)."""
         self._reader_calls += 1
+        running = asyncio.get_running_loop().run_in_executor(self._executor, fn)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.wait([running])
+            raise
         finally:
             self._reader_calls -= 1
 
