@@ -287,11 +287,15 @@ def test_the_one_file_binary_runs_workers_and_stops_them(tmp_path):
         launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 90.0  # each worker imports the server from the binary
-        while len(SERVING.findall(log_path.read_text(errors="replace"))) < WORKERS:
+        # The launcher says it serves just after its workers have: wait for that line too.
+        banner = f"(database t.db, {WORKERS} workers)"
+        while (
+            len(SERVING.findall(text := log_path.read_text(errors="replace"))) < WORKERS
+            or banner not in text
+        ):
             assert launcher.poll() is None, log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, log_path.read_text(errors="replace")
             time.sleep(0.1)
-        assert f"(database t.db, {WORKERS} workers)" in log_path.read_text(errors="replace")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         processes = psutil.Process(launcher.pid).children(recursive=True)
         launcher.send_signal(signal.SIGTERM)
