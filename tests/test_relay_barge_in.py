@@ -185,7 +185,9 @@ async def test_a_barge_in_after_a_function_call_truncates_the_current_audio_item
     # 1400 ms of the reply played: the first response's 500, then 900 of the story's item.
     (truncation,) = provider_session(fake)["truncations"]
     assert abs(truncation["audio_end_ms"] - 900) <= 1
-    assert truncation["item_audio_ms"] == STORY_MS
+    # The story's item, not the first response's 500 ms one; the provider may still be
+    # generating the story when the cut reaches it, so its item need not be whole yet.
+    assert 900 <= truncation["item_audio_ms"] <= STORY_MS
     thread = await settled_thread(threads, thread_id, 4)
     story = thread["messages"][1]
     assert story["status"] == "interrupted"
