@@ -7,6 +7,7 @@ raised as the SDK's own APITimeoutError / APIConnectionError, so error mapping i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -34,6 +35,9 @@ with contextlib.suppress(ImportError):
 
 # A whole completion answered instead of a stream is read up to this size for its text.
 WHOLE_BODY_LIMIT = 4 * 1024 * 1024
+# What is read of a stream after its `[DONE]`, at most: normally just the end of the body.
+AFTER_DONE_LIMIT_BYTES = 64 * 1024
+AFTER_DONE_TIMEOUT_S = 0.25
 
 
 class NotAChunk(ValueError):
@@ -50,7 +54,8 @@ async def sse_chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
     event whose object carries `error` raised as the provider's APIError.
     """
     data: list[str] = []
-    async for line in _lines(response):
+    lines = _lines(response)
+    async for line in lines:
         if line:
             if line.startswith("data:"):
                 data.append(line[6:] if line.startswith("data: ") else line[5:])
@@ -59,6 +64,7 @@ async def sse_chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
             continue
         payload, data = "\n".join(data), []
         if payload.startswith("[DONE]"):
+            await _read_to_end(lines)
             return
         chunk = json.loads(payload)
         if isinstance(chunk, dict) and chunk.get("error"):
@@ -70,6 +76,21 @@ async def sse_chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
                 body=error,
             )
         yield chunk
+
+
+async def _read_to_end(lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (normally only the end of the chunked body), so that the
+    connection goes back to the client's pool: a body left unread closes it, and every reply
+    would then open a new connection (a TLS handshake's round trips before its first token).
+    A provider that goes on sending, stays open or drops the connection there is left as is:
+    the reply is already whole."""
+    left = AFTER_DONE_LIMIT_BYTES
+    with contextlib.suppress(TimeoutError, openai.APIConnectionError):
+        async with asyncio.timeout(AFTER_DONE_TIMEOUT_S):
+            async for line in lines:
+                left -= len(line) + 1
+                if left < 0:
+                    return
 
 
 async def _lines(response: Any) -> AsyncIterator[str]:

@@ -102,7 +102,9 @@ class _Endpoints:
         return answer(plan)
 
     def _record(self, kind: str, request: Request, body: Any) -> None:
-        self.state.record(kind, request.url.path, body, dict(request.headers))
+        peer = request.client
+        client = f"{peer.host}:{peer.port}" if peer else None
+        self.state.record(kind, request.url.path, body, dict(request.headers), client)
 
     async def _serve_json(
         self,

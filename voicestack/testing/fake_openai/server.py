@@ -156,7 +156,8 @@ class FakeOpenAI:
         return parsed
 
     def requests(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Return logged /v1 requests (kind, path, timestamp, body, headers), oldest first."""
+        """Return logged /v1 requests (kind, path, timestamp, body, headers, client), oldest
+        first."""
         return self.state.requests(kind)
 
     def pending(self, kind: Kind | None = None) -> list[dict[str, Any]]:

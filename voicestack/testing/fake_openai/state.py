@@ -58,14 +58,18 @@ class FakeState:
                 for s in self._queues[k]
             ]
 
-    def record(self, kind: str, path: str, body: Any, headers: dict[str, str]) -> None:
-        """Append one received request to the log."""
+    def record(
+        self, kind: str, path: str, body: Any, headers: dict[str, str], client: str | None = None
+    ) -> None:
+        """Append one received request to the log; `client` is the connection's "host:port",
+        the same for requests that came on one kept-alive connection."""
         entry = {
             "kind": kind,
             "path": path,
             "timestamp": time.time(),
             "body": body,
             "headers": headers,
+            "client": client,
         }
         with self._lock:
             self._requests.append(entry)
