@@ -26,6 +26,7 @@ from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
+from voicestack.agent.search_index import SearchIndexer
 from voicestack.agent.shared_feeds import SharedFeeds
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
@@ -140,6 +141,7 @@ class Runtime:
         self.hub.add_observer(self.runner)
         self.reply_ends = ReplyEnds(self.store)  # `await ctx.threads.generate(...)` waits on it
         self.hub.add_observer(self.reply_ends)
+        self.search_index = SearchIndexer(self.store)
         self.scheduler = Scheduler(
             self.store, self._run_job, crons, timeout_s=settings.job_timeout_s
         )
@@ -186,6 +188,7 @@ class Runtime:
         """Start the hub; run replies and jobs now if this process leads the database file, or
         as soon as it takes over from the leader."""
         await self.hub.start()
+        self.search_index.start()
         await self.leader.acquire(self._lead)
 
     async def _lead(self) -> None:
@@ -215,7 +218,8 @@ class Runtime:
         return await self.store.read(run)
 
     async def mutation(self, name: str, args: Any, user: Caller | None) -> CallResult:
-        """Run mutation `name` in the next group commit; returns after COMMIT."""
+        """Run mutation `name` in the next group commit; returns after COMMIT, and once the
+        messages it saved or changed are indexed for search."""
         function = self.function(name, "mutation")
         parsed = function.parse_args(args)
 
@@ -231,6 +235,8 @@ class Runtime:
 
         cost = self._timings.loop_cost(name)
         result = await self.store.write(run, on_loop=cost is not None, slow_s=cost or 0.0)
+        # Read-your-writes for search: a message this mutation saved is found once it answers.
+        await self.search_index.indexed(result.version)
         value, value_json = result.value
         return CallResult(value, result.version, value_json)
 
@@ -393,6 +399,7 @@ class Runtime:
         await self.leader.stop_waiting()
         await self.scheduler.close()
         await self.runner.close()
+        await self.search_index.close()
         await self.hub.close()
         self.reply_ends.close()
         await self.provider.aclose()

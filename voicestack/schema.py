@@ -3,7 +3,8 @@ tables, the agent's, users and tokens, thread membership, the jobs table with th
 jobs, full-text search over messages, the live conversations' per-turn metrics, named agents
 with cost per message, each reply's usage in parts (one per agent that answered), threads'
 metadata, the one-time tokens of phone calls' media streams, sign-in's identities and
-sessions, semantic memory, and the ids the access guard reads, fixed.
+sessions, semantic memory, the ids the access guard reads, fixed, and messages indexed for
+search just after their commit.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -20,6 +21,7 @@ from voicestack.agent.migrations import (
     MEMORY_MIGRATIONS,
     REPLY_JOBS_SQL,
     REPLY_PARTS_MIGRATIONS,
+    SEARCH_INDEX_MIGRATIONS,
     THREAD_METADATA_MIGRATIONS,
     VOICE_METRICS_MIGRATIONS,
 )
@@ -44,6 +46,7 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *SIGNIN_MIGRATIONS,
     *SEMANTIC_MEMORY_MIGRATIONS,
     *ACCESS_KEYS_MIGRATIONS,
+    *SEARCH_INDEX_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from voicestack.agent.memory_index import VECTOR_TABLE, has_vector_table, vector_blob
 from voicestack.agent.records import MESSAGE_COLUMNS, message_from_row
+from voicestack.agent.search_index import PENDING_TABLE
 from voicestack.store.db import ReadDB
 
 RRF_K = 60
@@ -94,11 +95,15 @@ def _owner_filter(scope: Scope, column: str) -> tuple[str, list[Any]]:
 def text_candidates(db: ReadDB, match: str, scope: Scope, limit: int) -> list[Candidate]:
     """Messages and notes matching the FTS5 expression `match`, best first (BM25)."""
     where, params = _owner_filter(scope, "m.thread_id")
+    # A message waiting in the pending list has nothing in the index yet (search_index.py).
+    # Reading the list also ties a watched search to it: it runs again when the index takes in
+    # what was waiting.
     rows = db.all(
         "SELECT 'message' AS source, m.id, bm25(message_search) AS rank,"
         " snippet(message_search, 0, '[', ']', '…', 16) AS snippet, m.created_at"
         " FROM message_search JOIN messages m ON m.rowid = message_search.rowid"
         f" WHERE message_search MATCH ?{where}"
+        f" AND m.rowid NOT IN (SELECT rowid FROM {PENDING_TABLE})"
         " ORDER BY rank, m.created_at DESC LIMIT ?",
         [match, *params, limit],
     )

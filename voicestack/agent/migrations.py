@@ -275,3 +275,37 @@ THREAD_METADATA_MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE threads ADD COLUMN metadata TEXT;",
     ),
 )
+
+# Messages indexed for full-text search just after their commit (core migration 18).
+SEARCH_INDEX_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # Indexing a message inside the transaction that saves it wrote three more B-trees before
+        # its watchers heard of it. The triggers now only note it; voicestack.agent.search_index
+        # indexes what is noted right after. A noted message has nothing in the index, any other
+        # its current text, so old words are taken out only when they were put in. Every message
+        # saved before this migration is indexed already: nothing is noted.
+        "search_index_after_commit",
+        """
+        CREATE TABLE message_search_pending (rowid INTEGER PRIMARY KEY);
+        DROP TRIGGER message_search_insert;
+        DROP TRIGGER message_search_delete;
+        DROP TRIGGER message_search_update;
+        CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
+            INSERT OR IGNORE INTO message_search_pending(rowid) VALUES (new.rowid);
+        END;
+        CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO message_search(message_search, rowid, text)
+            SELECT 'delete', old.rowid, old.text
+            WHERE NOT EXISTS (SELECT 1 FROM message_search_pending WHERE rowid = old.rowid);
+            DELETE FROM message_search_pending WHERE rowid = old.rowid;
+        END;
+        CREATE TRIGGER message_search_update AFTER UPDATE OF text ON messages
+        WHEN old.text IS NOT new.text BEGIN
+            INSERT INTO message_search(message_search, rowid, text)
+            SELECT 'delete', old.rowid, old.text
+            WHERE NOT EXISTS (SELECT 1 FROM message_search_pending WHERE rowid = old.rowid);
+            INSERT OR IGNORE INTO message_search_pending(rowid) VALUES (new.rowid);
+        END;
+        """,
+    ),
+)
