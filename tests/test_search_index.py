@@ -205,3 +205,32 @@ async def test_a_database_indexed_by_the_old_triggers_goes_on_after_the_upgrade(
         store.close()
     assert waiting == []  # nothing to index again: the upgrade keeps the index as it was
     assert found == {"kept": [kept], "edited": [], "changed": [edited], "deleted": []}
+
+
+def test_editing_a_noted_message_shows_in_its_commit_so_the_indexer_hears_of_it(tmp_path: Path):
+    """The indexer learns of work from a commit's changes (SearchIndexer._on_commit): noting an
+    already noted message again must be one of them."""
+    store = Store(tmp_path / "edits.db", migrations=ALL_MIGRATIONS)  # no indexer runs here
+    store.start()
+    heard: list[frozenset[str]] = []
+    store.add_commit_listener(lambda changes: heard.append(changes.tables))
+    try:
+
+        def save(db: WriteDB) -> str:
+            thread_id = insert_thread(db, None, title="t")
+            return insert_message(db, thread_id, "user", "complete", text="old words")
+
+        message_id = store.write_sync(save).value
+
+        def edit(db: WriteDB) -> list[str]:
+            db.execute("UPDATE messages SET text = 'new words' WHERE id = ?", (message_id,))
+            return pending(db)
+
+        still = store.write_sync(edit).value
+        store.write_sync(index_pending_messages)
+        found = store.write_sync(lambda db: (matching(db, "old"), matching(db, "new"))).value
+    finally:
+        store.close()
+    assert still == [message_id]
+    assert {"messages", PENDING_TABLE} <= heard[-2]  # the edit's commit (before the index's)
+    assert found == ([], [message_id])

@@ -283,7 +283,9 @@ SEARCH_INDEX_MIGRATIONS: tuple[Migration, ...] = (
         # its watchers heard of it. The triggers now only note it; voicestack.agent.search_index
         # indexes what is noted right after. A noted message has nothing in the index, any other
         # its current text, so old words are taken out only when they were put in. Every message
-        # saved before this migration is indexed already: nothing is noted.
+        # saved before this migration is indexed already: nothing is noted. (REPLACE, not
+        # IGNORE: noting a noted message again must still show in the commit's changes, which
+        # tell the indexer there is work.)
         "search_index_after_commit",
         """
         CREATE TABLE message_search_pending (rowid INTEGER PRIMARY KEY);
@@ -291,7 +293,7 @@ SEARCH_INDEX_MIGRATIONS: tuple[Migration, ...] = (
         DROP TRIGGER message_search_delete;
         DROP TRIGGER message_search_update;
         CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
-            INSERT OR IGNORE INTO message_search_pending(rowid) VALUES (new.rowid);
+            INSERT OR REPLACE INTO message_search_pending(rowid) VALUES (new.rowid);
         END;
         CREATE TRIGGER message_search_delete AFTER DELETE ON messages BEGIN
             INSERT INTO message_search(message_search, rowid, text)
@@ -304,7 +306,7 @@ SEARCH_INDEX_MIGRATIONS: tuple[Migration, ...] = (
             INSERT INTO message_search(message_search, rowid, text)
             SELECT 'delete', old.rowid, old.text
             WHERE NOT EXISTS (SELECT 1 FROM message_search_pending WHERE rowid = old.rowid);
-            INSERT OR IGNORE INTO message_search_pending(rowid) VALUES (new.rowid);
+            INSERT OR REPLACE INTO message_search_pending(rowid) VALUES (new.rowid);
         END;
         """,
     ),

@@ -61,16 +61,15 @@ class SearchIndexer:
 
     def start(self) -> None:
         """Index what is already waiting (noted before a crash), then what commits note; call
-        on the event loop."""
+        once, on the event loop."""
         self._loop = asyncio.get_running_loop()
-        self._failed = False
         self._store.add_commit_listener(self._on_commit)
         self._kick()
 
     async def indexed(self, version: int) -> None:
         """Return once what commits up to `version` noted is indexed: at once when they noted
-        nothing still waiting, or when indexing is stopped or failed (it is done at the next
-        start then)."""
+        nothing still waiting, or when indexing is stopped or its last write failed (what
+        waits is then indexed with the next message saved, or at the next start)."""
         while self._noted >= version > self._indexed and self._loop and not self._failed:
             if self._task is None:
                 self._kick()
@@ -78,12 +77,17 @@ class SearchIndexer:
             await self._caught_up.wait()
 
     async def close(self) -> None:
-        """Stop indexing, after the write under way; what still waits is indexed at the next
-        start."""
+        """Stop indexing once what waits is indexed (the last replies' texts too); what a
+        failure leaves waiting is indexed at the next start."""
         self._loop = None
         task, self._task = self._task, None
         if task is not None:
             await task
+        if not self._failed:
+            try:
+                await self._store.write(index_pending_messages)
+            except Exception:
+                log.exception("indexing messages for search failed; done at the next start")
 
     def _on_commit(self, changes: ChangeSet) -> None:
         # On the thread that committed: the writer's, or the loop's. Notes come from changes of
@@ -111,10 +115,14 @@ class SearchIndexer:
                 noted = self._noted
                 try:
                     await self._store.write(index_pending_messages)
-                except Exception:  # the store is closing, or a bug: the next start catches up
-                    log.exception("indexing messages for search failed; retried at the next start")
+                except Exception:  # the store is closing, or a bug
+                    log.exception(
+                        "indexing messages for search failed; tried again with the next message"
+                        " saved, and at the next start"
+                    )
                     self._failed = True
                     return
+                self._failed = False
                 self._indexed = max(self._indexed, noted)
                 self._caught_up.set()
         finally:
