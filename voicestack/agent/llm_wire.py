@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import openai
+
+log = logging.getLogger(__name__)
 
 
 # openai on plain httpx raises these two; openai 3 runs on its own httpx fork and names which of
@@ -36,7 +39,7 @@ with contextlib.suppress(ImportError):
 # A whole completion answered instead of a stream is read up to this size for its text.
 WHOLE_BODY_LIMIT = 4 * 1024 * 1024
 # What is read of a stream after its `[DONE]`, at most: normally just the end of the body.
-AFTER_DONE_LIMIT_BYTES = 64 * 1024
+AFTER_DONE_LIMIT_CHARS = 64 * 1024
 AFTER_DONE_TIMEOUT_S = 0.25
 
 
@@ -84,13 +87,20 @@ async def _read_to_end(lines: AsyncIterator[str]) -> None:
     would then open a new connection (a TLS handshake's round trips before its first token).
     A provider that goes on sending, stays open or drops the connection there is left as is:
     the reply is already whole."""
-    left = AFTER_DONE_LIMIT_BYTES
-    with contextlib.suppress(TimeoutError, openai.APIConnectionError):
+    left = AFTER_DONE_LIMIT_CHARS
+    try:
         async with asyncio.timeout(AFTER_DONE_TIMEOUT_S):
             async for line in lines:
                 left -= len(line) + 1
                 if left < 0:
                     return
+    except TimeoutError:
+        log.debug(
+            "a chat stream went on past [DONE] for %.2f s; its connection is let go",
+            AFTER_DONE_TIMEOUT_S,
+        )
+    except openai.APIConnectionError:
+        pass  # the provider closed it: the next call opens another
 
 
 async def _lines(response: Any) -> AsyncIterator[str]:
