@@ -73,6 +73,17 @@ async def drain(provider: ChatProvider, into: list[StreamEvent]) -> None:
         into.append(event)
 
 
+async def read_request(reader: asyncio.StreamReader) -> None:
+    """Read one HTTP request, its head and its Content-Length body, from a raw connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+
+
 async def failure(provider: ChatProvider) -> tuple[list[StreamEvent], ProviderError]:
     events: list[StreamEvent] = []
     with pytest.raises(ProviderError) as caught:
@@ -390,13 +401,7 @@ async def test_data_that_is_not_a_chunk_is_a_bad_response(make: MakeProvider) ->
     body = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\ndata: 42\n\n'
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.agent import Threads, ended, feed, marker, read_until, snapshot
-from tests.test_llm import KEY, USER, MakeProvider, collect, make  # noqa: F401 (a fixture)
+from tests.test_llm import KEY, USER, MakeProvider, collect, make, read_request  # noqa: F401 (a fixture)
 from voicestack.agent.llm import ChatProvider, Finish, ProviderSettings, TextDelta
 from voicestack.agent.llm_wire import AFTER_DONE_TIMEOUT_S
 from voicestack.testing.fake_openai import FakeOpenAI
@@ -59,13 +59,7 @@ async def test_a_stream_whose_body_stays_open_after_done_ends_without_waiting_fo
     opened: list[asyncio.StreamWriter] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         chunk = b"%x\r\n%s\r\n" % (len(DONE_THEN_OPEN), DONE_THEN_OPEN)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
