@@ -234,3 +234,19 @@ def test_editing_a_noted_message_shows_in_its_commit_so_the_indexer_hears_of_it(
     assert still == [message_id]
     assert {"messages", PENDING_TABLE} <= heard[-2]  # the edit's commit (before the index's)
     assert found == ([], [message_id])
+
+
+async def test_a_search_indexes_first_what_another_process_saved(rt: Runtime):
+    other = Store(rt.settings.db, migrations=ALL_MIGRATIONS)  # another writer on the same file
+    other.start()
+    try:
+
+        def save(db: WriteDB) -> str:
+            thread_id = insert_thread(db, None, title="t")
+            return insert_message(db, thread_id, "user", "complete", text="The numbat dug.")
+
+        message_id = other.write_sync(save).value
+    finally:
+        other.close()
+    hits = await rt.query("memory.search", {"query": "numbat"}, None)
+    assert ids(hits.value) == [message_id]

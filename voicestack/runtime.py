@@ -26,7 +26,7 @@ from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
-from voicestack.agent.search_index import SearchIndexer
+from voicestack.agent.search_index import SEARCH_QUERIES, SearchIndexer
 from voicestack.agent.shared_feeds import SharedFeeds
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
@@ -207,9 +207,12 @@ class Runtime:
         return function
 
     async def query(self, name: str, args: Any, user: Caller | None) -> CallResult:
-        """Run query `name` on a reader snapshot."""
+        """Run query `name` on a reader snapshot (a search, once every message committed before
+        it is indexed)."""
         function = self.function(name, "query")
         parsed = function.parse_args(args)
+        if name in SEARCH_QUERIES:
+            await self.search_index.index_waiting()
 
         def run(snapshot: Any) -> CallResult:
             value = function.invoke(QueryCtx(snapshot.db(), user, snapshot.version), parsed)
@@ -218,8 +221,7 @@ class Runtime:
         return await self.store.read(run)
 
     async def mutation(self, name: str, args: Any, user: Caller | None) -> CallResult:
-        """Run mutation `name` in the next group commit; returns after COMMIT, and once the
-        messages it saved or changed are indexed for search."""
+        """Run mutation `name` in the next group commit; returns after COMMIT."""
         function = self.function(name, "mutation")
         parsed = function.parse_args(args)
 
@@ -235,8 +237,6 @@ class Runtime:
 
         cost = self._timings.loop_cost(name)
         result = await self.store.write(run, on_loop=cost is not None, slow_s=cost or 0.0)
-        # Read-your-writes for search: a message this mutation saved is found once it answers.
-        await self.search_index.indexed(result.version)
         value, value_json = result.value
         return CallResult(value, result.version, value_json)
 

@@ -11,10 +11,9 @@ The rule the triggers keep: a message in `message_search_pending` has nothing in
 other message has its current text there. So an edited or deleted message takes its old words
 out only when they were indexed, and the index never holds words of a text that is gone.
 
-What the caller of a mutation sees: its answer comes once what the mutation noted is indexed, so
-a search made after it finds the new message (Runtime.mutation). Others may see the message in
-its thread a moment before a search finds it; a watched search runs again when the index takes
-it in (it reads the pending list).
+A search still finds every message committed before it: a search query (SEARCH_QUERIES) that
+finds messages waiting first indexes them itself, whichever process noted them (Runtime.query).
+A watched search runs again when the index takes a message in (it reads the pending list).
 """
 
 from __future__ import annotations
@@ -24,11 +23,15 @@ import logging
 
 from voicestack.store.changes import ChangeSet
 from voicestack.store.db import WriteDB
+from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
 
 PENDING_TABLE = "message_search_pending"
+# The queries that read the index: each waits until nothing committed before it waits to be
+# indexed.
+SEARCH_QUERIES = frozenset({"memory.search"})
 
 
 def index_pending_messages(db: WriteDB) -> int:
@@ -44,6 +47,11 @@ def index_pending_messages(db: WriteDB) -> int:
     return waiting
 
 
+def _waiting(snapshot: Snapshot) -> bool:
+    found: int = snapshot.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {PENDING_TABLE})").get
+    return bool(found)
+
+
 class SearchIndexer:
     """Indexes, right after, what this process's commits note in the pending list."""
 
@@ -52,12 +60,6 @@ class SearchIndexer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
-        # Versions: the newest commit that noted messages, and the newest one an index write
-        # started after (so it took in everything noted up to there).
-        self._noted = 0
-        self._indexed = 0
-        self._caught_up = asyncio.Event()
-        self._failed = False
 
     def start(self) -> None:
         """Index what is already waiting (noted before a crash), then what commits note; call
@@ -66,35 +68,27 @@ class SearchIndexer:
         self._store.add_commit_listener(self._on_commit)
         self._kick()
 
-    async def indexed(self, version: int) -> None:
-        """Return once what commits up to `version` noted is indexed: at once when they noted
-        nothing still waiting, or when indexing is stopped or its last write failed (what
-        waits is then indexed with the next message saved, or at the next start)."""
-        while self._noted >= version > self._indexed and self._loop and not self._failed:
-            if self._task is None:
-                self._kick()
-            self._caught_up.clear()
-            await self._caught_up.wait()
+    async def index_waiting(self) -> None:
+        """Index now whatever waits (noted by any process), unless nothing does: what a search
+        does before it reads the index."""
+        if await self._store.read(_waiting):
+            await self._store.write(index_pending_messages)
 
     async def close(self) -> None:
-        """Stop indexing once what waits is indexed (the last replies' texts too); what a
-        failure leaves waiting is indexed at the next start."""
+        """Stop indexing once what waits is indexed (the last replies' texts too)."""
         self._loop = None
         task, self._task = self._task, None
         if task is not None:
             await task
-        if not self._failed:
-            try:
-                await self._store.write(index_pending_messages)
-            except Exception:
-                log.exception("indexing messages for search failed; done at the next start")
+        try:
+            await self.index_waiting()
+        except Exception:
+            log.exception("indexing messages for search failed; done at the next start")
 
     def _on_commit(self, changes: ChangeSet) -> None:
         # On the thread that committed: the writer's, or the loop's. Notes come from changes of
         # messages; an index write alone changes the list but no message, and needs no other.
-        noted = PENDING_TABLE in changes.tables and "messages" in changes.tables
-        if noted and changes.version > self._noted:
-            self._noted = changes.version
+        if PENDING_TABLE in changes.tables and "messages" in changes.tables:
             loop = self._loop
             if loop is not None:
                 loop.call_soon_threadsafe(self._kick)
@@ -109,22 +103,13 @@ class SearchIndexer:
 
     async def _index(self) -> None:
         self._again = True
-        try:
-            while self._again and self._loop is not None:
-                self._again = False
-                noted = self._noted
-                try:
-                    await self._store.write(index_pending_messages)
-                except Exception:  # the store is closing, or a bug
-                    log.exception(
-                        "indexing messages for search failed; tried again with the next message"
-                        " saved, and at the next start"
-                    )
-                    self._failed = True
-                    return
-                self._failed = False
-                self._indexed = max(self._indexed, noted)
-                self._caught_up.set()
-        finally:
-            self._task = None
-            self._caught_up.set()
+        while self._again and self._loop is not None:
+            self._again = False
+            try:
+                await self._store.write(index_pending_messages)
+            except Exception:  # the store is closing, or a bug
+                log.exception(
+                    "indexing messages for search failed; tried again with the next message"
+                    " saved or search, and at the next start"
+                )
+                return
