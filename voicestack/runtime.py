@@ -26,7 +26,7 @@ from voicestack.agent.memory_service import open_memory
 from voicestack.agent.reply import AgentSettings
 from voicestack.agent.reply_ends import ReplyEnds
 from voicestack.agent.runner import ReplyRunner
-from voicestack.agent.search_index import SEARCH_QUERIES, SearchIndexer
+from voicestack.agent.search_index import SEARCH_QUERIES, SearchIndexer, index_waiting
 from voicestack.agent.shared_feeds import SharedFeeds
 from voicestack.agent.threads import FUNCTIONS as AGENT_FUNCTIONS
 from voicestack.agent.tool_loading import ToolSet, load_tools
@@ -212,7 +212,7 @@ class Runtime:
         function = self.function(name, "query")
         parsed = function.parse_args(args)
         if name in SEARCH_QUERIES:
-            await self.search_index.index_waiting()
+            await index_waiting(self.store)
 
         def run(snapshot: Any) -> CallResult:
             value = function.invoke(QueryCtx(snapshot.db(), user, snapshot.version), parsed)

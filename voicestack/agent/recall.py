@@ -21,6 +21,7 @@ from voicestack.agent.memory import SearchMode, ranked
 from voicestack.agent.memory_retrieval import Scope, hydrate, is_private_thread
 from voicestack.agent.memory_service import installed_memory
 from voicestack.agent.records import now
+from voicestack.agent.search_index import index_waiting
 from voicestack.functions.errors import FunctionError
 from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.store import Store
@@ -103,6 +104,7 @@ async def with_recall(
     if limit <= 0 or user_id is None or not text:
         return messages
     try:
+        await index_waiting(store)
         hits = await store.read(
             lambda snap: find_recalled(snap.db(), user_id, thread_id, text, limit)
         )

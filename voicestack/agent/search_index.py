@@ -11,8 +11,9 @@ The rule the triggers keep: a message in `message_search_pending` has nothing in
 other message has its current text there. So an edited or deleted message takes its old words
 out only when they were indexed, and the index never holds words of a text that is gone.
 
-A search still finds every message committed before it: a search query (SEARCH_QUERIES) that
-finds messages waiting first indexes them itself, whichever process noted them (Runtime.query).
+A search still finds every message committed before it: a search query (SEARCH_QUERIES, in
+Runtime.query) or a reply's recall that finds messages waiting first indexes them itself,
+whichever process noted them.
 A watched search runs again when the index takes a message in (it reads the pending list).
 """
 
@@ -52,6 +53,13 @@ def _waiting(snapshot: Snapshot) -> bool:
     return bool(found)
 
 
+async def index_waiting(store: Store) -> None:
+    """Index now whatever waits (noted by any process), unless nothing does: what a search does
+    before it reads the index, so that it finds every message committed before it."""
+    if await store.read(_waiting):
+        await store.write(index_pending_messages)
+
+
 class SearchIndexer:
     """Indexes, right after, what this process's commits note in the pending list."""
 
@@ -68,12 +76,6 @@ class SearchIndexer:
         self._store.add_commit_listener(self._on_commit)
         self._kick()
 
-    async def index_waiting(self) -> None:
-        """Index now whatever waits (noted by any process), unless nothing does: what a search
-        does before it reads the index."""
-        if await self._store.read(_waiting):
-            await self._store.write(index_pending_messages)
-
     async def close(self) -> None:
         """Stop indexing once what waits is indexed (the last replies' texts too)."""
         self._loop = None
@@ -81,7 +83,7 @@ class SearchIndexer:
         if task is not None:
             await task
         try:
-            await self.index_waiting()
+            await index_waiting(self._store)
         except Exception:
             log.exception("indexing messages for search failed; done at the next start")
 
