@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.agent import Threads, marker
 from tests.support.memory import ids
+from tests.support.server import ServerProcess
 from tests.support.sse import watch
 from voicestack.agent.search_index import PENDING_TABLE, index_pending_messages
 from voicestack.agent.threads import insert_message, insert_thread
@@ -81,6 +82,28 @@ async def test_a_watched_search_updates_when_the_index_takes_a_new_message_in(
             pass
     assert first == []
     assert ids(value) == [message_id]
+
+
+@pytest.mark.agent_server
+async def test_a_watched_searchs_first_value_has_what_another_writer_left_unindexed(
+    client: httpx.AsyncClient, server: ServerProcess
+) -> None:
+    w = marker()
+    other = Store(server.db_path, migrations=ALL_MIGRATIONS)  # another writer on the same file
+    other.start()
+    try:
+
+        def save(db: WriteDB) -> str:
+            thread_id = insert_thread(db, None, title="t")
+            return insert_message(db, thread_id, "user", "complete", text=f"The {w} hopped.")
+
+        message_id = other.write_sync(save).value
+    finally:
+        other.close()
+    args = json.dumps({"query": f"{w}", "mode": "text"})
+    async with watch(client, "/api/watch/memory.search", params={"args": args}) as stream:
+        first = (await stream.next(10)).json["value"]
+    assert ids(first) == [message_id]
 
 
 async def test_the_index_matches_the_messages_through_edits_and_deletes(rt: Runtime):
@@ -249,4 +272,8 @@ async def test_a_search_indexes_first_what_another_process_saved(rt: Runtime):
     finally:
         other.close()
     hits = await rt.query("memory.search", {"query": "numbat"}, None)
-    assert ids(hits.value) == [message_id]
+    version = await rt.store.read(lambda snapshot: snapshot.version)
+    again = await rt.query("memory.search", {"query": "numbat"}, None)
+    assert ids(hits.value) == ids(again.value) == [message_id]
+    # Nothing waited the second time: the search wrote nothing.
+    assert await rt.store.read(lambda snapshot: snapshot.version) == version

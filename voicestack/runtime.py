@@ -311,6 +311,8 @@ class Runtime:
     ) -> Stream:
         """A stream of the queries' values, ended when the viewer's access is revoked; raises
         the first query's refusal, if any refuses."""
+        if any(query.function.name in SEARCH_QUERIES for query in queries):
+            await index_waiting(self.store)  # its first value finds every message before it
         return await open_watch(self.hub, self.access, queries, viewer, last_version, multi)
 
     async def open_thread_feed(

@@ -33,19 +33,30 @@ PENDING_TABLE = "message_search_pending"
 # The queries that read the index: each waits until nothing committed before it waits to be
 # indexed.
 SEARCH_QUERIES = frozenset({"memory.search"})
+# Messages indexed per write: a backlog (after a failure, or a process killed before its index
+# write) is taken in several writes, so that sends in between never wait for all of it.
+INDEX_CHUNK = 500
 
 
 def index_pending_messages(db: WriteDB) -> int:
-    """Index the text of every message waiting in the pending list, and empty the list; returns
-    how many were waiting. Safe to run anywhere, any number of times."""
-    waiting: int = db.scalar(f"SELECT count(*) FROM {PENDING_TABLE}")
-    if waiting:
+    """Index the text of up to INDEX_CHUNK messages waiting in the pending list, oldest first,
+    and take them off it; returns how many were indexed (INDEX_CHUNK: call again). Safe to run
+    anywhere, any number of times."""
+    rowids = [
+        row["rowid"]
+        for row in db.all(
+            f"SELECT rowid FROM {PENDING_TABLE} ORDER BY rowid LIMIT ?", (INDEX_CHUNK,)
+        )
+    ]
+    if rowids:
+        marks = ",".join("?" * len(rowids))
         db.execute(
             "INSERT INTO message_search(rowid, text)"
-            f" SELECT m.rowid, m.text FROM {PENDING_TABLE} p JOIN messages m ON m.rowid = p.rowid"
+            f" SELECT rowid, text FROM messages WHERE rowid IN ({marks})",
+            rowids,
         )
-        db.execute(f"DELETE FROM {PENDING_TABLE}")
-    return waiting
+        db.execute(f"DELETE FROM {PENDING_TABLE} WHERE rowid IN ({marks})", rowids)
+    return len(rowids)
 
 
 def _waiting(snapshot: Snapshot) -> bool:
@@ -55,9 +66,14 @@ def _waiting(snapshot: Snapshot) -> bool:
 
 async def index_waiting(store: Store) -> None:
     """Index now whatever waits (noted by any process), unless nothing does: what a search does
-    before it reads the index, so that it finds every message committed before it."""
-    if await store.read(_waiting):
-        await store.write(index_pending_messages)
+    before it reads the index, so that it finds every message committed before it. A failure is
+    logged, not raised: the search then answers from what is indexed."""
+    try:
+        if await store.read(_waiting):
+            while (await store.write(index_pending_messages)).value == INDEX_CHUNK:
+                pass
+    except Exception:
+        log.warning("indexing messages for search failed; searching what is indexed", exc_info=True)
 
 
 class SearchIndexer:
@@ -82,17 +98,14 @@ class SearchIndexer:
         task, self._task = self._task, None
         if task is not None:
             await task
-        try:
-            await index_waiting(self._store)
-        except Exception:
-            log.exception("indexing messages for search failed; done at the next start")
+        await index_waiting(self._store)
 
     def _on_commit(self, changes: ChangeSet) -> None:
         # On the thread that committed: the writer's, or the loop's. Notes come from changes of
         # messages; an index write alone changes the list but no message, and needs no other.
         if PENDING_TABLE in changes.tables and "messages" in changes.tables:
             loop = self._loop
-            if loop is not None:
+            if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._kick)
 
     def _kick(self) -> None:
@@ -108,7 +121,8 @@ class SearchIndexer:
         while self._again and self._loop is not None:
             self._again = False
             try:
-                await self._store.write(index_pending_messages)
+                while (await self._store.write(index_pending_messages)).value == INDEX_CHUNK:
+                    pass
             except Exception:  # the store is closing, or a bug
                 log.exception(
                     "indexing messages for search failed; tried again with the next message"
