@@ -11,10 +11,10 @@ The rule the triggers keep: a message in `message_search_pending` has nothing in
 other message has its current text there. So an edited or deleted message takes its old words
 out only when they were indexed, and the index never holds words of a text that is gone.
 
-A search still finds every message committed before it: a search query (SEARCH_QUERIES, in
-Runtime.query) or a reply's recall that finds messages waiting first indexes them itself,
-whichever process noted them.
-A watched search runs again when the index takes a message in (it reads the pending list).
+A search still finds every message committed before it: a search query (SEARCH_QUERIES, watched
+or not) or a reply's recall that finds messages waiting first indexes them itself, whichever
+process noted them. A watched search runs again when the index takes a message in (it reads the
+pending list).
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ def index_pending_messages(db: WriteDB) -> int:
     return len(rowids)
 
 
+async def _index_all(store: Store) -> None:
+    while (await store.write(index_pending_messages)).value == INDEX_CHUNK:
+        pass
+
+
 def _waiting(snapshot: Snapshot) -> bool:
     found: int = snapshot.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {PENDING_TABLE})").get
     return bool(found)
@@ -70,8 +75,7 @@ async def index_waiting(store: Store) -> None:
     logged, not raised: the search then answers from what is indexed."""
     try:
         if await store.read(_waiting):
-            while (await store.write(index_pending_messages)).value == INDEX_CHUNK:
-                pass
+            await _index_all(store)
     except Exception:
         log.warning("indexing messages for search failed; searching what is indexed", exc_info=True)
 
@@ -121,8 +125,7 @@ class SearchIndexer:
         while self._again and self._loop is not None:
             self._again = False
             try:
-                while (await self._store.write(index_pending_messages)).value == INDEX_CHUNK:
-                    pass
+                await _index_all(self._store)
             except Exception:  # the store is closing, or a bug
                 log.exception(
                     "indexing messages for search failed; tried again with the next message"
