@@ -1,9 +1,10 @@
 """The single writer: mutations queued together share one transaction (group commit).
 
-Each mutation runs inside its own SAVEPOINT, so one that raises rolls back alone while the others
-in the same transaction commit. After COMMIT the batch's ChangeSet, with the next version, is
-published to the listeners and only then are the callers' futures resolved: the event loop's
-callers all at once, with one wake-up of their loop per commit.
+Each mutation of a batch runs inside its own SAVEPOINT, so one that raises rolls back alone while
+the others in the same transaction commit; a batch of one rolls its whole transaction back. After
+COMMIT the batch's ChangeSet, with the next version, is published to the listeners and only then
+are the callers' futures resolved: the event loop's callers all at once, with one wake-up of their
+loop per commit.
 
 Batches normally run on the writer thread. An event loop may also commit a batch itself
 (`commit_on_loop`, voicestack/store/loop_commits.py) when nothing else is writing at that moment:
@@ -330,13 +331,22 @@ class Writer:
         self._recorder.reset()
         if not begun:
             conn.execute("BEGIN IMMEDIATE")
+        # A lone mutation needs no savepoint: rolling the whole transaction back undoes it
+        # alone. A savepoint keeps a copy of every page the mutation changes (a message's send
+        # changes about 15), which SQLite would spill to a temporary file past 64 KiB.
+        lone = len(jobs) == 1
         try:
             for job in jobs:
-                conn.execute("SAVEPOINT mutation")
+                if not lone:
+                    conn.execute("SAVEPOINT mutation")
                 try:
                     job.value = job.fn(self._db)
                 except BaseException as exc:
                     job.error = exc
+                    if conn.in_transaction and lone:
+                        conn.execute("ROLLBACK")
+                        self._recorder.reset()
+                        return None, None
                     if conn.in_transaction:
                         conn.execute("ROLLBACK TO mutation")
                         conn.execute("RELEASE mutation")
@@ -344,7 +354,8 @@ class Writer:
                         continue
                     self._recorder.reset()
                     return None, job
-                conn.execute("RELEASE mutation")
+                if not lone:
+                    conn.execute("RELEASE mutation")
                 self._recorder.keep_current()
             changeset = None
             if self._recorder.has_changes:
