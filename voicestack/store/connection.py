@@ -89,7 +89,12 @@ def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> ap
             raise RuntimeError(f"Could not put {path} in WAL mode (it reports {mode!r}).")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    if not writer:
+    if writer:
+        # A group commit's savepoints copy the pages each mutation changes; past 64 KiB SQLite
+        # would spill them to a temporary file, created and written for every such commit.
+        # Held in memory they cost what the transaction touched, and only until it ends.
+        conn.execute("PRAGMA temp_store=MEMORY")
+    else:
         conn.execute("PRAGMA query_only=ON")
     return conn
 
