@@ -24,6 +24,7 @@ import logging
 
 from voicestack.store.changes import ChangeSet
 from voicestack.store.db import WriteDB
+from voicestack.store.loop_calls import call_soon_on
 from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
 
@@ -110,7 +111,7 @@ class SearchIndexer:
         if PENDING_TABLE in changes.tables and "messages" in changes.tables:
             loop = self._loop
             if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._kick)
+                call_soon_on(loop, self._kick)
 
     def _kick(self) -> None:
         if self._loop is None:

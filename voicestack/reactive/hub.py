@@ -37,6 +37,7 @@ from voicestack.reactive.subscription import (
     run_query,
 )
 from voicestack.store.changes import ChangeSet, changed_since
+from voicestack.store.loop_calls import call_soon_on
 from voicestack.store.observer import CommitObserver
 from voicestack.store.readers import ReaderConnection, Snapshot
 from voicestack.store.store import Store
@@ -102,7 +103,7 @@ class Hub:
     def _on_commit_threadsafe(self, changeset: ChangeSet) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.receive, changeset)
+            call_soon_on(loop, self.receive, changeset)
 
     def receive(self, changeset: ChangeSet) -> None:
         """Take a committed ChangeSet (on the event loop); the batch loop handles it."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from voicestack.store.db import WriteDB
+from voicestack.store.loop_calls import call_soon_on
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,9 @@ class Resolutions:
             self._by_loop.setdefault(job.waiter.get_loop(), []).append((job.waiter, result, error))
 
     def flush(self) -> None:
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # the writer thread
-            running = None
         for loop, outcomes in self._by_loop.items():
-            if loop is running:  # a batch committed on its waiters' own loop
-                loop.call_soon(_settle, outcomes)
-                continue
             try:
-                loop.call_soon_threadsafe(_settle, outcomes)
+                call_soon_on(loop, _settle, outcomes)
             except RuntimeError:  # the loop closed: its tasks are gone
                 log.debug("a write's event loop closed before its commit was told")
         self._by_loop = {}
