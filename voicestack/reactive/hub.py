@@ -20,26 +20,20 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
-from voicestack.reactive.channel import Channel, ErrorPayload, FeedChannel, Outbox, Payload
+from voicestack.reactive.channel import Channel, FeedChannel, Outbox
 from voicestack.reactive.foreign_commits import ForeignCommits
 from voicestack.reactive.inbox import CommitInbox
 from voicestack.reactive.keepalive import Streams
 from voicestack.reactive.listeners import BatchListeners, Feed, FeedJoin, Listeners
 from voicestack.reactive.queries import SharedQueries
-from voicestack.reactive.subscription import (
-    Outcome,
-    QueryJoin,
-    SharedQuery,
-    Subscription,
-    run_query,
-)
-from voicestack.store.changes import ChangeSet, changed_since
+from voicestack.reactive.query_batches import admit_joins, run_batch_queries
+from voicestack.reactive.subscription import Outcome, QueryJoin, SharedQuery, Subscription
+from voicestack.store.changes import ChangeSet
 from voicestack.store.loop_calls import call_soon_on
 from voicestack.store.observer import CommitObserver
-from voicestack.store.readers import ReaderConnection, Snapshot
+from voicestack.store.readers import ReaderConnection
 from voicestack.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -245,7 +239,7 @@ class Hub:
             # The snapshot ends in the same trip to the hub's thread as the queries.
             nonlocal ended
             try:
-                return self._execute(snapshot, to_run, joins, listeners)
+                return run_batch_queries(snapshot, to_run, joins, listeners)
             finally:
                 ended = True
                 reader.end()
@@ -293,7 +287,7 @@ class Hub:
         # gets nothing of this version, neither query values nor feed events.
         listeners.deliver_gates()
         self._queries.apply(outcomes, version, loop.time())
-        self._admit(joins, current, version)
+        admit_joins(self._queries, joins, current, version)
         listeners.deliver()
         self._listeners.batch_done()
         in_flight, self._in_flight = self._in_flight, set()
@@ -326,46 +320,6 @@ class Hub:
                 if self._queries.reads(table) or any(table in tables for tables in watched):
                     return True
         return False
-
-    def _execute(
-        self,
-        snapshot: Snapshot,
-        to_run: set[SharedQuery],
-        joins: list[QueryJoin],
-        listeners: BatchListeners,
-    ) -> tuple[dict[SharedQuery, Outcome], set[int]]:
-        """Runs on the hub's reader thread, inside the pinned snapshot."""
-        outcomes = {shared: run_query(snapshot, shared) for shared in to_run}
-        listeners.collect(snapshot)
-        current: set[int] = set()
-        for index, join in enumerate(joins):
-            outcome = outcomes.get(join.shared)
-            tables = outcome.tables if outcome else join.shared.tables
-            if join.last_version is not None and not changed_since(
-                snapshot.conn, join.last_version, snapshot.version, tables
-            ):
-                current.add(index)
-        return outcomes, current
-
-    def _admit(self, joins: list[QueryJoin], current: set[int], version: int) -> None:
-        for index, join in enumerate(joins):
-            shared, subscription = join.shared, join.subscription
-            if join.ready.done():  # the subscriber went away while it waited
-                continue
-            payload = shared.payload
-            if isinstance(payload, ErrorPayload) and (payload.final or not shared.subscriptions):
-                if not shared.subscriptions:
-                    self._queries.drop(shared)
-                join.ready.set_exception(
-                    FunctionError(payload.code, payload.message, payload.status)
-                )
-                continue
-            shared.subscriptions.add(subscription)
-            if index not in current and payload is not None:
-                if isinstance(payload, Payload) and payload.version != version:
-                    payload = Payload(payload.value_json, version)
-                subscription.channel.push(subscription.sub_id, payload)
-            join.ready.set_result(None)
 
     def _fail_joins(self, reason: str) -> None:
         for join in self._joins:
