@@ -71,6 +71,7 @@ class Hub:
         self._reader: ReaderConnection | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
         self._reader_calls = 0  # calls on the reader queued or running on the hub's thread
+        self._batch_running = False  # the batch loop is inside a batch (maybe awaiting)
         self._foreign = ForeignCommits(
             store.notices, poll_s, lambda: self._on_reader(self._read_foreign), self.receive
         )
@@ -100,9 +101,48 @@ class Hub:
             call_soon_on(loop, self.receive, changeset)
 
     def receive(self, changeset: ChangeSet) -> None:
-        """Take a committed ChangeSet (on the event loop); the batch loop handles it."""
-        if self._inbox.put(changeset):
+        """Take a committed ChangeSet (on the event loop): delivered at once when it makes a
+        light batch (`_light_batch_now`), else handled by the batch loop."""
+        if self._inbox.put(changeset) and not self._light_batch_now():
             self._wake.set()
+
+    def _light_batch_now(self) -> bool:
+        """Run the pending commits' batch here, now, when the batch loop would only hand them to
+        feeds and observers on the event loop: it is idle, nothing joins, no query re-runs, no
+        gate judges, and the commits are few and all known. This spares the batch loop's
+        wake-up, a turn of the event loop between a commit and its events reaching watchers.
+        False when the batch loop has something to do."""
+        pending, reader = self._inbox.pending, self._reader
+        if (
+            self._batch_running
+            or self._wake.is_set()
+            or self._joins
+            or self._listeners.joins_waiting
+            or reader is None
+            or not self._reader_idle()
+            or not _small(pending)
+            or not self._relevant(pending)
+            or self._queries.invalidated(pending)
+            or self._listeners.gated(pending)
+        ):
+            return False
+        try:
+            snapshot = reader.begin()
+            try:
+                version = snapshot.version
+                if self._inbox.received < version:
+                    return False  # another process's commit is not in yet: the loop waits
+                listeners = self._listeners.take(self._inbox.take(version))
+                listeners.feed_first(snapshot)
+            finally:
+                reader.end()
+            self.version = max(self.version, version)
+            self.batches += 1
+            listeners.deliver()
+            self._listeners.batch_done()
+        except Exception:
+            log.exception("subscription batch failed")
+        return not self._inbox.pending
 
     # -- subscribing ---------------------------------------------------------------------------
 
@@ -214,6 +254,7 @@ class Hub:
                 # Nobody watches what these commits changed: no snapshot, no re-run.
                 self.version = max(self.version, *(cs.version for cs in self._inbox.take_all()))
                 continue
+            self._batch_running = True
             try:
                 await self._run_batch()
             except asyncio.CancelledError:
@@ -222,6 +263,8 @@ class Hub:
                 log.exception("subscription batch failed")
                 self._in_flight = set()
                 self._fail_joins("subscription batch failed")
+            finally:
+                self._batch_running = False
 
     async def _run_batch(self) -> None:
         loop = asyncio.get_running_loop()

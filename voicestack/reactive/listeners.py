@@ -164,6 +164,10 @@ class Listeners:
         ]
         return [listener.tables for listener in everyone if listener.active]
 
+    def gated(self, changes: list[ChangeSet]) -> bool:
+        """Whether `changes` concern a gate (the streams it holds are judged again)."""
+        return any(_touching(changes, gate.tables) for gate in self._gates)
+
     def take(self, changes: list[ChangeSet]) -> BatchListeners:
         """The feeds and observers that `changes` or a waiting join concern, for one batch."""
         joins, self._waiting = self._waiting, []
