@@ -333,7 +333,7 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
         # A lone mutation needs no savepoint: rolling the whole transaction back undoes it
         # alone. A savepoint keeps a copy of every page the mutation changes (a message's send
-        # changes about 15), which SQLite would spill to a temporary file past 64 KiB.
+        # changes about 20), work for nothing when the mutation succeeds.
         lone = len(jobs) == 1
         try:
             for job in jobs:
@@ -352,6 +352,12 @@ class Writer:
                         conn.execute("RELEASE mutation")
                         self._recorder.discard_current()
                         continue
+                    self._recorder.reset()
+                    return None, job
+                if lone and not conn.in_transaction:
+                    # It ended the transaction itself (caught a ROLLBACK, or committed): what
+                    # it wrote is not this batch's to log or publish.
+                    job.error = RuntimeError("The mutation ended its own transaction.")
                     self._recorder.reset()
                     return None, job
                 if not lone:
