@@ -48,8 +48,7 @@ def inspect(path: Path, sql: str) -> list[tuple]:
 
 
 def test_writer_connection_settings(store):
-    wanted = (*PRAGMAS, "temp_store")
-    result = store.write_sync(lambda db: {p: db.scalar(f"PRAGMA {p}") for p in wanted})
+    result = store.write_sync(lambda db: {p: db.scalar(f"PRAGMA {p}") for p in PRAGMAS})
     settings = result.value
     assert settings["busy_timeout"] >= 5000
     assert settings == {
@@ -57,7 +56,6 @@ def test_writer_connection_settings(store):
         "synchronous": 1,
         "busy_timeout": settings["busy_timeout"],
         "foreign_keys": 1,
-        "temp_store": 2,  # MEMORY: savepoints never spill to a temporary file
     }
 
 

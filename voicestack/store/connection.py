@@ -8,7 +8,12 @@ from pathlib import Path
 
 import apsw
 
+from voicestack.store.journal_spill import keep_rollback_copies_in_memory
+
 log = logging.getLogger(__name__)
+
+# Before this process opens its first connection (voicestack/store/journal_spill.py).
+keep_rollback_copies_in_memory()
 
 # Litestream takes short write locks; apsw.bestpractice's 100 ms would surface them as errors.
 BUSY_TIMEOUT_MS = 5000
@@ -89,12 +94,7 @@ def _configure(conn: apsw.Connection, path: Path, *, writer: bool = False) -> ap
             raise RuntimeError(f"Could not put {path} in WAL mode (it reports {mode!r}).")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    if writer:
-        # A group commit's savepoints copy the pages each mutation changes; past 64 KiB SQLite
-        # would spill them to a temporary file, created and written for every such commit.
-        # Held in memory they cost what the transaction touched, and only until it ends.
-        conn.execute("PRAGMA temp_store=MEMORY")
-    else:
+    if not writer:
         conn.execute("PRAGMA query_only=ON")
     return conn
 
