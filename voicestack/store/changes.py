@@ -45,8 +45,9 @@ class ChangeSet:
 class ChangeRecorder:
     """Collects (table, rowid) from the writer's update hook, one mutation at a time.
 
-    A mutation's changes are kept only when its savepoint is released; a rolled-back mutation's
-    changes are discarded, because the update hook also fires for rows that are later rolled back.
+    A mutation's changes are kept only once it succeeded (its savepoint, if any, released); a
+    rolled-back mutation's changes are discarded, because the update hook also fires for rows that
+    are later rolled back.
     """
 
     def __init__(self) -> None:

@@ -68,7 +68,8 @@ class ExecResult:
 
 
 class WriteDB(RowQueries):
-    """Read-write access for a mutation, inside its own savepoint of the group commit."""
+    """Read-write access for a mutation, inside the group commit's transaction (in a savepoint of
+    its own when the batch has others)."""
 
     def __init__(self, conn: apsw.Connection) -> None:
         self._conn = conn
