@@ -7,6 +7,10 @@ to V, re-runs exactly the shared queries whose read set those commits touched (p
 new subscribers are waiting for), all in that snapshot, and pushes only values that changed. Every
 value a client receives in one batch is therefore consistent at version V. Feeds and commit
 observers (voicestack/reactive/listeners.py) read the same snapshot in the same batch.
+
+A light batch, whose commits changed a few listed rows, re-run no query, concern no gate and
+admit nobody, is run as soon as the hub hears of its commit (`_light_batch_now`), on the event
+loop, when the batch loop is idle: it only hands the feeds and observers their part.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class Hub:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "voicestack-hub")
         self._reader_calls = 0  # calls on the reader queued or running on the hub's thread
         self._batch_running = False  # the batch loop is inside a batch (maybe awaiting)
+        self._closing = False
         self._foreign = ForeignCommits(
             store.notices, poll_s, lambda: self._on_reader(self._read_foreign), self.receive
         )
@@ -88,14 +93,15 @@ class Hub:
             self._executor, lambda: reader.read(lambda s: s.version)
         )
         self._inbox = CommitInbox(self.version)
-        self._store.add_commit_listener(self._on_commit_threadsafe)
+        self._store.add_commit_listener(self._on_commit)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
             asyncio.create_task(self._streams.run(), name="voicestack-keepalive"),
             asyncio.create_task(self._foreign.run(), name="voicestack-commit-poll"),
         ]
 
-    def _on_commit_threadsafe(self, changeset: ChangeSet) -> None:
+    def _on_commit(self, changeset: ChangeSet) -> None:
+        # On the thread that committed: the writer's, or this loop's own.
         loop = self._loop
         if loop is not None and not loop.is_closed():
             call_soon_on(loop, self.receive, changeset)
@@ -115,6 +121,7 @@ class Hub:
         pending, reader = self._inbox.pending, self._reader
         if (
             self._batch_running
+            or self._closing
             or self._wake.is_set()
             or self._joins
             or self._listeners.joins_waiting
@@ -386,6 +393,7 @@ class Hub:
 
     async def close(self) -> None:
         """End every stream (pending values are still sent) and stop the hub's tasks."""
+        self._closing = True
         self.close_streams()
         self._foreign.stop()
         for task in self._tasks:
