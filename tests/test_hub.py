@@ -55,11 +55,17 @@ def get_item(ctx: QueryCtx, args: ItemId) -> dict:
     return row
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(tmp_path / "hub.db")
+def open_hub_store(path: Path) -> Store:
+    """A started Store on `path` with the tables these tests query."""
+    store = Store(path)
     store.migrate_app("hubtest", MIGRATIONS)
     store.start()
+    return store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = open_hub_store(tmp_path / "hub.db")
     yield store
     store.close()
 
