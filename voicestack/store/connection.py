@@ -8,12 +8,7 @@ from pathlib import Path
 
 import apsw
 
-from voicestack.store.journal_spill import keep_rollback_copies_in_memory
-
 log = logging.getLogger(__name__)
-
-# Before this process opens its first connection (voicestack/store/journal_spill.py).
-keep_rollback_copies_in_memory()
 
 # Litestream takes short write locks; apsw.bestpractice's 100 ms would surface them as errors.
 BUSY_TIMEOUT_MS = 5000

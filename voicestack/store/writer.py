@@ -333,7 +333,7 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
         # A lone mutation needs no savepoint: rolling the whole transaction back undoes it
         # alone. A savepoint keeps a copy of every page the mutation changes (a message's send
-        # changes about 20), work for nothing when the mutation succeeds.
+        # changes about 20), past 64 KiB in a temporary file, work for nothing when it succeeds.
         lone = len(jobs) == 1
         try:
             for job in jobs:
