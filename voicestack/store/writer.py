@@ -343,17 +343,17 @@ class Writer:
                     job.value = job.fn(self._db)
                 except BaseException as exc:
                     job.error = exc
-                    if conn.in_transaction and lone:
+                    if not conn.in_transaction:  # SQLite rolled the whole transaction back
+                        self._recorder.reset()
+                        return None, job
+                    if lone:
                         conn.execute("ROLLBACK")
                         self._recorder.reset()
                         return None, None
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK TO mutation")
-                        conn.execute("RELEASE mutation")
-                        self._recorder.discard_current()
-                        continue
-                    self._recorder.reset()
-                    return None, job
+                    conn.execute("ROLLBACK TO mutation")
+                    conn.execute("RELEASE mutation")
+                    self._recorder.discard_current()
+                    continue
                 if lone and not conn.in_transaction:
                     # It ended the transaction itself (caught a ROLLBACK, or committed): what
                     # it wrote is not this batch's to log or publish.
