@@ -23,6 +23,7 @@ from voicestack.agent.membership import require_thread, thread_visible
 from voicestack.agent.records import (
     MESSAGE_COLUMNS,
     TOOL_CALL_COLUMNS,
+    EventRow,
     message_from_row,
     tool_call_from_row,
 )
@@ -141,6 +142,33 @@ class ThreadFeed:
             compressed = opening(catch_up) if join.outbox.deflated is not None else catch_up
             collected.catch_ups.append((compressed, cursor))
         return collected
+
+    def deliver_remembered(self, changes: list[ChangeSet]) -> bool:
+        """Send the events `changes` (the commits right after the last batch's) inserted, from
+        the rows their writer handed over, without a read: False, and nothing sent, when a
+        commit's are not all known that way (the next batch reads them)."""
+        if self._last_id is None:
+            return False
+        rows: dict[int, EventRow] = {}
+        for changeset in changes:
+            remembered = changeset.remembered_rows("thread_events")
+            if remembered is None:
+                return False
+            rows.update(remembered)
+        if not rows:
+            return True
+        if min(rows) <= self._last_id:
+            return False  # not the events after the last batch's (never expected)
+        collected = _Collected(max(rows))
+        watched = self._outboxes.keys()
+        for event_id in sorted(rows):
+            row = rows[event_id]
+            if row.thread_id in watched:
+                collected.events.setdefault(row.thread_id, []).append(
+                    (event_id, encode_row_event(event_id, row.kind, row.data))
+                )
+        self.deliver(collected, [])
+        return True
 
     def catch_up(self, snapshot: Snapshot, thread_id: str, cursor: int | None) -> tuple[bytes, int]:
         """What a client at `cursor` (None: none yet) is missing of the thread in `snapshot`,

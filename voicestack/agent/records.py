@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from voicestack import jsoncodec
 from voicestack.auth.users import user_by_id
@@ -152,12 +152,24 @@ def load_tool_call(db: AnyDB, call_id: str) -> dict[str, Any] | None:
     return tool_call_from_row(row) if row else None
 
 
+class EventRow(NamedTuple):
+    """A `thread_events` row as its insert wrote it, handed to the feed with the commit."""
+
+    thread_id: str
+    kind: str
+    data: bytes  # the event's JSON
+
+
 def emit(db: WriteDB, thread_id: str, kind: str, ref: str, data: dict[str, Any]) -> int:
     """Append one event to the thread feed (in the caller's transaction); returns its id."""
-    return db.execute(
+    encoded = jsoncodec.dumps(data)
+    event_id = db.execute(
         "INSERT INTO thread_events(thread_id, kind, ref, data) VALUES (?, ?, ?, ?)",
-        (thread_id, kind, ref, jsoncodec.dumps(data).decode()),
+        (thread_id, kind, ref, encoded.decode()),
     ).last_rowid
+    # The feed sends it from memory once committed, without reading it back.
+    db.remember("thread_events", event_id, EventRow(thread_id, kind, encoded))
+    return event_id
 
 
 def emit_message(db: WriteDB, message_id: str) -> dict[str, Any]:

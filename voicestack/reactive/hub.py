@@ -10,7 +10,9 @@ observers (voicestack/reactive/listeners.py) read the same snapshot in the same 
 
 A light batch, whose commits changed a few listed rows, re-run no query, concern no gate and
 admit nobody, is run as soon as the hub hears of its commit (`_light_batch_now`), on the event
-loop, when the batch loop is idle: it only hands the feeds and observers their part.
+loop, when the batch loop is idle: it only hands the feeds and observers their part. A commit
+made on the loop itself is fed even sooner, inside the commit, from the rows its writer handed
+over (`_feed_at_once`), when it is the next one and its batch would be that light.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from voicestack.reactive.queries import SharedQueries
 from voicestack.reactive.query_batches import admit_joins, run_batch_queries
 from voicestack.reactive.subscription import Outcome, QueryJoin, SharedQuery, Subscription
 from voicestack.store.changes import ChangeSet
-from voicestack.store.loop_calls import call_soon_on
+from voicestack.store.loop_calls import call_soon_on, on_own_loop
 from voicestack.store.observer import CommitObserver
 from voicestack.store.readers import ReaderConnection
 from voicestack.store.store import Store
@@ -103,8 +105,40 @@ class Hub:
     def _on_commit(self, changeset: ChangeSet) -> None:
         # On the thread that committed: the writer's, or this loop's own.
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            call_soon_on(loop, self.receive, changeset)
+        if loop is None or loop.is_closed():
+            return
+        call_soon_on(loop, self.receive, changeset)
+        if on_own_loop(loop):
+            try:
+                self._feed_at_once(changeset)
+            except Exception:
+                log.exception("feeding a commit's events at once failed")
+
+    def _feed_at_once(self, changeset: ChangeSet) -> None:
+        """Push a commit made on this loop to the feeds from the rows its writer handed over,
+        before the commit's caller hears of it, when it is the commit right after the last
+        batch's and its batch would only feed and tell observers. That batch (`receive`) then
+        finds the events sent."""
+        changes = [changeset]
+        if (
+            not self._inbox.pending
+            and changeset.version == self.version + 1
+            and self._only_listeners(changes)
+        ):
+            self._listeners.feed_remembered(changes)
+
+    def _only_listeners(self, changes: list[ChangeSet]) -> bool:
+        """Whether a batch of `changes` now would only hand them to feeds and observers: no
+        batch runs or is due, nobody joins, no query re-runs, no gate judges them."""
+        return not (
+            self._batch_running
+            or self._closing
+            or self._wake.is_set()
+            or self._joins
+            or self._listeners.joins_waiting
+            or self._queries.invalidated(changes)
+            or self._listeners.gated(changes)
+        )
 
     def receive(self, changeset: ChangeSet) -> None:
         """Take a committed ChangeSet (on the event loop): delivered at once when it makes a
@@ -120,17 +154,11 @@ class Hub:
         False when the batch loop has something to do."""
         pending, reader = self._inbox.pending, self._reader
         if (
-            self._batch_running
-            or self._closing
-            or self._wake.is_set()
-            or self._joins
-            or self._listeners.joins_waiting
+            not self._only_listeners(pending)
             or reader is None
             or not self._reader_idle()
             or not _small(pending)
             or not self._relevant(pending)
-            or self._queries.invalidated(pending)
-            or self._listeners.gated(pending)
         ):
             return False
         try:

@@ -49,6 +49,12 @@ class Feed(Protocol[Collected]):
         """Push what was collected to outboxes and admit the joins."""
         ...
 
+    def deliver_remembered(self, changes: list[ChangeSet]) -> bool:
+        """Push what `changes`, the commits right after the last batch's, appended, from the
+        values their writer handed over (ChangeSet.remembered), at once and without reading;
+        False, and nothing pushed, when those do not tell all of it."""
+        ...
+
 
 @dataclass(eq=False)
 class FeedJoin:
@@ -163,6 +169,13 @@ class Listeners:
             *self._observers,
         ]
         return [listener.tables for listener in everyone if listener.active]
+
+    def feed_remembered(self, changes: list[ChangeSet]) -> None:
+        """Let every feed `changes` concern push their events from memory (Feed.deliver_remembered);
+        those that cannot read them in the next batch, as usual."""
+        for feed in self._feeds:
+            if relevant := _touching(changes, feed.tables):
+                feed.deliver_remembered(relevant)
 
     def gated(self, changes: list[ChangeSet]) -> bool:
         """Whether `changes` concern a gate (the streams it holds are judged again)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import apsw
 
@@ -36,10 +37,25 @@ class ChangeSet:
     # The tables in which a row was deleted (a rowid in `rows` may since be another row's);
     # None: not known, take it for any.
     deleted: frozenset[str] | None = None
+    # table -> rowid -> the value the mutation that inserted the row handed over with it
+    # (WriteDB.remember), kept in the committing process's memory; empty in a logged commit.
+    remembered: dict[str, dict[int, Any]] = field(default_factory=dict)
 
     def touches(self, tables: frozenset[str] | set[str]) -> bool:
         """True when this commit changed any of `tables`."""
         return not self.tables.isdisjoint(tables)
+
+    def remembered_rows(self, table: str) -> dict[int, Any] | None:
+        """The remembered value of every row this commit changed in `table` (empty when it
+        changed none), or None when some row's is not known: not remembered, changed again
+        after, deleted, or the commit is another process's."""
+        if table not in self.tables:
+            return {}
+        rows = self.rows.get(table)
+        memo = self.remembered.get(table)
+        if rows is None or memo is None or self.deleted is None or table in self.deleted:
+            return None
+        return memo if memo.keys() == rows else None
 
 
 class ChangeRecorder:
@@ -47,7 +63,7 @@ class ChangeRecorder:
 
     A mutation's changes are kept only once it succeeded (its savepoint, if any, released); a
     rolled-back mutation's changes are discarded, because the update hook also fires for rows that
-    are later rolled back.
+    are later rolled back. So are the values its inserts handed over (`remember`).
     """
 
     def __init__(self) -> None:
@@ -55,6 +71,12 @@ class ChangeRecorder:
         self._current: dict[str, set[int] | None] = {}
         self._deleted: set[str] = set()
         self._deleted_now: set[str] = set()
+        self._memos = _Memos()
+
+    def remember(self, table: str, rowid: int, value: Any) -> None:
+        """Keep `value` with the row `rowid` the running mutation just inserted in `table`, for
+        the commit listeners (ChangeSet.remembered)."""
+        self._memos.add(table, rowid, value)
 
     def on_update(self, op: int, _db: str, table: str, rowid: int) -> None:
         """apsw update hook: remember one changed row of the running mutation."""
@@ -62,6 +84,8 @@ class ChangeRecorder:
             return
         if op == apsw.SQLITE_DELETE:
             self._deleted_now.add(table)
+        if op != apsw.SQLITE_INSERT:
+            self._memos.forget(table, rowid)  # its value is no longer the one handed over
         rows = self._current.get(table, set())
         if rows is None:
             return
@@ -87,11 +111,13 @@ class ChangeRecorder:
         self._current = {}
         self._deleted |= self._deleted_now
         self._deleted_now = set()
+        self._memos.keep_current()
 
     def discard_current(self) -> None:
         """The running mutation rolled back: forget what it changed."""
         self._current = {}
         self._deleted_now = set()
+        self._memos.discard_current()
 
     def reset(self) -> None:
         """Forget everything: the whole transaction rolled back."""
@@ -99,6 +125,7 @@ class ChangeRecorder:
         self._current = {}
         self._deleted = set()
         self._deleted_now = set()
+        self._memos = _Memos()
 
     @property
     def has_changes(self) -> bool:
@@ -109,9 +136,40 @@ class ChangeRecorder:
         """The kept changes as a ChangeSet for `version`; the recorder is left empty."""
         rows = {t: frozenset(r) for t, r in self._committed.items() if r is not None}
         deleted = frozenset(self._deleted)
-        changeset = ChangeSet(version, frozenset(self._committed), rows, time.time(), deleted)
+        remembered = self._memos.committed
+        changeset = ChangeSet(
+            version, frozenset(self._committed), rows, time.time(), deleted, remembered
+        )
         self.reset()
         return changeset
+
+
+class _Memos:
+    """The values inserts handed over, a mutation at a time like the recorder's rows; at most
+    MAX_ROWS_PER_TABLE per table (past that the table's rows are not listed either)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[str, dict[int, Any]] = {}
+        self._current: dict[str, dict[int, Any]] = {}
+
+    def add(self, table: str, rowid: int, value: Any) -> None:
+        memo = self._current.setdefault(table, {})
+        if len(memo) < MAX_ROWS_PER_TABLE:
+            memo[rowid] = value
+
+    def forget(self, table: str, rowid: int) -> None:
+        for memos in (self._current, self.committed):
+            memo = memos.get(table)
+            if memo is not None:
+                memo.pop(rowid, None)
+
+    def keep_current(self) -> None:
+        for table, memo in self._current.items():
+            self.committed.setdefault(table, {}).update(memo)
+        self._current = {}
+
+    def discard_current(self) -> None:
+        self._current = {}
 
 
 # In a logged commit's rows, beside the tables' rowids: the tables in which a row was deleted

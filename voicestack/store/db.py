@@ -7,7 +7,7 @@ which is how a subscription learns what it depends on without declaring it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +67,24 @@ class ExecResult:
     last_rowid: int
 
 
+# Keeps a value with a row just inserted, for the commit's listeners: (table, rowid, value).
+Remember = Callable[[str, int, Any], None]
+
+
 class WriteDB(RowQueries):
     """Read-write access for a mutation, inside the group commit's transaction (in a savepoint of
     its own when the batch has others)."""
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    def __init__(self, conn: apsw.Connection, remember: Remember | None = None) -> None:
         self._conn = conn
+        self._remember = remember
+
+    def remember(self, table: str, rowid: int, value: Any) -> None:
+        """Hand `value` over with the row `rowid` this mutation just inserted in `table`: the
+        commit's listeners in this process find it in ChangeSet.remembered instead of reading
+        the row (unless the row changes again in the same commit). A no-op outside the writer."""
+        if self._remember is not None:
+            self._remember(table, rowid, value)
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row `sql` returns, as dicts (reads see this transaction's own writes)."""

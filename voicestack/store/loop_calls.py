@@ -13,14 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 
+def on_own_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running `loop`."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # a thread without a running loop: the writer's
+        return False
+
+
 def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
     """Run `callback(*args)` on `loop`'s next turn, from any thread; RuntimeError when `loop` is
     closed."""
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:  # a thread without a running loop: the writer's
-        running = None
-    if running is loop:
+    if on_own_loop(loop):
         loop.call_soon(callback, *args)
     else:
         loop.call_soon_threadsafe(callback, *args)

@@ -58,7 +58,6 @@ class Writer:
     ) -> None:
         self._conn = conn
         self._lock = lock
-        self._db = WriteDB(conn)
         self._max_batch = max_batch
         self._log_keep = log_keep
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -67,6 +66,7 @@ class Writer:
         self._outstanding_guard = threading.Lock()
         self._listeners: list[CommitListener] = []
         self._recorder = ChangeRecorder()
+        self._db = WriteDB(conn, self._recorder.remember)
         self._thread: threading.Thread | None = None
         self._stopping = False
         # Held while a batch runs, on the writer thread or on a loop: one at a time.
