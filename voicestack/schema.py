@@ -3,8 +3,8 @@ tables, the agent's, users and tokens, thread membership, the jobs table with th
 jobs, full-text search over messages, the live conversations' per-turn metrics, named agents
 with cost per message, each reply's usage in parts (one per agent that answered), threads'
 metadata, the one-time tokens of phone calls' media streams, sign-in's identities and
-sessions, semantic memory, the ids the access guard reads, fixed, and messages indexed for
-search just after their commit.
+sessions, semantic memory, the ids the access guard reads, fixed, messages indexed for search
+just after their commit, and each thread's last message position.
 
 The server and the host-side `voicestack db` and `token` commands open a database with the same
 list, so both agree on what "up to date" means. The order and count are history: a database
@@ -23,6 +23,7 @@ from voicestack.agent.migrations import (
     REPLY_PARTS_MIGRATIONS,
     SEARCH_INDEX_MIGRATIONS,
     THREAD_METADATA_MIGRATIONS,
+    THREAD_POSITION_MIGRATIONS,
     VOICE_METRICS_MIGRATIONS,
 )
 from voicestack.auth.migrations import ACCESS_KEYS_MIGRATIONS, AUTH_MIGRATIONS
@@ -47,6 +48,7 @@ ALL_MIGRATIONS: tuple[Migration, ...] = (
     *SEMANTIC_MEMORY_MIGRATIONS,
     *ACCESS_KEYS_MIGRATIONS,
     *SEARCH_INDEX_MIGRATIONS,
+    *THREAD_POSITION_MIGRATIONS,
 )
 
 __all__ = ["ALL_MIGRATIONS"]

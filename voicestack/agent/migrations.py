@@ -311,3 +311,23 @@ SEARCH_INDEX_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+THREAD_POSITION_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        # A new message's place is the thread's last one plus one. Reading it from the thread's
+        # row, which the sending mutation has just read, costs less than a seek for the largest
+        # position in the messages' index on every send. The trigger keeps it for every insert,
+        # a mutation's own SQL included, so a place is never taken twice; a deleted message's
+        # place is not given again.
+        "thread_last_position",
+        """
+        ALTER TABLE threads ADD COLUMN last_position INTEGER NOT NULL DEFAULT 0;
+        UPDATE threads SET last_position = coalesce(
+            (SELECT max(position) FROM messages WHERE thread_id = threads.id), 0);
+        CREATE TRIGGER thread_last_position AFTER INSERT ON messages BEGIN
+            UPDATE threads SET last_position = NEW.position
+            WHERE id = NEW.thread_id AND last_position < NEW.position;
+        END;
+        """,
+    ),
+)

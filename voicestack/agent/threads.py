@@ -49,9 +49,8 @@ from voicestack.store.db import ReadDB, WriteDB
 
 
 def _next_position(db: WriteDB, thread_id: str) -> int:
-    position: int = db.scalar(
-        "SELECT coalesce(max(position), 0) + 1 FROM messages WHERE thread_id = ?", (thread_id,)
-    )
+    # The thread's row keeps its last position (a trigger on every insert into messages).
+    position: int = db.scalar("SELECT last_position + 1 FROM threads WHERE id = ?", (thread_id,))
     return position
 
 

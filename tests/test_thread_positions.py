@@ -1,0 +1,67 @@
+"""A new message's place comes from its thread's row (`last_position`), which the migration sets
+from the messages already there and a trigger keeps for every insert: a message a mutation
+inserts with its own SQL included, so no place is ever taken twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import pytest
+
+from voicestack.agent.threads import insert_message, insert_thread, start_turn
+from voicestack.schema import ALL_MIGRATIONS
+from voicestack.store.connection import open_connection
+from voicestack.store.db import WriteDB
+from voicestack.store.migrations import migrate_core
+
+
+def _in_transaction(conn: apsw.Connection, fn):
+    with conn:
+        return fn(WriteDB(conn))
+
+
+def _last_positions(conn: apsw.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT id, last_position FROM threads").fetchall())
+
+
+@pytest.fixture
+def conn(tmp_path: Path):
+    conn = open_connection(tmp_path / "positions.db")
+    yield conn
+    conn.close()
+
+
+def test_the_migration_takes_each_threads_last_position_from_its_messages(conn):
+    migrate_core(conn, ALL_MIGRATIONS[:-1])
+    old = conn.execute
+    old("INSERT INTO threads(id, created_at, updated_at) VALUES ('t1', 0, 0), ('t2', 0, 0)")
+    for position in (1, 2, 7):
+        old(
+            "INSERT INTO messages(id, thread_id, position, role, status, created_at, updated_at)"
+            f" VALUES ('m{position}', 't1', {position}, 'user', 'complete', 0, 0)"
+        )
+    migrate_core(conn, ALL_MIGRATIONS)
+    assert _last_positions(conn) == {"t1": 7, "t2": 0}
+    turn = _in_transaction(conn, lambda db: start_turn(db, "t1", "next", None))
+    positions = dict(conn.execute("SELECT id, position FROM messages").fetchall())
+    assert (positions[turn["messageId"]], positions[turn["replyId"]]) == (8, 9)
+
+
+def test_a_message_inserted_by_a_mutations_own_sql_moves_the_place_on(conn):
+    migrate_core(conn, ALL_MIGRATIONS)
+    thread_id = _in_transaction(conn, lambda db: insert_thread(db, None))
+    _in_transaction(conn, lambda db: start_turn(db, thread_id, "first", None))
+    conn.execute(
+        "INSERT INTO messages(id, thread_id, position, role, status, created_at, updated_at)"
+        " VALUES ('own', ?, 40, 'system', 'complete', 0, 0)",
+        (thread_id,),
+    )
+    message_id = _in_transaction(
+        conn, lambda db: insert_message(db, thread_id, "user", "complete", text="after")
+    )
+    (position,) = conn.execute(
+        "SELECT position FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    assert position == 41
+    assert _last_positions(conn) == {thread_id: 41}
