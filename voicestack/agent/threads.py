@@ -49,8 +49,11 @@ from voicestack.store.db import ReadDB, WriteDB
 
 
 def _next_position(db: WriteDB, thread_id: str) -> int:
-    # The thread's row keeps its last position (a trigger on every insert into messages).
-    position: int = db.scalar("SELECT last_position + 1 FROM threads WHERE id = ?", (thread_id,))
+    # The thread's row keeps its last position (a trigger on every insert into messages). A
+    # thread that does not exist gives 1: the insert then fails on its foreign key.
+    position: int = db.scalar(
+        "SELECT coalesce((SELECT last_position FROM threads WHERE id = ?), 0) + 1", (thread_id,)
+    )
     return position
 
 
