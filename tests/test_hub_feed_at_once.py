@@ -87,8 +87,9 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Hub, Store, NamesFeed]]
 async def test_a_commit_on_the_loop_is_fed_before_its_writer_hears_of_it(running):
     hub, store, feed = running
     fed_when_committed: list[list[tuple[str, str]]] = []
-    # Listeners run in the order they were added, right after the commit: the hub's first.
-    store.add_commit_listener(lambda _changeset: fed_when_committed.append(list(feed.got)))
+    # A loop's commit listeners run in the order they were added, before the writer is told:
+    # the hub's first.
+    store.add_loop_commit_listener(lambda _changeset: fed_when_committed.append(list(feed.got)))
     result = await store.write(_insert("a"), on_loop=True)
     assert fed_when_committed == [[("a", "memory")]]
     await processed(hub, result.version)
@@ -135,3 +136,21 @@ async def test_every_commit_is_fed_once_in_order_however_it_came(running):
         assert {how for _, how in feed.got} == {"memory", "batch"}
     finally:
         other.close()
+
+
+async def test_a_commit_is_fed_once_the_writer_is_free_again(running):
+    _hub, store, feed = running
+    meanwhile: list[int] = []
+    feed_from_memory = feed.deliver_remembered
+
+    def deliver_remembered(changes: list[ChangeSet]) -> bool:
+        # Another thread's write commits while the feed writes: neither the writer nor the
+        # file's lock is held by the commit being fed, however many watchers it has.
+        write = store.writer.submit(_insert("meanwhile", remember=False))
+        meanwhile.append(write.result(5).version)
+        return feed_from_memory(changes)
+
+    feed.deliver_remembered = deliver_remembered
+    result = await store.write(_insert("a"), on_loop=True)
+    assert meanwhile == [result.version + 1]
+    assert feed.got[0] == ("a", "memory")

@@ -96,6 +96,7 @@ class Hub:
         )
         self._inbox = CommitInbox(self.version)
         self._store.add_commit_listener(self._on_commit)
+        self._store.add_loop_commit_listener(self._feed_at_once)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
             asyncio.create_task(self._streams.run(), name="voicestack-keepalive"),
@@ -105,23 +106,21 @@ class Hub:
     def _on_commit(self, changeset: ChangeSet) -> None:
         # On the thread that committed: the writer's, or this loop's own.
         loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        call_soon_on(loop, self.receive, changeset)
-        if on_own_loop(loop):
-            try:
-                self._feed_at_once(changeset)
-            except Exception:
-                log.exception("feeding a commit's events at once failed")
+        if loop is not None and not loop.is_closed():
+            call_soon_on(loop, self.receive, changeset)
 
     def _feed_at_once(self, changeset: ChangeSet) -> None:
-        """Push a commit made on this loop to the feeds from the rows its writer handed over,
-        before the commit's caller hears of it, when it is the commit right after the last
-        batch's and its batch would only feed and tell observers. That batch (`receive`) then
-        finds the events sent."""
+        """Push a commit made on an event loop to the feeds from the rows its writer handed
+        over, before the commit's caller hears of it, when the loop is the hub's, the commit is
+        the one right after the last batch's and its batch would only feed and tell observers.
+        That batch (`receive`, already queued) then finds the events sent."""
         changes = [changeset]
+        loop = self._loop
         if (
-            not self._inbox.pending
+            loop is not None
+            and on_own_loop(loop)
+            and self._listeners.feeds_touched(changes)
+            and not self._inbox.pending
             and changeset.version == self.version + 1
             and self._only_listeners(changes)
         ):

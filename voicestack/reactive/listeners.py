@@ -170,6 +170,10 @@ class Listeners:
         ]
         return [listener.tables for listener in everyone if listener.active]
 
+    def feeds_touched(self, changes: list[ChangeSet]) -> bool:
+        """Whether `changes` concern a feed."""
+        return any(_touching(changes, feed.tables) for feed in self._feeds)
+
     def feed_remembered(self, changes: list[ChangeSet]) -> None:
         """Let every feed `changes` concern push their events from memory (Feed.deliver_remembered);
         those that cannot read them in the next batch, as usual."""

@@ -91,6 +91,12 @@ class Store:
         """Call `listener(changeset)` on the writer thread after every commit that changed rows."""
         self.writer.add_listener(listener)
 
+    def add_loop_commit_listener(self, listener: CommitListener) -> None:
+        """Call `listener(changeset)` on an event loop's thread after every commit that loop
+        made itself, once the writer is free again and before the commit's callers are told
+        (Writer.add_loop_listener)."""
+        self.writer.add_loop_listener(listener)
+
     async def write(
         self, fn: Callable[[WriteDB], T], on_loop: bool = False, slow_s: float = 0.0
     ) -> WriteResult[T]:

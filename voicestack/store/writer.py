@@ -65,6 +65,7 @@ class Writer:
         self._outstanding = 0
         self._outstanding_guard = threading.Lock()
         self._listeners: list[CommitListener] = []
+        self._loop_listeners: list[CommitListener] = []
         self._recorder = ChangeRecorder()
         self._db = WriteDB(conn, self._recorder.remember)
         self._thread: threading.Thread | None = None
@@ -89,6 +90,12 @@ class Writer:
         """Call `listener(changeset)` after every commit that changed rows, on the thread that
         made it: the writer thread, or an event loop's (`commit_on_loop`)."""
         self._listeners.append(listener)
+
+    def add_loop_listener(self, listener: CommitListener) -> None:
+        """Call `listener(changeset)` after every commit an event loop made itself
+        (`commit_on_loop`), on that loop's thread, after the commit listeners: once the writer
+        and the file's lock are free again, before the commit's callers are told."""
+        self._loop_listeners.append(listener)
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -138,6 +145,7 @@ class Writer:
         if self._outstanding or not self._busy.acquire(blocking=False):
             return False
         resolutions = Resolutions()
+        committed: ChangeSet | None = None
         try:
             if self._outstanding:
                 return False  # queued meanwhile: it goes first
@@ -146,7 +154,7 @@ class Writer:
             try:
                 if not self._begin_at_once():
                     return False
-                self._commit_jobs(jobs, resolutions, on_loop=True)
+                committed = self._commit_jobs(jobs, resolutions, on_loop=True)
             finally:
                 if self._lock is not None:
                     self._lock.release()
@@ -155,6 +163,8 @@ class Writer:
             return True
         finally:
             self._busy.release()
+            if committed is not None:
+                _tell(self._loop_listeners, committed)
             resolutions.flush()
 
     def _begin_at_once(self) -> bool:
@@ -266,9 +276,10 @@ class Writer:
 
     def _commit_jobs(
         self, batch: list[WriteJob], resolutions: Resolutions, on_loop: bool = False
-    ) -> None:
-        """`on_loop`: a loop's batch, whose caller holds the locks and has begun the
-        transaction; a retry goes to the writer thread."""
+    ) -> ChangeSet | None:
+        """Commit `batch`; the ChangeSet committed, if rows changed. `on_loop`: a loop's batch,
+        whose caller holds the locks and has begun the transaction; a retry goes to the writer
+        thread."""
         # A caller that gave up (its task was cancelled) cancelled the future: skip its job.
         # A running future can no longer be cancelled, so resolving it after COMMIT is safe.
         pending = [job for job in batch if job.start()]
@@ -285,7 +296,7 @@ class Writer:
                 self._recorder.reset()
                 for job in pending:
                     resolutions.resolve(job, None, exc)
-                return
+                return None
             if lost is not None:
                 # A statement rolled back the whole transaction, not just its savepoint: the
                 # jobs before it lost their writes too, so they run again without it.
@@ -296,22 +307,19 @@ class Writer:
                 if on_loop:
                     # Begun again, the transaction could wait in SQLite's busy handler.
                     self._put(*pending)
-                    return
+                    return None
                 continue
             version = changeset.version if changeset else self._current_version()
             if changeset is not None:
-                for listener in self._listeners:
-                    try:
-                        listener(changeset)
-                    except Exception:
-                        log.exception("commit listener failed")
+                _tell(self._listeners, changeset)
             self.stats.record(len(pending), on_loop)
             for job in pending:
                 if job.error is not None:
                     resolutions.resolve(job, None, job.error)
                 else:
                     resolutions.resolve(job, WriteResult(job.value, version), None)
-            return
+            return changeset
+        return None
 
     def _current_version(self) -> int:
         return latest_version(self._conn)
@@ -376,6 +384,14 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+
+def _tell(listeners: list[CommitListener], changeset: ChangeSet) -> None:
+    for listener in listeners:
+        try:
+            listener(changeset)
+        except Exception:
+            log.exception("commit listener failed")
 
 
 def _writer_authorizer(
