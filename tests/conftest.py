@@ -26,10 +26,12 @@ from tests.support.agent import StartAgentServer, Threads, running_agent_server
 from tests.support.api import Api
 from tests.support.browser import PageLog
 from tests.support.server import TEST_APP, ServerProcess, running_server
+from tests.support.store import open_store
 from tests.support.voice import Recordings
 from tests.support.web_server import web_server
 from voicestack.config import Settings
 from voicestack.runtime import Runtime
+from voicestack.store import Store
 from voicestack.testing.fake_openai import FakeOpenAI
 
 StartServer = Callable[..., ServerProcess]
@@ -73,6 +75,15 @@ async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
     await runtime.start()
     yield runtime
     await runtime.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A started Store on a file of its own with the demo app's tables (tests/support/store.py);
+    a module with a `store` of its own uses that instead."""
+    store = open_store(tmp_path / "store.db")
+    yield store
+    store.close()
 
 
 @pytest.fixture

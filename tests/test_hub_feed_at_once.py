@@ -14,7 +14,7 @@ import pytest
 from tests.test_hub import Prefix, list_items, open_hub_store, processed, subscribe
 from voicestack.reactive.hub import Hub
 from voicestack.store import Store
-from voicestack.store.changes import ChangeSet
+from voicestack.store.changes import ChangeSet, remembered_rows
 from voicestack.store.db import WriteDB
 from voicestack.store.readers import Snapshot
 
@@ -40,12 +40,9 @@ class NamesFeed:
         self._take(collected, "batch")
 
     def deliver_remembered(self, changes: list[ChangeSet]) -> bool:
-        rows: dict[int, str] = {}
-        for changeset in changes:
-            remembered = changeset.remembered_rows("items")
-            if remembered is None:
-                return False
-            rows.update(remembered)
+        rows = remembered_rows(changes, "items")
+        if rows is None:
+            return False
         self._take(sorted(rows.items()), "memory")
         return True
 

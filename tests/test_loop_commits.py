@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from pathlib import Path
 
 import anyio
 import apsw
@@ -20,13 +19,6 @@ from voicestack.runtime import Runtime
 from voicestack.store.loop_commits import MAX_LOOP_BATCH, SLOW_BUDGET_S
 
 PAGE = 4096
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = open_store(tmp_path / "store.db")
-    yield store
-    store.close()
 
 
 def on_thread(name: str):

@@ -6,22 +6,13 @@ another process made (read from the log) tells nothing from memory."""
 from __future__ import annotations
 
 import concurrent.futures
-from pathlib import Path
 
 import apsw
-import pytest
 
-from tests.support.store import WriterHold, open_store
+from tests.support.store import WriterHold
 from voicestack.store import ChangeSet, Store
 from voicestack.store.changes import read_log
 from voicestack.store.db import WriteDB
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = open_store(tmp_path / "store.db")
-    yield store
-    store.close()
 
 
 def _insert_remembered(name: str):
@@ -75,28 +66,32 @@ def test_an_insert_that_remembers_nothing_makes_the_table_unknown(store):
     assert _committed(store, mixed).remembered_rows("items") is None
 
 
-def test_a_rolled_back_mutation_of_a_batch_takes_its_memories_with_it(store):
+def _fails(db: WriteDB) -> None:
+    _insert_remembered("rolled back")(db)
+    raise RuntimeError("no")
+
+
+def _one_batch(store: Store, *mutations) -> tuple[ChangeSet, list]:
+    """Commit `mutations` in one batch (queued while the writer is held): its ChangeSet, and
+    each mutation's future."""
     seen: list[ChangeSet] = []
     store.add_commit_listener(seen.append)
+    hold = WriterHold(store)
+    futures = [store.writer.submit(mutation) for mutation in mutations]
+    hold.release()
+    concurrent.futures.wait(futures, 10)
+    (changeset,) = seen
+    return changeset, futures
 
-    def fails(db: WriteDB) -> None:
-        _insert_remembered("rolled back")(db)
-        raise RuntimeError("no")
 
+def test_a_rolled_back_mutation_of_a_batch_takes_its_memories_with_it(store):
     def updates_the_first(db: WriteDB) -> None:
         db.execute("UPDATE items SET name = 'x' WHERE name = 'first'")
         raise RuntimeError("rolled back too")
 
-    hold = WriterHold(store)  # the four queued meanwhile share one commit
-    futures = [
-        store.writer.submit(_insert_remembered("first")),
-        store.writer.submit(fails),
-        store.writer.submit(updates_the_first),
-        store.writer.submit(_insert_remembered("last")),
-    ]
-    hold.release()
-    concurrent.futures.wait(futures, 10)
-    changeset = seen[-1]
+    changeset, futures = _one_batch(
+        store, _insert_remembered("first"), _fails, updates_the_first, _insert_remembered("last")
+    )
     assert changeset.version == futures[0].result().version
     # The rolled-back update forgot "first" from memory: the commit does not tell it.
     assert changeset.remembered_rows("items") is None
@@ -104,22 +99,8 @@ def test_a_rolled_back_mutation_of_a_batch_takes_its_memories_with_it(store):
 
 
 def test_a_batch_keeps_the_memories_of_the_mutations_that_succeeded(store):
-    seen: list[ChangeSet] = []
-    store.add_commit_listener(seen.append)
-
-    def fails(db: WriteDB) -> None:
-        _insert_remembered("rolled back")(db)
-        raise RuntimeError("no")
-
-    hold = WriterHold(store)
-    futures = [
-        store.writer.submit(_insert_remembered("a")),
-        store.writer.submit(fails),
-        store.writer.submit(_insert_remembered("b")),
-    ]
-    hold.release()
-    concurrent.futures.wait(futures, 10)
-    assert sorted(seen[-1].remembered_rows("items").values()) == ["a", "b"]
+    changeset, _ = _one_batch(store, _insert_remembered("a"), _fails, _insert_remembered("b"))
+    assert sorted(changeset.remembered_rows("items").values()) == ["a", "b"]
 
 
 def test_a_commit_read_from_the_log_tells_nothing_from_memory(store, tmp_path):

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import apsw
 import pytest
 
-from tests.support.store import insert, names, open_store
+from tests.support.store import insert, names
 from voicestack.store import ChangeSet, Store
 from voicestack.store.db import WriteDB
 
 PAGE_ROW = 3000  # characters: one row fills most of a 4 KiB page, so each row is a page of its own
 ROWS = 340  # pages: a savepoint would copy about 1.4 MB of them, past SQLite's 64 KiB in memory
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = open_store(tmp_path / "store.db")
-    yield store
-    store.close()
 
 
 def _deleted_files() -> set[str]:

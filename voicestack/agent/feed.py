@@ -36,7 +36,7 @@ from voicestack.reactive.hub import Hub
 from voicestack.reactive.listeners import FeedJoin
 from voicestack.reactive.streams import Stream
 from voicestack.reactive.wire import encode_event, http_chunk
-from voicestack.store.changes import ChangeSet, changed_values
+from voicestack.store.changes import ChangeSet, changed_values, remembered_rows
 from voicestack.store.db import ReadDB
 from voicestack.store.readers import Snapshot
 from voicestack.store.store import Store
@@ -149,12 +149,9 @@ class ThreadFeed:
         commit's are not all known that way (the next batch reads them)."""
         if self._last_id is None:
             return False
-        rows: dict[int, EventRow] = {}
-        for changeset in changes:
-            remembered = changeset.remembered_rows("thread_events")
-            if remembered is None:
-                return False
-            rows.update(remembered)
+        rows: dict[int, EventRow] | None = remembered_rows(changes, "thread_events")
+        if rows is None:
+            return False
         if not rows:
             return True
         if min(rows) <= self._last_id:

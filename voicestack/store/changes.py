@@ -58,6 +58,18 @@ class ChangeSet:
         return memo if memo.keys() == rows else None
 
 
+def remembered_rows(changes: list[ChangeSet], table: str) -> dict[int, Any] | None:
+    """The remembered value of every row `changes` changed in `table`, or None when some
+    commit's are not all known (ChangeSet.remembered_rows)."""
+    rows: dict[int, Any] = {}
+    for changeset in changes:
+        remembered = changeset.remembered_rows(table)
+        if remembered is None:
+            return None
+        rows.update(remembered)
+    return rows
+
+
 class ChangeRecorder:
     """Collects (table, rowid) from the writer's update hook, one mutation at a time.
 
