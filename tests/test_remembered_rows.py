@@ -111,3 +111,16 @@ def test_a_commit_read_from_the_log_tells_nothing_from_memory(store, tmp_path):
     finally:
         conn.close()
     assert logged.remembered_rows("items") is None
+
+
+def test_a_batch_remembering_more_rows_than_it_lists_keeps_none_of_them(store):
+    def many(first: int):
+        def insert(db: WriteDB) -> None:
+            for i in range(first, first + 600):
+                _insert_remembered(f"row {i}")(db)
+
+        return insert
+
+    changeset, _ = _one_batch(store, many(0), many(600))
+    assert changeset.remembered_rows("items") is None  # 1,200 rows: not listed one by one
+    assert changeset.remembered["items"] == {}

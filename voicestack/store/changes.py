@@ -157,8 +157,9 @@ class ChangeRecorder:
 
 
 class _Memos:
-    """The values inserts handed over, a mutation at a time like the recorder's rows; at most
-    MAX_ROWS_PER_TABLE per table (past that the table's rows are not listed either)."""
+    """The values inserts handed over, a mutation at a time like the recorder's rows. A table's
+    are dropped once they pass MAX_ROWS_PER_TABLE: its rows are not listed then either, so
+    nothing could be told from them."""
 
     def __init__(self) -> None:
         self.committed: dict[str, dict[int, Any]] = {}
@@ -177,7 +178,10 @@ class _Memos:
 
     def keep_current(self) -> None:
         for table, memo in self._current.items():
-            self.committed.setdefault(table, {}).update(memo)
+            kept = self.committed.setdefault(table, {})
+            kept.update(memo)
+            if len(kept) > MAX_ROWS_PER_TABLE:
+                kept.clear()
         self._current = {}
 
     def discard_current(self) -> None:
