@@ -100,8 +100,14 @@ def parse_json(raw: bytes | str, what: str) -> Any:
 async def read_call_args(request: Request, limit: int) -> Any:
     """The `args` of a function call body `{"args": {...}}`; an empty body means no arguments."""
     raw = await read_limited(request, limit)
+    return call_args(raw, runtime(request).settings.max_args_bytes)
+
+
+def call_args(raw: bytes, max_args_bytes: int) -> Any:
+    """The `args` of the function call body `raw` (`{"args": {...}}`; empty: no arguments),
+    refused with 413 over `max_args_bytes`, 400 when not JSON, 422 when not that shape."""
     # The body is `{"args": ...}`: its size is that of the arguments, give or take 10 bytes.
-    check_args_size(raw, runtime(request).settings.max_args_bytes, "The arguments")
+    check_args_size(raw, max_args_bytes, "The arguments")
     if not raw.strip():
         return {}
     body = parse_json(raw, "The request body")
@@ -120,3 +126,14 @@ async def read_call_args(request: Request, limit: int) -> Any:
     if not isinstance(args, dict):
         raise ApiError(422, "invalid_args", '"args" must be a JSON object.')
     return args
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The request body `raw` as a JSON object (empty: `{}`); 400 when it is not JSON, 422 when
+    it is not an object."""
+    if not raw.strip():
+        return {}
+    body = parse_json(raw, "The request body")
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_args", "The body must be a JSON object.")
+    return body

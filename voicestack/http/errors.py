@@ -115,11 +115,21 @@ class CatchAll(HTTPMiddleware):
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
+                log_unhandled(scope)
                 raise  # half a response is out: only closing the connection can say so
-            response = error_response(500, "internal_error", INTERNAL_MESSAGE)
-            await response(scope, receive, send)
+            await unhandled_error(scope)(scope, receive, send)
+
+
+def log_unhandled(scope: Scope) -> None:
+    """Log the exception being handled as a bug of the request `scope`."""
+    log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+
+
+def unhandled_error(scope: Scope) -> Response:
+    """The JSON 500 for the exception being handled, logged once, as a bug."""
+    log_unhandled(scope)
+    return error_response(500, "internal_error", INTERNAL_MESSAGE)
 
 
 EXCEPTION_HANDLERS = {
@@ -129,3 +139,13 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     Exception: _internal_error,
 }
+
+
+async def error_answer(request: Request, exc: Exception) -> Response:
+    """The response a route's `exc` gets (from inside an `except`): its handler's answer, as
+    the app gives it (EXCEPTION_HANDLERS, by the exception's classes), else the logged 500."""
+    for kind in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(kind)
+        if handler is not None and kind is not Exception:
+            return await handler(request, exc)
+    return unhandled_error(request.scope)

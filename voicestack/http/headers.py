@@ -32,6 +32,19 @@ def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[byte
     return headers + [pair for pair in DEFAULT_HEADERS if pair[0] not in present]
 
 
+def secured(send: Send) -> Send:
+    """`send` adding the default security headers to the response's start."""
+
+    def send_with_headers(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            # A new list and message: a response may send a shared, constant header list.
+            headers = with_security_headers(list(message.get("headers", ())))
+            message = {**message, "headers": headers}
+        return send(message)
+
+    return send_with_headers
+
+
 class SecurityHeaders:
     """ASGI middleware: the default security headers on every HTTP response."""
 
@@ -43,12 +56,4 @@ class SecurityHeaders:
         # voicestack/http/middleware.py); only the response's start is touched.
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-
-        def send_with_headers(message: Message) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
-                # A new list and message: a response may send a shared, constant header list.
-                headers = with_security_headers(list(message.get("headers", ())))
-                message = {**message, "headers": headers}
-            return send(message)
-
-        return self.app(scope, receive, send_with_headers)
+        return self.app(scope, receive, secured(send))

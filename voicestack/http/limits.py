@@ -86,14 +86,11 @@ class Rate:
         return bucket
 
 
-class RequestLimits:
-    """ASGI middleware (inside Authenticate, which names the token): refuses with 429 what is
-    over a per-token limit and counts each token's open event streams."""
+class RequestRates:
+    """Each token's rate buckets: mutations, replies and `/voice` requests (0 in the settings:
+    that rate is off). One object serves every way into the API (RequestLimits, FastLane)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.max_streams = settings.max_streams_per_token
-        self.open_streams: defaultdict[str, int] = defaultdict(int)
+    def __init__(self, settings: Settings) -> None:
         mutations = Rate("mutations", settings.rate_mutations_per_min)
         replies = Rate("replies", settings.rate_replies_per_min)
         voice = Rate("voice requests", settings.rate_voice_per_min)
@@ -122,6 +119,44 @@ class RequestLimits:
             return self.reply_rates if path.endswith("/messages") else self.mutation_rates
         return ()
 
+    def admit(self, token_id: str, method: str, path: str) -> Response | None:
+        """Spend one of each rate the request spends and return None; or, when one of them is
+        used up, spend nothing and return the 429 refusal, with its Retry-After."""
+        rates = self.rates_of(method, path)
+        if not rates:
+            return None
+        now = time.monotonic()
+        buckets = [rate.bucket(token_id, now) for rate in rates]
+        waits = [bucket.wait(now) for bucket in buckets]
+        longest = max(waits)
+        if longest > 0:
+            rate = rates[waits.index(longest)]
+            seconds = max(1, math.ceil(longest))
+            message = (
+                f"Too many {rate.what} with this token: at most {rate.per_min} a minute."
+                f" Try again in {seconds} s."
+            )
+            return _refusal("rate_limited", message, seconds)
+        for bucket in buckets:
+            bucket.take()
+        return None
+
+
+class RequestLimits:
+    """ASGI middleware (inside Authenticate, which names the token): refuses with 429 what is
+    over a per-token limit and counts each token's open event streams. `rates`: the buckets
+    it shares with the other ways into the API (its own when None)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, rates: RequestRates | None = None) -> None:
+        self.app = app
+        self.max_streams = settings.max_streams_per_token
+        self.open_streams: defaultdict[str, int] = defaultdict(int)
+        self.rates = rates if rates is not None else RequestRates(settings)
+
+    def rates_of(self, method: str, path: str) -> tuple[Rate, ...]:
+        """The rates a request spends: none for reads and anything not POST."""
+        return self.rates.rates_of(method, path)
+
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Each way hands back the awaitable that serves the request, not awaiting it in a frame
         # of this layer (see voicestack/http/middleware.py).
@@ -140,22 +175,9 @@ class RequestLimits:
             and not _edge_feed_work(scope)
         ):
             return self._stream(who.token_id, scope, receive, send)
-        rates = self.rates_of(method, path)
-        if rates:
-            now = time.monotonic()
-            buckets = [rate.bucket(who.token_id, now) for rate in rates]
-            waits = [bucket.wait(now) for bucket in buckets]
-            longest = max(waits)
-            if longest > 0:
-                rate = rates[waits.index(longest)]
-                seconds = max(1, math.ceil(longest))
-                message = (
-                    f"Too many {rate.what} with this token: at most {rate.per_min} a minute."
-                    f" Try again in {seconds} s."
-                )
-                return _refusal("rate_limited", message, seconds)(scope, receive, send)
-            for bucket in buckets:
-                bucket.take()
+        refusal = self.rates.admit(who.token_id, method, path)
+        if refusal is not None:
+            return refusal(scope, receive, send)
         return self.app(scope, receive, send)
 
     async def _stream(self, token_id: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -29,7 +29,7 @@ class BodyStalled(Exception):
     """No piece of the request body arrived within the body timeout."""
 
 
-def _arrived(receive: Receive) -> Callable[[], bool] | None:
+def body_arrival(receive: Receive) -> Callable[[], bool] | None:
     """For uvicorn's own `receive` (a request cycle's bound method): a test of whether it would
     return at once, its next piece of body (or its end) being in hand. None for any other."""
     event = getattr(getattr(receive, "__self__", None), "message_event", None)
@@ -51,7 +51,7 @@ class BodyTimeout(HTTPMiddleware):
         """Run the app with a `receive` that gives up on a stalled body."""
         body_done = False
         started = False
-        arrived = _arrived(receive)
+        arrived = body_arrival(receive)
 
         async def timed_receive() -> Message:
             nonlocal body_done

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from voicestack.http.body import parse_int64, parse_json, read_limited
+from voicestack.http.body import json_object, parse_int64, read_limited
 from voicestack.http.errors import ApiError
 from voicestack.http.functions import json_response
 from voicestack.http.sse import ChannelResponse
@@ -29,13 +29,7 @@ from voicestack.reactive.deflate import accepts_deflate
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await read_limited(request, runtime(request).settings.max_body_bytes)
-    if not raw.strip():
-        return {}
-    body = parse_json(raw, "The request body")
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_args", "The body must be a JSON object.")
-    return body
+    return json_object(await read_limited(request, runtime(request).settings.max_body_bytes))
 
 
 def _query_int(request: Request, name: str) -> int | None:
