@@ -34,9 +34,10 @@ from voicestack.http import (
 from voicestack.http.auth import Authenticate
 from voicestack.http.cors import cors_middleware
 from voicestack.http.errors import EXCEPTION_HANDLERS, CatchAll
+from voicestack.http.fast_lane import FastLane
 from voicestack.http.functions import json_response
 from voicestack.http.headers import SecurityHeaders
-from voicestack.http.limits import RequestLimits
+from voicestack.http.limits import RequestLimits, RequestRates
 from voicestack.http.read_timeouts import BodyTimeout
 from voicestack.http.redact import install_log_redaction
 from voicestack.runtime import Runtime
@@ -98,6 +99,10 @@ def create_app(
         *signin_email.routes,
         *signin_session.routes,
     ]
+    rates = RequestRates(settings)
+    # The fast lane answers the hottest calls before the rest (voicestack/http/fast_lane.py);
+    # with CORS on, every request goes through the CORS middleware instead.
+    lane = [] if settings.cors_origins else [Middleware(FastLane, rates)]
     return Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -105,12 +110,13 @@ def create_app(
         # them too; CORS answers preflights before Authenticate, which carry no token; the
         # limits need the identity Authenticate found.
         middleware=[
+            *lane,
             Middleware(SecurityHeaders),
             *cors_middleware(settings.cors_origins),
             Middleware(CatchAll),
             Middleware(BodyTimeout, settings.body_timeout_s),
             Middleware(Authenticate),
-            Middleware(RequestLimits, settings),
+            Middleware(RequestLimits, settings, rates),
         ],
         lifespan=lifespan,
     )
