@@ -14,8 +14,10 @@ its watchers. The lane takes the same steps with the same functions, in one fram
 It answers only what it can answer exactly as the stack would. Everything else goes on to the
 stack untouched, the body it read handed back: a request with no `Authorization: Bearer`
 (a sign-in cookie, or nothing), a token the guard does not know, a body still arriving or one the
-route would refuse, a function of another kind or none, a request an edge forwards, a path
-under a root path. create_app leaves the lane out when CORS is on.
+route would refuse, a client waiting for `100 Continue`, a function of another kind or none, a
+request an edge forwards, a path under a root path. create_app leaves the lane out when CORS is
+on. An error of the lane's own (the token's lookup failing, say) is answered as CatchAll answers
+it in the stack: the logged JSON 500.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from voicestack.functions.calls import CallResult
 from voicestack.functions.registry import Kind
 from voicestack.http.auth import CALLER_KEY, CHECKED_AT_KEY, IDENTITY_KEY, presented_token
 from voicestack.http.body import call_args, json_object
-from voicestack.http.errors import ApiError, error_answer
+from voicestack.http.errors import ApiError, error_answer, log_unhandled, unhandled_error
 from voicestack.http.functions import CallResponse, json_response
 from voicestack.http.headers import secured
 from voicestack.http.limits import RequestRates
@@ -71,9 +73,39 @@ class FastLane:
     async def _take(self, route: re.Match[str], scope: Scope, receive: Receive, send: Send) -> None:
         token, _problem = presented_token(scope)
         arrived = body_arrival(receive)
-        if token is None or arrived is None or not arrived():
+        # A client waiting for `100 Continue` would get it on the lane's read of the body, which
+        # the stack's refusals before reading it never send.
+        if token is None or arrived is None or not arrived() or _expects_continue(scope):
             await self.app(scope, receive, send)
             return
+        # From here on the lane stands where CatchAll stands in the stack.
+        try:
+            message, answer = await self._answer(route, token, scope, receive)
+        except Exception:
+            await unhandled_error(scope)(scope, receive, secured(send))
+            return
+        if answer is None:
+            await self.app(scope, _replaying(message, receive), send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await answer(scope, receive, secured(tracking_send))
+        except Exception:
+            if started:
+                log_unhandled(scope)
+                raise  # half a response is out: only closing the connection can say so
+            await unhandled_error(scope)(scope, receive, secured(send))
+
+    async def _answer(
+        self, route: re.Match[str], token: str, scope: Scope, receive: Receive
+    ) -> tuple[Message, Response | None]:
+        """The request's body message, and the lane's answer (None: the stack answers)."""
         runtime: Runtime = scope["app"].state.runtime
         guard = runtime.access
         checked_at = guard.generation
@@ -81,14 +113,12 @@ class FastLane:
         message = await receive()
         call = None if identity is None else _call_of(route, message, runtime)
         if identity is None or call is None:
-            await self.app(scope, _replaying(message, receive), send)
-            return
+            return message, None
         scope[IDENTITY_KEY] = identity
         scope[CALLER_KEY] = identity.caller
         scope[CHECKED_AT_KEY] = checked_at
         refusal = self.rates.admit(identity.token_id, "POST", scope["path"])
-        answer = refusal or await self._run(scope, runtime, call)
-        await answer(scope, receive, secured(send))
+        return message, refusal or await self._run(scope, runtime, call)
 
     async def _run(self, scope: Scope, runtime: Runtime, call: _Call) -> Response:
         kind, name, args, answer = call
@@ -124,6 +154,10 @@ def _call_of(route: re.Match[str], message: Message, runtime: Runtime) -> _Call 
         return kind, route[2], call_args(body, settings.max_args_bytes), CallResponse
     except ApiError:
         return None
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(name == b"expect" for name, _ in scope["headers"])
 
 
 def _created(result: CallResult) -> Response:
