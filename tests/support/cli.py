@@ -26,6 +26,15 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from tests.support.server import REPO, ServerProcess, server_env
 
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """In a CLI's child process, before it starts: Ctrl-C (SIGINT) interrupts it as in a terminal.
+    Run in the background of a shell without job control (`make test &` in a script), the tests
+    and their children start with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 WAIT_S = 10.0
 
 
@@ -67,6 +76,7 @@ class CliProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
         self._stdout = bytearray()
         self._stderr = bytearray()
@@ -183,6 +193,7 @@ class TerminalCliProcess:
             stdin=child_end,
             stdout=child_end,
             stderr=child_end,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
         os.close(child_end)
         self.output = bytearray()
