@@ -33,6 +33,8 @@ from bench.sse_client import HOST, percentile
 
 # An SSE comment first in every chunk: bench/wire_times.py tells the floor's events by it.
 FLOOR_COMMENT = b":floor\n"
+# The peers bench's markers (bench/peers_clients.py `marker`), as bytes on the wire.
+MARKER = re.compile(rb"qz\d{5}zq")
 
 _MESSAGE_COLUMNS = (
     "id, thread_id, position, role, text, status, error_code, error_message, author, reply_to,"
@@ -192,7 +194,7 @@ class _Subscriber(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
-        for found in re.finditer(rb"qz\d{5}zq", data):
+        for found in MARKER.finditer(data):
             self.seen.setdefault(found.group().decode(), now)
 
 

@@ -20,15 +20,13 @@ events are `event: message`. Writes are matched by the peers bench's markers (`q
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.send_floor import FLOOR_COMMENT
+from bench.send_floor import FLOOR_COMMENT, MARKER
 
-_MARKER = re.compile(rb"qz\d{5}zq")
 _SYN, _ACK = 0x02, 0x10
 _ETHERNET = 1  # the link type of Linux's loopback in a capture
 MIN_WRITES = 5
@@ -102,7 +100,7 @@ def server_times(packets: list[Packet]) -> list[ServerTimes]:
         if packet.syn:
             syn_at[packet.source] = packet.at
             continue
-        for match in _MARKER.finditer(packet.payload):
+        for match in MARKER.finditer(packet.payload):
             key = match.group().decode()
             if packet.destination in servers and packet.source not in servers:
                 waiting[(key, packet.destination)] = (packet.at, syn_at.get(packet.source))
