@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import zlib
 
 import anyio
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 
-from voicestack.agent.feed import send_plain
+from voicestack.agent.feed import send_deflated, send_plain
 from voicestack.reactive import fanout_writes
 from voicestack.reactive.channel import FeedChannel
+from voicestack.reactive.deflate import Cohort, opening
 from voicestack.reactive.fanout_writes import PARALLEL_FROM
 from voicestack.reactive.wire import encode_event, http_chunk
 
@@ -44,7 +46,9 @@ def _connect_all(port: int, count: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
 
 
-async def _outboxes(count: int) -> tuple[list[FeedChannel], list[socket.socket], asyncio.Server]:
+async def _outboxes(
+    count: int, deflate: bool = False
+) -> tuple[list[FeedChannel], list[int], list[socket.socket], asyncio.Server]:
     loop = asyncio.get_running_loop()
     made: list[asyncio.Transport] = []
     server = await loop.create_server(lambda: Held(made), "127.0.0.1", 0)
@@ -54,14 +58,16 @@ async def _outboxes(count: int) -> tuple[list[FeedChannel], list[socket.socket],
         while len(made) < count:
             await asyncio.sleep(0.01)
     by_peer = {t.get_extra_info("peername"): t for t in made}
-    outboxes = []
+    outboxes, fds = [], []
     for client in clients:
         transport = by_peer[client.getsockname()]
-        outbox = FeedChannel()
+        outbox = FeedChannel(deflate=deflate)
         outbox.attach(transport, FlowControl(transport))
-        outbox.detach()
+        if not deflate:
+            outbox.detach()
         outboxes.append(outbox)
-    return outboxes, clients, server
+        fds.append(transport.get_extra_info("socket").fileno())
+    return outboxes, fds, clients, server
 
 
 def _fill(fd: int) -> int:
@@ -72,6 +78,39 @@ def _fill(fd: int) -> int:
             stuffed += os.write(fd, b"f" * 65536)
         except BlockingIOError:
             return stuffed
+
+
+def _batches() -> list[list[tuple[int, bytes]]]:
+    """Three batches of two events each, of growing size (ids 1-2, 11-12, 21-22)."""
+    return [
+        [(k * 10 + i, encode_event(b"delta", k * 10 + i, b"x" * (500 + 3001 * k))) for i in (1, 2)]
+        for k in range(3)
+    ]
+
+
+def _unchunked(wire: bytes) -> bytes:
+    """The body of a run of HTTP/1.1 chunks."""
+    body = b""
+    while wire:
+        size, rest = wire.split(b"\r\n", 1)
+        length = int(size, 16)
+        body += rest[:length]
+        wire = rest[length + 2 :]
+    return body
+
+
+async def _settled() -> None:
+    """Let every outbox's pump task write what it holds and end."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _read_to_end(client: socket.socket) -> bytes:
+    client.settimeout(10)
+    got = b""
+    while more := client.recv(65536):
+        got += more
+    return got
 
 
 def _read_all(client: socket.socket, size: int) -> bytes:
@@ -86,23 +125,18 @@ def _read_all(client: socket.socket, size: int) -> bytes:
 
 async def test_every_connection_gets_every_batch_whole_and_in_order() -> None:
     assert fanout_writes.HELPERS or os.cpu_count() == 1
-    outboxes, clients, server = await _outboxes(COUNT)
+    outboxes, fds, clients, server = await _outboxes(COUNT)
     try:
         now = asyncio.get_running_loop().time()
         # One socket already full: the raw write takes nothing and its transport keeps the
         # batch. One transport holding bytes: that connection is written through it, after them.
         full, buffered = clients[3], clients[7]
-        stuffed = _fill(outboxes[3].raw_socket())
+        stuffed = _fill(fds[3])
         outboxes[7].put_frame(b"b" * 4_000_000, now)  # more than its socket takes at once
-        assert outboxes[7].raw_socket() == -1
+        assert outboxes[7].claim_socket(None, 0, now) == -1
+        assert outboxes[7].cursor == 0
 
-        batches = [
-            [
-                (k * 10 + i, encode_event(b"delta", k * 10 + i, b"x" * (500 + 3001 * k)))
-                for i in (1, 2)
-            ]
-            for k in range(3)
-        ]
+        batches = _batches()
         for events in batches:
             send_plain(set(outboxes), events, now)
         expected = b"".join(http_chunk(b"".join(e for _, e in events)) for events in batches)
@@ -113,6 +147,61 @@ async def test_every_connection_gets_every_batch_whole_and_in_order() -> None:
             prefix = b"b" * 4_000_000 if client is buffered else prefix
             reading = asyncio.to_thread(_read_all, client, len(prefix) + len(expected))
             assert await reading == prefix + expected, k
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
+async def test_a_busy_subscriber_gets_the_batch_after_its_queue_and_none_gets_an_event_twice() -> (
+    None
+):
+    outboxes, _, clients, server = await _outboxes(COUNT)
+    try:
+        now = asyncio.get_running_loop().time()
+        batches = _batches()
+        busy, ahead = {5, COUNT - 1}, {9, COUNT - 2}
+        for k in busy:
+            outboxes[k].note(b": queued before\n\n")  # its pump has not run yet
+        for k in ahead:
+            outboxes[k].cursor = 12  # the first two batches reached it already
+        for events in batches:
+            send_plain(set(outboxes), events, now)
+        for outbox in outboxes:
+            outbox.close()  # its pump sends what it holds, ends the response and the connection
+        chunks = [b"".join(e for _, e in events) for events in batches]
+        for k, client in enumerate(clients):
+            expected = b"".join(chunks[2:] if k in ahead else chunks)
+            expected = (b": queued before\n\n" if k in busy else b"") + expected
+            assert _unchunked(await asyncio.to_thread(_read_to_end, client)) == expected, k
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
+async def test_many_deflated_subscribers_each_decode_every_segment_in_order() -> None:
+    outboxes, _, clients, server = await _outboxes(COUNT, deflate=True)
+    try:
+        cohort = Cohort()
+        for outbox in outboxes:
+            outbox.open_deflated(opening(b""), 0, cohort)
+            outbox.detach()
+        await _settled()
+        now = asyncio.get_running_loop().time()
+        sent = b""
+        for events in _batches():
+            data = b"".join(e for _, e in events)
+            send_deflated(set(outboxes), cohort.segment(data, events[-1][0]), now)
+            sent += data
+        assert {outbox.cursor for outbox in outboxes} == {22}
+        for outbox in outboxes:
+            outbox.close()  # the zlib stream's end follows
+        for k, client in enumerate(clients):
+            decoder = zlib.decompressobj()
+            wire = _unchunked(await asyncio.to_thread(_read_to_end, client))
+            assert decoder.decompress(wire) == sent, k
+            assert decoder.eof, k
     finally:
         for client in clients:
             client.close()

@@ -31,7 +31,7 @@ from voicestack.identity import Caller
 from voicestack.reactive.access import AccessGuard, Viewer
 from voicestack.reactive.channel import FeedChannel
 from voicestack.reactive.deflate import Cohort, Opening, Segment, opening
-from voicestack.reactive.fanout_writes import write_frame
+from voicestack.reactive.fanout_writes import parallel, write_claimed
 from voicestack.reactive.hub import Hub
 from voicestack.reactive.listeners import FeedJoin
 from voicestack.reactive.streams import Stream
@@ -221,7 +221,7 @@ class ThreadFeed:
             if watchers.cohort is not None and watchers.deflated:
                 data = b"".join(event for _, event in events)
                 segment = watchers.cohort.segment(data, events[-1][0])
-                _send_deflated(watchers.deflated, segment, now)
+                send_deflated(watchers.deflated, segment, now)
         self._last_id = collected.last_id
         for join, (catch_up, cursor) in zip(joins, collected.catch_ups, strict=True):
             if join.ready.done():
@@ -241,31 +241,34 @@ class ThreadFeed:
 
 def send_plain(outboxes: set[FeedChannel], events: list[Event], now: float) -> None:
     """Send one batch of encoded events to plain feeds: one chunk, framed once and written
-    straight to every idle subscriber (write_frame); a busy or paused one gets them queued."""
+    straight to every idle subscriber (many at once: write_claimed); a busy or paused one gets
+    them queued."""
     first, last = events[0][0], events[-1][0]
-    idle: list[FeedChannel] = []
-    for outbox in list(outboxes):
+    frame = http_chunk(b"".join(event for _, event in events))
+    rest = list(outboxes)
+    if parallel(len(rest)):
+        rest = write_claimed(rest, frame, now, first, last)
+    for outbox in rest:
         if outbox.cursor < first and not outbox.has_pending() and outbox.writable_now():
-            idle.append(outbox)
+            outbox.put_frame(frame, now)
             outbox.cursor = last
         else:
             for event_id, event in events:
                 outbox.append(event_id, event)
-    if idle:
-        write_frame(idle, http_chunk(b"".join(event for _, event in events)), now)
 
 
-def _send_deflated(outboxes: set[FeedChannel], segment: Segment, now: float) -> None:
-    # The same per-subscriber work as a plain batch: one direct write, or one queued segment.
-    idle: list[FeedChannel] = []
-    for outbox in list(outboxes):
+def send_deflated(outboxes: set[FeedChannel], segment: Segment, now: float) -> None:
+    """Send one segment of a cohort to its deflated feeds, as send_plain sends a batch: written
+    straight to every idle subscriber, queued for a busy or paused one."""
+    rest = list(outboxes)
+    if parallel(len(rest)):
+        rest = write_claimed(rest, segment.frame, now, None, segment.last_id)
+    for outbox in rest:
         if not outbox.has_pending() and outbox.writable_now():
-            idle.append(outbox)
+            outbox.put_frame(segment.frame, now)
             outbox.cursor = segment.last_id
         else:
             outbox.queue_segment(segment)
-    if idle:
-        write_frame(idle, segment.frame, now)
 
 
 async def open_thread_feed(

@@ -158,18 +158,6 @@ class Outbox:
         self._transport.write(frame)
         self.last_write = now
 
-    def raw_socket(self) -> int:
-        """The socket to write a frame to past the transport, when that keeps the byte order
-        (the transport holds nothing unsent), else -1; only when writable_now()."""
-        transport = self._transport
-        if self._socket < 0 or transport is None or transport.get_write_buffer_size():
-            return -1
-        return self._socket
-
-    def took_frame(self, now: float) -> None:
-        """A frame was written to raw_socket() whole."""
-        self.last_write = now
-
     def ping(self) -> None:
         """Send a keep-alive comment unless something else is about to be sent anyway."""
         if self.closed:
@@ -387,6 +375,24 @@ class FeedChannel(Outbox):
             return
         self.cursor = event_id
         self._queue(event)
+
+    def claim_socket(self, after: int | None, last: int, now: float) -> int:
+        """FrameTarget.claim_socket: the plain socket, when the feed is idle and keeping up
+        (writable_now), nothing waits to be sent, its transport holds nothing unsent and, unless
+        `after` is None, its cursor is before event `after`; the cursor then moves to `last`."""
+        transport = self._transport
+        if (
+            self._socket < 0
+            or (after is not None and self.cursor >= after)
+            or self._events
+            or not self.writable_now()
+            or transport is None
+            or transport.get_write_buffer_size()
+        ):
+            return -1
+        self.cursor = last
+        self.last_write = now
+        return self._socket
 
     def note(self, event: bytes) -> None:
         """Queue an event that is not part of the feed (it has no id), in order with the rest."""

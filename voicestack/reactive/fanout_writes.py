@@ -10,7 +10,8 @@ Why this is safe:
 - only a plain TCP connection whose transport has nothing buffered is written to this way, so
   its bytes cannot overtake any the transport still holds;
 - the loop thread is inside this call the whole time, so no transport writes, closes or reuses
-  a socket meanwhile;
+  a socket meanwhile, and no connection's state changes while a helper judges whether it can
+  take the frame (claim_socket reads that state and moves the connection's cursor, no more);
 - whatever a socket did not take whole (it was full, or the connection is going) is handed to
   its transport afterwards, on the loop thread, where the transport's own error handling applies.
 """
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 # Below this, handing work to another thread costs more than it saves.
 PARALLEL_FROM = 256
@@ -45,74 +46,78 @@ _pool_lock = threading.Lock()
 
 
 class FrameTarget(Protocol):
-    """A connection that can take a frame now (voicestack.reactive.channel.Outbox)."""
+    """A connection a frame can be written to (voicestack.reactive.channel.Outbox)."""
 
-    def raw_socket(self) -> int:
-        """The socket's file descriptor when a raw write now keeps the byte order, else -1."""
+    def claim_socket(self, after: int | None, last: int, now: float) -> int:
+        """The socket's file descriptor when a frame may be written to it now, past the
+        transport, with the byte order kept; the connection then counts as sent up to event
+        `last` at `now`. Else -1, and nothing changes."""
         ...
 
     def put_frame(self, frame: bytes, now: float) -> None:
         """Write `frame` through the connection's transport."""
         ...
 
-    def took_frame(self, now: float) -> None:
-        """`frame` was written to the socket directly, whole."""
-        ...
+
+Target = TypeVar("Target", bound=FrameTarget)
 
 
-def write_frame(targets: Sequence[FrameTarget], frame: bytes, now: float) -> None:
-    """Write `frame` to every target, each able to take it now, in the order of its own bytes.
+def parallel(count: int) -> bool:
+    """Whether a frame for `count` connections is written with write_claimed."""
+    return count >= PARALLEL_FROM and HELPERS > 0
 
-    Many targets are written to from several threads (module docstring); a few, or a machine
-    with one core, from the loop's thread alone through their transports.
+
+def write_claimed(
+    targets: Sequence[Target], frame: bytes, now: float, after: int | None, last: int
+) -> list[Target]:
+    """Write `frame` straight to the socket of every target that claims it (claim_socket),
+    from the loop's thread and the helpers at once (module docstring); a socket that took
+    only part of it gets the rest through its transport. Returns, in order, the targets that
+    did not claim it, for the caller to send to as it would to a few.
+
+    Each thread judges and writes its share one connection at a time, so that one thread's
+    judging runs while the other waits in the kernel. Judging reads the connections' state
+    and sets two attributes: safe from a helper because the loop's thread stays in this call.
     """
-    if len(targets) < PARALLEL_FROM or not HELPERS:
-        for target in targets:
-            target.put_frame(frame, now)
-        return
-    raw: list[FrameTarget] = []
-    fds: list[int] = []
-    for target in targets:
-        fd = target.raw_socket()
-        if fd < 0:
-            target.put_frame(frame, now)
-        else:
-            raw.append(target)
-            fds.append(fd)
-    taken = _write_in_parallel(fds, frame) if len(fds) >= PARALLEL_FROM else _write_all(fds, frame)
-    whole = len(frame)
-    for target, count in zip(raw, taken, strict=True):
-        if count == whole:
-            target.took_frame(now)
-        else:  # the rest of it, after what the socket took
-            target.put_frame(frame[count:] if count else frame, now)
-
-
-def _write_in_parallel(fds: list[int], frame: bytes) -> list[int]:
-    """_write_all, the sockets shared between the loop's thread and the helpers."""
-    size = -(-len(fds) // (HELPERS + 1))
+    size = -(-len(targets) // (HELPERS + 1))
     pool = _helpers()
     futures = []
     try:
         for k in range(1, HELPERS + 1):
-            futures.append(pool.submit(_write_all, fds[k * size : (k + 1) * size], frame))
-        taken = _write_all(fds[:size], frame)
+            share = targets[k * size : (k + 1) * size]
+            futures.append(pool.submit(_claim_and_write, share, frame, now, after, last))
+        unclaimed, partial = _claim_and_write(targets[:size], frame, now, after, last)
         for future in futures:
-            taken += future.result()
-        return taken
+            more_unclaimed, more_partial = future.result()
+            unclaimed += more_unclaimed
+            partial += more_partial
     finally:
         futures_wait(futures)  # whatever happened, no helper is still writing when the loop goes on
+    for target, count in partial:  # the rest of it, after what the socket took
+        target.put_frame(frame[count:] if count else frame, now)
+    return unclaimed
 
 
-def _write_all(fds: Sequence[int], frame: bytes) -> list[int]:
-    """How much of `frame` each socket took (0 when full or failing)."""
-    taken: list[int] = []
-    for fd in fds:
+def _claim_and_write(
+    share: Sequence[Target], frame: bytes, now: float, after: int | None, last: int
+) -> tuple[list[Target], list[tuple[Target, int]]]:
+    """write_claimed for one thread's share: the targets that did not claim the frame, and
+    those whose socket took less than all of it, with how much (0 when full or failing)."""
+    unclaimed: list[Target] = []
+    partial: list[tuple[Target, int]] = []
+    whole = len(frame)
+    for target in share:
+        fd = target.claim_socket(after, last, now)
+        if fd < 0:
+            unclaimed.append(target)
+            continue
         try:
-            taken.append(os.write(fd, frame))
+            count = os.write(fd, frame)
         except OSError:  # full, or the connection is going: its transport handles the frame
-            taken.append(0)
-    return taken
+            count = 0
+        if count != whole:
+            partial.append((target, count))
+    return unclaimed, partial
 
 
 def _helpers() -> ThreadPoolExecutor:
