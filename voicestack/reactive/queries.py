@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
-from voicestack.reactive.channel import Channel, ErrorPayload, Payload
+from voicestack.reactive.channel import Channel
+from voicestack.reactive.payloads import ErrorPayload, Payload
 from voicestack.reactive.subscription import Outcome, SharedKey, SharedQuery, shared_key
 from voicestack.store.changes import ChangeSet
 

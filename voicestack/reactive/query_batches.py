@@ -4,8 +4,8 @@ the subscribers that joined, each with the value it is missing."""
 from __future__ import annotations
 
 from voicestack.functions.errors import FunctionError
-from voicestack.reactive.channel import ErrorPayload, Payload
 from voicestack.reactive.listeners import BatchListeners
+from voicestack.reactive.payloads import ErrorPayload, Payload
 from voicestack.reactive.queries import SharedQueries
 from voicestack.reactive.subscription import Outcome, QueryJoin, SharedQuery, run_query
 from voicestack.store.changes import changed_since

@@ -13,7 +13,8 @@ from voicestack.functions.context import QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
-from voicestack.reactive.channel import Channel, ErrorPayload, Payload
+from voicestack.reactive.channel import Channel
+from voicestack.reactive.payloads import ErrorPayload, Payload
 from voicestack.store.readers import Snapshot
 
 log = logging.getLogger(__name__)
