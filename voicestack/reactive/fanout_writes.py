@@ -46,7 +46,7 @@ _pool_lock = threading.Lock()
 
 
 class FrameTarget(Protocol):
-    """A connection a frame can be written to (voicestack.reactive.channel.Outbox)."""
+    """A connection a frame can be written to (voicestack.reactive.channel.FeedChannel)."""
 
     def claim_socket(self, after: int | None, last: int, now: float) -> int:
         """The socket's file descriptor when a frame may be written to it now, past the
