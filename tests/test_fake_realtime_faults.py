@@ -103,8 +103,11 @@ async def test_long_audio_speech_and_client_cancel(fake: FakeOpenAI) -> None:
         await rt.send("response.create")
         spoken = await rt.until("response.done")
         await rt.send("response.create")
-        await rt.until("response.output_audio.delta")
-        await rt.send("response.cancel")
+        started = await rt.until("response.output_audio.delta")
+        # A cancel naming a response that already ended leaves the one in progress alone.
+        await rt.send("response.cancel", response_id=spoken[-1]["response"]["id"])
+        stale = await rt.until("error")
+        await rt.send("response.cancel", response_id=started[-1]["response_id"])
         cancelled = await rt.until("response.done")
         await rt.send("response.cancel")
         not_active = await rt.recv()
@@ -125,6 +128,8 @@ async def test_long_audio_speech_and_client_cancel(fake: FakeOpenAI) -> None:
     assert cancelled[-1]["response"]["status_details"]["reason"] == "client_cancelled"
     assert len(audio_bytes(cancelled)) < 10000 * PCM_BYTES_PER_MS
     assert not_active["error"]["code"] == "response_cancel_not_active"
+    assert stale[-1]["error"]["code"] == "response_cancel_not_active"
+    assert "response.done" not in [e["type"] for e in stale]
 
 
 async def test_scripted_and_client_errors_keep_the_socket_open(fake: FakeOpenAI) -> None:

@@ -16,6 +16,7 @@ from tests.support.agent import Threads
 from tests.support.realtime import conversation, silence, spoken_pcm
 from tests.support.relay import (
     SLOW_COUNT_SCRIPT,
+    client_events,
     cut_during_a_count,
     provider_session,
     relay_server,
@@ -96,6 +97,39 @@ async def test_speech_over_a_reply_clears_truncates_and_saves_what_was_played(
     assert story["error"]["code"] == "barge_in"
     assert story["voice"]["interrupted"] is True
     assert thread["messages"][3]["voice"]["interrupted"] is False
+
+
+async def test_the_cancel_of_a_reply_spoken_over_names_its_response(
+    fake: FakeOpenAI, threads: Threads, server: ServerProcess, tmp_path: Path
+) -> None:
+    # Paced in real time, the story is still being generated when the user speaks over it, so
+    # the relay cancels it. The provider may have begun the answer by the time that cancel
+    # arrives: a cancel that did not name the story would stop the answer instead.
+    fake.realtime.script(
+        {
+            "turns": ["Tell me a story", "Stop"],
+            "responses": [{"text": STORY, "audio_ms": STORY_MS, "speed": 1.0}, {"text": "Fine."}],
+        }
+    )
+    thread_id = await threads.create()
+    question = spoken_pcm(tmp_path, "Tell me a story.")
+    interruption = spoken_pcm(tmp_path, "Stop.")
+
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        story_id = (await say_turn(talk, question))["messageId"]
+        await talk.wait_for_audio(500)
+        mark = len(talk.events)
+        await talk.say(interruption + silence(1000))
+        answer = await talk.wait_for(
+            lambda e: e["type"] == "reply_stopped" and e["messageId"] != story_id, after=mark
+        )
+
+    assert answer["status"] == "complete"
+    story_response = provider_session(fake)["responses"][0]
+    assert story_response["status"] == "cancelled"
+    cancels = client_events(fake, "response.cancel")
+    assert [c.get("response_id") for c in cancels] == [story_response["id"]]
 
 
 async def test_a_phone_call_is_relayed_and_its_marks_give_the_cut(

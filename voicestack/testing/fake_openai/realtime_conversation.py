@@ -224,8 +224,10 @@ async def _run(conn: Connection, run: ResponseRun, after_created: list[dict[str,
 
 
 async def cancel(conn: Connection, message: dict[str, Any]) -> None:
-    """response.cancel: end the active response as cancelled."""
-    if conn.active is None:
+    """response.cancel: end the active response as cancelled; one naming another response
+    (`response_id`) is refused as not active, and the active one goes on."""
+    named = message.get("response_id")
+    if conn.active is None or (named is not None and named != conn.active[0].id):
         raise Refuse(
             invalid("Cancellation failed: no active response found", "response_cancel_not_active")
         )

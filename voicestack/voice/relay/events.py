@@ -64,9 +64,17 @@ def text_of(event: dict[str, Any], key: str = "delta") -> str:
     return value if isinstance(value, str) else ""
 
 
-def cancel() -> dict[str, Any]:
-    """`response.cancel` of the response being spoken over."""
-    return {"type": "response.cancel", "event_id": f"{AFTERMATH}{next(_aftermath_ids)}"}
+def cancel(response_id: str | None) -> dict[str, Any]:
+    """`response.cancel` of the response being spoken over, named when its id is known: by the
+    time it arrives, the provider may have ended that response and begun the next, which an
+    unnamed cancel would stop instead."""
+    event: dict[str, Any] = {
+        "type": "response.cancel",
+        "event_id": f"{AFTERMATH}{next(_aftermath_ids)}",
+    }
+    if response_id is not None:
+        event["response_id"] = response_id
+    return event
 
 
 def is_aftermath(event: dict[str, Any]) -> bool:

@@ -190,7 +190,7 @@ class TurnState:
                     item_played = reply.audio.item_played_ms(played)
                     await link.send(truncate(reply.audio.item_id, item_played))
                 if reply.responding:
-                    await link.send(cancel())
+                    await link.send(cancel(reply.response_id))
         with contextlib.suppress(Exception):
             await reply.text.close()
         heard = heard_words(reply.transcript, played, reply.audio.provider_ms)
