@@ -30,7 +30,7 @@ from voicestack.functions.registry import ServerFunction
 from voicestack.identity import Caller
 from voicestack.reactive.channel import Channel, FeedChannel, Outbox
 from voicestack.reactive.foreign_commits import ForeignCommits
-from voicestack.reactive.inbox import CommitInbox
+from voicestack.reactive.inbox import CommitInbox, small_changes
 from voicestack.reactive.keepalive import Streams
 from voicestack.reactive.listeners import BatchListeners, Feed, FeedJoin, Listeners
 from voicestack.reactive.queries import SharedQueries
@@ -49,9 +49,6 @@ T = TypeVar("T")
 # How long the hub waits for the ChangeSets of a snapshot it already sees before it stops
 # trusting its view and re-runs every subscription.
 CHANGESET_WAIT_S = 2.0
-# A batch whose commits changed at most this many (listed) rows, that re-runs no query and
-# admits no subscriber, reads what its listeners need on the event loop itself.
-INLINE_ROWS = 256
 
 
 class Hub:
@@ -156,7 +153,7 @@ class Hub:
             not self._only_listeners(pending)
             or reader is None
             or not self._reader_idle()
-            or not _small(pending)
+            or not small_changes(pending)
             or not self._relevant(pending)
         ):
             return False
@@ -339,7 +336,7 @@ class Hub:
                 and not joins
                 and listeners.light
                 and self._reader_idle()
-                and _small(changes)
+                and small_changes(changes)
             ):
                 # No gate, query or join: the feeds' events may go out at once.
                 listeners.feed_first(snapshot)
@@ -435,15 +432,3 @@ class Hub:
             self._reader = None
             await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
         self._executor.shutdown(wait=True)
-
-
-def _small(changes: list[ChangeSet]) -> bool:
-    """Whether the commits list every row they changed, and few of them."""
-    rows = 0
-    for changeset in changes:
-        if len(changeset.rows) < len(changeset.tables):
-            return False  # a table changed in rows too many to list
-        rows += sum(map(len, changeset.rows.values()))
-        if rows > INLINE_ROWS:
-            return False
-    return True

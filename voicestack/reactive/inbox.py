@@ -14,6 +14,10 @@ import apsw
 
 from voicestack.store.changes import ChangeSet, latest_version, read_log
 
+# A batch whose commits changed at most this many (listed) rows, that re-runs no query and
+# admits no subscriber, reads what its listeners need on the event loop itself.
+INLINE_ROWS = 256
+
 
 class CommitInbox:
     """Collects ChangeSets in version order, without duplicates, for the hub's batch loop."""
@@ -80,3 +84,15 @@ class CommitInbox:
         if latest_version(conn) <= received:
             return []
         return read_log(conn, received, None)  # put() drops the ones already known
+
+
+def small_changes(changes: list[ChangeSet]) -> bool:
+    """Whether the commits list every row they changed, and few of them."""
+    rows = 0
+    for changeset in changes:
+        if len(changeset.rows) < len(changeset.tables):
+            return False  # a table changed in rows too many to list
+        rows += sum(map(len, changeset.rows.values()))
+        if rows > INLINE_ROWS:
+            return False
+    return True
