@@ -10,6 +10,12 @@ than it saves. So after a read a notice caused, notices wait a gap. When more ca
 they are read at once and the gap doubles, up to the poll's interval: a steady stream of commits
 is read as often as polling would read it. When none came, the gap is short again, so sparse
 commits (a reply's deltas, a message) arrive at once.
+
+The poll is a timer on the loop that first asks a `moved()` check (DataVersionProbe: a few
+microseconds, on the loop's own thread) and reads the log only when it says something may have
+committed, or when it is time to look for new processes of the file. An idle server then only
+looks; it used to send a read to the hub's thread at every poll, forty a second, waking two
+threads each time.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from voicestack.store.changes import ChangeSet
 from voicestack.store.commit_notices import CommitNotices
+from voicestack.store.data_version import DataVersionProbe
 
 log = logging.getLogger(__name__)
 
@@ -42,44 +49,86 @@ class ForeignCommits:
         self._poll_s = poll_s
         self._read = read
         self._receive = receive
-        self._noticed = asyncio.Event()
+        self._moved: Callable[[], bool] = lambda: True
+        self._wake = asyncio.Event()
+        self._noticed = False  # a notice came: read, then space the next ones
+        self._polled = False  # a poll found the file moved: read
         self._gap_s = NOTICE_GAP_S
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poll: asyncio.TimerHandle | None = None
+        self._next_look = 0.0
         self._stopped = False
+        self.reads = 0  # change-log reads so far, whatever asked for them
 
-    async def run(self) -> None:
-        """Read the change log at every notice (spaced as above) or poll, until stopped."""
+    async def run(
+        self, probe: DataVersionProbe | None = None, known: Callable[[], int] = int
+    ) -> None:
+        """Read the change log at every notice (spaced as above), and at every poll that finds
+        a commit newer than `known()` (the version up to which every commit has been
+        received) through `probe`, or at every poll with no probe; until stopped. The probe is
+        closed on the way out."""
         self._loop = asyncio.get_running_loop()
+        if probe is not None:
+            self._moved = lambda: probe.committed_after(known())
         self._watch()
-        next_look = 0.0
-        while not self._stopped:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
-            # lands just as the event is set, and this loop would then outlive the hub.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
-                    await self._noticed.wait()
-            if self._stopped:
-                return
-            if self._notices is not None and self._loop.time() >= next_look:
-                # Off the writer thread: the socket table can be long on a busy host.
-                next_look = self._loop.time() + PEER_LOOK_S
-                await self._loop.run_in_executor(None, self._notices.look_for_peers)
-            noticed = self._noticed.is_set()
-            self._noticed.clear()
-            try:
-                changesets = await self._read()
-            except Exception:
-                log.exception("reading the change log failed")
-                changesets = []
-            for changeset in changesets:
-                self._receive(changeset)
-            if noticed:
-                await self._space_notices()
+        self._on_poll()
+        try:
+            while not self._stopped:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._stopped:
+                    return
+                await self._look_for_peers()
+                if not (self._noticed or self._polled):
+                    continue
+                noticed, self._noticed, self._polled = self._noticed, False, False
+                self.reads += 1
+                try:
+                    changesets = await self._read()
+                except Exception:
+                    log.exception("reading the change log failed")
+                    changesets = []
+                for changeset in changesets:
+                    self._receive(changeset)
+                if noticed:
+                    await self._space_notices()
+        finally:
+            if self._poll is not None:
+                self._poll.cancel()
+            if probe is not None:
+                probe.close()
 
     def stop(self) -> None:
-        """Stop watching for notices (before the store closes their socket)."""
+        """Stop watching for notices (before the store closes their socket) and polling."""
         self._stopped = True
         self._unwatch()
+        if self._poll is not None:
+            self._poll.cancel()
+        self._wake.set()
+
+    def _on_poll(self) -> None:
+        loop = self._loop
+        if self._stopped or loop is None:
+            return
+        self._poll = loop.call_later(self._poll_s, self._on_poll)
+        if self._moved():
+            self._polled = True
+            self._wake.set()
+        elif self._look_due():
+            self._wake.set()
+
+    def _look_due(self) -> bool:
+        return (
+            self._notices is not None
+            and self._loop is not None
+            and (self._loop.time() >= self._next_look)
+        )
+
+    async def _look_for_peers(self) -> None:
+        if self._notices is not None and self._loop is not None and self._look_due():
+            # Off the loop and the writer thread: the socket table can be long on a busy host.
+            self._next_look = self._loop.time() + PEER_LOOK_S
+            await self._loop.run_in_executor(None, self._notices.look_for_peers)
 
     def _on_notice(self) -> None:
         if self._notices is None:
@@ -87,7 +136,8 @@ class ForeignCommits:
         self._notices.drain()
         # Until the change log is read, more notices add nothing: stop waking up for them.
         self._unwatch()
-        self._noticed.set()
+        self._noticed = True
+        self._wake.set()
 
     async def _space_notices(self) -> None:
         if self._notices is None:
@@ -95,7 +145,8 @@ class ForeignCommits:
         await asyncio.sleep(self._gap_s)
         if self._notices.drain():
             self._gap_s = min(self._gap_s * 2, self._poll_s)
-            self._noticed.set()
+            self._noticed = True
+            self._wake.set()
         else:
             self._gap_s = NOTICE_GAP_S
         self._watch()

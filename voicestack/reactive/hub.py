@@ -37,6 +37,7 @@ from voicestack.reactive.queries import SharedQueries
 from voicestack.reactive.query_batches import admit_joins, run_batch_queries
 from voicestack.reactive.subscription import Outcome, QueryJoin, SharedQuery, Subscription
 from voicestack.store.changes import ChangeSet
+from voicestack.store.data_version import DataVersionProbe
 from voicestack.store.loop_calls import call_soon_on, on_own_loop
 from voicestack.store.observer import CommitObserver
 from voicestack.store.readers import ReaderConnection
@@ -97,7 +98,10 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="voicestack-hub"),
             asyncio.create_task(self._streams.run(), name="voicestack-keepalive"),
-            asyncio.create_task(self._foreign.run(), name="voicestack-commit-poll"),
+            asyncio.create_task(
+                self._foreign.run(DataVersionProbe(self._store.path), lambda: self._inbox.received),
+                name="voicestack-commit-poll",
+            ),
         ]
 
     def _on_commit(self, changeset: ChangeSet) -> None:
@@ -403,6 +407,11 @@ class Hub:
         self._listeners.fail_joins(reason)
 
     # -- commits made by other processes ---------------------------------------------------
+
+    @property
+    def foreign_reads(self) -> int:
+        """How many times the hub has read the change log for other processes' commits."""
+        return self._foreign.reads
 
     def _read_foreign(self) -> list[ChangeSet]:
         reader = self._reader

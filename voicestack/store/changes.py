@@ -211,9 +211,9 @@ def append_to_log(conn: apsw.Connection, changeset: ChangeSet) -> None:
 
 def latest_version(conn: apsw.Connection) -> int:
     """The newest committed version as seen by `conn`'s current snapshot (0 for a new database)."""
-    for (version,) in conn.execute("SELECT coalesce(max(version), 0) FROM _changes"):
-        return int(version)
-    return 0
+    # `.get` runs the statement to its end: outside a transaction, no read stays open after.
+    version: int = conn.execute("SELECT coalesce(max(version), 0) FROM _changes").get
+    return version
 
 
 def read_log(conn: apsw.Connection, after: int, upto: int | None = None) -> list[ChangeSet]:
