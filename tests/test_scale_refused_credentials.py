@@ -79,6 +79,15 @@ async def counting(cluster: Cluster) -> AsyncIterator[Asked]:
         await nc.close()
 
 
+async def _refused_by_the_primary(cluster: Cluster, headers: dict[str, str]) -> None:
+    """Wait until the primary itself refuses the credential: it has taken in the commit (made
+    by another process, and noticed there a moment later) that ended it."""
+    async with httpx.AsyncClient(base_url=cluster.primary.url, headers=headers) as http:
+        with anyio.fail_after(5):
+            while (await http.get("/api/threads")).status_code != 401:
+                await anyio.sleep(0.01)
+
+
 async def _health(url: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
         body: dict[str, Any] = (await http.get("/healthz")).json()
@@ -178,6 +187,7 @@ async def test_an_ended_sign_in_is_refused_here_after_the_primary_refused_it(
     async with httpx.AsyncClient(base_url=edge.url, timeout=10.0, headers=cookie) as http:
         assert (await http.get("/api/threads")).status_code == 200
         age_session(cluster, secret, (SESSION_DAYS + 1) * 86_400)
+        await _refused_by_the_primary(cluster, cookie)
         async with counting(cluster) as asked:
             ended = await http.get("/api/threads")
             assert ended.status_code == 401
