@@ -52,10 +52,12 @@ def thread_visible(db: ReadDB | WriteDB, thread_id: str, user: Caller | None) ->
 
 
 def require_thread(db: ReadDB | WriteDB, thread_id: str, user: Caller | None) -> dict[str, Any]:
-    """The thread row, or `thread_not_found` (404) when it does not exist for this caller."""
+    """The thread row (with its `last_position`: its last message's place, 0 for none), or
+    `thread_not_found` (404) when it does not exist for this caller."""
     # As thread_visible decides, in the same statement as the row.
     sql = (
-        "SELECT id, title, owner, agent, metadata, created_at, updated_at FROM threads WHERE id = ?"
+        "SELECT id, title, owner, agent, metadata, created_at, updated_at, last_position"
+        " FROM threads WHERE id = ?"
     )
     params: tuple[str, ...] = (thread_id,)
     if user is not None and not user.is_admin:

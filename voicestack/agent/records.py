@@ -55,9 +55,12 @@ def streamed_text(db: AnyDB, message_id: str) -> str:
     return text or ""
 
 
-def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
+def message_from_row(
+    db: AnyDB, row: dict[str, Any], author_name: str | None = None
+) -> dict[str, Any]:
     """A messages row as the API shows it; a streaming reply's text is what has streamed, and
-    `authorName` is its author's name as it is now (None without an author), `agent` the agent
+    `authorName` is its author's name as it is now (None without an author: `author_name` when
+    the caller knows it, else read), `agent` the agent
     that wrote it (None for a person's message), and `voice` the
     per-turn metrics of a reply spoken in a live conversation (None for any other message)."""
     text = row["text"]
@@ -77,7 +80,7 @@ def message_from_row(db: AnyDB, row: dict[str, Any]) -> dict[str, Any]:
         "updatedAt": row["updated_at"],
         "order": row["position"],
         "author": row["author"],
-        "authorName": _author_name(db, row["author"]),
+        "authorName": author_name if author_name is not None else _author_name(db, row["author"]),
         "agent": row["agent"],
         "replyTo": row["reply_to"],
         "audioFileId": row["audio_file_id"],

@@ -65,6 +65,7 @@ def insert_message(
     *,
     text: str = "",
     author: str | None = None,
+    author_name: str | None = None,
     reply_to: str | None = None,
     audio_file_id: str | None = None,
     audio_in_seconds: float = 0.0,
@@ -78,7 +79,8 @@ def insert_message(
 
     A message transcribed from audio links to it (`audio_file_id`, with the seconds heard); a
     reply with `speak` is spoken sentence by sentence as it streams. A reply records the
-    `agent` that writes it and its `model`. `touch_thread=False` leaves the thread's
+    `agent` that writes it and its `model`. `author_name`: the author's name, when the caller
+    knows it (else it is read). `touch_thread=False` leaves the thread's
     `updated_at` to a later message of the same mutation. `position`: the message's place,
     when the caller knows it is next (None: the place after the thread's last message).
     """
@@ -112,7 +114,7 @@ def insert_message(
     assert row is not None
     if touch_thread:
         db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
-    emit(db, thread_id, "message", message_id, message_from_row(db, row))
+    emit(db, thread_id, "message", message_id, message_from_row(db, row, author_name))
     return message_id
 
 
@@ -259,11 +261,15 @@ def start_turn(
     audio_in_seconds: float = 0.0,
     speak: bool = False,
     agent: str | None = None,
+    last_position: int | None = None,
+    author_name: str | None = None,
 ) -> dict[str, str]:
     """Save a user message and queue the assistant's reply to it; the reply runner starts it.
-    `agent` is the thread's agent, when the caller has already read the thread's row."""
+    `agent` and `last_position` are the thread's, when the caller has already read its row in
+    this transaction (require_thread); `author_name` is the author's, when the caller knows it.
+    """
     # The reply, inserted next in this mutation, sets the thread's updated_at.
-    position = _next_position(db, thread_id)
+    position = _next_position(db, thread_id) if last_position is None else last_position + 1
     message_id = insert_message(
         db,
         thread_id,
@@ -271,6 +277,7 @@ def start_turn(
         "complete",
         text=text,
         author=author,
+        author_name=author_name,
         audio_file_id=audio_file_id,
         audio_in_seconds=audio_in_seconds,
         touch_thread=False,
@@ -294,12 +301,37 @@ def start_turn(
     return {"messageId": message_id, "replyId": reply_id}
 
 
+def start_user_turn(
+    db: WriteDB,
+    thread: dict[str, Any],
+    text: str,
+    user: Caller | None,
+    *,
+    audio_file_id: str | None = None,
+    audio_in_seconds: float = 0.0,
+    speak: bool = False,
+) -> dict[str, str]:
+    """start_turn for `user`'s message in `thread`, its row as require_thread read it in this
+    transaction: the thread's agent and last place, and the author's name, are not read again."""
+    return start_turn(
+        db,
+        thread["id"],
+        text,
+        user.id if user else None,
+        audio_file_id=audio_file_id,
+        audio_in_seconds=audio_in_seconds,
+        speak=speak,
+        agent=thread["agent"],
+        last_position=thread["last_position"],
+        author_name=user.name if user else None,
+    )
+
+
 @mutation("messages.send")
 def send_message(ctx: MutationCtx, args: SendArgs) -> dict[str, str]:
     """Save the caller's message and queue the assistant's reply to it."""
     thread = require_thread(ctx.db, args.thread_id, ctx.user)
-    author = ctx.user.id if ctx.user else None
-    return start_turn(ctx.db, args.thread_id, args.text, author, agent=thread["agent"])
+    return start_user_turn(ctx.db, thread, args.text, ctx.user)
 
 
 def _unfinished_replies(db: WriteDB, thread_id: str) -> list[dict[str, Any]]:

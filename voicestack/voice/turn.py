@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voicestack.agent.membership import require_thread
-from voicestack.agent.threads import start_turn
+from voicestack.agent.threads import start_user_turn
 from voicestack.identity import Caller
 from voicestack.store.db import WriteDB
 from voicestack.voice.files import Audio, insert_file, link_file
@@ -28,14 +28,13 @@ def save_voice_turn(db: WriteDB, turn: VoiceTurn) -> dict[str, str]:
     The message is saved exactly as `messages.send` saves a typed one, linked to its audio and
     carrying the seconds heard; the reply is `pending`, so the reply runner starts it on commit.
     """
-    require_thread(db, turn.thread_id, turn.user)
+    thread = require_thread(db, turn.thread_id, turn.user)
     file_id = insert_file(db, turn.thread_id, None, "upload", turn.audio)
-    author = turn.user.id if turn.user else None
-    ids = start_turn(
+    ids = start_user_turn(
         db,
-        turn.thread_id,
+        thread,
         turn.transcript,
-        author,
+        turn.user,
         audio_file_id=file_id,
         audio_in_seconds=turn.audio.duration_s or 0.0,
         speak=turn.speak,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from voicestack.agent.membership import require_thread
-from voicestack.agent.threads import start_turn
+from voicestack.agent.threads import start_user_turn
 from voicestack.identity import Caller
 from voicestack.store.db import WriteDB
 from voicestack.store.readers import Snapshot
@@ -83,9 +83,8 @@ def save_reply_end(db: WriteDB, message_id: str, end: ReplyEnd, clock: TurnClock
 
 def save_typed_turn(db: WriteDB, thread_id: str, user: Caller | None, text: str) -> SavedTurn:
     """A typed turn of a conversation on the thread, with its reply to speak."""
-    require_thread(db, thread_id, user)
-    author = user.id if user else None
-    ids = start_turn(db, thread_id, text, author, speak=True)
+    thread = require_thread(db, thread_id, user)
+    ids = start_user_turn(db, thread, text, user, speak=True)
     return SavedTurn(ids["messageId"], ids["replyId"], text)
 
 
