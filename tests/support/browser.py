@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests.support.server import REPO
 
@@ -36,6 +43,9 @@ ARTIFACTS = REPO / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000
+# Assertions wait as long as actions do: under the whole suite's load, a page can take longer
+# than Playwright's default 5 s for, say, a fake microphone to start recording.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def require_chromium() -> None:
