@@ -59,10 +59,10 @@ def message_from_row(
     db: AnyDB, row: dict[str, Any], author_name: str | None = None
 ) -> dict[str, Any]:
     """A messages row as the API shows it; a streaming reply's text is what has streamed, and
-    `authorName` is its author's name as it is now (None without an author: `author_name` when
-    the caller knows it, else read), `agent` the agent
-    that wrote it (None for a person's message), and `voice` the
-    per-turn metrics of a reply spoken in a live conversation (None for any other message)."""
+    `authorName` is its author's name as it is now (None without an author; `author_name` when
+    the caller knows it, else read), `agent` the agent that wrote it (None for a person's
+    message), and `voice` the per-turn metrics of a reply spoken in a live conversation (None
+    for any other message)."""
     text = row["text"]
     if row["status"] == "streaming" and not text:
         text = streamed_text(db, row["id"])
