@@ -56,6 +56,7 @@ export class Talk {
     this.starting = false;
     this.unavailable = talkUnsupported();
     this.button.addEventListener("click", () => (this.session ? this.end() : this.start()));
+    this.button.disabled = false; // off in the page until now: a click before this went nowhere
     byId("talk-end").addEventListener("click", () => this.end());
     if (this.unavailable) {
       this.button.setAttribute("aria-disabled", "true");

@@ -42,6 +42,7 @@ export class MicButton {
     this.state = "idle";
     this.unavailable = null;
     button.addEventListener("click", () => this.toggle());
+    button.disabled = false; // off in the page until now: a click before this went nowhere
     document.addEventListener("keydown", (e) => {
       if (e.key === "Escape" && this.state === "recording") this.cancel();
     });
