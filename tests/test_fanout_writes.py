@@ -1,6 +1,6 @@
 """A batch written to hundreds of feed connections at once (from several threads) reaches every
 one whole and in order, also where the socket or its transport could not take it at once, on
-the standard event loop and on uvloop (the server's)."""
+the standard event loop and on uvloop (the server's); so does a watch's new value."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import asyncio
 import os
 import socket
 import zlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 import pytest
@@ -15,13 +17,16 @@ from uvicorn.protocols.http.flow_control import FlowControl
 
 from voicestack.agent.feed import send_deflated, send_plain
 from voicestack.reactive import fanout_writes
-from voicestack.reactive.channel import FeedChannel
+from voicestack.reactive.channel import Channel, FeedChannel, Outbox
 from voicestack.reactive.deflate import Cohort, opening
 from voicestack.reactive.fanout_writes import PARALLEL_FROM
-from voicestack.reactive.wire import encode_event, http_chunk
+from voicestack.reactive.payloads import Payload
+from voicestack.reactive.subscription import SharedQuery, Subscription
+from voicestack.reactive.wire import END_OF_CHUNKS, encode_event, http_chunk
 
 pytestmark = pytest.mark.anyio
 COUNT = PARALLEL_FROM + 44
+OutboxT = TypeVar("OutboxT", bound=Outbox)
 
 
 @pytest.fixture(
@@ -49,6 +54,13 @@ def _connect_all(port: int, count: int) -> list[socket.socket]:
 async def _outboxes(
     count: int, deflate: bool = False
 ) -> tuple[list[FeedChannel], list[int], list[socket.socket], asyncio.Server]:
+    return await _connected(count, lambda _: FeedChannel(deflate=deflate), detach=not deflate)
+
+
+async def _connected(
+    count: int, make: Callable[[int], OutboxT], detach: bool = True
+) -> tuple[list[OutboxT], list[int], list[socket.socket], asyncio.Server]:
+    """`count` outboxes made by `make(k)`, each attached to a loopback connection."""
     loop = asyncio.get_running_loop()
     made: list[asyncio.Transport] = []
     server = await loop.create_server(lambda: Held(made), "127.0.0.1", 0)
@@ -59,11 +71,11 @@ async def _outboxes(
             await asyncio.sleep(0.01)
     by_peer = {t.get_extra_info("peername"): t for t in made}
     outboxes, fds = [], []
-    for client in clients:
+    for k, client in enumerate(clients):
         transport = by_peer[client.getsockname()]
-        outbox = FeedChannel(deflate=deflate)
+        outbox = make(k)
         outbox.attach(transport, FlowControl(transport))
-        if not deflate:
+        if detach:
             outbox.detach()
         outboxes.append(outbox)
         fds.append(transport.get_extra_info("socket").fileno())
@@ -204,6 +216,39 @@ async def test_many_deflated_subscribers_each_decode_every_segment_in_order() ->
             wire = _unchunked(await asyncio.to_thread(_read_to_end, client))
             assert decoder.decompress(wire) == sent, k
             assert decoder.eof, k
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
+async def test_a_watch_value_reaches_every_one_subscription_stream_once_and_whole() -> None:
+    several = 13  # a stream of several subscriptions by id: its outbox sends the value
+    channels, fds, clients, server = await _connected(COUNT, lambda k: Channel(k == several))
+    try:
+        now = asyncio.get_running_loop().time()
+        full, buffered, waiting = 3, 7, 11
+        stuffed, kept = _fill(fds[full]), _fill(fds[buffered])
+        channels[buffered].put_frame(b"b" * 4_000_000, now)
+        channels[waiting].push(None, Payload(b'"older"', 1))  # unsent: the new value replaces it
+        shared = SharedQuery(None, None, None, ("watch", b"{}", None))  # type: ignore[arg-type]
+        shared.subscriptions = {
+            Subscription(channel, "s13" if k == several else None, shared)
+            for k, channel in enumerate(channels)
+        }
+        payload = Payload(b'{"n":1}', 2)
+        shared.fan_out(payload, now)
+
+        value = encode_event(b"value", 2, b'{"id":"s13","value":{"n":1},"version":2}')
+        for k, client in enumerate(clients):
+            expected = http_chunk(value) if k == several else payload.single_frame()
+            prefix = {full: b"f" * stuffed, buffered: b"f" * kept + b"b" * 4_000_000}.get(k, b"")
+            reading = asyncio.to_thread(_read_all, client, len(prefix) + len(expected))
+            assert await reading == prefix + expected, k
+        for channel in channels:
+            channel.close()  # its pump ends the response: nothing else may come before that
+        for k, client in enumerate(clients):
+            assert await asyncio.to_thread(_read_to_end, client) == END_OF_CHUNKS, k
     finally:
         for client in clients:
             client.close()
