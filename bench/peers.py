@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import sys
@@ -34,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.peers_fanout import run_fanout
+from bench.peers_fanout import run_fanout_unbound
 from bench.peers_report import (
     FEED,
     PB,
@@ -86,7 +87,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="from this N on, voicestack runs `serve --workers` [20000]",
     )
     p.add_argument("--big-workers", type=int, default=2, help="that --workers value [2]")
-    p.add_argument("--per-client", type=int, default=5000, help="subscribers per client process")
+    p.add_argument(
+        "--per-client", type=int, default=5000, help="subscribers per client process, to start"
+    )
+    p.add_argument(
+        "--client-busy",
+        type=float,
+        default=0.5,
+        help="run a fan-out row again with twice the client processes while the busiest used "
+        "more than this share of its window; 0: never [0.5]",
+    )
+    p.add_argument(
+        "--max-clients", type=int, default=8, help="client processes per row, at most [8]"
+    )
     p.add_argument("--timeout-s", type=float, default=120.0, help="wait for deliveries [120]")
     p.add_argument("--wrk-connections", default="50,200", help="wrk connection counts [50,200]")
     p.add_argument("--wrk-seconds", type=float, default=10.0, help="seconds per wrk run [10]")
@@ -139,6 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {"writes": [], "fanout": [], "wire": []}
     work = Path(tempfile.mkdtemp(prefix="peers-"))
     fake = Fake(work)
+    processes: dict[tuple[str, int], int] = {}  # client processes per fan-out row, once raised
     try:
         for rep in range(args.repeat):
             tag = f"[{rep + 1}/{args.repeat}]"
@@ -151,7 +165,10 @@ async def run(args: argparse.Namespace) -> dict[str, list[Any]]:
                         if variant == PB and not args.pocketbase:
                             continue
                         print(f"{tag} fan-out N={n} {variant}", file=sys.stderr, flush=True)
-                        row = await run_fanout(args, work, fake, variant, n)
+                        start = processes.get((variant, n), math.ceil(n / args.per_client))
+                        row, processes[variant, n] = await run_fanout_unbound(
+                            args, work, fake, variant, n, start
+                        )
                         print(f"  {row}", file=sys.stderr, flush=True)
                         found["fanout"].append(row)
             if "wire" in args.sections:

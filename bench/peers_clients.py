@@ -64,6 +64,7 @@ class ClientResult:
     bytes: int = 0
     last_delivery: float = 0.0
     cpu_s: float = 0.0
+    window_s: float = 0.0  # the wall time cpu_s was counted over
     errors: list[str] = field(default_factory=list)
 
 
@@ -279,7 +280,7 @@ async def _client_main(conn: Connection, spec: ClientSpec) -> None:
     conn.send(("ready", result.subscribed, result.failed))
     message = await loop.run_in_executor(None, conn.recv)
     assert message[0] == "go"
-    cpu0 = _cpu()
+    cpu0, wall0 = _cpu(), time.monotonic()
     live = [s for s in subs if s.ready]
     group.total = len(live)
     group.complete = sum(len(s.seen) >= spec.writes for s in live)
@@ -290,7 +291,7 @@ async def _client_main(conn: Connection, spec: ClientSpec) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(group.all_seen.wait(), timeout)
     await asyncio.sleep(SETTLE_S)
-    result.cpu_s = _cpu() - cpu0
+    result.cpu_s, result.window_s = _cpu() - cpu0, time.monotonic() - wall0
     wanted = {key.encode(): at for key, at in sent.items()}
     for sub in subs:
         got = [(at - wanted[m]) for m, at in sub.seen.items() if m in wanted]

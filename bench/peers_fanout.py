@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import multiprocessing
+import sys
 import time
 import urllib.parse
 from multiprocessing.connection import Connection
@@ -38,6 +39,7 @@ from bench.stream_procs import wait_for_quiet
 
 FD_SPARE = 200  # files a server needs besides its subscribers (database, logs, listeners)
 SETTLE_S = 1.0
+MIN_PER_CLIENT = 100  # streams: below this, another client process is not worth its start
 
 
 def _own_cpu() -> float:
@@ -71,9 +73,10 @@ def _skip_reason(variant: str, n: int, workers: int, nofile: int) -> str:
 
 
 async def run_fanout(
-    args: argparse.Namespace, work: Path, fake: Fake, variant: str, n: int
+    args: argparse.Namespace, work: Path, fake: Fake, variant: str, n: int, processes: int
 ) -> FanoutRow:
-    """Fresh server, N subscribers in client processes, M writes, every delivery measured."""
+    """Fresh server, N subscribers spread over `processes` client processes, M writes, every
+    delivery measured."""
     workers = args.big_workers if variant != PB and n >= args.workers_from else 1
     row = FanoutRow(variant, n, workers, args.writes)
     row.skipped = _skip_reason(variant, n, workers, args.nofile)
@@ -103,7 +106,7 @@ async def run_fanout(
                 path = f"/api/watch/messages.list?args={query}"
         row.rss_base_mib = tree_rss(server.pid) / 2**20
         rss_base = tree_rss(server.pid)
-        shares = math.ceil(n / args.per_client)
+        shares = max(1, min(processes, n))
         for k in range(shares):
             count = n // shares + (1 if k < n % shares else 0)
             spec = ClientSpec(
@@ -146,6 +149,36 @@ async def run_fanout(
         if variant != PB:
             await fake.reset()
     return row
+
+
+async def run_fanout_unbound(
+    args: argparse.Namespace, work: Path, fake: Fake, variant: str, n: int, processes: int
+) -> tuple[FanoutRow, int]:
+    """run_fanout, run again with twice the client processes while the busiest one used more
+    than `args.client_busy` of its window: then the client, not the server, set the pace. At
+    most `args.max_clients` processes, each of at least MIN_PER_CLIENT streams. Returns the last
+    run's row, with a note of any raise, and its processes, for later repeats to start from."""
+    most = max(1, min(args.max_clients, n // MIN_PER_CLIENT))
+    raised: list[str] = []
+    while True:
+        row = await run_fanout(args, work, fake, variant, n, processes)
+        bound = 0 < args.client_busy < row.client_busy and not row.skipped
+        if not bound or processes >= most:
+            break
+        raised.append(f"with {processes}, {row.client_busy * 100:.0f} %")
+        processes = min(most, processes * 2)
+        print(f"  client-bound ({raised[-1]}): again with {processes}", file=sys.stderr)
+    if raised:
+        row.notes.append(
+            f"run with {processes} client processes. The busiest one's CPU ÷ its window: "
+            + "; ".join(raised)
+        )
+    if bound:
+        row.notes.append(
+            f"client-bound: the busiest of {processes} client processes (the most allowed) "
+            f"used {row.client_busy * 100:.0f} % of its window"
+        )
+    return row, processes
 
 
 def variant_kind(variant: str) -> str:
@@ -199,6 +232,7 @@ async def _measure(
         row.events_per_s = row.events / (last - min(sent.values()))
     row.server_cpu_s = server_cpu
     row.client_cpu_s = sum(r.cpu_s for r in results) + own_cpu
+    row.client_busy = max((r.cpu_s / r.window_s for r in results if r.window_s), default=0.0)
     row.rss_peak_mib = peak.peak / 2**20
     row.peak_kib_per_sub = (peak.peak - row.rss_base_mib * 2**20) / 1024 / row.n
     waits = sorted(w for _, w, _ in answers)

@@ -52,6 +52,7 @@ class FanoutRow:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     client_processes: int = 0
+    client_busy: float = 0.0  # the busiest client process's CPU ÷ its window
     rss_base_mib: float = 0.0
     rss_peak_mib: float = 0.0
     idle_kib_per_sub: float = 0.0
@@ -168,7 +169,7 @@ def fanout_table(rows: Sequence[FanoutRow]) -> str:
     out = [
         "| N | server | p50 ms | p99 ms | max ms | p99 ÷ PB | p50 ÷ PB | delivered / expected "
         "| events/s (per write per sub) | server CPU s | peak RSS MiB | idle KiB/sub "
-        "| peak KiB/sub | client CPU s (procs) | others' CPU s / window s "
+        "| peak KiB/sub | client CPU s (procs, busiest) | others' CPU s / window s "
         "| write answered p50 / max ms | runs |",
         "|" + "---|" * 17,
     ]
@@ -187,7 +188,8 @@ def fanout_table(rows: Sequence[FanoutRow]) -> str:
             f"| {r.delivered:,} / {r.expected:,} | {_num(r.events_per_s)} "
             f"({r.events / max(1, r.delivered):.1f}) | "
             f"{r.server_cpu_s:.2f} | {r.rss_peak_mib:.0f} | {r.idle_kib_per_sub:.1f} | "
-            f"{r.peak_kib_per_sub:.1f} | {r.client_cpu_s:.2f} ({r.client_processes}) | "
+            f"{r.peak_kib_per_sub:.1f} | {r.client_cpu_s:.2f} "
+            f"({r.client_processes}, {r.client_busy * 100:.0f} %) | "
             f"{r.other_cpu_s:.1f} / {r.window_s:.1f} | "
             f"{r.write_p50_ms:.1f} / {r.write_max_ms:.1f} | {r.runs} |"
         )
