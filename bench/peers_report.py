@@ -31,6 +31,7 @@ class WriteRow:
     client_cpu_s: float = 0.0
     runs: int = 1
     error: str = ""
+    written_kib_per_request: float = 0.0
 
 
 @dataclass
@@ -128,8 +129,8 @@ def writes_table(rows: Sequence[WriteRow]) -> str:
     out = [
         "| request (voicestack vs PocketBase) | voicestack | conns | voicestack /s | PocketBase /s "
         "| ratio | p99 ms (vs / PB) | server CPU s (vs / PB) | wrk CPU s (vs / PB) "
-        "| non-2xx (vs / PB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| KiB written per request (vs / PB) | non-2xx (vs / PB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {
         "create": "`POST /api/mutation/threads.create` vs record create",
@@ -148,6 +149,7 @@ def writes_table(rows: Sequence[WriteRow]) -> str:
                 f"{_num(pb.requests_per_s)} | {_ratio(vs.requests_per_s, pb.requests_per_s)} | "
                 f"{vs.p99_ms:.1f} / {pb.p99_ms:.1f} | {vs.server_cpu_s:.1f} / "
                 f"{pb.server_cpu_s:.1f} | {vs.client_cpu_s:.1f} / {pb.client_cpu_s:.1f} | "
+                f"{vs.written_kib_per_request:.1f} / {pb.written_kib_per_request:.1f} | "
                 f"{vs.non_2xx} / {pb.non_2xx} |"
             )
     errors = [f"- {r.server} {r.kind} {r.connections}: {r.error}" for r in rows if r.error]

@@ -71,6 +71,16 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def tree_written(pid: int) -> int:
+    """Bytes the process tree has sent to storage so far (the kernel's `write_bytes`: each page
+    counted when first made dirty, whether the database file's, its WAL's or a log's)."""
+    total = 0
+    for proc in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += proc.io_counters().write_bytes
+    return total
+
+
 def tree_rss(pid: int) -> int:
     """Resident memory of the process tree, in bytes."""
     total = 0

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.peers_report import PB, WriteRow, voicestack_name
-from bench.peers_servers import COLLECTION, Fake, PocketBase, Voicestack, find_wrk, tree_cpu
+from bench.peers_servers import (
+    COLLECTION,
+    Fake,
+    PocketBase,
+    Voicestack,
+    find_wrk,
+    tree_cpu,
+    tree_written,
+)
 from bench.sse_client import HOST
 
 WRK_GRACE_S = 30.0
@@ -151,8 +159,9 @@ def _wrk_row(
         if kind == "create":
             path = f"/api/collections/{COLLECTION}/records"
             lua = lua_script("POST", '{"text":"hello from wrk"}', json_type)
-    cpu0 = tree_cpu(server.pid)
+    cpu0, written0 = tree_cpu(server.pid), tree_written(server.pid)
     got = run_wrk(wrk, work, server.port, path, lua, conns, args.wrk_seconds)
+    written = tree_written(server.pid) - written0
     return WriteRow(
         name,
         kind,
@@ -165,4 +174,5 @@ def _wrk_row(
         tree_cpu(server.pid) - cpu0,
         got.client_cpu_s,
         error=got.error,
+        written_kib_per_request=written / 1024 / got.requests if got.requests else 0.0,
     )
