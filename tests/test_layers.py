@@ -19,7 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 # Lowest first. Modules of one layer may import each other only within their own package.
 LAYERS: list[set[str]] = [
     {"voicestack.config_tables"},  # the config file's table models, which Settings holds
-    {"voicestack.identity", "voicestack.config", "voicestack.jsoncodec", "voicestack.echo"},
+    {
+        "voicestack.identity",
+        "voicestack.ids",
+        "voicestack.config",
+        "voicestack.jsoncodec",
+        "voicestack.echo",
+    },
     {"voicestack.store"},
     {"voicestack.functions"},
     {"voicestack.auth"},

@@ -16,7 +16,6 @@ the start-up log and in `GET /healthz?details=1`.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +47,7 @@ from voicestack.functions.context import ActionCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import action
 from voicestack.identity import Caller
+from voicestack.ids import new_id
 from voicestack.store.connection import vector_search_unavailable
 from voicestack.store.db import ReadDB, WriteDB
 from voicestack.store.readers import Snapshot
@@ -274,7 +274,7 @@ def remember(
         raise ValueError(f"A note is at most {MAX_NOTE_CHARS} characters.")
     if thread_id is None and user is None:
         raise ValueError("A note belongs to a thread or to a user: give thread_id or user.")
-    note_id = f"note_{secrets.token_hex(10)}"
+    note_id = new_id("note")
     db.execute(
         "INSERT INTO memory_notes(id, thread_id, user_id, text, created_at) VALUES (?, ?, ?, ?, ?)",
         (note_id, thread_id, user.id if user is not None else None, text, time.time()),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from typing import Any, NamedTuple
 
@@ -24,11 +23,6 @@ TOOL_CALL_COLUMNS = (
     "id, thread_id, message_id, call_id, step, name, args, status, progress, result, error,"
     " created_at, updated_at"
 )
-
-
-def new_id(prefix: str) -> str:
-    """A fresh random id such as `msg_3f9a…`: unguessable, never reused."""
-    return f"{prefix}_{secrets.token_hex(10)}"
 
 
 def now() -> float:

@@ -13,12 +13,12 @@ from voicestack.agent.records import (
     emit_delta,
     emit_message,
     emit_tool_call,
-    new_id,
     now,
     streamed_text,
 )
 from voicestack.agent.reply_jobs import claim_reply_job
 from voicestack.agent.reply_parts import add_tool_calls, open_part
+from voicestack.ids import new_id
 from voicestack.store.db import WriteDB
 
 # The error code of a reply the listener spoke over (voice barge-in): its text was cut to what

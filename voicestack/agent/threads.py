@@ -24,7 +24,6 @@ from voicestack.agent.records import (
     emit,
     emit_message,
     message_from_row,
-    new_id,
     now,
     streamed_text,
     thread_from_row,
@@ -45,6 +44,7 @@ from voicestack.functions.context import MutationCtx, QueryCtx
 from voicestack.functions.errors import FunctionError
 from voicestack.functions.registry import mutation, query
 from voicestack.identity import Caller
+from voicestack.ids import new_id
 from voicestack.store.db import ReadDB, WriteDB
 
 

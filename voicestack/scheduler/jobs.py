@@ -18,6 +18,7 @@ from voicestack import jsoncodec
 from voicestack.auth.users import user_by_id
 from voicestack.functions.cron import DEFAULT_MAX_ATTEMPTS
 from voicestack.identity import Caller
+from voicestack.ids import new_id
 from voicestack.store.db import ReadDB, WriteDB
 
 # Who claimed a job: this process, on this host.
@@ -43,8 +44,8 @@ class JobRun:
 
 
 def new_job_id() -> str:
-    """A fresh random job id such as `job_3f9a…`."""
-    return f"job_{secrets.token_hex(10)}"
+    """A fresh job id such as `job_24dc0674…` (voicestack.ids)."""
+    return new_id("job")
 
 
 def insert_job(

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import apsw
 
-from voicestack.agent.records import new_id, now
+from voicestack.agent.records import now
+from voicestack.ids import new_id
 from voicestack.store.db import ReadDB, WriteDB
 
 
