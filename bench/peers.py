@@ -8,7 +8,8 @@ loopback with fresh data directories, against the same clients:
 - fan-out: N SSE subscribers (PocketBase `/api/realtime` on a collection; a voicestack thread's
   feed, and an `/api/watch` of `messages.list`), then M writes at a fixed rate, each carrying a
   marker; write→delivery is the marker's arrival minus the write's send time, for every
-  subscriber and write. The subscribers live in client processes (bench/peers_clients.py);
+  subscriber and write. At N = 1, bench/send_floor.py's server too, for scale (a send's SQL
+  alone). The subscribers live in client processes (bench/peers_clients.py);
 - wire bytes: one browser-like feed watcher while a long reply streams (bench/peers_wire.py).
 
     python -m bench.peers                                   # the full default set
@@ -38,6 +39,7 @@ from typing import Any
 from bench.peers_fanout import run_fanout_unbound
 from bench.peers_report import (
     FEED,
+    FLOOR,
     PB,
     WATCH,
     FanoutRow,
@@ -74,8 +76,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--servers",
-        default="pocketbase,feed,watch",
-        help="fan-out variants: pocketbase, feed, watch [all three]",
+        default="pocketbase,feed,watch,floor",
+        help="fan-out variants: pocketbase, feed, watch, and floor (at N=1 only: a send's SQL "
+        "alone, bench/send_floor.py) [all four]",
     )
     p.add_argument("--writes", type=int, default=20, help="writes per fan-out run (M) [20]")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured writes first [1]")
@@ -139,7 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.write_workers = [int(x) for x in args.write_workers.split(",") if x.strip()]
     except ValueError:
         p.error("--subscribers, --wrk-connections, --write-workers: comma-separated integers")
-    names = {"pocketbase": PB, "feed": FEED, "watch": WATCH}
+    names = {"pocketbase": PB, "feed": FEED, "watch": WATCH, "floor": FLOOR}
     args.variants = [names[v.strip()] for v in args.servers.split(",") if v.strip() in names]
     args.sections = {s.strip() for s in args.only.split(",")}
     if not args.counts or min(args.counts) < 1 or args.writes < 1 or args.repeat < 1:
@@ -162,7 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, list[Any]]:
             if "fanout" in args.sections:
                 for n in args.counts:
                     for variant in args.variants:
-                        if variant == PB and not args.pocketbase:
+                        if (variant == PB and not args.pocketbase) or (variant == FLOOR and n != 1):
                             continue
                         print(f"{tag} fan-out N={n} {variant}", file=sys.stderr, flush=True)
                         start = processes.get((variant, n), math.ceil(n / args.per_client))

@@ -39,7 +39,7 @@ def marker(k: int) -> str:
 
 @dataclass(frozen=True)
 class ClientSpec:
-    """What one client process subscribes to: `kind` is pocketbase, feed or watch."""
+    """What one client process subscribes to: `kind` is pocketbase, feed, watch or floor."""
 
     kind: str
     port: int
@@ -230,7 +230,12 @@ async def _subscribe_all(spec: ClientSpec, group: Group, errors: list[str]) -> l
     loop = asyncio.get_running_loop()
     pb = spec.kind == "pocketbase"
     request = stream_request(spec)
-    pattern = {"pocketbase": b"\n\n", "feed": b"event: ready", "watch": b"\n\n"}[spec.kind]
+    pattern = {
+        "pocketbase": b"\n\n",
+        "feed": b"event: ready",
+        "watch": b"\n\n",
+        "floor": b"\r\n\r\n",
+    }[spec.kind]
     subs: list[Sub] = []
     for first in range(0, spec.count, spec.batch):
         fresh = [

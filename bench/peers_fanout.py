@@ -24,10 +24,11 @@ from typing import Any
 import psutil
 
 from bench.peers_clients import ClientResult, ClientSpec, client_process, marker
-from bench.peers_report import FEED, PB, WATCH, FanoutRow
+from bench.peers_report import FEED, FLOOR, PB, WATCH, FanoutRow
 from bench.peers_servers import (
     COLLECTION,
     Fake,
+    Floor,
     PocketBase,
     RssPeak,
     Voicestack,
@@ -83,9 +84,11 @@ async def run_fanout(
     if row.skipped:
         return row
     row.busy_before_pct = await wait_for_quiet(args.quiet_pct, args.quiet_wait_s)
-    server: PocketBase | Voicestack
+    server: PocketBase | Floor | Voicestack
     if variant == PB:
         server = PocketBase(args.pocketbase, work)
+    elif variant == FLOOR:
+        server = Floor(work)
     else:
         server = Voicestack(work, fake.port, workers)
     spawn = multiprocessing.get_context("spawn")
@@ -96,6 +99,9 @@ async def run_fanout(
         if isinstance(server, PocketBase):
             path, topic, token = "/api/realtime", f"{COLLECTION}/*", ""
             write_path, write_token = f"/api/collections/{COLLECTION}/records", None
+        elif isinstance(server, Floor):
+            path, topic, token = "/feed", "", ""
+            write_path, write_token = "/send", None
         else:
             thread_id = await server.create_thread()
             token, topic = server.token, ""
@@ -135,7 +141,7 @@ async def run_fanout(
         row.expected = n * args.writes
         fake_cpu0 = fake.child.cpu()
         await _measure(args, server, clients, row, write_path, write_token)
-        if variant != PB:
+        if isinstance(server, Voicestack):
             # The provider stand-in is not the server, but it is not someone else's load either.
             row.fake_cpu_s = fake.child.cpu() - fake_cpu0
             row.other_cpu_s -= row.fake_cpu_s
@@ -146,7 +152,7 @@ async def run_fanout(
                 proc.kill()
                 proc.join(5)
         server.stop()
-        if variant != PB:
+        if isinstance(server, Voicestack):
             await fake.reset()
     return row
 
@@ -183,12 +189,12 @@ async def run_fanout_unbound(
 
 def variant_kind(variant: str) -> str:
     """The client's name for a server variant."""
-    return {PB: "pocketbase", FEED: "feed", WATCH: "watch"}[variant]
+    return {PB: "pocketbase", FEED: "feed", WATCH: "watch", FLOOR: "floor"}[variant]
 
 
 async def _measure(
     args: argparse.Namespace,
-    server: PocketBase | Voicestack,
+    server: PocketBase | Floor | Voicestack,
     clients: list[tuple[multiprocessing.process.BaseProcess, Connection]],
     row: FanoutRow,
     write_path: str,

@@ -226,6 +226,34 @@ class Voicestack:
         self.child.stop()
 
 
+class Floor:
+    """bench/send_floor.py's server on a fresh database with voicestack's schema: a send's SQL on
+    httptools and uvloop with nothing else around it, for scale beside the one-subscriber row."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="floor-", dir=workdir))
+        self.child = Child("floor", self.workdir)
+        self.port = 0
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.child.pid
+
+    async def start(self) -> None:
+        """Make the database and its thread, then start the server."""
+        from bench.send_floor import make_database
+
+        db = self.workdir / "floor.db"
+        cmd = [sys.executable, "-m", "bench.send_floor", "--serve", str(db), make_database(db)]
+        ready = rb"serving http://127\.0\.0\.1:(\d+)"
+        self.port = int(self.child.start(cmd, child_env(REPO), REPO, ready))
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        self.child.stop()
+
+
 async def wait_healthy(port: int, path: str) -> None:
     """Wait (bounded) until GET `path` answers 200."""
     deadline = time.monotonic() + READY_TIMEOUT_S
