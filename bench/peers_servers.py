@@ -123,19 +123,30 @@ async def _call(
     return json.loads(answer) if answer else None
 
 
-class PocketBase:
-    """`pocketbase serve` on a fresh data directory, with a superuser and a public collection."""
+class ChildServer:
+    """A server process of the bench's, in a fresh directory of its own under `workdir`."""
 
-    def __init__(self, binary: Path, workdir: Path) -> None:
-        self.binary = binary
-        self.workdir = Path(tempfile.mkdtemp(prefix="pocketbase-", dir=workdir))
-        self.child = Child("pocketbase", self.workdir)
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+        self.child = Child(name, self.workdir)
         self.port = 0
 
     @property
     def pid(self) -> int:
-        """The server's process id."""
+        """The server's process id (the supervisor, with voicestack's --workers)."""
         return self.child.pid
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        self.child.stop()
+
+
+class PocketBase(ChildServer):
+    """`pocketbase serve` on a fresh data directory, with a superuser and a public collection."""
+
+    def __init__(self, binary: Path, workdir: Path) -> None:
+        super().__init__("pocketbase", workdir)
+        self.binary = binary
 
     async def start(self) -> None:
         """Create the superuser, start the server, make the collection anyone may create, list
@@ -171,26 +182,15 @@ class PocketBase:
         }
         await _call(self.port, "POST", "/api/collections", collection, auth["token"])
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        self.child.stop()
 
-
-class Voicestack:
+class Voicestack(ChildServer):
     """`python -m voicestack serve` on a fresh database, wired to the fake provider."""
 
     def __init__(self, workdir: Path, fake_port: int, workers: int = 1) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="voicestack-", dir=workdir))
+        super().__init__("voicestack", workdir)
         self.fake_port = fake_port
         self.workers = workers
-        self.child = Child("voicestack", self.workdir)
-        self.port = 0
         self.token = ""
-
-    @property
-    def pid(self) -> int:
-        """The server's process id (the supervisor, with --workers)."""
-        return self.child.pid
 
     async def start(self) -> None:
         """Start the server and wait until /healthz answers."""
@@ -221,24 +221,13 @@ class Voicestack:
         assert isinstance(got, dict)
         return got
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        self.child.stop()
 
-
-class Floor:
+class Floor(ChildServer):
     """bench/send_floor.py's server on a fresh database with voicestack's schema: a send's SQL on
     httptools and uvloop with nothing else around it, for scale beside the one-subscriber row."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="floor-", dir=workdir))
-        self.child = Child("floor", self.workdir)
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        """The server's process id."""
-        return self.child.pid
+        super().__init__("floor", workdir)
 
     async def start(self) -> None:
         """Make the database and its thread, then start the server."""
@@ -248,10 +237,6 @@ class Floor:
         cmd = [sys.executable, "-m", "bench.send_floor", "--serve", str(db), make_database(db)]
         ready = rb"serving http://127\.0\.0\.1:(\d+)"
         self.port = int(self.child.start(cmd, child_env(REPO), REPO, ready))
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        self.child.stop()
 
 
 async def wait_healthy(port: int, path: str) -> None:
