@@ -9,7 +9,8 @@ loopback with fresh data directories, against the same clients:
   feed, and an `/api/watch` of `messages.list`), then M writes at a fixed rate, each carrying a
   marker; write→delivery is the marker's arrival minus the write's send time, for every
   subscriber and write. At N = 1, bench/send_floor.py's server too, for scale (a send's SQL
-  alone). The subscribers live in client processes (bench/peers_clients.py);
+  alone), on its own and behind uvicorn. The subscribers live in client processes
+  (bench/peers_clients.py);
 - wire bytes: one browser-like feed watcher while a long reply streams (bench/peers_wire.py).
 
     python -m bench.peers                                   # the full default set
@@ -40,6 +41,7 @@ from bench.peers_fanout import run_fanout_unbound
 from bench.peers_report import (
     FEED,
     FLOOR,
+    FLOOR_ASGI,
     PB,
     WATCH,
     FanoutRow,
@@ -76,9 +78,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--servers",
-        default="pocketbase,feed,watch,floor",
-        help="fan-out variants: pocketbase, feed, watch, and floor (at N=1 only: a send's SQL "
-        "alone, bench/send_floor.py) [all four]",
+        default="pocketbase,feed,watch,floor,floor-asgi",
+        help="fan-out variants: pocketbase, feed, watch, and at N=1 only floor (a send's SQL "
+        "alone, bench/send_floor.py) and floor-asgi (the same behind uvicorn) [all five]",
     )
     p.add_argument("--writes", type=int, default=20, help="writes per fan-out run (M) [20]")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured writes first [1]")
@@ -143,6 +145,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     except ValueError:
         p.error("--subscribers, --wrk-connections, --write-workers: comma-separated integers")
     names = {"pocketbase": PB, "feed": FEED, "watch": WATCH, "floor": FLOOR}
+    names["floor-asgi"] = FLOOR_ASGI
     args.variants = [names[v.strip()] for v in args.servers.split(",") if v.strip() in names]
     args.sections = {s.strip() for s in args.only.split(",")}
     if not args.counts or min(args.counts) < 1 or args.writes < 1 or args.repeat < 1:
@@ -165,7 +168,8 @@ async def run(args: argparse.Namespace) -> dict[str, list[Any]]:
             if "fanout" in args.sections:
                 for n in args.counts:
                     for variant in args.variants:
-                        if (variant == PB and not args.pocketbase) or (variant == FLOOR and n != 1):
+                        floor = variant in (FLOOR, FLOOR_ASGI)
+                        if (variant == PB and not args.pocketbase) or (floor and n != 1):
                             continue
                         print(f"{tag} fan-out N={n} {variant}", file=sys.stderr, flush=True)
                         start = processes.get((variant, n), math.ceil(n / args.per_client))

@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from bench.peers_clients import ClientResult, ClientSpec, client_process, marker
-from bench.peers_report import FEED, FLOOR, PB, WATCH, FanoutRow
+from bench.peers_report import FEED, FLOOR, FLOOR_ASGI, PB, WATCH, FanoutRow
 from bench.peers_servers import (
     COLLECTION,
     Fake,
@@ -87,8 +87,8 @@ async def run_fanout(
     server: PocketBase | Floor | Voicestack
     if variant == PB:
         server = PocketBase(args.pocketbase, work)
-    elif variant == FLOOR:
-        server = Floor(work)
+    elif variant in (FLOOR, FLOOR_ASGI):
+        server = Floor(work, asgi=variant == FLOOR_ASGI)
     else:
         server = Voicestack(work, fake.port, workers)
     spawn = multiprocessing.get_context("spawn")
@@ -189,7 +189,8 @@ async def run_fanout_unbound(
 
 def variant_kind(variant: str) -> str:
     """The client's name for a server variant."""
-    return {PB: "pocketbase", FEED: "feed", WATCH: "watch", FLOOR: "floor"}[variant]
+    kinds = {PB: "pocketbase", FEED: "feed", WATCH: "watch", FLOOR: "floor", FLOOR_ASGI: "floor"}
+    return kinds[variant]
 
 
 async def _measure(

@@ -15,6 +15,8 @@ FEED = "voicestack feed"
 WATCH = "voicestack watch"
 # For scale at one subscriber: a send's SQL on httptools and uvloop, nothing else (send_floor.py).
 FLOOR = "floor: a send's SQL alone"
+# The same as an ASGI app behind uvicorn: what the HTTP server adds to the floor.
+FLOOR_ASGI = "floor behind uvicorn"
 
 
 @dataclass
@@ -177,7 +179,7 @@ def fanout_table(rows: Sequence[FanoutRow]) -> str:
         "| write answered p50 / max ms | runs |",
         "|" + "---|" * 17,
     ]
-    order = {PB: 0, FEED: 1, WATCH: 2, FLOOR: 3}
+    order = {PB: 0, FEED: 1, WATCH: 2, FLOOR: 3, FLOOR_ASGI: 4}
     for r in sorted(merged, key=lambda r: (r.n, order.get(r.server, 9))):
         name = r.server + (f" (--workers {r.workers})" if r.workers > 1 else "")
         if r.skipped:
@@ -246,6 +248,8 @@ def targets_table(
     if ours and theirs:
         ok = ours.p50_ms <= theirs.p50_ms and ours.p50_ms <= 2.0
         beside = f"; the floor {floor.p50_ms:.2f} ms" if floor else ""
+        if (behind := f.get((FLOOR_ASGI, 1))) is not None:
+            beside += f", behind uvicorn {behind.p50_ms:.2f} ms"
         add(
             "1 subscriber: p50 ≤ PocketBase's and ≤ 2 ms",
             f"{ours.p50_ms:.2f} ms vs {theirs.p50_ms:.2f} ms{beside}",

@@ -226,8 +226,10 @@ class Floor(ChildServer):
     """bench/send_floor.py's server on a fresh database with voicestack's schema: a send's SQL on
     httptools and uvloop with nothing else around it, for scale beside the one-subscriber row."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, asgi: bool = False) -> None:
+        """`asgi`: the same routes as an ASGI app behind uvicorn (send_floor.py `--asgi`)."""
         super().__init__("floor", workdir)
+        self.asgi = asgi
 
     async def start(self) -> None:
         """Make the database and its thread, then start the server."""
@@ -235,6 +237,7 @@ class Floor(ChildServer):
 
         db = self.workdir / "floor.db"
         cmd = [sys.executable, "-m", "bench.send_floor", "--serve", str(db), make_database(db)]
+        cmd += ["--asgi"] if self.asgi else []
         ready = rb"serving http://127\.0\.0\.1:(\d+)"
         self.port = int(self.child.start(cmd, child_env(REPO), REPO, ready))
 

@@ -10,7 +10,9 @@ bench's way of writing (a fresh connection per write, one every `--interval-s`).
 
     python3 -m bench.send_floor --writes 60 --interval-s 0.3
 
-prints write→delivery p50 and p99 as its client measures them. Its server's own time, and
+prints write→delivery p50 and p99 as its client measures them. With `--asgi` the same routes are
+a bare ASGI app behind uvicorn, as voicestack is served: the difference is what the HTTP server
+adds. Its server's own time, and
 PocketBase's and voicestack's, come from a capture of the loopback (bench/wire_times.py).
 """
 
@@ -21,12 +23,15 @@ import asyncio
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
+
+from starlette.types import Receive, Scope, Send
 
 from bench.peers_clients import marker
 from bench.sse_client import HOST, percentile
@@ -175,9 +180,66 @@ class FloorProtocol(asyncio.Protocol):
             self.sends.subscribers.remove(self.transport)
 
 
-async def serve(path: Path, thread_id: str) -> None:
-    """Serve the floor on a free loopback port until killed; print where."""
+class _Chunk:
+    """Stands in for the subscribers' transports: keeps the chunk a send wrote."""
+
+    chunk = b""
+
+    def write(self, chunk: bytes) -> None:
+        """Keep `chunk`."""
+        self.chunk = chunk
+
+
+class FloorApp:
+    """The same two routes as a bare ASGI app, for uvicorn to serve: what the HTTP server adds
+    to the floor. A send writes both events to each subscriber through its ASGI `send`."""
+
+    def __init__(self, sends: FloorSends) -> None:
+        self.sends = sends
+        self.written = _Chunk()
+        sends.subscribers = [self.written]  # type: ignore[list-item]
+        self.streams: list[Send] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`GET`: an event stream until the client leaves; `POST`: a send, answered 201."""
+        if scope["method"] == "GET":
+            headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            self.streams.append(send)
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            finally:
+                self.streams.remove(send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        answer = json.dumps(self.sends.send(json.loads(body)["text"])).encode()
+        events = {"type": "http.response.body", "body": self.written.chunk, "more_body": True}
+        for stream in self.streams:
+            await stream(events)
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+async def serve(path: Path, thread_id: str, asgi: bool = False) -> None:
+    """Serve the floor on a free loopback port until killed; print where. `asgi`: as an ASGI
+    app behind uvicorn (httptools, uvloop, no access log), as voicestack is served."""
     sends = FloorSends(path, thread_id)
+    if asgi:
+        import uvicorn
+
+        sock = socket.create_server((HOST, 0))
+        config = uvicorn.Config(
+            FloorApp(sends), http="httptools", lifespan="off", access_log=False, log_level="warning"
+        )
+        print(f"serving http://{HOST}:{sock.getsockname()[1]}", flush=True)
+        await uvicorn.Server(config).serve(sockets=[sock])
+        return
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: FloorProtocol(sends), HOST, 0)
     print(f"serving http://{HOST}:{server.sockets[0].getsockname()[1]}", flush=True)
@@ -236,16 +298,18 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=60)
     parser.add_argument("--interval-s", type=float, default=0.3)
     parser.add_argument("--serve", nargs=2, metavar=("DB", "THREAD"), help=argparse.SUPPRESS)
+    parser.add_argument("--asgi", action="store_true", help="as an ASGI app behind uvicorn")
     args = parser.parse_args()
     if args.serve:
         import uvloop
 
-        uvloop.run(serve(Path(args.serve[0]), args.serve[1]))
+        uvloop.run(serve(Path(args.serve[0]), args.serve[1], args.asgi))
         return
     with tempfile.TemporaryDirectory(prefix="send-floor-") as work:
         path = Path(work) / "floor.db"
         thread_id = make_database(path)
         cmd = [sys.executable, "-m", "bench.send_floor", "--serve", str(path), thread_id]
+        cmd += ["--asgi"] if args.asgi else []
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout is not None
