@@ -10,10 +10,11 @@ bench's way of writing (a fresh connection per write, one every `--interval-s`).
 
     python3 -m bench.send_floor --writes 60 --interval-s 0.3
 
-prints write→delivery p50 and p99 as its client measures them. With `--asgi` the same routes are
-a bare ASGI app behind uvicorn, as voicestack is served: the difference is what the HTTP server
-adds. Its server's own time, and
+prints write→delivery p50 and p99 as its client measures them. Its server's own time, and
 PocketBase's and voicestack's, come from a capture of the loopback (bench/wire_times.py).
+
+With `--asgi` the same routes are a bare ASGI app behind uvicorn, as voicestack is served: the
+difference between the two is what the HTTP server adds to a send.
 """
 
 from __future__ import annotations
