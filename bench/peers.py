@@ -144,8 +144,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.write_workers = [int(x) for x in args.write_workers.split(",") if x.strip()]
     except ValueError:
         p.error("--subscribers, --wrk-connections, --write-workers: comma-separated integers")
-    names = {"pocketbase": PB, "feed": FEED, "watch": WATCH, "floor": FLOOR}
-    names["floor-asgi"] = FLOOR_ASGI
+    names = {
+        "pocketbase": PB,
+        "feed": FEED,
+        "watch": WATCH,
+        "floor": FLOOR,
+        "floor-asgi": FLOOR_ASGI,
+    }
     args.variants = [names[v.strip()] for v in args.servers.split(",") if v.strip() in names]
     args.sections = {s.strip() for s in args.only.split(",")}
     if not args.counts or min(args.counts) < 1 or args.writes < 1 or args.repeat < 1:

@@ -85,8 +85,9 @@ class FloorSends:
         self.thread_id = thread_id
         self.subscribers: list[asyncio.Transport] = []
 
-    def send(self, text: str) -> dict[str, str]:
-        """Save `text` and queue its reply, as voicestack's send does; push both events."""
+    def send(self, text: str) -> tuple[dict[str, str], bytes]:
+        """Save `text` and queue its reply, as voicestack's send does: the answer, and both
+        events in one chunk for the subscribers."""
         conn, thread = self.conn, self.thread_id
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -130,9 +131,7 @@ class FloorSends:
             b"id: %d\nevent: message\ndata: %s\n\n" % (event_id, data.encode())
             for event_id, data in events
         )
-        for transport in self.subscribers:
-            transport.write(chunk)
-        return {"messageId": message_id, "replyId": reply_id}
+        return {"messageId": message_id, "replyId": reply_id}, chunk
 
 
 class FloorProtocol(asyncio.Protocol):
@@ -168,7 +167,10 @@ class FloorProtocol(asyncio.Protocol):
             )
             self.sends.subscribers.append(self.transport)
             return
-        answer = json.dumps(self.sends.send(json.loads(self.body)["text"])).encode()
+        sent, chunk = self.sends.send(json.loads(self.body)["text"])
+        for subscriber in self.sends.subscribers:
+            subscriber.write(chunk)
+        answer = json.dumps(sent).encode()
         self.transport.write(
             b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(answer), answer)
@@ -181,24 +183,12 @@ class FloorProtocol(asyncio.Protocol):
             self.sends.subscribers.remove(self.transport)
 
 
-class _Chunk:
-    """Stands in for the subscribers' transports: keeps the chunk a send wrote."""
-
-    chunk = b""
-
-    def write(self, chunk: bytes) -> None:
-        """Keep `chunk`."""
-        self.chunk = chunk
-
-
 class FloorApp:
     """The same two routes as a bare ASGI app, for uvicorn to serve: what the HTTP server adds
     to the floor. A send writes both events to each subscriber through its ASGI `send`."""
 
     def __init__(self, sends: FloorSends) -> None:
         self.sends = sends
-        self.written = _Chunk()
-        sends.subscribers = [self.written]  # type: ignore[list-item]
         self.streams: list[Send] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -218,10 +208,11 @@ class FloorApp:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        answer = json.dumps(self.sends.send(json.loads(body)["text"])).encode()
-        events = {"type": "http.response.body", "body": self.written.chunk, "more_body": True}
+        sent, chunk = self.sends.send(json.loads(body)["text"])
+        events = {"type": "http.response.body", "body": chunk, "more_body": True}
         for stream in self.streams:
             await stream(events)
+        answer = json.dumps(sent).encode()
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
