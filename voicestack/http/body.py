@@ -77,6 +77,12 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")  # Python's json takes NaN; JSON does not
 
 
+# Built once: json.loads given these hooks builds a new decoder on every call.
+_DECODER = json.JSONDecoder(
+    parse_int=_whole_number, parse_float=_finite_number, parse_constant=_not_json
+)
+
+
 def parse_json(raw: bytes | str, what: str) -> Any:
     """`raw` parsed as JSON; 400 invalid_json naming `what` when it is not, when it holds a
     number SQLite cannot store (a whole number outside 64 bits, NaN or infinity), when it is
@@ -86,9 +92,9 @@ def parse_json(raw: bytes | str, what: str) -> Any:
         text = raw.decode(json.detect_encoding(raw)) if isinstance(raw, bytes) else raw
         if nested_too_deep(text):
             raise ValueError(f"it is nested over {MAX_JSON_DEPTH} arrays and objects deep")
-        value = json.loads(
-            text, parse_int=_whole_number, parse_float=_finite_number, parse_constant=_not_json
-        )
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}.") from None
     if holds_lone_surrogate(text, value):
