@@ -24,6 +24,8 @@ FLAG_NAMES = {
     "cors_origins": "--cors-origin",
     "no_autocheckpoint": "--no-autocheckpoint",
 }
+# Fields whose flag takes a word besides their type's values, which Settings resolves.
+FLAG_TYPES: dict[str, Any] = {"workers": str}  # a number, or `auto`
 
 
 def _option_type(annotation: Any) -> Any:
@@ -50,7 +52,7 @@ def settings_parameters() -> list[inspect.Parameter]:
             isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
         ):
             continue  # tables ([agents.NAME], [auth]) are set in the config file, not by flags
-        kind = _option_type(field.annotation)
+        kind = FLAG_TYPES.get(name) or _option_type(field.annotation)
         flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
         help_text = field.description or ""
         if typing.get_origin(field.annotation) is typing.Literal:

@@ -130,6 +130,14 @@ def test_an_empty_message_is_a_usage_error(server: ServerProcess) -> None:
     assert one_error_line(result) == "error: The message is empty."
 
 
+def test_workers_that_are_neither_a_number_nor_auto_are_a_usage_error() -> None:
+    result = invoke(["serve", "--workers", "many"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: ")
+    assert "'many' is neither a number of processes nor `auto`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_missing_argument_is_click_s_usage_error() -> None:
     result = invoke(["thread", "show"])
     assert result.exit_code == 2

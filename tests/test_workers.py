@@ -24,6 +24,7 @@ import pytest
 from tests.support.api import Api
 from tests.support.server import REPO, ServerProcess, free_port, server_env
 from tests.support.sse import Watch, watch
+from voicestack.config.server import usable_cores
 
 pytestmark = pytest.mark.anyio
 
@@ -141,6 +142,20 @@ async def test_workers_share_one_port_and_each_takes_requests(workers_server):
     assert seen == pids
     assert workers_server.process is not None
     assert workers_server.process.pid not in seen  # the parent only supervises
+
+
+def test_workers_auto_serves_one_worker_per_usable_core(start_server):
+    cores = usable_cores()
+    server = start_server(APP, "--workers", "auto")
+    if cores == 1:  # one process serves, as with --workers 1
+        assert server.process is not None
+        assert psutil.Process(server.process.pid).children() == []
+        return
+    deadline = time.monotonic() + 30.0
+    while len(SERVING.findall(server.log())) < cores:
+        assert time.monotonic() < deadline, f"{cores} workers did not start:\n{server.log()}"
+        time.sleep(0.05)
+    assert len(worker_pids(server, count=cores)) == cores
 
 
 async def test_a_mutation_through_one_worker_reaches_watchers_of_every_worker(workers_server):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -32,7 +33,7 @@ class ServerSettings(BaseSettings):
         1,
         ge=1,
         description="Server processes sharing the port and the database file (each with its own"
-        " connections); 1 serves from this process.",
+        " connections); 1 serves from this process; `auto`: one per CPU core it may use.",
     )
     role: Role = Field(
         "single",
@@ -58,3 +59,21 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest JSON request body accepted, in bytes."
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_auto(cls, value: Any) -> Any:
+        """`auto` (any case) is one worker per CPU core this process may run on."""
+        if isinstance(value, str):
+            if value.strip().lower() == "auto":
+                return usable_cores()
+            if not value.strip().isdigit():
+                raise ValueError(f"{value!r} is neither a number of processes nor `auto`")
+        return value
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
