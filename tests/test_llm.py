@@ -348,8 +348,8 @@ async def test_cut_stream_keeps_earlier_deltas_and_is_not_retried(
     assert events == [TextDelta("one "), TextDelta("two ")]
     assert (error.code, error.message, error.retryable) == (
         "provider_stream_broken",
-        "The model provider's stream was cut off mid-reply (the connection closed before the "
-        "answer was whole).",
+        "The model provider's stream was cut off mid-reply (peer closed connection without "
+        "sending complete message body (incomplete chunked read)).",
         True,
     )
     assert len(fake.requests("chat")) == 1

@@ -28,7 +28,6 @@ from voicestack.agent.llm_errors import (
 from voicestack.agent.llm_errors import NOT_CONFIGURED_MESSAGE as NOT_CONFIGURED_MESSAGE
 from voicestack.agent.llm_errors import ProviderRole as ProviderRole
 from voicestack.agent.llm_errors import retry_after as _retry_after
-from voicestack.agent.llm_transport import provider_http_client
 from voicestack.agent.llm_wire import NotAChunk, choices_of, completion_text, sse_chunks
 
 # Local servers ignore the key, but the client refuses to start without one.
@@ -120,7 +119,6 @@ class ChatProvider:
                 api_key=settings.api_key or _PLACEHOLDER_API_KEY,
                 max_retries=0,  # retries are ours: only before any output has streamed
                 timeout=settings.timeout_s,
-                http_client=provider_http_client(),
             )
 
     @property

@@ -150,7 +150,7 @@ def _explanation(body: object) -> str | None:
 def _reason(exc: BaseException) -> str:
     """The deepest cause of a transport failure in its own words, e.g. "Connection refused"."""
     for _ in range(10):
-        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        inner = exc.__cause__ or exc.__context__
         if inner is None:
             break
         exc = inner
