@@ -16,6 +16,11 @@ microseconds, on the loop's own thread) and reads the log only when it says some
 committed, or when it is time to look for new processes of the file. An idle server then only
 looks; it used to send a read to the hub's thread at every poll, forty a second, waking two
 threads each time.
+
+A read can run inside the snapshot of a batch that waits for another process's commit it
+already sees. The log it reads ends at that snapshot, and a later commit whose notice was spent
+on it would wait for the next commit or poll; so the hub asks for one more read when the
+snapshot ends. For the same reason the probe keeps saying "moved" until that commit is received.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class ForeignCommits:
         self._wake = asyncio.Event()
         self._noticed = False  # a notice came: read, then space the next ones
         self._polled = False  # a poll found the file moved: read
+        self._in_snapshot = False  # a read ran in a batch's snapshot: read again after it
         self._gap_s = NOTICE_GAP_S
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll: asyncio.TimerHandle | None = None
@@ -105,6 +111,20 @@ class ForeignCommits:
         if self._poll is not None:
             self._poll.cancel()
         self._wake.set()
+
+    def reading_in_snapshot(self) -> None:
+        """Note that the read under way runs in the hub's snapshot of a batch (on the hub's
+        thread). The log it sees ends there, so a commit made since, whose notice may have led
+        to this read, is read once the snapshot has ended (`snapshot_ended`)."""
+        self._in_snapshot = True
+
+    def snapshot_ended(self) -> None:
+        """The hub's batch snapshot has ended: read the change log again, soon, if a read ran
+        in it."""
+        if self._in_snapshot and not self._stopped:
+            self._in_snapshot = False
+            self._polled = True
+            self._wake.set()
 
     def _on_poll(self) -> None:
         loop = self._loop

@@ -358,6 +358,7 @@ class Hub:
                     reader.end()
                 else:
                     await self._on_reader(reader.end)
+            self._foreign.snapshot_ended()
         self.version = max(self.version, version)
         self.batches += 1
         self.reruns += len(outcomes)
@@ -415,7 +416,11 @@ class Hub:
 
     def _read_foreign(self) -> list[ChangeSet]:
         reader = self._reader
-        return self._inbox.read_foreign(reader.conn) if reader is not None else []
+        if reader is None:
+            return []
+        if reader.conn.in_transaction:  # a batch's: the batch waits for the commits it holds
+            self._foreign.reading_in_snapshot()
+        return self._inbox.read_foreign(reader.conn)
 
     # -- shutdown ---------------------------------------------------------------
 

@@ -28,14 +28,21 @@ class DataVersionProbe:
         self._data_version: int | None = None
 
     def committed_after(self, version: int) -> bool:
-        """False only when no connection committed since the last look, or when the change
-        log's newest commit is `version` or older; True otherwise, and on the first look."""
+        """False only when no connection committed since the last look that found nothing
+        newer, or when the change log's newest commit is `version` or older; True otherwise,
+        and on the first look.
+
+        A True is not spent: until the caller's `version` reaches the log's newest, every
+        look says True again, so a read that fell short (it failed, or ran in a snapshot
+        older than the commit) is made good at the next look instead of never."""
         try:
             data_version: int = self._conn.execute("PRAGMA data_version").get
             if data_version == self._data_version:
                 return False
+            if latest_version(self._conn) > version:
+                return True
             self._data_version = data_version
-            return latest_version(self._conn) > version
+            return False
         except apsw.Error:
             return True
 
