@@ -19,8 +19,9 @@ threads each time.
 
 A read can run inside the snapshot of a batch that waits for another process's commit it
 already sees. The log it reads ends at that snapshot, and a later commit whose notice was spent
-on it would wait for the next commit or poll; so the hub asks for one more read when the
-snapshot ends. For the same reason the probe keeps saying "moved" until that commit is received.
+on it would wait for the next commit or poll; so when the snapshot ends, the hub asks for one
+more read if the probe finds a commit not yet received. For the same reason the probe keeps
+saying "moved" until that commit is received.
 """
 
 from __future__ import annotations
@@ -119,12 +120,13 @@ class ForeignCommits:
         self._in_snapshot = True
 
     def snapshot_ended(self) -> None:
-        """The hub's batch snapshot has ended: read the change log again, soon, if a read ran
-        in it."""
+        """The hub's batch snapshot has ended: if a read ran in it, read the change log again,
+        soon, when the probe finds a commit not yet received."""
         if self._in_snapshot and not self._stopped:
             self._in_snapshot = False
-            self._polled = True
-            self._wake.set()
+            if self._moved():
+                self._polled = True
+                self._wake.set()
 
     def _on_poll(self) -> None:
         loop = self._loop
