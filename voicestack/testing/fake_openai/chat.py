@@ -218,7 +218,8 @@ def completion_object(reply: ChatReply, *, model: str) -> dict[str, Any]:
 
 
 async def sse_events(chunks: list[tuple[dict[str, Any], bool]], plan: Plan) -> AsyncIterator[bytes]:
-    """Yield the SSE stream with the plan's pacing and injected faults, ending in [DONE]."""
+    """Yield the SSE stream with the plan's pacing and injected faults, ending in [DONE]
+    (unless the plan ends it sooner)."""
     loop = asyncio.get_running_loop()
     if plan.first_token_delay_s:
         await asyncio.sleep(plan.first_token_delay_s)
@@ -230,6 +231,8 @@ async def sse_events(chunks: list[tuple[dict[str, Any], bool]], plan: Plan) -> A
             yield _MALFORMED
         if plan.cut_after_chunks == sent:
             raise StreamCut(f"scripted cut after {sent} chunks")
+        if plan.end_after_chunks == sent:
+            return  # a whole body, but no finish_reason and no [DONE]
         if plan.stall_after_chunks == sent:
             async for beat in _stall(chunks[0][0], plan):
                 yield beat

@@ -5,7 +5,9 @@ Every field is optional. Common to all kinds ("chat", "transcription", "speech")
   file name or transcription prompt, or the speech input), times (uses before the plan is
   spent; null = never spent), hang_s, error {status, message, type, code, param, retry_after}.
 Chat: text, chunk_chars, tool_calls [{name, arguments, id}], tokens_per_second,
-  first_token_delay_s, cut_after_chunks, malformed_after_chunks, usage, finish_reason,
+  first_token_delay_s, cut_after_chunks, end_after_chunks (the body ends cleanly there, with
+  neither the finish_reason chunk nor [DONE], as a proxy that gives up mid-reply ends it),
+  malformed_after_chunks, usage, finish_reason,
   stall_after_chunks + stall_s (the stream idles that long there), keepalive_s + keepalive
   ("comment": `: keepalive` lines, or "empty_delta": chunks with content "") sent while it
   idles, whole_completion (answer a stream request with one chat.completion JSON body, as
@@ -36,6 +38,7 @@ _CHAT_ONLY = (
     "tokens_per_second",
     "first_token_delay_s",
     "cut_after_chunks",
+    "end_after_chunks",
     "malformed_after_chunks",
     "usage",
     "finish_reason",
@@ -105,6 +108,7 @@ class Plan(BaseModel):
     tokens_per_second: float | None = Field(default=None, ge=0)
     first_token_delay_s: float = Field(default=0.0, ge=0)
     cut_after_chunks: int | None = Field(default=None, ge=0)
+    end_after_chunks: int | None = Field(default=None, ge=0)
     malformed_after_chunks: int | None = Field(default=None, ge=0)
     usage: UsagePlan | None = None
     finish_reason: FinishReason | None = None
