@@ -200,6 +200,15 @@ async def test_rate_limiting_once_is_retried_and_the_reply_completes(
             id="cut-mid-reply",
         ),
         pytest.param(
+            # The role chunk, then three words, then the body ends: no finish_reason, no [DONE].
+            {"text": WORDS, "end_after_chunks": 4},
+            "provider_stream_broken",
+            "One two three ",
+            "The model provider's stream was cut off mid-reply (the stream ended with neither"
+            " [DONE] nor a finish_reason).",
+            id="ended-mid-reply",
+        ),
+        pytest.param(
             # The role chunk, then two words, then a truncated JSON object.
             {"text": WORDS, "malformed_after_chunks": 3},
             "provider_bad_response",

@@ -28,7 +28,13 @@ from voicestack.agent.llm_errors import (
 from voicestack.agent.llm_errors import NOT_CONFIGURED_MESSAGE as NOT_CONFIGURED_MESSAGE
 from voicestack.agent.llm_errors import ProviderRole as ProviderRole
 from voicestack.agent.llm_errors import retry_after as _retry_after
-from voicestack.agent.llm_wire import NotAChunk, choices_of, completion_text, sse_chunks
+from voicestack.agent.llm_wire import (
+    NotAChunk,
+    StreamEnd,
+    choices_of,
+    completion_text,
+    sse_chunks,
+)
 
 # Local servers ignore the key, but the client refuses to start without one.
 _PLACEHOLDER_API_KEY = "no-key-needed"
@@ -232,7 +238,8 @@ class ChatProvider:
                 if text:
                     yield TextDelta(text if len(text) <= left else text[: int(left)])
                 raise self._not_streaming()
-            async for chunk in sse_chunks(response):
+            end = StreamEnd()
+            async for chunk in sse_chunks(response, end):
                 choices = choices_of(chunk)
                 counted = chunk.get("usage")
                 if counted is not None:
@@ -260,11 +267,18 @@ class ChatProvider:
                         finish = reason
                         for request_ in calls.drain():
                             yield request_
+            if finish is None and not end.done:
+                # The body ended cleanly, but with neither `[DONE]` nor a finish_reason: a
+                # proxy or a provider that stopped mid-reply, which must not pass for whole.
+                raise openai.APIConnectionError(
+                    message="the stream ended with neither [DONE] nor a finish_reason",
+                    request=response.http_request,
+                )
         for request_ in calls.drain():
             yield request_
         if usage is not None:
             yield usage
-        # A stream that ends without a finish_reason is taken at its word.
+        # A stream that ends with [DONE] but no finish_reason is taken at its word.
         yield Finish(finish or ("tool_calls" if calls.total else "stop"))
 
     def _not_streaming(self) -> ProviderError:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -50,8 +51,16 @@ class NotAChunk(ValueError):
 # What one attempt can fail with; anything else is a bug and propagates as itself.
 
 
-async def sse_chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects of a chat completion event stream, up to `[DONE]`.
+@dataclass
+class StreamEnd:
+    """How a chat completion event stream ended (sse_chunks)."""
+
+    done: bool = False  # with `[DONE]`; False: the body just ended
+
+
+async def sse_chunks(response: Any, end: StreamEnd | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a chat completion event stream, up to `[DONE]`; `end.done` says
+    whether `[DONE]` came.
 
     Mirrors the SDK's own reading: `data:` lines joined per event, other fields ignored, an
     event whose object carries `error` raised as the provider's APIError.
@@ -67,6 +76,8 @@ async def sse_chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
             continue
         payload, data = "\n".join(data), []
         if payload.startswith("[DONE]"):
+            if end is not None:
+                end.done = True
             await _read_to_end(lines)
             return
         chunk = json.loads(payload)

@@ -1,0 +1,106 @@
+"""How a chat stream's end is judged: `[DONE]` or a finish_reason makes a reply whole; a body
+that just ends, cleanly, with neither, is a stream cut off mid-reply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from tests.test_llm import (  # noqa: F401 (a fixture)
+    KEY,
+    MakeProvider,
+    collect,
+    failure,
+    make,
+    read_request,
+)
+from voicestack.agent.llm import ChatProvider, Finish, ProviderSettings, StreamEvent, TextDelta
+from voicestack.testing.fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.anyio
+
+HI = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}\n\n'
+STOP = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+async def test_a_body_that_ends_with_neither_done_nor_a_finish_reason_is_cut_off(
+    fake: FakeOpenAI,
+    make: MakeProvider,  # noqa: F811
+) -> None:
+    # Chunks: the role, then one per word; the body ends cleanly after "two ".
+    fake.script({"text": "one two three four", "end_after_chunks": 3}, {"text": "unused"})
+    events, error = await failure(make())
+    assert events == [TextDelta("one "), TextDelta("two ")]
+    assert (error.code, error.message, error.retryable) == (
+        "provider_stream_broken",
+        "The model provider's stream was cut off mid-reply (the stream ended with neither [DONE]"
+        " nor a finish_reason).",
+        True,
+    )
+    assert len(fake.requests("chat")) == 1  # what streamed is kept: a retry would repeat it
+
+
+async def test_a_body_that_ends_before_any_output_is_retried(
+    fake: FakeOpenAI,
+    make: MakeProvider,  # noqa: F811
+) -> None:
+    fake.script({"text": "lost", "end_after_chunks": 1}, {"text": "ok"})
+    events = await collect(make())
+    assert (events[0], events[-1]) == (TextDelta("ok"), Finish("stop"))
+    assert len(fake.requests("chat")) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "events"),
+    [
+        pytest.param(HI + STOP, [TextDelta("hi"), Finish("stop")], id="finish-reason-no-done"),
+        pytest.param(HI + DONE, [TextDelta("hi"), Finish("stop")], id="done-no-finish-reason"),
+        pytest.param(HI + STOP + DONE, [TextDelta("hi"), Finish("stop")], id="both"),
+    ],
+)
+async def test_done_or_a_finish_reason_makes_the_reply_whole(
+    body: bytes, events: list[StreamEvent]
+) -> None:
+    async with _provider_answering(body) as provider:
+        assert await collect(provider) == events
+
+
+async def test_a_body_closed_by_the_connection_with_neither_is_cut_off() -> None:
+    # No length and not chunked: the body is whatever comes before the connection closes.
+    async with _provider_answering(HI, delimit="close") as provider:
+        events, error = await failure(provider)
+    assert events == [TextDelta("hi")]
+    assert error.code == "provider_stream_broken"
+    assert "neither [DONE] nor a finish_reason" in error.message
+
+
+@asynccontextmanager
+async def _provider_answering(body: bytes, delimit: str = "length") -> AsyncIterator[ChatProvider]:
+    """A ChatProvider whose server answers every request with `body` as an event stream,
+    delimited by its length or by closing the connection."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        length = f"content-length: {len(body)}\r\n" if delimit == "length" else ""
+        ending = "connection: close\r\n" if delimit == "close" else ""
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{length}{ending}\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ProviderSettings(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, timeout_s=10, max_retries=0
+    )
+    provider = ChatProvider(settings)
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
