@@ -1,5 +1,6 @@
 """How a chat stream's end is judged: `[DONE]` or a finish_reason makes a reply whole; a body
-that just ends, cleanly, with neither, is a stream cut off mid-reply."""
+that just ends, cleanly, with neither, is a stream cut off mid-reply; and an answer with no event
+in it, not typed as an event stream, is not a stream at all."""
 
 from __future__ import annotations
 
@@ -78,16 +79,50 @@ async def test_a_body_closed_by_the_connection_with_neither_is_cut_off() -> None
     assert "neither [DONE] nor a finish_reason" in error.message
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "named"),
+    [
+        pytest.param(
+            "text/html; charset=utf-8", b"<!doctype html><p>Dashboard</p>", "text/html", id="page"
+        ),
+        pytest.param("text/plain", b"Hello", "text/plain", id="text"),
+        pytest.param("", b"", "no content type", id="nothing"),
+    ],
+)
+async def test_an_answer_that_is_not_an_event_stream_says_so(
+    content_type: str, body: bytes, named: str
+) -> None:
+    async with _provider_answering(body, content_type=content_type) as provider:
+        events, error = await failure(provider)
+        where = provider.where
+    assert events == []
+    assert (error.code, error.message, error.retryable) == (
+        "provider_bad_response",
+        f"The model provider at {where} answered {named} instead of an event stream. Check the"
+        " base URL: an OpenAI-compatible API's usually ends in /v1.",
+        False,
+    )
+
+
+async def test_an_empty_event_stream_is_cut_off() -> None:
+    async with _provider_answering(b"") as provider:
+        events, error = await failure(provider)
+    assert (events, error.code) == ([], "provider_stream_broken")
+
+
 @asynccontextmanager
-async def _provider_answering(body: bytes, delimit: str = "length") -> AsyncIterator[ChatProvider]:
-    """A ChatProvider whose server answers every request with `body` as an event stream,
-    delimited by its length or by closing the connection."""
+async def _provider_answering(
+    body: bytes, delimit: str = "length", content_type: str = "text/event-stream"
+) -> AsyncIterator[ChatProvider]:
+    """A ChatProvider whose server answers every request with `body` (by default as an event
+    stream), delimited by its length or by closing the connection."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         length = f"content-length: {len(body)}\r\n" if delimit == "length" else ""
         ending = "connection: close\r\n" if delimit == "close" else ""
-        head = f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{length}{ending}\r\n"
+        typed = f"content-type: {content_type}\r\n" if content_type else ""
+        head = f"HTTP/1.1 200 OK\r\n{typed}{length}{ending}\r\n"
         writer.write(head.encode() + body)
         await writer.drain()
         writer.close()

@@ -30,6 +30,7 @@ from voicestack.agent.llm_errors import ProviderRole as ProviderRole
 from voicestack.agent.llm_errors import retry_after as _retry_after
 from voicestack.agent.llm_wire import (
     NotAChunk,
+    NotAStream,
     StreamEnd,
     choices_of,
     completion_text,
@@ -101,7 +102,13 @@ class Finish:
 StreamEvent = TextDelta | ToolCallRequest | Usage | Finish
 
 
-_FAILURES = (openai.OpenAIError, json.JSONDecodeError, UnicodeDecodeError, NotAChunk)
+_FAILURES = (
+    openai.OpenAIError,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+    NotAChunk,
+    NotAStream,
+)
 
 
 @dataclass
@@ -268,6 +275,9 @@ class ChatProvider:
                         for request_ in calls.drain():
                             yield request_
             if finish is None and not end.done:
+                content_type = response.headers.get("content-type", "")
+                if not end.events and not content_type.startswith("text/event-stream"):
+                    raise NotAStream(content_type.split(";")[0].strip() or "no content type")
                 # The body ended cleanly, but with neither `[DONE]` nor a finish_reason: a
                 # proxy or a provider that stopped mid-reply, which must not pass for whole.
                 raise openai.APIConnectionError(

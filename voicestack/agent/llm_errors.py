@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import openai
 
+from voicestack.agent.llm_wire import NotAStream
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -68,6 +70,13 @@ def describe_failure(
         return _describe_status(exc.status_code, _detail(exc), role, who, model, after)
     if isinstance(exc, openai.OpenAIError):
         return "provider_error", f"{who} reported an error: {_detail(exc)}.", False
+    if isinstance(exc, NotAStream):
+        return (
+            "provider_bad_response",
+            f"{them} at {where} answered {exc} instead of an event stream. Check the base URL:"
+            " an OpenAI-compatible API's usually ends in /v1.",
+            False,
+        )
     if isinstance(exc, json.JSONDecodeError):
         bad = f"a stream chunk that is not valid JSON ({exc.msg} at character {exc.pos})"
     elif isinstance(exc, UnicodeDecodeError):

@@ -48,6 +48,12 @@ class NotAChunk(ValueError):
     """Stream data that parsed as JSON but is not a chat completion chunk."""
 
 
+class NotAStream(ValueError):
+    """A stream request answered with a body that held no event at all, in a type that is not
+    an event stream (a web page, most often: a base URL that misses the API's path). The
+    argument is the answer's content type."""
+
+
 # What one attempt can fail with; anything else is a bug and propagates as itself.
 
 
@@ -56,6 +62,7 @@ class StreamEnd:
     """How a chat completion event stream ended (sse_chunks)."""
 
     done: bool = False  # with `[DONE]`; False: the body just ended
+    events: int = 0  # data events read, `[DONE]` included
 
 
 async def sse_chunks(response: Any, end: StreamEnd | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -75,6 +82,8 @@ async def sse_chunks(response: Any, end: StreamEnd | None = None) -> AsyncIterat
         if not data:
             continue
         payload, data = "\n".join(data), []
+        if end is not None:
+            end.events += 1
         if payload.startswith("[DONE]"):
             if end is not None:
                 end.done = True
