@@ -37,7 +37,7 @@ import openai
 
 from voicestack.agent.embedding_batch import EmbeddingBatcher
 from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
-from voicestack.agent.llm_errors import ProviderRole, describe_failure
+from voicestack.agent.llm_errors import FOLLOW_REDIRECTS, ProviderRole, describe_failure
 from voicestack.config import Settings
 
 # The sizes of well-known models' vectors, so the index can be made before the first answer.
@@ -294,6 +294,9 @@ class Embedder:
                     api_key=provider.api_key or "no-key-needed",
                     max_retries=0,
                     timeout=provider.timeout_s,
+                    http_client=openai.DefaultHttpxClient(
+                        timeout=provider.timeout_s, follow_redirects=FOLLOW_REDIRECTS
+                    ),
                 )
             return self._sync
 

@@ -21,6 +21,7 @@ from voicestack.agent.llm_calls import (
 )
 from voicestack.agent.llm_errors import (
     CHAT_ROLE,
+    FOLLOW_REDIRECTS,
     after_retries,
     describe_failure,
     display_url,
@@ -132,6 +133,9 @@ class ChatProvider:
                 api_key=settings.api_key or _PLACEHOLDER_API_KEY,
                 max_retries=0,  # retries are ours: only before any output has streamed
                 timeout=settings.timeout_s,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    timeout=settings.timeout_s, follow_redirects=FOLLOW_REDIRECTS
+                ),
             )
 
     @property

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import openai
 
@@ -24,6 +24,10 @@ NOT_CONFIGURED_MESSAGE = (
     "or --openai-base-url for an OpenAI-compatible server."
 )
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Provider clients do not follow redirects: a 301 or 302 would resend the call as a GET without
+# its body, and one to another host without its key, failing there with an error that hides
+# the redirect. The 3xx is reported instead, with where it points.
+FOLLOW_REDIRECTS = False
 _DETAIL_LIMIT = 300
 
 
@@ -66,6 +70,8 @@ def describe_failure(
             "Check that it is running and that the base URL is right.",
             True,
         )
+    if isinstance(exc, openai.APIStatusError) and 300 <= exc.status_code < 400:
+        return "provider_bad_request", _redirected(exc, f"{them} at {where}"), False
     if isinstance(exc, openai.APIStatusError):
         return _describe_status(exc.status_code, _detail(exc), role, who, model, after)
     if isinstance(exc, openai.OpenAIError):
@@ -105,6 +111,17 @@ def _describe_status(
         return "provider_error", message, status in RETRY_STATUSES
     hint = f" Check the model name {model!r} and the base URL." if status == 404 else ""
     return "provider_bad_request", f"{who} rejected the request ({http}).{hint}", False
+
+
+def _redirected(exc: openai.APIStatusError, who: str) -> str:
+    location = exc.response.headers.get("location")
+    if not location:
+        return f"{who} answered HTTP {exc.status_code}, a redirect with no Location."
+    target = display_url(urljoin(str(exc.request.url), location))
+    return (
+        f"{who} answered HTTP {exc.status_code}, a redirect to {target}. Check the base URL:"
+        " voicestack does not follow a provider's redirects."
+    )
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

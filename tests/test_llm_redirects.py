@@ -1,0 +1,97 @@
+"""A provider that answers with a redirect: the call is not followed there (a 301 or 302 would
+resend it as a GET without its body, and to another host without its key); the error names the
+redirect's target instead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from tests.test_llm import KEY, failure, read_request
+from voicestack.agent.embedding import EMBEDDING_ROLE, Embedder, EmbeddingSettings
+from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def _server(answer: bytes) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server answering every request with `answer`; its base URL, and a list that grows by
+    one with each request."""
+    asked: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        asked.append(1)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", asked
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _redirect(status: str, location: str) -> bytes:
+    return f"HTTP/1.1 {status}\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("status", ["301 Moved Permanently", "307 Temporary Redirect"])
+async def test_a_chat_call_is_not_followed_to_the_redirects_target(status: str) -> None:
+    async with AsyncExitStack() as servers:
+        unused = b"HTTP/1.1 500 Unused\r\ncontent-length: 0\r\n\r\n"
+        target, seen = await servers.enter_async_context(_server(unused))
+        redirect = _redirect(status, f"{target}/chat/completions")
+        base, asked = await servers.enter_async_context(_server(redirect))
+        settings = ProviderSettings(base_url=base, api_key=KEY, timeout_s=10, max_retries=2)
+        provider = ChatProvider(settings)
+        try:
+            events, error = await failure(provider)
+        finally:
+            await provider.aclose()
+    assert (events, seen, len(asked)) == ([], [], 1)  # not followed, and not retried
+    assert (error.code, error.retryable) == ("provider_bad_request", False)
+    assert error.message == (
+        f"The model provider at {base} answered HTTP {status[:3]}, a redirect to"
+        f" {target}/chat/completions. Check the base URL: voicestack does not follow a"
+        " provider's redirects."
+    )
+
+
+async def test_a_relative_redirect_is_named_in_full_without_credentials() -> None:
+    async with _server(_redirect("302 Found", "/login?next=%2Fv1")) as (base, _):
+        with_credentials = base.replace("http://", "http://user:secret@")
+        provider = ChatProvider(ProviderSettings(base_url=with_credentials, api_key=KEY))
+        try:
+            _, error = await failure(provider)
+        finally:
+            await provider.aclose()
+    origin = base.removesuffix("/v1")
+    assert error.message == (
+        f"The model provider at {base} answered HTTP 302, a redirect to {origin}/login. Check"
+        " the base URL: voicestack does not follow a provider's redirects."
+    )
+    assert "secret" not in error.message
+
+
+async def test_an_embedding_query_is_not_followed_either() -> None:
+    async with _server(_redirect("308 Permanent Redirect", "https://elsewhere.test/v1")) as (
+        base,
+        asked,
+    ):
+        provider = ProviderSettings(base_url=base, api_key=KEY, max_retries=0, role=EMBEDDING_ROLE)
+        embedder = Embedder(EmbeddingSettings("text-embedding-3-small", None, provider))
+        try:
+            with pytest.raises(ProviderError) as raised:
+                await asyncio.to_thread(embedder.embed_query, "where is my order")
+        finally:
+            await embedder.aclose()
+    assert len(asked) == 1
+    assert raised.value.code == "provider_bad_request"
+    assert "answered HTTP 308, a redirect to https://elsewhere.test/v1." in raised.value.message
