@@ -18,7 +18,14 @@ from tests.test_llm import (  # noqa: F401 (a fixture)
     make,
     read_request,
 )
-from voicestack.agent.llm import ChatProvider, Finish, ProviderSettings, StreamEvent, TextDelta
+from voicestack.agent.llm import (
+    ChatProvider,
+    Finish,
+    ProviderSettings,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from voicestack.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
@@ -26,6 +33,8 @@ pytestmark = pytest.mark.anyio
 HI = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}\n\n'
 STOP = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
 DONE = b"data: [DONE]\n\n"
+USAGE = b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}\n\n'
+OTHER_CHOICE_STOP = b'data: {"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]}\n\n'
 
 
 async def test_a_body_that_ends_with_neither_done_nor_a_finish_reason_is_cut_off(
@@ -61,6 +70,17 @@ async def test_a_body_that_ends_before_any_output_is_retried(
         pytest.param(HI + STOP, [TextDelta("hi"), Finish("stop")], id="finish-reason-no-done"),
         pytest.param(HI + DONE, [TextDelta("hi"), Finish("stop")], id="done-no-finish-reason"),
         pytest.param(HI + STOP + DONE, [TextDelta("hi"), Finish("stop")], id="both"),
+        # Gateways that end the body without the last event's blank line, or its newline.
+        pytest.param(HI + STOP[:-1], [TextDelta("hi"), Finish("stop")], id="stop-one-newline"),
+        pytest.param(HI + STOP[:-2], [TextDelta("hi"), Finish("stop")], id="stop-no-newline"),
+        pytest.param(HI + DONE[:-2], [TextDelta("hi"), Finish("stop")], id="done-no-newline"),
+        # The usage chunk that follows the finish_reason, with no [DONE] after it.
+        pytest.param(
+            HI + STOP + USAGE,
+            [TextDelta("hi"), Usage(3, 1), Finish("stop")],
+            id="usage-after-stop-no-done",
+        ),
+        pytest.param(HI + OTHER_CHOICE_STOP, [TextDelta("hi"), Finish("stop")], id="index-1-stop"),
     ],
 )
 async def test_done_or_a_finish_reason_makes_the_reply_whole(
@@ -87,6 +107,7 @@ async def test_a_body_closed_by_the_connection_with_neither_is_cut_off() -> None
         ),
         pytest.param("text/plain", b"Hello", "text/plain", id="text"),
         pytest.param("", b"", "no content type", id="nothing"),
+        pytest.param("Text/HTML", b"<p>Hi</p>", "text/html", id="upper-case"),
     ],
 )
 async def test_an_answer_that_is_not_an_event_stream_says_so(
@@ -104,8 +125,9 @@ async def test_an_answer_that_is_not_an_event_stream_says_so(
     )
 
 
-async def test_an_empty_event_stream_is_cut_off() -> None:
-    async with _provider_answering(b"") as provider:
+@pytest.mark.parametrize("content_type", ["text/event-stream", "Text/Event-Stream"])
+async def test_an_empty_event_stream_is_cut_off(content_type: str) -> None:
+    async with _provider_answering(b": ping\n\n", content_type=content_type) as provider:
         events, error = await failure(provider)
     assert (events, error.code) == ([], "provider_stream_broken")
 

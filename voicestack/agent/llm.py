@@ -250,6 +250,7 @@ class ChatProvider:
                     yield TextDelta(text if len(text) <= left else text[: int(left)])
                 raise self._not_streaming()
             end = StreamEnd()
+            ended = False  # another choice's finish_reason: the stream did end
             async for chunk in sse_chunks(response, end):
                 choices = choices_of(chunk)
                 counted = chunk.get("usage")
@@ -258,6 +259,7 @@ class ChatProvider:
                     usage = Usage(*(count if isinstance(count, int) else 0 for count in counts))
                 for choice in choices:
                     if choice.get("index") not in (0, None):
+                        ended = ended or bool(choice.get("finish_reason"))
                         continue
                     delta = choice.get("delta")
                     if delta is not None:
@@ -278,8 +280,8 @@ class ChatProvider:
                         finish = reason
                         for request_ in calls.drain():
                             yield request_
-            if finish is None and not end.done:
-                content_type = response.headers.get("content-type", "")
+            if finish is None and not ended and not end.done:
+                content_type = response.headers.get("content-type", "").lower()
                 if not end.events and not content_type.startswith("text/event-stream"):
                     raise NotAStream(content_type.split(";")[0].strip() or "no content type")
                 # The body ended cleanly, but with neither `[DONE]` nor a finish_reason: a
@@ -322,7 +324,6 @@ class ChatProvider:
             after=after_retries(retries),
             model=model or self.settings.model,
             timeout_s=self.settings.timeout_s,
+            api_key=self.settings.api_key,
         )
-        if self.settings.api_key:
-            message = message.replace(self.settings.api_key, "[redacted]")
         return ProviderError(code, message, retryable=retryable)

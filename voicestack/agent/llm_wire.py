@@ -124,7 +124,9 @@ async def _read_to_end(lines: AsyncIterator[str]) -> None:
 
 
 async def _lines(response: Any) -> AsyncIterator[str]:
-    """The response's lines, with transport failures raised as the SDK raises them."""
+    """The response's lines, with transport failures raised as the SDK raises them, then one
+    empty line: a last event whose body ends without its blank line is still read, as the
+    SDKs read it (some gateways end a stream so)."""
     try:
         async for line in response.iter_lines():
             yield line
@@ -132,6 +134,7 @@ async def _lines(response: Any) -> AsyncIterator[str]:
         raise openai.APITimeoutError(request=response.http_request) from exc
     except request_exceptions() as exc:
         raise openai.APIConnectionError(request=response.http_request) from exc
+    yield ""
 
 
 async def completion_text(response: Any) -> str:
