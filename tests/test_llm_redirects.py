@@ -95,3 +95,41 @@ async def test_an_embedding_query_is_not_followed_either() -> None:
     assert len(asked) == 1
     assert raised.value.code == "provider_bad_request"
     assert "answered HTTP 308, a redirect to https://elsewhere.test/v1." in raised.value.message
+
+
+async def test_a_malformed_location_is_said_so() -> None:
+    async with _server(_redirect("302 Found", "http://[bad/v1")) as (base, _):
+        provider = ChatProvider(ProviderSettings(base_url=base, api_key=KEY))
+        try:
+            _, error = await failure(provider)
+        finally:
+            await provider.aclose()
+    assert (error.code, error.message) == (
+        "provider_bad_request",
+        f"The model provider at {base} answered HTTP 302, a redirect to a malformed Location.",
+    )
+
+
+@pytest.mark.parametrize("path", ["chat", "embedding"])
+async def test_a_redirect_that_quotes_the_key_does_not_show_it(path: str) -> None:
+    async with _server(_redirect("302 Found", f"/{KEY}/v1")) as (base, _):
+        settings = ProviderSettings(base_url=base, api_key=KEY, max_retries=0, role=EMBEDDING_ROLE)
+        if path == "chat":
+            provider = ChatProvider(settings)
+            try:
+                _, error = await failure(provider)
+            finally:
+                await provider.aclose()
+        else:
+            embedder = Embedder(EmbeddingSettings("text-embedding-3-small", None, settings))
+            try:
+                with pytest.raises(ProviderError) as raised:
+                    await asyncio.to_thread(embedder.embed_query, "where is my order")
+            finally:
+                await embedder.aclose()
+            error = raised.value
+    assert KEY not in error.message
+    assert error.message.endswith(
+        "a redirect to " + base.removesuffix("/v1") + "/[redacted]/v1. Check the base URL:"
+        " voicestack does not follow a provider's redirects."
+    )

@@ -265,6 +265,7 @@ class Embedder:
                 after="",
                 model=self.settings.model,
                 timeout_s=timeout_s,
+                api_key=self.settings.provider.api_key,
             )
             raise ProviderError(code, message, retryable=retryable) from exc
         (vector,) = self._vectors(answer, 1)

@@ -52,8 +52,28 @@ def describe_failure(
     after: str,
     model: str,
     timeout_s: float,
+    api_key: str | None = None,
 ) -> tuple[str, str, bool]:
-    """Code, message and retryability of a failed call to the provider at `where`."""
+    """Code, message and retryability of a failed call to the provider at `where`; `api_key`,
+    wherever the provider's words or a URL quote it, shows as `[redacted]`."""
+    code, message, retryable = _describe(
+        exc, role, where, responded=responded, after=after, model=model, timeout_s=timeout_s
+    )
+    if api_key:
+        message = message.replace(api_key, "[redacted]")
+    return code, message, retryable
+
+
+def _describe(
+    exc: Exception,
+    role: ProviderRole,
+    where: str,
+    *,
+    responded: bool,
+    after: str,
+    model: str,
+    timeout_s: float,
+) -> tuple[str, str, bool]:
     them = f"The {role.name} provider"
     # The chat's own messages predate the other roles; an audio provider's always names its URL.
     who = them if role == CHAT_ROLE else f"{them} at {where}"
@@ -117,7 +137,10 @@ def _redirected(exc: openai.APIStatusError, who: str) -> str:
     location = exc.response.headers.get("location")
     if not location:
         return f"{who} answered HTTP {exc.status_code}, a redirect with no Location."
-    target = display_url(urljoin(str(exc.request.url), location))
+    try:
+        target = display_url(urljoin(str(exc.request.url), location))
+    except ValueError:  # not a URL (an unclosed IPv6 bracket, say)
+        return f"{who} answered HTTP {exc.status_code}, a redirect to a malformed Location."
     return (
         f"{who} answered HTTP {exc.status_code}, a redirect to {target}. Check the base URL:"
         " voicestack does not follow a provider's redirects."
