@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.raw_http import read_request as read_request
 from tests.support.server import free_port
 from voicestack.agent.llm import (
     NOT_CONFIGURED_MESSAGE,
@@ -71,17 +72,6 @@ async def collect(
 async def drain(provider: ChatProvider, into: list[StreamEvent]) -> None:
     async for event in provider.stream(USER):
         into.append(event)
-
-
-async def read_request(reader: asyncio.StreamReader) -> None:
-    """Read one HTTP request, its head and its Content-Length body, from a raw connection."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":")[1])
-        for line in head.lower().split(b"\r\n")
-        if line.startswith(b"content-length:")
-    )
-    await reader.readexactly(length)
 
 
 async def failure(provider: ChatProvider) -> tuple[list[StreamEvent], ProviderError]:

@@ -5,50 +5,29 @@ redirect's target instead."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import pytest
 
-from tests.test_llm import KEY, failure, read_request
+from tests.support.raw_http import answer, raw_server
+from tests.test_llm import KEY, failure
 from voicestack.agent.embedding import EMBEDDING_ROLE, Embedder, EmbeddingSettings
 from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
 
 pytestmark = pytest.mark.anyio
 
 
-@asynccontextmanager
-async def _server(answer: bytes) -> AsyncIterator[tuple[str, list[int]]]:
-    """A server answering every request with `answer`; its base URL, and a list that grows by
-    one with each request."""
-    asked: list[int] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        asked.append(1)
-        writer.write(answer)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", asked
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 def _redirect(status: str, location: str) -> bytes:
-    return f"HTTP/1.1 {status}\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n".encode()
+    return answer(status, "", b"", f"location: {location}")
 
 
 @pytest.mark.parametrize("status", ["301 Moved Permanently", "307 Temporary Redirect"])
 async def test_a_chat_call_is_not_followed_to_the_redirects_target(status: str) -> None:
     async with AsyncExitStack() as servers:
-        unused = b"HTTP/1.1 500 Unused\r\ncontent-length: 0\r\n\r\n"
-        target, seen = await servers.enter_async_context(_server(unused))
+        unused = answer("500 Unused", "", b"")
+        target, seen = await servers.enter_async_context(raw_server(unused))
         redirect = _redirect(status, f"{target}/chat/completions")
-        base, asked = await servers.enter_async_context(_server(redirect))
+        base, asked = await servers.enter_async_context(raw_server(redirect))
         settings = ProviderSettings(base_url=base, api_key=KEY, timeout_s=10, max_retries=2)
         provider = ChatProvider(settings)
         try:
@@ -65,7 +44,7 @@ async def test_a_chat_call_is_not_followed_to_the_redirects_target(status: str) 
 
 
 async def test_a_relative_redirect_is_named_in_full_without_credentials() -> None:
-    async with _server(_redirect("302 Found", "/login?next=%2Fv1")) as (base, _):
+    async with raw_server(_redirect("302 Found", "/login?next=%2Fv1")) as (base, _):
         with_credentials = base.replace("http://", "http://user:secret@")
         provider = ChatProvider(ProviderSettings(base_url=with_credentials, api_key=KEY))
         try:
@@ -81,7 +60,7 @@ async def test_a_relative_redirect_is_named_in_full_without_credentials() -> Non
 
 
 async def test_an_embedding_query_is_not_followed_either() -> None:
-    async with _server(_redirect("308 Permanent Redirect", "https://elsewhere.test/v1")) as (
+    async with raw_server(_redirect("308 Permanent Redirect", "https://elsewhere.test/v1")) as (
         base,
         asked,
     ):
@@ -98,7 +77,7 @@ async def test_an_embedding_query_is_not_followed_either() -> None:
 
 
 async def test_a_malformed_location_is_said_so() -> None:
-    async with _server(_redirect("302 Found", "http://[bad/v1")) as (base, _):
+    async with raw_server(_redirect("302 Found", "http://[bad/v1")) as (base, _):
         provider = ChatProvider(ProviderSettings(base_url=base, api_key=KEY))
         try:
             _, error = await failure(provider)
@@ -112,7 +91,7 @@ async def test_a_malformed_location_is_said_so() -> None:
 
 @pytest.mark.parametrize("path", ["chat", "embedding"])
 async def test_a_redirect_that_quotes_the_key_does_not_show_it(path: str) -> None:
-    async with _server(_redirect("302 Found", f"/{KEY}/v1")) as (base, _):
+    async with raw_server(_redirect("302 Found", f"/{KEY}/v1")) as (base, _):
         settings = ProviderSettings(base_url=base, api_key=KEY, max_retries=0, role=EMBEDDING_ROLE)
         if path == "chat":
             provider = ChatProvider(settings)

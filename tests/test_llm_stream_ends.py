@@ -4,19 +4,18 @@ in it, not typed as an event stream, is not a stream at all."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
+from tests.support.raw_http import answer, raw_server
 from tests.test_llm import (  # noqa: F401 (a fixture)
     KEY,
     MakeProvider,
     collect,
     failure,
     make,
-    read_request,
 )
 from voicestack.agent.llm import (
     ChatProvider,
@@ -138,26 +137,15 @@ async def _provider_answering(
 ) -> AsyncIterator[ChatProvider]:
     """A ChatProvider whose server answers every request with `body` (by default as an event
     stream), delimited by its length or by closing the connection."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        length = f"content-length: {len(body)}\r\n" if delimit == "length" else ""
-        ending = "connection: close\r\n" if delimit == "close" else ""
-        typed = f"content-type: {content_type}\r\n" if content_type else ""
-        head = f"HTTP/1.1 200 OK\r\n{typed}{length}{ending}\r\n"
-        writer.write(head.encode() + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings = ProviderSettings(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, timeout_s=10, max_retries=0
-    )
-    provider = ChatProvider(settings)
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
-        server.close()
-        await server.wait_closed()
+    if delimit == "length":
+        reply = answer("200 OK", content_type, body)
+    else:
+        reply = f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n"
+        reply = reply.encode() + body
+    async with raw_server(reply) as (base, _):
+        settings = ProviderSettings(base_url=base, api_key=KEY, timeout_s=10, max_retries=0)
+        provider = ChatProvider(settings)
+        try:
+            yield provider
+        finally:
+            await provider.aclose()
