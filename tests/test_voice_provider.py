@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.raw_http import answer, raw_server
 from tests.support.voice import sha256, wav_seconds
 from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
+from voicestack.agent.llm_errors import ProviderRole
 from voicestack.testing.fake_openai import FakeOpenAI
 from voicestack.testing.fake_openai.audio import speech_pcm, wav_bytes
 from voicestack.voice.formats import WAV
@@ -100,3 +102,81 @@ async def test_without_a_provider_nothing_is_called() -> None:
         await Transcriber(provider, "gpt-4o-mini-transcribe").transcribe(AUDIO, WAV, "recording")
 
     assert failed.value.code == "provider_not_configured"
+
+
+TRANSCRIPTION = ProviderRole(name="transcription")
+
+
+@pytest.mark.parametrize(
+    ("reply", "answered"),
+    [
+        pytest.param(answer("200 OK", "text/html", b"<p>Sign in</p>"), "text/html", id="page"),
+        pytest.param(
+            answer("200 OK", "application/json", b'{"id": 1}'), "JSON with no text", id="json"
+        ),
+        pytest.param(answer("200 OK", "", b"hi"), "no content type", id="untyped"),
+    ],
+)
+async def test_a_transcription_that_is_not_one_says_what_came(reply: bytes, answered: str) -> None:
+    async with raw_server(reply) as (base, asked):
+        settings = ProviderSettings(base_url=base, api_key=None, max_retries=1, role=TRANSCRIPTION)
+        provider = ChatProvider(settings)
+        try:
+            with pytest.raises(ProviderError) as failed:
+                await Transcriber(provider, "whisper-1").transcribe(AUDIO, WAV, "recording")
+        finally:
+            await provider.aclose()
+    assert (failed.value.code, failed.value.message, len(asked)) == (
+        "provider_bad_response",
+        f"The transcription provider at {base} answered {answered} instead of a transcription."
+        " Check the base URL: an OpenAI-compatible API's usually ends in /v1.",
+        1,  # not retried
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "heard"),
+    [
+        pytest.param(answer("200 OK", "text/plain", b"hi there"), "hi there", id="plain"),
+        pytest.param(
+            answer("200 OK", "text/plain; charset=utf-8", b'{"text": "hi there"}'),
+            "hi there",
+            id="json-labelled-plain",
+        ),
+    ],
+)
+async def test_a_transcript_sent_as_plain_text_is_read(reply: bytes, heard: str) -> None:
+    async with raw_server(reply) as (base, _):
+        provider = ChatProvider(ProviderSettings(base_url=base, api_key=None))
+        try:
+            transcript = await Transcriber(provider, "whisper-1").transcribe(AUDIO, WAV, "rec")
+        finally:
+            await provider.aclose()
+    assert (transcript.text, transcript.duration_s) == (heard, None)
+
+
+@pytest.mark.parametrize("audio_format", ["mp3", "pcm"])
+@pytest.mark.parametrize(
+    ("reply", "answered"),
+    [
+        pytest.param(answer("200 OK", "text/html", b"<p>Sign in</p>"), "text/html", id="page"),
+        pytest.param(answer("200 OK", "application/json", b"{}"), "application/json", id="json"),
+        pytest.param(answer("200 OK", "audio/mpeg", b""), "an empty body", id="empty"),
+    ],
+)
+async def test_speech_that_is_not_audio_says_what_came(
+    reply: bytes, answered: str, audio_format: str
+) -> None:
+    async with raw_server(reply) as (base, asked):
+        provider = ChatProvider(ProviderSettings(base_url=base, api_key=None, max_retries=1))
+        try:
+            with pytest.raises(ProviderError) as failed:
+                await Synthesizer(provider, "tts-1", "alloy", audio_format).synthesize("Hello.")
+        finally:
+            await provider.aclose()
+    assert (failed.value.code, failed.value.message, len(asked)) == (
+        "provider_bad_response",
+        f"The model provider at {base} answered {answered} instead of audio. Check the base URL:"
+        " an OpenAI-compatible API's usually ends in /v1.",
+        1,
+    )

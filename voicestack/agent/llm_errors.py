@@ -97,19 +97,25 @@ def _describe(
     if isinstance(exc, openai.OpenAIError):
         return "provider_error", f"{who} reported an error: {_detail(exc)}.", False
     if isinstance(exc, NotAStream):
-        return (
-            "provider_bad_response",
-            f"{them} at {where} answered {exc} instead of an event stream. Check the base URL:"
-            " an OpenAI-compatible API's usually ends in /v1.",
-            False,
-        )
+        wrong = answered_instead(role, where, str(exc), "an event stream")
+        return "provider_bad_response", wrong, False
     if isinstance(exc, json.JSONDecodeError):
-        bad = f"a stream chunk that is not valid JSON ({exc.msg} at character {exc.pos})"
+        what = "a stream chunk" if role == CHAT_ROLE else "an answer"
+        bad = f"{what} that is not valid JSON ({exc.msg} at character {exc.pos})"
     elif isinstance(exc, UnicodeDecodeError):
         bad = "a stream that is not UTF-8"
     else:
         bad = f"data that is not a chat completion chunk: {exc}"
     return "provider_bad_response", f"{who} sent {bad}.", False
+
+
+def answered_instead(role: ProviderRole, where: str, answered: str, wanted: str) -> str:
+    """The message for a provider at `where` that answered `answered` (a content type, or what
+    the body was) where `wanted` was asked for: most often a base URL that reaches a web page."""
+    return (
+        f"The {role.name} provider at {where} answered {answered} instead of {wanted}. Check the"
+        " base URL: an OpenAI-compatible API's usually ends in /v1."
+    )
 
 
 def _describe_status(

@@ -7,12 +7,15 @@ is the chat's server, so a voice server needs no configuration of its own.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from voicestack.agent.llm import ChatProvider, ProviderError
+from voicestack.agent.llm_errors import answered_instead
 from voicestack.voice.formats import AudioFormat
 from voicestack.voice.pcm import NotPcm, Pcm
 
@@ -29,12 +32,40 @@ class Transcript:
     duration_s: float | None
 
 
+_JSON_TYPES = frozenset({"application/json"})
+# What a transcription may come back as: the JSON asked for, or the bare text some servers send.
+_TRANSCRIPT_TYPES = _JSON_TYPES | {"text/plain"}
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    """The answer's media type, lower case, without its parameters ('' when not given)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _named(kind: str) -> str:
+    return kind or "no content type"
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _field(result: Any, name: str) -> Any:
+    return result.get(name) if isinstance(result, dict) else getattr(result, name, None)
+
+
 def _reported_duration(result: Any) -> float | None:
-    duration = getattr(result, "duration", None)
+    duration = _field(result, "duration")
     if duration is None:
-        usage = getattr(result, "usage", None)
-        if getattr(usage, "type", None) == "duration":
-            duration = getattr(usage, "seconds", None)
+        usage = _field(result, "usage")
+        if _field(usage, "type") == "duration":
+            duration = _field(usage, "seconds")
     return float(duration) if isinstance(duration, int | float) else None
 
 
@@ -55,15 +86,30 @@ class Transcriber:
             options["language"] = language
 
         async def send(client: openai.AsyncOpenAI) -> Any:
-            return await client.audio.transcriptions.create(
+            answer = await client.audio.transcriptions.with_raw_response.create(
                 model=self.model,
                 file=(f"{name}.{fmt.extension}", audio, fmt.content_type),
                 **options,
             )
+            kind = _content_type(answer.headers)
+            if kind not in _TRANSCRIPT_TYPES:
+                raise self._wrong_answer(_named(kind), "a transcription")
+            return answer.parse()
 
         result = await self.provider.request(self.model, send)
-        text = result if isinstance(result, str) else getattr(result, "text", "")
-        return Transcript(text or "", _reported_duration(result))
+        if isinstance(result, str):  # text/plain: the transcript alone, or JSON labelled so
+            result = _json_object(result) or result
+            if isinstance(result, str):
+                return Transcript(result, None)
+        text = _field(result, "text")
+        if not isinstance(text, str):
+            raise self._wrong_answer("JSON with no text", "a transcription")
+        return Transcript(text, _reported_duration(result))
+
+    def _wrong_answer(self, answered: str, wanted: str) -> ProviderError:
+        where = self.provider.where
+        message = answered_instead(self.provider.settings.role, where, answered, wanted)
+        return ProviderError("provider_bad_response", message)
 
 
 class Synthesizer:
@@ -99,12 +145,23 @@ class Synthesizer:
 
     async def _speech(self, text: str, response_format: str, voice: str | None = None) -> bytes:
         async def send(client: openai.AsyncOpenAI) -> bytes:
-            response = await client.audio.speech.create(
+            answer = await client.audio.speech.with_raw_response.create(
                 model=self.model,
                 voice=voice or self.voice,
                 input=text,
                 response_format=response_format,  # type: ignore[arg-type]
             )
-            return response.content
+            kind = _content_type(answer.headers)
+            if kind.startswith("text/") or kind in _JSON_TYPES:
+                raise self._wrong_answer(kind, "audio")
+            audio: bytes = answer.content
+            if not audio:
+                raise self._wrong_answer("an empty body", "audio")
+            return audio
 
         return await self.provider.request(self.model, send)
+
+    def _wrong_answer(self, answered: str, wanted: str) -> ProviderError:
+        where = self.provider.where
+        message = answered_instead(self.provider.settings.role, where, answered, wanted)
+        return ProviderError("provider_bad_response", message)
