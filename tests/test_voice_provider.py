@@ -143,6 +143,9 @@ async def test_a_transcription_that_is_not_one_says_what_came(reply: bytes, answ
             "hi there",
             id="json-labelled-plain",
         ),
+        pytest.param(answer("200 OK", "text/plain", b"2024"), "2024", id="plain-number"),
+        pytest.param(answer("200 OK", "text/plain", b'"Yes."'), '"Yes."', id="plain-quoted"),
+        pytest.param(answer("200 OK", "text/json", b'{"text": "hi"}'), "hi", id="text-json"),
     ],
 )
 async def test_a_transcript_sent_as_plain_text_is_read(reply: bytes, heard: str) -> None:
@@ -178,5 +181,23 @@ async def test_speech_that_is_not_audio_says_what_came(
         "provider_bad_response",
         f"The model provider at {base} answered {answered} instead of audio. Check the base URL:"
         " an OpenAI-compatible API's usually ends in /v1.",
+        1,
+    )
+
+
+async def test_a_failure_answered_as_200_quotes_the_providers_words() -> None:
+    # whisper.cpp's server answers a failure with 200 and {"error": "..."}.
+    reply = answer("200 OK", "application/json", b'{"error": "failed to read WAV file"}')
+    async with raw_server(reply) as (base, asked):
+        settings = ProviderSettings(base_url=base, api_key=None, max_retries=1, role=TRANSCRIPTION)
+        provider = ChatProvider(settings)
+        try:
+            with pytest.raises(ProviderError) as failed:
+                await Transcriber(provider, "whisper-1").transcribe(AUDIO, WAV, "recording")
+        finally:
+            await provider.aclose()
+    assert (failed.value.code, failed.value.message, len(asked)) == (
+        "provider_error",
+        f"The transcription provider at {base} failed: failed to read WAV file.",
         1,
     )

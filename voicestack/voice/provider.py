@@ -32,9 +32,13 @@ class Transcript:
     duration_s: float | None
 
 
-_JSON_TYPES = frozenset({"application/json"})
-# What a transcription may come back as: the JSON asked for, or the bare text some servers send.
-_TRANSCRIPT_TYPES = _JSON_TYPES | {"text/plain"}
+# The most of a provider's own words an error quotes.
+_SAID_LIMIT = 300
+
+
+def _is_json(kind: str) -> bool:
+    """JSON as the SDK reads it: application/json, text/json, application/problem+json..."""
+    return kind.endswith("json")
 
 
 def _content_type(headers: Mapping[str, str]) -> str:
@@ -92,24 +96,36 @@ class Transcriber:
                 **options,
             )
             kind = _content_type(answer.headers)
-            if kind not in _TRANSCRIPT_TYPES:
-                raise self._wrong_answer(_named(kind), "a transcription")
-            return answer.parse()
+            if _is_json(kind):
+                return answer.parse()
+            if kind == "text/plain":  # the transcript alone (or JSON labelled so)
+                text = answer.text.strip()
+                return _json_object(text) or text
+            raise self._wrong_answer(_named(kind), "a transcription")
 
         result = await self.provider.request(self.model, send)
-        if isinstance(result, str):  # text/plain: the transcript alone, or JSON labelled so
-            result = _json_object(result) or result
-            if isinstance(result, str):
-                return Transcript(result, None)
+        if isinstance(result, str):
+            return Transcript(result, None)
         text = _field(result, "text")
         if not isinstance(text, str):
-            raise self._wrong_answer("JSON with no text", "a transcription")
+            raise self._without_text(result)
         return Transcript(text, _reported_duration(result))
 
     def _wrong_answer(self, answered: str, wanted: str) -> ProviderError:
         where = self.provider.where
         message = answered_instead(self.provider.settings.role, where, answered, wanted)
         return ProviderError("provider_bad_response", message)
+
+    def _without_text(self, result: Any) -> ProviderError:
+        # Some servers (whisper.cpp's) answer a failure as 200 with {"error": "..."}.
+        error = _field(result, "error")
+        said = _field(error, "message") if not isinstance(error, str) else error
+        if not isinstance(said, str) or not said.strip():
+            return self._wrong_answer("JSON with no text", "a transcription")
+        said = " ".join(said.split())
+        said = said if len(said) <= _SAID_LIMIT else said[: _SAID_LIMIT - 3] + "..."
+        role, where = self.provider.settings.role.name, self.provider.where
+        return ProviderError("provider_error", f"The {role} provider at {where} failed: {said}.")
 
 
 class Synthesizer:
@@ -152,7 +168,7 @@ class Synthesizer:
                 response_format=response_format,  # type: ignore[arg-type]
             )
             kind = _content_type(answer.headers)
-            if kind.startswith("text/") or kind in _JSON_TYPES:
+            if kind.startswith("text/") or _is_json(kind):
                 raise self._wrong_answer(kind, "audio")
             audio: bytes = answer.content
             if not audio:
