@@ -17,6 +17,25 @@ from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
 pytestmark = pytest.mark.anyio
 
 
+async def _chat_failure(settings: ProviderSettings) -> ProviderError:
+    provider = ChatProvider(settings)
+    try:
+        _, error = await failure(provider)
+    finally:
+        await provider.aclose()
+    return error
+
+
+async def _embedding_failure(settings: ProviderSettings) -> ProviderError:
+    embedder = Embedder(EmbeddingSettings("text-embedding-3-small", None, settings))
+    try:
+        with pytest.raises(ProviderError) as raised:
+            await asyncio.to_thread(embedder.embed_query, "where is my order")
+    finally:
+        await embedder.aclose()
+    return raised.value
+
+
 def _redirect(status: str, location: str) -> bytes:
     return answer(status, "", b"", f"location: {location}")
 
@@ -46,11 +65,7 @@ async def test_a_chat_call_is_not_followed_to_the_redirects_target(status: str) 
 async def test_a_relative_redirect_is_named_in_full_without_credentials() -> None:
     async with raw_server(_redirect("302 Found", "/login?next=%2Fv1")) as (base, _):
         with_credentials = base.replace("http://", "http://user:secret@")
-        provider = ChatProvider(ProviderSettings(base_url=with_credentials, api_key=KEY))
-        try:
-            _, error = await failure(provider)
-        finally:
-            await provider.aclose()
+        error = await _chat_failure(ProviderSettings(base_url=with_credentials, api_key=KEY))
     origin = base.removesuffix("/v1")
     assert error.message == (
         f"The model provider at {base} answered HTTP 302, a redirect to {origin}/login. Check"
@@ -60,29 +75,18 @@ async def test_a_relative_redirect_is_named_in_full_without_credentials() -> Non
 
 
 async def test_an_embedding_query_is_not_followed_either() -> None:
-    async with raw_server(_redirect("308 Permanent Redirect", "https://elsewhere.test/v1")) as (
-        base,
-        asked,
-    ):
-        provider = ProviderSettings(base_url=base, api_key=KEY, max_retries=0, role=EMBEDDING_ROLE)
-        embedder = Embedder(EmbeddingSettings("text-embedding-3-small", None, provider))
-        try:
-            with pytest.raises(ProviderError) as raised:
-                await asyncio.to_thread(embedder.embed_query, "where is my order")
-        finally:
-            await embedder.aclose()
+    redirect = _redirect("308 Permanent Redirect", "https://elsewhere.test/v1")
+    async with raw_server(redirect) as (base, asked):
+        settings = ProviderSettings(base_url=base, api_key=KEY, max_retries=0, role=EMBEDDING_ROLE)
+        error = await _embedding_failure(settings)
     assert len(asked) == 1
-    assert raised.value.code == "provider_bad_request"
-    assert "answered HTTP 308, a redirect to https://elsewhere.test/v1." in raised.value.message
+    assert error.code == "provider_bad_request"
+    assert "answered HTTP 308, a redirect to https://elsewhere.test/v1." in error.message
 
 
 async def test_a_malformed_location_is_said_so() -> None:
     async with raw_server(_redirect("302 Found", "http://[bad/v1")) as (base, _):
-        provider = ChatProvider(ProviderSettings(base_url=base, api_key=KEY))
-        try:
-            _, error = await failure(provider)
-        finally:
-            await provider.aclose()
+        error = await _chat_failure(ProviderSettings(base_url=base, api_key=KEY))
     assert (error.code, error.message) == (
         "provider_bad_request",
         f"The model provider at {base} answered HTTP 302, a redirect to a malformed Location.",
@@ -94,19 +98,9 @@ async def test_a_redirect_that_quotes_the_key_does_not_show_it(path: str) -> Non
     async with raw_server(_redirect("302 Found", f"/{KEY}/v1")) as (base, _):
         settings = ProviderSettings(base_url=base, api_key=KEY, max_retries=0, role=EMBEDDING_ROLE)
         if path == "chat":
-            provider = ChatProvider(settings)
-            try:
-                _, error = await failure(provider)
-            finally:
-                await provider.aclose()
+            error = await _chat_failure(settings)
         else:
-            embedder = Embedder(EmbeddingSettings("text-embedding-3-small", None, settings))
-            try:
-                with pytest.raises(ProviderError) as raised:
-                    await asyncio.to_thread(embedder.embed_query, "where is my order")
-            finally:
-                await embedder.aclose()
-            error = raised.value
+            error = await _embedding_failure(settings)
     assert KEY not in error.message
     assert error.message.endswith(
         "a redirect to " + base.removesuffix("/v1") + "/[redacted]/v1. Check the base URL:"

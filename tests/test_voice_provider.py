@@ -107,17 +107,42 @@ async def test_without_a_provider_nothing_is_called() -> None:
 TRANSCRIPTION = ProviderRole(name="transcription")
 
 
+NOT_A_TRANSCRIPTION = "instead of a transcription. Check the base URL: an OpenAI-compatible API's"
+
+
 @pytest.mark.parametrize(
-    ("reply", "answered"),
+    ("reply", "code", "said"),
     [
-        pytest.param(answer("200 OK", "text/html", b"<p>Sign in</p>"), "text/html", id="page"),
         pytest.param(
-            answer("200 OK", "application/json", b'{"id": 1}'), "JSON with no text", id="json"
+            answer("200 OK", "text/html", b"<p>Sign in</p>"),
+            "provider_bad_response",
+            f"answered text/html {NOT_A_TRANSCRIPTION} usually ends in /v1.",
+            id="page",
         ),
-        pytest.param(answer("200 OK", "", b"hi"), "no content type", id="untyped"),
+        pytest.param(
+            answer("200 OK", "application/json", b'{"id": 1}'),
+            "provider_bad_response",
+            f"answered JSON with no text {NOT_A_TRANSCRIPTION} usually ends in /v1.",
+            id="json",
+        ),
+        pytest.param(
+            answer("200 OK", "", b"hi"),
+            "provider_bad_response",
+            f"answered no content type {NOT_A_TRANSCRIPTION} usually ends in /v1.",
+            id="untyped",
+        ),
+        pytest.param(
+            # whisper.cpp's server answers a failure with 200 and {"error": "..."}.
+            answer("200 OK", "application/json", b'{"error": "failed to read WAV file"}'),
+            "provider_error",
+            "failed: failed to read WAV file.",
+            id="error-in-200",
+        ),
     ],
 )
-async def test_a_transcription_that_is_not_one_says_what_came(reply: bytes, answered: str) -> None:
+async def test_a_transcription_that_is_not_one_says_what_came(
+    reply: bytes, code: str, said: str
+) -> None:
     async with raw_server(reply) as (base, asked):
         settings = ProviderSettings(base_url=base, api_key=None, max_retries=1, role=TRANSCRIPTION)
         provider = ChatProvider(settings)
@@ -127,9 +152,8 @@ async def test_a_transcription_that_is_not_one_says_what_came(reply: bytes, answ
         finally:
             await provider.aclose()
     assert (failed.value.code, failed.value.message, len(asked)) == (
-        "provider_bad_response",
-        f"The transcription provider at {base} answered {answered} instead of a transcription."
-        " Check the base URL: an OpenAI-compatible API's usually ends in /v1.",
+        code,
+        f"The transcription provider at {base} {said}",
         1,  # not retried
     )
 
@@ -181,23 +205,5 @@ async def test_speech_that_is_not_audio_says_what_came(
         "provider_bad_response",
         f"The model provider at {base} answered {answered} instead of audio. Check the base URL:"
         " an OpenAI-compatible API's usually ends in /v1.",
-        1,
-    )
-
-
-async def test_a_failure_answered_as_200_quotes_the_providers_words() -> None:
-    # whisper.cpp's server answers a failure with 200 and {"error": "..."}.
-    reply = answer("200 OK", "application/json", b'{"error": "failed to read WAV file"}')
-    async with raw_server(reply) as (base, asked):
-        settings = ProviderSettings(base_url=base, api_key=None, max_retries=1, role=TRANSCRIPTION)
-        provider = ChatProvider(settings)
-        try:
-            with pytest.raises(ProviderError) as failed:
-                await Transcriber(provider, "whisper-1").transcribe(AUDIO, WAV, "recording")
-        finally:
-            await provider.aclose()
-    assert (failed.value.code, failed.value.message, len(asked)) == (
-        "provider_error",
-        f"The transcription provider at {base} failed: failed to read WAV file.",
         1,
     )
