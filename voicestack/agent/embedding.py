@@ -37,7 +37,12 @@ import openai
 
 from voicestack.agent.embedding_batch import EmbeddingBatcher
 from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
-from voicestack.agent.llm_errors import FOLLOW_REDIRECTS, ProviderRole, describe_failure
+from voicestack.agent.llm_errors import (
+    FOLLOW_REDIRECTS,
+    ProviderRole,
+    describe_failure,
+    redact,
+)
 from voicestack.config import Settings
 
 # The sizes of well-known models' vectors, so the index can be made before the first answer.
@@ -265,8 +270,8 @@ class Embedder:
                 after="",
                 model=self.settings.model,
                 timeout_s=timeout_s,
-                api_key=self.settings.provider.api_key,
             )
+            message = redact(message, self.settings.provider.api_key)
             raise ProviderError(code, message, retryable=retryable) from exc
         (vector,) = self._vectors(answer, 1)
         if dimensions is not None:

@@ -25,6 +25,7 @@ from voicestack.agent.llm_errors import (
     after_retries,
     describe_failure,
     display_url,
+    redact,
 )
 from voicestack.agent.llm_errors import NOT_CONFIGURED_MESSAGE as NOT_CONFIGURED_MESSAGE
 from voicestack.agent.llm_errors import ProviderRole as ProviderRole
@@ -35,6 +36,7 @@ from voicestack.agent.llm_wire import (
     StreamEnd,
     choices_of,
     completion_text,
+    media_type,
     sse_chunks,
 )
 
@@ -281,9 +283,9 @@ class ChatProvider:
                         for request_ in calls.drain():
                             yield request_
             if finish is None and not ended and not end.done:
-                content_type = response.headers.get("content-type", "").lower()
-                if not end.events and not content_type.startswith("text/event-stream"):
-                    raise NotAStream(content_type.split(";")[0].strip() or "no content type")
+                kind = media_type(response.headers)
+                if not end.events and kind != "text/event-stream":
+                    raise NotAStream(kind)
                 # The body ended cleanly, but with neither `[DONE]` nor a finish_reason: a
                 # proxy or a provider that stopped mid-reply, which must not pass for whole.
                 raise openai.APIConnectionError(
@@ -324,6 +326,5 @@ class ChatProvider:
             after=after_retries(retries),
             model=model or self.settings.model,
             timeout_s=self.settings.timeout_s,
-            api_key=self.settings.api_key,
         )
-        return ProviderError(code, message, retryable=retryable)
+        return ProviderError(code, redact(message, self.settings.api_key), retryable=retryable)

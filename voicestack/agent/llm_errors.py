@@ -52,28 +52,8 @@ def describe_failure(
     after: str,
     model: str,
     timeout_s: float,
-    api_key: str | None = None,
 ) -> tuple[str, str, bool]:
-    """Code, message and retryability of a failed call to the provider at `where`; `api_key`,
-    wherever the provider's words or a URL quote it, shows as `[redacted]`."""
-    code, message, retryable = _describe(
-        exc, role, where, responded=responded, after=after, model=model, timeout_s=timeout_s
-    )
-    if api_key:
-        message = message.replace(api_key, "[redacted]")
-    return code, message, retryable
-
-
-def _describe(
-    exc: Exception,
-    role: ProviderRole,
-    where: str,
-    *,
-    responded: bool,
-    after: str,
-    model: str,
-    timeout_s: float,
-) -> tuple[str, str, bool]:
+    """Code, message and retryability of a failed call to the provider at `where`."""
     them = f"The {role.name} provider"
     # The chat's own messages predate the other roles; an audio provider's always names its URL.
     who = them if role == CHAT_ROLE else f"{them} at {where}"
@@ -110,12 +90,25 @@ def _describe(
 
 
 def answered_instead(role: ProviderRole, where: str, answered: str, wanted: str) -> str:
-    """The message for a provider at `where` that answered `answered` (a content type, or what
-    the body was) where `wanted` was asked for: most often a base URL that reaches a web page."""
+    """The message for a provider at `where` that answered `answered` (a media type, '' for
+    none, or what the body was) where `wanted` was asked for: most often a base URL that
+    reaches a web page."""
     return (
-        f"The {role.name} provider at {where} answered {answered} instead of {wanted}. Check the"
-        " base URL: an OpenAI-compatible API's usually ends in /v1."
+        f"The {role.name} provider at {where} answered {answered or 'no content type'} instead"
+        f" of {wanted}. Check the base URL: an OpenAI-compatible API's usually ends in /v1."
     )
+
+
+def redact(message: str, api_key: str | None) -> str:
+    """`message` with `api_key`, wherever the provider's words or a URL quote it, shown as
+    `[redacted]`."""
+    return message.replace(api_key, "[redacted]") if api_key else message
+
+
+def shortened(text: str) -> str:
+    """A provider's own words on one line, cut to at most _DETAIL_LIMIT characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."
 
 
 def _describe_status(
@@ -185,8 +178,7 @@ def _detail(exc: openai.OpenAIError) -> str:
     message = _explanation(getattr(exc, "body", None))
     if message is None and not isinstance(exc, openai.APIStatusError):
         message = str(exc)  # the client's own words; a status error's are only "Error code: N"
-    text = " ".join((message or "").split()).rstrip(".")
-    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."
+    return shortened(" ".join((message or "").split()).rstrip("."))
 
 
 def _explanation(body: object) -> str | None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,12 @@ class NotAChunk(ValueError):
 class NotAStream(ValueError):
     """A stream request answered with a body that held no event at all, in a type that is not
     an event stream (a web page, most often: a base URL that misses the API's path). The
-    argument is the answer's content type."""
+    argument is the answer's media type ('' when it gave none)."""
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """An answer's media type, lower case, without its parameters ('' when not given)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 # What one attempt can fail with; anything else is a bug and propagates as itself.

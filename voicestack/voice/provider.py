@@ -8,14 +8,14 @@ is the chat's server, so a voice server needs no configuration of its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from voicestack.agent.llm import ChatProvider, ProviderError
-from voicestack.agent.llm_errors import answered_instead
+from voicestack.agent.llm_errors import answered_instead, shortened
+from voicestack.agent.llm_wire import media_type
 from voicestack.voice.formats import AudioFormat
 from voicestack.voice.pcm import NotPcm, Pcm
 
@@ -32,22 +32,14 @@ class Transcript:
     duration_s: float | None
 
 
-# The most of a provider's own words an error quotes.
-_SAID_LIMIT = 300
-
-
 def _is_json(kind: str) -> bool:
     """JSON as the SDK reads it: application/json, text/json, application/problem+json..."""
     return kind.endswith("json")
 
 
-def _content_type(headers: Mapping[str, str]) -> str:
-    """The answer's media type, lower case, without its parameters ('' when not given)."""
-    return headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def _named(kind: str) -> str:
-    return kind or "no content type"
+def _wrong_answer(provider: ChatProvider, answered: str, wanted: str) -> ProviderError:
+    message = answered_instead(provider.settings.role, provider.where, answered, wanted)
+    return ProviderError("provider_bad_response", message)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -95,13 +87,13 @@ class Transcriber:
                 file=(f"{name}.{fmt.extension}", audio, fmt.content_type),
                 **options,
             )
-            kind = _content_type(answer.headers)
+            kind = media_type(answer.headers)
             if _is_json(kind):
                 return answer.parse()
             if kind == "text/plain":  # the transcript alone (or JSON labelled so)
                 text = answer.text.strip()
                 return _json_object(text) or text
-            raise self._wrong_answer(_named(kind), "a transcription")
+            raise _wrong_answer(self.provider, kind, "a transcription")
 
         result = await self.provider.request(self.model, send)
         if isinstance(result, str):
@@ -111,21 +103,15 @@ class Transcriber:
             raise self._without_text(result)
         return Transcript(text, _reported_duration(result))
 
-    def _wrong_answer(self, answered: str, wanted: str) -> ProviderError:
-        where = self.provider.where
-        message = answered_instead(self.provider.settings.role, where, answered, wanted)
-        return ProviderError("provider_bad_response", message)
-
     def _without_text(self, result: Any) -> ProviderError:
         # Some servers (whisper.cpp's) answer a failure as 200 with {"error": "..."}.
         error = _field(result, "error")
         said = _field(error, "message") if not isinstance(error, str) else error
         if not isinstance(said, str) or not said.strip():
-            return self._wrong_answer("JSON with no text", "a transcription")
-        said = " ".join(said.split())
-        said = said if len(said) <= _SAID_LIMIT else said[: _SAID_LIMIT - 3] + "..."
+            return _wrong_answer(self.provider, "JSON with no text", "a transcription")
         role, where = self.provider.settings.role.name, self.provider.where
-        return ProviderError("provider_error", f"The {role} provider at {where} failed: {said}.")
+        failed = f"The {role} provider at {where} failed: {shortened(said)}."
+        return ProviderError("provider_error", failed)
 
 
 class Synthesizer:
@@ -167,17 +153,12 @@ class Synthesizer:
                 input=text,
                 response_format=response_format,  # type: ignore[arg-type]
             )
-            kind = _content_type(answer.headers)
+            kind = media_type(answer.headers)
             if kind.startswith("text/") or _is_json(kind):
-                raise self._wrong_answer(kind, "audio")
+                raise _wrong_answer(self.provider, kind, "audio")
             audio: bytes = answer.content
             if not audio:
-                raise self._wrong_answer("an empty body", "audio")
+                raise _wrong_answer(self.provider, "an empty body", "audio")
             return audio
 
         return await self.provider.request(self.model, send)
-
-    def _wrong_answer(self, answered: str, wanted: str) -> ProviderError:
-        where = self.provider.where
-        message = answered_instead(self.provider.settings.role, where, answered, wanted)
-        return ProviderError("provider_bad_response", message)
