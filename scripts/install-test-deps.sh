@@ -6,6 +6,7 @@
 #     saying which;
 #   - voicestack itself with its test and binary extras, the first-party tool plugins and the
 #     test-only tool plugin, into the Python that runs `python3` (a venv if one is active);
+#   - the bytecode of the project's own modules, written ahead for every process the tests start;
 #   - the one-file executable dist/voicestack, which tests/test_binary.py serves from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,13 @@ python3 -m pip install --quiet --disable-pip-version-check \
   -e '.[test,binary]' \
   -e plugins/voicestack-clock -e plugins/voicestack-notes \
   -e tests/plugins/voicestack-testtools
+
+say "Bytecode: voicestack, cli, the plugins and the tests"
+# The suite starts about 300 server and CLI processes. Where PYTHONDONTWRITEBYTECODE is set,
+# Python keeps no bytecode of what it compiles, so each of them would compile every module it
+# imports again: 0.4 s of a server's 2.3 s start here. It still reads bytecode that exists, and
+# ignores any older than its source.
+python3 -m compileall -q -j 0 voicestack cli plugins tests
 
 say "The one-file executable (bundles the plugins installed above)"
 bash deploy/build-binary.sh
