@@ -31,9 +31,7 @@ import threading
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, TypeAlias
-
-import openai
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from voicestack.agent.embedding_batch import EmbeddingBatcher
 from voicestack.agent.llm import ChatProvider, ProviderError, ProviderSettings
@@ -45,6 +43,9 @@ from voicestack.agent.llm_errors import (
 )
 from voicestack.config import Settings
 
+if TYPE_CHECKING:
+    import openai
+
 # The sizes of well-known models' vectors, so the index can be made before the first answer.
 KNOWN_DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -55,11 +56,18 @@ CACHE_SIZE = 2048
 
 log = logging.getLogger(__name__)
 
-# Compatible servers refuse an `encoding_format` they do not know with one of these.
-_REFUSED = (openai.BadRequestError, openai.UnprocessableEntityError)
 
 # A vector as sqlite-vec stores it: float32 numbers (array("f"), little-endian in its bytes).
 Vector: TypeAlias = "array[float]"
+
+
+def _refusals() -> tuple[type[openai.APIStatusError], ...]:
+    """How compatible servers refuse an `encoding_format` they do not know (asked once a call
+    failed)."""
+    import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
+    return (openai.BadRequestError, openai.UnprocessableEntityError)
+
 
 EMBEDDING_ROLE = ProviderRole(
     name="embedding",
@@ -224,7 +232,7 @@ class Embedder:
             kwargs = self._kwargs(texts)
             try:
                 return await client.embeddings.create(**kwargs)
-            except _REFUSED as refusal:
+            except _refusals() as refusal:
                 floats = self._floats_instead(kwargs)
                 if floats is None:
                     raise
@@ -250,12 +258,14 @@ class Embedder:
             return vector
         if not self.enabled:
             raise ProviderError("provider_not_configured", EMBEDDING_ROLE.not_configured)
+        import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
         client = self._sync_client()
         try:
             kwargs = self._kwargs([text])
             try:
                 answer = client.embeddings.create(**kwargs, timeout=timeout_s)
-            except _REFUSED as refusal:
+            except _refusals() as refusal:
                 floats = self._floats_instead(kwargs)
                 if floats is None:
                     raise
@@ -292,6 +302,8 @@ class Embedder:
             raise
 
     def _sync_client(self) -> openai.OpenAI:
+        import openai
+
         with self._lock:
             if self._sync is None:
                 provider = self.settings.provider

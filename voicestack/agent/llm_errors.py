@@ -12,12 +12,12 @@ from datetime import UTC
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import openai
-
 from voicestack.agent.llm_wire import NotAStream
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    import openai
 
 NOT_CONFIGURED_MESSAGE = (
     "No model provider is configured: set OPENAI_API_KEY, "
@@ -54,6 +54,8 @@ def describe_failure(
     timeout_s: float,
 ) -> tuple[str, str, bool]:
     """Code, message and retryability of a failed call to the provider at `where`."""
+    import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
     them = f"The {role.name} provider"
     # The chat's own messages predate the other roles; an audio provider's always names its URL.
     who = them if role == CHAT_ROLE else f"{them} at {where}"
@@ -175,6 +177,8 @@ def after_retries(retries: int) -> str:
 
 def _detail(exc: openai.OpenAIError) -> str:
     """The provider's own error message, on one line and not too long ('' when it gave none)."""
+    import openai
+
     message = _explanation(getattr(exc, "body", None))
     if message is None and not isinstance(exc, openai.APIStatusError):
         message = str(exc)  # the client's own words; a status error's are only "Error code: N"

@@ -8,7 +8,6 @@ raised as the SDK's own APITimeoutError / APIConnectionError, so error mapping i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -16,25 +15,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import openai
 
 log = logging.getLogger(__name__)
 
 
-# openai on plain httpx raises these two; openai 3 runs on its own httpx fork and names which of
-# its errors are which, so its functions replace these where it is installed.
+# openai on plain httpx raises httpx's errors; openai 3 runs on its own httpx fork and names
+# which of its errors are which, so its functions answer where it is installed. Both are asked
+# only once a call failed, by then with the SDK loaded.
 def timeout_exceptions() -> tuple[type[Exception], ...]:
     """The transport's timeout errors."""
-    return (httpx.TimeoutException,)
+    try:
+        from openai._httpx2 import timeout_exceptions as sdk_timeouts
+    except ImportError:
+        return (httpx.TimeoutException,)
+    return sdk_timeouts()
 
 
 def request_exceptions() -> tuple[type[Exception], ...]:
     """The transport's other request errors (connection refused, reset, protocol)."""
-    return (httpx.RequestError,)
-
-
-with contextlib.suppress(ImportError):
-    from openai._httpx2 import request_exceptions, timeout_exceptions
+    try:
+        from openai._httpx2 import request_exceptions as sdk_requests
+    except ImportError:
+        return (httpx.RequestError,)
+    return sdk_requests()
 
 
 # A whole completion answered instead of a stream is read up to this size for its text.
@@ -96,6 +99,8 @@ async def sse_chunks(response: Any, end: StreamEnd | None = None) -> AsyncIterat
             return
         chunk = json.loads(payload)
         if isinstance(chunk, dict) and chunk.get("error"):
+            import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else None
             raise openai.APIError(
@@ -112,6 +117,8 @@ async def _read_to_end(lines: AsyncIterator[str]) -> None:
     would then open a new connection (a TLS handshake's round trips before its first token).
     A provider that goes on sending, stays open or drops the connection there is left as is:
     the reply is already whole."""
+    import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
     left = AFTER_DONE_LIMIT_CHARS
     try:
         async with asyncio.timeout(AFTER_DONE_TIMEOUT_S):
@@ -132,6 +139,8 @@ async def _lines(response: Any) -> AsyncIterator[str]:
     """The response's lines, with transport failures raised as the SDK raises them, then one
     empty line: a last event whose body ends without its blank line is still read, as the
     SDKs read it (some gateways end a stream so)."""
+    import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
     try:
         async for line in response.iter_lines():
             yield line
@@ -145,6 +154,8 @@ async def _lines(response: Any) -> AsyncIterator[str]:
 async def completion_text(response: Any) -> str:
     """The reply text of a whole (non-stream) chat completion body: its first choice's message
     content, or "" when the body is not one or is over WHOLE_BODY_LIMIT bytes."""
+    import openai  # the SDK loads on first use (voicestack/agent/llm.py)
+
     body = bytearray()
     try:
         async for piece in response.iter_bytes():

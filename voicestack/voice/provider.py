@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from voicestack.agent.llm import ChatProvider, ProviderError
 from voicestack.agent.llm_errors import answered_instead, shortened
 from voicestack.agent.llm_wire import media_type
 from voicestack.voice.formats import AudioFormat
 from voicestack.voice.pcm import NotPcm, Pcm
+
+if TYPE_CHECKING:
+    import openai
 
 # Only whisper models answer verbose_json (with the audio's duration); the gpt-4o transcribe
 # models answer json, whose usage carries the duration when the provider bills by it.
