@@ -1,10 +1,15 @@
 """The OpenAI SDK loads only when a provider is configured (voicestack/agent/llm.py): importing
-it is about a third of a server's start, and a server with no provider never calls one."""
+it is about a third of a server's start, and a server with no provider never calls one.
+
+Likewise numpy (for live audio, and imported by sqlite-vec's package) and Authlib (for sign-in
+with a provider) load when they are first used, not when a server starts.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.server import REPO
 
@@ -13,15 +18,22 @@ SERVER_MODULES = "import cli.main, cli.serve, voicestack.serve.server, voicestac
 
 def sdk_loaded_after(code: str) -> bool:
     """Whether `openai` is among a fresh interpreter's modules once `code` ran."""
+    return modules_loaded_after(code, "openai") == ["openai"]
+
+
+def modules_loaded_after(code: str, *names: str) -> list[str]:
+    """Which of `names` are among a fresh interpreter's modules once `code` ran."""
+    probe = f"import sys\nprint(','.join(n for n in {names!r} if n in sys.modules))"
     done = subprocess.run(
-        [sys.executable, "-c", f"{code}\nimport sys\nprint('openai' in sys.modules)"],
+        [sys.executable, "-c", f"{code}\n{probe}"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    return done.stdout.strip().splitlines()[-1] == "True"
+    last = done.stdout.splitlines()[-1] if done.stdout.strip() else ""
+    return [name for name in last.split(",") if name]
 
 
 def test_the_server_and_the_cli_import_without_the_sdk() -> None:
@@ -44,3 +56,27 @@ def test_a_configured_provider_loads_the_sdk_as_it_is_made_not_at_its_first_call
         "ChatProvider(ProviderSettings(base_url='http://127.0.0.1:9/v1', api_key=None))"
     )
     assert sdk_loaded_after(code)
+
+
+def test_a_server_opening_its_database_loads_sqlite_vec_without_numpy_or_authlib(
+    tmp_path: Path,
+) -> None:
+    code = (
+        f"{SERVER_MODULES}\n"
+        "from pathlib import Path\n"
+        "from voicestack.store.connection import open_connection, vector_search_unavailable\n"
+        f"conn = open_connection(Path({str(tmp_path / 'v.db')!r}))\n"
+        "assert vector_search_unavailable() == '', vector_search_unavailable()\n"
+        "assert conn.execute('SELECT vec_version()').fetchone()"
+    )
+    assert modules_loaded_after(code, "numpy", "soxr", "authlib", "joserfc") == []
+
+
+def test_live_audio_loads_numpy_when_it_first_converts() -> None:
+    code = (
+        "from voicestack.voice.realtime import codec\n"
+        "import sys\n"
+        "assert 'numpy' not in sys.modules\n"
+        "assert codec.pcm16_to_mulaw(codec.mulaw_to_pcm16(bytes(range(256)))) != b''"
+    )
+    assert modules_loaded_after(code, "numpy") == ["numpy"]

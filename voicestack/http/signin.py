@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
-from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,12 +22,12 @@ from voicestack.auth.signin_users import Profile, SignInRefused, sign_in_user
 from voicestack.http.signin_auth import is_secure
 from voicestack.http.signin_pages import base_url, refusal_page, signed_in
 from voicestack.http.signin_providers import (
-    HTTP_ERRORS,
     LOGIN_COOKIE,
     LOGIN_TTL_S,
     Provider,
     Providers,
     github_profile,
+    http_errors,
     oidc_profile,
 )
 from voicestack.http.state import runtime
@@ -37,8 +35,11 @@ from voicestack.store.db import WriteDB
 
 log = logging.getLogger(__name__)
 CALLBACK_PATH = "/auth/callback"
-# A provider that cannot be reached, or answers what is not discovery, JSON or a token.
-PROVIDER_FAILURES: tuple[type[Exception], ...] = (*HTTP_ERRORS, ValueError, KeyError, RuntimeError)
+
+
+def provider_failures() -> tuple[type[Exception], ...]:
+    """A provider that cannot be reached, or answers what is not discovery, JSON or a token."""
+    return (*http_errors(), ValueError, KeyError, RuntimeError)
 
 
 def providers_of(request: Request) -> Providers:
@@ -92,7 +93,7 @@ async def login(request: Request) -> Response:
         response: Response = await providers.client(provider.name).authorize_redirect(
             request, redirect_uri
         )
-    except PROVIDER_FAILURES as exc:
+    except provider_failures() as exc:
         return _unreachable(provider, exc)
     prefix = f"_state_{provider.name}_"
     state = next(key[len(prefix) :] for key in session if key.startswith(prefix))
@@ -123,6 +124,8 @@ async def _profile(request: Request, providers: Providers, provider: Provider) -
     )
     claims = token.get("userinfo")
     if claims is None:
+        from authlib.integrations.base_client.errors import OAuthError
+
         raise OAuthError("missing_id_token", "The provider sent no id_token.")
     return oidc_profile(provider.name, dict(claims))
 
@@ -137,6 +140,10 @@ async def callback(request: Request) -> Response:
     started = request.cookies.get(LOGIN_COOKIE)
     key = f"_state_{provider.name}_{started}"
     request.scope["session"] = {key: {"exp": time.time() + LOGIN_TTL_S}} if started else {}
+    # Loaded with the providers' clients (signin_providers), by the first sign-in.
+    from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
+    from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError
+
     try:
         profile = await _profile(request, providers, provider)
     except MismatchingStateError:
@@ -165,7 +172,7 @@ async def callback(request: Request) -> Response:
         )
     except JoseError as exc:
         return _refused("id_token_invalid", f"The provider's id_token is unusable: {exc.error}.")
-    except PROVIDER_FAILURES as exc:
+    except provider_failures() as exc:
         return _unreachable(provider, exc)
     return await finish_sign_in(request, profile)
 

@@ -12,32 +12,36 @@ from the browser that started the sign-in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from authlib.integrations.starlette_client import OAuth
 
 from voicestack.auth.signin_pending import put_pending, take_pending
 from voicestack.auth.signin_users import Profile
 from voicestack.config import GithubConfig, OidcProviderConfig, Settings
 from voicestack.store.db import WriteDB
 
-# What a provider's failure to answer raises: Authlib talks through httpx2 where it is
-# installed (the openai client brings it), else through httpx.
-try:
-    import httpx2
-
-    HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
-except ImportError:  # pragma: no cover - depends on what is installed
-    HTTP_ERRORS = (httpx.HTTPError,)
 # How long a started sign-in may take at the provider.
 LOGIN_TTL_S = 600
 LOGIN_COOKIE = "vs_login"
 GITHUB_SCOPE = "read:user user:email"
 
 Write = Callable[[Callable[[WriteDB], Any]], Awaitable[Any]]
+
+
+@functools.cache
+def http_errors() -> tuple[type[Exception], ...]:
+    """What a provider's failure to answer raises: Authlib talks through httpx2 where it is
+    installed (the openai client brings it), else through httpx. Asked when a sign-in runs, so
+    that a server's start does not load httpx2."""
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - depends on what is installed
+        return (httpx.HTTPError,)
+    return (httpx.HTTPError, httpx2.HTTPError)
 
 
 class PendingLogins:
@@ -78,6 +82,9 @@ class Providers:
     """The configured providers and their Authlib clients."""
 
     def __init__(self, settings: Settings, write: Write) -> None:
+        # Authlib (with joserfc and cryptography) loads with the first sign-in, not at start.
+        from authlib.integrations.starlette_client import OAuth
+
         self.oauth = OAuth(cache=PendingLogins(write))
         self.providers: dict[str, Provider] = {}
         for name, config in settings.oidc_providers().items():

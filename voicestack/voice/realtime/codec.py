@@ -4,20 +4,28 @@ Inside a session, audio is mono 16-bit little-endian PCM: 16 kHz on the way in (
 the transcriber get), the session's rate on the way out. The tables are G.711's μ-law, built once
 with numpy (the stdlib's `audioop` is gone from Python 3.13). Resampling is soxr's streaming
 resampler, which keeps its filter state between frames, so frame edges make no clicks.
+
+numpy and soxr are imported when audio is first converted, not with this module: a server that
+holds no live conversation never loads them (numpy alone is about 0.15 s of a start's CPU).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 import subprocess
 import wave
-
-import numpy as np
-import numpy.typing as npt
-import soxr
+from typing import TYPE_CHECKING
 
 from voicestack.voice.realtime.wire import Start
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import soxr
+
+    Samples = npt.NDArray[np.int16]
 
 VAD_RATE = 16000
 # OpenAI's `pcm` speech format: raw 24 kHz 16-bit little-endian mono.
@@ -25,17 +33,21 @@ PROVIDER_PCM_RATE = 24000
 _BIAS = 0x84
 _CLIP = 32635
 
-Samples = npt.NDArray[np.int16]
 
-
+@functools.cache
 def _mulaw_decode_table() -> Samples:
+    import numpy as np
+
     codes = ~np.arange(256, dtype=np.int32) & 0xFF
     magnitude = (((codes & 0x0F) << 3) + _BIAS) << ((codes & 0x70) >> 4)
     linear = np.where(codes & 0x80, _BIAS - magnitude, magnitude - _BIAS)
     return linear.astype(np.int16)
 
 
+@functools.cache
 def _mulaw_encode_table() -> npt.NDArray[np.uint8]:
+    import numpy as np
+
     samples = np.arange(-32768, 32768, dtype=np.int32)
     sign = np.where(samples < 0, 0x80, 0)
     magnitude = np.minimum(np.abs(samples), _CLIP) + _BIAS
@@ -45,35 +57,37 @@ def _mulaw_encode_table() -> npt.NDArray[np.uint8]:
     return table
 
 
-_DECODE = _mulaw_decode_table()
-_ENCODE = _mulaw_encode_table()
-
-
 def mulaw_to_pcm16(data: bytes) -> bytes:
     """G.711 μ-law bytes as 16-bit little-endian PCM."""
-    return _DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+    import numpy as np
+
+    return _mulaw_decode_table()[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
 
 
 def pcm16_to_mulaw(data: bytes) -> bytes:
     """16-bit little-endian PCM as G.711 μ-law bytes (an odd last byte is dropped)."""
+    import numpy as np
+
     samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.int32)
-    return _ENCODE[samples + 32768].tobytes()
+    return _mulaw_encode_table()[samples + 32768].tobytes()
 
 
 class Resampler:
     """A streaming 16-bit PCM resampler (identity when the rates are equal)."""
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
-        self._stream = (
-            soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ")
-            if in_rate != out_rate
-            else None
-        )
+        self._stream: soxr.ResampleStream | None = None
+        if in_rate != out_rate:
+            import soxr
+
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ")
 
     def __call__(self, pcm: bytes, last: bool = False) -> bytes:
         """The next piece of `pcm` at the output rate; `last` flushes the filter."""
         if self._stream is None:
             return pcm
+        import numpy as np
+
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.int16)
         out: Samples = self._stream.resample_chunk(samples, last=last)
         return out.astype("<i2").tobytes()
@@ -158,6 +172,8 @@ def _wav_pcm(data: bytes) -> tuple[bytes, int]:
     except (wave.Error, EOFError) as exc:
         raise UndecodableSpeech(f"bad WAV: {exc}") from None
     if channels > 1:
+        import numpy as np
+
         stereo = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)
         frames = stereo.mean(axis=1).astype("<i2").tobytes()
     return frames, rate

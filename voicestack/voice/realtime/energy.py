@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 FULL_SCALE = 32768.0
 MARGIN_DB = 9.0  # a chunk this far above the learned noise may be speech
 NOISE_RISE_DB = 0.5  # per 32 ms chunk: ~16 dB a second
@@ -36,6 +34,8 @@ TAIL_STEP_MS = 8  # the resolution at which the quiet end of a chunk is measured
 
 def level_dbfs(chunk: bytes) -> float:
     """The RMS level of 16-bit PCM in dBFS (`SILENT_DB` for digital silence)."""
+    import numpy as np  # loaded by the first live conversation, not by the server's start
+
     samples = np.frombuffer(chunk, dtype="<i2").astype(np.float32)
     power = float(np.dot(samples, samples)) / max(len(samples), 1)
     if power <= 0.0:

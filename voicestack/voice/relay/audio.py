@@ -16,11 +16,14 @@ proportion: the words of the reply's transcript, times the share of its audio pl
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from voicestack.voice.realtime import codec
 from voicestack.voice.realtime.wire import Start
-from voicestack.voice.relay.resample import PolyphaseResampler
 from voicestack.voice.relay.session_config import ProviderAudio
+
+if TYPE_CHECKING:
+    from voicestack.voice.relay.resample import PolyphaseResampler
 
 FRAME_MS = 20
 
@@ -38,7 +41,12 @@ class _Conversion:
 
     def _resampler(self) -> PolyphaseResampler | None:
         source, target = self._rates
-        return PolyphaseResampler(source, target) if source != target else None
+        if source == target:
+            return None
+        # Imported here: the resampler's numpy is loaded by the first conversation that needs it.
+        from voicestack.voice.relay.resample import PolyphaseResampler
+
+        return PolyphaseResampler(source, target)
 
     def __call__(self, data: bytes) -> bytes:
         """The next piece of audio converted (a PCM piece may split a sample: the byte waits)."""
