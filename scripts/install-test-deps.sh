@@ -6,8 +6,9 @@
 #     saying which;
 #   - voicestack itself with its test and binary extras, the first-party tool plugins and the
 #     test-only tool plugin, into the Python that runs `python3` (a venv if one is active);
-#   - the bytecode of the project's own modules, written ahead for every process the tests start;
-#   - the one-file executable dist/voicestack, which tests/test_binary.py serves from.
+#   - the bytecode of the project's own modules, written ahead for every process the tests start.
+# The one-file executable dist/voicestack, which tests/test_binary.py serves from, is built by
+# `make test` beside the lint and type checks (`make binary`), once this has run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,5 +45,3 @@ say "Bytecode: voicestack, cli, the plugins and the tests"
 # ignores any older than its source.
 python3 -m compileall -q -j 0 voicestack cli plugins tests
 
-say "The one-file executable (bundles the plugins installed above)"
-bash deploy/build-binary.sh
