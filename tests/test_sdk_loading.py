@@ -80,3 +80,19 @@ def test_live_audio_loads_numpy_when_it_first_converts() -> None:
         "assert codec.pcm16_to_mulaw(codec.mulaw_to_pcm16(bytes(range(256)))) != b''"
     )
     assert modules_loaded_after(code, "numpy") == ["numpy"]
+
+
+def test_a_live_conversation_loads_them_in_a_worker_thread_before_its_session() -> None:
+    code = (
+        "import asyncio, sys, threading\n"
+        "from voicestack.voice.realtime import codec\n"
+        "importers = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy':\n"
+        "            importers.append(threading.current_thread() is threading.main_thread())\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "asyncio.run(codec.load_audio_libraries())\n"
+        "assert importers == [False], importers"
+    )
+    assert modules_loaded_after(code, "numpy", "soxr") == ["numpy", "soxr"]

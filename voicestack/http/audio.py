@@ -19,6 +19,7 @@ from voicestack.functions.errors import FunctionError
 from voicestack.http.state import caller, runtime, viewer
 from voicestack.reactive.streams import Stream
 from voicestack.voice.live_sessions import LiveSession
+from voicestack.voice.realtime.codec import load_audio_libraries
 from voicestack.voice.realtime.wire import (
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
@@ -127,7 +128,9 @@ async def live_socket(websocket: WebSocket, open_feed: OpenFeed, open_session: O
             raise ProtocolError(
                 "start_expected", "Send the start message before any audio.", CLOSE_POLICY
             )
-        session = await open_session(feed, parse_start(first), client)
+        start = parse_start(first)
+        await load_audio_libraries()
+        session = await open_session(feed, start, client)
         await session.begin()
         await _converse(websocket, client, session)
     except ProtocolError as exc:

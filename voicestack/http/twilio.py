@@ -23,6 +23,7 @@ from voicestack.http.errors import ApiError
 from voicestack.http.state import runtime
 from voicestack.runtime import Runtime
 from voicestack.voice.live_sessions import LiveSession
+from voicestack.voice.realtime.codec import load_audio_libraries
 from voicestack.voice.realtime.wire import (
     CLOSE_BAD_TOKEN,
     CLOSE_NORMAL,
@@ -119,6 +120,7 @@ async def _stream(websocket: WebSocket, socket: SocketClient, rt: Runtime) -> No
         if start is None:
             return
         client = CallClient(start.stream_sid, socket.send_event, socket.close)
+        await load_audio_libraries()
         session = await rt.live.open_call(start, client)
         if session is None:
             await socket.close(CLOSE_BAD_TOKEN, "invalid_token")

@@ -40,6 +40,7 @@ from voicestack.scale.edge_voice import EDGE_CALL, PrimaryRecords, thread_feed, 
 from voicestack.scale.envelope import RequestEnvelope, ResponseEnvelope
 from voicestack.scale.link import OPEN_TIMEOUT_S, PrimaryUnavailable
 from voicestack.voice.live_sessions import LiveSession
+from voicestack.voice.realtime.codec import load_audio_libraries
 from voicestack.voice.realtime.session import SessionSettings, VoiceSession
 from voicestack.voice.realtime.wire import (
     CLOSE_BAD_TOKEN,
@@ -82,6 +83,7 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
     start, frames = await read_start(websocket)
     if start is None:
         return
+    await load_audio_libraries()
     edge.voice.refuse_when_shutting_down()  # before the token is spent
     answer = await _start(edge, start)
     if answer is None:

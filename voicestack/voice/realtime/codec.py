@@ -5,12 +5,13 @@ the transcriber get), the session's rate on the way out. The tables are G.711's 
 with numpy (the stdlib's `audioop` is gone from Python 3.13). Resampling is soxr's streaming
 resampler, which keeps its filter state between frames, so frame edges make no clicks.
 
-numpy and soxr are imported when audio is first converted, not with this module: a server that
-holds no live conversation never loads them (numpy alone is about 0.15 s of a start's CPU).
+numpy and soxr are imported by the first live conversation (load_audio_libraries), not with this
+module: a server that holds none never loads them (numpy alone is about 0.15 s of a start's CPU).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import shutil
@@ -32,6 +33,30 @@ VAD_RATE = 16000
 PROVIDER_PCM_RATE = 24000
 _BIAS = 0x84
 _CLIP = 32635
+
+
+_audio_libraries_loaded = False
+
+
+async def load_audio_libraries() -> None:
+    """Import numpy and soxr and build the μ-law tables in a worker thread, the first time only.
+
+    A live conversation awaits this before its session is made, so that the imports (about
+    0.15 s of CPU) never stall the event loop, and every connection on it, at the first frame of
+    a server's first conversation.
+    """
+    global _audio_libraries_loaded
+    if not _audio_libraries_loaded:
+        await asyncio.to_thread(_load_audio_libraries)
+        _audio_libraries_loaded = True
+
+
+def _load_audio_libraries() -> None:
+    import numpy  # noqa: F401
+    import soxr  # noqa: F401
+
+    _mulaw_decode_table()
+    _mulaw_encode_table()
 
 
 @functools.cache
