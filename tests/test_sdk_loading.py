@@ -7,11 +7,18 @@ with a provider) load when they are first used, not when a server starts.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.agent import StartAgentServer, Threads
+from tests.support.realtime import FRAME_BYTES, conversation
 from tests.support.server import REPO
+from voicestack.testing.fake_openai import FakeOpenAI
 
 SERVER_MODULES = "import cli.main, cli.serve, voicestack.serve.server, voicestack.http.app"
 
@@ -69,7 +76,8 @@ def test_a_server_opening_its_database_loads_sqlite_vec_without_numpy_or_authlib
         "assert vector_search_unavailable() == '', vector_search_unavailable()\n"
         "assert conn.execute('SELECT vec_version()').fetchone()"
     )
-    assert modules_loaded_after(code, "numpy", "soxr", "authlib", "joserfc") == []
+    names = ("numpy", "soxr", "authlib", "joserfc", "httpx2")
+    assert modules_loaded_after(code, *names) == []
 
 
 def test_live_audio_loads_numpy_when_it_first_converts() -> None:
@@ -96,3 +104,55 @@ def test_a_live_conversation_loads_them_in_a_worker_thread_before_its_session() 
         "assert importers == [False], importers"
     )
     assert modules_loaded_after(code, "numpy", "soxr") == ["numpy", "soxr"]
+
+
+def test_authlib_loads_only_when_a_sign_in_provider_is_configured() -> None:
+    make = (
+        "from voicestack.config import Settings\n"
+        "from voicestack.http.signin_providers import Providers\n"
+        "async def write(fn):\n"
+        "    return None\n"
+    )
+    assert modules_loaded_after(f"{make}Providers(Settings(), write)", "authlib") == []
+    configured = "Settings(oidc_issuer='https://id.example', oidc_client_id='voicestack')"
+    assert modules_loaded_after(f"{make}Providers({configured}, write)", "authlib") == ["authlib"]
+
+
+# Put first on a server's PYTHONPATH: logs which thread first imports numpy.
+NUMPY_SPY = """
+import os, sys, threading
+
+class _NumpySpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            main = threading.current_thread() is threading.main_thread()
+            with open(os.environ["NUMPY_IMPORT_LOG"], "a") as log:
+                log.write("main\\n" if main else "worker\\n")
+        return None
+
+sys.meta_path.insert(0, _NumpySpy())
+"""
+
+
+@pytest.mark.anyio
+async def test_a_server_imports_numpy_off_its_event_loop_at_its_first_live_conversation(
+    start_agent_server: StartAgentServer, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(NUMPY_SPY)
+    log = tmp_path / "numpy-imports.log"
+    path = os.pathsep.join([str(spy), str(REPO)])
+    server = start_agent_server(
+        fake.api_base, env={"PYTHONPATH": path, "NUMPY_IMPORT_LOG": str(log)}
+    )
+    async with server.client() as http:
+        thread_id = await Threads(http).create()
+    started_without = not log.exists()
+    async with conversation(server, thread_id) as talk:
+        await talk.start()
+        await talk.say(bytes(FRAME_BYTES * 10))
+    await asyncio.sleep(0.2)
+
+    assert started_without
+    assert log.read_text().splitlines() == ["worker"]

@@ -72,6 +72,7 @@ def create_app(
         app.state.runtime = rt
         install_log_redaction(settings.secret_values())
         await rt.start()
+        app.state.signin_providers = signin.make_providers(rt)
         log.info("serving %s (%d functions)", settings.db, len(rt.registry.functions))
         try:
             async with contextlib.AsyncExitStack() as running:

@@ -31,6 +31,7 @@ from voicestack.http.signin_providers import (
     oidc_profile,
 )
 from voicestack.http.state import runtime
+from voicestack.runtime import Runtime
 from voicestack.store.db import WriteDB
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,21 @@ def provider_failures() -> tuple[type[Exception], ...]:
     return (*http_errors(), ValueError, KeyError, RuntimeError)
 
 
+def make_providers(rt: Runtime) -> Providers:
+    """The sign-in providers of the runtime's settings, with their Authlib clients. The app
+    makes them as it starts, so that no request waits for Authlib's import."""
+
+    async def write(fn: Any) -> Any:
+        return (await rt.store.write(fn)).value
+
+    return Providers(rt.settings, write)
+
+
 def providers_of(request: Request) -> Providers:
-    """The app's sign-in providers, built on first use from the runtime's settings."""
+    """The app's sign-in providers (made at start; made here when an app started without)."""
     found: Providers | None = getattr(request.app.state, "signin_providers", None)
     if found is None:
-        rt = runtime(request)
-
-        async def write(fn: Any) -> Any:
-            return (await rt.store.write(fn)).value
-
-        found = Providers(rt.settings, write)
+        found = make_providers(runtime(request))
         request.app.state.signin_providers = found
     return found
 

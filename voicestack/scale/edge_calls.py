@@ -83,7 +83,6 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
     start, frames = await read_start(websocket)
     if start is None:
         return
-    await load_audio_libraries()
     edge.voice.refuse_when_shutting_down()  # before the token is spent
     answer = await _start(edge, start)
     if answer is None:
@@ -105,6 +104,7 @@ async def _call(websocket: WebSocket, socket: SocketClient, edge: Edge) -> None:
     records = PrimaryRecords(edge, credentials, started.thread_id)
     relay_records = PrimaryRelayRecords(edge, with_edge_call(credentials), started.thread_id)
     try:
+        await load_audio_libraries()
         await _converse(websocket, socket, edge, start, records, relay_records, started)
     finally:
         edge.voice_work(_end_session(edge, (records, relay_records), credentials))

@@ -88,15 +88,9 @@ def _vector_library() -> str | None:
         spec = importlib.util.find_spec("sqlite_vec")
     except (ImportError, ValueError):
         return None
-    if spec is None:
+    if spec is None or spec.origin is None:
         return None
-    if spec.origin is not None:
-        beside = Path(spec.origin).parent
-        if any(beside.glob("vec0.*")):
-            return str(beside / "vec0")
-    import sqlite_vec  # laid out otherwise: ask the package
-
-    return str(sqlite_vec.loadable_path())
+    return str(Path(spec.origin).parent / "vec0")
 
 
 def vector_search_unavailable() -> str:
