@@ -64,6 +64,12 @@ class Binary:
             "--config",
             "voicestack.toml",
             "--no-access-log",
+            # An embedding provider, so that memory says whether sqlite-vec's library loaded;
+            # nothing listens there, and nothing here calls it.
+            "--openai-base-url",
+            "http://127.0.0.1:9/v1",
+            "--embedding-model",
+            "text-embedding-3-small",
         ]
         env = {
             k: v
@@ -162,6 +168,10 @@ def test_the_binary_serves_the_api_and_the_page_and_stops_cleanly(binary: Binary
         assert script.status_code == 200
         assert script.headers["content-type"].startswith("text/javascript")
         assert script.content
+
+        # sqlite-vec's library ships in the binary and loads: memory searches by vector too.
+        memory = client.get("/healthz?details=1").json()["details"]["memory"]
+        assert memory["mode"] == "hybrid", memory
 
         refused = client.get("/api/tools", headers={"Authorization": "Bearer nonsense"})
         assert refused.status_code == 401, refused.text
