@@ -90,35 +90,8 @@ def test_live_audio_loads_numpy_when_it_first_converts() -> None:
     assert modules_loaded_after(code, "numpy") == ["numpy"]
 
 
-def test_a_live_conversation_loads_them_in_a_worker_thread_before_its_session() -> None:
-    code = (
-        "import asyncio, sys, threading\n"
-        "from voicestack.voice.realtime import codec\n"
-        "importers = []\n"
-        "class Spy:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'numpy':\n"
-        "            importers.append(threading.current_thread() is threading.main_thread())\n"
-        "sys.meta_path.insert(0, Spy())\n"
-        "asyncio.run(codec.load_audio_libraries())\n"
-        "assert importers == [False], importers"
-    )
-    assert modules_loaded_after(code, "numpy", "soxr") == ["numpy", "soxr"]
-
-
-def test_authlib_loads_only_when_a_sign_in_provider_is_configured() -> None:
-    make = (
-        "from voicestack.config import Settings\n"
-        "from voicestack.http.signin_providers import Providers\n"
-        "async def write(fn):\n"
-        "    return None\n"
-    )
-    assert modules_loaded_after(f"{make}Providers(Settings(), write)", "authlib") == []
-    configured = "Settings(oidc_issuer='https://id.example', oidc_client_id='voicestack')"
-    assert modules_loaded_after(f"{make}Providers({configured}, write)", "authlib") == ["authlib"]
-
-
-# Put first on a server's PYTHONPATH: logs which thread first imports numpy.
+# Logs, to $NUMPY_IMPORT_LOG, which thread first imports numpy: run first in a test's
+# interpreter, or as the sitecustomize of a server's.
 NUMPY_SPY = """
 import os, sys, threading
 
@@ -132,6 +105,30 @@ class _NumpySpy:
 
 sys.meta_path.insert(0, _NumpySpy())
 """
+
+
+def test_load_audio_libraries_imports_numpy_and_soxr_in_a_worker_thread(tmp_path: Path) -> None:
+    log = tmp_path / "numpy-imports.log"
+    code = (
+        f"import os\nos.environ['NUMPY_IMPORT_LOG'] = {str(log)!r}\n{NUMPY_SPY}\n"
+        "import asyncio\n"
+        "from voicestack.voice.realtime import codec\n"
+        "asyncio.run(codec.load_audio_libraries())"
+    )
+    assert modules_loaded_after(code, "numpy", "soxr") == ["numpy", "soxr"]
+    assert log.read_text().splitlines() == ["worker"]
+
+
+def test_authlib_loads_only_when_a_sign_in_provider_is_configured() -> None:
+    make = (
+        "from voicestack.config import Settings\n"
+        "from voicestack.http.signin_providers import Providers\n"
+        "async def write(fn):\n"
+        "    return None\n"
+    )
+    assert modules_loaded_after(f"{make}Providers(Settings(), write)", "authlib") == []
+    configured = "Settings(oidc_issuer='https://id.example', oidc_client_id='voicestack')"
+    assert modules_loaded_after(f"{make}Providers({configured}, write)", "authlib") == ["authlib"]
 
 
 @pytest.mark.anyio
