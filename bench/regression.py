@@ -135,11 +135,14 @@ def voice_figures(stdout: str) -> dict[str, float]:
 
 def report(trees: list[Tree], benches: dict[str, str], when: str) -> str:
     """A markdown table per bench: each tree's runs in order and their median."""
-    lines = [f"Runs {when} UTC, trees in ABBA order; each cell lists a tree's runs in order."]
+    lines = [
+        f"Runs {when} UTC; each set ran the trees in order, then in reverse. Each cell lists a"
+        " tree's runs in order."
+    ]
     for bench, command in benches.items():
         lines += ["", f"### `{command}`", "", "| figure | tree | each run | median |"]
         lines.append("|---|---|---|---|")
-        for figure in next(iter(trees)).runs.get(bench, {}):
+        for figure in trees[0].runs[bench]:
             for tree in trees:
                 values = tree.runs[bench][figure]
                 each = ", ".join(f"{v:,.1f}" for v in values)
